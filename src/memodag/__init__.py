@@ -1,0 +1,103 @@
+"""memodag: data pipelines that never recompute what has not changed.
+
+Ops composed into jobs, data passed by reference through per-output storage, every output
+versioned, memoized runs that execute only what is not stored at its current version.
+"""
+
+from __future__ import annotations
+
+from memodag.definitions.composition import GraphDefinition, graph
+from memodag.definitions.config import Field, Noneable
+from memodag.definitions.io import (
+    Backoff,
+    DynamicOut,
+    DynamicOutput,
+    In,
+    Out,
+    Output,
+    RetryPolicy,
+)
+from memodag.definitions.job import JobDefinition, job
+from memodag.definitions.op import OpDefinition, op
+from memodag.definitions.resources import (
+    InitResourceContext,
+    IOManagerDefinition,
+    ResourceDefinition,
+    io_manager,
+    resource,
+)
+from memodag.engine.context import OpExecutionContext, build_op_context
+from memodag.engine.result import ExecuteInProcessResult
+from memodag.errors import (
+    ConfigError,
+    DefinitionError,
+    ExecutionError,
+    MemodagError,
+    MemoizationError,
+    StepExecutionError,
+    StorageError,
+)
+from memodag.executors.base import Executor, ExecutorDefinition
+from memodag.executors.in_process import in_process_executor
+from memodag.storage.instance import Event, EventType, Instance, RunRecord, RunStatus
+from memodag.storage.io_manager import Address, InputContext, IOManager, MemoizableIOManager, OutputContext
+from memodag.storage.io_managers.fs import fs_io_manager, versioned_filesystem_io_manager
+from memodag.storage.io_managers.memory import mem_io_manager
+from memodag.storage.io_managers.object_store import object_store_io_manager
+from memodag.storage.serializers import JsonSerializer, ParquetSerializer, PickleSerializer, Serializer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Address",
+    "Backoff",
+    "ConfigError",
+    "DefinitionError",
+    "DynamicOut",
+    "DynamicOutput",
+    "Event",
+    "EventType",
+    "ExecuteInProcessResult",
+    "ExecutionError",
+    "Executor",
+    "ExecutorDefinition",
+    "Field",
+    "GraphDefinition",
+    "IOManager",
+    "IOManagerDefinition",
+    "In",
+    "InitResourceContext",
+    "InputContext",
+    "Instance",
+    "JobDefinition",
+    "JsonSerializer",
+    "MemoizableIOManager",
+    "MemodagError",
+    "MemoizationError",
+    "Noneable",
+    "OpDefinition",
+    "OpExecutionContext",
+    "Out",
+    "Output",
+    "OutputContext",
+    "ParquetSerializer",
+    "PickleSerializer",
+    "ResourceDefinition",
+    "RetryPolicy",
+    "RunRecord",
+    "RunStatus",
+    "Serializer",
+    "StepExecutionError",
+    "StorageError",
+    "build_op_context",
+    "fs_io_manager",
+    "graph",
+    "in_process_executor",
+    "io_manager",
+    "job",
+    "mem_io_manager",
+    "object_store_io_manager",
+    "op",
+    "resource",
+    "versioned_filesystem_io_manager",
+]

@@ -1,0 +1,346 @@
+"""``@graph`` bodies: calling ops records nodes and the edges between them.
+
+A body runs once, when the graph is defined, against handles rather than values; every wiring
+mistake is raised here, naming the node and the input. The result is a ``GraphDefinition``:
+nodes in call order (which is a topological order) and, per node input, where its value comes from.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from memodag.definitions.io import DEFAULT_OUTPUT, check_name
+from memodag.definitions.op import OpDefinition
+from memodag.errors import DefinitionError
+
+_BUILDER: contextvars.ContextVar[CompositionBuilder | None] = contextvars.ContextVar("memodag_builder", default=None)
+
+
+def current_builder() -> CompositionBuilder | None:
+    return _BUILDER.get()
+
+
+# ---- where a node input's value comes from --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FromNode:
+    """The output ``output`` of sibling node ``node``; ``mode`` is ``"value"``, ``"piece"`` (one
+    piece of a dynamic output, inside ``.map``) or ``"collect"`` (all pieces, as a list)."""
+
+    node: str
+    output: str
+    mode: str = "value"
+
+
+@dataclass(frozen=True)
+class FromGraphInput:
+    """The enclosing graph's input ``name``."""
+
+    name: str
+
+
+InputSource = FromNode | FromGraphInput
+
+
+@dataclass(frozen=True)
+class NodeInvocation:
+    """One node of a graph: a definition placed under a name, with its inputs wired.
+
+    ``mapped_over`` lists the dynamic outputs (node, output), outermost first, that this node is
+    cloned over: one clone per piece (empty for ordinary nodes).
+    """
+
+    name: str
+    definition: Any  # OpDefinition | GraphDefinition
+    inputs: Mapping[str, InputSource]
+    tags: Mapping[str, str] = field(default_factory=dict)
+    mapped_over: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class GraphDefinition:
+    """A set of nodes wired together. Graphs nest as nodes of other graphs.
+
+    ``output_mappings`` maps each graph output name to the (node, output) that provides it.
+    """
+
+    name: str
+    nodes: Mapping[str, NodeInvocation]
+    input_names: tuple[str, ...] = ()
+    output_mappings: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    description: str | None = None
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(self.output_mappings)
+
+    @property
+    def ins(self) -> Mapping[str, Any]:
+        return {n: None for n in self.input_names}
+
+    def alias(self, name: str) -> Any:
+        from memodag.definitions.op import PendingNode
+
+        return PendingNode(self, check_name(name, "alias"), {})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        builder = current_builder()
+        if builder is None:
+            raise DefinitionError(f"graph '{self.name}' can only be called inside a @job or @graph body; run it with .to_job().execute_in_process()")
+        return builder.invoke(self, None, {}, args, kwargs)
+
+    def to_job(self, name: str | None = None, **job_kwargs: Any) -> Any:
+        """Make a job of this graph (``resource_defs``, ``config``, ``tags``, ... as ``@job``)."""
+        from memodag.definitions.job import JobDefinition
+
+        return JobDefinition.from_graph(self, name=name, **job_kwargs)
+
+    def iter_ops(self, prefix: str = "") -> Iterator[tuple[str, OpDefinition]]:
+        """Every op below this graph with its dotted node path."""
+        for node in self.nodes.values():
+            path = f"{prefix}{node.name}"
+            if isinstance(node.definition, GraphDefinition):
+                yield from node.definition.iter_ops(path + ".")
+            else:
+                yield path, node.definition
+
+    def __repr__(self) -> str:
+        return f"<graph {self.name}>"
+
+
+# ---- handles: what op calls return inside a body ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputHandle:
+    """A node's output inside a body. Pass it to another op to wire an edge."""
+
+    builder: CompositionBuilder
+    node: str
+    output: str
+    mapped_over: tuple[tuple[str, str], ...] = ()
+
+    def map(self, fn: Callable[[Any], Any]) -> Any:
+        raise DefinitionError(f"'{self.node}.{self.output}' is not a dynamic output; .map() is for DynamicOut outputs")
+
+    def collect(self) -> Any:
+        if not self.mapped_over:
+            raise DefinitionError(f"'{self.node}.{self.output}' is not mapped over a dynamic output; nothing to .collect()")
+        return _CollectHandle(self)
+
+
+@dataclass(frozen=True)
+class DynamicHandle:
+    """A ``DynamicOut`` output inside a body: use ``.map(fn)`` or ``.collect()``, not the value itself."""
+
+    builder: CompositionBuilder
+    node: str
+    output: str
+    mapped_over: tuple[tuple[str, str], ...] = ()
+
+    def map(self, fn: Callable[[Any], Any]) -> Any:
+        """Run ``fn`` once now on a piece handle; every op it calls on it is cloned per piece."""
+        piece = _PieceHandle(self)
+        return fn(piece)
+
+    def collect(self) -> Any:
+        """All pieces as one list input, in emission order."""
+        return _CollectHandle(self)
+
+
+@dataclass(frozen=True)
+class _PieceHandle:
+    source: DynamicHandle
+
+
+@dataclass(frozen=True)
+class _CollectHandle:
+    source: OutputHandle | DynamicHandle
+
+
+@dataclass(frozen=True)
+class GraphInputHandle:
+    """The enclosing graph's input inside its body."""
+
+    builder: CompositionBuilder
+    name: str
+
+
+class MultipleOutputs(tuple):  # noqa: SLOT001 - a tuple subclass so `a, b = op()` unpacks
+    """The outputs of a node with several outputs; unpack it or use ``.name``."""
+
+    _node: str
+    _names: tuple[str, ...]
+
+    def __new__(cls, node: str, names: tuple[str, ...], handles: tuple[Any, ...]) -> MultipleOutputs:
+        obj = super().__new__(cls, handles)
+        obj._node = node
+        obj._names = names
+        return obj
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[self._names.index(name)]
+        except ValueError:
+            raise AttributeError(f"node '{self._node}' has no output '{name}' (outputs: {list(self._names)})") from None
+
+
+# ---- the builder ----------------------------------------------------------------------------------
+
+
+class CompositionBuilder:
+    """Records nodes while a graph body runs. One per body; not thread-safe (bodies run once)."""
+
+    def __init__(self, graph_name: str) -> None:
+        self.graph_name = graph_name
+        self.nodes: dict[str, NodeInvocation] = {}
+        self._outputs_of: dict[str, tuple[str, ...]] = {}
+
+    def invoke(self, node_def: Any, alias: str | None, tags: Mapping[str, str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        name = self._node_name(node_def.name, alias)
+        input_names = tuple(node_def.ins)
+        if len(args) > len(input_names):
+            raise DefinitionError(
+                f"{self._where(name)}: takes {len(input_names)} input(s) {list(input_names)}, got {len(args)} positional arguments"
+            )
+        given: dict[str, Any] = dict(zip(input_names, args, strict=False))
+        for key, value in kwargs.items():
+            if key not in input_names:
+                raise DefinitionError(f"{self._where(name)}: has no input '{key}' (inputs: {list(input_names)})")
+            if key in given:
+                raise DefinitionError(f"{self._where(name)}: input '{key}' is given twice")
+            given[key] = value
+        sources: dict[str, InputSource] = {}
+        mapped: tuple[tuple[str, str], ...] = ()
+        for input_name in input_names:
+            if input_name not in given:
+                spec = node_def.ins[input_name]
+                if spec is not None and spec.has_default:
+                    continue
+                raise DefinitionError(
+                    f"{self._where(name)}: input '{input_name}' is not connected; pass another op's output to it or give it a default (In(default_value=...))"
+                )
+            source, scope = self._source(name, input_name, given[input_name])
+            sources[input_name] = source
+            if len(scope) > len(mapped):
+                if mapped and scope[: len(mapped)] != mapped:
+                    raise DefinitionError(f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first")
+                mapped = scope
+            elif scope and mapped[: len(scope)] != scope:
+                raise DefinitionError(f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first")
+        self.nodes[name] = NodeInvocation(name, node_def, sources, dict(tags), mapped)
+        return self._handles(name, node_def, mapped)
+
+    def _where(self, node: str) -> str:
+        return f"{self.graph_name}: node '{node}'"
+
+    def _node_name(self, base: str, alias: str | None) -> str:
+        if alias is not None:
+            if alias in self.nodes:
+                raise DefinitionError(f"{self.graph_name}: two nodes are named '{alias}'; give each alias a unique name")
+            return alias
+        if base not in self.nodes:
+            return base
+        i = 2
+        while f"{base}_{i}" in self.nodes:
+            i += 1
+        return f"{base}_{i}"
+
+    def _source(self, node: str, input_name: str, value: Any) -> tuple[InputSource, tuple[tuple[str, str], ...]]:
+        where = f"{self._where(node)} input '{input_name}'"
+        if isinstance(value, OutputHandle):
+            self._check_same_builder(value.builder, where)
+            return FromNode(value.node, value.output), value.mapped_over
+        if isinstance(value, _PieceHandle):
+            src = value.source
+            self._check_same_builder(src.builder, where)
+            return FromNode(src.node, src.output, "piece"), (*src.mapped_over, (src.node, src.output))
+        if isinstance(value, _CollectHandle):
+            src = value.source
+            self._check_same_builder(src.builder, where)
+            scope = src.mapped_over if isinstance(src, OutputHandle) else (*src.mapped_over, (src.node, src.output))
+            return FromNode(src.node, src.output, "collect"), scope[:-1]
+        if isinstance(value, GraphInputHandle):
+            self._check_same_builder(value.builder, where)
+            return FromGraphInput(value.name), ()
+        if isinstance(value, DynamicHandle):
+            raise DefinitionError(
+                f"{where}: got dynamic output '{value.node}.{value.output}' directly; use "
+                f"{value.node}().map(lambda piece: op(piece)) or .collect()"
+            )
+        if isinstance(value, MultipleOutputs):
+            raise DefinitionError(
+                f"{where}: got all outputs of node '{value._node}', which has several outputs "
+                f"{list(value._names)}; pick one: `{', '.join(value._names)} = {value._node}()`"
+            )
+        raise DefinitionError(
+            f"{where}: got a plain value {value!r}; inside a job or graph body, inputs come from other "
+            "ops' outputs. Pass constants through op config, a resource, or In(default_value=...)"
+        )
+
+    def _check_same_builder(self, other: CompositionBuilder, where: str) -> None:
+        if other is not self:
+            raise DefinitionError(f"{where}: this handle comes from another graph body; pass it in as a graph input instead")
+
+    def _handles(self, name: str, node_def: Any, mapped: tuple[tuple[str, str], ...]) -> Any:
+        if isinstance(node_def, GraphDefinition):
+            names = node_def.output_names
+            is_dynamic = {n: False for n in names}
+        else:
+            names = node_def.output_names
+            is_dynamic = {n: o.is_dynamic for n, o in node_def.outs.items()}
+        handles = tuple(
+            (DynamicHandle if is_dynamic[n] else OutputHandle)(self, name, n, mapped) for n in names
+        )
+        if not handles:
+            return None
+        if len(handles) == 1:
+            return handles[0]
+        return MultipleOutputs(name, names, handles)
+
+
+def build_graph(fn: Callable[..., Any], name: str | None = None, description: str | None = None) -> GraphDefinition:
+    """Run a composition body once against handles and return the graph it describes."""
+    graph_name = check_name(name or fn.__name__, "graph")
+    builder = CompositionBuilder(graph_name)
+    params = list(inspect.signature(fn).parameters)
+    token = _BUILDER.set(builder)
+    try:
+        returned = fn(*[GraphInputHandle(builder, p) for p in params])
+    finally:
+        _BUILDER.reset(token)
+    output_mappings = _output_mappings(graph_name, returned)
+    return GraphDefinition(graph_name, dict(builder.nodes), tuple(params), output_mappings, description or inspect.getdoc(fn))
+
+
+def _output_mappings(graph_name: str, returned: Any) -> dict[str, tuple[str, str]]:
+    if returned is None:
+        return {}
+    if isinstance(returned, OutputHandle | DynamicHandle):
+        if returned.mapped_over:
+            raise DefinitionError(f"graph '{graph_name}' returns a mapped output; .collect() it first")
+        return {DEFAULT_OUTPUT: (returned.node, returned.output)}
+    if isinstance(returned, Mapping):
+        result = {}
+        for key, handle in returned.items():
+            if not isinstance(handle, OutputHandle):
+                raise DefinitionError(f"graph '{graph_name}': returned '{key}' is not an op output")
+            result[check_name(key, "graph output")] = (handle.node, handle.output)
+        return result
+    if isinstance(returned, MultipleOutputs):
+        return {n: (h.node, h.output) for n, h in zip(returned._names, returned, strict=True)}
+    raise DefinitionError(f"graph '{graph_name}' must return an op output, a dict of them, or nothing; got {returned!r}")
+
+
+def graph(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None) -> Any:
+    """Declare a graph: a body that calls ops (and other graphs) and returns their outputs."""
+
+    def decorate(func: Callable[..., Any]) -> GraphDefinition:
+        return build_graph(func, name, description)
+
+    return decorate(fn) if fn is not None else decorate

@@ -1,0 +1,272 @@
+"""Config schemas and their validation: pure functions, no I/O.
+
+A schema is written the way users write it (``{"dog_breed": str}``, ``Field(int, default_value=3)``,
+``[str]``, a pydantic model class) and normalized once into a ``ConfigType``. Validation walks a
+value, collects *every* problem with its dotted path, and returns the value with defaults filled.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from memodag.errors import DefinitionError
+
+
+class _NoDefault:
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Any = _NoDefault()
+
+
+@dataclass(frozen=True)
+class Field:
+    """A config field with a type, an optional default and a description.
+
+    A field with a default is optional; ``is_required=False`` without a default makes it optional
+    and absent from the processed config when not given.
+    """
+
+    config_type: Any
+    default_value: Any = NO_DEFAULT
+    is_required: bool | None = None
+    description: str | None = None
+
+    @property
+    def required(self) -> bool:
+        if self.is_required is not None:
+            return self.is_required
+        return self.default_value is NO_DEFAULT
+
+
+@dataclass(frozen=True)
+class Noneable:
+    """Accept ``None`` or a value of the inner type."""
+
+    inner: Any
+
+
+class ConfigType:
+    """A normalized schema node. ``validate`` appends problems to ``errors`` and returns the value."""
+
+    def validate(self, value: Any, path: str, errors: list[str]) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Scalar(ConfigType):
+    python_type: type
+
+    def validate(self, value: Any, path: str, errors: list[str]) -> Any:
+        t = self.python_type
+        ok = isinstance(value, t) and not (t is not bool and isinstance(value, bool))
+        if t is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            errors.append(f"{path}: expected {t.__name__}, got {type(value).__name__} {value!r}")
+        return value
+
+    def describe(self) -> str:
+        return self.python_type.__name__
+
+
+@dataclass(frozen=True)
+class _Any(ConfigType):
+    def validate(self, value: Any, path: str, errors: list[str]) -> Any:
+        return value
+
+    def describe(self) -> str:
+        return "any"
+
+
+@dataclass(frozen=True)
+class _Array(ConfigType):
+    inner: ConfigType
+
+    def validate(self, value: Any, path: str, errors: list[str]) -> Any:
+        if not isinstance(value, list | tuple):
+            errors.append(f"{path}: expected a list of {self.inner.describe()}, got {type(value).__name__}")
+            return value
+        return [self.inner.validate(v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+
+    def describe(self) -> str:
+        return f"[{self.inner.describe()}]"
+
+
+@dataclass(frozen=True)
+class _Noneable(ConfigType):
+    inner: ConfigType
+
+    def validate(self, value: Any, path: str, errors: list[str]) -> Any:
+        return None if value is None else self.inner.validate(value, path, errors)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} | None"
+
+
+@dataclass(frozen=True)
+class _Enum(ConfigType):
+    enum_type: type[enum.Enum]
+
+    def validate(self, value: Any, path: str, errors: list[str]) -> Any:
+        if isinstance(value, self.enum_type):
+            return value
+        names = [m.name for m in self.enum_type]
+        if isinstance(value, str) and value in names:
+            return self.enum_type[value]
+        errors.append(f"{path}: expected one of {names}, got {value!r}")
+        return value
+
+    def describe(self) -> str:
+        return self.enum_type.__name__
+
+
+@dataclass(frozen=True)
+class _ShapeField:
+    config_type: ConfigType
+    default_value: Any
+    required: bool
+
+
+@dataclass(frozen=True)
+class _Shape(ConfigType):
+    fields: Mapping[str, _ShapeField]
+
+    def validate(self, value: Any, path: str, errors: list[str]) -> Any:
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            errors.append(f"{path}: expected a mapping with fields {sorted(self.fields)}, got {type(value).__name__} {value!r}")
+            return value
+        out: dict[str, Any] = {}
+        for key in value:
+            if key not in self.fields:
+                errors.append(f"{_join(path, key)}: unknown field; expected one of {sorted(self.fields)}")
+        for name, field in self.fields.items():
+            sub = _join(path, name)
+            if name in value:
+                out[name] = field.config_type.validate(value[name], sub, errors)
+            elif field.default_value is not NO_DEFAULT:
+                out[name] = field.config_type.validate(field.default_value, sub, errors)
+            elif field.required:
+                errors.append(f"{sub}: required field missing (expected {field.config_type.describe()})")
+            elif isinstance(field.config_type, _Shape):
+                # an optional sub-section whose own fields all have defaults still gets them filled
+                out[name] = field.config_type.validate({}, sub, errors)
+        return out
+
+    def describe(self) -> str:
+        return "{" + ", ".join(f"{k}: {f.config_type.describe()}" for k, f in self.fields.items()) + "}"
+
+    @property
+    def all_optional(self) -> bool:
+        return all(not f.required or f.default_value is not NO_DEFAULT for f in self.fields.values())
+
+
+@dataclass(frozen=True)
+class _Pydantic(ConfigType):
+    model: type
+
+    def validate(self, value: Any, path: str, errors: list[str]) -> Any:
+        if isinstance(value, self.model):
+            return value
+        from pydantic import ValidationError
+
+        try:
+            return self.model.model_validate(value or {})  # type: ignore[attr-defined]
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"])
+                errors.append(f"{_join(path, loc) if loc else path}: {err['msg']}")
+            return value
+
+    def describe(self) -> str:
+        return self.model.__name__
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+_SCALARS = (str, int, float, bool)
+
+
+def normalize_schema(schema: Any, where: str = "config_schema") -> ConfigType | None:
+    """Turn a user-written schema into a ``ConfigType``; ``None`` means "takes no config"."""
+    if schema is None:
+        return None
+    return _normalize(schema, where)
+
+
+def _normalize(schema: Any, where: str) -> ConfigType:
+    if isinstance(schema, ConfigType):
+        return schema
+    if isinstance(schema, Field):
+        return _normalize(schema.config_type, where)
+    if isinstance(schema, Noneable):
+        return _Noneable(_normalize(schema.inner, where))
+    if schema in _SCALARS:
+        return _Scalar(schema)
+    if schema is Any or schema is dict or schema is object:
+        return _Any()
+    if isinstance(schema, list):
+        if len(schema) != 1:
+            raise DefinitionError(f"{where}: a list schema holds exactly one element type, got {schema!r}")
+        return _Array(_normalize(schema[0], where))
+    if isinstance(schema, Mapping):
+        fields: dict[str, _ShapeField] = {}
+        for key, sub in schema.items():
+            if not isinstance(key, str):
+                raise DefinitionError(f"{where}: field names must be strings, got {key!r}")
+            inner = _normalize(sub, f"{where}.{key}")
+            if isinstance(sub, Field):
+                fields[key] = _ShapeField(inner, sub.default_value, sub.required)
+            else:
+                fields[key] = _ShapeField(inner, NO_DEFAULT, True)
+        return _Shape(fields)
+    if isinstance(schema, type) and issubclass(schema, enum.Enum):
+        return _Enum(schema)
+    if isinstance(schema, type) and hasattr(schema, "model_validate") and hasattr(schema, "model_fields"):
+        return _Pydantic(schema)
+    raise DefinitionError(
+        f"{where}: unsupported config schema {schema!r}; expected str/int/float/bool, a dict of "
+        "fields, [type], Field(...), Noneable(...), an Enum or a pydantic model class"
+    )
+
+
+def validate_config(ctype: ConfigType | None, value: Any, path: str, errors: list[str]) -> Any:
+    """Validate ``value`` against ``ctype`` (``None`` schema accepts only an absent config)."""
+    if ctype is None:
+        if value not in (None, {}):
+            errors.append(f"{path}: this takes no config, got {value!r}")
+        return None
+    return ctype.validate(value, path, errors)
+
+
+def config_is_required(ctype: ConfigType | None) -> bool:
+    """Whether a config section must be written in run config (it has a field with no default)."""
+    if ctype is None or isinstance(ctype, _Any | _Noneable):
+        return False
+    if isinstance(ctype, _Shape):
+        return not ctype.all_optional
+    return not isinstance(ctype, _Pydantic)
+
+
+def config_to_plain(value: Any) -> Any:
+    """A JSON-able form of a processed config, for hashing and for events."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, Mapping):
+        return {str(k): config_to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [config_to_plain(v) for v in value]
+    return value

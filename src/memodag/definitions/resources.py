@@ -1,0 +1,111 @@
+"""``@resource`` and ``@io_manager``: things ops use, built once per run (per worker process).
+
+A resource function receives an ``InitResourceContext`` and returns the resource, or yields it
+once (code after the ``yield`` runs when the run ends, even when it fails).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from memodag.definitions.config import NO_DEFAULT, ConfigType, normalize_schema
+from memodag.errors import DefinitionError
+
+
+@dataclass(frozen=True)
+class InitResourceContext:
+    """What a resource function receives."""
+
+    resource_config: Any
+    resources: Any
+    instance: Any = None
+    run_id: str | None = None
+    log: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class ResourceDefinition:
+    """A resource: a function building it, its config schema and (for memoization) its version.
+
+    ``preset_config``, set by ``.configured(...)``, replaces config from run config.
+    """
+
+    resource_fn: Callable[[InitResourceContext], Any]
+    config_schema: Any = None
+    config_type: ConfigType | None = None
+    version: str | None = None
+    description: str | None = None
+    required_resource_keys: frozenset[str] = frozenset()
+    preset_config: Any = NO_DEFAULT
+    name: str | None = None
+
+    @property
+    def is_io_manager(self) -> bool:
+        return False
+
+    def configured(self, config: Any) -> ResourceDefinition:
+        """This resource with its config fixed; run config no longer configures it."""
+        return replace(self, preset_config=config)
+
+    @staticmethod
+    def hardcoded_resource(value: Any, description: str | None = None) -> ResourceDefinition:
+        """A resource that is just ``value``."""
+        return ResourceDefinition(lambda _: value, description=description, name=type(value).__name__)
+
+    def __repr__(self) -> str:
+        return f"<resource {self.name or self.resource_fn.__name__}>"
+
+
+@dataclass(frozen=True, eq=False)
+class IOManagerDefinition(ResourceDefinition):
+    """A resource whose value is an ``IOManager``; named in ``Out(io_manager_key=...)``."""
+
+    @property
+    def is_io_manager(self) -> bool:
+        return True
+
+
+def _decorator(cls: type[ResourceDefinition], fn: Any, config_schema: Any, version: str | None, description: str | None, required_resource_keys: Any) -> Any:
+    def decorate(func: Callable[..., Any]) -> ResourceDefinition:
+        name = getattr(func, "__name__", "resource")
+        params = inspect.signature(func).parameters
+        if len(params) > 1:
+            raise DefinitionError(f"resource '{name}' must take one parameter (the init context) or none")
+        call = func if params else (lambda _ctx, _f=func: _f())
+        if version is not None and not isinstance(version, str):
+            raise DefinitionError(f"resource '{name}': version must be a string, got {version!r}")
+        return cls(
+            resource_fn=call,
+            config_schema=config_schema,
+            config_type=normalize_schema(config_schema, f"resource '{name}' config_schema"),
+            version=version,
+            description=description or inspect.getdoc(func),
+            required_resource_keys=frozenset(required_resource_keys or ()),
+            name=name,
+        )
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def resource(fn: Any = None, *, config_schema: Any = None, version: str | None = None, description: str | None = None, required_resource_keys: Any = None) -> Any:
+    """Declare a resource. Use bare or as ``@resource(config_schema=..., version=...)``."""
+    return _decorator(ResourceDefinition, fn, config_schema, version, description, required_resource_keys)
+
+
+def io_manager(fn: Any = None, *, config_schema: Any = None, version: str | None = None, description: str | None = None, required_resource_keys: Any = None) -> Any:
+    """Declare an io manager: a resource whose function returns an ``IOManager``."""
+    return _decorator(IOManagerDefinition, fn, config_schema, version, description, required_resource_keys)
+
+
+def as_resource_definition(key: str, value: Any) -> ResourceDefinition:
+    """Accept a ``ResourceDefinition`` or any plain object (wrapped as a hard-coded resource)."""
+    if isinstance(value, ResourceDefinition):
+        return value
+    from memodag.storage.io_manager import IOManager
+
+    if isinstance(value, IOManager):
+        return IOManagerDefinition(lambda _: value, name=type(value).__name__)
+    return ResourceDefinition.hardcoded_resource(value)

@@ -1,0 +1,153 @@
+"""What an op body sees: ``OpExecutionContext`` (config, resources, log, run id) and
+``build_op_context`` for calling ops directly in unit tests."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+from memodag.storage.instance.records import Event, EventType
+
+_LOGGER = logging.getLogger("memodag")
+
+
+class Resources(SimpleNamespace):
+    """Initialized resources, by attribute (``context.resources.db``) or key (``["db"]``)."""
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def __contains__(self, key: str) -> bool:
+        return hasattr(self, key)
+
+    def __getattr__(self, key: str) -> Any:
+        raise AttributeError(
+            f"resource '{key}' is not available here; declare it in the op's required_resource_keys and the job's resource_defs"
+        )
+
+
+class RunLogger:
+    """``context.log``: Python logging plus a LOG event in the run's event log."""
+
+    __slots__ = ("_events", "_run_id", "_step_key")
+
+    def __init__(self, run_id: str, step_key: str | None, events: list[Event] | None) -> None:
+        self._run_id = run_id
+        self._step_key = step_key
+        self._events = events
+
+    def _log(self, level: int, msg: str, *args: Any) -> None:
+        text = msg % args if args else str(msg)
+        _LOGGER.log(level, "%s - %s", self._step_key or self._run_id[:8], text)
+        if self._events is not None:
+            self._events.append(Event(EventType.LOG, self._run_id, time.time(), self._step_key, text, {"level": logging.getLevelName(level)}))
+
+    def debug(self, msg: str, *args: Any) -> None:
+        self._log(logging.DEBUG, msg, *args)
+
+    def info(self, msg: str, *args: Any) -> None:
+        self._log(logging.INFO, msg, *args)
+
+    def warning(self, msg: str, *args: Any) -> None:
+        self._log(logging.WARNING, msg, *args)
+
+    warn = warning
+
+    def error(self, msg: str, *args: Any) -> None:
+        self._log(logging.ERROR, msg, *args)
+
+    def exception(self, msg: str, *args: Any) -> None:
+        self._log(logging.ERROR, msg, *args)
+
+
+class OpExecutionContext:
+    """The ``context`` argument of an op body.
+
+    Attributes:
+        op_config: the op's processed config (defaults filled; a pydantic model if the schema is one).
+        resources: the run's initialized resources.
+        log: a logger whose records also go to the run's event log.
+        run_id, step_key, op_def, mapping_key (the piece key in a mapped clone), instance.
+    """
+
+    __slots__ = ("instance", "log", "mapping_key", "op_config", "op_def", "resources", "retry_number", "run_id", "step_key", "tags")
+
+    def __init__(
+        self,
+        op_config: Any,
+        resources: Any,
+        log: RunLogger,
+        run_id: str,
+        step_key: str,
+        op_def: Any,
+        mapping_key: str | None = None,
+        instance: Any = None,
+        retry_number: int = 0,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.op_config = op_config
+        self.resources = resources
+        self.log = log
+        self.run_id = run_id
+        self.step_key = step_key
+        self.op_def = op_def
+        self.mapping_key = mapping_key
+        self.instance = instance
+        self.retry_number = retry_number
+        self.tags = tags or {}
+
+    def get_mapping_key(self) -> str | None:
+        return self.mapping_key
+
+    def has_tag(self, key: str) -> bool:
+        return key in self.tags
+
+    @property
+    def op_handle(self) -> str:
+        return self.step_key
+
+    def for_op(self, op_def: Any) -> OpExecutionContext:
+        """This (test) context bound to ``op_def``: validates its config against the op's schema."""
+        from memodag.definitions.config import validate_config
+        from memodag.errors import ConfigError
+
+        errors: list[str] = []
+        raw = self.op_config if not isinstance(self.op_config, _Unvalidated) else self.op_config.value
+        config = validate_config(op_def.config_type, raw, f"op '{op_def.name}' config", errors)
+        if errors:
+            raise ConfigError(errors, f"config for op '{op_def.name}'")
+        return OpExecutionContext(config, self.resources, self.log, self.run_id, op_def.name, op_def, self.mapping_key, self.instance, 0, op_def.tags)
+
+
+class _Unvalidated:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def build_op_context(config: Any = None, resources: Mapping[str, Any] | None = None, op_config: Any = None, instance: Any = None, mapping_key: str | None = None) -> OpExecutionContext:
+    """A context for calling an op directly: ``my_op(build_op_context(config={...}), x)``.
+
+    ``resources`` values may be plain objects or resource definitions (initialized with their
+    preset config, or none).
+    """
+    from memodag.definitions.resources import InitResourceContext, ResourceDefinition
+
+    initialized: dict[str, Any] = {}
+    for key, value in (resources or {}).items():
+        if isinstance(value, ResourceDefinition):
+            preset = None if value.preset_config.__class__.__name__ == "_NoDefault" else value.preset_config
+            from memodag.definitions.config import validate_config
+
+            errors: list[str] = []
+            cfg = validate_config(value.config_type, preset, f"resources.{key}.config", errors)
+            value = value.resource_fn(InitResourceContext(cfg, Resources(**initialized), instance))
+            if hasattr(value, "__next__"):
+                value = next(value)
+        initialized[key] = value
+    log = RunLogger("direct-invocation", None, None)
+    return OpExecutionContext(_Unvalidated(config if config is not None else op_config), Resources(**initialized), log, "direct-invocation", "", None, mapping_key, instance)

@@ -1,0 +1,248 @@
+"""The engine loop: the one place that decides what runs.
+
+Single-threaded in the driver. For each ready step it asks the memoizer whether every output is
+stored at its current version (then it records the stored addresses and moves on) or builds a
+``StepTask`` and hands it to the executor. Outcomes come back through ``executor.wait``; each
+success releases its consumers, each failure is retried per policy or skips everything downstream.
+Per-step work is O(1) in the size of the job: counters, not scans.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from memodag.engine.events import EventLog
+from memodag.engine.step import InputLoad, StepOutcome, StepTask
+from memodag.executors.base import Executor
+from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
+from memodag.storage.instance.records import Event, EventType
+from memodag.storage.io_manager import Address
+
+AddressKey = tuple[str, str, "str | None"]
+
+
+class StepStatus:
+    SUCCESS = "success"
+    MEMOIZED = "memoized"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    EXTERNAL = "external"  # not selected: its outputs come from the parent run
+
+    DONE_OK = frozenset({SUCCESS, MEMOIZED, EXTERNAL})
+
+
+class Memoizer:
+    """The versioning adapter beside the engine. This base class memoizes nothing."""
+
+    enabled = False
+    hash_outputs = False
+
+    def prepare(self, steps: Iterable[ExecutionStep]) -> None:
+        """Called with every step as it enters the run (batched index look-ups go here)."""
+
+    def versions(self, step: ExecutionStep) -> Mapping[str, str] | None:
+        return None
+
+    def stored(self, step: ExecutionStep) -> dict[str, Address] | None:
+        """Addresses of all the step's outputs if every one is stored at its version, else None."""
+        return None
+
+    def record(self, step: ExecutionStep, outcome: StepOutcome) -> list[Any]:
+        """Index entries for what a successful attempt stored."""
+        return []
+
+    def expand(self, step: ExecutionStep, outcome_or_addresses: Any) -> list[ExecutionStep]:
+        """New steps made known by this step finishing (dynamic fan-out)."""
+        return []
+
+
+@dataclass
+class EngineResult:
+    status: dict[str, str]
+    addresses: dict[AddressKey, Address]
+    failures: list[StepOutcome] = field(default_factory=list)
+    executed: int = 0
+    memoized: int = 0
+
+    @property
+    def success(self) -> bool:
+        return not self.failures and all(s != StepStatus.SKIPPED for s in self.status.values())
+
+
+class Engine:
+    """Walks one run's plan. Not reusable across runs."""
+
+    def __init__(
+        self,
+        plan: ExecutionPlan,
+        run_id: str,
+        executor: Executor,
+        event_log: EventLog,
+        memoizer: Memoizer,
+        selected: set[str] | None = None,
+        external_addresses: Mapping[AddressKey, Address] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.run_id = run_id
+        self.executor = executor
+        self.log = event_log
+        self.memoizer = memoizer
+        self.selected = selected
+        self.addresses: dict[AddressKey, Address] = dict(external_addresses or {})
+        self.status: dict[str, str] = {}
+        self._waiting_on: dict[str, int] = {}
+        self._consumers: dict[str, list[str]] = {}
+        self._ready: deque[str] = deque()
+        self._retries: list[tuple[float, int, StepTask]] = []
+        self._seq = itertools.count()
+        self.result = EngineResult(self.status, self.addresses)
+
+    # -- registering steps ----------------------------------------------------------------
+
+    def add_steps(self, steps: Iterable[ExecutionStep]) -> None:
+        """Enter steps into the run, in topological order (a step after its upstreams)."""
+        steps = list(steps)
+        self.memoizer.prepare(steps)
+        for step in steps:
+            key = step.key
+            if self.selected is not None and key not in self.selected:
+                self.status[key] = StepStatus.EXTERNAL
+                continue
+            waiting = 0
+            blocked = None
+            for upstream in step.upstream_step_keys:
+                state = self.status.get(upstream)
+                if state is None:
+                    waiting += 1
+                    self._consumers.setdefault(upstream, []).append(key)
+                elif state not in StepStatus.DONE_OK:
+                    blocked = upstream
+            if blocked is not None:
+                self._skip(key, f"upstream step '{blocked}' did not succeed")
+                continue
+            self._waiting_on[key] = waiting
+            if waiting == 0:
+                self._ready.append(key)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> EngineResult:
+        executor = self.executor
+        while True:
+            while self._ready and executor.can_submit():
+                self._start(self._ready.popleft())
+            self._submit_due_retries()
+            if not self._ready and not executor.in_flight and not self._retries:
+                break
+            timeout = None
+            if self._retries:
+                timeout = max(0.0, self._retries[0][0] - time.monotonic())
+            for outcome in executor.wait(timeout):
+                self._finish(outcome)
+        return self.result
+
+    def _start(self, key: str) -> None:
+        step = self.plan.steps[key]
+        stored = self.memoizer.stored(step) if self.memoizer.enabled else None
+        if stored is not None:
+            now = time.time()
+            for name, address in stored.items():
+                self.addresses[(key, name, address.mapping_key)] = address
+            self.log.append(Event(EventType.STEP_MEMOIZED, self.run_id, now, key, "stored at current version", {"addresses": {n: a.to_dict() for n, a in stored.items()}}))
+            self.status[key] = StepStatus.MEMOIZED
+            self.result.memoized += 1
+            self._after_success(step, stored)
+            return
+        task = self._task(step)
+        if task is not None:
+            self.executor.submit(task)
+
+    def _task(self, step: ExecutionStep, attempt: int = 0) -> StepTask | None:
+        loads = []
+        for spec in step.inputs:
+            if not spec.upstream:
+                loads.append(InputLoad(spec.name, None, default=spec.default))
+                continue
+            addresses = []
+            outs = []
+            for handle in spec.upstream:
+                address = self.addresses.get((handle.step_key, handle.output_name, handle.mapping_key))
+                if address is None:
+                    self._skip(step.key, f"input '{spec.name}' needs {handle}, which was not produced (optional output not yielded)")
+                    return None
+                addresses.append(address)
+                outs.append(self._out_def(handle))
+            loads.append(InputLoad(spec.name, tuple(addresses), tuple(outs), spec.collect))
+        return StepTask(
+            self.run_id, step.key, step.op_def, step.node.tags, step.config, tuple(loads),
+            self.memoizer.versions(step), step.mapping_keys[-1] if step.mapping_keys else None, attempt,
+            self.memoizer.hash_outputs,
+        )
+
+    def _out_def(self, handle: StepOutputHandle) -> Any:
+        step = self.plan.steps.get(handle.step_key)
+        return step.op_def.outs.get(handle.output_name) if step is not None else None
+
+    def _finish(self, outcome: StepOutcome) -> None:
+        self.log.extend(outcome.events)
+        key = outcome.step_key
+        step = self.plan.steps[key]
+        if outcome.success:
+            self.status[key] = StepStatus.SUCCESS
+            self.result.executed += 1
+            for stored in outcome.outputs:
+                self.addresses[(key, stored.output_name, stored.mapping_key)] = stored.address
+            self.log.add_index_entries(self.memoizer.record(step, outcome))
+            self._after_success(step, outcome)
+            return
+        policy = step.op_def.retry_policy
+        if policy is not None and outcome.attempt < policy.max_retries:
+            attempt = outcome.attempt + 1
+            delay = policy.delay_for(attempt)
+            self.log.append(Event(EventType.STEP_RETRY, self.run_id, time.time(), key, f"retry {attempt} of {policy.max_retries} in {delay:g}s", {"attempt": attempt, "delay": delay}))
+            task = self._task(step, attempt)
+            if task is not None:
+                heapq.heappush(self._retries, (time.monotonic() + delay, next(self._seq), task))
+            return
+        self.status[key] = StepStatus.FAILED
+        self.result.failures.append(outcome)
+        self._skip_consumers(key, f"upstream step '{key}' failed")
+
+    def _submit_due_retries(self) -> None:
+        now = time.monotonic()
+        while self._retries and self._retries[0][0] <= now and self.executor.can_submit():
+            _, _, task = heapq.heappop(self._retries)
+            self.executor.submit(task)
+
+    def _after_success(self, step: ExecutionStep, outcome_or_addresses: Any) -> None:
+        new_steps = self.memoizer.expand(step, outcome_or_addresses) if step.op_def.has_dynamic_output else ()
+        if new_steps:
+            self.add_steps(new_steps)
+        for consumer in self._consumers.pop(step.key, ()):
+            remaining = self._waiting_on[consumer] - 1
+            self._waiting_on[consumer] = remaining
+            if remaining == 0:
+                self._ready.append(consumer)
+
+    def _skip(self, key: str, reason: str) -> None:
+        if key in self.status:
+            return
+        self.status[key] = StepStatus.SKIPPED
+        self.log.append(Event(EventType.STEP_SKIPPED, self.run_id, time.time(), key, reason))
+        self._skip_consumers(key, f"upstream step '{key}' was skipped")
+
+    def _skip_consumers(self, key: str, reason: str) -> None:
+        stack = [(c, reason) for c in self._consumers.pop(key, ())]
+        while stack:
+            consumer, why = stack.pop()
+            if consumer in self.status:
+                continue
+            self.status[consumer] = StepStatus.SKIPPED
+            self.log.append(Event(EventType.STEP_SKIPPED, self.run_id, time.time(), consumer, why))
+            stack.extend((c, f"upstream step '{consumer}' was skipped") for c in self._consumers.pop(consumer, ()))

@@ -1,0 +1,197 @@
+"""``execute_job``: validate everything that can be validated, then run the engine.
+
+Order matters: run config, plan, step selection, executor, storage compatibility and memoization
+are all checked before the run is recorded or any step starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from memodag.engine.engine import AddressKey, Engine, Memoizer
+from memodag.engine.events import EventLog
+from memodag.engine.resources import initialized_resources
+from memodag.engine.result import ExecuteInProcessResult
+from memodag.engine.step import StepRuntime
+from memodag.errors import ExecutionError, StepExecutionError
+from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
+from memodag.plan.plan import ExecutionPlan, build_plan, select_steps
+from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
+from memodag.storage.instance import Instance
+from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
+from memodag.storage.io_manager import Address, IOManager
+
+
+def execute_job(
+    job: Any,
+    run_config: Mapping[str, Any] | None = None,
+    instance: Instance | None = None,
+    tags: Mapping[str, str] | None = None,
+    raise_on_error: bool = True,
+    parent_run_id: str | None = None,
+    step_selection: Sequence[str] | None = None,
+    run_id: str | None = None,
+    listeners: Iterable[Callable[[Event], Any]] = (),
+) -> ExecuteInProcessResult:
+    """Run ``job`` and return its result (see ``JobDefinition.execute_in_process``)."""
+    resolved = resolve_run_config(job, run_config)
+    plan = build_plan(job, resolved)
+    instance = instance or Instance.get()
+    run_id = run_id or str(uuid.uuid4())
+    run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
+    parent = _parent_run(instance, parent_run_id)
+    selected, external = _selection(plan, instance, parent, step_selection)
+    executor = _executor(job, resolved)
+    _check_storage_fits_executor(job, plan, executor)
+    memoizer = _memoizer(job, plan, run_tags, instance)
+
+    record = RunRecord(
+        run_id=run_id,
+        job_name=job.name,
+        status=RunStatus.STARTED,
+        tags=run_tags,
+        run_config=resolved.raw,
+        parent_run_id=parent.run_id if parent else None,
+        root_run_id=(parent.root_run_id or parent.run_id) if parent else None,
+        step_selection=list(step_selection) if step_selection else None,
+        start_time=time.time(),
+    )
+    instance.add_run(record)
+    event_log = EventLog(instance, listeners)
+    event_log.append(Event(EventType.RUN_START, run_id, record.start_time or time.time(), None, f"job {job.name}"))
+    resource_keys = _resource_keys(job, plan, external)
+    payload = RunPayload(run_id, job, resolved.resource_config, frozenset(resource_keys), instance.url, str(instance.storage_dir))
+    canceled = False
+    io_managers: dict[str, IOManager] = {}
+    engine: Engine | None = None
+    run_error: BaseException | None = None
+    try:
+        scope = initialized_resources(job.resource_defs, resolved.resource_config, resource_keys, instance, run_id) if executor.in_process else contextlib.nullcontext(None)
+        with scope as resources:
+            runtime = StepRuntime(resources, resolved.resource_config, instance) if resources is not None else None
+            if resources is not None:
+                io_managers = {k: getattr(resources, k) for k in resource_keys if isinstance(getattr(resources, k, None), IOManager)}
+            executor.start(payload, runtime)
+            engine = Engine(plan, run_id, executor, event_log, memoizer, selected, external)
+            engine.add_steps(plan.steps.values())
+            engine.run()
+    except KeyboardInterrupt:
+        canceled = True
+        executor.shutdown(cancel=True)
+        raise
+    except Exception as exc:
+        run_error = exc
+        raise
+    finally:
+        executor.shutdown()
+        _finish_run(instance, event_log, run_id, engine, canceled, run_error)
+    if not io_managers:
+        io_managers = _driver_io_managers(job, resolved, resource_keys, instance, run_id)
+    result = ExecuteInProcessResult(job, run_id, engine.result, instance, io_managers, canceled)
+    if raise_on_error and engine.result.failures:
+        first = engine.result.failures[0]
+        error = first.error
+        message = f"{error.cls_name}: {error.message}" if error else "failed"
+        raise StepExecutionError(first.step_key, message) from first.exception
+    if raise_on_error and not engine.result.success:
+        skipped = [k for k, s in engine.result.status.items() if s == "skipped"]
+        raise ExecutionError(f"run {run_id[:8]} did not complete: steps skipped {skipped[:10]}")
+    return result
+
+
+def _finish_run(instance: Instance, event_log: EventLog, run_id: str, engine: Engine | None, canceled: bool, run_error: BaseException | None) -> None:
+    now = time.time()
+    if canceled:
+        status, event_type, message = RunStatus.CANCELED, EventType.RUN_CANCELED, "run canceled"
+    elif run_error is not None or engine is None or not engine.result.success:
+        status, event_type = RunStatus.FAILURE, EventType.RUN_FAILURE
+        failed = engine.result.failures if engine else []
+        message = f"{type(run_error).__name__}: {run_error}" if run_error else f"steps failed: {[f.step_key for f in failed][:10]}"
+    else:
+        status, event_type, message = RunStatus.SUCCESS, EventType.RUN_SUCCESS, ""
+    data: dict[str, Any] = {}
+    if engine is not None:
+        data = {"executed": engine.result.executed, "memoized": engine.result.memoized}
+    event_log.append(Event(event_type, run_id, now, None, message, data))
+    event_log.flush()
+    instance.update_run_status(run_id, status, now)
+
+
+def _parent_run(instance: Instance, parent_run_id: str | None) -> RunRecord | None:
+    if parent_run_id is None:
+        return None
+    parent = instance.get_run(parent_run_id)
+    if parent is None:
+        raise ExecutionError(f"parent run '{parent_run_id}' is not in the instance {instance.url}; `memodag runs list` shows the runs")
+    return parent
+
+
+def _selection(plan: ExecutionPlan, instance: Instance, parent: RunRecord | None, step_selection: Sequence[str] | None) -> tuple[set[str] | None, dict[AddressKey, Address]]:
+    if not step_selection:
+        return None, {}
+    selected = select_steps(plan, step_selection)
+    parent_addresses = instance.get_output_addresses(parent.run_id) if parent else {}
+    external: dict[AddressKey, Address] = {}
+    missing: list[str] = []
+    for key in sorted(selected):
+        for spec in plan.steps[key].inputs:
+            for handle in spec.upstream:
+                if handle.step_key in selected:
+                    continue
+                address_key = (handle.step_key, handle.output_name, handle.mapping_key)
+                if address_key in parent_addresses:
+                    external[address_key] = parent_addresses[address_key]
+                else:
+                    missing.append(f"step '{key}' input '{spec.name}' needs {handle}")
+    if missing:
+        where = f"parent run {parent.run_id[:8]} did not store them" if parent else "give parent_run_id to load them from an earlier run"
+        raise ExecutionError("step selection leaves inputs without a source (" + where + "):\n" + "\n".join(f"  - {m}" for m in missing))
+    return selected, external
+
+
+def _executor(job: Any, resolved: ResolvedRunConfig) -> Executor:
+    from memodag.executors.registry import resolve_executor
+
+    definition, config = resolve_executor(job.executor_def, resolved.execution)
+    assert isinstance(definition, ExecutorDefinition)
+    return definition.create(config)
+
+
+def _check_storage_fits_executor(job: Any, plan: ExecutionPlan, executor: Executor) -> None:
+    if executor.in_process:
+        return
+    from memodag.storage.io_managers.memory import mem_io_manager
+
+    bad = sorted({f"{node.path}.{name} (io manager '{out.io_manager_key}')" for node in plan.nodes.values() for name, out in node.op_def.outs.items() if job.resource_defs[out.io_manager_key] is mem_io_manager})
+    if bad:
+        raise ExecutionError(
+            "outputs kept in process memory cannot cross to worker processes: "
+            + ", ".join(bad[:10])
+            + "; use fs_io_manager or object_store_io_manager for runs on several processes"
+        )
+
+
+def _memoizer(job: Any, plan: ExecutionPlan, tags: Mapping[str, str], instance: Instance) -> Memoizer:
+    from memodag.versioning.memoize import build_memoizer
+
+    return build_memoizer(job, plan, tags, instance)
+
+
+def _resource_keys(job: Any, plan: ExecutionPlan, external: Mapping[AddressKey, Address]) -> set[str]:
+    keys: set[str] = set()
+    for node in plan.nodes.values():
+        keys |= node.op_def.required_resource_keys
+        keys |= {out.io_manager_key for out in node.op_def.outs.values()}
+    keys |= {a.io_manager_key for a in external.values() if a.io_manager_key in job.resource_defs}
+    return keys
+
+
+def _driver_io_managers(job: Any, resolved: ResolvedRunConfig, keys: set[str], instance: Instance, run_id: str) -> dict[str, IOManager]:
+    """Io managers built in the driver after a run on workers, for loading results."""
+    io_keys = {k for k in keys if job.resource_defs[k].is_io_manager}
+    with initialized_resources(job.resource_defs, resolved.resource_config, io_keys, instance, run_id) as resources:
+        return {k: getattr(resources, k) for k in io_keys}

@@ -1,0 +1,144 @@
+"""``ExecuteInProcessResult``: what ``execute_in_process`` returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from memodag.definitions.composition import GraphDefinition
+from memodag.definitions.io import DEFAULT_OUTPUT
+from memodag.engine.engine import AddressKey, EngineResult
+from memodag.errors import MemodagError
+from memodag.storage.instance.records import Event, EventType
+from memodag.storage.io_manager import Address, InputContext, IOManager, OutputContext
+
+
+class ExecuteInProcessResult:
+    """The outcome of a run: ``success``, ``run_id``, per-step status, and outputs by node.
+
+    Output values are loaded on demand from their recorded addresses through the run's io
+    managers, so a result costs no memory for outputs nobody asks for.
+    """
+
+    def __init__(self, job: Any, run_id: str, engine_result: EngineResult, instance: Any, io_managers: Mapping[str, IOManager], canceled: bool = False) -> None:
+        self.job = job
+        self.run_id = run_id
+        self._result = engine_result
+        self.instance = instance
+        self._io_managers = dict(io_managers)
+        self.canceled = canceled
+
+    @property
+    def success(self) -> bool:
+        return self._result.success and not self.canceled
+
+    @property
+    def step_status(self) -> dict[str, str]:
+        """Status of each step: success, memoized, failed, skipped or external (not selected)."""
+        return dict(self._result.status)
+
+    @property
+    def executed_step_keys(self) -> list[str]:
+        return [k for k, s in self._result.status.items() if s == "success"]
+
+    @property
+    def memoized_step_keys(self) -> list[str]:
+        return [k for k, s in self._result.status.items() if s == "memoized"]
+
+    @property
+    def failed_step_keys(self) -> list[str]:
+        return [k for k, s in self._result.status.items() if s == "failed"]
+
+    @property
+    def all_events(self) -> list[Event]:
+        """Every event of the run, in order (read from the instance)."""
+        return self.instance.get_events(self.run_id)
+
+    def events_for_node(self, node: str) -> list[Event]:
+        return [e for e in self.all_events if e.step_key and (e.step_key == node or e.step_key.startswith(node + "[") or e.step_key.startswith(node + "."))]
+
+    def get_step_failure_events(self) -> list[Event]:
+        return self.instance.get_events(self.run_id, [EventType.STEP_FAILURE])
+
+    def output_address(self, node: str, output_name: str = DEFAULT_OUTPUT) -> Address:
+        step_key, output = self._resolve(node, output_name)
+        address = self._result.addresses.get((step_key, output, None))
+        if address is None:
+            raise MemodagError(f"run {self.run_id[:8]}: node '{node}' stored no output '{output_name}' (step status: {self._result.status.get(step_key, 'not in run')})")
+        return address
+
+    def output_for_node(self, node: str, output_name: str = DEFAULT_OUTPUT) -> Any:
+        """The value of ``node``'s output. For a mapped node (or a dynamic output), a dict
+        ``{mapping_key: value}`` in emission order."""
+        step_key, output = self._resolve(node, output_name)
+        pieces = self._pieces(step_key, output)
+        if pieces is not None:
+            return {key: self._load(address) for key, address in pieces}
+        return self._load(self.output_address(node, output_name))
+
+    def _pieces(self, step_key: str, output: str) -> list[tuple[str, Address]] | None:
+        plan_node = self._plan_node(step_key)
+        if plan_node is None:
+            return None
+        if plan_node.is_mapped:
+            prefix = step_key + "["
+            found = [(k, a) for k, a in self._address_items() if k[0].startswith(prefix) and k[1] == output]
+            return [(a.step_key[len(step_key) + 1 : -1], a) for _, a in found]
+        if plan_node.op_def.outs[output].is_dynamic:
+            return [(k[2], a) for k, a in self._address_items() if k[0] == step_key and k[1] == output and k[2] is not None]
+        return None
+
+    def _address_items(self) -> list[tuple[AddressKey, Address]]:
+        return list(self._result.addresses.items())
+
+    def _plan_node(self, step_key: str) -> Any:
+        from memodag.plan.plan import flatten_graph
+
+        if not hasattr(self, "_nodes"):
+            self._nodes = flatten_graph(self.job.graph)
+        return self._nodes.get(step_key)
+
+    def _resolve(self, node: str, output_name: str) -> tuple[str, str]:
+        graph = self.job.graph
+        parts = node.split(".")
+        prefix = ""
+        for i, part in enumerate(parts):
+            invocation = graph.nodes.get(part)
+            if invocation is None:
+                raise MemodagError(f"job '{self.job.name}' has no node '{node}'; top-level nodes are {sorted(self.job.graph.nodes)}")
+            if isinstance(invocation.definition, GraphDefinition):
+                if i == len(parts) - 1:
+                    if output_name not in invocation.definition.output_mappings:
+                        raise MemodagError(f"graph node '{node}' has no output '{output_name}' (outputs: {list(invocation.definition.output_mappings)})")
+                    inner, inner_out = invocation.definition.output_mappings[output_name]
+                    return self._resolve_in(invocation.definition, f"{prefix}{part}.", inner, inner_out)
+                graph = invocation.definition
+                prefix += part + "."
+            elif i != len(parts) - 1:
+                raise MemodagError(f"'{'.'.join(parts[: i + 1])}' is an op, not a graph; cannot look inside it")
+            else:
+                if output_name not in invocation.definition.outs:
+                    raise MemodagError(f"op node '{node}' has no output '{output_name}' (outputs: {list(invocation.definition.outs)})")
+                return f"{prefix}{part}", output_name
+        raise AssertionError("unreachable")
+
+    def _resolve_in(self, graph: GraphDefinition, prefix: str, node: str, output: str) -> tuple[str, str]:
+        invocation = graph.nodes[node]
+        if isinstance(invocation.definition, GraphDefinition):
+            inner, inner_out = invocation.definition.output_mappings[output]
+            return self._resolve_in(invocation.definition, f"{prefix}{node}.", inner, inner_out)
+        return f"{prefix}{node}", output
+
+    def _load(self, address: Address) -> Any:
+        manager = self._io_managers.get(address.io_manager_key)
+        if manager is None:
+            raise MemodagError(f"io manager '{address.io_manager_key}' of this run is not available to load {address.step_key}.{address.output_name}")
+        out = None
+        node = self._plan_node(address.step_key.split("[", 1)[0])
+        if node is not None:
+            out = node.op_def.outs.get(address.output_name)
+        upstream = OutputContext(address.step_key, address.output_name, address.run_id, None, out, address.mapping_key, address.version)
+        return manager.load_input(InputContext(address.output_name, address.step_key, upstream, address))
+
+    def __repr__(self) -> str:
+        return f"<ExecuteInProcessResult run={self.run_id[:8]} success={self.success}>"

@@ -1,0 +1,1 @@
+"""Executors: where step attempts run. They run attempts and report back; they decide nothing."""

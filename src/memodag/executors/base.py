@@ -1,0 +1,84 @@
+"""The executor interface and ``ExecutorDefinition`` (what ``@job(executor_def=...)`` takes).
+
+An executor receives ``StepTask``s, runs them somewhere, and returns ``StepOutcome``s from
+``wait``. The engine loop, single-threaded in the driver, is the only place that decides what runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from memodag.definitions.config import NO_DEFAULT, ConfigType, normalize_schema, validate_config
+from memodag.errors import ConfigError
+
+if TYPE_CHECKING:
+    from memodag.engine.step import StepOutcome, StepTask
+
+
+@dataclass(frozen=True)
+class RunPayload:
+    """What a worker process needs to serve a run: how to rebuild its resources."""
+
+    run_id: str
+    job: Any
+    resource_config: Mapping[str, Any]
+    resource_keys: frozenset[str]
+    instance_url: str | None
+    storage_dir: str | None
+
+
+class Executor(ABC):
+    """Runs step attempts. ``submit`` must not block on the attempt unless the executor is in-process."""
+
+    #: whether steps run in the driver's process (in-memory io managers work only then)
+    in_process: bool = False
+
+    def start(self, payload: RunPayload, runtime: Any) -> None:
+        """Called once before the first submit; ``runtime`` is the driver's ``StepRuntime`` or None."""
+
+    @abstractmethod
+    def submit(self, task: StepTask) -> None:
+        """Start an attempt."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None) -> list[StepOutcome]:
+        """Outcomes of finished attempts: at least one unless ``timeout`` passes or none are in flight."""
+
+    def can_submit(self) -> bool:
+        """Whether another attempt may start now (concurrency limit)."""
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        return 0
+
+    def shutdown(self, cancel: bool = False) -> None:
+        """Release workers; with ``cancel``, stop in-flight attempts."""
+
+
+@dataclass(frozen=True)
+class ExecutorDefinition:
+    """A named executor factory with a config schema; ``.configured({...})`` presets its config."""
+
+    name: str
+    factory: Callable[[Mapping[str, Any]], Executor]
+    config_schema: Any = None
+    preset_config: Any = NO_DEFAULT
+
+    @property
+    def config_type(self) -> ConfigType | None:
+        return normalize_schema(self.config_schema, f"executor '{self.name}' config_schema")
+
+    def configured(self, config: Mapping[str, Any]) -> ExecutorDefinition:
+        return replace(self, preset_config=dict(config))
+
+    def create(self, config: Mapping[str, Any] | None) -> Executor:
+        raw = config if config is not None else ({} if self.preset_config is NO_DEFAULT else self.preset_config)
+        errors: list[str] = []
+        value = validate_config(self.config_type, raw, f"execution.config ({self.name})", errors) if self.config_schema is not None else {}
+        if errors:
+            raise ConfigError(errors)
+        return self.factory(value or {})

@@ -1,0 +1,47 @@
+"""``in_process_executor``: runs each attempt immediately in the driver (the default)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from memodag.engine.step import StepOutcome, StepRuntime, StepTask, run_step
+from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
+
+
+class InProcessExecutor(Executor):
+    """Runs an attempt inside ``submit``; ``wait`` hands back what finished. No threads."""
+
+    in_process = True
+
+    def __init__(self) -> None:
+        self._done: deque[StepOutcome] = deque()
+        self._runtime: StepRuntime | None = None
+
+    def start(self, payload: RunPayload, runtime: Any) -> None:
+        self._runtime = runtime
+
+    def submit(self, task: StepTask) -> None:
+        assert self._runtime is not None, "start() must be called before submit()"
+        self._done.append(run_step(task, self._runtime))
+
+    def can_submit(self) -> bool:
+        # bounded so a wide fan-out does not pile up outcomes before the engine reads them
+        return len(self._done) < 64
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._done)
+
+    def wait(self, timeout: float | None) -> list[StepOutcome]:
+        done = list(self._done)
+        self._done.clear()
+        return done
+
+
+def _create(config: Mapping[str, Any]) -> Executor:
+    return InProcessExecutor()
+
+
+in_process_executor = ExecutorDefinition("in_process", _create, None)

@@ -1,0 +1,245 @@
+"""Job + run config -> ``ExecutionPlan``: flattened op nodes, steps, and the edges between them.
+
+Pure: builds data, runs no user code and touches no storage. Nested graphs are flattened into op
+nodes with dotted paths (``outer.inner``), which are also the step keys of unmapped nodes. Nodes
+mapped over a dynamic output are kept as templates; ``dynamic.expand_mapped`` clones them once the
+pieces are known (docs/dynamic.md).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from memodag.definitions.composition import FromGraphInput, FromNode, GraphDefinition
+from memodag.definitions.config import NO_DEFAULT
+from memodag.definitions.op import OpDefinition
+from memodag.errors import DefinitionError, ExecutionError
+from memodag.plan.run_config import ResolvedRunConfig
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSource:
+    """Where a flattened node input comes from: op node ``node`` output ``output`` with ``mode``
+    ``value`` | ``piece`` | ``collect`` (see ``composition.FromNode``)."""
+
+    node: str
+    output: str
+    mode: str = "value"
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultSource:
+    value: Any
+
+
+@dataclass(frozen=True)
+class OpNode:
+    """A flattened op node: the template of its step(s)."""
+
+    path: str
+    op_def: OpDefinition
+    inputs: Mapping[str, NodeSource | DefaultSource]
+    tags: Mapping[str, str]
+    mapped_over: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_mapped(self) -> bool:
+        return bool(self.mapped_over)
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutputHandle:
+    """Names one stored output: step key + output name (+ piece key for a dynamic output piece)."""
+
+    step_key: str
+    output_name: str
+    mapping_key: str | None = None
+
+    def __str__(self) -> str:
+        base = f"{self.step_key}.{self.output_name}"
+        return f"{base}[{self.mapping_key}]" if self.mapping_key is not None else base
+
+
+@dataclass(frozen=True, slots=True)
+class StepInput:
+    """One input of a step: ``upstream`` handles (one for a value, many for a collect) or a default."""
+
+    name: str
+    upstream: tuple[StepOutputHandle, ...] = ()
+    collect: bool = False
+    default: Any = NO_DEFAULT
+
+
+@dataclass(slots=True)
+class ExecutionStep:
+    """One unit of work: an op node (or one clone of a mapped node) with its inputs resolved."""
+
+    key: str
+    node: OpNode
+    inputs: tuple[StepInput, ...]
+    config: Any
+    mapping_keys: tuple[str, ...] = ()
+
+    @property
+    def op_def(self) -> OpDefinition:
+        return self.node.op_def
+
+    @property
+    def upstream_step_keys(self) -> set[str]:
+        return {h.step_key for i in self.inputs for h in i.upstream}
+
+    def output_handles(self) -> list[StepOutputHandle]:
+        return [StepOutputHandle(self.key, name) for name in self.node.op_def.outs]
+
+
+@dataclass
+class ExecutionPlan:
+    """Steps keyed by step key in a topological order, plus mapped templates awaiting pieces.
+
+    Invariant: every upstream of a step in ``steps`` is itself in ``steps`` (or is a template's
+    clone, added by ``dynamic.expand_mapped`` before its consumers).
+    """
+
+    job_name: str
+    nodes: dict[str, OpNode]
+    steps: dict[str, ExecutionStep]
+    run_config: ResolvedRunConfig
+    downstream_nodes: dict[str, list[str]] = field(default_factory=dict)
+
+    def step(self, key: str) -> ExecutionStep:
+        try:
+            return self.steps[key]
+        except KeyError:
+            raise ExecutionError(f"job '{self.job_name}' has no step '{key}'; steps are {sorted(self.steps)[:20]}") from None
+
+
+def flatten_graph(graph: GraphDefinition) -> dict[str, OpNode]:
+    """Every op node below ``graph`` with its inputs resolved to op outputs, in call order."""
+    nodes: dict[str, OpNode] = {}
+    _flatten(graph, "", {}, (), nodes)
+    return nodes
+
+
+def _resolve_output(graph: GraphDefinition, prefix: str, node_name: str, output: str) -> tuple[str, str]:
+    node = graph.nodes[node_name]
+    if isinstance(node.definition, GraphDefinition):
+        inner_node, inner_output = node.definition.output_mappings[output]
+        return _resolve_output(node.definition, f"{prefix}{node_name}.", inner_node, inner_output)
+    return f"{prefix}{node_name}", output
+
+
+def _flatten(
+    graph: GraphDefinition,
+    prefix: str,
+    graph_inputs: Mapping[str, NodeSource | DefaultSource],
+    outer_scope: tuple[tuple[str, str], ...],
+    out: dict[str, OpNode],
+) -> None:
+    for name, node in graph.nodes.items():
+        inputs: dict[str, NodeSource | DefaultSource] = {}
+        for input_name, source in node.inputs.items():
+            if isinstance(source, FromGraphInput):
+                if source.name not in graph_inputs:
+                    raise DefinitionError(f"graph '{graph.name}': input '{source.name}' is not connected where the graph is used")
+                inputs[input_name] = graph_inputs[source.name]
+            elif isinstance(source, FromNode):
+                node_path, output = _resolve_output(graph, prefix, source.node, source.output)
+                inputs[input_name] = NodeSource(node_path, output, source.mode)
+        scope = outer_scope + tuple(_resolve_output(graph, prefix, n, o) for n, o in node.mapped_over)
+        if isinstance(node.definition, GraphDefinition):
+            if node.mapped_over:
+                raise DefinitionError(f"graph node '{prefix}{name}': mapping a whole graph over a dynamic output is not supported; map its ops")
+            _flatten(node.definition, f"{prefix}{name}.", inputs, scope, out)
+            continue
+        op_def: OpDefinition = node.definition
+        for input_name, spec in op_def.ins.items():
+            if input_name not in inputs and spec.has_default:
+                inputs[input_name] = DefaultSource(spec.default_value)
+        path = f"{prefix}{name}"
+        out[path] = OpNode(path, op_def, inputs, {**op_def.tags, **node.tags}, scope)
+
+
+def build_plan(job: Any, run_config: ResolvedRunConfig) -> ExecutionPlan:
+    """Build the plan: one step per unmapped op node; mapped nodes wait as templates."""
+    nodes = flatten_graph(job.graph)
+    steps: dict[str, ExecutionStep] = {}
+    downstream: dict[str, list[str]] = {path: [] for path in nodes}
+    for path, node in nodes.items():
+        for source in node.inputs.values():
+            if isinstance(source, NodeSource):
+                downstream[source.node].append(path)
+        if node.is_mapped or _collects_unresolved(node, nodes):
+            continue
+        steps[path] = ExecutionStep(path, node, _static_inputs(node), run_config.op_config.get(path))
+    return ExecutionPlan(job.name, nodes, steps, run_config, downstream)
+
+
+def _collects_unresolved(node: OpNode, nodes: Mapping[str, OpNode]) -> bool:
+    """A collect over pieces cannot be wired before the pieces exist."""
+    return any(isinstance(s, NodeSource) and s.mode == "collect" for s in node.inputs.values())
+
+
+def _static_inputs(node: OpNode) -> tuple[StepInput, ...]:
+    result = []
+    for name, source in node.inputs.items():
+        if isinstance(source, DefaultSource):
+            result.append(StepInput(name, default=source.value))
+        else:
+            result.append(StepInput(name, (StepOutputHandle(source.node, source.output),)))
+    return tuple(result)
+
+
+def select_steps(plan: ExecutionPlan, selection: Sequence[str]) -> set[str]:
+    """Resolve a step selection: exact keys or globs, ``*op`` (op and all upstream), ``op*`` (op
+    and all downstream), ``+op`` / ``op+`` (one level). Unknown selections raise, naming them."""
+    downstream: dict[str, set[str]] = {k: set() for k in plan.steps}
+    for key, step in plan.steps.items():
+        for up in step.upstream_step_keys:
+            downstream.setdefault(up, set()).add(key)
+    selected: set[str] = set()
+    unknown: list[str] = []
+    for item in selection:
+        core = item.strip().strip("*+")
+        up = _depth(item, prefix=True)
+        down = _depth(item, prefix=False)
+        matches = [k for k in plan.steps if k == core or fnmatch.fnmatchcase(k, core)]
+        if not matches:
+            unknown.append(item)
+            continue
+        for key in matches:
+            selected.add(key)
+            selected |= _walk(key, lambda k: plan.steps[k].upstream_step_keys, up)
+            selected |= _walk(key, lambda k: downstream.get(k, set()), down)
+    if unknown:
+        raise ExecutionError(f"step selection {unknown} matches no step of job '{plan.job_name}'; steps are {sorted(plan.steps)[:30]}")
+    return selected
+
+
+def _depth(item: str, prefix: bool) -> int:
+    s = item.strip()
+    edge = s[: len(s) - len(s.lstrip("*+"))] if prefix else s[len(s.rstrip("*+")) :]
+    if "*" in edge:
+        return 10**9
+    return edge.count("+")
+
+
+def _walk(start: str, neighbours: Any, depth: int) -> set[str]:
+    seen: set[str] = set()
+    frontier = {start}
+    while frontier and depth > 0:
+        nxt: set[str] = set()
+        for key in frontier:
+            for n in neighbours(key):
+                if n not in seen:
+                    seen.add(n)
+                    nxt.add(n)
+        frontier = nxt
+        depth -= 1
+    return seen
+
+
+def iter_required_io_manager_keys(nodes: Iterable[OpNode]) -> set[str]:
+    return {out.io_manager_key for node in nodes for out in node.op_def.outs.values()}

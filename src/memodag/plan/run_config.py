@@ -1,0 +1,152 @@
+"""Run config: merge job defaults, validate against every op/resource schema, report all problems.
+
+Shape: ``{"ops": {node: {"config": ..., "ops": {...nested graph nodes}}}, "resources": {key:
+{"config": ...}}, "execution": {"config": ...}}``; ``solids`` is accepted for ``ops``. Pure: reads
+only the job definition and the given dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memodag.definitions.composition import GraphDefinition
+from memodag.definitions.config import NO_DEFAULT, config_is_required, validate_config
+from memodag.errors import ConfigError
+
+_TOP_KEYS = ("ops", "solids", "resources", "execution", "loggers")
+
+
+@dataclass(frozen=True)
+class ResolvedRunConfig:
+    """Processed config: per op path, per resource key, and for the executor."""
+
+    op_config: Mapping[str, Any]
+    resource_config: Mapping[str, Any]
+    execution: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+def load_run_config_files(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """Read and deep-merge YAML run config files (later files win)."""
+    import yaml
+
+    merged: dict[str, Any] = {}
+    for path in paths:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError([f"{p}: config file not found"], "config file")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{p}: not valid YAML: {exc}"], "config file") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError([f"{p}: expected a mapping at the top, got {type(data).__name__}"], "config file")
+        merged = deep_merge(merged, data)
+    return merged
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_run_config(job: Any, run_config: Mapping[str, Any] | None) -> ResolvedRunConfig:
+    """Validate ``run_config`` (over the job's defaults) and return it processed, or raise
+    ``ConfigError`` listing every problem with its path."""
+    raw = deep_merge(job.config or {}, run_config or {})
+    errors: list[str] = []
+    if not isinstance(raw, Mapping):
+        raise ConfigError([f"run config: expected a mapping, got {type(raw).__name__}"])
+    for key in raw:
+        if key not in _TOP_KEYS:
+            errors.append(f"{key}: unknown top-level key; expected one of ops, resources, execution")
+    ops_section = raw.get("ops")
+    if "solids" in raw:
+        if ops_section is not None:
+            errors.append("solids: give either 'ops' or the legacy 'solids', not both")
+        ops_section = raw["solids"]
+    ops_name = "solids" if "solids" in raw and "ops" not in raw else "ops"
+    op_config: dict[str, Any] = {}
+    _resolve_graph(job.graph, ops_section or {}, ops_name, "", op_config, errors)
+    resource_config = _resolve_resources(job, raw.get("resources") or {}, errors)
+    execution = raw.get("execution") or {}
+    if not isinstance(execution, Mapping):
+        errors.append(f"execution: expected a mapping, got {type(execution).__name__}")
+        execution = {}
+    if errors:
+        raise ConfigError(errors)
+    return ResolvedRunConfig(op_config, resource_config, dict(execution), raw)
+
+
+def _resolve_graph(graph: GraphDefinition, section: Any, path: str, prefix: str, out: dict[str, Any], errors: list[str]) -> None:
+    if not isinstance(section, Mapping):
+        errors.append(f"{path}: expected a mapping of node names, got {type(section).__name__}")
+        section = {}
+    for key in section:
+        if key not in graph.nodes:
+            errors.append(f"{path}.{key}: no node named '{key}' in {graph.name}; nodes are {sorted(graph.nodes)}")
+    for name, node in graph.nodes.items():
+        node_path = f"{path}.{name}"
+        node_section = section.get(name)
+        if node_section is None:
+            node_section = {}
+        if not isinstance(node_section, Mapping):
+            errors.append(f"{node_path}: expected a mapping like {{config: ...}}, got {type(node_section).__name__}")
+            continue
+        if isinstance(node.definition, GraphDefinition):
+            for key in node_section:
+                if key != "ops":
+                    errors.append(f"{node_path}.{key}: unknown key for graph node; expected 'ops'")
+            _resolve_graph(node.definition, node_section.get("ops") or {}, f"{node_path}.ops", f"{prefix}{name}.", out, errors)
+            continue
+        for key in node_section:
+            if key != "config":
+                errors.append(f"{node_path}.{key}: unknown key; expected 'config'")
+        op_def = node.definition
+        given = node_section.get("config", NO_DEFAULT)
+        if given is NO_DEFAULT:
+            if config_is_required(op_def.config_type):
+                errors.append(f"{node_path}.config: required by op '{op_def.name}' (schema {op_def.config_type.describe()})")
+                continue
+            given = None
+        out[f"{prefix}{name}"] = validate_config(op_def.config_type, given, f"{node_path}.config", errors)
+
+
+def _resolve_resources(job: Any, section: Any, errors: list[str]) -> dict[str, Any]:
+    if not isinstance(section, Mapping):
+        errors.append(f"resources: expected a mapping of resource keys, got {type(section).__name__}")
+        return {}
+    for key in section:
+        if key not in job.resource_defs:
+            errors.append(f"resources.{key}: no resource named '{key}'; resources are {sorted(job.resource_defs)}")
+    out: dict[str, Any] = {}
+    for key, rdef in job.resource_defs.items():
+        path = f"resources.{key}"
+        entry = section.get(key) or {}
+        if not isinstance(entry, Mapping):
+            errors.append(f"{path}: expected a mapping like {{config: ...}}, got {type(entry).__name__}")
+            continue
+        for k in entry:
+            if k != "config":
+                errors.append(f"{path}.{k}: unknown key; expected 'config'")
+        if rdef.preset_config is not NO_DEFAULT:
+            if "config" in entry:
+                errors.append(f"{path}.config: resource '{key}' is already configured with .configured(...)")
+            given = rdef.preset_config
+        else:
+            given = entry.get("config", NO_DEFAULT)
+            if given is NO_DEFAULT:
+                if config_is_required(rdef.config_type):
+                    errors.append(f"{path}.config: required (schema {rdef.config_type.describe()})")
+                    continue
+                given = None
+        out[key] = validate_config(rdef.config_type, given, f"{path}.config", errors)
+    return out

@@ -1,0 +1,1 @@
+"""Storage: io managers (the data plane) and the instance (runs, events, output index)."""

@@ -1,0 +1,134 @@
+"""The instance: the control plane. Runs, their event logs, and the index of stored outputs.
+
+``Instance.get()`` opens the SQLite file under ``$MEMODAG_HOME`` (default ``./.memodag``), or the
+database named by ``$MEMODAG_INSTANCE_URL``; ``Instance.ephemeral()`` is in memory, for tests;
+``Instance.from_url("postgresql://...")`` is shared by a team.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
+from memodag.storage.instance.sql import SqlInstanceStorage, postgres_storage, sqlite_storage
+from memodag.storage.io_manager import Address
+
+__all__ = ["Event", "EventType", "Instance", "RunRecord", "RunStatus"]
+
+HOME_ENV = "MEMODAG_HOME"
+URL_ENV = "MEMODAG_INSTANCE_URL"
+
+
+class Instance:
+    """Where runs, events and the output index live, plus a default directory for stored outputs.
+
+    The engine depends only on the verbs here; the SQL backend is an implementation detail.
+    """
+
+    def __init__(self, storage: SqlInstanceStorage, storage_dir: Path, home: Path | None = None) -> None:
+        self._storage = storage
+        self.storage_dir = storage_dir
+        self.home = home
+
+    # -- constructors -----------------------------------------------------------------------
+
+    @classmethod
+    def get(cls) -> Instance:
+        """The default instance: ``$MEMODAG_INSTANCE_URL`` if set, else SQLite in ``$MEMODAG_HOME``
+        (default ``./.memodag``). Outputs go to ``<home>/storage``."""
+        home = Path(os.environ.get(HOME_ENV) or ".memodag").expanduser().resolve()
+        url = os.environ.get(URL_ENV)
+        if url:
+            return cls.from_url(url, storage_dir=home / "storage")
+        home.mkdir(parents=True, exist_ok=True)
+        return cls(sqlite_storage(str(home / "instance.db")), home / "storage", home)
+
+    @classmethod
+    def from_url(cls, url: str, storage_dir: str | Path | None = None) -> Instance:
+        """An instance on ``sqlite:///path/to/file.db`` or ``postgresql://user@host/db``."""
+        if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            storage = postgres_storage(url.replace("postgresql+psycopg://", "postgresql://"))
+        elif url.startswith("sqlite:///"):
+            path = url[len("sqlite:///") :]
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            storage = sqlite_storage(path)
+        else:
+            from memodag.errors import StorageError
+
+            raise StorageError(f"instance URL {url!r} is not supported; expected sqlite:///PATH or postgresql://USER@HOST/DB")
+        base = Path(storage_dir) if storage_dir else Path(os.environ.get(HOME_ENV) or ".memodag").resolve() / "storage"
+        return cls(storage, base)
+
+    @classmethod
+    def ephemeral(cls) -> Instance:
+        """An in-memory instance with a temporary storage directory removed at exit (tests)."""
+        tmp = Path(tempfile.mkdtemp(prefix="memodag-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        return cls(sqlite_storage(":memory:"), tmp / "storage")
+
+    @property
+    def url(self) -> str:
+        return self._storage.url
+
+    def close(self) -> None:
+        self._storage.close()
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def add_run(self, run: RunRecord) -> None:
+        self._storage.add_run(run)
+
+    def update_run_status(self, run_id: str, status: RunStatus, end_time: float | None = None) -> None:
+        self._storage.update_run_status(run_id, status, end_time)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with this id (or the one run whose id starts with it)."""
+        return self._storage.get_run(run_id)
+
+    def get_runs(self, limit: int = 20, job_name: str | None = None, status: RunStatus | None = None) -> list[RunRecord]:
+        """Newest first."""
+        return self._storage.get_runs(limit, job_name, status)
+
+    def delete_run(self, run_id: str) -> None:
+        self._storage.delete_run(run_id)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def store_events(self, events: Sequence[Event], index_entries: Sequence[tuple[str, str, Address, float, int | None]] = ()) -> None:
+        """Append events and index entries in one transaction."""
+        self._storage.store(events, index_entries)
+
+    def get_events(self, run_id: str, event_types: Sequence[EventType] | None = None) -> list[Event]:
+        return self._storage.get_events(run_id, event_types)
+
+    def get_output_addresses(self, run_id: str) -> dict[tuple[str, str, str | None], Address]:
+        """Every output a run stored, by (step_key, output_name, mapping_key)."""
+        result = {}
+        for event in self.get_events(run_id, [EventType.HANDLED_OUTPUT]):
+            address = Address.from_dict(event.data["address"])
+            result[(address.step_key, address.output_name, address.mapping_key)] = address
+        return result
+
+    # -- the output index (memoization) -------------------------------------------------------
+
+    def lookup_outputs(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Address]:
+        """Which (output_key, version) pairs are stored, with their addresses: one batched query."""
+        return self._storage.lookup_outputs(keys)
+
+    def latest_versions(self, output_keys: Iterable[str]) -> dict[str, tuple[str, float]]:
+        return self._storage.latest_versions(output_keys)
+
+    def index_entries(self) -> list[tuple[str, str, Address, float, int | None]]:
+        return self._storage.index_entries()
+
+    def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
+        self._storage.delete_index_entries(keys)
+
+    def __repr__(self) -> str:
+        return f"<Instance {self.url}>"

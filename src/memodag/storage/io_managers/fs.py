@@ -1,0 +1,41 @@
+"""``fs_io_manager`` (the default) and ``versioned_filesystem_io_manager``: outputs as local files."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from memodag.definitions.config import Field
+from memodag.definitions.resources import InitResourceContext, io_manager
+from memodag.storage.io_managers.files import LocalFileStore, PathIOManager
+
+_CONFIG = {
+    "base_dir": Field(str, is_required=False, description="Directory for outputs; default: the instance's storage directory."),
+    "serializer": Field(str, default_value="pickle", description="Default format: pickle, json or parquet."),
+}
+
+
+def _base_dir(context: InitResourceContext) -> str:
+    config = context.resource_config or {}
+    if config.get("base_dir"):
+        return os.path.abspath(os.path.expanduser(config["base_dir"]))
+    if context.instance is not None:
+        return str(context.instance.storage_dir)
+    return os.path.abspath(os.path.join(".memodag", "storage"))
+
+
+def _serializer(context: InitResourceContext) -> Any:
+    return (context.resource_config or {}).get("serializer", "pickle")
+
+
+@io_manager(config_schema=_CONFIG)
+def fs_io_manager(context: InitResourceContext) -> PathIOManager:
+    """Stores each output as a file under ``<base_dir>/<run_id>/<step_key>/<output>``."""
+    return PathIOManager(LocalFileStore(), _base_dir(context), _serializer(context))
+
+
+@io_manager(config_schema=_CONFIG)
+def versioned_filesystem_io_manager(context: InitResourceContext) -> PathIOManager:
+    """Stores each output under its version (``<base_dir>/<step_key>/<output>/<version>``), so
+    ``has_output`` answers by looking for the file: memoization without the instance index."""
+    return PathIOManager(LocalFileStore(), _base_dir(context), _serializer(context), versioned=True)

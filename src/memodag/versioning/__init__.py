@@ -1,0 +1,1 @@
+"""Versions: code, config, resources and upstream versions hashed into one version per output."""
