@@ -40,11 +40,22 @@ from memodag.errors import (
 from memodag.executors.base import Executor, ExecutorDefinition
 from memodag.executors.in_process import in_process_executor
 from memodag.storage.instance import Event, EventType, Instance, RunRecord, RunStatus
-from memodag.storage.io_manager import Address, InputContext, IOManager, MemoizableIOManager, OutputContext
+from memodag.storage.io_manager import (
+    Address,
+    InputContext,
+    IOManager,
+    MemoizableIOManager,
+    OutputContext,
+)
 from memodag.storage.io_managers.fs import fs_io_manager, versioned_filesystem_io_manager
 from memodag.storage.io_managers.memory import mem_io_manager
 from memodag.storage.io_managers.object_store import object_store_io_manager
-from memodag.storage.serializers import JsonSerializer, ParquetSerializer, PickleSerializer, Serializer
+from memodag.storage.serializers import (
+    JsonSerializer,
+    ParquetSerializer,
+    PickleSerializer,
+    Serializer,
+)
 
 __version__ = "0.1.0"
 
@@ -71,8 +82,8 @@ __all__ = [
     "Instance",
     "JobDefinition",
     "JsonSerializer",
-    "MemoizableIOManager",
     "MemodagError",
+    "MemoizableIOManager",
     "MemoizationError",
     "Noneable",
     "OpDefinition",

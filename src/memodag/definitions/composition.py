@@ -17,7 +17,9 @@ from memodag.definitions.io import DEFAULT_OUTPUT, check_name
 from memodag.definitions.op import OpDefinition
 from memodag.errors import DefinitionError
 
-_BUILDER: contextvars.ContextVar[CompositionBuilder | None] = contextvars.ContextVar("memodag_builder", default=None)
+_BUILDER: contextvars.ContextVar[CompositionBuilder | None] = contextvars.ContextVar(
+    "memodag_builder", default=None
+)
 
 
 def current_builder() -> CompositionBuilder | None:
@@ -91,7 +93,9 @@ class GraphDefinition:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         builder = current_builder()
         if builder is None:
-            raise DefinitionError(f"graph '{self.name}' can only be called inside a @job or @graph body; run it with .to_job().execute_in_process()")
+            raise DefinitionError(
+                f"graph '{self.name}' can only be called inside a @job or @graph body; run it with .to_job().execute_in_process()"
+            )
         return builder.invoke(self, None, {}, args, kwargs)
 
     def to_job(self, name: str | None = None, **job_kwargs: Any) -> Any:
@@ -126,11 +130,15 @@ class OutputHandle:
     mapped_over: tuple[tuple[str, str], ...] = ()
 
     def map(self, fn: Callable[[Any], Any]) -> Any:
-        raise DefinitionError(f"'{self.node}.{self.output}' is not a dynamic output; .map() is for DynamicOut outputs")
+        raise DefinitionError(
+            f"'{self.node}.{self.output}' is not a dynamic output; .map() is for DynamicOut outputs"
+        )
 
     def collect(self) -> Any:
         if not self.mapped_over:
-            raise DefinitionError(f"'{self.node}.{self.output}' is not mapped over a dynamic output; nothing to .collect()")
+            raise DefinitionError(
+                f"'{self.node}.{self.output}' is not mapped over a dynamic output; nothing to .collect()"
+            )
         return _CollectHandle(self)
 
 
@@ -171,13 +179,15 @@ class GraphInputHandle:
     name: str
 
 
-class MultipleOutputs(tuple):  # noqa: SLOT001 - a tuple subclass so `a, b = op()` unpacks
+class MultipleOutputs(tuple):
     """The outputs of a node with several outputs; unpack it or use ``.name``."""
 
     _node: str
     _names: tuple[str, ...]
 
-    def __new__(cls, node: str, names: tuple[str, ...], handles: tuple[Any, ...]) -> MultipleOutputs:
+    def __new__(
+        cls, node: str, names: tuple[str, ...], handles: tuple[Any, ...]
+    ) -> MultipleOutputs:
         obj = super().__new__(cls, handles)
         obj._node = node
         obj._names = names
@@ -187,7 +197,9 @@ class MultipleOutputs(tuple):  # noqa: SLOT001 - a tuple subclass so `a, b = op(
         try:
             return self[self._names.index(name)]
         except ValueError:
-            raise AttributeError(f"node '{self._node}' has no output '{name}' (outputs: {list(self._names)})") from None
+            raise AttributeError(
+                f"node '{self._node}' has no output '{name}' (outputs: {list(self._names)})"
+            ) from None
 
 
 # ---- the builder ----------------------------------------------------------------------------------
@@ -201,7 +213,14 @@ class CompositionBuilder:
         self.nodes: dict[str, NodeInvocation] = {}
         self._outputs_of: dict[str, tuple[str, ...]] = {}
 
-    def invoke(self, node_def: Any, alias: str | None, tags: Mapping[str, str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def invoke(
+        self,
+        node_def: Any,
+        alias: str | None,
+        tags: Mapping[str, str],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         name = self._node_name(node_def.name, alias)
         input_names = tuple(node_def.ins)
         if len(args) > len(input_names):
@@ -211,7 +230,9 @@ class CompositionBuilder:
         given: dict[str, Any] = dict(zip(input_names, args, strict=False))
         for key, value in kwargs.items():
             if key not in input_names:
-                raise DefinitionError(f"{self._where(name)}: has no input '{key}' (inputs: {list(input_names)})")
+                raise DefinitionError(
+                    f"{self._where(name)}: has no input '{key}' (inputs: {list(input_names)})"
+                )
             if key in given:
                 raise DefinitionError(f"{self._where(name)}: input '{key}' is given twice")
             given[key] = value
@@ -229,10 +250,14 @@ class CompositionBuilder:
             sources[input_name] = source
             if len(scope) > len(mapped):
                 if mapped and scope[: len(mapped)] != mapped:
-                    raise DefinitionError(f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first")
+                    raise DefinitionError(
+                        f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first"
+                    )
                 mapped = scope
             elif scope and mapped[: len(scope)] != scope:
-                raise DefinitionError(f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first")
+                raise DefinitionError(
+                    f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first"
+                )
         self.nodes[name] = NodeInvocation(name, node_def, sources, dict(tags), mapped)
         return self._handles(name, node_def, mapped)
 
@@ -242,7 +267,9 @@ class CompositionBuilder:
     def _node_name(self, base: str, alias: str | None) -> str:
         if alias is not None:
             if alias in self.nodes:
-                raise DefinitionError(f"{self.graph_name}: two nodes are named '{alias}'; give each alias a unique name")
+                raise DefinitionError(
+                    f"{self.graph_name}: two nodes are named '{alias}'; give each alias a unique name"
+                )
             return alias
         if base not in self.nodes:
             return base
@@ -251,7 +278,9 @@ class CompositionBuilder:
             i += 1
         return f"{base}_{i}"
 
-    def _source(self, node: str, input_name: str, value: Any) -> tuple[InputSource, tuple[tuple[str, str], ...]]:
+    def _source(
+        self, node: str, input_name: str, value: Any
+    ) -> tuple[InputSource, tuple[tuple[str, str], ...]]:
         where = f"{self._where(node)} input '{input_name}'"
         if isinstance(value, OutputHandle):
             self._check_same_builder(value.builder, where)
@@ -259,11 +288,18 @@ class CompositionBuilder:
         if isinstance(value, _PieceHandle):
             src = value.source
             self._check_same_builder(src.builder, where)
-            return FromNode(src.node, src.output, "piece"), (*src.mapped_over, (src.node, src.output))
+            return FromNode(src.node, src.output, "piece"), (
+                *src.mapped_over,
+                (src.node, src.output),
+            )
         if isinstance(value, _CollectHandle):
             src = value.source
             self._check_same_builder(src.builder, where)
-            scope = src.mapped_over if isinstance(src, OutputHandle) else (*src.mapped_over, (src.node, src.output))
+            scope = (
+                src.mapped_over
+                if isinstance(src, OutputHandle)
+                else (*src.mapped_over, (src.node, src.output))
+            )
             return FromNode(src.node, src.output, "collect"), scope[:-1]
         if isinstance(value, GraphInputHandle):
             self._check_same_builder(value.builder, where)
@@ -285,7 +321,9 @@ class CompositionBuilder:
 
     def _check_same_builder(self, other: CompositionBuilder, where: str) -> None:
         if other is not self:
-            raise DefinitionError(f"{where}: this handle comes from another graph body; pass it in as a graph input instead")
+            raise DefinitionError(
+                f"{where}: this handle comes from another graph body; pass it in as a graph input instead"
+            )
 
     def _handles(self, name: str, node_def: Any, mapped: tuple[tuple[str, str], ...]) -> Any:
         if isinstance(node_def, GraphDefinition):
@@ -304,7 +342,9 @@ class CompositionBuilder:
         return MultipleOutputs(name, names, handles)
 
 
-def build_graph(fn: Callable[..., Any], name: str | None = None, description: str | None = None) -> GraphDefinition:
+def build_graph(
+    fn: Callable[..., Any], name: str | None = None, description: str | None = None
+) -> GraphDefinition:
     """Run a composition body once against handles and return the graph it describes."""
     graph_name = check_name(name or fn.__name__, "graph")
     builder = CompositionBuilder(graph_name)
@@ -315,7 +355,13 @@ def build_graph(fn: Callable[..., Any], name: str | None = None, description: st
     finally:
         _BUILDER.reset(token)
     output_mappings = _output_mappings(graph_name, returned)
-    return GraphDefinition(graph_name, dict(builder.nodes), tuple(params), output_mappings, description or inspect.getdoc(fn))
+    return GraphDefinition(
+        graph_name,
+        dict(builder.nodes),
+        tuple(params),
+        output_mappings,
+        description or inspect.getdoc(fn),
+    )
 
 
 def _output_mappings(graph_name: str, returned: Any) -> dict[str, tuple[str, str]]:
@@ -323,7 +369,9 @@ def _output_mappings(graph_name: str, returned: Any) -> dict[str, tuple[str, str
         return {}
     if isinstance(returned, OutputHandle | DynamicHandle):
         if returned.mapped_over:
-            raise DefinitionError(f"graph '{graph_name}' returns a mapped output; .collect() it first")
+            raise DefinitionError(
+                f"graph '{graph_name}' returns a mapped output; .collect() it first"
+            )
         return {DEFAULT_OUTPUT: (returned.node, returned.output)}
     if isinstance(returned, Mapping):
         result = {}
@@ -334,10 +382,14 @@ def _output_mappings(graph_name: str, returned: Any) -> dict[str, tuple[str, str
         return result
     if isinstance(returned, MultipleOutputs):
         return {n: (h.node, h.output) for n, h in zip(returned._names, returned, strict=True)}
-    raise DefinitionError(f"graph '{graph_name}' must return an op output, a dict of them, or nothing; got {returned!r}")
+    raise DefinitionError(
+        f"graph '{graph_name}' must return an op output, a dict of them, or nothing; got {returned!r}"
+    )
 
 
-def graph(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None) -> Any:
+def graph(
+    fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None
+) -> Any:
     """Declare a graph: a body that calls ops (and other graphs) and returns their outputs."""
 
     def decorate(func: Callable[..., Any]) -> GraphDefinition:

@@ -92,7 +92,9 @@ class _Array(ConfigType):
 
     def validate(self, value: Any, path: str, errors: list[str]) -> Any:
         if not isinstance(value, list | tuple):
-            errors.append(f"{path}: expected a list of {self.inner.describe()}, got {type(value).__name__}")
+            errors.append(
+                f"{path}: expected a list of {self.inner.describe()}, got {type(value).__name__}"
+            )
             return value
         return [self.inner.validate(v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
 
@@ -143,12 +145,16 @@ class _Shape(ConfigType):
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
-            errors.append(f"{path}: expected a mapping with fields {sorted(self.fields)}, got {type(value).__name__} {value!r}")
+            errors.append(
+                f"{path}: expected a mapping with fields {sorted(self.fields)}, got {type(value).__name__} {value!r}"
+            )
             return value
         out: dict[str, Any] = {}
         for key in value:
             if key not in self.fields:
-                errors.append(f"{_join(path, key)}: unknown field; expected one of {sorted(self.fields)}")
+                errors.append(
+                    f"{_join(path, key)}: unknown field; expected one of {sorted(self.fields)}"
+                )
         for name, field in self.fields.items():
             sub = _join(path, name)
             if name in value:
@@ -156,18 +162,26 @@ class _Shape(ConfigType):
             elif field.default_value is not NO_DEFAULT:
                 out[name] = field.config_type.validate(field.default_value, sub, errors)
             elif field.required:
-                errors.append(f"{sub}: required field missing (expected {field.config_type.describe()})")
+                errors.append(
+                    f"{sub}: required field missing (expected {field.config_type.describe()})"
+                )
             elif isinstance(field.config_type, _Shape):
                 # an optional sub-section whose own fields all have defaults still gets them filled
                 out[name] = field.config_type.validate({}, sub, errors)
         return out
 
     def describe(self) -> str:
-        return "{" + ", ".join(f"{k}: {f.config_type.describe()}" for k, f in self.fields.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{k}: {f.config_type.describe()}" for k, f in self.fields.items())
+            + "}"
+        )
 
     @property
     def all_optional(self) -> bool:
-        return all(not f.required or f.default_value is not NO_DEFAULT for f in self.fields.values())
+        return all(
+            not f.required or f.default_value is not NO_DEFAULT for f in self.fields.values()
+        )
 
 
 @dataclass(frozen=True)
@@ -218,7 +232,9 @@ def _normalize(schema: Any, where: str) -> ConfigType:
         return _Any()
     if isinstance(schema, list):
         if len(schema) != 1:
-            raise DefinitionError(f"{where}: a list schema holds exactly one element type, got {schema!r}")
+            raise DefinitionError(
+                f"{where}: a list schema holds exactly one element type, got {schema!r}"
+            )
         return _Array(_normalize(schema[0], where))
     if isinstance(schema, Mapping):
         fields: dict[str, _ShapeField] = {}
@@ -233,7 +249,11 @@ def _normalize(schema: Any, where: str) -> ConfigType:
         return _Shape(fields)
     if isinstance(schema, type) and issubclass(schema, enum.Enum):
         return _Enum(schema)
-    if isinstance(schema, type) and hasattr(schema, "model_validate") and hasattr(schema, "model_fields"):
+    if (
+        isinstance(schema, type)
+        and hasattr(schema, "model_validate")
+        and hasattr(schema, "model_fields")
+    ):
         return _Pydantic(schema)
     raise DefinitionError(
         f"{where}: unsupported config schema {schema!r}; expected str/int/float/bool, a dict of "

@@ -25,7 +25,9 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def check_name(name: str, what: str) -> str:
     """Names of ops, inputs, outputs and resources are identifiers (they appear in step keys and config)."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise DefinitionError(f"{what} name {name!r} is not valid: use letters, digits and '_', not starting with a digit")
+        raise DefinitionError(
+            f"{what} name {name!r} is not valid: use letters, digits and '_', not starting with a digit"
+        )
     return name
 
 

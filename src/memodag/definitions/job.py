@@ -88,7 +88,9 @@ class JobDefinition:
                 if key not in self.resource_defs:
                     missing.append(f"op '{path}' output '{out_name}' uses io manager '{key}'")
                 elif not self.resource_defs[key].is_io_manager:
-                    missing.append(f"op '{path}' output '{out_name}': resource '{key}' is not an io manager")
+                    missing.append(
+                        f"op '{path}' output '{out_name}': resource '{key}' is not an io manager"
+                    )
         for key, rdef in self.resource_defs.items():
             for needed in sorted(rdef.required_resource_keys):
                 if needed not in self.resource_defs:

@@ -119,19 +119,25 @@ def _normalize_outs(out: Any, op_name: str) -> dict[str, Out]:
         for key, value in out.items():
             check_name(key, f"op '{op_name}' output")
             if not isinstance(value, Out):
-                raise DefinitionError(f"op '{op_name}': output '{key}' must be an Out(...), got {value!r}")
+                raise DefinitionError(
+                    f"op '{op_name}': output '{key}' must be an Out(...), got {value!r}"
+                )
         return dict(out)
     raise DefinitionError(f"op '{op_name}': out= takes an Out or a dict of Out, got {out!r}")
 
 
-def _build_ins(fn: Callable[..., Any], ins: Mapping[str, In] | None, op_name: str) -> tuple[bool, dict[str, In]]:
+def _build_ins(
+    fn: Callable[..., Any], ins: Mapping[str, In] | None, op_name: str
+) -> tuple[bool, dict[str, In]]:
     params = list(inspect.signature(fn).parameters.values())
     takes_context = bool(params) and params[0].name in _CONTEXT_PARAM_NAMES
     if takes_context:
         params = params[1:]
     for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise DefinitionError(f"op '{op_name}': *args/**kwargs parameters are not supported as inputs")
+            raise DefinitionError(
+                f"op '{op_name}': *args/**kwargs parameters are not supported as inputs"
+            )
     names = [p.name for p in params]
     ins = dict(ins or {})
     unknown = [k for k in ins if k not in names]
@@ -239,7 +245,8 @@ def iterate_outputs(op_def: OpDefinition, result: Any, step_key: str) -> Iterato
         if outs[only_name].is_dynamic:
             if not isinstance(result, list | tuple):
                 raise StepExecutionError(
-                    step_key, f"dynamic output '{only_name}' expects DynamicOutput values (yielded or returned as a list), got {type(result).__name__}"
+                    step_key,
+                    f"dynamic output '{only_name}' expects DynamicOutput values (yielded or returned as a list), got {type(result).__name__}",
                 )
             for item in result:
                 yield _one(op_def, item, step_key, only_name)
@@ -257,7 +264,10 @@ def iterate_outputs(op_def: OpDefinition, result: Any, step_key: str) -> Iterato
     for name, item in zip(outs, result, strict=True):
         if isinstance(item, Output):
             if item.output_name != name:
-                raise StepExecutionError(step_key, f"returned Output named '{item.output_name}' in the position of output '{name}'")
+                raise StepExecutionError(
+                    step_key,
+                    f"returned Output named '{item.output_name}' in the position of output '{name}'",
+                )
             yield YieldedOutput(name, item.value, None, item.metadata)
         else:
             yield YieldedOutput(name, item)
@@ -270,16 +280,28 @@ def _one(op_def: OpDefinition, item: Any, step_key: str, default_name: str | Non
             name = default_name
         out = op_def.outs.get(name)
         if out is None or not out.is_dynamic:
-            raise StepExecutionError(step_key, f"yielded DynamicOutput for '{name}', which is not a DynamicOut of op '{op_def.name}' (outputs: {list(op_def.outs)})")
+            raise StepExecutionError(
+                step_key,
+                f"yielded DynamicOutput for '{name}', which is not a DynamicOut of op '{op_def.name}' (outputs: {list(op_def.outs)})",
+            )
         return YieldedOutput(name, item.value, item.mapping_key, item.metadata)
     if isinstance(item, Output):
         out = op_def.outs.get(item.output_name)
         if out is None:
-            raise StepExecutionError(step_key, f"yielded Output '{item.output_name}', which op '{op_def.name}' does not declare (outputs: {list(op_def.outs)})")
+            raise StepExecutionError(
+                step_key,
+                f"yielded Output '{item.output_name}', which op '{op_def.name}' does not declare (outputs: {list(op_def.outs)})",
+            )
         if out.is_dynamic:
-            raise StepExecutionError(step_key, f"output '{item.output_name}' is a DynamicOut: yield DynamicOutput(value, mapping_key=...)")
+            raise StepExecutionError(
+                step_key,
+                f"output '{item.output_name}' is a DynamicOut: yield DynamicOutput(value, mapping_key=...)",
+            )
         return YieldedOutput(item.output_name, item.value, None, item.metadata)
-    raise StepExecutionError(step_key, f"op '{op_def.name}' yielded {type(item).__name__}; a generator op yields Output or DynamicOutput objects")
+    raise StepExecutionError(
+        step_key,
+        f"op '{op_def.name}' yielded {type(item).__name__}; a generator op yields Output or DynamicOutput objects",
+    )
 
 
 def invoke_directly(op_def: OpDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -297,7 +319,9 @@ def invoke_directly(op_def: OpDefinition, args: tuple[Any, ...], kwargs: dict[st
     if context is not None and op_def.takes_context:
         context = context.for_op(op_def)
     bound = _bind_inputs(op_def, args_list, kwargs)
-    result = op_def.compute_fn(context, **bound) if op_def.takes_context else op_def.compute_fn(**bound)
+    result = (
+        op_def.compute_fn(context, **bound) if op_def.takes_context else op_def.compute_fn(**bound)
+    )
     produced = list(iterate_outputs(op_def, result, op_def.name))
     if op_def.has_dynamic_output:
         return [DynamicOutput(p.value, p.mapping_key or "", p.output_name) for p in produced]
@@ -310,11 +334,15 @@ def invoke_directly(op_def: OpDefinition, args: tuple[Any, ...], kwargs: dict[st
 def _bind_inputs(op_def: OpDefinition, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     names = op_def.input_names
     if len(args) > len(names):
-        raise DefinitionError(f"op '{op_def.name}' takes {len(names)} input(s) {list(names)}, got {len(args)} positional arguments")
+        raise DefinitionError(
+            f"op '{op_def.name}' takes {len(names)} input(s) {list(names)}, got {len(args)} positional arguments"
+        )
     bound = dict(zip(names, args, strict=False))
     for key, value in kwargs.items():
         if key not in op_def.ins:
-            raise DefinitionError(f"op '{op_def.name}' has no input '{key}' (inputs: {list(names)})")
+            raise DefinitionError(
+                f"op '{op_def.name}' has no input '{key}' (inputs: {list(names)})"
+            )
         if key in bound:
             raise DefinitionError(f"op '{op_def.name}': input '{key}' given twice")
         bound[key] = value

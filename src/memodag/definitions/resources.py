@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from memodag.definitions.config import NO_DEFAULT, ConfigType, normalize_schema
@@ -53,7 +53,9 @@ class ResourceDefinition:
     @staticmethod
     def hardcoded_resource(value: Any, description: str | None = None) -> ResourceDefinition:
         """A resource that is just ``value``."""
-        return ResourceDefinition(lambda _: value, description=description, name=type(value).__name__)
+        return ResourceDefinition(
+            lambda _: value, description=description, name=type(value).__name__
+        )
 
     def __repr__(self) -> str:
         return f"<resource {self.name or self.resource_fn.__name__}>"
@@ -68,12 +70,21 @@ class IOManagerDefinition(ResourceDefinition):
         return True
 
 
-def _decorator(cls: type[ResourceDefinition], fn: Any, config_schema: Any, version: str | None, description: str | None, required_resource_keys: Any) -> Any:
+def _decorator(
+    cls: type[ResourceDefinition],
+    fn: Any,
+    config_schema: Any,
+    version: str | None,
+    description: str | None,
+    required_resource_keys: Any,
+) -> Any:
     def decorate(func: Callable[..., Any]) -> ResourceDefinition:
         name = getattr(func, "__name__", "resource")
         params = inspect.signature(func).parameters
         if len(params) > 1:
-            raise DefinitionError(f"resource '{name}' must take one parameter (the init context) or none")
+            raise DefinitionError(
+                f"resource '{name}' must take one parameter (the init context) or none"
+            )
         call = func if params else (lambda _ctx, _f=func: _f())
         if version is not None and not isinstance(version, str):
             raise DefinitionError(f"resource '{name}': version must be a string, got {version!r}")
@@ -90,14 +101,32 @@ def _decorator(cls: type[ResourceDefinition], fn: Any, config_schema: Any, versi
     return decorate(fn) if fn is not None else decorate
 
 
-def resource(fn: Any = None, *, config_schema: Any = None, version: str | None = None, description: str | None = None, required_resource_keys: Any = None) -> Any:
+def resource(
+    fn: Any = None,
+    *,
+    config_schema: Any = None,
+    version: str | None = None,
+    description: str | None = None,
+    required_resource_keys: Any = None,
+) -> Any:
     """Declare a resource. Use bare or as ``@resource(config_schema=..., version=...)``."""
-    return _decorator(ResourceDefinition, fn, config_schema, version, description, required_resource_keys)
+    return _decorator(
+        ResourceDefinition, fn, config_schema, version, description, required_resource_keys
+    )
 
 
-def io_manager(fn: Any = None, *, config_schema: Any = None, version: str | None = None, description: str | None = None, required_resource_keys: Any = None) -> Any:
+def io_manager(
+    fn: Any = None,
+    *,
+    config_schema: Any = None,
+    version: str | None = None,
+    description: str | None = None,
+    required_resource_keys: Any = None,
+) -> Any:
     """Declare an io manager: a resource whose function returns an ``IOManager``."""
-    return _decorator(IOManagerDefinition, fn, config_schema, version, description, required_resource_keys)
+    return _decorator(
+        IOManagerDefinition, fn, config_schema, version, description, required_resource_keys
+    )
 
 
 def as_resource_definition(key: str, value: Any) -> ResourceDefinition:

@@ -43,7 +43,16 @@ class RunLogger:
         text = msg % args if args else str(msg)
         _LOGGER.log(level, "%s - %s", self._step_key or self._run_id[:8], text)
         if self._events is not None:
-            self._events.append(Event(EventType.LOG, self._run_id, time.time(), self._step_key, text, {"level": logging.getLevelName(level)}))
+            self._events.append(
+                Event(
+                    EventType.LOG,
+                    self._run_id,
+                    time.time(),
+                    self._step_key,
+                    text,
+                    {"level": logging.getLevelName(level)},
+                )
+            )
 
     def debug(self, msg: str, *args: Any) -> None:
         self._log(logging.DEBUG, msg, *args)
@@ -73,7 +82,18 @@ class OpExecutionContext:
         run_id, step_key, op_def, mapping_key (the piece key in a mapped clone), instance.
     """
 
-    __slots__ = ("instance", "log", "mapping_key", "op_config", "op_def", "resources", "retry_number", "run_id", "step_key", "tags")
+    __slots__ = (
+        "instance",
+        "log",
+        "mapping_key",
+        "op_config",
+        "op_def",
+        "resources",
+        "retry_number",
+        "run_id",
+        "step_key",
+        "tags",
+    )
 
     def __init__(
         self,
@@ -115,11 +135,24 @@ class OpExecutionContext:
         from memodag.errors import ConfigError
 
         errors: list[str] = []
-        raw = self.op_config if not isinstance(self.op_config, _Unvalidated) else self.op_config.value
+        raw = (
+            self.op_config if not isinstance(self.op_config, _Unvalidated) else self.op_config.value
+        )
         config = validate_config(op_def.config_type, raw, f"op '{op_def.name}' config", errors)
         if errors:
             raise ConfigError(errors, f"config for op '{op_def.name}'")
-        return OpExecutionContext(config, self.resources, self.log, self.run_id, op_def.name, op_def, self.mapping_key, self.instance, 0, op_def.tags)
+        return OpExecutionContext(
+            config,
+            self.resources,
+            self.log,
+            self.run_id,
+            op_def.name,
+            op_def,
+            self.mapping_key,
+            self.instance,
+            0,
+            op_def.tags,
+        )
 
 
 class _Unvalidated:
@@ -129,7 +162,13 @@ class _Unvalidated:
         self.value = value
 
 
-def build_op_context(config: Any = None, resources: Mapping[str, Any] | None = None, op_config: Any = None, instance: Any = None, mapping_key: str | None = None) -> OpExecutionContext:
+def build_op_context(
+    config: Any = None,
+    resources: Mapping[str, Any] | None = None,
+    op_config: Any = None,
+    instance: Any = None,
+    mapping_key: str | None = None,
+) -> OpExecutionContext:
     """A context for calling an op directly: ``my_op(build_op_context(config={...}), x)``.
 
     ``resources`` values may be plain objects or resource definitions (initialized with their
@@ -140,7 +179,11 @@ def build_op_context(config: Any = None, resources: Mapping[str, Any] | None = N
     initialized: dict[str, Any] = {}
     for key, value in (resources or {}).items():
         if isinstance(value, ResourceDefinition):
-            preset = None if value.preset_config.__class__.__name__ == "_NoDefault" else value.preset_config
+            preset = (
+                None
+                if value.preset_config.__class__.__name__ == "_NoDefault"
+                else value.preset_config
+            )
             from memodag.definitions.config import validate_config
 
             errors: list[str] = []
@@ -150,4 +193,13 @@ def build_op_context(config: Any = None, resources: Mapping[str, Any] | None = N
                 value = next(value)
         initialized[key] = value
     log = RunLogger("direct-invocation", None, None)
-    return OpExecutionContext(_Unvalidated(config if config is not None else op_config), Resources(**initialized), log, "direct-invocation", "", None, mapping_key, instance)
+    return OpExecutionContext(
+        _Unvalidated(config if config is not None else op_config),
+        Resources(**initialized),
+        log,
+        "direct-invocation",
+        "",
+        None,
+        mapping_key,
+        instance,
+    )

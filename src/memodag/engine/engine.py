@@ -154,7 +154,16 @@ class Engine:
             now = time.time()
             for name, address in stored.items():
                 self.addresses[(key, name, address.mapping_key)] = address
-            self.log.append(Event(EventType.STEP_MEMOIZED, self.run_id, now, key, "stored at current version", {"addresses": {n: a.to_dict() for n, a in stored.items()}}))
+            self.log.append(
+                Event(
+                    EventType.STEP_MEMOIZED,
+                    self.run_id,
+                    now,
+                    key,
+                    "stored at current version",
+                    {"addresses": {n: a.to_dict() for n, a in stored.items()}},
+                )
+            )
             self.status[key] = StepStatus.MEMOIZED
             self.result.memoized += 1
             self._after_success(step, stored)
@@ -172,16 +181,28 @@ class Engine:
             addresses = []
             outs = []
             for handle in spec.upstream:
-                address = self.addresses.get((handle.step_key, handle.output_name, handle.mapping_key))
+                address = self.addresses.get(
+                    (handle.step_key, handle.output_name, handle.mapping_key)
+                )
                 if address is None:
-                    self._skip(step.key, f"input '{spec.name}' needs {handle}, which was not produced (optional output not yielded)")
+                    self._skip(
+                        step.key,
+                        f"input '{spec.name}' needs {handle}, which was not produced (optional output not yielded)",
+                    )
                     return None
                 addresses.append(address)
                 outs.append(self._out_def(handle))
             loads.append(InputLoad(spec.name, tuple(addresses), tuple(outs), spec.collect))
         return StepTask(
-            self.run_id, step.key, step.op_def, step.node.tags, step.config, tuple(loads),
-            self.memoizer.versions(step), step.mapping_keys[-1] if step.mapping_keys else None, attempt,
+            self.run_id,
+            step.key,
+            step.op_def,
+            step.node.tags,
+            step.config,
+            tuple(loads),
+            self.memoizer.versions(step),
+            step.mapping_keys[-1] if step.mapping_keys else None,
+            attempt,
             self.memoizer.hash_outputs,
         )
 
@@ -205,7 +226,16 @@ class Engine:
         if policy is not None and outcome.attempt < policy.max_retries:
             attempt = outcome.attempt + 1
             delay = policy.delay_for(attempt)
-            self.log.append(Event(EventType.STEP_RETRY, self.run_id, time.time(), key, f"retry {attempt} of {policy.max_retries} in {delay:g}s", {"attempt": attempt, "delay": delay}))
+            self.log.append(
+                Event(
+                    EventType.STEP_RETRY,
+                    self.run_id,
+                    time.time(),
+                    key,
+                    f"retry {attempt} of {policy.max_retries} in {delay:g}s",
+                    {"attempt": attempt, "delay": delay},
+                )
+            )
             task = self._task(step, attempt)
             if task is not None:
                 heapq.heappush(self._retries, (time.monotonic() + delay, next(self._seq), task))
@@ -221,7 +251,11 @@ class Engine:
             self.executor.submit(task)
 
     def _after_success(self, step: ExecutionStep, outcome_or_addresses: Any) -> None:
-        new_steps = self.memoizer.expand(step, outcome_or_addresses) if step.op_def.has_dynamic_output else ()
+        new_steps = (
+            self.memoizer.expand(step, outcome_or_addresses)
+            if step.op_def.has_dynamic_output
+            else ()
+        )
         if new_steps:
             self.add_steps(new_steps)
         for consumer in self._consumers.pop(step.key, ()):
@@ -245,4 +279,7 @@ class Engine:
                 continue
             self.status[consumer] = StepStatus.SKIPPED
             self.log.append(Event(EventType.STEP_SKIPPED, self.run_id, time.time(), consumer, why))
-            stack.extend((c, f"upstream step '{consumer}' was skipped") for c in self._consumers.pop(consumer, ()))
+            stack.extend(
+                (c, f"upstream step '{consumer}' was skipped")
+                for c in self._consumers.pop(consumer, ())
+            )

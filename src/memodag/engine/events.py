@@ -24,7 +24,9 @@ IndexEntry = tuple[str, str, Address, float, "int | None"]
 class EventLog:
     """Append-only sink for one run. Listeners see every event as it arrives (CLI progress)."""
 
-    def __init__(self, instance: Instance, listeners: Iterable[Callable[[Event], Any]] = ()) -> None:
+    def __init__(
+        self, instance: Instance, listeners: Iterable[Callable[[Event], Any]] = ()
+    ) -> None:
         self.instance = instance
         self.listeners = list(listeners)
         self._events: list[Event] = []

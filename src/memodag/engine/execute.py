@@ -62,19 +62,44 @@ def execute_job(
     )
     instance.add_run(record)
     event_log = EventLog(instance, listeners)
-    event_log.append(Event(EventType.RUN_START, run_id, record.start_time or time.time(), None, f"job {job.name}"))
+    event_log.append(
+        Event(
+            EventType.RUN_START, run_id, record.start_time or time.time(), None, f"job {job.name}"
+        )
+    )
     resource_keys = _resource_keys(job, plan, external)
-    payload = RunPayload(run_id, job, resolved.resource_config, frozenset(resource_keys), instance.url, str(instance.storage_dir))
+    payload = RunPayload(
+        run_id,
+        job,
+        resolved.resource_config,
+        frozenset(resource_keys),
+        instance.url,
+        str(instance.storage_dir),
+    )
     canceled = False
     io_managers: dict[str, IOManager] = {}
     engine: Engine | None = None
     run_error: BaseException | None = None
     try:
-        scope = initialized_resources(job.resource_defs, resolved.resource_config, resource_keys, instance, run_id) if executor.in_process else contextlib.nullcontext(None)
+        scope = (
+            initialized_resources(
+                job.resource_defs, resolved.resource_config, resource_keys, instance, run_id
+            )
+            if executor.in_process
+            else contextlib.nullcontext(None)
+        )
         with scope as resources:
-            runtime = StepRuntime(resources, resolved.resource_config, instance) if resources is not None else None
+            runtime = (
+                StepRuntime(resources, resolved.resource_config, instance)
+                if resources is not None
+                else None
+            )
             if resources is not None:
-                io_managers = {k: getattr(resources, k) for k in resource_keys if isinstance(getattr(resources, k, None), IOManager)}
+                io_managers = {
+                    k: getattr(resources, k)
+                    for k in resource_keys
+                    if isinstance(getattr(resources, k, None), IOManager)
+                }
             executor.start(payload, runtime)
             engine = Engine(plan, run_id, executor, event_log, memoizer, selected, external)
             engine.add_steps(plan.steps.values())
@@ -103,14 +128,25 @@ def execute_job(
     return result
 
 
-def _finish_run(instance: Instance, event_log: EventLog, run_id: str, engine: Engine | None, canceled: bool, run_error: BaseException | None) -> None:
+def _finish_run(
+    instance: Instance,
+    event_log: EventLog,
+    run_id: str,
+    engine: Engine | None,
+    canceled: bool,
+    run_error: BaseException | None,
+) -> None:
     now = time.time()
     if canceled:
         status, event_type, message = RunStatus.CANCELED, EventType.RUN_CANCELED, "run canceled"
     elif run_error is not None or engine is None or not engine.result.success:
         status, event_type = RunStatus.FAILURE, EventType.RUN_FAILURE
         failed = engine.result.failures if engine else []
-        message = f"{type(run_error).__name__}: {run_error}" if run_error else f"steps failed: {[f.step_key for f in failed][:10]}"
+        message = (
+            f"{type(run_error).__name__}: {run_error}"
+            if run_error
+            else f"steps failed: {[f.step_key for f in failed][:10]}"
+        )
     else:
         status, event_type, message = RunStatus.SUCCESS, EventType.RUN_SUCCESS, ""
     data: dict[str, Any] = {}
@@ -126,11 +162,18 @@ def _parent_run(instance: Instance, parent_run_id: str | None) -> RunRecord | No
         return None
     parent = instance.get_run(parent_run_id)
     if parent is None:
-        raise ExecutionError(f"parent run '{parent_run_id}' is not in the instance {instance.url}; `memodag runs list` shows the runs")
+        raise ExecutionError(
+            f"parent run '{parent_run_id}' is not in the instance {instance.url}; `memodag runs list` shows the runs"
+        )
     return parent
 
 
-def _selection(plan: ExecutionPlan, instance: Instance, parent: RunRecord | None, step_selection: Sequence[str] | None) -> tuple[set[str] | None, dict[AddressKey, Address]]:
+def _selection(
+    plan: ExecutionPlan,
+    instance: Instance,
+    parent: RunRecord | None,
+    step_selection: Sequence[str] | None,
+) -> tuple[set[str] | None, dict[AddressKey, Address]]:
     if not step_selection:
         return None, {}
     selected = select_steps(plan, step_selection)
@@ -148,8 +191,17 @@ def _selection(plan: ExecutionPlan, instance: Instance, parent: RunRecord | None
                 else:
                     missing.append(f"step '{key}' input '{spec.name}' needs {handle}")
     if missing:
-        where = f"parent run {parent.run_id[:8]} did not store them" if parent else "give parent_run_id to load them from an earlier run"
-        raise ExecutionError("step selection leaves inputs without a source (" + where + "):\n" + "\n".join(f"  - {m}" for m in missing))
+        where = (
+            f"parent run {parent.run_id[:8]} did not store them"
+            if parent
+            else "give parent_run_id to load them from an earlier run"
+        )
+        raise ExecutionError(
+            "step selection leaves inputs without a source ("
+            + where
+            + "):\n"
+            + "\n".join(f"  - {m}" for m in missing)
+        )
     return selected, external
 
 
@@ -166,7 +218,14 @@ def _check_storage_fits_executor(job: Any, plan: ExecutionPlan, executor: Execut
         return
     from memodag.storage.io_managers.memory import mem_io_manager
 
-    bad = sorted({f"{node.path}.{name} (io manager '{out.io_manager_key}')" for node in plan.nodes.values() for name, out in node.op_def.outs.items() if job.resource_defs[out.io_manager_key] is mem_io_manager})
+    bad = sorted(
+        {
+            f"{node.path}.{name} (io manager '{out.io_manager_key}')"
+            for node in plan.nodes.values()
+            for name, out in node.op_def.outs.items()
+            if job.resource_defs[out.io_manager_key] is mem_io_manager
+        }
+    )
     if bad:
         raise ExecutionError(
             "outputs kept in process memory cannot cross to worker processes: "
@@ -175,13 +234,17 @@ def _check_storage_fits_executor(job: Any, plan: ExecutionPlan, executor: Execut
         )
 
 
-def _memoizer(job: Any, plan: ExecutionPlan, tags: Mapping[str, str], instance: Instance) -> Memoizer:
+def _memoizer(
+    job: Any, plan: ExecutionPlan, tags: Mapping[str, str], instance: Instance
+) -> Memoizer:
     from memodag.versioning.memoize import build_memoizer
 
     return build_memoizer(job, plan, tags, instance)
 
 
-def _resource_keys(job: Any, plan: ExecutionPlan, external: Mapping[AddressKey, Address]) -> set[str]:
+def _resource_keys(
+    job: Any, plan: ExecutionPlan, external: Mapping[AddressKey, Address]
+) -> set[str]:
     keys: set[str] = set()
     for node in plan.nodes.values():
         keys |= node.op_def.required_resource_keys
@@ -190,8 +253,12 @@ def _resource_keys(job: Any, plan: ExecutionPlan, external: Mapping[AddressKey, 
     return keys
 
 
-def _driver_io_managers(job: Any, resolved: ResolvedRunConfig, keys: set[str], instance: Instance, run_id: str) -> dict[str, IOManager]:
+def _driver_io_managers(
+    job: Any, resolved: ResolvedRunConfig, keys: set[str], instance: Instance, run_id: str
+) -> dict[str, IOManager]:
     """Io managers built in the driver after a run on workers, for loading results."""
     io_keys = {k for k in keys if job.resource_defs[k].is_io_manager}
-    with initialized_resources(job.resource_defs, resolved.resource_config, io_keys, instance, run_id) as resources:
+    with initialized_resources(
+        job.resource_defs, resolved.resource_config, io_keys, instance, run_id
+    ) as resources:
         return {k: getattr(resources, k) for k in io_keys}

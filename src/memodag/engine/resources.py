@@ -43,7 +43,9 @@ def initialized_resources(
             except MemodagError:
                 raise
             except Exception as exc:
-                raise MemodagError(f"resource '{key}' failed to initialize: {type(exc).__name__}: {exc}") from exc
+                raise MemodagError(
+                    f"resource '{key}' failed to initialize: {type(exc).__name__}: {exc}"
+                ) from exc
             built[key] = value
         yield Resources(**built)
 
@@ -53,7 +55,9 @@ def _generator_resource(gen: Any, key: str) -> Iterator[Any]:
     try:
         value = next(gen)
     except StopIteration:
-        raise DefinitionError(f"resource '{key}' is a generator that yielded nothing; yield the resource once") from None
+        raise DefinitionError(
+            f"resource '{key}' is a generator that yielded nothing; yield the resource once"
+        ) from None
     try:
         yield value
     finally:
@@ -69,7 +73,9 @@ def _order(resource_defs: Mapping[str, ResourceDefinition], keys: set[str]) -> l
         if key in order:
             return
         if key in visiting:
-            raise DefinitionError(f"resources depend on each other in a cycle: {' -> '.join((*chain, key))}")
+            raise DefinitionError(
+                f"resources depend on each other in a cycle: {' -> '.join((*chain, key))}"
+            )
         visiting.add(key)
         for needed in sorted(resource_defs[key].required_resource_keys):
             visit(needed, (*chain, key))

@@ -20,7 +20,15 @@ class ExecuteInProcessResult:
     managers, so a result costs no memory for outputs nobody asks for.
     """
 
-    def __init__(self, job: Any, run_id: str, engine_result: EngineResult, instance: Any, io_managers: Mapping[str, IOManager], canceled: bool = False) -> None:
+    def __init__(
+        self,
+        job: Any,
+        run_id: str,
+        engine_result: EngineResult,
+        instance: Any,
+        io_managers: Mapping[str, IOManager],
+        canceled: bool = False,
+    ) -> None:
         self.job = job
         self.run_id = run_id
         self._result = engine_result
@@ -55,7 +63,16 @@ class ExecuteInProcessResult:
         return self.instance.get_events(self.run_id)
 
     def events_for_node(self, node: str) -> list[Event]:
-        return [e for e in self.all_events if e.step_key and (e.step_key == node or e.step_key.startswith(node + "[") or e.step_key.startswith(node + "."))]
+        return [
+            e
+            for e in self.all_events
+            if e.step_key
+            and (
+                e.step_key == node
+                or e.step_key.startswith(node + "[")
+                or e.step_key.startswith(node + ".")
+            )
+        ]
 
     def get_step_failure_events(self) -> list[Event]:
         return self.instance.get_events(self.run_id, [EventType.STEP_FAILURE])
@@ -64,7 +81,9 @@ class ExecuteInProcessResult:
         step_key, output = self._resolve(node, output_name)
         address = self._result.addresses.get((step_key, output, None))
         if address is None:
-            raise MemodagError(f"run {self.run_id[:8]}: node '{node}' stored no output '{output_name}' (step status: {self._result.status.get(step_key, 'not in run')})")
+            raise MemodagError(
+                f"run {self.run_id[:8]}: node '{node}' stored no output '{output_name}' (step status: {self._result.status.get(step_key, 'not in run')})"
+            )
         return address
 
     def output_for_node(self, node: str, output_name: str = DEFAULT_OUTPUT) -> Any:
@@ -82,10 +101,18 @@ class ExecuteInProcessResult:
             return None
         if plan_node.is_mapped:
             prefix = step_key + "["
-            found = [(k, a) for k, a in self._address_items() if k[0].startswith(prefix) and k[1] == output]
+            found = [
+                (k, a)
+                for k, a in self._address_items()
+                if k[0].startswith(prefix) and k[1] == output
+            ]
             return [(a.step_key[len(step_key) + 1 : -1], a) for _, a in found]
         if plan_node.op_def.outs[output].is_dynamic:
-            return [(k[2], a) for k, a in self._address_items() if k[0] == step_key and k[1] == output and k[2] is not None]
+            return [
+                (k[2], a)
+                for k, a in self._address_items()
+                if k[0] == step_key and k[1] == output and k[2] is not None
+            ]
         return None
 
     def _address_items(self) -> list[tuple[AddressKey, Address]]:
@@ -105,24 +132,36 @@ class ExecuteInProcessResult:
         for i, part in enumerate(parts):
             invocation = graph.nodes.get(part)
             if invocation is None:
-                raise MemodagError(f"job '{self.job.name}' has no node '{node}'; top-level nodes are {sorted(self.job.graph.nodes)}")
+                raise MemodagError(
+                    f"job '{self.job.name}' has no node '{node}'; top-level nodes are {sorted(self.job.graph.nodes)}"
+                )
             if isinstance(invocation.definition, GraphDefinition):
                 if i == len(parts) - 1:
                     if output_name not in invocation.definition.output_mappings:
-                        raise MemodagError(f"graph node '{node}' has no output '{output_name}' (outputs: {list(invocation.definition.output_mappings)})")
+                        raise MemodagError(
+                            f"graph node '{node}' has no output '{output_name}' (outputs: {list(invocation.definition.output_mappings)})"
+                        )
                     inner, inner_out = invocation.definition.output_mappings[output_name]
-                    return self._resolve_in(invocation.definition, f"{prefix}{part}.", inner, inner_out)
+                    return self._resolve_in(
+                        invocation.definition, f"{prefix}{part}.", inner, inner_out
+                    )
                 graph = invocation.definition
                 prefix += part + "."
             elif i != len(parts) - 1:
-                raise MemodagError(f"'{'.'.join(parts[: i + 1])}' is an op, not a graph; cannot look inside it")
+                raise MemodagError(
+                    f"'{'.'.join(parts[: i + 1])}' is an op, not a graph; cannot look inside it"
+                )
             else:
                 if output_name not in invocation.definition.outs:
-                    raise MemodagError(f"op node '{node}' has no output '{output_name}' (outputs: {list(invocation.definition.outs)})")
+                    raise MemodagError(
+                        f"op node '{node}' has no output '{output_name}' (outputs: {list(invocation.definition.outs)})"
+                    )
                 return f"{prefix}{part}", output_name
         raise AssertionError("unreachable")
 
-    def _resolve_in(self, graph: GraphDefinition, prefix: str, node: str, output: str) -> tuple[str, str]:
+    def _resolve_in(
+        self, graph: GraphDefinition, prefix: str, node: str, output: str
+    ) -> tuple[str, str]:
         invocation = graph.nodes[node]
         if isinstance(invocation.definition, GraphDefinition):
             inner, inner_out = invocation.definition.output_mappings[output]
@@ -132,13 +171,25 @@ class ExecuteInProcessResult:
     def _load(self, address: Address) -> Any:
         manager = self._io_managers.get(address.io_manager_key)
         if manager is None:
-            raise MemodagError(f"io manager '{address.io_manager_key}' of this run is not available to load {address.step_key}.{address.output_name}")
+            raise MemodagError(
+                f"io manager '{address.io_manager_key}' of this run is not available to load {address.step_key}.{address.output_name}"
+            )
         out = None
         node = self._plan_node(address.step_key.split("[", 1)[0])
         if node is not None:
             out = node.op_def.outs.get(address.output_name)
-        upstream = OutputContext(address.step_key, address.output_name, address.run_id, None, out, address.mapping_key, address.version)
-        return manager.load_input(InputContext(address.output_name, address.step_key, upstream, address))
+        upstream = OutputContext(
+            address.step_key,
+            address.output_name,
+            address.run_id,
+            None,
+            out,
+            address.mapping_key,
+            address.version,
+        )
+        return manager.load_input(
+            InputContext(address.output_name, address.step_key, upstream, address)
+        )
 
     def __repr__(self) -> str:
         return f"<ExecuteInProcessResult run={self.run_id[:8]} success={self.success}>"

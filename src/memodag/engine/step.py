@@ -93,7 +93,9 @@ class StepRuntime:
     def io_manager(self, key: str, step_key: str) -> IOManager:
         manager = getattr(self.resources, key, None) if key in self.resources else None
         if not isinstance(manager, IOManager):
-            raise StorageError(f"step '{step_key}': io manager '{key}' is not available in this run (is it in the job's resource_defs?)")
+            raise StorageError(
+                f"step '{step_key}': io manager '{key}' is not available in this run (is it in the job's resource_defs?)"
+            )
         return manager
 
     def scoped(self, keys: frozenset[str]) -> Resources:
@@ -109,43 +111,95 @@ def run_step(task: StepTask, runtime: StepRuntime) -> StepOutcome:
     """Run one attempt of a step. Never raises for user or storage errors: they become a failed outcome."""
     started = time.time()
     run_id, step_key, op_def = task.run_id, task.step_key, task.op_def
-    events: list[Event] = [Event(EventType.STEP_START, run_id, started, step_key, "", {"attempt": task.attempt})]
+    events: list[Event] = [
+        Event(EventType.STEP_START, run_id, started, step_key, "", {"attempt": task.attempt})
+    ]
     log = RunLogger(run_id, step_key, events)
     stored: list[StoredOutput] = []
     try:
         kwargs = _load_inputs(task, runtime, events, log)
         if op_def.takes_context:
             context = OpExecutionContext(
-                task.config, runtime.scoped(op_def.required_resource_keys), log, run_id, step_key, op_def,
-                task.mapping_key, runtime.instance, task.attempt, task.tags,
+                task.config,
+                runtime.scoped(op_def.required_resource_keys),
+                log,
+                run_id,
+                step_key,
+                op_def,
+                task.mapping_key,
+                runtime.instance,
+                task.attempt,
+                task.tags,
             )
             result = op_def.compute_fn(context, **kwargs)
         else:
             result = op_def.compute_fn(**kwargs)
         _store_outputs(task, runtime, result, events, stored, log)
-    except BaseException as exc:  # noqa: BLE001 - every failure is reported, KeyboardInterrupt re-raised by the engine
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         ended = time.time()
         info = ErrorInfo(type(exc).__name__, str(exc), "".join(traceback.format_exception(exc)))
-        events.append(Event(EventType.STEP_FAILURE, run_id, ended, step_key, f"{info.cls_name}: {info.message}", {"error": info.to_dict(), "attempt": task.attempt, "duration": ended - started}))
-        return StepOutcome(step_key, False, events, stored, info, exc, task.attempt, ended - started)
+        events.append(
+            Event(
+                EventType.STEP_FAILURE,
+                run_id,
+                ended,
+                step_key,
+                f"{info.cls_name}: {info.message}",
+                {"error": info.to_dict(), "attempt": task.attempt, "duration": ended - started},
+            )
+        )
+        return StepOutcome(
+            step_key, False, events, stored, info, exc, task.attempt, ended - started
+        )
     ended = time.time()
-    events.append(Event(EventType.STEP_SUCCESS, run_id, ended, step_key, "", {"duration": ended - started, "attempt": task.attempt}))
+    events.append(
+        Event(
+            EventType.STEP_SUCCESS,
+            run_id,
+            ended,
+            step_key,
+            "",
+            {"duration": ended - started, "attempt": task.attempt},
+        )
+    )
     return StepOutcome(step_key, True, events, stored, None, None, task.attempt, ended - started)
 
 
-def _load_inputs(task: StepTask, runtime: StepRuntime, events: list[Event], log: RunLogger) -> dict[str, Any]:
+def _load_inputs(
+    task: StepTask, runtime: StepRuntime, events: list[Event], log: RunLogger
+) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for load in task.inputs:
         if load.addresses is None:
             kwargs[load.name] = load.default
             continue
         values = []
-        for address, out in zip(load.addresses, load.upstream_outs or (None,) * len(load.addresses), strict=True):
+        for address, out in zip(
+            load.addresses, load.upstream_outs or (None,) * len(load.addresses), strict=True
+        ):
             manager = runtime.io_manager(address.io_manager_key, task.step_key)
-            upstream = OutputContext(address.step_key, address.output_name, address.run_id, None, out, address.mapping_key, address.version)
-            context = InputContext(load.name, task.step_key, upstream, address, task.op_def, {}, runtime.resource_config.get(address.io_manager_key), runtime.resources, log)
+            upstream = OutputContext(
+                address.step_key,
+                address.output_name,
+                address.run_id,
+                None,
+                out,
+                address.mapping_key,
+                address.version,
+            )
+            context = InputContext(
+                load.name,
+                task.step_key,
+                upstream,
+                address,
+                task.op_def,
+                {},
+                runtime.resource_config.get(address.io_manager_key),
+                runtime.resources,
+                log,
+            )
             try:
                 values.append(manager.load_input(context))
             except MemodagError:
@@ -155,12 +209,28 @@ def _load_inputs(task: StepTask, runtime: StepRuntime, events: list[Event], log:
                     f"step '{task.step_key}' could not load input '{load.name}' from {address.uri or address.step_key + '.' + address.output_name} "
                     f"(io manager '{address.io_manager_key}'): {type(exc).__name__}: {exc}"
                 ) from exc
-            events.append(Event(EventType.LOADED_INPUT, task.run_id, time.time(), task.step_key, "", {"input": load.name, "address": address.to_dict()}))
+            events.append(
+                Event(
+                    EventType.LOADED_INPUT,
+                    task.run_id,
+                    time.time(),
+                    task.step_key,
+                    "",
+                    {"input": load.name, "address": address.to_dict()},
+                )
+            )
         kwargs[load.name] = values if load.collect else values[0]
     return kwargs
 
 
-def _store_outputs(task: StepTask, runtime: StepRuntime, result: Any, events: list[Event], stored: list[StoredOutput], log: RunLogger) -> None:
+def _store_outputs(
+    task: StepTask,
+    runtime: StepRuntime,
+    result: Any,
+    events: list[Event],
+    stored: list[StoredOutput],
+    log: RunLogger,
+) -> None:
     op_def, step_key = task.op_def, task.step_key
     seen: set[str] = set()
     piece_keys: dict[str, set[str]] = {}
@@ -170,27 +240,70 @@ def _store_outputs(task: StepTask, runtime: StepRuntime, result: Any, events: li
         if out.is_dynamic:
             key = produced.mapping_key
             if not valid_mapping_key(key):
-                raise StepExecutionError(step_key, f"op '{op_def.name}' output '{name}': mapping_key {key!r} is not valid; use letters, digits and '_' only (^[A-Za-z0-9_]+$)")
+                raise StepExecutionError(
+                    step_key,
+                    f"op '{op_def.name}' output '{name}': mapping_key {key!r} is not valid; use letters, digits and '_' only (^[A-Za-z0-9_]+$)",
+                )
             keys = piece_keys.setdefault(name, set())
             if key in keys:
-                raise StepExecutionError(step_key, f"op '{op_def.name}' output '{name}': mapping_key '{key}' was yielded twice; keys must be unique per output")
+                raise StepExecutionError(
+                    step_key,
+                    f"op '{op_def.name}' output '{name}': mapping_key '{key}' was yielded twice; keys must be unique per output",
+                )
             keys.add(key)
         else:
             if name in seen:
-                raise StepExecutionError(step_key, f"op '{op_def.name}' yielded output '{name}' twice")
+                raise StepExecutionError(
+                    step_key, f"op '{op_def.name}' yielded output '{name}' twice"
+                )
             key = None
         seen.add(name)
         version = task.versions.get(name) if task.versions else None
         manager = runtime.io_manager(out.io_manager_key, step_key)
-        context = OutputContext(step_key, name, task.run_id, op_def, out, key, version, produced.metadata, runtime.resource_config.get(out.io_manager_key), runtime.resources, log)
+        context = OutputContext(
+            step_key,
+            name,
+            task.run_id,
+            op_def,
+            out,
+            key,
+            version,
+            produced.metadata,
+            runtime.resource_config.get(out.io_manager_key),
+            runtime.resources,
+            log,
+        )
         uri = manager.handle_output(context, produced.value)
-        address = Address(out.io_manager_key, uri, manager.serializer_name(context), task.run_id, step_key, name, key, version)
+        address = Address(
+            out.io_manager_key,
+            uri,
+            manager.serializer_name(context),
+            task.run_id,
+            step_key,
+            name,
+            key,
+            version,
+        )
         data_hash = _data_hash(produced.value) if task.hash_outputs else None
         stored.append(StoredOutput(name, address, key, data_hash))
-        events.append(Event(EventType.HANDLED_OUTPUT, task.run_id, time.time(), step_key, "", {"output": name, "address": address.to_dict(), "data_hash": data_hash}))
-    missing = [n for n, o in op_def.outs.items() if o.is_required and not o.is_dynamic and n not in seen]
+        events.append(
+            Event(
+                EventType.HANDLED_OUTPUT,
+                task.run_id,
+                time.time(),
+                step_key,
+                "",
+                {"output": name, "address": address.to_dict(), "data_hash": data_hash},
+            )
+        )
+    missing = [
+        n for n, o in op_def.outs.items() if o.is_required and not o.is_dynamic and n not in seen
+    ]
     if missing:
-        raise StepExecutionError(step_key, f"op '{op_def.name}' did not produce required output(s) {missing}; yield them or declare Out(is_required=False)")
+        raise StepExecutionError(
+            step_key,
+            f"op '{op_def.name}' did not produce required output(s) {missing}; yield them or declare Out(is_required=False)",
+        )
 
 
 def _data_hash(value: Any) -> str:

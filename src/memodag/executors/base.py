@@ -76,9 +76,17 @@ class ExecutorDefinition:
         return replace(self, preset_config=dict(config))
 
     def create(self, config: Mapping[str, Any] | None) -> Executor:
-        raw = config if config is not None else ({} if self.preset_config is NO_DEFAULT else self.preset_config)
+        raw = (
+            config
+            if config is not None
+            else ({} if self.preset_config is NO_DEFAULT else self.preset_config)
+        )
         errors: list[str] = []
-        value = validate_config(self.config_type, raw, f"execution.config ({self.name})", errors) if self.config_schema is not None else {}
+        value = (
+            validate_config(self.config_type, raw, f"execution.config ({self.name})", errors)
+            if self.config_schema is not None
+            else {}
+        )
         if errors:
             raise ConfigError(errors)
         return self.factory(value or {})

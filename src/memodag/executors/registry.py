@@ -31,7 +31,9 @@ def known_executors() -> dict[str, ExecutorDefinition]:
     return found
 
 
-def resolve_executor(executor_def: ExecutorDefinition | None, execution: Mapping[str, Any]) -> tuple[ExecutorDefinition, Mapping[str, Any] | None]:
+def resolve_executor(
+    executor_def: ExecutorDefinition | None, execution: Mapping[str, Any]
+) -> tuple[ExecutorDefinition, Mapping[str, Any] | None]:
     definition = executor_def or in_process_executor
     if not execution:
         return definition, None
@@ -40,7 +42,7 @@ def resolve_executor(executor_def: ExecutorDefinition | None, execution: Mapping
     known = known_executors()
     if len(execution) != 1:
         raise ConfigError([f"execution: name one executor, got {sorted(execution)}"])
-    (name, section), = execution.items()
+    ((name, section),) = execution.items()
     if name not in known:
         raise ConfigError([f"execution.{name}: unknown executor; expected one of {sorted(known)}"])
     section = section or {}

@@ -113,7 +113,9 @@ class ExecutionPlan:
         try:
             return self.steps[key]
         except KeyError:
-            raise ExecutionError(f"job '{self.job_name}' has no step '{key}'; steps are {sorted(self.steps)[:20]}") from None
+            raise ExecutionError(
+                f"job '{self.job_name}' has no step '{key}'; steps are {sorted(self.steps)[:20]}"
+            ) from None
 
 
 def flatten_graph(graph: GraphDefinition) -> dict[str, OpNode]:
@@ -123,7 +125,9 @@ def flatten_graph(graph: GraphDefinition) -> dict[str, OpNode]:
     return nodes
 
 
-def _resolve_output(graph: GraphDefinition, prefix: str, node_name: str, output: str) -> tuple[str, str]:
+def _resolve_output(
+    graph: GraphDefinition, prefix: str, node_name: str, output: str
+) -> tuple[str, str]:
     node = graph.nodes[node_name]
     if isinstance(node.definition, GraphDefinition):
         inner_node, inner_output = node.definition.output_mappings[output]
@@ -143,15 +147,21 @@ def _flatten(
         for input_name, source in node.inputs.items():
             if isinstance(source, FromGraphInput):
                 if source.name not in graph_inputs:
-                    raise DefinitionError(f"graph '{graph.name}': input '{source.name}' is not connected where the graph is used")
+                    raise DefinitionError(
+                        f"graph '{graph.name}': input '{source.name}' is not connected where the graph is used"
+                    )
                 inputs[input_name] = graph_inputs[source.name]
             elif isinstance(source, FromNode):
                 node_path, output = _resolve_output(graph, prefix, source.node, source.output)
                 inputs[input_name] = NodeSource(node_path, output, source.mode)
-        scope = outer_scope + tuple(_resolve_output(graph, prefix, n, o) for n, o in node.mapped_over)
+        scope = outer_scope + tuple(
+            _resolve_output(graph, prefix, n, o) for n, o in node.mapped_over
+        )
         if isinstance(node.definition, GraphDefinition):
             if node.mapped_over:
-                raise DefinitionError(f"graph node '{prefix}{name}': mapping a whole graph over a dynamic output is not supported; map its ops")
+                raise DefinitionError(
+                    f"graph node '{prefix}{name}': mapping a whole graph over a dynamic output is not supported; map its ops"
+                )
             _flatten(node.definition, f"{prefix}{name}.", inputs, scope, out)
             continue
         op_def: OpDefinition = node.definition
@@ -173,7 +183,9 @@ def build_plan(job: Any, run_config: ResolvedRunConfig) -> ExecutionPlan:
                 downstream[source.node].append(path)
         if node.is_mapped or _collects_unresolved(node, nodes):
             continue
-        steps[path] = ExecutionStep(path, node, _static_inputs(node), run_config.op_config.get(path))
+        steps[path] = ExecutionStep(
+            path, node, _static_inputs(node), run_config.op_config.get(path)
+        )
     return ExecutionPlan(job.name, nodes, steps, run_config, downstream)
 
 
@@ -214,7 +226,9 @@ def select_steps(plan: ExecutionPlan, selection: Sequence[str]) -> set[str]:
             selected |= _walk(key, lambda k: plan.steps[k].upstream_step_keys, up)
             selected |= _walk(key, lambda k: downstream.get(k, set()), down)
     if unknown:
-        raise ExecutionError(f"step selection {unknown} matches no step of job '{plan.job_name}'; steps are {sorted(plan.steps)[:30]}")
+        raise ExecutionError(
+            f"step selection {unknown} matches no step of job '{plan.job_name}'; steps are {sorted(plan.steps)[:30]}"
+        )
     return selected
 
 

@@ -43,7 +43,9 @@ def load_run_config_files(paths: Sequence[str | Path]) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             raise ConfigError([f"{p}: not valid YAML: {exc}"], "config file") from exc
         if not isinstance(data, Mapping):
-            raise ConfigError([f"{p}: expected a mapping at the top, got {type(data).__name__}"], "config file")
+            raise ConfigError(
+                [f"{p}: expected a mapping at the top, got {type(data).__name__}"], "config file"
+            )
         merged = deep_merge(merged, data)
     return merged
 
@@ -67,7 +69,9 @@ def resolve_run_config(job: Any, run_config: Mapping[str, Any] | None) -> Resolv
         raise ConfigError([f"run config: expected a mapping, got {type(raw).__name__}"])
     for key in raw:
         if key not in _TOP_KEYS:
-            errors.append(f"{key}: unknown top-level key; expected one of ops, resources, execution")
+            errors.append(
+                f"{key}: unknown top-level key; expected one of ops, resources, execution"
+            )
     ops_section = raw.get("ops")
     if "solids" in raw:
         if ops_section is not None:
@@ -86,26 +90,44 @@ def resolve_run_config(job: Any, run_config: Mapping[str, Any] | None) -> Resolv
     return ResolvedRunConfig(op_config, resource_config, dict(execution), raw)
 
 
-def _resolve_graph(graph: GraphDefinition, section: Any, path: str, prefix: str, out: dict[str, Any], errors: list[str]) -> None:
+def _resolve_graph(
+    graph: GraphDefinition,
+    section: Any,
+    path: str,
+    prefix: str,
+    out: dict[str, Any],
+    errors: list[str],
+) -> None:
     if not isinstance(section, Mapping):
         errors.append(f"{path}: expected a mapping of node names, got {type(section).__name__}")
         section = {}
     for key in section:
         if key not in graph.nodes:
-            errors.append(f"{path}.{key}: no node named '{key}' in {graph.name}; nodes are {sorted(graph.nodes)}")
+            errors.append(
+                f"{path}.{key}: no node named '{key}' in {graph.name}; nodes are {sorted(graph.nodes)}"
+            )
     for name, node in graph.nodes.items():
         node_path = f"{path}.{name}"
         node_section = section.get(name)
         if node_section is None:
             node_section = {}
         if not isinstance(node_section, Mapping):
-            errors.append(f"{node_path}: expected a mapping like {{config: ...}}, got {type(node_section).__name__}")
+            errors.append(
+                f"{node_path}: expected a mapping like {{config: ...}}, got {type(node_section).__name__}"
+            )
             continue
         if isinstance(node.definition, GraphDefinition):
             for key in node_section:
                 if key != "ops":
                     errors.append(f"{node_path}.{key}: unknown key for graph node; expected 'ops'")
-            _resolve_graph(node.definition, node_section.get("ops") or {}, f"{node_path}.ops", f"{prefix}{name}.", out, errors)
+            _resolve_graph(
+                node.definition,
+                node_section.get("ops") or {},
+                f"{node_path}.ops",
+                f"{prefix}{name}.",
+                out,
+                errors,
+            )
             continue
         for key in node_section:
             if key != "config":
@@ -114,32 +136,44 @@ def _resolve_graph(graph: GraphDefinition, section: Any, path: str, prefix: str,
         given = node_section.get("config", NO_DEFAULT)
         if given is NO_DEFAULT:
             if config_is_required(op_def.config_type):
-                errors.append(f"{node_path}.config: required by op '{op_def.name}' (schema {op_def.config_type.describe()})")
+                errors.append(
+                    f"{node_path}.config: required by op '{op_def.name}' (schema {op_def.config_type.describe()})"
+                )
                 continue
             given = None
-        out[f"{prefix}{name}"] = validate_config(op_def.config_type, given, f"{node_path}.config", errors)
+        out[f"{prefix}{name}"] = validate_config(
+            op_def.config_type, given, f"{node_path}.config", errors
+        )
 
 
 def _resolve_resources(job: Any, section: Any, errors: list[str]) -> dict[str, Any]:
     if not isinstance(section, Mapping):
-        errors.append(f"resources: expected a mapping of resource keys, got {type(section).__name__}")
+        errors.append(
+            f"resources: expected a mapping of resource keys, got {type(section).__name__}"
+        )
         return {}
     for key in section:
         if key not in job.resource_defs:
-            errors.append(f"resources.{key}: no resource named '{key}'; resources are {sorted(job.resource_defs)}")
+            errors.append(
+                f"resources.{key}: no resource named '{key}'; resources are {sorted(job.resource_defs)}"
+            )
     out: dict[str, Any] = {}
     for key, rdef in job.resource_defs.items():
         path = f"resources.{key}"
         entry = section.get(key) or {}
         if not isinstance(entry, Mapping):
-            errors.append(f"{path}: expected a mapping like {{config: ...}}, got {type(entry).__name__}")
+            errors.append(
+                f"{path}: expected a mapping like {{config: ...}}, got {type(entry).__name__}"
+            )
             continue
         for k in entry:
             if k != "config":
                 errors.append(f"{path}.{k}: unknown key; expected 'config'")
         if rdef.preset_config is not NO_DEFAULT:
             if "config" in entry:
-                errors.append(f"{path}.config: resource '{key}' is already configured with .configured(...)")
+                errors.append(
+                    f"{path}.config: resource '{key}' is already configured with .configured(...)"
+                )
             given = rdef.preset_config
         else:
             given = entry.get("config", NO_DEFAULT)

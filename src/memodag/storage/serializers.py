@@ -47,7 +47,9 @@ class JsonSerializer(Serializer):
         try:
             file.write(json.dumps(obj, sort_keys=True).encode())
         except TypeError as exc:
-            raise StorageError(f"JSON serializer cannot store {type(obj).__name__}: {exc}; use serializer='pickle'") from exc
+            raise StorageError(
+                f"JSON serializer cannot store {type(obj).__name__}: {exc}; use serializer='pickle'"
+            ) from exc
 
     def load(self, file: BinaryIO) -> Any:
         return json.loads(file.read())
@@ -95,7 +97,9 @@ def _to_arrow(obj: Any, pa: Any) -> tuple[str, Any]:
         return "polars", obj.to_arrow()
     if isinstance(obj, pa.RecordBatch):
         return "arrow", pa.Table.from_batches([obj])
-    raise StorageError(f"parquet serializer stores pandas/polars DataFrames and Arrow tables, got {type(obj).__name__}")
+    raise StorageError(
+        f"parquet serializer stores pandas/polars DataFrames and Arrow tables, got {type(obj).__name__}"
+    )
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,9 @@ class CallableSerializer(Serializer):
         return self.read(file)
 
 
-_BUILTIN: dict[str, Serializer] = {s.name: s for s in (PickleSerializer(), JsonSerializer(), ParquetSerializer())}
+_BUILTIN: dict[str, Serializer] = {
+    s.name: s for s in (PickleSerializer(), JsonSerializer(), ParquetSerializer())
+}
 
 
 def get_serializer(spec: Any) -> Serializer:
@@ -125,7 +131,9 @@ def get_serializer(spec: Any) -> Serializer:
         return spec
     if isinstance(spec, str) and spec in _BUILTIN:
         return _BUILTIN[spec]
-    raise DefinitionError(f"unknown serializer {spec!r}; expected one of {sorted(_BUILTIN)} or a Serializer instance")
+    raise DefinitionError(
+        f"unknown serializer {spec!r}; expected one of {sorted(_BUILTIN)} or a Serializer instance"
+    )
 
 
 def serializer_for_out(out: Any, default: Any = None) -> Serializer:

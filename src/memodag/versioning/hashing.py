@@ -42,7 +42,10 @@ def hash_value(value: Any) -> str:
     if module == "pandas":
         import pandas as pd
 
-        h.update(b"pandas:" + str(list(value.columns) if hasattr(value, "columns") else value.name).encode())
+        h.update(
+            b"pandas:"
+            + str(list(value.columns) if hasattr(value, "columns") else value.name).encode()
+        )
         h.update(pd.util.hash_pandas_object(value, index=True).values.tobytes())
         return h.hexdigest()[:VERSION_LENGTH]
     if module in ("polars", "pyarrow"):

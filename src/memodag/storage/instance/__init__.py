@@ -30,7 +30,9 @@ class Instance:
     The engine depends only on the verbs here; the SQL backend is an implementation detail.
     """
 
-    def __init__(self, storage: SqlInstanceStorage, storage_dir: Path, home: Path | None = None) -> None:
+    def __init__(
+        self, storage: SqlInstanceStorage, storage_dir: Path, home: Path | None = None
+    ) -> None:
         self._storage = storage
         self.storage_dir = storage_dir
         self.home = home
@@ -61,8 +63,14 @@ class Instance:
         else:
             from memodag.errors import StorageError
 
-            raise StorageError(f"instance URL {url!r} is not supported; expected sqlite:///PATH or postgresql://USER@HOST/DB")
-        base = Path(storage_dir) if storage_dir else Path(os.environ.get(HOME_ENV) or ".memodag").resolve() / "storage"
+            raise StorageError(
+                f"instance URL {url!r} is not supported; expected sqlite:///PATH or postgresql://USER@HOST/DB"
+            )
+        base = (
+            Path(storage_dir)
+            if storage_dir
+            else Path(os.environ.get(HOME_ENV) or ".memodag").resolve() / "storage"
+        )
         return cls(storage, base)
 
     @classmethod
@@ -84,14 +92,18 @@ class Instance:
     def add_run(self, run: RunRecord) -> None:
         self._storage.add_run(run)
 
-    def update_run_status(self, run_id: str, status: RunStatus, end_time: float | None = None) -> None:
+    def update_run_status(
+        self, run_id: str, status: RunStatus, end_time: float | None = None
+    ) -> None:
         self._storage.update_run_status(run_id, status, end_time)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run with this id (or the one run whose id starts with it)."""
         return self._storage.get_run(run_id)
 
-    def get_runs(self, limit: int = 20, job_name: str | None = None, status: RunStatus | None = None) -> list[RunRecord]:
+    def get_runs(
+        self, limit: int = 20, job_name: str | None = None, status: RunStatus | None = None
+    ) -> list[RunRecord]:
         """Newest first."""
         return self._storage.get_runs(limit, job_name, status)
 
@@ -100,11 +112,17 @@ class Instance:
 
     # -- events -----------------------------------------------------------------------------
 
-    def store_events(self, events: Sequence[Event], index_entries: Sequence[tuple[str, str, Address, float, int | None]] = ()) -> None:
+    def store_events(
+        self,
+        events: Sequence[Event],
+        index_entries: Sequence[tuple[str, str, Address, float, int | None]] = (),
+    ) -> None:
         """Append events and index entries in one transaction."""
         self._storage.store(events, index_entries)
 
-    def get_events(self, run_id: str, event_types: Sequence[EventType] | None = None) -> list[Event]:
+    def get_events(
+        self, run_id: str, event_types: Sequence[EventType] | None = None
+    ) -> list[Event]:
         return self._storage.get_events(run_id, event_types)
 
     def get_output_addresses(self, run_id: str) -> dict[tuple[str, str, str | None], Address]:

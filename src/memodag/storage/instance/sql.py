@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from memodag.errors import StorageError
@@ -56,7 +56,11 @@ class SqlInstanceStorage:
         return statement.replace("?", self._ph) if self._ph != "?" else statement
 
     def _create_schema(self) -> None:
-        autoinc = "INTEGER PRIMARY KEY AUTOINCREMENT" if self.dialect == "sqlite" else "BIGSERIAL PRIMARY KEY"
+        autoinc = (
+            "INTEGER PRIMARY KEY AUTOINCREMENT"
+            if self.dialect == "sqlite"
+            else "BIGSERIAL PRIMARY KEY"
+        )
         with self._lock:
             if self.dialect == "postgres":
                 cur = self._conn.cursor()
@@ -128,17 +132,24 @@ class SqlInstanceStorage:
         )
 
     def update_run_status(self, run_id: str, status: RunStatus, end_time: float | None) -> None:
-        self._execute("UPDATE runs SET status = ?, end_time = ? WHERE run_id = ?", (status.value, end_time, run_id))
+        self._execute(
+            "UPDATE runs SET status = ?, end_time = ? WHERE run_id = ?",
+            (status.value, end_time, run_id),
+        )
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
-            rows = self._execute("SELECT * FROM runs WHERE run_id LIKE ? ORDER BY start_time DESC", (run_id + "%",))
+            rows = self._execute(
+                "SELECT * FROM runs WHERE run_id LIKE ? ORDER BY start_time DESC", (run_id + "%",)
+            )
             if len(rows) != 1:
                 return None
         return _run_from_row(rows[0])
 
-    def get_runs(self, limit: int = 20, job_name: str | None = None, status: RunStatus | None = None) -> list[RunRecord]:
+    def get_runs(
+        self, limit: int = 20, job_name: str | None = None, status: RunStatus | None = None
+    ) -> list[RunRecord]:
         where, params = [], []
         if job_name:
             where.append("job_name = ?")
@@ -147,18 +158,36 @@ class SqlInstanceStorage:
             where.append("status = ?")
             params.append(status.value)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._execute(f"SELECT * FROM runs {clause} ORDER BY start_time DESC LIMIT ?", (*params, limit))
+        rows = self._execute(
+            f"SELECT * FROM runs {clause} ORDER BY start_time DESC LIMIT ?", (*params, limit)
+        )
         return [_run_from_row(r) for r in rows]
 
     def delete_run(self, run_id: str) -> None:
-        self._write_many([("DELETE FROM events WHERE run_id = ?", [(run_id,)]), ("DELETE FROM runs WHERE run_id = ?", [(run_id,)])])
+        self._write_many(
+            [
+                ("DELETE FROM events WHERE run_id = ?", [(run_id,)]),
+                ("DELETE FROM runs WHERE run_id = ?", [(run_id,)]),
+            ]
+        )
 
     # -- events and index -------------------------------------------------------------------
 
-    def store(self, events: Sequence[Event], index_entries: Sequence[tuple[str, str, Address, float, int | None]]) -> None:
+    def store(
+        self,
+        events: Sequence[Event],
+        index_entries: Sequence[tuple[str, str, Address, float, int | None]],
+    ) -> None:
         """Store events and (output_key, version, address, created_at, size) index rows at once."""
         event_rows = [
-            (e.run_id, e.step_key, e.event_type.value, e.timestamp, e.message, json.dumps(e.data, default=str))
+            (
+                e.run_id,
+                e.step_key,
+                e.event_type.value,
+                e.timestamp,
+                e.message,
+                json.dumps(e.data, default=str),
+            )
             for e in events
         ]
         upsert = (
@@ -166,15 +195,22 @@ class SqlInstanceStorage:
             "ON CONFLICT (output_key, version) DO UPDATE SET address = excluded.address, run_id = excluded.run_id, "
             "created_at = excluded.created_at, size_bytes = excluded.size_bytes"
         )
-        index_rows = [(k, v, json.dumps(a.to_dict()), a.run_id, t, s) for k, v, a, t, s in index_entries]
+        index_rows = [
+            (k, v, json.dumps(a.to_dict()), a.run_id, t, s) for k, v, a, t, s in index_entries
+        ]
         self._write_many(
             [
-                ("INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) VALUES (?,?,?,?,?,?)", event_rows),
+                (
+                    "INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) VALUES (?,?,?,?,?,?)",
+                    event_rows,
+                ),
                 (upsert, index_rows),
             ]
         )
 
-    def get_events(self, run_id: str, event_types: Sequence[EventType] | None = None) -> list[Event]:
+    def get_events(
+        self, run_id: str, event_types: Sequence[EventType] | None = None
+    ) -> list[Event]:
         if event_types:
             marks = ",".join("?" * len(event_types))
             rows = self._execute(
@@ -182,7 +218,10 @@ class SqlInstanceStorage:
                 (run_id, *[t.value for t in event_types]),
             )
         else:
-            rows = self._execute("SELECT run_id, step_key, event_type, timestamp, message, data FROM events WHERE run_id = ? ORDER BY id", (run_id,))
+            rows = self._execute(
+                "SELECT run_id, step_key, event_type, timestamp, message, data FROM events WHERE run_id = ? ORDER BY id",
+                (run_id,),
+            )
         return [Event(EventType(r[2]), r[0], r[3], r[1], r[4], json.loads(r[5])) for r in rows]
 
     def lookup_outputs(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Address]:
@@ -193,7 +232,9 @@ class SqlInstanceStorage:
             chunk = wanted[i : i + _LOOKUP_CHUNK]
             cond = " OR ".join("(output_key = ? AND version = ?)" for _ in chunk)
             params = [x for pair in chunk for x in pair]
-            for key, version, address in self._execute(f"SELECT output_key, version, address FROM output_index WHERE {cond}", params):
+            for key, version, address in self._execute(
+                f"SELECT output_key, version, address FROM output_index WHERE {cond}", params
+            ):
                 found[(key, version)] = Address.from_dict(json.loads(address))
         return found
 
@@ -204,17 +245,29 @@ class SqlInstanceStorage:
         for i in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[i : i + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for key, version, created in self._execute(f"SELECT output_key, version, created_at FROM output_index WHERE output_key IN ({marks})", chunk):
+            for key, version, created in self._execute(
+                f"SELECT output_key, version, created_at FROM output_index WHERE output_key IN ({marks})",
+                chunk,
+            ):
                 if key not in result or created > result[key][1]:
                     result[key] = (version, created)
         return result
 
     def index_entries(self) -> list[tuple[str, str, Address, float, int | None]]:
-        rows = self._execute("SELECT output_key, version, address, created_at, size_bytes FROM output_index")
+        rows = self._execute(
+            "SELECT output_key, version, address, created_at, size_bytes FROM output_index"
+        )
         return [(k, v, Address.from_dict(json.loads(a)), t, s) for k, v, a, t, s in rows]
 
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
-        self._write_many([("DELETE FROM output_index WHERE output_key = ? AND version = ?", [tuple(k) for k in keys])])
+        self._write_many(
+            [
+                (
+                    "DELETE FROM output_index WHERE output_key = ? AND version = ?",
+                    [tuple(k) for k in keys],
+                )
+            ]
+        )
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
@@ -274,13 +327,17 @@ def postgres_storage(url: str) -> SqlInstanceStorage:
     try:
         import psycopg
     except ImportError as exc:
-        raise StorageError("a PostgreSQL instance needs psycopg: pip install 'memodag[postgres]'") from exc
+        raise StorageError(
+            "a PostgreSQL instance needs psycopg: pip install 'memodag[postgres]'"
+        ) from exc
 
     def connect() -> Any:
         try:
             return psycopg.connect(url)
         except psycopg.OperationalError as exc:
-            raise StorageError(f"cannot connect to the PostgreSQL instance at {_redact(url)}: {exc}") from exc
+            raise StorageError(
+                f"cannot connect to the PostgreSQL instance at {_redact(url)}: {exc}"
+            ) from exc
 
     return SqlInstanceStorage(connect, "postgres", _redact(url))
 
@@ -292,4 +349,3 @@ def _redact(url: str) -> str:
         user = creds.split(":", 1)[0]
         return f"{scheme}://{user}@{host}"
     return url
-

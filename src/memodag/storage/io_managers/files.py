@@ -121,7 +121,11 @@ class FsspecFileStore(FileStore):
         return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
 
     def uri(self, path: str) -> str:
-        return f"{self.protocol}://{path.lstrip('/')}" if self.protocol != "memory" else f"memory://{path}"
+        return (
+            f"{self.protocol}://{path.lstrip('/')}"
+            if self.protocol != "memory"
+            else f"memory://{path}"
+        )
 
     def path_of(self, uri: str) -> str:
         return self.fs._strip_protocol(uri)
@@ -147,7 +151,9 @@ class PathIOManager(MemoizableIOManager):
     #: outputs recorded in the instance index can be trusted to exist at their address
     uses_instance_index = True
 
-    def __init__(self, store: FileStore, base: str, default_serializer: Any = None, versioned: bool = False) -> None:
+    def __init__(
+        self, store: FileStore, base: str, default_serializer: Any = None, versioned: bool = False
+    ) -> None:
         self.store = store
         self.base = base
         self.default_serializer = get_serializer(default_serializer)
@@ -168,7 +174,9 @@ class PathIOManager(MemoizableIOManager):
             if not context.version:
                 from memodag.errors import StorageError
 
-                raise StorageError(f"versioned io manager needs a version for output '{context.step_key}.{context.name}'; give the op a version or the job a version_strategy")
+                raise StorageError(
+                    f"versioned io manager needs a version for output '{context.step_key}.{context.name}'; give the op a version or the job a version_strategy"
+                )
             return self.store.join(self.base, *parts, context.version + ext)
         parts[-1] += ext
         return self.store.join(self.base, context.run_id, *parts)
@@ -188,9 +196,15 @@ class PathIOManager(MemoizableIOManager):
         serializer = self._serializer(upstream)
         if address is not None and address.serializer and address.serializer != serializer.name:
             serializer = get_serializer(address.serializer)
-        path = self.store.path_of(address.uri) if address is not None and address.uri else self.path_for(upstream, serializer)
+        path = (
+            self.store.path_of(address.uri)
+            if address is not None and address.uri
+            else self.path_for(upstream, serializer)
+        )
         with self.store.open_read(path) as file:
             return serializer.load(file)
 
     def has_output(self, context: OutputContext) -> bool:
-        return self.versioned and bool(context.version) and self.store.exists(self.path_for(context))
+        return (
+            self.versioned and bool(context.version) and self.store.exists(self.path_for(context))
+        )

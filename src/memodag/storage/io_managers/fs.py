@@ -10,8 +10,14 @@ from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.storage.io_managers.files import LocalFileStore, PathIOManager
 
 _CONFIG = {
-    "base_dir": Field(str, is_required=False, description="Directory for outputs; default: the instance's storage directory."),
-    "serializer": Field(str, default_value="pickle", description="Default format: pickle, json or parquet."),
+    "base_dir": Field(
+        str,
+        is_required=False,
+        description="Directory for outputs; default: the instance's storage directory.",
+    ),
+    "serializer": Field(
+        str, default_value="pickle", description="Default format: pickle, json or parquet."
+    ),
 }
 
 
