@@ -129,6 +129,9 @@ class OutputHandle:
     output: str
     mapped_over: tuple[tuple[str, str], ...] = ()
 
+    def __repr__(self) -> str:
+        return f"<output {self.node}.{self.output}>"
+
     def map(self, fn: Callable[[Any], Any]) -> Any:
         raise DefinitionError(
             f"'{self.node}.{self.output}' is not a dynamic output; .map() is for DynamicOut outputs"
@@ -150,6 +153,9 @@ class DynamicHandle:
     node: str
     output: str
     mapped_over: tuple[tuple[str, str], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"<dynamic output {self.node}.{self.output}>"
 
     def map(self, fn: Callable[[Any], Any]) -> Any:
         """Run ``fn`` once now on a piece handle; every op it calls on it is cloned per piece."""
@@ -178,6 +184,9 @@ class GraphInputHandle:
     builder: CompositionBuilder
     name: str
 
+    def __repr__(self) -> str:
+        return f"<graph input {self.name}>"
+
 
 class MultipleOutputs(tuple):
     """The outputs of a node with several outputs; unpack it or use ``.name``."""
@@ -200,6 +209,12 @@ class MultipleOutputs(tuple):
             raise AttributeError(
                 f"node '{self._node}' has no output '{name}' (outputs: {list(self._names)})"
             ) from None
+
+
+def _is_handle(value: Any) -> bool:
+    return isinstance(
+        value, OutputHandle | DynamicHandle | _PieceHandle | _CollectHandle | GraphInputHandle
+    )
 
 
 # ---- the builder ----------------------------------------------------------------------------------
@@ -313,6 +328,13 @@ class CompositionBuilder:
             raise DefinitionError(
                 f"{where}: got all outputs of node '{value._node}', which has several outputs "
                 f"{list(value._names)}; pick one: `{', '.join(value._names)} = {value._node}()`"
+            )
+        if isinstance(value, tuple | list | set | Mapping) and any(
+            _is_handle(v) for v in (value.values() if isinstance(value, Mapping) else value)
+        ):
+            raise DefinitionError(
+                f"{where}: got a {type(value).__name__} of op outputs {value!r}; an input takes one "
+                "output. Give the op one input per output, or return one combined value from an op"
             )
         raise DefinitionError(
             f"{where}: got a plain value {value!r}; inside a job or graph body, inputs come from other "

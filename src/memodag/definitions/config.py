@@ -242,10 +242,19 @@ def _normalize(schema: Any, where: str) -> ConfigType:
             if not isinstance(key, str):
                 raise DefinitionError(f"{where}: field names must be strings, got {key!r}")
             inner = _normalize(sub, f"{where}.{key}")
-            if isinstance(sub, Field):
-                fields[key] = _ShapeField(inner, sub.default_value, sub.required)
+            default = sub.default_value if isinstance(sub, Field) else NO_DEFAULT
+            explicit = sub.is_required if isinstance(sub, Field) else None
+            if default is NO_DEFAULT and explicit is None and isinstance(inner, _Noneable):
+                # an absent Noneable field means None, as Dagster users expect
+                default = None
+            if explicit is not None:
+                required = explicit
             else:
-                fields[key] = _ShapeField(inner, NO_DEFAULT, True)
+                # a sub-section whose own fields all have defaults may be left out entirely
+                required = default is NO_DEFAULT and not (
+                    isinstance(inner, _Shape) and inner.all_optional
+                )
+            fields[key] = _ShapeField(inner, default, required)
         return _Shape(fields)
     if isinstance(schema, type) and issubclass(schema, enum.Enum):
         return _Enum(schema)

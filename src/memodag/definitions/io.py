@@ -61,7 +61,8 @@ class Out:
         write, read: a custom pair ``write(obj, file)`` / ``read(file) -> obj`` for this output only,
             used by file-based io managers instead of a named serializer.
         is_required: an optional output may be left unyielded; its consumers are skipped.
-        version: overrides the computed version of this output (memoization).
+        early_cutoff: record this output's data hash and version its consumers by it, so a
+            re-run that yields identical data does not invalidate them (``None``: the job's setting).
     """
 
     description: str | None = None
@@ -71,6 +72,7 @@ class Out:
     read: Callable[[Any], Any] | None = None
     is_required: bool = True
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    early_cutoff: bool | None = None
 
     def __post_init__(self) -> None:
         if (self.write is None) != (self.read is None):

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
@@ -83,6 +85,7 @@ class OpExecutionContext:
     """
 
     __slots__ = (
+        "_teardown",
         "instance",
         "log",
         "mapping_key",
@@ -118,6 +121,16 @@ class OpExecutionContext:
         self.instance = instance
         self.retry_number = retry_number
         self.tags = tags or {}
+        self._teardown: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> OpExecutionContext:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Tear down generator resources built by ``build_op_context`` (code after their yield)."""
+        if self._teardown is not None:
+            stack, self._teardown = self._teardown, None
+            stack.close()
 
     def get_mapping_key(self) -> str | None:
         return self.mapping_key
@@ -156,6 +169,8 @@ class OpExecutionContext:
 
 
 class _Unvalidated:
+    """Config given to ``build_op_context``: validated once the op it is used with is known."""
+
     __slots__ = ("value",)
 
     def __init__(self, value: Any) -> None:
@@ -171,35 +186,44 @@ def build_op_context(
 ) -> OpExecutionContext:
     """A context for calling an op directly: ``my_op(build_op_context(config={...}), x)``.
 
-    ``resources`` values may be plain objects or resource definitions (initialized with their
-    preset config, or none).
+    ``config`` (or its alias ``op_config``) is validated against the op's schema, with defaults
+    filled, when the op is called. ``resources`` values may be plain objects or resource
+    definitions; a definition is built with its ``.configured(...)`` config (or its schema's
+    defaults) and may require the other resources given. Use the context as a context manager
+    (``with build_op_context(...) as context:``) to run generator resources' teardown.
+
+    Raises:
+        ConfigError: a resource definition's config does not match its schema.
     """
-    from memodag.definitions.resources import InitResourceContext, ResourceDefinition
+    from memodag.definitions.config import NO_DEFAULT, validate_config
+    from memodag.definitions.resources import as_resource_definition
+    from memodag.engine.resources import initialized_resources
+    from memodag.errors import ConfigError
 
-    initialized: dict[str, Any] = {}
-    for key, value in (resources or {}).items():
-        if isinstance(value, ResourceDefinition):
-            preset = (
-                None
-                if value.preset_config.__class__.__name__ == "_NoDefault"
-                else value.preset_config
-            )
-            from memodag.definitions.config import validate_config
-
-            errors: list[str] = []
-            cfg = validate_config(value.config_type, preset, f"resources.{key}.config", errors)
-            value = value.resource_fn(InitResourceContext(cfg, Resources(**initialized), instance))
-            if hasattr(value, "__next__"):
-                value = next(value)
-        initialized[key] = value
-    log = RunLogger("direct-invocation", None, None)
-    return OpExecutionContext(
+    run_id = f"direct-{uuid.uuid4()}"
+    definitions = {key: as_resource_definition(key, value) for key, value in (resources or {}).items()}
+    errors: list[str] = []
+    resource_config: dict[str, Any] = {}
+    for key, definition in definitions.items():
+        given = None if definition.preset_config is NO_DEFAULT else definition.preset_config
+        resource_config[key] = validate_config(
+            definition.config_type, given, f"resources.{key}.config", errors
+        )
+    if errors:
+        raise ConfigError(errors, "resource config given to build_op_context")
+    stack = contextlib.ExitStack()
+    built = stack.enter_context(
+        initialized_resources(definitions, resource_config, set(definitions), instance, run_id)
+    )
+    context = OpExecutionContext(
         _Unvalidated(config if config is not None else op_config),
-        Resources(**initialized),
-        log,
-        "direct-invocation",
+        built,
+        RunLogger(run_id, None, None),
+        run_id,
         "",
         None,
         mapping_key,
         instance,
     )
+    context._teardown = stack
+    return context

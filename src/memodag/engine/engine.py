@@ -20,6 +20,7 @@ from typing import Any
 from memodag.engine.events import EventLog
 from memodag.engine.step import InputLoad, StepOutcome, StepTask
 from memodag.executors.base import Executor
+from memodag.plan.dynamic import expand_mapped, pieces_from_addresses
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address
@@ -38,27 +39,30 @@ class StepStatus:
 
 
 class Memoizer:
-    """The versioning adapter beside the engine. This base class memoizes nothing."""
+    """The versioning adapter beside the engine (``versioning.memoize``). This base memoizes nothing."""
 
     enabled = False
-    hash_outputs = False
 
     def prepare(self, steps: Iterable[ExecutionStep]) -> None:
-        """Called with every step as it enters the run (batched index look-ups go here)."""
+        """Called with every batch of steps entering the run (batched index look-ups go here)."""
+
+    def note_addresses(self, addresses: Mapping[AddressKey, Address]) -> None:
+        """Outputs the run takes from elsewhere (a parent run)."""
 
     def versions(self, step: ExecutionStep) -> Mapping[str, str] | None:
         return None
 
-    def stored(self, step: ExecutionStep) -> dict[str, Address] | None:
-        """Addresses of all the step's outputs if every one is stored at its version, else None."""
+    def hash_outputs(self, step: ExecutionStep) -> frozenset[str]:
+        """Outputs whose data hash the attempt must record (early cutoff)."""
+        return frozenset()
+
+    def stored(self, step: ExecutionStep) -> list[Address] | None:
+        """Addresses of all the step's outputs (every piece of a dynamic one) if all are stored
+        at their current version, else None."""
         return None
 
     def record(self, step: ExecutionStep, outcome: StepOutcome) -> list[Any]:
         """Index entries for what a successful attempt stored."""
-        return []
-
-    def expand(self, step: ExecutionStep, outcome_or_addresses: Any) -> list[ExecutionStep]:
-        """New steps made known by this step finishing (dynamic fan-out)."""
         return []
 
 
@@ -72,7 +76,9 @@ class EngineResult:
 
     @property
     def success(self) -> bool:
-        return not self.failures and all(s != StepStatus.SKIPPED for s in self.status.values())
+        # steps skipped only because an optional output was not yielded leave the run a success
+        # (as in Dagster); skips caused by a failure already count through ``failures``
+        return not self.failures
 
 
 class Engine:
@@ -102,6 +108,7 @@ class Engine:
         self._retries: list[tuple[float, int, StepTask]] = []
         self._seq = itertools.count()
         self.result = EngineResult(self.status, self.addresses)
+        memoizer.note_addresses(self.addresses)
 
     # -- registering steps ----------------------------------------------------------------
 
@@ -145,23 +152,26 @@ class Engine:
                 timeout = max(0.0, self._retries[0][0] - time.monotonic())
             for outcome in executor.wait(timeout):
                 self._finish(outcome)
+        for key, waiting in self._waiting_on.items():
+            if waiting and key not in self.status:
+                # an upstream never came to exist (its fan-out failed before producing pieces)
+                self._skip(key, "an upstream step was never produced")
         return self.result
 
     def _start(self, key: str) -> None:
         step = self.plan.steps[key]
         stored = self.memoizer.stored(step) if self.memoizer.enabled else None
         if stored is not None:
-            now = time.time()
-            for name, address in stored.items():
-                self.addresses[(key, name, address.mapping_key)] = address
+            for address in stored:
+                self.addresses[(key, address.output_name, address.mapping_key)] = address
             self.log.append(
                 Event(
                     EventType.STEP_MEMOIZED,
                     self.run_id,
-                    now,
+                    time.time(),
                     key,
                     "stored at current version",
-                    {"addresses": {n: a.to_dict() for n, a in stored.items()}},
+                    {"addresses": [a.to_dict() for a in stored]},
                 )
             )
             self.status[key] = StepStatus.MEMOIZED
@@ -175,7 +185,7 @@ class Engine:
     def _task(self, step: ExecutionStep, attempt: int = 0) -> StepTask | None:
         loads = []
         for spec in step.inputs:
-            if not spec.upstream:
+            if not spec.upstream and not spec.collect:
                 loads.append(InputLoad(spec.name, None, default=spec.default))
                 continue
             addresses = []
@@ -203,7 +213,7 @@ class Engine:
             self.memoizer.versions(step),
             step.mapping_keys[-1] if step.mapping_keys else None,
             attempt,
-            self.memoizer.hash_outputs,
+            self.memoizer.hash_outputs(step),
         )
 
     def _out_def(self, handle: StepOutputHandle) -> Any:
@@ -220,7 +230,7 @@ class Engine:
             for stored in outcome.outputs:
                 self.addresses[(key, stored.output_name, stored.mapping_key)] = stored.address
             self.log.add_index_entries(self.memoizer.record(step, outcome))
-            self._after_success(step, outcome)
+            self._after_success(step, [o.address for o in outcome.outputs])
             return
         policy = step.op_def.retry_policy
         if policy is not None and outcome.attempt < policy.max_retries:
@@ -250,13 +260,12 @@ class Engine:
             _, _, task = heapq.heappop(self._retries)
             self.executor.submit(task)
 
-    def _after_success(self, step: ExecutionStep, outcome_or_addresses: Any) -> None:
-        new_steps = (
-            self.memoizer.expand(step, outcome_or_addresses)
-            if step.op_def.has_dynamic_output
-            else ()
-        )
-        if new_steps:
+    def _after_success(self, step: ExecutionStep, addresses: list[Address]) -> None:
+        if step.op_def.has_dynamic_output:
+            new_steps = expand_mapped(self.plan, step, pieces_from_addresses(step, addresses))
+            if self.selected is not None:
+                # pieces this run produced: everything made from them runs here
+                self.selected.update(s.key for s in new_steps)
             self.add_steps(new_steps)
         for consumer in self._consumers.pop(step.key, ()):
             remaining = self._waiting_on[consumer] - 1

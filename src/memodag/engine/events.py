@@ -12,13 +12,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from memodag.storage.instance import Instance
-from memodag.storage.instance.records import Event
-from memodag.storage.io_manager import Address
+from memodag.storage.instance.records import Event, IndexEntry
 
 FLUSH_SECONDS = 0.5
 FLUSH_EVENTS = 5000
-
-IndexEntry = tuple[str, str, Address, float, "int | None"]
 
 
 class EventLog:

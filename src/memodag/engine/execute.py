@@ -19,6 +19,7 @@ from memodag.engine.result import ExecuteInProcessResult
 from memodag.engine.step import StepRuntime
 from memodag.errors import ExecutionError, StepExecutionError
 from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
+from memodag.plan.dynamic import drop_expansions_of, expand_from_addresses
 from memodag.plan.plan import ExecutionPlan, build_plan, select_steps
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
 from memodag.storage.instance import Instance
@@ -47,7 +48,7 @@ def execute_job(
     selected, external = _selection(plan, instance, parent, step_selection)
     executor = _executor(job, resolved)
     _check_storage_fits_executor(job, plan, executor)
-    memoizer = _memoizer(job, plan, run_tags, instance)
+    memoizer = _memoizer(job, plan, run_tags, instance, run_id)
 
     record = RunRecord(
         run_id=run_id,
@@ -100,6 +101,9 @@ def execute_job(
                     for k in resource_keys
                     if isinstance(getattr(resources, k, None), IOManager)
                 }
+            else:
+                io_managers = _driver_io_managers(job, resolved, resource_keys, instance, run_id)
+            memoizer.attach_io_managers(io_managers)
             executor.start(payload, runtime)
             engine = Engine(plan, run_id, executor, event_log, memoizer, selected, external)
             engine.add_steps(plan.steps.values())
@@ -114,8 +118,6 @@ def execute_job(
     finally:
         executor.shutdown()
         _finish_run(instance, event_log, run_id, engine, canceled, run_error)
-    if not io_managers:
-        io_managers = _driver_io_managers(job, resolved, resource_keys, instance, run_id)
     result = ExecuteInProcessResult(job, run_id, engine.result, instance, io_managers, canceled)
     if raise_on_error and engine.result.failures:
         first = engine.result.failures[0]
@@ -176,8 +178,12 @@ def _selection(
 ) -> tuple[set[str] | None, dict[AddressKey, Address]]:
     if not step_selection:
         return None, {}
+    parent_addresses = _lineage_addresses(instance, parent) if parent else {}
+    # clones of the parent's fan-outs become selectable ("double[k7]"); fan-outs that re-run
+    # are expanded afresh by the engine from their new pieces
+    created_by = expand_from_addresses(plan, parent_addresses)
     selected = select_steps(plan, step_selection)
-    parent_addresses = instance.get_output_addresses(parent.run_id) if parent else {}
+    drop_expansions_of(plan, created_by, selected)
     external: dict[AddressKey, Address] = {}
     missing: list[str] = []
     for key in sorted(selected):
@@ -203,6 +209,20 @@ def _selection(
             + "\n".join(f"  - {m}" for m in missing)
         )
     return selected, external
+
+
+def _lineage_addresses(instance: Instance, parent: RunRecord) -> dict[AddressKey, Address]:
+    """Outputs stored by the parent run or, for what it did not re-run, by its own ancestors
+    (nearest run wins), so a re-execution of a re-execution still finds every input."""
+    chain: list[RunRecord] = []
+    run: RunRecord | None = parent
+    while run is not None and run.run_id not in {r.run_id for r in chain}:
+        chain.append(run)
+        run = instance.get_run(run.parent_run_id) if run.parent_run_id else None
+    addresses: dict[AddressKey, Address] = {}
+    for ancestor in reversed(chain):
+        addresses.update(instance.get_output_addresses(ancestor.run_id))
+    return addresses
 
 
 def _executor(job: Any, resolved: ResolvedRunConfig) -> Executor:
@@ -235,11 +255,11 @@ def _check_storage_fits_executor(job: Any, plan: ExecutionPlan, executor: Execut
 
 
 def _memoizer(
-    job: Any, plan: ExecutionPlan, tags: Mapping[str, str], instance: Instance
+    job: Any, plan: ExecutionPlan, tags: Mapping[str, str], instance: Instance, run_id: str
 ) -> Memoizer:
     from memodag.versioning.memoize import build_memoizer
 
-    return build_memoizer(job, plan, tags, instance)
+    return build_memoizer(job, plan, tags, instance, run_id)
 
 
 def _resource_keys(

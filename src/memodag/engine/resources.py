@@ -12,7 +12,7 @@ from typing import Any
 
 from memodag.definitions.resources import InitResourceContext, ResourceDefinition
 from memodag.engine.context import Resources, RunLogger
-from memodag.errors import DefinitionError, MemodagError
+from memodag.errors import DefinitionError, ExecutionError, MemodagError
 
 
 @contextlib.contextmanager
@@ -43,7 +43,7 @@ def initialized_resources(
             except MemodagError:
                 raise
             except Exception as exc:
-                raise MemodagError(
+                raise ExecutionError(
                     f"resource '{key}' failed to initialize: {type(exc).__name__}: {exc}"
                 ) from exc
             built[key] = value
@@ -75,6 +75,11 @@ def _order(resource_defs: Mapping[str, ResourceDefinition], keys: set[str]) -> l
         if key in visiting:
             raise DefinitionError(
                 f"resources depend on each other in a cycle: {' -> '.join((*chain, key))}"
+            )
+        if key not in resource_defs:
+            needed_by = f"resource '{chain[-1]}' requires" if chain else "asked for"
+            raise DefinitionError(
+                f"{needed_by} resource '{key}', which is not provided; resources are {sorted(resource_defs)}"
             )
         visiting.add(key)
         for needed in sorted(resource_defs[key].required_resource_keys):

@@ -20,6 +20,7 @@ from memodag.engine.context import OpExecutionContext, Resources, RunLogger
 from memodag.errors import MemodagError, StepExecutionError, StorageError
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address, InputContext, IOManager, OutputContext
+from memodag.versioning.hashing import piece_version
 
 
 @dataclass(slots=True)
@@ -46,7 +47,7 @@ class StepTask:
     versions: Mapping[str, str] | None = None
     mapping_key: str | None = None
     attempt: int = 0
-    hash_outputs: bool = False
+    hash_outputs: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -54,7 +55,6 @@ class StoredOutput:
     output_name: str
     address: Address
     mapping_key: str | None = None
-    data_hash: str | None = None
 
 
 @dataclass(slots=True)
@@ -259,6 +259,8 @@ def _store_outputs(
             key = None
         seen.add(name)
         version = task.versions.get(name) if task.versions else None
+        if version is not None and key is not None:
+            version = piece_version(version, key)
         manager = runtime.io_manager(out.io_manager_key, step_key)
         context = OutputContext(
             step_key,
@@ -283,9 +285,9 @@ def _store_outputs(
             name,
             key,
             version,
+            _data_hash(produced.value) if name in task.hash_outputs else None,
         )
-        data_hash = _data_hash(produced.value) if task.hash_outputs else None
-        stored.append(StoredOutput(name, address, key, data_hash))
+        stored.append(StoredOutput(name, address, key))
         events.append(
             Event(
                 EventType.HANDLED_OUTPUT,
@@ -293,7 +295,7 @@ def _store_outputs(
                 time.time(),
                 step_key,
                 "",
-                {"output": name, "address": address.to_dict(), "data_hash": data_hash},
+                {"output": name, "address": address.to_dict()},
             )
         )
     missing = [

@@ -174,14 +174,17 @@ def _flatten(
 
 def build_plan(job: Any, run_config: ResolvedRunConfig) -> ExecutionPlan:
     """Build the plan: one step per unmapped op node; mapped nodes wait as templates."""
+    from memodag.plan.dynamic import check_collectors
+
     nodes = flatten_graph(job.graph)
+    check_collectors(nodes)
     steps: dict[str, ExecutionStep] = {}
     downstream: dict[str, list[str]] = {path: [] for path in nodes}
     for path, node in nodes.items():
         for source in node.inputs.values():
             if isinstance(source, NodeSource):
                 downstream[source.node].append(path)
-        if node.is_mapped or _collects_unresolved(node, nodes):
+        if node.is_mapped or _collects(node):
             continue
         steps[path] = ExecutionStep(
             path, node, _static_inputs(node), run_config.op_config.get(path)
@@ -189,8 +192,8 @@ def build_plan(job: Any, run_config: ResolvedRunConfig) -> ExecutionPlan:
     return ExecutionPlan(job.name, nodes, steps, run_config, downstream)
 
 
-def _collects_unresolved(node: OpNode, nodes: Mapping[str, OpNode]) -> bool:
-    """A collect over pieces cannot be wired before the pieces exist."""
+def _collects(node: OpNode) -> bool:
+    """A collect over pieces cannot be wired before the pieces exist: it waits as a template."""
     return any(isinstance(s, NodeSource) and s.mode == "collect" for s in node.inputs.values())
 
 

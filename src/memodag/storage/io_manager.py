@@ -26,6 +26,7 @@ class Address:
     output_name: str
     mapping_key: str | None = None
     version: str | None = None
+    data_hash: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class Address:
             "output_name": self.output_name,
             "mapping_key": self.mapping_key,
             "version": self.version,
+            "data_hash": self.data_hash,
         }
 
     @classmethod

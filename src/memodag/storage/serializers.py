@@ -2,6 +2,8 @@
 
 Serializers are chosen per output (``Out(serializer=...)`` or ``Out(write=..., read=...)``) or as an
 io manager's default, never by the value's type. Heavy libraries are imported only when used.
+A serializer only writes to the file object it is given; making the write atomic is the file
+store's job (see ``io_managers/files.py``).
 """
 
 from __future__ import annotations
@@ -16,19 +18,30 @@ from memodag.errors import DefinitionError, StorageError
 
 
 class Serializer:
-    """Writes a value to a binary file object and reads it back."""
+    """Writes a value to a binary file object and reads it back.
+
+    ``name`` is recorded in each output's address, so a later run reads the value with the format
+    it was written in even if the output's declared format has changed since.
+    """
 
     name: str = "custom"
     extension: str = ""
 
     def dump(self, obj: Any, file: BinaryIO) -> None:
+        """Write ``obj`` to ``file`` (opened for binary writing)."""
         raise NotImplementedError
 
     def load(self, file: BinaryIO) -> Any:
+        """Read a value from ``file`` (opened for binary reading)."""
         raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
 
 
 class PickleSerializer(Serializer):
+    """Any picklable value (the default)."""
+
     name = "pickle"
     extension = ".pkl"
 
@@ -40,16 +53,21 @@ class PickleSerializer(Serializer):
 
 
 class JsonSerializer(Serializer):
+    """JSON values (dict, list, str, int, float, bool, None). Tuples load back as lists and
+    non-string dict keys as strings, as JSON has no other way to say them."""
+
     name = "json"
     extension = ".json"
 
     def dump(self, obj: Any, file: BinaryIO) -> None:
         try:
-            file.write(json.dumps(obj, sort_keys=True).encode())
-        except TypeError as exc:
+            text = json.dumps(obj, sort_keys=True)
+        except (TypeError, ValueError) as exc:
             raise StorageError(
-                f"JSON serializer cannot store {type(obj).__name__}: {exc}; use serializer='pickle'"
+                f"JSON serializer cannot store a {type(obj).__name__} value: {exc}; "
+                "store JSON values only, or use serializer='pickle'"
             ) from exc
+        file.write(text.encode())
 
     def load(self, file: BinaryIO) -> Any:
         return json.loads(file.read())
@@ -65,8 +83,13 @@ class ParquetSerializer(Serializer):
     extension = ".parquet"
 
     def dump(self, obj: Any, file: BinaryIO) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise StorageError(
+                "parquet serializer needs pyarrow: pip install 'memodag[parquet]'"
+            ) from exc
 
         kind, table = _to_arrow(obj, pa)
         meta = dict(table.schema.metadata or {})
@@ -88,17 +111,30 @@ class ParquetSerializer(Serializer):
 
 
 def _to_arrow(obj: Any, pa: Any) -> tuple[str, Any]:
-    module = type(obj).__module__.split(".")[0]
     if isinstance(obj, pa.Table):
         return "arrow", obj
-    if module == "pandas":
-        return "pandas", pa.Table.from_pandas(obj)
-    if module == "polars":
-        return "polars", obj.to_arrow()
     if isinstance(obj, pa.RecordBatch):
         return "arrow", pa.Table.from_batches([obj])
+    module = type(obj).__module__.split(".")[0]
+    kind_name = type(obj).__name__
+    if module == "pandas" and kind_name == "DataFrame":
+        try:
+            return "pandas", pa.Table.from_pandas(obj)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise StorageError(
+                f"parquet serializer cannot convert this pandas DataFrame to Arrow: {exc}; "
+                "give each column one type, or use serializer='pickle'"
+            ) from exc
+    if module == "polars" and kind_name == "DataFrame":
+        return "polars", obj.to_arrow()
+    hint = ""
+    if kind_name == "Series":
+        hint = "; wrap a Series with .to_frame()"
+    elif kind_name == "LazyFrame":
+        hint = "; call .collect() on a LazyFrame first"
     raise StorageError(
-        f"parquet serializer stores pandas/polars DataFrames and Arrow tables, got {type(obj).__name__}"
+        f"parquet serializer stores pandas/polars DataFrames and Arrow tables, "
+        f"got {type(obj).__module__}.{kind_name}{hint}"
     )
 
 
@@ -118,6 +154,8 @@ class CallableSerializer(Serializer):
         return self.read(file)
 
 
+CUSTOM = CallableSerializer.name
+
 _BUILTIN: dict[str, Serializer] = {
     s.name: s for s in (PickleSerializer(), JsonSerializer(), ParquetSerializer())
 }
@@ -131,6 +169,11 @@ def get_serializer(spec: Any) -> Serializer:
         return spec
     if isinstance(spec, str) and spec in _BUILTIN:
         return _BUILTIN[spec]
+    if spec == CUSTOM:
+        raise DefinitionError(
+            "serializer 'custom' is a write/read pair attached to an Out; "
+            "it cannot be chosen by name: pass Out(write=..., read=...)"
+        )
     raise DefinitionError(
         f"unknown serializer {spec!r}; expected one of {sorted(_BUILTIN)} or a Serializer instance"
     )

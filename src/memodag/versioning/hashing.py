@@ -59,3 +59,8 @@ def hash_value(value: Any) -> str:
         return h.hexdigest()[:VERSION_LENGTH]
     h.update(b"pickle:" + pickle.dumps(value, protocol=4))
     return h.hexdigest()[:VERSION_LENGTH]
+
+
+def piece_version(output_version: str, mapping_key: str) -> str:
+    """The version of one piece of a dynamic output."""
+    return hash_strings(output_version, "piece", mapping_key)

@@ -14,11 +14,17 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
-from memodag.storage.instance.sql import SqlInstanceStorage, postgres_storage, sqlite_storage
+from memodag.errors import StorageError
+from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
+from memodag.storage.instance.sql import (
+    SqlInstanceStorage,
+    postgres_storage,
+    redact_url,
+    sqlite_storage,
+)
 from memodag.storage.io_manager import Address
 
-__all__ = ["Event", "EventType", "Instance", "RunRecord", "RunStatus"]
+__all__ = ["Event", "EventType", "IndexEntry", "Instance", "RunRecord", "RunStatus"]
 
 HOME_ENV = "MEMODAG_HOME"
 URL_ENV = "MEMODAG_INSTANCE_URL"
@@ -54,17 +60,16 @@ class Instance:
     def from_url(cls, url: str, storage_dir: str | Path | None = None) -> Instance:
         """An instance on ``sqlite:///path/to/file.db`` or ``postgresql://user@host/db``."""
         if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-            storage = postgres_storage(url.replace("postgresql+psycopg://", "postgresql://"))
+            storage = postgres_storage(url.replace("postgresql+psycopg://", "postgresql://", 1))
         elif url.startswith("sqlite:///"):
             path = url[len("sqlite:///") :]
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             storage = sqlite_storage(path)
         else:
-            from memodag.errors import StorageError
-
             raise StorageError(
-                f"instance URL {url!r} is not supported; expected sqlite:///PATH or postgresql://USER@HOST/DB"
+                f"instance URL {redact_url(url)!r} is not supported; "
+                "expected sqlite:///PATH or postgresql://USER@HOST/DB"
             )
         base = (
             Path(storage_dir)
@@ -82,10 +87,25 @@ class Instance:
 
     @property
     def url(self) -> str:
+        """The database URL for messages (``sqlite:///...`` or ``postgresql://...``), password
+        removed."""
         return self._storage.url
 
+    @property
+    def connection_url(self) -> str:
+        """The full database URL, password included: what another process passes to
+        ``Instance.from_url`` to open this instance (never put it in a message)."""
+        return self._storage.connection_url
+
     def close(self) -> None:
+        """Close the database connection; the instance cannot be used afterwards."""
         self._storage.close()
+
+    def __enter__(self) -> Instance:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -115,7 +135,7 @@ class Instance:
     def store_events(
         self,
         events: Sequence[Event],
-        index_entries: Sequence[tuple[str, str, Address, float, int | None]] = (),
+        index_entries: Sequence[IndexEntry] = (),
     ) -> None:
         """Append events and index entries in one transaction."""
         self._storage.store(events, index_entries)
@@ -126,11 +146,17 @@ class Instance:
         return self._storage.get_events(run_id, event_types)
 
     def get_output_addresses(self, run_id: str) -> dict[tuple[str, str, str | None], Address]:
-        """Every output a run stored, by (step_key, output_name, mapping_key)."""
+        """Every output a run stored or found stored (memoized), by (step_key, output_name,
+        mapping_key), in the order the run recorded them."""
         result = {}
-        for event in self.get_events(run_id, [EventType.HANDLED_OUTPUT]):
-            address = Address.from_dict(event.data["address"])
-            result[(address.step_key, address.output_name, address.mapping_key)] = address
+        for event in self.get_events(run_id, [EventType.HANDLED_OUTPUT, EventType.STEP_MEMOIZED]):
+            if event.event_type is EventType.HANDLED_OUTPUT:
+                found = [event.data["address"]]
+            else:
+                found = event.data.get("addresses", [])
+            for data in found:
+                address = Address.from_dict(data)
+                result[(address.step_key, address.output_name, address.mapping_key)] = address
         return result
 
     # -- the output index (memoization) -------------------------------------------------------
@@ -142,7 +168,11 @@ class Instance:
     def latest_versions(self, output_keys: Iterable[str]) -> dict[str, tuple[str, float]]:
         return self._storage.latest_versions(output_keys)
 
-    def index_entries(self) -> list[tuple[str, str, Address, float, int | None]]:
+    def entries_for_keys(self, output_keys: Iterable[str]) -> list[IndexEntry]:
+        """Every stored version of these outputs (one batched query: memoization, explain)."""
+        return self._storage.entries_for_keys(output_keys)
+
+    def index_entries(self) -> list[IndexEntry]:
         return self._storage.index_entries()
 
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:

@@ -68,3 +68,19 @@ class RunRecord:
         if self.start_time is None or self.end_time is None:
             return None
         return self.end_time - self.start_time
+
+
+@dataclass(slots=True)
+class IndexEntry:
+    """One row of the output index: output ``output_key`` is stored at ``version`` at ``address``.
+
+    ``recipe`` is what the version was computed from (code version, config, resources, input
+    versions), kept so ``explain`` can say what changed.
+    """
+
+    output_key: str
+    version: str
+    address: Any
+    created_at: float
+    size_bytes: int | None = None
+    recipe: Mapping[str, Any] | None = None

@@ -3,20 +3,31 @@
 Writes are batched: a run's events and index entries are stored in one transaction per flush.
 An index entry is written only after its data is stored, so a crash loses at most index entries
 (the step re-runs), never points at missing data.
+
+Every statement goes through ``_run``, which owns the connection's transaction state: whatever
+fails, the transaction is rolled back so the connection stays usable; transient conflicts
+(SQLite busy/locked, Postgres serialization failures and deadlocks) are retried; a Postgres
+connection that broke before its transaction committed is reopened and the transaction redone;
+every other driver error becomes a ``StorageError`` naming the database (never its password).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from memodag.errors import StorageError
-from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
+from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
 from memodag.storage.io_manager import Address
+
+T = TypeVar("T")
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS runs (
@@ -30,118 +41,235 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, id)",
     """CREATE TABLE IF NOT EXISTS output_index (
         output_key TEXT NOT NULL, version TEXT NOT NULL, address TEXT NOT NULL,
-        run_id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, size_bytes BIGINT,
+        run_id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, size_bytes BIGINT, recipe TEXT,
         PRIMARY KEY (output_key, version))""",
     "CREATE INDEX IF NOT EXISTS output_index_by_key ON output_index (output_key, created_at)",
 ]
 
+_RUN_COLUMNS = (
+    "run_id, job_name, status, tags, run_config, parent_run_id, root_run_id, step_selection, "
+    "start_time, end_time"
+)
+
+# SQLite before 3.32 allows 999 parameters per statement; a pair look-up uses two per key
 _LOOKUP_CHUNK = 400
+
+# Retries of transient conflicts; the waits grow from _RETRY_DELAY to _RETRY_MAX_DELAY seconds.
+# SQLite's own busy timeout already waits for a lock, so these cover what it does not (a WAL
+# snapshot gone stale, a Postgres deadlock victim).
+_RETRIES = 50
+_RETRY_DELAY = 0.005
+_RETRY_MAX_DELAY = 0.25
+
+Batch = tuple[str, Sequence[Sequence[Any]]]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the SQL backends; everything else is shared."""
+
+    name: str
+    placeholder: str
+    autoinc: str
+    #: run at the start of a write transaction (SQLite takes the write lock up front)
+    begin_write: str | None
+    #: the driver's base exception classes: these become StorageError
+    driver_errors: tuple[type[BaseException], ...]
+    #: whether an error is a conflict that the same transaction may win when run again
+    is_transient: Callable[[BaseException], bool]
+    #: serializes concurrent schema creation (Postgres races on CREATE ... IF NOT EXISTS)
+    schema_lock: str | None = None
 
 
 class SqlInstanceStorage:
-    """Runs, events and the output index in SQL. Thread-safe (one connection, one lock)."""
+    """Runs, events and the output index in SQL. Thread-safe (one connection, one lock).
 
-    def __init__(self, connect: Any, dialect: str, url: str) -> None:
+    ``url`` is for messages (password removed); ``connection_url`` reconnects (worker processes).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        dialect: Dialect,
+        url: str,
+        connection_url: str | None = None,
+        secrets: Sequence[str] = (),
+    ) -> None:
         self._connect = connect
         self.dialect = dialect
         self.url = url
+        self.connection_url = connection_url or url
+        self._secrets = [s for s in secrets if s]
         self._lock = threading.RLock()
-        self._conn = connect()
-        self._ph = "?" if dialect == "sqlite" else "%s"
+        self._conn: Any = None
+        self._closed = False
         self._create_schema()
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _sql(self, statement: str) -> str:
-        return statement.replace("?", self._ph) if self._ph != "?" else statement
+        ph = self.dialect.placeholder
+        return statement.replace("?", ph) if ph != "?" else statement
 
-    def _create_schema(self) -> None:
-        autoinc = (
-            "INTEGER PRIMARY KEY AUTOINCREMENT"
-            if self.dialect == "sqlite"
-            else "BIGSERIAL PRIMARY KEY"
-        )
-        with self._lock:
-            if self.dialect == "postgres":
-                cur = self._conn.cursor()
-                # one creator at a time: concurrent CREATE IF NOT EXISTS can race in Postgres
-                cur.execute("SELECT pg_advisory_xact_lock(7716201)")
-            else:
-                cur = self._conn.cursor()
-            for statement in _SCHEMA:
-                cur.execute(statement.format(autoinc=autoinc))
-            self._conn.commit()
+    def _connection(self) -> Any:
+        conn = self._conn
+        if conn is not None and not (getattr(conn, "broken", False) or conn.closed):
+            return conn
+        if self._closed:
+            raise StorageError(f"instance database {self.url} is closed")
+        if conn is not None:
+            # a dead connection (server restart, network): drop it and open another
+            self._conn = None
+            try:
+                conn.close()
+            except Exception:
+                pass
+        self._conn = self._connect()
+        return self._conn
 
-    def _execute(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.rollback()
+        except Exception:
+            # the connection is unusable; _connection() replaces it next time
+            try:
+                conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _run(self, work: Callable[[Any], T], write: bool) -> T:
+        """Run ``work(cursor)`` in one transaction, committed on success, rolled back otherwise."""
         with self._lock:
-            for attempt in range(50):
+            delay = _RETRY_DELAY
+            for attempt in range(_RETRIES + 1):
+                committing = connected = False
                 try:
-                    cur = self._conn.cursor()
-                    cur.execute(self._sql(statement), params)
-                    rows = cur.fetchall() if cur.description else []
+                    cur = self._connection().cursor()
+                    connected = True
+                    if write and self.dialect.begin_write:
+                        cur.execute(self.dialect.begin_write)
+                    result = work(cur)
+                    committing = True
                     self._conn.commit()
-                    return rows
-                except sqlite3.OperationalError as exc:
-                    self._conn.rollback()
-                    if "locked" not in str(exc) or attempt == 49:
-                        raise StorageError(f"instance database {self.url}: {exc}") from exc
-                    time.sleep(0.05)
+                    return result
+                except BaseException as exc:
+                    self._rollback()
+                    if not isinstance(exc, self.dialect.driver_errors):
+                        raise
+                    lost = connected and (
+                        self._conn is None or getattr(self._conn, "broken", False)
+                    )
+                    if lost and committing:
+                        raise StorageError(
+                            f"instance database {self.url}: the connection was lost while "
+                            f"committing; the write may or may not have been stored: "
+                            f"{type(exc).__name__}: {self._redact(str(exc))}"
+                        ) from exc
+                    retry = self.dialect.is_transient(exc) or (lost and not self._closed)
+                    if not retry or attempt == _RETRIES:
+                        raise StorageError(
+                            f"instance database {self.url}: {type(exc).__name__}: "
+                            f"{self._redact(str(exc)).strip()}"
+                        ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_DELAY)
         raise AssertionError("unreachable")
 
-    def _write_many(self, batches: Iterable[tuple[str, list[Sequence[Any]]]]) -> None:
-        batches = [(s, rows) for s, rows in batches if rows]
-        if not batches:
+    def _execute(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        """One read; returns its rows."""
+        sql = self._sql(statement)
+
+        def work(cur: Any) -> list[Any]:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+        return self._run(work, write=False)
+
+    def _write_many(self, batches: Iterable[Batch]) -> None:
+        """Every statement of every batch in one write transaction (nothing if all are empty)."""
+        todo = [(self._sql(s), rows) for s, rows in batches if rows]
+        if not todo:
             return
-        with self._lock:
-            for attempt in range(50):
-                try:
-                    cur = self._conn.cursor()
-                    if self.dialect == "sqlite":
-                        cur.execute("BEGIN IMMEDIATE")
-                    for statement, rows in batches:
-                        cur.executemany(self._sql(statement), rows)
-                    self._conn.commit()
-                    return
-                except sqlite3.OperationalError as exc:
-                    self._conn.rollback()
-                    if "locked" not in str(exc) or attempt == 49:
-                        raise StorageError(f"instance database {self.url}: {exc}") from exc
-                    time.sleep(0.05)
+
+        def work(cur: Any) -> None:
+            for statement, rows in todo:
+                if len(rows) == 1:
+                    cur.execute(statement, rows[0])
+                else:
+                    cur.executemany(statement, rows)
+
+        self._run(work, write=True)
+
+    def _create_schema(self) -> None:
+        statements = [s.format(autoinc=self.dialect.autoinc) for s in _SCHEMA]
+        lock = self.dialect.schema_lock
+
+        def work(cur: Any) -> None:
+            if lock:
+                cur.execute(lock)
+            for statement in statements:
+                cur.execute(statement)
+
+        self._run(work, write=True)
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._closed = True
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
 
     # -- runs -------------------------------------------------------------------------------
 
     def add_run(self, run: RunRecord) -> None:
-        self._execute(
-            "INSERT INTO runs (run_id, job_name, status, tags, run_config, parent_run_id, root_run_id, step_selection, start_time, end_time) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                run.run_id,
-                run.job_name,
-                run.status.value,
-                json.dumps(dict(run.tags)),
-                json.dumps(run.run_config, default=str),
-                run.parent_run_id,
-                run.root_run_id,
-                json.dumps(run.step_selection) if run.step_selection is not None else None,
-                run.start_time,
-                run.end_time,
-            ),
+        row = (
+            run.run_id,
+            run.job_name,
+            run.status.value,
+            json.dumps(dict(run.tags)),
+            json.dumps(run.run_config, default=str),
+            run.parent_run_id,
+            run.root_run_id,
+            json.dumps(run.step_selection) if run.step_selection is not None else None,
+            run.start_time,
+            run.end_time,
+        )
+        self._write_many(
+            [(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", [row])]
         )
 
     def update_run_status(self, run_id: str, status: RunStatus, end_time: float | None) -> None:
-        self._execute(
-            "UPDATE runs SET status = ?, end_time = ? WHERE run_id = ?",
-            (status.value, end_time, run_id),
+        self._write_many(
+            [
+                (
+                    "UPDATE runs SET status = ?, end_time = ? WHERE run_id = ?",
+                    [(status.value, end_time, run_id)],
+                )
+            ]
         )
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        rows = self._execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        """The run with this id, else the only run whose id starts with it (None if 0 or >1)."""
+        if not run_id:
+            return None
+        rows = self._execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
+            # substr, not LIKE: LIKE is case-insensitive in SQLite and treats '_' as a wildcard
             rows = self._execute(
-                "SELECT * FROM runs WHERE run_id LIKE ? ORDER BY start_time DESC", (run_id + "%",)
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE substr(run_id, 1, CAST(? AS INTEGER)) = ? "
+                "LIMIT 2",
+                (len(run_id), run_id),
             )
             if len(rows) != 1:
                 return None
@@ -159,7 +287,8 @@ class SqlInstanceStorage:
             params.append(status.value)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._execute(
-            f"SELECT * FROM runs {clause} ORDER BY start_time DESC LIMIT ?", (*params, limit)
+            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY start_time DESC LIMIT ?",
+            (*params, limit),
         )
         return [_run_from_row(r) for r in rows]
 
@@ -173,54 +302,49 @@ class SqlInstanceStorage:
 
     # -- events and index -------------------------------------------------------------------
 
-    def store(
-        self,
-        events: Sequence[Event],
-        index_entries: Sequence[tuple[str, str, Address, float, int | None]],
-    ) -> None:
-        """Store events and (output_key, version, address, created_at, size) index rows at once."""
+    def store(self, events: Sequence[Event], index_entries: Sequence[IndexEntry]) -> None:
+        """Store events and index entries in one transaction."""
         event_rows = [
-            (
-                e.run_id,
-                e.step_key,
-                e.event_type.value,
-                e.timestamp,
-                e.message,
-                json.dumps(e.data, default=str),
-            )
+            (e.run_id, e.step_key, e.event_type.value, e.timestamp, e.message, json.dumps(e.data, default=str))
             for e in events
         ]
         upsert = (
-            "INSERT INTO output_index (output_key, version, address, run_id, created_at, size_bytes) VALUES (?,?,?,?,?,?) "
-            "ON CONFLICT (output_key, version) DO UPDATE SET address = excluded.address, run_id = excluded.run_id, "
-            "created_at = excluded.created_at, size_bytes = excluded.size_bytes"
+            "INSERT INTO output_index (output_key, version, address, run_id, created_at, size_bytes, recipe) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (output_key, version) DO UPDATE SET "
+            "address = excluded.address, run_id = excluded.run_id, created_at = excluded.created_at, "
+            "size_bytes = excluded.size_bytes, recipe = excluded.recipe"
         )
-        index_rows = [
-            (k, v, json.dumps(a.to_dict()), a.run_id, t, s) for k, v, a, t, s in index_entries
-        ]
-        self._write_many(
-            [
-                (
-                    "INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) VALUES (?,?,?,?,?,?)",
-                    event_rows,
-                ),
-                (upsert, index_rows),
-            ]
+        # rows in key order: two writers upserting overlapping keys then lock them in the same
+        # order, so Postgres never has to pick a deadlock victim
+        index_rows = sorted(
+            (
+                e.output_key,
+                e.version,
+                json.dumps(e.address.to_dict()),
+                e.address.run_id,
+                e.created_at,
+                e.size_bytes,
+                json.dumps(e.recipe, default=str) if e.recipe is not None else None,
+            )
+            for e in index_entries
         )
+        insert_events = "INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) VALUES (?,?,?,?,?,?)"
+        self._write_many([(insert_events, event_rows), (upsert, index_rows)])
 
     def get_events(
         self, run_id: str, event_types: Sequence[EventType] | None = None
     ) -> list[Event]:
+        columns = "run_id, step_key, event_type, timestamp, message, data"
         if event_types:
             marks = ",".join("?" * len(event_types))
             rows = self._execute(
-                f"SELECT run_id, step_key, event_type, timestamp, message, data FROM events WHERE run_id = ? AND event_type IN ({marks}) ORDER BY id",
+                f"SELECT {columns} FROM events WHERE run_id = ? AND event_type IN ({marks}) "
+                "ORDER BY id",
                 (run_id, *[t.value for t in event_types]),
             )
         else:
             rows = self._execute(
-                "SELECT run_id, step_key, event_type, timestamp, message, data FROM events WHERE run_id = ? ORDER BY id",
-                (run_id,),
+                f"SELECT {columns} FROM events WHERE run_id = ? ORDER BY id", (run_id,)
             )
         return [Event(EventType(r[2]), r[0], r[3], r[1], r[4], json.loads(r[5])) for r in rows]
 
@@ -238,36 +362,42 @@ class SqlInstanceStorage:
                 found[(key, version)] = Address.from_dict(json.loads(address))
         return found
 
-    def latest_versions(self, output_keys: Iterable[str]) -> dict[str, tuple[str, float]]:
-        """For each output key, its most recently stored version and when (for ``explain``)."""
+    def entries_for_keys(self, output_keys: Iterable[str]) -> list[IndexEntry]:
+        """Every stored version of these outputs: one query per few hundred keys."""
         keys = list(dict.fromkeys(output_keys))
-        result: dict[str, tuple[str, float]] = {}
+        found: list[IndexEntry] = []
         for i in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[i : i + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for key, version, created in self._execute(
-                f"SELECT output_key, version, created_at FROM output_index WHERE output_key IN ({marks})",
-                chunk,
-            ):
-                if key not in result or created > result[key][1]:
-                    result[key] = (version, created)
+            rows = self._execute(f"SELECT {_ENTRY_COLUMNS} FROM output_index WHERE output_key IN ({marks})", chunk)
+            found.extend(_entry_from_row(r) for r in rows)
+        return found
+
+    def latest_versions(self, output_keys: Iterable[str]) -> dict[str, tuple[str, float]]:
+        """For each output key, its most recently stored version and when."""
+        result: dict[str, tuple[str, float]] = {}
+        for entry in self.entries_for_keys(output_keys):
+            known = result.get(entry.output_key)
+            if known is None or entry.created_at > known[1]:
+                result[entry.output_key] = (entry.version, entry.created_at)
         return result
 
-    def index_entries(self) -> list[tuple[str, str, Address, float, int | None]]:
-        rows = self._execute(
-            "SELECT output_key, version, address, created_at, size_bytes FROM output_index"
-        )
-        return [(k, v, Address.from_dict(json.loads(a)), t, s) for k, v, a, t, s in rows]
+    def index_entries(self) -> list[IndexEntry]:
+        rows = self._execute(f"SELECT {_ENTRY_COLUMNS} FROM output_index")
+        return [_entry_from_row(r) for r in rows]
 
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
-        self._write_many(
-            [
-                (
-                    "DELETE FROM output_index WHERE output_key = ? AND version = ?",
-                    [tuple(k) for k in keys],
-                )
-            ]
-        )
+        delete = "DELETE FROM output_index WHERE output_key = ? AND version = ?"
+        self._write_many([(delete, [tuple(k) for k in keys])])
+
+
+_ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe"
+
+
+def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
+    key, version, address, created, size, recipe = row
+    parsed = json.loads(recipe) if recipe else None
+    return IndexEntry(key, version, Address.from_dict(json.loads(address)), created, size, parsed)
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
@@ -286,26 +416,52 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
     )
 
 
+# -- SQLite -----------------------------------------------------------------------------------
+
+
+def _sqlite_transient(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    placeholder="?",
+    autoinc="INTEGER PRIMARY KEY AUTOINCREMENT",
+    begin_write="BEGIN IMMEDIATE",
+    driver_errors=(sqlite3.Error,),
+    is_transient=_sqlite_transient,
+)
+
+
 def sqlite_storage(path: str) -> SqlInstanceStorage:
     """SQLite in WAL mode: readers never block the writer; several processes may share the file."""
 
-    def connect() -> sqlite3.Connection:
-        # autocommit; multi-statement writes issue BEGIN IMMEDIATE themselves
+    def connect() -> _AutocommitSqlite:
+        # autocommit; write transactions issue BEGIN IMMEDIATE themselves, so a writer takes the
+        # lock up front and waits for it (busy timeout) instead of failing half-way
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        if path != ":memory:":
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
+        try:
+            if path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except BaseException:
+            conn.close()
+            raise
         return _AutocommitSqlite(conn)
 
-    return SqlInstanceStorage(connect, "sqlite", path)
+    return SqlInstanceStorage(connect, SQLITE, f"sqlite:///{path}")
 
 
 class _AutocommitSqlite:
     """sqlite3 in autocommit mode with explicit BEGIN; ``commit``/``rollback`` are no-ops outside one."""
 
+    broken = False
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.closed = False
 
     def cursor(self) -> sqlite3.Cursor:
         return self._conn.cursor()
@@ -319,33 +475,76 @@ class _AutocommitSqlite:
             self._conn.execute("ROLLBACK")
 
     def close(self) -> None:
+        self.closed = True
         self._conn.close()
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
 
 
 def postgres_storage(url: str) -> SqlInstanceStorage:
     """PostgreSQL through psycopg 3 (``pip install memodag[postgres]``)."""
+    display = redact_url(url)
     try:
         import psycopg
+        import psycopg.errors
     except ImportError as exc:
         raise StorageError(
-            "a PostgreSQL instance needs psycopg: pip install 'memodag[postgres]'"
+            f"a PostgreSQL instance ({display}) needs psycopg: pip install 'memodag[postgres]'"
         ) from exc
+
+    secrets = _passwords(url)
+    options: dict[str, Any] = {}
+    if "connect_timeout" not in url:
+        # an unreachable host otherwise hangs the run for the OS's TCP timeout (minutes)
+        options["connect_timeout"] = 10
 
     def connect() -> Any:
         try:
-            return psycopg.connect(url)
-        except psycopg.OperationalError as exc:
+            return psycopg.connect(url, **options)
+        except psycopg.Error as exc:
+            message = str(exc).strip()
+            for secret in secrets:
+                message = message.replace(secret, "***")
             raise StorageError(
-                f"cannot connect to the PostgreSQL instance at {_redact(url)}: {exc}"
-            ) from exc
+                f"cannot connect to the PostgreSQL instance at {display}: {message}"
+            ) from None
 
-    return SqlInstanceStorage(connect, "postgres", _redact(url))
+    transient_errors = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+    dialect = Dialect(
+        name="postgres",
+        placeholder="%s",
+        autoinc="BIGSERIAL PRIMARY KEY",
+        begin_write=None,  # psycopg opens a transaction with the first statement
+        driver_errors=(psycopg.Error,),
+        is_transient=lambda exc: isinstance(exc, transient_errors),
+        schema_lock="SELECT pg_advisory_xact_lock(7716201)",
+    )
+    return SqlInstanceStorage(connect, dialect, display, url, secrets)
 
 
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}@{host}"
-    return url
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and ``Instance.url``)."""
+    if "://" not in url:
+        return re.sub(r"(?i)(password\s*=\s*)\S+", r"\1***", url)
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        user, has_password, _ = creds.partition(":")
+        netloc = f"{user}:***@{host}" if has_password else f"{user}@{host}"
+    query = re.sub(r"(?i)((?:^|&)password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _passwords(url: str) -> list[str]:
+    found = []
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.password:
+            found.append(parts.password)
+        found += re.findall(r"(?i)(?:^|&)password=([^&]+)", parts.query)
+    else:
+        found += re.findall(r"(?i)password\s*=\s*(\S+)", url)
+    # the URL-encoded and decoded forms may both appear in a driver message
+    return sorted({p for f in found for p in (f, unquote(f)) if p}, key=len, reverse=True)

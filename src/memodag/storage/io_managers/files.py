@@ -2,11 +2,13 @@
 
 The manager decides the path and the format; a ``FileStore`` moves the bytes atomically (a
 temporary name renamed into place, or one whole-object upload), so a crash mid-write never
-leaves something at the final path.
+leaves something at the final path. Local writes are not fsync'ed: they survive a crashed
+process, not a crashed machine (an fsync per output would cost more than the whole step budget).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -14,15 +16,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from memodag.errors import DefinitionError, StorageError
 from memodag.storage.io_manager import InputContext, MemoizableIOManager, OutputContext
-from memodag.storage.serializers import Serializer, get_serializer, serializer_for_out
+from memodag.storage.serializers import CUSTOM, Serializer, get_serializer, serializer_for_out
+
+#: marks a local temporary file; a crashed writer may leave one beside the target, never at it
+TMP_MARK = ".tmp-"
 
 
 class FileStore(ABC):
     """Moves bytes to and from paths under one root; every write is all-or-nothing."""
 
     @abstractmethod
-    def write(self, path: str, dump: Callable[[BinaryIO], None]) -> None: ...
+    def write(self, path: str, dump: Callable[[BinaryIO], None]) -> None:
+        """Call ``dump(file)`` and make its bytes appear at ``path`` whole, or not at all."""
 
     @abstractmethod
     def open_read(self, path: str) -> BinaryIO: ...
@@ -34,7 +41,8 @@ class FileStore(ABC):
     def join(self, *parts: str) -> str: ...
 
     @abstractmethod
-    def uri(self, path: str) -> str: ...
+    def uri(self, path: str) -> str:
+        """The address recorded for ``path`` (what ``path_of`` turns back into the path)."""
 
     @abstractmethod
     def path_of(self, uri: str) -> str: ...
@@ -50,6 +58,7 @@ class LocalFileStore(FileStore):
     """Local disk: write to a unique temporary name beside the target, then ``os.replace``."""
 
     def __init__(self) -> None:
+        # directories already made by this store: saves a makedirs syscall per output
         self._made: set[str] = set()
 
     def write(self, path: str, dump: Callable[[BinaryIO], None]) -> None:
@@ -57,16 +66,20 @@ class LocalFileStore(FileStore):
         if directory not in self._made:
             os.makedirs(directory, exist_ok=True)
             self._made.add(directory)
-        tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            with open(tmp, "wb") as file:
+            file = open(tmp, "wb")
+        except FileNotFoundError:
+            # the directory went away since we made it (gc, a user cleaning up): make it again
+            os.makedirs(directory, exist_ok=True)
+            file = open(tmp, "wb")
+        try:
+            with file:
                 dump(file)
             os.replace(tmp, path)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except FileNotFoundError:
-                pass
             raise
 
     def open_read(self, path: str) -> BinaryIO:
@@ -91,15 +104,18 @@ class LocalFileStore(FileStore):
             return None
 
     def delete(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 class FsspecFileStore(FileStore):
     """Any fsspec filesystem (``s3://``, ``memory://``, ...): serialize to a local temporary file,
-    then upload it whole, so a failing serializer never leaves a partial object."""
+    then upload it whole, so a failing serializer never leaves a partial object.
+
+    (Writing through ``fs.open(path, "wb")`` would not do: closing it, which happens even when
+    the writer raises, uploads whatever was buffered.) Listing caches are dropped for a path
+    before asking about it, so an object written by another process is never reported missing.
+    """
 
     def __init__(self, fs: Any, protocol: str) -> None:
         self.fs = fs
@@ -110,22 +126,23 @@ class FsspecFileStore(FileStore):
             dump(tmp)  # type: ignore[arg-type]
             tmp.flush()
             self.fs.put_file(tmp.name, path)
+        self.fs.invalidate_cache(path)
 
     def open_read(self, path: str) -> BinaryIO:
+        self.fs.invalidate_cache(path)
         return self.fs.open(path, "rb")
 
     def exists(self, path: str) -> bool:
+        self.fs.invalidate_cache(path)
         return bool(self.fs.exists(path))
 
     def join(self, *parts: str) -> str:
         return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
 
     def uri(self, path: str) -> str:
-        return (
-            f"{self.protocol}://{path.lstrip('/')}"
-            if self.protocol != "memory"
-            else f"memory://{path}"
-        )
+        if self.protocol == "memory":
+            return f"memory://{path}"
+        return f"{self.protocol}://{path.lstrip('/')}"
 
     def path_of(self, uri: str) -> str:
         return self.fs._strip_protocol(uri)
@@ -133,20 +150,23 @@ class FsspecFileStore(FileStore):
     def size(self, path: str) -> int | None:
         try:
             return int(self.fs.size(path))
-        except (OSError, FileNotFoundError):
+        except OSError:
             return None
 
     def delete(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(path)
-        except FileNotFoundError:
-            pass
+        self.fs.invalidate_cache(path)
 
 
 class PathIOManager(MemoizableIOManager):
     """Stores each output as one file: ``<base>/<run_id>/<step_key>/<output>[/<piece>]<ext>``, or
     with ``versioned=True`` ``<base>/<step_key>/<output>[/<piece>]/<version><ext>`` so a memoized
-    run finds it by version alone."""
+    run finds it by version alone.
+
+    The format of an output is, in order: its ``Out(write=, read=)`` pair, its
+    ``Out(serializer=)``, the manager's default. Loading uses the format recorded in the address.
+    """
 
     #: outputs recorded in the instance index can be trusted to exist at their address
     uses_instance_index = True
@@ -163,19 +183,22 @@ class PathIOManager(MemoizableIOManager):
         out = context.out
         if out is None or (out.write is None and out.serializer is None):
             return self.default_serializer
-        return serializer_for_out(out)
+        try:
+            return serializer_for_out(out)
+        except DefinitionError as exc:
+            raise DefinitionError(f"output '{context.step_key}.{context.name}': {exc}") from None
 
     def path_for(self, context: OutputContext, serializer: Serializer | None = None) -> str:
+        """Where the output named by ``context`` is (or would be) stored."""
         ext = (serializer or self._serializer(context)).extension
         parts = [context.step_key, context.name]
         if context.mapping_key is not None:
             parts.append(context.mapping_key)
         if self.versioned:
             if not context.version:
-                from memodag.errors import StorageError
-
                 raise StorageError(
-                    f"versioned io manager needs a version for output '{context.step_key}.{context.name}'; give the op a version or the job a version_strategy"
+                    f"versioned io manager needs a version for output '{context.step_key}.{context.name}'; "
+                    "give the op a version or the job a version_strategy"
                 )
             return self.store.join(self.base, *parts, context.version + ext)
         parts[-1] += ext
@@ -195,6 +218,12 @@ class PathIOManager(MemoizableIOManager):
         address = context.address
         serializer = self._serializer(upstream)
         if address is not None and address.serializer and address.serializer != serializer.name:
+            if address.serializer == CUSTOM:
+                raise StorageError(
+                    f"output '{upstream.step_key}.{upstream.name}' at {address.uri} was written "
+                    "by a custom write function; reading it needs the Out(write=..., read=...) "
+                    "that wrote it"
+                )
             serializer = get_serializer(address.serializer)
         path = (
             self.store.path_of(address.uri)

@@ -10,6 +10,22 @@ from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.errors import StorageError
 from memodag.storage.io_managers.files import FsspecFileStore, LocalFileStore, PathIOManager
 
+_S3_PROTOCOLS = ("s3", "s3a")
+
+
+def _filesystem_options(protocol: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The user's options plus defaults that keep one manager's view of the store fresh.
+
+    fsspec hands out one cached filesystem per set of options, listing cache included; a fresh
+    instance per manager keeps runs (and tests) from seeing each other's stale listings. For S3
+    the listing cache is off: ``exists`` must see objects other processes wrote a moment ago.
+    """
+    options = dict(storage_options or {})
+    options.setdefault("skip_instance_cache", True)
+    if protocol in _S3_PROTOCOLS:
+        options.setdefault("use_listings_cache", False)
+    return options
+
 
 def make_object_store_manager(
     base_url: str,
@@ -18,22 +34,31 @@ def make_object_store_manager(
     versioned: bool = False,
 ) -> PathIOManager:
     """A path io manager writing under ``base_url``; local URLs use atomic renames on disk."""
+    from fsspec.core import url_to_fs
+
+    protocol = base_url.split("://", 1)[0].lower() if "://" in base_url else "file"
     try:
-        from fsspec.core import url_to_fs
-    except ImportError as exc:  # pragma: no cover - fsspec is a core dependency
-        raise StorageError("object_store_io_manager needs fsspec: pip install fsspec") from exc
-    protocol = base_url.split("://", 1)[0] if "://" in base_url else "file"
-    try:
-        fs, root = url_to_fs(base_url, **(storage_options or {}))
+        fs, root = url_to_fs(base_url, **_filesystem_options(protocol, storage_options))
     except ImportError as exc:
         extra = (
-            "memodag[s3]" if protocol in ("s3", "s3a") else f"the fsspec driver for {protocol}://"
+            "pip install 'memodag[s3]' (s3fs)"
+            if protocol in _S3_PROTOCOLS
+            else f"the fsspec driver for {protocol}://"
         )
         raise StorageError(
             f"object_store_io_manager: base_url {base_url!r} needs {extra}: {exc}"
         ) from exc
+    except (ValueError, TypeError) as exc:
+        raise StorageError(
+            f"object_store_io_manager: cannot open base_url {base_url!r} "
+            f"(expected file:///path, memory://name or s3://bucket/prefix): {exc}"
+        ) from exc
     if protocol == "file":
         return PathIOManager(LocalFileStore(), root, serializer, versioned)
+    if protocol != "memory" and not root.strip("/"):
+        raise StorageError(
+            f"object_store_io_manager: base_url {base_url!r} names no bucket or directory"
+        )
     return PathIOManager(FsspecFileStore(fs, protocol), root, serializer, versioned)
 
 

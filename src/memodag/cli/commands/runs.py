@@ -1,0 +1,272 @@
+"""``memodag runs``: the runs the instance holds, and what each step of one run did."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from memodag.storage.instance import Event, Instance, RunRecord
+
+RUN_STATUSES = ("STARTED", "SUCCESS", "FAILURE", "CANCELED")
+
+
+@click.group()
+def runs() -> None:
+    """Inspect the runs kept in the instance ($MEMODAG_HOME or $MEMODAG_INSTANCE_URL)."""
+
+
+@runs.command("list")
+@click.option("-n", "--limit", default=20, show_default=True, help="Show at most N runs.")
+@click.option("-j", "--job", "job_name", metavar="NAME", help="Only runs of this job.")
+@click.option(
+    "-s",
+    "--status",
+    type=click.Choice(RUN_STATUSES, case_sensitive=False),
+    help="Only runs with this status.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_runs(limit: int, job_name: str | None, status: str | None, as_json: bool) -> None:
+    """List runs, newest first."""
+    from memodag.storage.instance import RunStatus
+
+    with _instance() as instance:
+        records = instance.get_runs(limit, job_name, RunStatus(status.upper()) if status else None)
+    if as_json:
+        from memodag.cli.console import echo_json
+
+        echo_json([run_to_dict(r) for r in records])
+        return
+    from rich.table import Table
+
+    from memodag.cli.console import (
+        format_duration,
+        format_time,
+        make_console,
+        short_id,
+        styled_status,
+    )
+
+    console = make_console()
+    if not records:
+        console.print("No runs found.")
+        return
+    table = Table()
+    table.add_column("Run ID", no_wrap=True, style="bold")
+    table.add_column("Job", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Started", no_wrap=True)
+    table.add_column("Duration", justify="right", no_wrap=True)
+    table.add_column("Parent", no_wrap=True)
+    for run in records:
+        table.add_row(
+            short_id(run.run_id),
+            _escape(run.job_name),
+            styled_status(run.status.value),
+            format_time(run.start_time),
+            format_duration(run.duration),
+            short_id(run.parent_run_id),
+        )
+    console.print(table)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def show_run(run_id: str, as_json: bool) -> None:
+    """Show run RUN_ID (an id or a unique prefix): its steps, statuses, durations, attempts and
+    where each output was stored."""
+    with _instance() as instance:
+        record = _find_run(instance, run_id)
+        steps = summarize_steps(instance.get_events(record.run_id))
+    if as_json:
+        from memodag.cli.console import echo_json
+
+        echo_json({"run": run_to_dict(record), "steps": steps})
+        return
+    _print_run(record, steps)
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def run_to_dict(run: RunRecord) -> dict[str, Any]:
+    from memodag.cli.console import iso_time
+
+    return {
+        "run_id": run.run_id,
+        "job_name": run.job_name,
+        "status": run.status.value,
+        "start_time": iso_time(run.start_time),
+        "end_time": iso_time(run.end_time),
+        "duration": run.duration,
+        "parent_run_id": run.parent_run_id,
+        "root_run_id": run.root_run_id,
+        "step_selection": run.step_selection,
+        "tags": dict(run.tags),
+        "run_config": run.run_config,
+    }
+
+
+def summarize_steps(events: list[Event]) -> list[dict[str, Any]]:
+    """One dict per step, in the order steps first appear in the event log.
+
+    Each has ``step_key``, ``status`` (success, failed, skipped, memoized, or running when the
+    log ends mid-step), ``attempts``, ``duration`` (seconds, the last attempt), ``start_time``,
+    ``outputs`` (name -> address dict), ``error`` and ``message``.
+    """
+    from memodag.cli.console import iso_time
+
+    steps: dict[str, dict[str, Any]] = {}
+    for event in events:
+        key = event.step_key
+        if key is None:
+            continue
+        step = steps.get(key)
+        if step is None:
+            step = steps[key] = {
+                "step_key": key,
+                "status": "running",
+                "attempts": 0,
+                "duration": None,
+                "start_time": None,
+                "outputs": {},
+                "error": None,
+                "message": "",
+            }
+        kind = event.event_type.value
+        data = event.data or {}
+        if kind == "STEP_START":
+            step["attempts"] = max(step["attempts"], int(data.get("attempt", 0)) + 1)
+            step["status"] = "running"
+            step["start_time"] = step["start_time"] or iso_time(event.timestamp)
+        elif kind == "STEP_SUCCESS":
+            step["status"] = "success"
+            step["duration"] = data.get("duration")
+        elif kind == "STEP_FAILURE":
+            step["status"] = "failed"
+            step["duration"] = data.get("duration")
+            step["error"] = data.get("error")
+            step["message"] = event.message
+        elif kind == "STEP_RETRY":
+            step["status"] = "retrying"
+            step["message"] = event.message
+        elif kind == "STEP_SKIPPED":
+            step["status"] = "skipped"
+            step["message"] = event.message
+        elif kind == "STEP_MEMOIZED":
+            step["status"] = "memoized"
+            step["start_time"] = step["start_time"] or iso_time(event.timestamp)
+            for name, address in (data.get("addresses") or {}).items():
+                step["outputs"][_output_label(name, address)] = address
+        elif kind == "HANDLED_OUTPUT":
+            address = data.get("address") or {}
+            name = data.get("output") or address.get("output_name") or "result"
+            step["outputs"][_output_label(name, address)] = address
+    return list(steps.values())
+
+
+def _output_label(name: str, address: dict[str, Any]) -> str:
+    key = address.get("mapping_key")
+    return f"{name}[{key}]" if key is not None else name
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def _print_run(record: RunRecord, steps: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    from memodag.cli.console import (
+        format_duration,
+        format_time,
+        make_console,
+        short_id,
+        styled_status,
+    )
+
+    console = make_console()
+    console.print(f"[bold]Run {record.run_id}[/bold]  {styled_status(record.status.value)}")
+    details = [
+        ("Job", record.job_name),
+        ("Started", format_time(record.start_time)),
+        ("Ended", format_time(record.end_time)),
+        ("Duration", format_duration(record.duration)),
+        ("Parent", record.parent_run_id or ""),
+        ("Steps selected", ", ".join(record.step_selection or [])),
+        ("Tags", ", ".join(f"{k}={v}" for k, v in sorted(record.tags.items()))),
+    ]
+    for label, value in details:
+        if value:
+            console.print(f"  {label}: {_escape(value)}")
+    if not steps:
+        console.print("No step events recorded.")
+        return
+    table = Table()
+    table.add_column("Step", no_wrap=True, style="bold")
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Attempts", justify="right")
+    table.add_column("Duration", justify="right", no_wrap=True)
+    table.add_column("Outputs / error", overflow="fold")
+    for step in steps:
+        if step["outputs"]:
+            detail = "\n".join(
+                f"{label}: {_where(address)}" for label, address in step["outputs"].items()
+            )
+        else:
+            detail = step["message"]
+        table.add_row(
+            _escape(step["step_key"]),
+            styled_status(step["status"]),
+            str(step["attempts"] or ""),
+            format_duration(step["duration"]),
+            _escape(detail),
+        )
+    console.print(table)
+    if record.parent_run_id and record.step_selection:
+        console.print(
+            f"Steps not selected loaded their inputs from run {short_id(record.parent_run_id)}.",
+            style="dim",
+        )
+
+
+def _where(address: dict[str, Any]) -> str:
+    uri = address.get("uri")
+    if uri:
+        return str(uri)
+    return f"(io manager '{address.get('io_manager_key')}', no URI)"
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+# -- instance -----------------------------------------------------------------------------
+
+
+class _instance:
+    """``with _instance() as instance``: the default instance, closed afterwards."""
+
+    def __enter__(self) -> Instance:
+        from memodag.storage.instance import Instance
+
+        self.instance = Instance.get()
+        return self.instance
+
+    def __exit__(self, *exc: object) -> None:
+        self.instance.close()
+
+
+def _find_run(instance: Instance, run_id: str) -> RunRecord:
+    from memodag.cli.errors import CliError
+
+    record = instance.get_run(run_id)
+    if record is None:
+        raise CliError(
+            f"no run with id or unique id prefix '{run_id}' in {instance.url}",
+            hint="`memodag runs list` shows the runs.",
+        )
+    return record

@@ -1,0 +1,56 @@
+"""How the CLI reports user mistakes: a message on stderr and an exit code, no traceback.
+
+Exit codes: 0 success, 1 a failed run or an unexpected error, 2 a usage or config mistake.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO, Any
+
+import click
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+
+DEBUG_ENV = "MEMODAG_DEBUG"
+_DEBUG_META = "memodag.debug"
+
+
+def debug_enabled(ctx: click.Context | None = None) -> bool:
+    """Whether tracebacks are shown: ``--debug``, ``-v`` on run commands, or $MEMODAG_DEBUG=1."""
+    ctx = ctx or click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(_DEBUG_META):
+        return True
+    return os.environ.get(DEBUG_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def enable_debug(ctx: click.Context) -> None:
+    """Show tracebacks for the rest of this invocation (``ctx.meta`` is shared by all contexts)."""
+    ctx.meta[_DEBUG_META] = True
+
+
+class CliError(click.ClickException):
+    """A mistake the user can fix: printed as ``Error: message`` with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.hint = hint
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(click.style("Error: ", fg="red", bold=True) + self.format_message(), err=True)
+        if self.hint:
+            click.echo(click.style(self.hint, dim=True), err=True)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """2 for mistakes in definitions, config or the request; 1 for anything that went wrong running."""
+    from memodag.errors import ConfigError, DefinitionError, ExecutionError, StepExecutionError
+
+    if isinstance(exc, StepExecutionError):
+        return EXIT_RUN_FAILED
+    if isinstance(exc, ConfigError | DefinitionError | ExecutionError):
+        return EXIT_USAGE
+    return EXIT_RUN_FAILED

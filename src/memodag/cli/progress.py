@@ -1,0 +1,229 @@
+"""``RunProgress``: the event listener that shows a run as it executes.
+
+On a terminal: a live bar (steps done / total, the last step finished, elapsed time), with
+failures, retries and skips printed above it. Elsewhere (pipes, CI logs): one plain line per step
+event, e.g. ``✓ load 0.12s`` or ``✗ train: ValueError: ...``. It also keeps each step's state,
+from which the end-of-run summary is drawn.
+
+The total starts at the plan's step count and grows as mapped (dynamic) steps appear. A listener
+runs inside the engine loop, so nothing here may raise or block.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+    from memodag.storage.instance.records import Event
+
+DONE = frozenset({"success", "failed", "skipped", "memoized"})
+
+_UNICODE_SYMBOLS = {"success": "✓", "failed": "✗", "skipped": "-", "memoized": "○", "retry": "↻"}
+_ASCII_SYMBOLS = {"success": "ok", "failed": "X", "skipped": "-", "memoized": "o", "retry": "~"}
+_STYLES = {
+    "success": "green",
+    "failed": "red",
+    "skipped": "yellow",
+    "memoized": "cyan",
+    "retry": "yellow",
+}
+
+
+@dataclass
+class StepState:
+    """What the run has told us about one step so far."""
+
+    status: str = "running"
+    attempts: int = 0
+    duration: float | None = None
+    error: dict[str, Any] | None = None
+    message: str = ""
+
+
+class RunProgress:
+    """Listener for ``execute_job(listeners=[...])``; a context manager around the run."""
+
+    def __init__(
+        self,
+        console: Console,
+        job_name: str,
+        planned_steps: Iterable[str],
+        live: bool | None = None,
+        steps_pending: bool = False,
+    ) -> None:
+        self.console = console
+        self.job_name = job_name
+        self.planned = set(planned_steps)
+        self.live = console.is_terminal if live is None else live
+        self.steps_pending = steps_pending
+        self.steps: dict[str, StepState] = {}
+        self.run_id: str | None = None
+        self.started = time.monotonic()
+        self.ended: float | None = None
+        self._discovered = 0
+        self._last = ""
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        utf = (console.encoding or "").lower().replace("-", "").startswith("utf")
+        self._symbols = _UNICODE_SYMBOLS if utf else _ASCII_SYMBOLS
+
+    # -- counts for the summary ---------------------------------------------------------------
+
+    @property
+    def total(self) -> int:
+        return len(self.planned) + self._discovered
+
+    @property
+    def done(self) -> int:
+        return sum(1 for s in self.steps.values() if s.status in DONE)
+
+    def counts(self) -> dict[str, int]:
+        result = {"executed": 0, "memoized": 0, "failed": 0, "skipped": 0}
+        names = {"success": "executed", "memoized": "memoized", "failed": "failed"}
+        for state in self.steps.values():
+            if state.status in names:
+                result[names[state.status]] += 1
+            elif state.status == "skipped":
+                result["skipped"] += 1
+        return result
+
+    def failures(self) -> list[tuple[str, StepState]]:
+        return [(k, s) for k, s in self.steps.items() if s.status == "failed"]
+
+    # -- context manager ------------------------------------------------------------------
+
+    def __enter__(self) -> RunProgress:
+        if self.live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self._description(), total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ended = time.monotonic()
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    # -- the listener -----------------------------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        try:
+            self._handle(event)
+        except Exception:
+            # a broken display must never fail the run it is showing
+            pass
+
+    def _handle(self, event: Event) -> None:
+        kind = event.event_type.value
+        key = event.step_key
+        data = event.data or {}
+        if kind == "RUN_START":
+            self.run_id = event.run_id
+            more = "+" if self.steps_pending else ""
+            self._line(
+                f"Run {event.run_id} started: job {self.job_name} ({self.total}{more} steps)"
+            )
+            return
+        if key is None:
+            return
+        state = self.steps.get(key)
+        if state is None:
+            state = self.steps[key] = StepState()
+            if key not in self.planned:
+                self._discovered += 1
+        if kind == "STEP_START":
+            state.status = "running"
+            state.attempts = int(data.get("attempt", 0)) + 1
+        elif kind == "STEP_SUCCESS":
+            state.status = "success"
+            state.duration = data.get("duration")
+            state.attempts = max(state.attempts, int(data.get("attempt", 0)) + 1)
+            self._step_line("success", f"{key} {_seconds(state.duration)}".rstrip(), quiet=True)
+        elif kind == "STEP_FAILURE":
+            state.status = "failed"
+            state.duration = data.get("duration")
+            state.error = dict(data.get("error") or {})
+            state.message = event.message
+            state.attempts = max(state.attempts, int(data.get("attempt", 0)) + 1)
+            self._step_line("failed", f"{key}: {event.message}")
+        elif kind == "STEP_RETRY":
+            state.status = "retrying"
+            self._step_line("retry", f"{key}: {event.message}")
+        elif kind == "STEP_SKIPPED":
+            state.status = "skipped"
+            state.message = event.message
+            self._step_line("skipped", f"{key} skipped: {event.message}")
+        elif kind == "STEP_MEMOIZED":
+            state.status = "memoized"
+            self._step_line("memoized", f"{key} memoized", quiet=True)
+        else:
+            return
+        self._last = key
+        self._refresh()
+
+    # -- drawing ------------------------------------------------------------------------------
+
+    def _description(self) -> str:
+        last = f" · {self._last}" if self._last else ""
+        return f"[bold]{self.job_name}[/bold]{_escape(last)}"
+
+    def _refresh(self) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(
+                self._task,
+                total=self.total,
+                completed=self.done,
+                description=self._description(),
+            )
+
+    def _step_line(self, kind: str, text: str, quiet: bool = False) -> None:
+        # On a terminal the bar shows progress; only what needs attention is printed above it.
+        if self.live and quiet:
+            return
+        from rich.text import Text
+
+        line = Text()
+        line.append(self._symbols[kind], style=_STYLES[kind])
+        line.append(" " + text)
+        self.console.print(line)
+
+    def _line(self, text: str) -> None:
+        from rich.text import Text
+
+        self.console.print(Text(text, style="bold"))
+
+
+def _seconds(value: Any) -> str:
+    from memodag.cli.console import format_duration
+
+    return format_duration(float(value)) if isinstance(value, int | float) else ""
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -1,0 +1,120 @@
+"""Admission of step attempts inside an executor: a global concurrency cap and limits by op tag.
+
+The engine submits whatever is ready while ``can_submit`` says so; an attempt whose tag limit is
+full waits here (in submission order) and starts when a slot frees. Pure bookkeeping, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from memodag.definitions.config import Field
+from memodag.engine.step import StepTask
+from memodag.errors import ConfigError
+
+TAG_CONCURRENCY_LIMITS_FIELD = Field(
+    [{"key": str, "value": Field(str, is_required=False), "limit": int}],
+    default_value=[],
+    description=(
+        "At most `limit` steps whose op tags have `key` (equal to `value` if given) run at once, "
+        'e.g. [{"key": "db", "limit": 2}].'
+    ),
+)
+
+
+@dataclass(frozen=True)
+class TagLimit:
+    """At most ``limit`` concurrent steps tagged ``key`` (with ``value``, if not None)."""
+
+    key: str
+    value: str | None
+    limit: int
+
+    def matches(self, tags: Mapping[str, str]) -> bool:
+        if self.key not in tags:
+            return False
+        return self.value is None or tags[self.key] == self.value
+
+
+def parse_tag_limits(raw: Sequence[Mapping[str, Any]], executor: str) -> tuple[TagLimit, ...]:
+    """Validated ``tag_concurrency_limits`` config entries."""
+    limits = []
+    errors = []
+    for i, entry in enumerate(raw or ()):
+        limit = entry["limit"]
+        if limit < 1:
+            errors.append(
+                f"execution.config ({executor}).tag_concurrency_limits.{i}.limit: expected an int >= 1, got {limit}"
+            )
+        limits.append(TagLimit(entry["key"], entry.get("value"), limit))
+    if errors:
+        raise ConfigError(errors)
+    return tuple(limits)
+
+
+class Admission:
+    """Which attempts may start now. Invariant: ``running <= max_concurrent`` and, for each tag
+    limit, at most ``limit`` running attempts match it. Attempts held back keep their order."""
+
+    def __init__(self, max_concurrent: int, limits: Sequence[TagLimit] = ()) -> None:
+        self.max_concurrent = max_concurrent
+        self.limits = tuple(limits)
+        self.running = 0
+        self.held: deque[StepTask] = deque()
+        self._used = [0] * len(self.limits)
+
+    @property
+    def in_flight(self) -> int:
+        return self.running + len(self.held)
+
+    def has_room(self) -> bool:
+        return self.running < self.max_concurrent
+
+    def offer(self, task: StepTask) -> bool:
+        """Take ``task`` in; True if it may start now, False if it is held until a slot frees."""
+        if self.has_room() and self._fits(task):
+            self._occupy(task, +1)
+            return True
+        self.held.append(task)
+        return False
+
+    def release(self, task: StepTask) -> list[StepTask]:
+        """``task`` finished: free its slots and return the held attempts that may start now."""
+        self._occupy(task, -1)
+        started: list[StepTask] = []
+        if not self.held:
+            return started
+        keep: deque[StepTask] = deque()
+        while self.held:
+            candidate = self.held.popleft()
+            if self.has_room() and self._fits(candidate):
+                self._occupy(candidate, +1)
+                started.append(candidate)
+            else:
+                keep.append(candidate)
+        self.held = keep
+        return started
+
+    def drain(self) -> list[StepTask]:
+        """Forget every held attempt (cancellation) and return them."""
+        held = list(self.held)
+        self.held.clear()
+        return held
+
+    def _fits(self, task: StepTask) -> bool:
+        return self._blocking(task) is None
+
+    def _blocking(self, task: StepTask) -> TagLimit | None:
+        for i, limit in enumerate(self.limits):
+            if limit.matches(task.tags) and self._used[i] >= limit.limit:
+                return limit
+        return None
+
+    def _occupy(self, task: StepTask, delta: int) -> None:
+        self.running += delta
+        for i, limit in enumerate(self.limits):
+            if limit.matches(task.tags):
+                self._used[i] += delta

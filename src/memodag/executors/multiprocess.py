@@ -1,0 +1,269 @@
+"""``multiprocess_executor``: step attempts in a pool of worker processes on this machine.
+
+The pool is memodag's own, small and single-threaded on the driver side: each worker holds one
+attempt at a time over a pipe, so when a worker dies (SIGKILL, out of memory) exactly its attempt
+fails and the others carry on; a fresh worker replaces it. Workers start with 'spawn' (or
+'forkserver'): forking a driver that holds database connections and threads is unsafe. Each
+worker receives the run's payload once, at start; per attempt only the ``StepTask`` travels.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from memodag.definitions.config import Field, Noneable
+from memodag.engine.step import StepOutcome, StepTask
+from memodag.errors import ConfigError
+from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
+from memodag.executors.limits import TAG_CONCURRENCY_LIMITS_FIELD, Admission, parse_tag_limits
+from memodag.executors.worker import (
+    describe_exit,
+    dumps_payload,
+    dumps_task,
+    load_outcome,
+    lost_attempt_outcome,
+    serve_pipe,
+)
+
+START_METHODS = ("spawn", "forkserver")
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Any
+    task: StepTask | None = None
+    started: float = 0.0
+
+
+class MultiprocessExecutor(Executor):
+    """Runs attempts in up to ``max_concurrent`` worker processes, started on demand.
+
+    Invariants: a worker holds at most one attempt; every submitted attempt ends in exactly one
+    outcome from ``wait`` (its own, or a failure naming how its worker died); ``wait`` never blocks
+    when nothing is running.
+    """
+
+    in_process = False
+
+    def __init__(self, max_concurrent: int, limits: Any = (), start_method: str = "spawn") -> None:
+        self.max_concurrent = max_concurrent
+        self.start_method = start_method
+        self._admission = Admission(max_concurrent, limits)
+        self._workers: list[_Worker] = []
+        self._done: list[StepOutcome] = []
+        self._names = itertools.count(1)
+        self._context: Any = None
+        self._run_id = ""
+        self._payload_bytes = b""
+        self._closed = False
+
+    def start(self, payload: RunPayload, runtime: Any) -> None:
+        import multiprocessing
+
+        self._context = multiprocessing.get_context(self.start_method)
+        self._run_id = payload.run_id
+        self._payload_bytes = dumps_payload(payload)
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit(self, task: StepTask) -> None:
+        if self._admission.offer(task):
+            self._dispatch(task)
+
+    def can_submit(self) -> bool:
+        return self._admission.has_room()
+
+    @property
+    def in_flight(self) -> int:
+        return self._admission.in_flight + len(self._done)
+
+    def _dispatch(self, task: StepTask) -> None:
+        started = time.time()
+        try:
+            message = dumps_task(task)
+        except Exception as exc:
+            self._finish_unsent(
+                task,
+                lost_attempt_outcome(
+                    task,
+                    started,
+                    f"step '{task.step_key}' could not be pickled for a worker process: {type(exc).__name__}: {exc}",
+                    exc,
+                ),
+            )
+            return
+        for _ in range(3):
+            worker = self._idle_worker()
+            try:
+                worker.conn.send_bytes(message)
+            except OSError:
+                self._retire(worker)  # it died while idle: not this step's fault
+                continue
+            worker.task, worker.started = task, started
+            return
+        self._finish_unsent(
+            task,
+            lost_attempt_outcome(
+                task, started, f"no worker process could be started for step '{task.step_key}'"
+            ),
+        )
+
+    def _idle_worker(self) -> _Worker:
+        for worker in list(self._workers):
+            if worker.task is None:
+                if worker.process.is_alive():
+                    return worker
+                self._retire(worker)
+        return self._spawn()
+
+    def _spawn(self) -> _Worker:
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=serve_pipe,
+            args=(child_end, self._run_id, self._payload_bytes),
+            name=f"memodag-worker-{next(self._names)}",
+            daemon=True,
+        )
+        process.start()
+        child_end.close()
+        worker = _Worker(process, parent_end)
+        self._workers.append(worker)
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+        worker.conn.close()
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(timeout=5)
+
+    def _finish_unsent(self, task: StepTask, outcome: StepOutcome) -> None:
+        self._done.append(outcome)
+        for admitted in self._admission.release(task):
+            self._dispatch(admitted)
+
+    # -- collecting -------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None) -> list[StepOutcome]:
+        from multiprocessing.connection import wait as wait_for
+
+        if self._done:
+            done, self._done = self._done, []
+            return done
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            busy = {}
+            for worker in self._workers:
+                if worker.task is not None:
+                    busy[worker.conn] = worker
+                    busy[worker.process.sentinel] = worker
+            if not busy:
+                return []
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = wait_for(list(busy), remaining)
+            outcomes: list[StepOutcome] = []
+            finished: list[StepTask] = []
+            for handle in ready:
+                worker = busy[handle]
+                if worker.task is None:
+                    continue  # both its pipe and its sentinel fired
+                finished.append(worker.task)
+                outcomes.append(self._collect(worker))
+            for task in finished:
+                for admitted in self._admission.release(task):
+                    self._dispatch(admitted)
+            outcomes.extend(self._done)
+            self._done = []
+            if outcomes or (deadline is not None and time.monotonic() >= deadline):
+                return outcomes
+
+    def _collect(self, worker: _Worker) -> StepOutcome:
+        task = worker.task
+        assert task is not None
+        worker.task = None
+        try:
+            # a result sent just before the process ended is still in the pipe
+            if worker.conn.poll():
+                return load_outcome(task, worker.started, worker.conn.recv_bytes())
+        except (EOFError, OSError):
+            pass
+        worker.process.join(timeout=5)
+        how = describe_exit(worker.process.exitcode)
+        pid = worker.process.pid
+        self._retire(worker)
+        return lost_attempt_outcome(
+            task,
+            worker.started,
+            f"worker process {pid} died ({how}) while running step '{task.step_key}' "
+            f"(attempt {task.attempt}); nothing it was writing was stored",
+        )
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def shutdown(self, cancel: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._admission.drain()
+        for worker in self._workers:
+            if cancel or worker.task is not None:
+                # an attempt still running when the run ends is abandoned: stop it now
+                worker.process.terminate()
+            else:
+                try:
+                    worker.conn.send_bytes(b"")
+                except OSError:
+                    pass
+        for worker in self._workers:
+            worker.process.join(timeout=5 if not cancel else 2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
+            worker.conn.close()
+        self._workers.clear()
+
+
+def _create(config: Mapping[str, Any]) -> Executor:
+    max_concurrent = config.get("max_concurrent") or os.cpu_count() or 1
+    if max_concurrent < 1:
+        raise ConfigError(
+            [
+                f"execution.config (multiprocess).max_concurrent: expected an int >= 1, got {max_concurrent}"
+            ]
+        )
+    start_method = config.get("start_method", "spawn")
+    if start_method not in START_METHODS:
+        raise ConfigError(
+            [
+                f"execution.config (multiprocess).start_method: expected one of {list(START_METHODS)}, got {start_method!r}"
+            ]
+        )
+    limits = parse_tag_limits(config.get("tag_concurrency_limits") or [], "multiprocess")
+    return MultiprocessExecutor(max_concurrent, limits, start_method)
+
+
+multiprocess_executor = ExecutorDefinition(
+    "multiprocess",
+    _create,
+    {
+        "max_concurrent": Field(
+            Noneable(int),
+            default_value=None,
+            description="Worker processes running steps at once; default one per core.",
+        ),
+        "start_method": Field(
+            str,
+            default_value="spawn",
+            description="How workers start: 'spawn' (default) or 'forkserver'; never 'fork'.",
+        ),
+        "tag_concurrency_limits": TAG_CONCURRENCY_LIMITS_FIELD,
+    },
+)
+"""Runs each step in a worker process; outputs must go to storage every process can reach."""

@@ -1,0 +1,212 @@
+"""Dynamic fan-out: turning mapped node templates into steps once a dynamic output's pieces exist.
+
+When a step with a ``DynamicOut`` finishes (or is found stored), its pieces' mapping keys are
+known; ``expand_mapped`` then clones every node mapped over that output once per key
+(``op[key]``; nested fan-outs ``op[k1,k2]``) and creates the collectors that gather them. Pure:
+it only adds steps to the plan. See docs/dynamic.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from memodag.errors import DefinitionError
+from memodag.plan.plan import (
+    DefaultSource,
+    ExecutionPlan,
+    ExecutionStep,
+    NodeSource,
+    OpNode,
+    StepInput,
+    StepOutputHandle,
+)
+
+
+def step_key_for(path: str, mapping_keys: Sequence[str]) -> str:
+    """``op`` for an unmapped node, ``op[k]`` for a clone, ``op[k1,k2]`` inside nested fan-outs."""
+    return f"{path}[{','.join(mapping_keys)}]" if mapping_keys else path
+
+
+def parse_step_key(step_key: str) -> tuple[str, tuple[str, ...]]:
+    """Inverse of ``step_key_for``."""
+    if step_key.endswith("]") and "[" in step_key:
+        path, keys = step_key[:-1].split("[", 1)
+        return path, tuple(keys.split(","))
+    return step_key, ()
+
+
+def check_collectors(nodes: Mapping[str, OpNode]) -> None:
+    """A node may gather (``.collect()``) pieces of one fan-out only."""
+    for node in nodes.values():
+        gathered = {
+            gathered_fan_out(nodes, s)
+            for s in node.inputs.values()
+            if isinstance(s, NodeSource) and s.mode == "collect"
+        }
+        if len(gathered) > 1:
+            raise DefinitionError(
+                f"node '{node.path}' collects from several fan-outs {sorted(gathered)}; collect each in its own op first"
+            )
+
+
+def gathered_fan_out(nodes: Mapping[str, OpNode], source: NodeSource) -> tuple[str, str]:
+    """The fan-out (dynamic node, output) whose pieces a collect input gathers: the collected
+    output itself if it is dynamic, else the innermost fan-out its node is mapped over."""
+    collected = nodes[source.node]
+    if collected.op_def.outs[source.output].is_dynamic:
+        return (source.node, source.output)
+    return collected.mapped_over[-1]
+
+
+def expand_mapped(
+    plan: ExecutionPlan, source: ExecutionStep, pieces: Mapping[str, Sequence[str]]
+) -> list[ExecutionStep]:
+    """Steps made known by ``source`` finishing with ``pieces`` (output name -> mapping keys in
+    emission order). Adds them to ``plan.steps`` and returns them in a topological order."""
+    prefix = source.mapping_keys
+    depth = len(prefix)
+    created: list[ExecutionStep] = []
+    for output, keys in pieces.items():
+        fan_out = (source.node.path, output)
+        # collectors inside the fan-out are created by the inner fan-out they gather
+        clones = [
+            n
+            for n in plan.nodes.values()
+            if len(n.mapped_over) == depth + 1
+            and n.mapped_over[depth] == fan_out
+            and not _has_collect(n)
+        ]
+        for key in keys:
+            mapping_keys = (*prefix, key)
+            for node in clones:
+                created.append(_make_step(plan, node, mapping_keys, pieces_of=None))
+        for node in plan.nodes.values():
+            if (
+                len(node.mapped_over) == depth
+                and node.mapped_over == source.node.mapped_over
+                and _gathers(plan, node, fan_out)
+            ):
+                created.append(_make_step(plan, node, prefix, pieces_of=(fan_out, list(keys))))
+    for step in created:
+        if step.key in plan.steps:
+            raise DefinitionError(
+                f"step '{step.key}' was created twice; mapping keys must be unique per output"
+            )
+        plan.steps[step.key] = step
+    return created
+
+
+def _has_collect(node: OpNode) -> bool:
+    return any(isinstance(s, NodeSource) and s.mode == "collect" for s in node.inputs.values())
+
+
+def _gathers(plan: ExecutionPlan, node: OpNode, fan_out: tuple[str, str]) -> bool:
+    return any(
+        isinstance(source, NodeSource)
+        and source.mode == "collect"
+        and gathered_fan_out(plan.nodes, source) == fan_out
+        for source in node.inputs.values()
+    )
+
+
+def _make_step(
+    plan: ExecutionPlan,
+    node: OpNode,
+    mapping_keys: tuple[str, ...],
+    pieces_of: tuple[tuple[str, str], list[str]] | None,
+) -> ExecutionStep:
+    inputs = []
+    for name, source in node.inputs.items():
+        if isinstance(source, DefaultSource):
+            inputs.append(StepInput(name, default=source.value))
+            continue
+        upstream = plan.nodes[source.node]
+        up_depth = len(upstream.mapped_over)
+        if source.mode == "piece":
+            # the dynamic output of a node one level up: this clone's own piece
+            handle = StepOutputHandle(
+                step_key_for(upstream.path, mapping_keys[:up_depth]),
+                source.output,
+                mapping_keys[-1],
+            )
+            inputs.append(StepInput(name, (handle,)))
+        elif source.mode == "collect":
+            assert pieces_of is not None, f"collector '{node.path}' created outside its fan-out"
+            _, keys = pieces_of
+            if upstream.op_def.outs[source.output].is_dynamic:
+                handles = tuple(
+                    StepOutputHandle(step_key_for(upstream.path, mapping_keys), source.output, k)
+                    for k in keys
+                )
+            else:
+                handles = tuple(
+                    StepOutputHandle(step_key_for(upstream.path, (*mapping_keys, k)), source.output)
+                    for k in keys
+                )
+            inputs.append(StepInput(name, handles, collect=True))
+        else:
+            handle = StepOutputHandle(
+                step_key_for(upstream.path, mapping_keys[:up_depth]), source.output
+            )
+            inputs.append(StepInput(name, (handle,)))
+    key = step_key_for(node.path, mapping_keys)
+    return ExecutionStep(
+        key, node, tuple(inputs), plan.run_config.op_config.get(node.path), mapping_keys
+    )
+
+
+def pieces_from_addresses(step: ExecutionStep, addresses: Sequence[object]) -> dict[str, list[str]]:
+    """Mapping keys per dynamic output, in emission order, from a step's stored addresses."""
+    pieces: dict[str, list[str]] = {
+        name: [] for name, out in step.op_def.outs.items() if out.is_dynamic
+    }
+    for address in addresses:
+        name = address.output_name  # type: ignore[attr-defined]
+        key = address.mapping_key  # type: ignore[attr-defined]
+        if name in pieces and key is not None:
+            pieces[name].append(key)
+    return pieces
+
+
+def expand_from_addresses(
+    plan: ExecutionPlan, addresses: Mapping[tuple[str, str, str | None], object]
+) -> dict[str, str]:
+    """Expand every fan-out whose pieces ``addresses`` (a parent run's outputs) hold, repeatedly,
+    so clones like ``double[k7]`` exist in the plan. Returns created step key -> source step key."""
+    pieces_by_step: dict[str, dict[str, list[str]]] = {}
+    for step_key, output, mapping_key in addresses:
+        if mapping_key is not None:
+            pieces_by_step.setdefault(step_key, {}).setdefault(output, []).append(mapping_key)
+    created_by: dict[str, str] = {}
+    queue = [s for s in plan.steps.values() if s.op_def.has_dynamic_output]
+    while queue:
+        step = queue.pop()
+        pieces = pieces_by_step.get(step.key)
+        if not pieces:
+            continue
+        for new in expand_mapped(plan, step, pieces):
+            created_by[new.key] = step.key
+            if new.op_def.has_dynamic_output:
+                queue.append(new)
+    return created_by
+
+
+def drop_expansions_of(
+    plan: ExecutionPlan, created_by: Mapping[str, str], selected: set[str]
+) -> None:
+    """Remove what was expanded from the parent's pieces of fan-outs that will re-run (they are
+    expanded again from the new pieces), and those steps from ``selected``."""
+    rerun = {key for key in selected if plan.steps[key].op_def.has_dynamic_output}
+    if not rerun:
+        return
+    doomed = set()
+    changed = True
+    while changed:
+        changed = False
+        for key, source in created_by.items():
+            if key not in doomed and (source in rerun or source in doomed):
+                doomed.add(key)
+                changed = True
+    for key in doomed:
+        plan.steps.pop(key, None)
+        selected.discard(key)

@@ -1,0 +1,117 @@
+"""Version computation: a pure function of definitions, config and upstream versions.
+
+``version(output) = H(op code version, config, resource versions, input versions, output name
+[, mapping key])`` (docs/versioning.md). Op and resource versions come from ``version=`` or the
+job's ``VersionStrategy``, asked once per definition per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from memodag.definitions.config import config_to_plain
+from memodag.plan.plan import ExecutionStep, StepOutputHandle
+from memodag.versioning.hashing import canonical_json, hash_strings
+from memodag.versioning.strategy import OpVersionContext, ResourceVersionContext, VersionStrategy
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """What a step's version is made of; kept in the index so ``explain`` can diff two versions."""
+
+    code: str
+    config: str
+    resources: tuple[tuple[str, str], ...]
+    inputs: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @property
+    def step_version(self) -> str:
+        parts = [self.code, self.config]
+        parts += [f"r:{k}={v}" for k, v in self.resources]
+        parts += [f"i:{n}=" + ",".join(vs) for n, vs in self.inputs]
+        return hash_strings(*parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "config": self.config,
+            "resources": dict(self.resources),
+            "inputs": {n: list(vs) for n, vs in self.inputs},
+        }
+
+
+def output_version(step_version: str, output_name: str, mapping_key: str | None = None) -> str:
+    """The version of one output (or one piece of a dynamic output) of a step."""
+    return hash_strings(step_version, output_name, mapping_key or "")
+
+
+class VersionResolver:
+    """Computes recipes and versions for steps; caches op and resource versions for the run."""
+
+    def __init__(
+        self, job: Any, resource_config: Mapping[str, Any], strategy: VersionStrategy | None
+    ) -> None:
+        self.job = job
+        self.resource_config = resource_config
+        self.strategy = strategy
+        self._op_versions: dict[tuple[int, str], str | None] = {}
+        self._resource_versions: dict[str, str] = {}
+
+    def op_version(self, op_def: Any, config: Any) -> str | None:
+        config_json = canonical_json(config_to_plain(config))
+        key = (id(op_def), config_json)
+        if key not in self._op_versions:
+            version = op_def.version
+            if version is None and self.strategy is not None:
+                version = self.strategy.get_op_version(OpVersionContext(op_def, config))
+            self._op_versions[key] = version
+        return self._op_versions[key]
+
+    def resource_version(self, key: str) -> str:
+        """A resource counts by its version (or the strategy's) and its config; an unversioned
+        resource counts by its config alone."""
+        if key not in self._resource_versions:
+            rdef = self.job.resource_defs[key]
+            config = self.resource_config.get(key)
+            version = rdef.version
+            if version is None and self.strategy is not None:
+                version = self.strategy.get_resource_version(ResourceVersionContext(rdef, config))
+            self._resource_versions[key] = hash_strings(
+                version or "unversioned", canonical_json(config_to_plain(config))
+            )
+        return self._resource_versions[key]
+
+    def recipe(
+        self, step: ExecutionStep, upstream_version: Callable[[StepOutputHandle], str | None]
+    ) -> Recipe | None:
+        """The step's recipe, or None when its op or an input has no version."""
+        code = self.op_version(step.op_def, step.config)
+        if code is None:
+            return None
+        inputs = []
+        for spec in step.inputs:
+            if not spec.upstream and not spec.collect:
+                inputs.append(
+                    (spec.name, ("default:" + canonical_json(config_to_plain(spec.default)),))
+                )
+                continue
+            versions = []
+            for handle in spec.upstream:
+                version = upstream_version(handle)
+                if version is None:
+                    return None
+                versions.append(version)
+            inputs.append((spec.name, tuple(versions)))
+        resources = tuple(
+            (k, self.resource_version(k)) for k in sorted(step.op_def.required_resource_keys)
+        )
+        config = canonical_json(config_to_plain(step.config))
+        return Recipe(code, config, resources, tuple(inputs))
+
+    def unversioned_ops(self, nodes: Any) -> list[str]:
+        """Op nodes with neither ``version=`` nor a strategy (memoization cannot run them)."""
+        if self.strategy is not None:
+            return []
+        return sorted(n.path for n in nodes if n.op_def.version is None)
