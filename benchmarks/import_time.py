@@ -61,7 +61,7 @@ def importtime_offenders(top: int = 15) -> str:
     total = max((c for _, c, n in rows if n.strip() == "memodag"), default=0)
     lines = [f"python -X importtime -c 'import memodag': memodag cumulative {total / 1e3:.1f} ms"]
     lines.append(f"top {top} by cumulative time (ms, includes children):")
-    for own, cumulative, name in sorted(rows, key=lambda r: -r[1])[:top]:
+    for _own, cumulative, name in sorted(rows, key=lambda r: -r[1])[:top]:
         lines.append(f"  {cumulative / 1e3:8.1f}  {name.rstrip()}")
     lines.append(f"top {top} by own time (ms):")
     for own, _, name in sorted(rows, key=lambda r: -r[0])[:top]:

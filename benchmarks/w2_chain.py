@@ -160,9 +160,8 @@ def profile_w2(io: str = IO_FS) -> str:
     import pstats
     import tempfile
 
-    from memodag import Instance, job, mem_io_manager
-
     from benchmarks._shapes import chain_body
+    from memodag import Instance, job, mem_io_manager
 
     scratch = Path(tempfile.mkdtemp(dir="."))
     resource_defs = {"io_manager": mem_io_manager} if io == IO_MEM else None
@@ -199,7 +198,7 @@ WORKLOADS = [
     Workload(
         "w2_fs_sqlite",
         functools.partial(
-            cold_run, shape="chain", n=STEPS, io=IO_FS, instance_kind=INSTANCE_SQLITE
+            cold_run, shape="chain", n=STEPS, io=IO_FS, instance_kind=INSTANCE_SQLITE, rerun=True
         ),
         description="W2 cold, fs_io_manager (default), SQLite instance",
         baseline="w2_floor",
@@ -213,7 +212,7 @@ WORKLOADS = [
     Workload(
         "w2_mem_sqlite",
         functools.partial(
-            cold_run, shape="chain", n=STEPS, io=IO_MEM, instance_kind=INSTANCE_SQLITE
+            cold_run, shape="chain", n=STEPS, io=IO_MEM, instance_kind=INSTANCE_SQLITE, rerun=True
         ),
         description="W2 cold, mem_io_manager, SQLite instance",
         baseline="w2_floor",
@@ -224,7 +223,7 @@ WORKLOADS = [
     Workload(
         "w2_fs_ephemeral",
         functools.partial(
-            cold_run, shape="chain", n=STEPS, io=IO_FS, instance_kind=INSTANCE_EPHEMERAL
+            cold_run, shape="chain", n=STEPS, io=IO_FS, instance_kind=INSTANCE_EPHEMERAL, rerun=True
         ),
         description="W2 cold, fs_io_manager, Instance.ephemeral() (in-memory SQLite)",
         baseline="w2_floor",
@@ -233,7 +232,12 @@ WORKLOADS = [
     Workload(
         "w2_mem_ephemeral",
         functools.partial(
-            cold_run, shape="chain", n=STEPS, io=IO_MEM, instance_kind=INSTANCE_EPHEMERAL
+            cold_run,
+            shape="chain",
+            n=STEPS,
+            io=IO_MEM,
+            instance_kind=INSTANCE_EPHEMERAL,
+            rerun=True,
         ),
         description="W2 cold, mem_io_manager, Instance.ephemeral() (in-memory SQLite)",
         baseline="w2_floor",

@@ -295,3 +295,44 @@ def test_resource_config_is_validated_with_op_config():
     assert ran == []
     result = uses_db.execute_in_process(run_config={"resources": {"db": {"config": {"url": "sqlite://"}}}})
     assert result.output_for_node("query") == "sqlite://"
+
+
+def test_a_whole_config_given_as_a_field_with_a_default():
+    assert _run_config_of(Field(int, default_value=3), None) == 3
+    assert _run_config_of(Field(int, default_value=3), 5) == 5
+    with pytest.raises(ConfigError, match=r"ops\.probe\.config: expected int, got str"):
+        _run_config_of(Field(int, default_value=3), "five")
+
+
+def test_a_default_that_does_not_match_its_type_fails_at_definition():
+    from memodag import DefinitionError
+
+    with pytest.raises(DefinitionError, match=r"op 'bad_default' config_schema\.n: the default"):
+
+        @op(config_schema={"n": Field(int, default_value="three")})
+        def bad_default(context):
+            return 1
+
+
+def test_legacy_solids_spelling_inside_nested_graphs():
+    @op(config_schema={"factor": int})
+    def scale(context):
+        return context.op_config["factor"]
+
+    @graph
+    def inner():
+        return scale()
+
+    @job
+    def legacy():
+        inner()
+
+    config = {"solids": {"inner": {"solids": {"scale": {"config": {"factor": 2}}}}}}
+    assert legacy.execute_in_process(run_config=config).output_for_node("inner.scale") == 2
+
+
+def test_run_config_that_is_not_a_mapping():
+    with pytest.raises(ConfigError, match="run config: expected a mapping, got list"):
+        dogs.execute_in_process(run_config=[("ops", {})])
+    with pytest.raises(ConfigError, match="ops: expected a mapping of node names, got list"):
+        dogs.execute_in_process(run_config={"ops": ["emit_dog"]})

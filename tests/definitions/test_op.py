@@ -264,6 +264,35 @@ def test_generator_resources_are_torn_down_when_the_context_closes():
     assert events == ["open", "close"]
 
 
+def test_context_resources_may_require_each_other():
+    @resource(config_schema={"root": Field(str, default_value="/srv")})
+    def settings(init_context):
+        return init_context.resource_config["root"]
+
+    @resource(required_resource_keys={"settings"})
+    def store(init_context):
+        return f"{init_context.resources.settings}/data"
+
+    @op(required_resource_keys={"store"})
+    def where(context):
+        return context.resources.store
+
+    assert where(build_op_context(resources={"store": store, "settings": settings})) == "/srv/data"
+    with pytest.raises(DefinitionError, match="resource 'store' requires resource 'settings'"):
+        build_op_context(resources={"store": store})
+
+
+def test_calling_an_op_without_the_resources_it_requires_names_them():
+    @op(required_resource_keys={"db", "cache"})
+    def needs_both(context):
+        return context.resources.db
+
+    with pytest.raises(DefinitionError, match=r"op 'needs_both' requires resource\(s\) \['cache'\]"):
+        needs_both(build_op_context(resources={"db": 1}))
+    with pytest.raises(DefinitionError, match=r"\['cache', 'db'\]"):
+        needs_both()
+
+
 def test_a_missing_input_in_direct_invocation_is_reported():
     @op
     def add(a, b):

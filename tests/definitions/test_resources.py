@@ -176,6 +176,27 @@ def test_a_resource_failing_to_initialize_names_it_and_fails_the_run(instance):
     assert run.status == "FAILURE"
 
 
+def test_resources_built_before_one_that_fails_are_torn_down(instance):
+    log = []
+
+    @resource
+    def settings():
+        yield "settings"
+        log.append("settings closed")
+
+    @resource(required_resource_keys={"settings"})
+    def broken(init_context):
+        raise ConnectionError("no route")
+
+    @job(resource_defs={"store": broken, "settings": settings})
+    def read():
+        read_store()
+
+    with pytest.raises(ExecutionError, match="resource 'store' failed"):
+        read.execute_in_process(instance=instance)
+    assert log == ["settings closed"]
+
+
 def test_an_op_reading_an_undeclared_resource_is_told_how_to_declare_it():
     @op
     def sneaky(context):

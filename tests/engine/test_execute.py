@@ -298,6 +298,22 @@ def test_a_custom_io_manager_stores_and_loads_by_address(instance):
     assert result.output_for_node("produce") == {"rows": 3}
 
 
+def test_an_io_manager_object_can_be_bound_directly(instance):
+    manager = RecordingIOManager("direct")
+
+    @op(out=Out(io_manager_key="rec"))
+    def produce():
+        return 5
+
+    @job(resource_defs={"rec": manager})
+    def direct():
+        total.alias("consume")(produce().__class__ and produce())
+
+    result = direct.execute_in_process(instance=instance)
+    assert list(manager.values) == [f"direct://{result.run_id}/produce/result"]
+    assert manager.loads[0]["upstream_step"] == "produce"
+
+
 def test_the_default_io_manager_can_be_replaced(instance):
     @job(resource_defs={"io_manager": mem_io_manager})
     def in_memory():

@@ -6,6 +6,8 @@ Exit codes: 0 success, 1 a failed run or an unexpected error, 2 a usage or confi
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 from typing import IO, Any
 
 import click
@@ -38,10 +40,15 @@ class CliError(click.ClickException):
         super().__init__(message)
         self.exit_code = exit_code
         self.hint = hint
+        # decided now: by the time click shows the error, the command's context is gone
+        self.debug = debug_enabled()
 
     def show(self, file: IO[Any] | None = None) -> None:
+        cause = self.__cause__
+        if self.debug and cause is not None:
+            traceback.print_exception(cause, file=sys.stderr)
         click.echo(click.style("Error: ", fg="red", bold=True) + self.format_message(), err=True)
-        if self.hint:
+        if self.hint and not (self.debug and "--debug" in self.hint):
             click.echo(click.style(self.hint, dim=True), err=True)
 
 

@@ -34,14 +34,22 @@ def launch_run(
 ) -> int:
     """Run ``loaded.job`` and print its progress and summary; returns the exit code."""
     from memodag.engine.execute import execute_job
+    from memodag.errors import ExecutionError
     from memodag.plan.plan import build_plan, select_steps
     from memodag.plan.run_config import resolve_run_config
 
     job = loaded.job
     # Validated up front (execute_job validates again) to know the plan's size for the display.
     plan = build_plan(job, resolve_run_config(job, run_config))
-    planned = select_steps(plan, step_selection) if step_selection else set(plan.steps)
+    planned: set[str] = set(plan.steps)
     steps_pending = len(plan.nodes) > len(plan.steps)
+    if step_selection:
+        try:
+            planned = select_steps(plan, step_selection)
+        except ExecutionError:
+            # a selection may name clones of the parent's fan-outs, which only execute_job
+            # expands; it validates the selection itself, the display counts steps as they come
+            planned, steps_pending = set(), True
     console = make_console()
     display = RunProgress(console, job.name, planned, steps_pending=steps_pending)
     run_tags = {**loaded.tags, **tags}

@@ -8,12 +8,11 @@ or an unexpected error, 2 a usage, definition or config mistake (see ``memodag.c
 from __future__ import annotations
 
 import sys
-import traceback
 from typing import Any
 
 import click
 
-from memodag.cli.errors import DEBUG_ENV, CliError, debug_enabled, enable_debug, exit_code_for
+from memodag.cli.errors import DEBUG_ENV, CliError, enable_debug, exit_code_for
 from memodag.cli.lazy import LazyGroup
 
 # One line per command group; add "gc": "memodag.cli.commands.gc:gc" and it appears in --help.
@@ -41,12 +40,9 @@ class RootGroup(LazyGroup):
         except Exception as exc:
             from memodag.errors import MemodagError
 
-            debug = debug_enabled(ctx)
-            if debug:
-                traceback.print_exc()
             if isinstance(exc, MemodagError):
                 raise CliError(str(exc), exit_code_for(exc)) from exc
-            hint = None if debug else "Run with --debug to see the traceback."
+            hint = "Run with --debug to see the traceback."
             raise CliError(f"{type(exc).__name__}: {exc}", 1, hint) from exc
 
 

@@ -131,6 +131,20 @@ class _Enum(ConfigType):
 
 
 @dataclass(frozen=True)
+class _Defaulted(ConfigType):
+    """A whole config given as ``Field(type, default_value=...)``: absent config means the default."""
+
+    inner: ConfigType
+    default_value: Any
+
+    def validate(self, value: Any, path: str, errors: list[str]) -> Any:
+        return self.inner.validate(self.default_value if value is None else value, path, errors)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} = {self.default_value!r}"
+
+
+@dataclass(frozen=True)
 class _ShapeField:
     config_type: ConfigType
     default_value: Any
@@ -213,10 +227,24 @@ _SCALARS = (str, int, float, bool)
 
 
 def normalize_schema(schema: Any, where: str = "config_schema") -> ConfigType | None:
-    """Turn a user-written schema into a ``ConfigType``; ``None`` means "takes no config"."""
+    """Turn a user-written schema into a ``ConfigType``; ``None`` means "takes no config".
+
+    Raises ``DefinitionError`` for an unsupported schema or a default that does not match its type.
+    """
     if schema is None:
         return None
-    return _normalize(schema, where)
+    ctype = _normalize(schema, where)
+    if isinstance(schema, Field) and schema.default_value is not NO_DEFAULT:
+        _check_default(ctype, schema.default_value, where)
+        return _Defaulted(ctype, schema.default_value)
+    return ctype
+
+
+def _check_default(ctype: ConfigType, default: Any, where: str) -> None:
+    errors: list[str] = []
+    ctype.validate(default, "default_value", errors)
+    if errors:
+        raise DefinitionError(f"{where}: the default does not match its type: {'; '.join(errors)}")
 
 
 def _normalize(schema: Any, where: str) -> ConfigType:
@@ -243,6 +271,8 @@ def _normalize(schema: Any, where: str) -> ConfigType:
                 raise DefinitionError(f"{where}: field names must be strings, got {key!r}")
             inner = _normalize(sub, f"{where}.{key}")
             default = sub.default_value if isinstance(sub, Field) else NO_DEFAULT
+            if default is not NO_DEFAULT:
+                _check_default(inner, default, f"{where}.{key}")
             explicit = sub.is_required if isinstance(sub, Field) else None
             if default is NO_DEFAULT and explicit is None and isinstance(inner, _Noneable):
                 # an absent Noneable field means None, as Dagster users expect
@@ -281,7 +311,7 @@ def validate_config(ctype: ConfigType | None, value: Any, path: str, errors: lis
 
 def config_is_required(ctype: ConfigType | None) -> bool:
     """Whether a config section must be written in run config (it has a field with no default)."""
-    if ctype is None or isinstance(ctype, _Any | _Noneable):
+    if ctype is None or isinstance(ctype, _Any | _Noneable | _Defaulted):
         return False
     if isinstance(ctype, _Shape):
         return not ctype.all_optional

@@ -145,8 +145,14 @@ class OpExecutionContext:
     def for_op(self, op_def: Any) -> OpExecutionContext:
         """This (test) context bound to ``op_def``: validates its config against the op's schema."""
         from memodag.definitions.config import validate_config
-        from memodag.errors import ConfigError
+        from memodag.errors import ConfigError, DefinitionError
 
+        missing = sorted(k for k in op_def.required_resource_keys if k not in self.resources)
+        if missing:
+            raise DefinitionError(
+                f"op '{op_def.name}' requires resource(s) {missing}; pass them to "
+                f"build_op_context(resources={{...}}) (given: {sorted(vars(self.resources))})"
+            )
         errors: list[str] = []
         raw = (
             self.op_config if not isinstance(self.op_config, _Unvalidated) else self.op_config.value

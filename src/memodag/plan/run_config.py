@@ -63,10 +63,10 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 def resolve_run_config(job: Any, run_config: Mapping[str, Any] | None) -> ResolvedRunConfig:
     """Validate ``run_config`` (over the job's defaults) and return it processed, or raise
     ``ConfigError`` listing every problem with its path."""
+    if run_config is not None and not isinstance(run_config, Mapping):
+        raise ConfigError([f"run config: expected a mapping, got {type(run_config).__name__}"])
     raw = deep_merge(job.config or {}, run_config or {})
     errors: list[str] = []
-    if not isinstance(raw, Mapping):
-        raise ConfigError([f"run config: expected a mapping, got {type(raw).__name__}"])
     for key in raw:
         if key not in _TOP_KEYS:
             errors.append(
@@ -117,13 +117,17 @@ def _resolve_graph(
             )
             continue
         if isinstance(node.definition, GraphDefinition):
+            # nested sections follow the spelling of the top level (``solids`` for legacy configs)
+            inner_key = "solids" if "solids" in node_section and "ops" not in node_section else "ops"
             for key in node_section:
-                if key != "ops":
-                    errors.append(f"{node_path}.{key}: unknown key for graph node; expected 'ops'")
+                if key != inner_key:
+                    errors.append(
+                        f"{node_path}.{key}: unknown key for graph node; expected '{inner_key}'"
+                    )
             _resolve_graph(
                 node.definition,
-                node_section.get("ops") or {},
-                f"{node_path}.ops",
+                node_section.get(inner_key) or {},
+                f"{node_path}.{inner_key}",
                 f"{prefix}{name}.",
                 out,
                 errors,

@@ -1,0 +1,298 @@
+"""``dask_executor``: step attempts on a Dask distributed cluster (an existing scheduler, or a
+``LocalCluster`` of worker processes started for the run and closed after it).
+
+memodag's engine still decides what runs; Dask only places attempts on workers. The run's payload
+is scattered to every worker once; per attempt only the pickled ``StepTask`` travels, and each
+worker builds the run's resources once (``executors/worker.py``). Importing this module does not
+import Dask: the factory does, so ``import memodag`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from memodag.definitions.config import Field, Noneable
+from memodag.engine.step import StepOutcome, StepTask
+from memodag.errors import ConfigError, ExecutionError
+from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
+from memodag.executors.limits import (
+    TAG_CONCURRENCY_LIMITS_FIELD,
+    Admission,
+    TagLimit,
+    parse_tag_limits,
+)
+from memodag.executors.worker import (
+    dumps_payload,
+    dumps_task,
+    load_outcome,
+    lost_attempt_outcome,
+    release_run,
+    run_dask_task,
+)
+
+EXACTLY_ONCE_CONFIG: dict[str, Any] = {
+    # a task whose worker died is reported, never silently run again by Dask
+    "distributed.scheduler.allowed-failures": 0,
+    # no task moves between workers, and a worker is sent only as many tasks as it has threads,
+    # so a worker's death fails only the attempts it was running
+    "distributed.scheduler.work-stealing": False,
+    "distributed.scheduler.worker-saturation": 1.0,
+}
+"""Scheduler settings under which each step attempt runs exactly once. The executor applies
+them to the ``LocalCluster`` it starts; set them on a scheduler you start yourself."""
+
+
+class DaskExecutor(Executor):
+    """Submits attempts to a Dask cluster and hands back outcomes as they finish.
+
+    Invariants: at most ``max_concurrent`` attempts (default: the cluster's thread count) are in
+    Dask at once, so none queue on a worker behind another; each submitted attempt ends in exactly
+    one outcome from ``wait``.
+    """
+
+    in_process = False
+
+    def __init__(
+        self,
+        address: str | None,
+        n_workers: int | None,
+        threads_per_worker: int,
+        max_concurrent: int | None,
+        limits: tuple[TagLimit, ...],
+    ) -> None:
+        self.address = address
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self._max_concurrent = max_concurrent
+        self._limits = limits
+        self._admission = Admission(max_concurrent or 1, limits)
+        self._client: Any = None
+        self._cluster: Any = None
+        self._payload: Any = None
+        self._run_id = ""
+        self._pending: dict[str, tuple[StepTask, float, Any]] = {}
+        self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._done: list[StepOutcome] = []
+        self._closed = False
+
+    def start(self, payload: RunPayload, runtime: Any) -> None:
+        import dask
+        import distributed
+
+        if self.address:
+            try:
+                self._client = distributed.Client(self.address, set_as_default=False, timeout=30)
+            except OSError as exc:
+                raise ExecutionError(
+                    f"dask_executor: cannot reach the Dask scheduler at {self.address!r}: {exc}"
+                ) from exc
+        else:
+            with dask.config.set(EXACTLY_ONCE_CONFIG):
+                self._cluster = distributed.LocalCluster(
+                    n_workers=self.n_workers or os.cpu_count() or 1,
+                    threads_per_worker=self.threads_per_worker,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            self._client = distributed.Client(self._cluster, set_as_default=False)
+        threads = sum(self._client.nthreads().values()) or 1
+        self._admission = Admission(self._max_concurrent or threads, self._limits)
+        self._run_id = payload.run_id
+        self._payload = self._client.scatter(dumps_payload(payload), broadcast=True, hash=False)
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit(self, task: StepTask) -> None:
+        if self._admission.offer(task):
+            self._launch(task)
+
+    def can_submit(self) -> bool:
+        return self._admission.has_room()
+
+    @property
+    def in_flight(self) -> int:
+        return self._admission.in_flight + len(self._done)
+
+    def _launch(self, task: StepTask) -> None:
+        started = time.time()
+        try:
+            message = dumps_task(task)
+        except Exception as exc:
+            self._done.append(
+                lost_attempt_outcome(
+                    task,
+                    started,
+                    f"step '{task.step_key}' could not be pickled for a Dask worker: {type(exc).__name__}: {exc}",
+                    exc,
+                )
+            )
+            for admitted in self._admission.release(task):
+                self._launch(admitted)
+            return
+        key = f"memodag-{task.step_key}-{task.attempt}-{uuid.uuid4().hex[:12]}"
+        future = self._client.submit(
+            run_dask_task,
+            self._run_id,
+            self._payload,
+            message,
+            key=key,
+            pure=False,
+            retries=0,
+        )
+        self._pending[key] = (task, started, future)
+        future.add_done_callback(self._finished.put)
+
+    # -- collecting -------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None) -> list[StepOutcome]:
+        if self._done:
+            done, self._done = self._done, []
+            return done
+        if not self._pending:
+            return []
+        try:
+            futures = [self._finished.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                futures.append(self._finished.get_nowait())
+            except queue.Empty:
+                break
+        outcomes: list[StepOutcome] = []
+        for future in futures:
+            entry = self._pending.pop(future.key, None)
+            if entry is None:
+                continue
+            task, started, _ = entry
+            outcomes.append(self._outcome(future, task, started))
+            for admitted in self._admission.release(task):
+                self._launch(admitted)
+        outcomes.extend(self._done)
+        self._done = []
+        return outcomes
+
+    def _outcome(self, future: Any, task: StepTask, started: float) -> StepOutcome:
+        from distributed.scheduler import KilledWorker
+
+        status = future.status
+        if status == "finished":
+            try:
+                return load_outcome(task, started, future.result())
+            except Exception as exc:  # the result was lost with its worker before we fetched it
+                return lost_attempt_outcome(
+                    task,
+                    started,
+                    f"the outcome of step '{task.step_key}' was lost: {type(exc).__name__}: {exc}",
+                    ExecutionError(str(exc)),
+                )
+        if status == "error":
+            exc = future.exception()
+            if isinstance(exc, KilledWorker):
+                worker = getattr(getattr(exc, "last_worker", None), "address", "?")
+                return lost_attempt_outcome(
+                    task,
+                    started,
+                    f"Dask worker {worker} died while running step '{task.step_key}' "
+                    f"(attempt {task.attempt}); nothing it was writing was stored",
+                )
+            return lost_attempt_outcome(
+                task,
+                started,
+                f"Dask could not run step '{task.step_key}': {type(exc).__name__}: {exc}",
+                ExecutionError(str(exc)),
+            )
+        return lost_attempt_outcome(
+            task,
+            started,
+            f"Dask dropped step '{task.step_key}' (future {status})",
+            ExecutionError(f"future {status}"),
+        )
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def shutdown(self, cancel: bool = False) -> None:
+        if self._closed or self._client is None:
+            return
+        self._closed = True
+        self._admission.drain()
+        client, cluster = self._client, self._cluster
+        pending = [future for _, _, future in self._pending.values()]
+        self._pending.clear()
+        try:
+            if pending:
+                client.cancel(pending, force=True)
+            if not (cancel and cluster is not None):
+                # tear the run's resources down on every worker (a cluster we close ends anyway)
+                client.run(release_run, self._run_id)
+        except Exception:  # best effort: the run is over either way
+            pass
+        finally:
+            client.close(timeout=10)
+            if cluster is not None:
+                cluster.close(timeout=10)
+
+
+def _create(config: Mapping[str, Any]) -> Executor:
+    address = config.get("address")
+    n_workers = config.get("n_workers")
+    errors = []
+    if address and n_workers is not None:
+        errors.append(
+            "execution.config (dask): give either 'address' (an existing scheduler) or 'n_workers' (a local cluster), not both"
+        )
+    for name in ("n_workers", "threads_per_worker", "max_concurrent"):
+        value = config.get(name)
+        if value is not None and value < 1:
+            errors.append(f"execution.config (dask).{name}: expected an int >= 1, got {value}")
+    if errors:
+        raise ConfigError(errors)
+    limits = parse_tag_limits(config.get("tag_concurrency_limits") or [], "dask")
+    try:
+        import distributed  # noqa: F401
+    except ImportError as exc:
+        raise ExecutionError(
+            "dask_executor needs Dask distributed: pip install 'memodag[dask]'"
+        ) from exc
+    return DaskExecutor(
+        address,
+        n_workers,
+        config.get("threads_per_worker") or 1,
+        config.get("max_concurrent"),
+        limits,
+    )
+
+
+dask_executor = ExecutorDefinition(
+    "dask",
+    _create,
+    {
+        "address": Field(
+            Noneable(str),
+            default_value=None,
+            description="Scheduler address (tcp://host:8786); default: start a LocalCluster for the run.",
+        ),
+        "n_workers": Field(
+            Noneable(int),
+            default_value=None,
+            description="Worker processes of the local cluster; default one per core.",
+        ),
+        "threads_per_worker": Field(
+            int, default_value=1, description="Threads per local worker process."
+        ),
+        "max_concurrent": Field(
+            Noneable(int),
+            default_value=None,
+            description="Steps in Dask at once; default the cluster's total thread count.",
+        ),
+        "tag_concurrency_limits": TAG_CONCURRENCY_LIMITS_FIELD,
+    },
+)
+"""Runs each step on a Dask distributed worker; outputs must go to storage every worker can reach."""
