@@ -56,6 +56,14 @@ from memodag.storage.serializers import (
     PickleSerializer,
     Serializer,
 )
+from memodag.versioning.report import OutputVersion, list_versions
+from memodag.versioning.source_hash import SourceHashVersionStrategy
+from memodag.versioning.strategy import (
+    MEMOIZED_RUN_TAG,
+    OpVersionContext,
+    ResourceVersionContext,
+    VersionStrategy,
+)
 
 __version__ = "0.1.0"
 
@@ -76,6 +84,7 @@ __all__ = [
     "GraphDefinition",
     "IOManager",
     "IOManagerDefinition",
+    "MEMOIZED_RUN_TAG",
     "In",
     "InitResourceContext",
     "InputContext",
@@ -88,24 +97,30 @@ __all__ = [
     "Noneable",
     "OpDefinition",
     "OpExecutionContext",
+    "OpVersionContext",
+    "OutputVersion",
     "Out",
     "Output",
     "OutputContext",
     "ParquetSerializer",
     "PickleSerializer",
     "ResourceDefinition",
+    "ResourceVersionContext",
     "RetryPolicy",
     "RunRecord",
     "RunStatus",
     "Serializer",
+    "SourceHashVersionStrategy",
     "StepExecutionError",
     "StorageError",
+    "VersionStrategy",
     "build_op_context",
     "fs_io_manager",
     "graph",
     "in_process_executor",
     "io_manager",
     "job",
+    "list_versions",
     "mem_io_manager",
     "object_store_io_manager",
     "op",

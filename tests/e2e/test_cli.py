@@ -289,10 +289,14 @@ def test_reexecute_selected_step_loads_the_rest_from_the_parent(cli: Cli) -> Non
     cli.write(
         "config.yaml", "ops:\n  transform:\n    config:\n      factor: 2\n      label: first\n"
     )
-    parent = _ok(cli("job", "execute", "-f", str(job_file), "-c", "config.yaml", "--tag", "k=v"))
+    parent = _ok(
+        cli("job", "execute", "-f", str(job_file), "-c", "config.yaml", "--tag", "k=v", "--json")
+    )
+    summary = json.loads(parent.stdout)  # only JSON on stdout: no progress lines
     instance = cli.instance()
     (parent_run,) = instance.get_runs()
-    assert parent_run.run_id in parent.stdout
+    assert summary["run_id"] == parent_run.run_id and summary["status"] == "SUCCESS"
+    assert summary["steps"] == {"executed": 3, "memoized": 0, "failed": 0, "skipped": 0}
     cli.side_effects.unlink()
 
     # extract would now produce "v2" if it ran; the re-execution must use the parent's "v1"

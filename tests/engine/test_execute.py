@@ -305,11 +305,16 @@ def test_an_io_manager_object_can_be_bound_directly(instance):
     def produce():
         return 5
 
+    @op
+    def consume(x):
+        return x * 2
+
     @job(resource_defs={"rec": manager})
     def direct():
-        total.alias("consume")(produce().__class__ and produce())
+        consume(produce())
 
     result = direct.execute_in_process(instance=instance)
+    assert result.output_for_node("consume") == 10
     assert list(manager.values) == [f"direct://{result.run_id}/produce/result"]
     assert manager.loads[0]["upstream_step"] == "produce"
 

@@ -31,8 +31,10 @@ def launch_run(
     parent_run_id: str | None = None,
     step_selection: Sequence[str] | None = None,
     verbose: bool = False,
+    as_json: bool = False,
 ) -> int:
-    """Run ``loaded.job`` and print its progress and summary; returns the exit code."""
+    """Run ``loaded.job`` and print its progress and summary (or, ``as_json``, only a JSON
+    summary); returns the exit code."""
     from memodag.engine.execute import execute_job
     from memodag.errors import ExecutionError
     from memodag.plan.plan import build_plan, select_steps
@@ -51,7 +53,7 @@ def launch_run(
             # expands; it validates the selection itself, the display counts steps as they come
             planned, steps_pending = set(), True
     console = make_console()
-    display = RunProgress(console, job.name, planned, steps_pending=steps_pending)
+    display = RunProgress(console, job.name, planned, steps_pending=steps_pending, silent=as_json)
     run_tags = {**loaded.tags, **tags}
     run_error: BaseException | None = None
     interrupted = False
@@ -77,6 +79,8 @@ def launch_run(
         if interrupted:
             raise KeyboardInterrupt
         raise CliError("the run did not start", EXIT_RUN_FAILED)
+    if as_json:
+        return _summarize_json(display, instance, run_error, interrupted)
     return _summarize(console, display, instance, run_error, interrupted, verbose)
 
 
@@ -128,6 +132,33 @@ def _summarize(
             console.print(Text("".join(traceback.format_exception(run_error)), style="dim"))
     if interrupted:
         console.print(Text("Interrupted.", style="yellow"))
+        return EXIT_INTERRUPTED
+    return EXIT_OK if status == "SUCCESS" and run_error is None else EXIT_RUN_FAILED
+
+
+def _summarize_json(
+    display: RunProgress, instance: Instance, run_error: BaseException | None, interrupted: bool
+) -> int:
+    from memodag.cli.console import echo_json
+
+    record = instance.get_run(display.run_id or "")
+    status = record.status.value if record else ("CANCELED" if interrupted else "FAILURE")
+    echo_json(
+        {
+            "run_id": display.run_id,
+            "job_name": display.job_name,
+            "status": status,
+            "duration": record.duration if record else None,
+            "parent_run_id": record.parent_run_id if record else None,
+            "steps": display.counts(),
+            "failures": [
+                {"step_key": key, "message": state.message, "error": state.error}
+                for key, state in display.failures()
+            ],
+            "run_error": f"{type(run_error).__name__}: {run_error}" if run_error else None,
+        }
+    )
+    if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if status == "SUCCESS" and run_error is None else EXIT_RUN_FAILED
 

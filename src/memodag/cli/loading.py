@@ -246,9 +246,10 @@ def _load_file(path: Path) -> ModuleType:
         raise CliError(f"job file {path} not found")
     name = _module_name_for(path)
     directory = str(path.parent)
-    # Like `python FILE.py`: the file's folder is importable, so it can import its neighbours.
+    # The file's folder becomes importable so the file can import its neighbours, but last on
+    # the path: a neighbour must never shadow an installed package (a `yaml.py` beside the job).
     if directory not in sys.path:
-        sys.path.insert(0, directory)
+        sys.path.append(directory)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise CliError(f"{path} cannot be imported as Python code (expected a .py file)")

@@ -56,11 +56,13 @@ class RunProgress:
         planned_steps: Iterable[str],
         live: bool | None = None,
         steps_pending: bool = False,
+        silent: bool = False,
     ) -> None:
         self.console = console
         self.job_name = job_name
         self.planned = set(planned_steps)
-        self.live = console.is_terminal if live is None else live
+        self.live = (console.is_terminal if live is None else live) and not silent
+        self.silent = silent
         self.steps_pending = steps_pending
         self.steps: dict[str, StepState] = {}
         self.run_id: str | None = None
@@ -202,7 +204,7 @@ class RunProgress:
 
     def _step_line(self, kind: str, text: str, quiet: bool = False) -> None:
         # On a terminal the bar shows progress; only what needs attention is printed above it.
-        if self.live and quiet:
+        if self.silent or (self.live and quiet):
             return
         from rich.text import Text
 
@@ -212,6 +214,8 @@ class RunProgress:
         self.console.print(line)
 
     def _line(self, text: str) -> None:
+        if self.silent:
+            return
         from rich.text import Text
 
         self.console.print(Text(text, style="bold"))

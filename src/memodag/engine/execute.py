@@ -7,9 +7,11 @@ are all checked before the run is recorded or any step starts.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from memodag.engine.engine import AddressKey, Engine, Memoizer
@@ -89,7 +91,7 @@ def execute_job(
             if executor.in_process
             else contextlib.nullcontext(None)
         )
-        with scope as resources:
+        with _sigterm_cancels_run(), scope as resources:
             runtime = (
                 StepRuntime(resources, resolved.resource_config, instance)
                 if resources is not None
@@ -128,6 +130,29 @@ def execute_job(
         skipped = [k for k, s in engine.result.status.items() if s == "skipped"]
         raise ExecutionError(f"run {run_id[:8]} did not complete: steps skipped {skipped[:10]}")
     return result
+
+
+@contextlib.contextmanager
+def _sigterm_cancels_run() -> Iterator[None]:
+    """While the run lasts, SIGTERM acts like Ctrl-C: in-flight steps are canceled and the run is
+    recorded as CANCELED. Only where nobody else handles SIGTERM (default handler, main thread)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        # a second SIGTERM during cleanup terminates the process as usual
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM): canceling the run")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _finish_run(

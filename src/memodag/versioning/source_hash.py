@@ -262,7 +262,8 @@ class _Walker:
         children = [
             r for c in body_chains if (r := self.resolve_chain(c, namespace, cls.__module__))
         ]
-        children += [self.describe(b, cls.__module__, "<base>") for b in cls.__bases__]
+        bases = [b for b in cls.__bases__ if b is not object]
+        children += [self.describe(b, cls.__module__, "<base>") for b in bases]
         if type(cls) is not type:
             children.append(self.describe(type(cls), cls.__module__, "<metaclass>"))
         for name, member in vars(cls).items():
@@ -286,7 +287,12 @@ class _Walker:
             return None  # defined later at run time, or a typo the op will raise on
         name = first
         for attr in chain[1:]:
-            if not isinstance(obj, types.ModuleType) or self.origin(obj.__name__)[0] != "local":
+            if not isinstance(obj, types.ModuleType):
+                break
+            origin = self.origin(obj.__name__)[0]
+            if origin == "stdlib":  # counted by name: say which name, for ``explain``
+                return self.external(origin, f"{obj.__name__}.{attr}")
+            if origin != "local":
                 break
             nxt = vars(obj).get(attr, _MISSING)
             if nxt is _MISSING:

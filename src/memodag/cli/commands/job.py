@@ -27,6 +27,12 @@ tag_option = click.option(
     metavar="KEY=VALUE",
     help="Tag the run; repeat for several.",
 )
+json_summary_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print only a JSON summary of the run (run id, status, step counts, failures).",
+)
 verbose_option = click.option(
     "-v",
     "--verbose",
@@ -48,10 +54,16 @@ def job() -> None:
     is_flag=True,
     help="Skip steps whose outputs are stored at their current version (memoized run).",
 )
+@json_summary_option
 @verbose_option
 @click.pass_context
 def execute(
-    ctx: click.Context, spec: JobSpec, tag_values: tuple[str, ...], memoize: bool, verbose: bool
+    ctx: click.Context,
+    spec: JobSpec,
+    tag_values: tuple[str, ...],
+    memoize: bool,
+    as_json: bool,
+    verbose: bool,
 ) -> None:
     """Execute a job defined in a Python file (-f) or module (-m).
 
@@ -74,7 +86,7 @@ def execute(
 
     instance = Instance.get()
     try:
-        code = launch_run(loaded, instance, run_config, tags, verbose=verbose)
+        code = launch_run(loaded, instance, run_config, tags, verbose=verbose, as_json=as_json)
     finally:
         instance.close()
     ctx.exit(code)
@@ -95,6 +107,7 @@ def execute(
 )
 @job_options(required=False)
 @tag_option
+@json_summary_option
 @verbose_option
 @click.pass_context
 def reexecute(
@@ -103,6 +116,7 @@ def reexecute(
     steps: tuple[str, ...],
     spec: JobSpec,
     tag_values: tuple[str, ...],
+    as_json: bool,
     verbose: bool,
 ) -> None:
     """Re-execute run RUN_ID (an id or a unique prefix), or only some of its steps.
@@ -154,6 +168,7 @@ def reexecute(
             parent_run_id=parent.run_id,
             step_selection=selection or None,
             verbose=verbose,
+            as_json=as_json,
         )
     finally:
         instance.close()
