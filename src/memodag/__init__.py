@@ -38,7 +38,9 @@ from memodag.errors import (
     StorageError,
 )
 from memodag.executors.base import Executor, ExecutorDefinition
+from memodag.executors.dask import dask_executor
 from memodag.executors.in_process import in_process_executor
+from memodag.executors.multiprocess import multiprocess_executor
 from memodag.storage.instance import Event, EventType, Instance, RunRecord, RunStatus
 from memodag.storage.io_manager import (
     Address,
@@ -115,6 +117,7 @@ __all__ = [
     "StorageError",
     "VersionStrategy",
     "build_op_context",
+    "dask_executor",
     "fs_io_manager",
     "graph",
     "in_process_executor",
@@ -122,6 +125,7 @@ __all__ = [
     "job",
     "list_versions",
     "mem_io_manager",
+    "multiprocess_executor",
     "object_store_io_manager",
     "op",
     "resource",

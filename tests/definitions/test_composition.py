@@ -72,10 +72,22 @@ def test_multiple_outputs_unpack_or_are_picked_by_name():
     @job
     def by_name():
         both = split()
-        add(both.right, both.left)
+        add(both.right, both["left"])
 
     assert unpacked.execute_in_process().output_for_node("add") == 3
     assert by_name.graph.nodes["add"].inputs["a"].output == "right"
+    assert by_name.graph.nodes["add"].inputs["b"].output == "left"
+
+
+def test_asking_a_multi_output_node_for_an_unknown_output():
+    def body():
+        add_one(split().middle)
+
+    with pytest.raises(
+        AttributeError,
+        match=r"node 'split' has no output 'middle' \(outputs: \['left', 'right'\]\)",
+    ):
+        job(body)
 
 
 def test_graphs_nest_as_nodes_and_their_outputs_feed_other_ops():
@@ -148,7 +160,9 @@ def test_unknown_input_keyword():
     def body():
         add_one(y=one())
 
-    with pytest.raises(DefinitionError, match=r"node 'add_one': has no input 'y' \(inputs: \['x'\]\)"):
+    with pytest.raises(
+        DefinitionError, match=r"node 'add_one': has no input 'y' \(inputs: \['x'\]\)"
+    ):
         _define(body)
 
 
@@ -181,7 +195,9 @@ def test_all_outputs_of_a_multi_output_op_passed_as_one_value():
     def body():
         add_one(split())
 
-    with pytest.raises(DefinitionError, match=r"node 'add_one' input 'x'.*'split'.*several outputs"):
+    with pytest.raises(
+        DefinitionError, match=r"node 'add_one' input 'x'.*'split'.*several outputs"
+    ):
         _define(body)
 
 

@@ -41,13 +41,16 @@ def _ops(**sections):
 
 
 def test_config_reaches_ops_with_defaults_filled():
-    result = dogs.execute_in_process(run_config=_ops(emit_dog={"dog_breed": "pug"}, bark={"loud": True}))
+    result = dogs.execute_in_process(
+        run_config=_ops(emit_dog={"dog_breed": "pug"}, bark={"loud": True})
+    )
     assert result.output_for_node("bark") == ["PUG"]
 
 
-def test_every_problem_is_reported_at_once_with_its_path_and_nothing_runs():
+def test_every_problem_is_reported_at_once_with_its_path_and_nothing_runs(instance):
     with pytest.raises(ConfigError) as info:
         dogs.execute_in_process(
+            instance=instance,
             run_config={
                 "ops": {
                     "emit_dog": {"config": {"dog_breed": 3, "colour": "brown"}},
@@ -56,7 +59,7 @@ def test_every_problem_is_reported_at_once_with_its_path_and_nothing_runs():
                 },
                 "resources": {"nope": {}},
                 "extra": 1,
-            }
+            },
         )
     errors = info.value.errors
     expected = [
@@ -71,6 +74,7 @@ def test_every_problem_is_reported_at_once_with_its_path_and_nothing_runs():
         assert any(fragment in e for e in errors), (fragment, errors)
     assert len(errors) == len(expected)
     assert ran == []
+    assert instance.get_runs() == []
 
 
 def test_missing_required_config_names_the_op_and_schema():
@@ -95,11 +99,21 @@ def test_unknown_keys_inside_a_node_section():
 
 
 def test_legacy_solids_spelling_is_accepted_and_named_in_errors():
-    config = {"solids": {"emit_dog": {"config": {"dog_breed": "lab"}}, "bark": {"config": {"loud": False}}}}
+    config = {
+        "solids": {
+            "emit_dog": {"config": {"dog_breed": "lab"}},
+            "bark": {"config": {"loud": False}},
+        }
+    }
     assert dogs.execute_in_process(run_config=config).output_for_node("bark") == ["lab"]
     with pytest.raises(ConfigError, match=r"solids\.emit_dog\.config\.dog_breed: expected str"):
         dogs.execute_in_process(
-            run_config={"solids": {"emit_dog": {"config": {"dog_breed": 1}}, "bark": {"config": {"loud": False}}}}
+            run_config={
+                "solids": {
+                    "emit_dog": {"config": {"dog_breed": 1}},
+                    "bark": {"config": {"loud": False}},
+                }
+            }
         )
     with pytest.raises(ConfigError, match="either 'ops' or the legacy 'solids'"):
         dogs.execute_in_process(run_config={**config, "ops": {}})
@@ -117,7 +131,9 @@ def test_job_default_config_is_merged_under_run_config():
 
 def test_yaml_files_are_deep_merged_later_files_winning(tmp_path):
     base = tmp_path / "base.yaml"
-    base.write_text("ops:\n  emit_dog:\n    config:\n      dog_breed: pug\n      count: 2\n  bark:\n    config:\n      loud: false\n")
+    base.write_text(
+        "ops:\n  emit_dog:\n    config:\n      dog_breed: pug\n      count: 2\n  bark:\n    config:\n      loud: false\n"
+    )
     override = tmp_path / "override.yaml"
     override.write_text("ops:\n  bark:\n    config:\n      loud: true\n")
     config = load_run_config_files([base, str(override)])
@@ -214,7 +230,9 @@ class Colour(enum.Enum):
 
 def test_enum_schema_accepts_member_names():
     assert _run_config_of({"colour": Colour}, {"colour": "RED"}) == {"colour": Colour.RED}
-    with pytest.raises(ConfigError, match=r"colour: expected one of \['RED', 'BLUE'\], got 'GREEN'"):
+    with pytest.raises(
+        ConfigError, match=r"colour: expected one of \['RED', 'BLUE'\], got 'GREEN'"
+    ):
         _run_config_of({"colour": Colour}, {"colour": "GREEN"})
 
 
@@ -263,7 +281,14 @@ def test_config_for_ops_inside_nested_graphs():
 
     with pytest.raises(ConfigError) as info:
         nested.execute_in_process(
-            run_config={"ops": {"outer": {"config": {}, "ops": {"inner": {"ops": {"scale": {"config": {"factor": "7"}}}}}}}}
+            run_config={
+                "ops": {
+                    "outer": {
+                        "config": {},
+                        "ops": {"inner": {"ops": {"scale": {"config": {"factor": "7"}}}}},
+                    }
+                }
+            }
         )
     assert sorted(info.value.errors) == sorted(
         [
@@ -293,7 +318,9 @@ def test_resource_config_is_validated_with_op_config():
     with pytest.raises(ConfigError, match=r"resources\.db\.config: required"):
         uses_db.execute_in_process()
     assert ran == []
-    result = uses_db.execute_in_process(run_config={"resources": {"db": {"config": {"url": "sqlite://"}}}})
+    result = uses_db.execute_in_process(
+        run_config={"resources": {"db": {"config": {"url": "sqlite://"}}}}
+    )
     assert result.output_for_node("query") == "sqlite://"
 
 

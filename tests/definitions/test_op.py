@@ -287,7 +287,9 @@ def test_calling_an_op_without_the_resources_it_requires_names_them():
     def needs_both(context):
         return context.resources.db
 
-    with pytest.raises(DefinitionError, match=r"op 'needs_both' requires resource\(s\) \['cache'\]"):
+    with pytest.raises(
+        DefinitionError, match=r"op 'needs_both' requires resource\(s\) \['cache'\]"
+    ):
         needs_both(build_op_context(resources={"db": 1}))
     with pytest.raises(DefinitionError, match=r"\['cache', 'db'\]"):
         needs_both()

@@ -36,7 +36,9 @@ def test_a_resource_with_config_and_version():
     def read():
         read_store()
 
-    result = read.execute_in_process(run_config={"resources": {"store": {"config": {"url": "db://x"}}}})
+    result = read.execute_in_process(
+        run_config={"resources": {"store": {"config": {"url": "db://x"}}}}
+    )
     assert result.output_for_node("read_store") == "db://x?timeout=5"
 
 
@@ -80,7 +82,9 @@ def test_resources_requiring_other_resources_are_built_after_them():
     def read():
         read_store()
 
-    result = read.execute_in_process(run_config={"resources": {"settings": {"config": {"root": "/srv"}}}})
+    result = read.execute_in_process(
+        run_config={"resources": {"settings": {"config": {"root": "/srv"}}}}
+    )
     assert result.output_for_node("read_store") == "/srv/data"
     assert built == ["settings", "store"]
 
@@ -170,7 +174,9 @@ def test_a_resource_failing_to_initialize_names_it_and_fails_the_run(instance):
     def read():
         read_store()
 
-    with pytest.raises(ExecutionError, match=r"resource 'store' failed to initialize: ConnectionError: no route"):
+    with pytest.raises(
+        ExecutionError, match=r"resource 'store' failed to initialize: ConnectionError: no route"
+    ):
         read.execute_in_process(instance=instance)
     (run,) = instance.get_runs()
     assert run.status == "FAILURE"
@@ -240,7 +246,9 @@ def test_an_output_io_manager_key_must_name_an_io_manager():
     def produce():
         return 1
 
-    with pytest.raises(DefinitionError, match=r"op 'produce' output 'result' uses io manager 'store'"):
+    with pytest.raises(
+        DefinitionError, match=r"op 'produce' output 'result' uses io manager 'store'"
+    ):
 
         @job
         def missing():

@@ -264,7 +264,9 @@ def test_module_loading_and_reexecute_from_recorded_location(cli: Cli, tmp_path:
     package = tmp_path / "code"
     (package / "mypipes").mkdir(parents=True)
     (package / "mypipes" / "__init__.py").write_text("")
-    (package / "mypipes" / "jobs.py").write_text(CHAIN_JOB.replace("@job\n", "@job(config={'ops': {'transform': {'config': {'factor': 3, 'label': 'mod'}}}})\n"))  # fmt: skip
+    # the job's own default config, so no -c is needed
+    defaults = "@job(config={'ops': {'transform': {'config': {'factor': 3, 'label': 'mod'}}}})\n"
+    (package / "mypipes" / "jobs.py").write_text(CHAIN_JOB.replace("@job\n", defaults))
     env = {"PYTHONPATH": str(package)}
 
     first = _ok(cli("job", "execute", "-m", "mypipes.jobs", env=env))
@@ -300,10 +302,10 @@ def test_reexecute_selected_step_loads_the_rest_from_the_parent(cli: Cli) -> Non
     cli.side_effects.unlink()
 
     # extract would now produce "v2" if it ran; the re-execution must use the parent's "v1"
+    prefix = parent_run.run_id[:8]
     result = _ok(
-        cli("job", "reexecute", parent_run.run_id[:8], "--steps", "transform",
-            env={"EXTRACT_VALUE": "v2"})
-    )  # fmt: skip
+        cli("job", "reexecute", prefix, "--steps", "transform", env={"EXTRACT_VALUE": "v2"})
+    )
 
     assert cli.notes() == ["transform got v1 factor=2 label=first"]  # parent's input and config
     assert "✓ transform" in result.stdout and "extract" not in result.stdout

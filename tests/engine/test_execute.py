@@ -336,7 +336,9 @@ def test_fs_io_manager_config_picks_the_directory_and_format(instance, tmp_path,
         instance=instance,
         run_config={
             "resources": {
-                "io_manager": {"config": {"base_dir": str(tmp_path / "out"), "serializer": serializer}}
+                "io_manager": {
+                    "config": {"base_dir": str(tmp_path / "out"), "serializer": serializer}
+                }
             }
         },
     )

@@ -82,7 +82,9 @@ def test_a_failing_step_records_its_error_and_skips_only_its_downstream(instance
 
 
 def test_raise_on_error_names_the_step_and_chains_the_users_exception(instance):
-    with pytest.raises(StepExecutionError, match=r"Step 'broken' failed: SourceUnavailable") as info:
+    with pytest.raises(
+        StepExecutionError, match=r"Step 'broken' failed: SourceUnavailable"
+    ) as info:
         branching.execute_in_process(instance=instance)
 
     assert info.value.step_key == "broken"

@@ -90,9 +90,15 @@ def test_events_for_a_node_include_the_ops_inside_it(result):
 
 
 def test_asking_for_what_is_not_there_explains_what_is(result):
-    with pytest.raises(MemodagError, match=r"no node 'missing'; top-level nodes are \['base', 'first', 'top_square'\]"):
+    with pytest.raises(
+        MemodagError,
+        match=r"no node 'missing'; top-level nodes are \['base', 'first', 'top_square'\]",
+    ):
         result.output_for_node("missing")
-    with pytest.raises(MemodagError, match=r"graph node 'first' has no output 'result' \(outputs: \['small', 'big'\]\)"):
+    with pytest.raises(
+        MemodagError,
+        match=r"graph node 'first' has no output 'result' \(outputs: \['small', 'big'\]\)",
+    ):
         result.output_for_node("first")
     with pytest.raises(MemodagError, match=r"op node 'first.bounds' has no output 'result'"):
         result.output_for_node("first.bounds")
@@ -110,7 +116,9 @@ def test_a_failed_or_skipped_node_has_no_output(instance):
         square(fails())
 
     result = failing.execute_in_process(instance=instance, raise_on_error=False)
-    with pytest.raises(MemodagError, match=r"node 'square' stored no output 'result' \(step status: skipped\)"):
+    with pytest.raises(
+        MemodagError, match=r"node 'square' stored no output 'result' \(step status: skipped\)"
+    ):
         result.output_for_node("square")
     assert "success=False" in repr(result)
 
@@ -119,3 +127,18 @@ def test_outputs_are_loaded_again_from_storage_on_each_request(result):
     first = result.output_for_node("first", "big")
     second = result.output_for_node("first", "big")
     assert first == second == 40
+
+
+def test_a_job_that_returns_outputs_exposes_them_as_output_value(instance):
+    @job
+    def returning():
+        value = base()
+        return {"squared": square(value), "through_graph": outer.alias("o")(value)["big"]}
+
+    result = returning.execute_in_process(instance=instance)
+    assert result.output_value("squared") == 4
+    assert result.output_value("through_graph") == 40
+    with pytest.raises(
+        MemodagError, match=r"has no output 'result' \(outputs: \['squared', 'through_graph'\]\)"
+    ):
+        result.output_value()

@@ -1,56 +1,49 @@
-"""Fixtures for executor tests: one real Dask LocalCluster (worker processes) for the session."""
+"""Fixtures for executor tests: one real Dask LocalCluster (worker processes) for the session,
+and the executors that run steps outside the driver, configured for this machine."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
 
-from memodag import ExecutorDefinition, in_process_executor
-from memodag.executors.dask import EXACTLY_ONCE_CONFIG, dask_executor
-from memodag.executors.multiprocess import multiprocess_executor
+from memodag import ExecutorDefinition, dask_executor, in_process_executor, multiprocess_executor
+from memodag.executors.dask import EXACTLY_ONCE_CONFIG
 
 
 @pytest.fixture(scope="session")
 def dask_address() -> Iterator[str]:
-    """A LocalCluster of 2 worker processes x 2 threads, configured as the executor's own."""
-    import logging
-
+    """A LocalCluster of 2 worker processes (1 thread each), set up as the executor sets its own."""
     import dask
     import distributed
 
     with dask.config.set(EXACTLY_ONCE_CONFIG):
         cluster = distributed.LocalCluster(
             n_workers=2,
-            threads_per_worker=2,
+            threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,
         )
     yield cluster.scheduler_address
     cluster.close(timeout=20)
 
 
-@pytest.fixture(params=["multiprocess", "dask"])
-def parallel_executor(request) -> ExecutorDefinition:
-    """Each executor that runs steps outside the driver, ready to use."""
-    if request.param == "multiprocess":
+def executor_named(request: pytest.FixtureRequest, name: str) -> ExecutorDefinition:
+    if name == "in_process":
+        return in_process_executor
+    if name == "multiprocess":
         return multiprocess_executor.configured({"max_concurrent": 4})
     return dask_executor.configured({"address": request.getfixturevalue("dask_address")})
 
 
+@pytest.fixture(params=["multiprocess", "dask"])
+def parallel_executor(request: pytest.FixtureRequest) -> ExecutorDefinition:
+    """Each executor that runs steps in other processes."""
+    return executor_named(request, request.param)
+
+
 @pytest.fixture(params=["in_process", "multiprocess", "dask"])
-def any_executor(request) -> ExecutorDefinition:
-    if request.param == "in_process":
-        return in_process_executor
-    return request.getfixturevalue("parallel_executor_" + request.param)
-
-
-@pytest.fixture
-def parallel_executor_multiprocess() -> ExecutorDefinition:
-    return multiprocess_executor.configured({"max_concurrent": 4})
-
-
-@pytest.fixture
-def parallel_executor_dask(dask_address) -> ExecutorDefinition:
-    return dask_executor.configured({"address": dask_address})
+def any_executor(request: pytest.FixtureRequest) -> ExecutorDefinition:
+    return executor_named(request, request.param)

@@ -140,8 +140,11 @@ def _kill_mid_write(tmp_path: Path, base_url: str, *extra: str) -> str:
     marker = tmp_path / "writing"
     run_id = f"killed-{uuid.uuid4().hex[:8]}"
     args = [str(marker), str(tmp_path / "instance.db"), run_id, base_url, *extra]
+    staging = tmp_path / "staging"  # the writer's TMPDIR: where object stores stage uploads
+    staging.mkdir()
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "slow_writer.py"), *args],
+        env={**os.environ, "TMPDIR": str(staging)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -176,3 +179,6 @@ def test_sigkill_mid_write_leaves_no_file_at_the_final_path(tmp_path):
 def test_sigkill_mid_write_to_s3_leaves_no_object(tmp_path, s3_bucket):
     _kill_mid_write(tmp_path, f"s3://{s3_bucket.name}/out", s3_bucket.endpoint_url)
     assert s3_bucket.keys() == []
+    # it was killed while staging the upload, which never started
+    (staged,) = list((tmp_path / "staging").iterdir())
+    assert staged.name.startswith("memodag-") and staged.stat().st_size > 0

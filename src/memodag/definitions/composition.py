@@ -202,7 +202,14 @@ class MultipleOutputs(tuple):
         obj._names = names
         return obj
 
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        if isinstance(key, str):
+            return self.__getattr__(key)
+        return super().__getitem__(key)
+
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         try:
             return self[self._names.index(name)]
         except ValueError:

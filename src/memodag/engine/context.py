@@ -207,7 +207,9 @@ def build_op_context(
     from memodag.errors import ConfigError
 
     run_id = f"direct-{uuid.uuid4()}"
-    definitions = {key: as_resource_definition(key, value) for key, value in (resources or {}).items()}
+    definitions = {
+        key: as_resource_definition(key, value) for key, value in (resources or {}).items()
+    }
     errors: list[str] = []
     resource_config: dict[str, Any] = {}
     for key, definition in definitions.items():

@@ -95,6 +95,27 @@ class ExecuteInProcessResult:
             return {key: self._load(address) for key, address in pieces}
         return self._load(self.output_address(node, output_name))
 
+    def output_value(self, output_name: str = DEFAULT_OUTPUT) -> Any:
+        """The value of the job's own output ``output_name`` (what its body returned)."""
+        mappings = self.job.graph.output_mappings
+        if output_name not in mappings:
+            raise MemodagError(
+                f"job '{self.job.name}' has no output '{output_name}' (outputs: {list(mappings)}); "
+                "return an op's output from the job body, or use output_for_node"
+            )
+        node, output = mappings[output_name]
+        step_key, inner_output = self._resolve_in(self.job.graph, "", node, output)
+        pieces = self._pieces(step_key, inner_output)
+        if pieces is not None:
+            return {key: self._load(address) for key, address in pieces}
+        address = self._result.addresses.get((step_key, inner_output, None))
+        if address is None:
+            raise MemodagError(
+                f"run {self.run_id[:8]}: job output '{output_name}' (from {step_key}.{inner_output}) "
+                f"was not stored (step status: {self._result.status.get(step_key, 'not in run')})"
+            )
+        return self._load(address)
+
     def _pieces(self, step_key: str, output: str) -> list[tuple[str, Address]] | None:
         plan_node = self._plan_node(step_key)
         if plan_node is None:

@@ -231,7 +231,9 @@ class MultiprocessExecutor(Executor):
 
 
 def _create(config: Mapping[str, Any]) -> Executor:
-    max_concurrent = config.get("max_concurrent") or os.cpu_count() or 1
+    max_concurrent = config.get("max_concurrent")
+    if max_concurrent is None:
+        max_concurrent = os.cpu_count() or 1
     if max_concurrent < 1:
         raise ConfigError(
             [

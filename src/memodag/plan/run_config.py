@@ -118,7 +118,9 @@ def _resolve_graph(
             continue
         if isinstance(node.definition, GraphDefinition):
             # nested sections follow the spelling of the top level (``solids`` for legacy configs)
-            inner_key = "solids" if "solids" in node_section and "ops" not in node_section else "ops"
+            inner_key = (
+                "solids" if "solids" in node_section and "ops" not in node_section else "ops"
+            )
             for key in node_section:
                 if key != inner_key:
                     errors.append(

@@ -62,11 +62,13 @@ def collect_garbage(
         return bool(older_than is not None and (created_at is None or created_at >= older_than))
 
     candidates: dict[str, GcItem] = {}
+    indexed: set[str] = set()  # judged by their index entry's creation time, not by a run's
     kept = 0
     for entry in instance.index_entries():
         uri = entry.address.uri
         if not uri:
             continue
+        indexed.add(uri)
         if reachable(uri, entry.created_at):
             kept += 1
             continue
@@ -85,7 +87,7 @@ def collect_garbage(
             continue
         for address in instance.get_output_addresses(run.run_id).values():
             uri = address.uri
-            if not uri or uri in candidates or uri.startswith("memory://"):
+            if not uri or uri in indexed or uri in candidates or uri.startswith("memory://"):
                 continue
             if reachable(uri, run.start_time):
                 continue

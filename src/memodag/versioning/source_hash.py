@@ -217,8 +217,13 @@ class _Walker:
         if kind == "module":
             return _module_digest(target), []
         if kind == "wrapper":
-            children = [self.describe(target.__wrapped__, _module_of(target), "__wrapped__")]
-            children.append(self.describe(type(target), _module_of(target), "<type>"))
+            module = _module_of(target)
+            children = [self.describe(target.__wrapped__, module, "__wrapped__")]
+            if isinstance(target, types.FunctionType):
+                origin, label = self.origin(module)
+                children.append(self.external(origin, label if origin == "package" else module))
+            else:
+                children.append(self.describe(type(target), module, "<type>"))
             return _type_name(type(target)), children
         if kind == "constant":
             refs = []
@@ -316,8 +321,13 @@ class _Walker:
             if origin == "local":
                 kind = "class" if isinstance(value, type) else "function"
                 return _Ref(("obj", id(value)), kind, _label(value), value)
-            return self.external(origin, label if origin == "package" else _dotted(value, module))
+            if isinstance(value, type) or _safe_getattr(value, "__wrapped__") is _MISSING:
+                return self.external(
+                    origin, label if origin == "package" else _dotted(value, module)
+                )
         if callable(value) and _safe_getattr(value, "__wrapped__") is not _MISSING:
+            # An installed decorator (lru_cache, tenacity.retry, ...) around a local function:
+            # the decorator counts by its package, the function it wraps by its source.
             return _Ref(("obj", id(value)), "wrapper", _label(value), value)
         if isinstance(
             value,
@@ -681,6 +691,11 @@ def _safe_getattr(obj: Any, name: str) -> Any:
 
 
 def _module_of(obj: Any) -> str:
+    """The module that defines ``obj`` (for functions: where the code is, which ``wraps`` hides)."""
+    if isinstance(obj, types.FunctionType):
+        name = obj.__globals__.get("__name__")
+        if isinstance(name, str):
+            return name
     module = _safe_getattr(obj, "__module__")
     if not isinstance(module, str):
         module = type(obj).__module__
@@ -688,6 +703,8 @@ def _module_of(obj: Any) -> str:
 
 
 def _label(obj: Any) -> str:
+    if isinstance(obj, types.FunctionType):
+        return f"{_module_of(obj)}:{obj.__code__.co_qualname}"
     qualname = _safe_getattr(obj, "__qualname__")
     if not isinstance(qualname, str):
         qualname = _type_name(type(obj))

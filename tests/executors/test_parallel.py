@@ -1,0 +1,160 @@
+"""The multiprocess and Dask executors run the same jobs as in process, with the same results,
+events and semantics; steps run in worker processes, each exactly once per attempt."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import textwrap
+
+import pytest
+from pipelines import dynamic_fan_out, fan_out_job, lines, marks_config
+
+from memodag import (
+    EventType,
+    ExecutionError,
+    in_process_executor,
+    job,
+    mem_io_manager,
+    op,
+)
+from memodag.errors import ConfigError
+
+N = 12
+
+
+def test_fan_out_same_result_on_every_executor(any_executor, instance, tmp_path):
+    result = fan_out_job(N, any_executor).execute_in_process(
+        run_config=marks_config(tmp_path), instance=instance
+    )
+
+    assert result.success
+    assert result.output_for_node("collect") == sum(i * i for i in range(N))
+    runs = {f"piece_{i}": lines(tmp_path, f"piece_{i}") for i in range(N)}
+    assert all(len(r) == 1 for r in runs.values()), runs  # each step ran exactly once
+    pids = {pid for r in runs.values() for pid, _ in r}
+    if any_executor is in_process_executor:
+        assert pids == {os.getpid()}
+    else:
+        assert os.getpid() not in pids
+    # events from the workers reach the run's event log in the driver, context.log included
+    stored = instance.get_events(result.run_id)
+    for i in range(N):
+        kinds = [e.event_type for e in stored if e.step_key == f"piece_{i}"]
+        assert kinds.count(EventType.STEP_START) == 1
+        assert kinds.count(EventType.STEP_SUCCESS) == 1
+        assert EventType.LOG in kinds and EventType.HANDLED_OUTPUT in kinds
+
+
+def test_dynamic_fan_out_runs_mapped_pieces_on_workers(parallel_executor, instance, tmp_path):
+    run_config = {**marks_config(tmp_path), "ops": {"split": {"config": {"n": 8}}}}
+    result = dynamic_fan_out.execute_in_process(
+        run_config={**run_config, "execution": _execution(parallel_executor)},
+        instance=instance,
+    )
+
+    assert result.success
+    assert result.output_for_node("total") == sum(i * i for i in range(8))
+    squares = [lines(tmp_path, f"square[k{i}]") for i in range(8)]
+    assert all(len(s) == 1 for s in squares)
+    assert os.getpid() not in {pid for s in squares for pid, _ in s}
+
+
+def _execution(executor_def):
+    """Run config naming the executor, as a user writes it (``execution: {dask: {config: ...}}``)."""
+    return {executor_def.name: {"config": dict(executor_def.preset_config)}}
+
+
+def test_run_config_chooses_the_executor(parallel_executor, instance, tmp_path):
+    plain = fan_out_job(4)  # no executor_def: in process unless run config says otherwise
+    result = plain.execute_in_process(
+        run_config={**marks_config(tmp_path), "execution": _execution(parallel_executor)},
+        instance=instance,
+    )
+
+    assert result.output_for_node("collect") == 0 + 1 + 4 + 9
+    assert os.getpid() not in {lines(tmp_path, f"piece_{i}")[0][0] for i in range(4)}
+
+
+def test_job_loaded_from_a_file_path_reaches_workers(parallel_executor, instance, tmp_path):
+    source = tmp_path / "user_pipeline_file.py"
+    source.write_text(
+        textwrap.dedent(
+            """
+            from memodag import job, op
+
+            OFFSET = 100
+
+            def helper(x):
+                return x + OFFSET
+
+            @op
+            def start() -> int:
+                return helper(1)
+
+            @op
+            def double(x: int) -> int:
+                return 2 * x
+
+            def make(executor_def):
+                @job(executor_def=executor_def)
+                def from_file():
+                    double(start())
+
+                return from_file
+            """
+        )
+    )
+    spec = importlib.util.spec_from_file_location("user_pipeline_file", source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["user_pipeline_file"] = module
+    try:
+        spec.loader.exec_module(module)
+        result = module.make(parallel_executor).execute_in_process(instance=instance)
+    finally:
+        del sys.modules["user_pipeline_file"]
+
+    assert result.output_for_node("double") == 202
+
+
+def test_in_memory_io_manager_is_refused_before_any_step(parallel_executor, instance, tmp_path):
+    @op
+    def writes_marker() -> int:
+        (tmp_path / "ran").write_text("yes")
+        return 1
+
+    @job(resource_defs={"io_manager": mem_io_manager}, executor_def=parallel_executor)
+    def in_memory():
+        writes_marker()
+
+    with pytest.raises(ExecutionError, match="process memory.*fs_io_manager"):
+        in_memory.execute_in_process(instance=instance)
+    assert not (tmp_path / "ran").exists()
+    assert instance.get_runs() == []
+
+
+def test_executor_config_is_validated(instance):
+    from memodag import dask_executor, multiprocess_executor
+
+    @op
+    def one() -> int:
+        return 1
+
+    @job(executor_def=multiprocess_executor.configured({"max_concurrent": 0}))
+    def bad_mp():
+        one()
+
+    @job(executor_def=dask_executor.configured({"address": "tcp://x:1", "n_workers": 2}))
+    def bad_dask():
+        one()
+
+    with pytest.raises(ConfigError, match="max_concurrent: expected an int >= 1"):
+        bad_mp.execute_in_process(instance=instance)
+    with pytest.raises(ConfigError, match="either 'address'.*or 'n_workers'"):
+        bad_dask.execute_in_process(instance=instance)
+    with pytest.raises(ConfigError, match="unknown field"):
+        bad_mp.execute_in_process(
+            run_config={"execution": {"multiprocess": {"config": {"workers": 2}}}},
+            instance=instance,
+        )
