@@ -78,7 +78,7 @@ def test_code_version_change_is_explained(instance):
     dog_tree.execute_in_process(run_config=config("redwood"), instance=instance)
 
     @op(version="2")
-    def emit_sentence(dog, tree):  # noqa: F811 - the edited op
+    def emit_sentence(dog, tree):
         return f"{dog} and {tree}"
 
     @job(name="dog_tree", tags={MEMOIZED_RUN_TAG: "true"})

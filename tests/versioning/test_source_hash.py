@@ -64,6 +64,11 @@ def shout(text):
     return text.upper() + "!"
 
 
+@functools.lru_cache(maxsize=None)
+def cached_len(text):
+    return len(text)
+
+
 def make_scaler(factor):
     def scale(x):
         return x * factor
@@ -154,6 +159,11 @@ def uses_decorated(text: str):
     return helpers.shout(text)
 
 
+@op
+def uses_cached(text: str):
+    return helpers.cached_len(text)
+
+
 @resource
 def store(init_context):
     return {"limit": helpers.LIMIT}
@@ -170,6 +180,7 @@ NAMES = [
     "uses_lambda_and_closure",
     "uses_default",
     "uses_decorated",
+    "uses_cached",
     "store",
 ]
 
@@ -321,6 +332,13 @@ EDITS = [
         "return fn(*args, **kwargs)",
         "return fn(*args, **kwargs) or None",
         {"uses_decorated"},
+    ),
+    (
+        "helper behind lru_cache",
+        "proj/helpers.py",
+        "return len(text)",
+        "return len(text) + 1",
+        {"uses_cached"},
     ),
     ("op body", "proj/ops.py", "text[::-1]", "text[::-2]", {"independent"}),
     (

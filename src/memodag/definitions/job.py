@@ -60,6 +60,12 @@ class JobDefinition:
         version_strategy: Any = None,
         early_cutoff: bool = False,
     ) -> JobDefinition:
+        if graph.input_names:
+            raise DefinitionError(
+                f"job '{name or graph.name}': a job body takes no parameters, got "
+                f"{list(graph.input_names)}; produce the values with ops, or use @graph for a "
+                "reusable piece with inputs"
+            )
         resources = default_resource_defs()
         for key, value in (resource_defs or {}).items():
             resources[check_name(key, "resource key")] = as_resource_definition(key, value)
@@ -95,6 +101,9 @@ class JobDefinition:
             for needed in sorted(rdef.required_resource_keys):
                 if needed not in self.resource_defs:
                     missing.append(f"resource '{key}' requires resource '{needed}'")
+        cycle = _resource_cycle(self.resource_defs)
+        if cycle:
+            missing.append(f"resources depend on each other in a cycle: {' -> '.join(cycle)}")
         if missing:
             provided = sorted(self.resource_defs)
             raise DefinitionError(
@@ -139,6 +148,29 @@ class JobDefinition:
 
     def __repr__(self) -> str:
         return f"<job {self.name}>"
+
+
+def _resource_cycle(resource_defs: Mapping[str, ResourceDefinition]) -> list[str]:
+    """One cycle among resources requiring each other (as a path that closes), or []."""
+    done: set[str] = set()
+
+    def visit(key: str, path: list[str]) -> list[str]:
+        if key in path:
+            return [*path[path.index(key) :], key]
+        if key in done or key not in resource_defs:
+            return []
+        for needed in sorted(resource_defs[key].required_resource_keys):
+            found = visit(needed, [*path, key])
+            if found:
+                return found
+        done.add(key)
+        return []
+
+    for key in sorted(resource_defs):
+        found = visit(key, [])
+        if found:
+            return found
+    return []
 
 
 def job(

@@ -138,6 +138,11 @@ def _build_ins(
             raise DefinitionError(
                 f"op '{op_name}': *args/**kwargs parameters are not supported as inputs"
             )
+        if p.kind is p.POSITIONAL_ONLY:
+            # inputs are passed by name, so a positional-only parameter could never receive one
+            raise DefinitionError(
+                f"op '{op_name}': input '{p.name}' is positional-only; remove the '/' from the signature"
+            )
     names = [p.name for p in params]
     ins = dict(ins or {})
     unknown = [k for k in ins if k not in names]
@@ -312,8 +317,9 @@ def invoke_directly(op_def: OpDefinition, args: tuple[Any, ...], kwargs: dict[st
     context = None
     if args_list and isinstance(args_list[0], OpExecutionContext):
         context = args_list.pop(0)
-    if "context" in kwargs:
-        context = kwargs.pop("context")
+    context_param = _context_param_name(op_def)
+    if context_param is not None and context_param in kwargs:
+        context = kwargs.pop(context_param)
     if op_def.takes_context and context is None:
         context = build_op_context()
     if context is not None and op_def.takes_context:
@@ -329,6 +335,12 @@ def invoke_directly(op_def: OpDefinition, args: tuple[Any, ...], kwargs: dict[st
         return produced[0].value if produced else None
     by_name = {p.output_name: p.value for p in produced}
     return tuple(by_name.get(n) for n in op_def.outs)
+
+
+def _context_param_name(op_def: OpDefinition) -> str | None:
+    if not op_def.takes_context:
+        return None
+    return next(iter(inspect.signature(op_def.compute_fn).parameters))
 
 
 def _bind_inputs(op_def: OpDefinition, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from memodag.definitions.config import NO_DEFAULT, ConfigType, normalize_schema
-from memodag.errors import DefinitionError
+from memodag.definitions.config import NO_DEFAULT, ConfigType, normalize_schema, validate_config
+from memodag.errors import ConfigError, DefinitionError
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,14 @@ class ResourceDefinition:
         return False
 
     def configured(self, config: Any) -> ResourceDefinition:
-        """This resource with its config fixed; run config no longer configures it."""
+        """This resource with its config fixed; run config no longer configures it.
+
+        Raises ``ConfigError`` at once when ``config`` does not match the resource's schema.
+        """
+        errors: list[str] = []
+        validate_config(self.config_type, config, "config", errors)
+        if errors:
+            raise ConfigError(errors, f"config given to {self!r}.configured(...)")
         return replace(self, preset_config=config)
 
     @staticmethod

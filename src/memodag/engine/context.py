@@ -71,7 +71,14 @@ class RunLogger:
         self._log(logging.ERROR, msg, *args)
 
     def exception(self, msg: str, *args: Any) -> None:
-        self._log(logging.ERROR, msg, *args)
+        """Log at ERROR with the traceback of the exception being handled."""
+        import sys
+        import traceback
+
+        text = msg % args if args else str(msg)
+        if sys.exc_info()[0] is not None:
+            text = f"{text}\n{traceback.format_exc().rstrip()}"
+        self._log(logging.ERROR, text)
 
 
 class OpExecutionContext:
