@@ -166,7 +166,7 @@ def test_summarize_steps_from_events() -> None:
             _event(EventType.STEP_START, "a", attempt=0),
             _event(EventType.HANDLED_OUTPUT, "a", output="result", address=address),
             _event(EventType.STEP_SUCCESS, "a", duration=0.5, attempt=0),
-            _event(EventType.STEP_MEMOIZED, "f", addresses={"out": piece}),
+            _event(EventType.STEP_MEMOIZED, "f", addresses=[{**piece, "output_name": "out"}]),
             _event(EventType.STEP_START, "b", attempt=0),
             _event(EventType.STEP_FAILURE, "b", "KeyError: 'x'", error={"class": "KeyError"}),
             _event(EventType.STEP_RETRY, "b", "retry 1 of 1"),
@@ -177,7 +177,8 @@ def test_summarize_steps_from_events() -> None:
     assert list(by_key) == ["a", "f", "b"]
     assert by_key["a"]["status"] == "success" and by_key["a"]["duration"] == 0.5
     assert by_key["a"]["outputs"] == {"result": address}
-    assert by_key["f"]["status"] == "memoized" and by_key["f"]["outputs"] == {"out[k1]": piece}
+    assert by_key["f"]["status"] == "memoized"
+    assert by_key["f"]["outputs"] == {"out[k1]": {**piece, "output_name": "out"}}
     assert by_key["b"]["status"] == "running" and by_key["b"]["attempts"] == 2
 
 

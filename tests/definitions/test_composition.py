@@ -137,6 +137,16 @@ def test_an_alias_called_outside_a_body_is_rejected():
         add_one.alias("x")(1)
 
 
+def test_a_job_body_takes_no_parameters():
+    with pytest.raises(
+        DefinitionError, match=r"job 'with_param': a job body takes no parameters, got \['x'\]"
+    ):
+
+        @job
+        def with_param(x):
+            add_one(x)
+
+
 def test_inputs_with_defaults_need_no_wiring():
     @op(ins={"y": In(default_value=10)})
     def plus(x, y):

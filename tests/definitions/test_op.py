@@ -102,6 +102,23 @@ def test_var_args_are_not_inputs():
             return values
 
 
+def test_positional_only_parameters_cannot_receive_inputs():
+    with pytest.raises(DefinitionError, match=r"op 'strict': input 'x' is positional-only"):
+
+        @op
+        def strict(x, /):
+            return x
+
+
+def test_the_context_may_be_passed_by_its_parameter_name():
+    @op(config_schema={"n": int})
+    def short(ctx, x):
+        return ctx.op_config["n"] + x
+
+    assert short(ctx=build_op_context(config={"n": 1}), x=2) == 3
+    assert short(build_op_context(config={"n": 1}), 2) == 3
+
+
 def test_retry_policy_rejects_negative_retries():
     with pytest.raises(DefinitionError, match="max_retries must be >= 0"):
         RetryPolicy(max_retries=-1)

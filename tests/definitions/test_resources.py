@@ -261,6 +261,31 @@ def test_an_output_io_manager_key_must_name_an_io_manager():
             produce()
 
 
+def test_resources_requiring_each_other_in_a_cycle():
+    @resource(required_resource_keys={"b"})
+    def a(init_context):
+        return 1
+
+    @resource(required_resource_keys={"a"})
+    def b(init_context):
+        return 2
+
+    with pytest.raises(DefinitionError, match="in a cycle: a -> b -> a"):
+
+        @job(resource_defs={"a": a, "b": b, "store": 1})
+        def cyclic():
+            read_store()
+
+
+def test_configured_config_is_checked_at_once():
+    @resource(config_schema={"url": str})
+    def database(init_context):
+        return init_context.resource_config["url"]
+
+    with pytest.raises(ConfigError, match=r"config\.url: expected str, got int"):
+        database.configured({"url": 5})
+
+
 def test_resource_functions_take_at_most_the_init_context():
     with pytest.raises(DefinitionError, match="must take one parameter"):
 

@@ -365,3 +365,46 @@ def test_runs_list_and_show(cli: Cli) -> None:
 
     missing = cli("runs", "show", "0000")
     assert missing.returncode == 2 and "no run with id" in missing.stderr
+
+
+def test_memoize_flag_skips_steps_stored_at_their_version(cli: Cli) -> None:
+    job_file = cli.write(
+        "versioned.py",
+        """
+        import os
+        from memodag import op, job
+
+        @op(version="1")
+        def source():
+            with open(os.environ["SIDE_EFFECTS"], "a") as f:
+                f.write("source ran\\n")
+            return 21
+
+        @op(version="1")
+        def double(x):
+            return x * 2
+
+        @job
+        def versioned():
+            double(source())
+        """,
+    )
+    first = _ok(cli("job", "execute", "-f", str(job_file), "--memoize", "--json"))
+    second = _ok(cli("job", "execute", "-f", str(job_file), "--memoize"))
+
+    assert json.loads(first.stdout)["steps"]["executed"] == 2
+    assert "○ source memoized" in second.stdout and "○ double memoized" in second.stdout
+    assert "0 executed, 2 memoized" in second.stdout
+    assert cli.notes() == ["source ran"]
+    latest = cli.instance().get_runs(limit=1)[0]
+    assert latest.tags["memodag/is_memoized_run"] == "true"
+    shown = json.loads(_ok(cli("runs", "show", latest.run_id, "--json")).stdout)
+    first_id = json.loads(first.stdout)["run_id"]
+    for step in shown["steps"]:
+        assert step["status"] == "memoized"
+        assert step["outputs"]["result"]["run_id"] == first_id  # stored by the first run
+
+    # memoization needs versions: asking for it on unversioned ops is a usage error
+    unversioned = cli.write("plain.py", TWO_JOBS)
+    refused = cli("job", "execute", "-f", str(unversioned), "-j", "tiny", "--memoize")
+    assert refused.returncode == 2 and "without a version" in refused.stderr

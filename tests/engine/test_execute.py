@@ -87,6 +87,26 @@ def test_context_log_becomes_a_log_event_and_python_logging(instance, caplog):
     assert "processed 42 rows" in caplog.text
 
 
+def test_log_exception_carries_the_traceback(instance):
+    @op
+    def recovering(context):
+        try:
+            {}["missing"]
+        except KeyError:
+            context.log.exception("lookup failed")
+        return "recovered"
+
+    @job
+    def recover():
+        recovering()
+
+    result = recover.execute_in_process(instance=instance)
+    (log,) = [e for e in result.all_events if e.event_type == EventType.LOG]
+    assert log.data["level"] == "ERROR"
+    assert log.message.startswith("lookup failed\nTraceback")
+    assert "KeyError: 'missing'" in log.message
+
+
 def test_the_context_carries_run_id_op_def_config_and_tags(instance):
     seen = {}
 

@@ -80,6 +80,9 @@ def test_only_the_selected_step_runs_and_its_input_comes_from_the_parent(instanc
     assert record.status == RunStatus.SUCCESS
     loaded = instance.get_output_addresses(child.run_id)
     assert set(loaded) == {("transform", "result", None)}
+    # steps left out of the selection still answer with what the parent stored
+    assert child.output_for_node("load") == 21
+    assert child.output_address("load").run_id == parent.run_id
 
 
 def test_downstream_selection(instance, parent):
@@ -121,6 +124,7 @@ def test_a_chain_of_re_executions_keeps_the_root(instance, parent):
     )
     assert instance.get_run(grandchild.run_id).root_run_id == parent.run_id
     assert grandchild.output_for_node("audit") == "audited 10"
+    assert grandchild.output_for_node("transform") == 20  # from the root run, two levels up
 
 
 def test_re_executing_a_failed_step_after_fixing_it(instance):

@@ -3,13 +3,11 @@ SIGTERM to the driver. A run never hangs, never runs an attempt twice, never hal
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import psutil
 import pytest

@@ -128,7 +128,7 @@ def test_in_memory_io_manager_is_refused_before_any_step(parallel_executor, inst
     def in_memory():
         writes_marker()
 
-    with pytest.raises(ExecutionError, match="process memory.*fs_io_manager"):
+    with pytest.raises(ExecutionError, match=r"process memory.*fs_io_manager"):
         in_memory.execute_in_process(instance=instance)
     assert not (tmp_path / "ran").exists()
     assert instance.get_runs() == []
@@ -149,9 +149,9 @@ def test_executor_config_is_validated(instance):
     def bad_dask():
         one()
 
-    with pytest.raises(ConfigError, match="max_concurrent: expected an int >= 1"):
+    with pytest.raises(ConfigError, match=r"max_concurrent: expected an int >= 1"):
         bad_mp.execute_in_process(instance=instance)
-    with pytest.raises(ConfigError, match="either 'address'.*or 'n_workers'"):
+    with pytest.raises(ConfigError, match=r"either 'address'.*or 'n_workers'"):
         bad_dask.execute_in_process(instance=instance)
     with pytest.raises(ConfigError, match="unknown field"):
         bad_mp.execute_in_process(

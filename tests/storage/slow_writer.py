@@ -38,9 +38,7 @@ def main(argv: list[str]) -> None:
         return "big"
 
     options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"} if endpoint else {}
-    manager = object_store_io_manager.configured(
-        {"base_url": base_url, "storage_options": options}
-    )
+    manager = object_store_io_manager.configured({"base_url": base_url, "storage_options": options})
 
     @job(resource_defs={"io_manager": manager})
     def slow_job():

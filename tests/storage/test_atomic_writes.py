@@ -106,7 +106,9 @@ def test_failing_rewrite_keeps_the_previous_whole_value(tmp_path):
         path = Path(result.output_address("make").uri)
     mode["fail"] = True
     with Instance.from_url(f"sqlite:///{tmp_path / 'b.db'}") as second:
-        failed = rewrite.execute_in_process(instance=second, run_id="same-run", raise_on_error=False)
+        failed = rewrite.execute_in_process(
+            instance=second, run_id="same-run", raise_on_error=False
+        )
         assert not failed.success
     with path.open("rb") as f:
         assert pickle.load(f) == {"payload": "x" * 10_000}

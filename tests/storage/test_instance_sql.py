@@ -26,7 +26,16 @@ def _run(run_id: str, job_name: str = "j", start: float = 0.0, **kw) -> RunRecor
 
 
 def _address(run_id: str, step: str, version: str) -> Address:
-    return Address("io_manager", f"/store/{step}/{version}.pkl", "pickle", run_id, step, "result", None, version)
+    return Address(
+        "io_manager",
+        f"/store/{step}/{version}.pkl",
+        "pickle",
+        run_id,
+        step,
+        "result",
+        None,
+        version,
+    )
 
 
 @op
@@ -107,7 +116,9 @@ def test_events_and_index_round_trip(any_instance):
         Event(EventType.STEP_SUCCESS, "r1", 1.3, "a", "", {"duration": 0.2}),
     ]
     recipe = {"code": "abc", "inputs": {}}
-    inst.store_events(events, [IndexEntry("a.result", "v1", _address("r1", "a", "v1"), 1.2, 123, recipe)])
+    inst.store_events(
+        events, [IndexEntry("a.result", "v1", _address("r1", "a", "v1"), 1.2, 123, recipe)]
+    )
 
     stored = inst.get_events("r1")
     assert [e.event_type for e in stored] == [e.event_type for e in events]
@@ -262,6 +273,23 @@ def test_unreachable_postgres_names_the_url_without_the_password():
     assert "s3cr3t" not in message
     assert "postgresql://alice:***@127.0.0.1:1/pipelines" in message
     assert "cannot connect" in message
+
+
+def test_a_database_from_before_the_recipe_column_is_upgraded(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE output_index (output_key TEXT NOT NULL, version TEXT NOT NULL, "
+            "address TEXT NOT NULL, run_id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, "
+            "size_bytes BIGINT, PRIMARY KEY (output_key, version))"
+        )
+    conn.close()
+    entry = IndexEntry("a.result", "v1", _address("r1", "a", "v1"), 1.0, None, {"code": "x"})
+    with Instance.from_url(f"sqlite:///{path}") as inst:
+        inst.store_events([], [entry])
+        assert inst.index_entries() == [entry]
 
 
 def test_unsupported_instance_url():

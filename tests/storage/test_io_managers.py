@@ -19,7 +19,6 @@ from memodag import (
     Out,
     OutputContext,
     StorageError,
-    fs_io_manager,
     io_manager,
     job,
     mem_io_manager,
@@ -53,7 +52,11 @@ def test_fs_io_manager_records_every_address_and_load(instance):
     assert result.output_for_node("add_one") == 41
 
     addresses = instance.get_output_addresses(result.run_id)
-    assert set(addresses) == {("source", "result", None), ("double", "result", None), ("add_one", "result", None)}
+    assert set(addresses) == {
+        ("source", "result", None),
+        ("double", "result", None),
+        ("add_one", "result", None),
+    }
     for (step, _, _), address in addresses.items():
         assert address.io_manager_key == "io_manager"
         assert address.serializer == "pickle"
@@ -82,7 +85,9 @@ def test_fs_io_manager_base_dir_from_run_config(tmp_path, instance):
         run_config={"resources": {"io_manager": {"config": {"base_dir": str(base)}}}},
         instance=instance,
     )
-    assert Path(result.output_address("double").uri) == base / result.run_id / "double" / "result.pkl"
+    assert (
+        Path(result.output_address("double").uri) == base / result.run_id / "double" / "result.pkl"
+    )
     assert result.output_for_node("double") == 40
 
 
@@ -177,7 +182,9 @@ def test_object_store_on_file_url(tmp_path, instance):
 
     result = chain.execute_in_process(instance=instance)
     assert result.output_for_node("add_one") == 41
-    assert Path(result.output_address("double").uri) == base / result.run_id / "double" / "result.pkl"
+    assert (
+        Path(result.output_address("double").uri) == base / result.run_id / "double" / "result.pkl"
+    )
 
 
 def test_object_store_on_memory_url_from_run_config(instance):
@@ -215,7 +222,10 @@ def test_dynamic_pieces_are_stored_and_addressed_one_by_one(instance):
     addresses = instance.get_output_addresses(result.run_id)
     assert {k[2] for k in addresses} == {"a", "b"}
     for (_, _, key), address in addresses.items():
-        assert Path(address.uri) == instance.storage_dir / result.run_id / "fan" / "result" / f"{key}.pkl"
+        assert (
+            Path(address.uri)
+            == instance.storage_dir / result.run_id / "fan" / "result" / f"{key}.pkl"
+        )
     assert result.output_for_node("fan") == {"a": "A", "b": "B"}
 
 
@@ -283,7 +293,9 @@ def test_custom_io_manager_addresses_are_recorded(instance):
 def _versioned_manager(base: Path) -> Any:
     definition = versioned_filesystem_io_manager.configured({"base_dir": str(base)})
     return definition.resource_fn(
-        InitResourceContext(resource_config={"base_dir": str(base), "serializer": "pickle"}, resources=None)
+        InitResourceContext(
+            resource_config={"base_dir": str(base), "serializer": "pickle"}, resources=None
+        )
     )
 
 
@@ -305,6 +317,6 @@ def test_versioned_manager_stores_by_version(tmp_path):
 
 def test_versioned_manager_needs_a_version(tmp_path):
     manager = _versioned_manager(tmp_path)
-    with pytest.raises(StorageError, match="needs a version for output 'step.result'"):
+    with pytest.raises(StorageError, match=r"needs a version for output 'step\.result'"):
         manager.handle_output(OutputContext("step", "result", "run-1"), 1)
     assert not list(tmp_path.rglob("*"))

@@ -121,7 +121,9 @@ def test_s3_manager_configured_from_run_config_with_parquet(s3_bucket, instance)
     assert key in s3_bucket.keys("tables/")
     table = pq.read_table(io.BytesIO(s3_bucket.read(key)))
     assert table.column("b").to_pylist() == ["x", "y"]
-    pd.testing.assert_frame_equal(result.output_for_node("frame"), pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
+    pd.testing.assert_frame_equal(
+        result.output_for_node("frame"), pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    )
 
 
 def _manager(bucket: Any, **options: Any) -> Any:

@@ -24,7 +24,9 @@ from memodag import (
 
 
 def test_unknown_serializer_on_an_out(instance):
-    with pytest.raises(MemodagError, match=r"unknown serializer 'xml'.*'json'.*'parquet'.*'pickle'"):
+    with pytest.raises(
+        MemodagError, match=r"unknown serializer 'xml'.*'json'.*'parquet'.*'pickle'"
+    ):
         # rejected where it is declared, or at the latest when the output is stored
 
         @op(out=Out(serializer="xml"))
@@ -122,11 +124,17 @@ def test_object_store_url_with_an_unknown_protocol(instance):
     def make():
         return 1
 
-    @job(resource_defs={"io_manager": object_store_io_manager.configured({"base_url": "nosuch://x/y"})})
+    @job(
+        resource_defs={
+            "io_manager": object_store_io_manager.configured({"base_url": "nosuch://x/y"})
+        }
+    )
     def pipeline():
         make()
 
-    with pytest.raises(StorageError, match=r"cannot open base_url 'nosuch://x/y'.*s3://bucket/prefix"):
+    with pytest.raises(
+        StorageError, match=r"cannot open base_url 'nosuch://x/y'.*s3://bucket/prefix"
+    ):
         pipeline.execute_in_process(instance=instance)
 
 

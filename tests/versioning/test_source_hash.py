@@ -513,38 +513,40 @@ def test_resource_version_follows_helpers(tmp_path: Path) -> None:
     )
 
 
-def test_source_is_parsed_once_per_function_per_process(
+def test_source_is_parsed_once_per_file_and_hashed_once_per_function(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     package = "cost_probe_pkg"
     ops = "\n".join(f"@op\ndef op_{i}(x):\n    return shared(x) + {i}\n" for i in range(50))
-    write_project(
-        tmp_path,
-        {f"{package}.py": f"from memodag import op\n\ndef shared(x):\n    return x * 2\n\n{ops}"},
-    )
+    source = f"from memodag import op\n\ndef shared(x):\n    return x * 2\n\n{ops}"
+    write_project(tmp_path, {f"{package}.py": source})
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module(package)
-    parsed: list[str] = []
-    real_getsource = source_hash.inspect.getsource
+    read: list[str] = []
+    dumped: list[str] = []
+    real_getlines, real_dump = source_hash.linecache.getlines, source_hash.ast.dump
 
-    def counting_getsource(obj: Any) -> str:
-        parsed.append(getattr(obj, "__qualname__", "?"))
-        return real_getsource(obj)
+    def counting_getlines(filename: str, *args: Any) -> list[str]:
+        read.append(Path(filename).name)
+        return real_getlines(filename, *args)
 
-    monkeypatch.setattr(source_hash.inspect, "getsource", counting_getsource)
+    def counting_dump(node: Any, *args: Any, **kwargs: Any) -> str:
+        dumped.append(getattr(node, "name", "?"))
+        return real_dump(node, *args, **kwargs)
+
+    monkeypatch.setattr(source_hash.linecache, "getlines", counting_getlines)
+    monkeypatch.setattr(source_hash.ast, "dump", counting_dump)
     first = SourceHashVersionStrategy(local_roots=[tmp_path])
-    versions = {
-        first.get_op_version(OpVersionContext(getattr(module, f"op_{i}"), None)) for i in range(50)
-    }
+    ops_defs = [getattr(module, f"op_{i}") for i in range(50)]
+    versions = {first.get_op_version(OpVersionContext(d, None)) for d in ops_defs}
     assert len(versions) == 50
-    assert parsed.count("shared") == 1
+    assert read == [f"{package}.py"]
+    assert dumped.count("shared") == 1 and len(dumped) == 51
     for _ in range(10_000):
         first.get_op_version(OpVersionContext(module.op_0, None))
     second = SourceHashVersionStrategy(local_roots=[tmp_path])
-    second.get_op_version(OpVersionContext(module.op_1, None))
-    assert parsed.count("shared") == 1
-    assert parsed.count("op_0") == 1
-    assert len(parsed) == 51
+    assert second.get_op_version(OpVersionContext(module.op_1, None)) in versions
+    assert len(dumped) == 51 and read == [f"{package}.py"]
 
 
 def test_python_version_is_counted_only_when_asked() -> None:

@@ -53,11 +53,18 @@ class CliError(click.ClickException):
 
 
 def exit_code_for(exc: BaseException) -> int:
-    """2 for mistakes in definitions, config or the request; 1 for anything that went wrong running."""
-    from memodag.errors import ConfigError, DefinitionError, ExecutionError, StepExecutionError
+    """2 for mistakes in definitions, config or the request (memoization asked of unversioned
+    ops included); 1 for anything that went wrong running."""
+    from memodag.errors import (
+        ConfigError,
+        DefinitionError,
+        ExecutionError,
+        MemoizationError,
+        StepExecutionError,
+    )
 
     if isinstance(exc, StepExecutionError):
         return EXIT_RUN_FAILED
-    if isinstance(exc, ConfigError | DefinitionError | ExecutionError):
+    if isinstance(exc, ConfigError | DefinitionError | ExecutionError | MemoizationError):
         return EXIT_USAGE
     return EXIT_RUN_FAILED

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
+import traceback
 import uuid
 from collections.abc import Mapping
 from types import SimpleNamespace
@@ -72,9 +74,6 @@ class RunLogger:
 
     def exception(self, msg: str, *args: Any) -> None:
         """Log at ERROR with the traceback of the exception being handled."""
-        import sys
-        import traceback
-
         text = msg % args if args else str(msg)
         if sys.exc_info()[0] is not None:
             text = f"{text}\n{traceback.format_exc().rstrip()}"

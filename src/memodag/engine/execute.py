@@ -76,7 +76,7 @@ def execute_job(
         job,
         resolved.resource_config,
         frozenset(resource_keys),
-        instance.url,
+        instance.connection_url,  # with its password: workers reconnect with it
         str(instance.storage_dir),
     )
     canceled = False

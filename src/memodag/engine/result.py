@@ -80,6 +80,8 @@ class ExecuteInProcessResult:
     def output_address(self, node: str, output_name: str = DEFAULT_OUTPUT) -> Address:
         step_key, output = self._resolve(node, output_name)
         address = self._result.addresses.get((step_key, output, None))
+        if address is None and self._result.status.get(step_key) == "external":
+            address = self._from_ancestors((step_key, output, None))
         if address is None:
             raise MemodagError(
                 f"run {self.run_id[:8]}: node '{node}' stored no output '{output_name}' (step status: {self._result.status.get(step_key, 'not in run')})"
@@ -134,6 +136,18 @@ class ExecuteInProcessResult:
                 for k, a in self._address_items()
                 if k[0] == step_key and k[1] == output and k[2] is not None
             ]
+        return None
+
+    def _from_ancestors(self, key: AddressKey) -> Address | None:
+        """A step this re-execution did not select: its output as the nearest ancestor run stored it."""
+        record = self.instance.get_run(self.run_id)
+        seen: set[str] = set()
+        while record is not None and record.parent_run_id and record.parent_run_id not in seen:
+            seen.add(record.parent_run_id)
+            address = self.instance.get_output_addresses(record.parent_run_id).get(key)
+            if address is not None:
+                return address
+            record = self.instance.get_run(record.parent_run_id)
         return None
 
     def _address_items(self) -> list[tuple[AddressKey, Address]]:

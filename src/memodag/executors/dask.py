@@ -51,9 +51,10 @@ them to the ``LocalCluster`` it starts; set them on a scheduler you start yourse
 class DaskExecutor(Executor):
     """Submits attempts to a Dask cluster and hands back outcomes as they finish.
 
-    Invariants: at most ``max_concurrent`` attempts (default: the cluster's thread count) are in
-    Dask at once, so none queue on a worker behind another; each submitted attempt ends in exactly
-    one outcome from ``wait``.
+    Invariants: at most ``max_concurrent`` attempts are in Dask at once (default: 4 per worker
+    thread, at least 64); each submitted attempt ends in exactly one outcome from ``wait``. Under
+    ``EXACTLY_ONCE_CONFIG`` the scheduler holds the backlog and a worker only ever holds attempts
+    it is running, so a worker's death fails exactly those.
     """
 
     in_process = False
@@ -103,7 +104,10 @@ class DaskExecutor(Executor):
                 )
             self._client = distributed.Client(self._cluster, set_as_default=False)
         threads = sum(self._client.nthreads().values()) or 1
-        self._admission = Admission(self._max_concurrent or threads, self._limits)
+        # Dask queues what its workers cannot take yet (see EXACTLY_ONCE_CONFIG), so handing it a
+        # good backlog keeps every worker busy without a round trip to the driver between steps
+        default = max(64, 4 * threads)
+        self._admission = Admission(self._max_concurrent or default, self._limits)
         self._run_id = payload.run_id
         self._payload = self._client.scatter(dumps_payload(payload), broadcast=True, hash=False)
 
@@ -136,7 +140,8 @@ class DaskExecutor(Executor):
             for admitted in self._admission.release(task):
                 self._launch(admitted)
             return
-        key = f"memodag-{task.step_key}-{task.attempt}-{uuid.uuid4().hex[:12]}"
+        # one key prefix, so Dask sees one large task group and queues it on the scheduler
+        key = f"memodag-step-{uuid.uuid4().hex}"
         future = self._client.submit(
             run_dask_task,
             self._run_id,
@@ -290,7 +295,7 @@ dask_executor = ExecutorDefinition(
         "max_concurrent": Field(
             Noneable(int),
             default_value=None,
-            description="Steps in Dask at once; default the cluster's total thread count.",
+            description="Steps handed to Dask at once; default 4 per worker thread (at least 64).",
         ),
         "tag_concurrency_limits": TAG_CONCURRENCY_LIMITS_FIELD,
     },

@@ -338,8 +338,8 @@ class WorkerInstance:
             from memodag.storage.instance import Instance
 
             url = self.url or ""
-            if "://" not in url:
-                if url in ("", ":memory:"):
+            if url.endswith(":memory:") or "://" not in url:
+                if url in ("", ":memory:") or url.endswith(":memory:"):
                     raise ExecutionError(
                         f"instance.{name} is not available in a worker process: the run's instance is in the driver's memory; use a SQLite file or PostgreSQL instance"
                     )

@@ -42,6 +42,10 @@ class Recipe:
         }
 
 
+def _config_json(config: Any) -> str:
+    return "null" if config is None else canonical_json(config_to_plain(config))
+
+
 def output_version(step_version: str, output_name: str, mapping_key: str | None = None) -> str:
     """The version of one output (or one piece of a dynamic output) of a step."""
     return hash_strings(step_version, output_name, mapping_key or "")
@@ -60,13 +64,14 @@ class VersionResolver:
         self._resource_versions: dict[str, str] = {}
 
     def op_version(self, op_def: Any, config: Any) -> str | None:
-        config_json = canonical_json(config_to_plain(config))
-        key = (id(op_def), config_json)
+        if op_def.version is not None:
+            return op_def.version
+        if self.strategy is None:
+            return None
+        # a strategy may look at the config, so its answer is cached per (op, config)
+        key = (id(op_def), _config_json(config))
         if key not in self._op_versions:
-            version = op_def.version
-            if version is None and self.strategy is not None:
-                version = self.strategy.get_op_version(OpVersionContext(op_def, config))
-            self._op_versions[key] = version
+            self._op_versions[key] = self.strategy.get_op_version(OpVersionContext(op_def, config))
         return self._op_versions[key]
 
     def resource_version(self, key: str) -> str:
@@ -107,8 +112,7 @@ class VersionResolver:
         resources = tuple(
             (k, self.resource_version(k)) for k in sorted(step.op_def.required_resource_keys)
         )
-        config = canonical_json(config_to_plain(step.config))
-        return Recipe(code, config, resources, tuple(inputs))
+        return Recipe(code, _config_json(step.config), resources, tuple(inputs))
 
     def unversioned_ops(self, nodes: Any) -> list[str]:
         """Op nodes with neither ``version=`` nor a strategy (memoization cannot run them)."""

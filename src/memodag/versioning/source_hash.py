@@ -24,44 +24,54 @@ counts as installed: it is the framework, not the user's project. Installed code
 ``Distribution==version`` (its source is never read); stdlib and builtins count by name only
 (plus ``python==X.Y`` with ``include_python_version=True``).
 
-Normalisation. A function's source is parsed with ``ast`` and hashed as
-``ast.dump(..., annotate_fields=False, include_attributes=False)``, so formatting and comments do
-not count. Docstrings are dropped: they document behaviour without changing it, and rewording one
-must not recompute an expensive pipeline. The op's own decorator lines (``@op(...)``) are dropped
-too: its config and hand-set version are hashed separately by the version resolver, and the rest
-(description, tags, io manager keys) decides where data goes, not what it is. Helpers keep their
-decorators, and names used in them are followed, because a helper decorator changes what it does.
+Normalisation. Each source file is parsed with ``ast`` once per process (read through
+``linecache``, so zip imports and notebook cells work too) and a definition is hashed as
+``ast.dump(node, annotate_fields=False, include_attributes=False)``: the same tree
+``ast.parse(textwrap.dedent(inspect.getsource(fn)))`` gives, without tokenizing every function
+again, so formatting and comments do not count. Docstrings are dropped: they document behaviour
+without changing it, and rewording one must not recompute an expensive pipeline. The op's own
+decorator lines (``@op(...)``) are dropped too: its config and hand-set version are hashed
+separately by the version resolver, and the rest (description, tags, io manager keys) decides
+where data goes, not what it is. Helpers keep their decorators, and names used in them are
+followed, because a helper's decorator changes what the helper does. Module names are taken as
+the user sees them: a script run as ``__main__`` and the same file loaded by the CLI hash alike.
 
-Limits (documented, by design):
-- Source unavailable (REPL, ``exec``, a lambda in the middle of a multi-line expression): the
-  code object's bytecode-independent parts are hashed instead (``co_consts`` recursively,
-  ``co_names``, ``co_varnames`` and the qualified name); there, docstrings do count.
-- Module constants other than simple values hash as: instance of a project-local class -> the
-  class (and the instance's ``__dict__`` when canonical); anything else -> its type's qualified
-  name (plus that type's package version). Editing the value of such an object is not seen.
-- A project-local module used bare (``getattr(helpers, name)``) hashes that module's whole source,
-  without following what it imports.
+Limits (by design, and what to do about them):
+- Source unavailable (REPL, ``exec``, a file changed or deleted since import): the code object's
+  bytecode-independent parts are hashed instead (``co_consts`` recursively, ``co_names``,
+  ``co_varnames`` and the qualified name); there, docstrings count and operators that only show
+  in bytecode (``x + 1`` vs ``x - 1``) do not. Give such ops ``version=`` by hand.
+- Two lambdas with the same parameters on one line are hashed together (a lambda knows its line,
+  not its column), so editing one invalidates users of the other.
+- Module constants other than simple values (numbers, strings, bytes, None and tuples, lists,
+  dicts, sets of them; plus dates, decimals, paths, patterns) hash as: instance of a project-local
+  class -> the class and the instance's ``__dict__``; anything else -> its type's qualified name
+  and that type's package version. Editing the *value* of such an object (a DataFrame built at
+  import time) is not seen: load data in an op, not at import.
+- A project-local module used bare (``getattr(helpers, name)``) hashes that module's whole
+  source, without following what it imports.
 - Methods called on objects the op receives at run time (inputs, resources, ``context``) are not
-  followed: only classes reached by name are.
-- Sources are read once per process (cached by code object); editing a file while the process
-  runs is seen by the next process.
+  followed: only classes reached by name are. Reach them by name or version the op by hand.
+- Sources are read once per process; an edit made while the process runs is seen by the next one.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import copy
 import dis
 import enum
 import functools
 import importlib.metadata
-import inspect
+import linecache
 import os
+import re
 import site
 import sys
 import sysconfig
-import textwrap
 import types
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +114,7 @@ _SOURCE_DIGESTS: dict[tuple[Any, ...], tuple[str, tuple[tuple[str, ...], ...]]] 
 _CLASS_DIGESTS: dict[int, tuple[type, str, tuple[tuple[str, ...], ...]]] = {}
 _MODULE_DIGESTS: dict[int, tuple[types.ModuleType, str]] = {}
 _CODE_CHAINS: dict[tuple[Any, str], tuple[tuple[str, ...], ...]] = {}
+_SOURCE_INDEXES: dict[str, _SourceIndex | None] = {}
 
 
 class SourceHashVersionStrategy(VersionStrategy):
@@ -199,7 +210,16 @@ class _Walker:
     def expand(self, ref: _Ref) -> tuple[_Node, tuple[_Ref, ...]]:
         hit = self._expanded.get(ref.key)
         if hit is None:
-            own, children = self._expand(ref)
+            try:
+                own, children = self._expand(ref)
+            except Exception as exc:  # odd user objects must not fail a run; say what was lost
+                warnings.warn(
+                    f"SourceHashVersionStrategy could not hash {ref.kind} {ref.label} "
+                    f"({type(exc).__name__}: {exc}); it counts by name only",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                own, children = f"unhashable:{type(exc).__name__}", []
             edges = sorted({f"{c.kind}:{c.label}" for c in children})
             node = _Node(ref.kind, ref.label, hash_strings(ref.kind, own, *edges))
             hit = self._expanded[ref.key] = (ref.target, node, tuple(children))
@@ -313,7 +333,7 @@ class _Walker:
         if isinstance(value, types.ModuleType):
             origin, label = self.origin(value.__name__)
             if origin == "local":
-                return _Ref(("obj", id(value)), "module", value.__name__, value)
+                return _Ref(("obj", id(value)), "module", _display_module(value.__name__), value)
             return self.external(origin, label if origin == "package" else value.__name__)
         if isinstance(value, types.FunctionType | type):
             module = _module_of(value)
@@ -336,7 +356,7 @@ class _Walker:
             module = _module_of(value)
             origin, label = self.origin(module)
             return self.external(origin, label if origin == "package" else _dotted(value, module))
-        label = name if ":" in name else f"{owner}:{name}"
+        label = name if ":" in name else f"{_display_module(owner)}:{name}"
         return _Ref(("const", label, id(value)), "constant", label, value)
 
     def external(self, origin: str, label: str) -> _Ref:
@@ -427,79 +447,122 @@ class _Walker:
 
 
 def _function_digest(fn: Any, drop_decorators: bool) -> tuple[str, tuple[tuple[str, ...], ...]]:
+    """``(digest, dotted names used in decorator lines)`` of a function, from source if possible."""
     code = fn.__code__
     key = (code, code.co_filename, code.co_qualname, drop_decorators)
     hit = _SOURCE_DIGESTS.get(key)
     if hit is None:
-        nodes = _parse_function(fn)
+        nodes = _find_function(code, fn.__globals__)
         if nodes is None:
             hit = ("code:" + _code_digest(code), ())
         else:
             chains: list[tuple[str, ...]] = []
-            for node in nodes:
+            for i, node in enumerate(nodes):
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                     if drop_decorators:
+                        nodes[i] = node = copy.copy(node)  # the index's tree is shared
                         node.decorator_list = []
                     for decorator in node.decorator_list:
                         chains += _ast_chains(decorator)
-                _strip_docstrings(node)
-            dump = "\n".join(
-                ast.dump(n, annotate_fields=False, include_attributes=False) for n in nodes
-            )
-            hit = ("ast:" + hash_strings(dump), tuple(dict.fromkeys(chains)))
+            hit = ("ast:" + hash_strings(*map(_dump, nodes)), tuple(dict.fromkeys(chains)))
         _SOURCE_DIGESTS[key] = hit
     return hit
 
 
-def _parse_function(fn: Any) -> list[ast.AST] | None:
-    """The def (or matching lambdas) of ``fn`` from its source, or None when it cannot be had."""
-    code = fn.__code__
-    tree = _parse_source(fn)
-    if tree is None or not tree.body:
+def _find_function(code: types.CodeType, namespace: dict[str, Any]) -> list[ast.AST] | None:
+    """The def (or the matching lambdas on its line) of ``code``; None when it cannot be had."""
+    index = _source_index(code.co_filename, namespace)
+    if index is None:
         return None
     if code.co_name == "<lambda>":
-        nargs = code.co_argcount + code.co_kwonlyargcount
-        wanted = list(code.co_varnames[:nargs])
+        wanted = list(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
         lambdas = [
             n
-            for n in ast.walk(tree)
-            if isinstance(n, ast.Lambda)
-            and [a.arg for a in (*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs)] == wanted
+            for n in index.lambdas.get(code.co_firstlineno, ())
+            if [a.arg for a in (*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs)] == wanted
         ]
-        return list(lambdas) or None
-    first = tree.body[0]
-    if isinstance(first, ast.FunctionDef | ast.AsyncFunctionDef) and first.name == code.co_name:
-        return [first]
-    return None  # the file changed since import: do not hash the wrong text
+        return lambdas or None
+    for node in index.definitions.get(code.co_qualname, ()):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == code.co_name:
+            first_line = min([d.lineno for d in node.decorator_list] + [node.lineno])
+            if first_line == code.co_firstlineno:
+                return [node]
+    return None  # the file changed since import: never hash the wrong text
 
 
-def _parse_source(obj: Any) -> ast.Module | None:
-    try:
-        source = inspect.getsource(obj)
-    except (OSError, TypeError, IndexError):
-        return None
-    try:
-        return ast.parse(textwrap.dedent(source))
-    except SyntaxError:
-        pass
-    try:  # a string literal less indented than its def defeats dedent; nest it instead
-        block = ast.parse("if 1:\n" + source).body[0]
-    except SyntaxError:
-        return None
-    return ast.Module(body=block.body, type_ignores=[])  # type: ignore[attr-defined]
+@dataclass(slots=True)
+class _SourceIndex:
+    """One parsed source file (docstrings removed), its definitions by qualname, lambdas by line."""
+
+    tree: ast.Module
+    definitions: dict[str, list[ast.AST]]
+    lambdas_by_line: dict[int, list[ast.Lambda]] | None = None
+
+    @property
+    def lambdas(self) -> dict[int, list[ast.Lambda]]:
+        if self.lambdas_by_line is None:  # few files hold a lambda that is reached: walk on demand
+            self.lambdas_by_line = {}
+            for node in ast.walk(self.tree):
+                if isinstance(node, ast.Lambda):
+                    self.lambdas_by_line.setdefault(node.lineno, []).append(node)
+        return self.lambdas_by_line
+
+
+def _source_index(filename: str, namespace: dict[str, Any] | None) -> _SourceIndex | None:
+    # One parse per file, not one per function: a job of thousands of ops defined in a few
+    # modules parses each module once (inspect.getsource would tokenize every function).
+    if filename in _SOURCE_INDEXES:
+        return _SOURCE_INDEXES[filename]
+    index = None
+    lines = linecache.getlines(filename, namespace)  # also serves zipimport and notebook cells
+    if lines:
+        try:
+            tree = ast.parse("".join(lines))
+        except (SyntaxError, ValueError):
+            tree = None
+        if tree is not None:
+            index = _SourceIndex(tree, {})
+            _index_block(tree, "", index)
+    _SOURCE_INDEXES[filename] = index
+    return index
+
+
+_BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _index_block(node: ast.AST, prefix: str, index: _SourceIndex) -> None:
+    """Record definitions by qualname and drop docstrings, visiting statements only (defs are
+    statements, so expressions need no visit)."""
+    if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+        body = node.body
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:]
+    for field in _BLOCK_FIELDS:
+        block = getattr(node, field, None)
+        if not isinstance(block, list):
+            continue
+        for child in block:
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                qualname = prefix + child.name
+                index.definitions.setdefault(qualname, []).append(child)
+                inner = "." if isinstance(child, ast.ClassDef) else ".<locals>."
+                _index_block(child, qualname + inner, index)
+            elif isinstance(child, ast.AST):
+                _index_block(child, prefix, index)
 
 
 def _class_digest(cls: type) -> tuple[str, tuple[tuple[str, ...], ...]]:
     hit = _CLASS_DIGESTS.get(id(cls))
     if hit is None:
-        tree = _parse_source(cls)
-        node = tree.body[0] if tree is not None and tree.body else None
-        if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
+        node = _find_class(cls)
+        if node is not None:
             chains = tuple(dict.fromkeys(_class_body_chains(node)))
-            _strip_docstrings(node)
-            digest = "ast:" + hash_strings(
-                ast.dump(node, annotate_fields=False, include_attributes=False)
-            )
+            digest = "ast:" + hash_strings(_dump(node))
         else:  # no source: the members' code and simple attributes stand in for it
             parts = [cls.__qualname__]
             for name, member in vars(cls).items():
@@ -513,32 +576,44 @@ def _class_digest(cls: type) -> tuple[str, tuple[tuple[str, ...], ...]]:
     return hit[1], hit[2]
 
 
+def _find_class(cls: type) -> ast.ClassDef | None:
+    methods = [f for m in vars(cls).values() for f in _member_functions(m)]
+    module = sys.modules.get(cls.__module__)
+    filename = _safe_getattr(module, "__file__") if module is not None else _MISSING
+    if not isinstance(filename, str):
+        if not methods:
+            return None
+        filename = methods[0].__code__.co_filename
+    index = _source_index(filename, vars(module) if module is not None else None)
+    if index is None:
+        return None
+    candidates = [
+        n
+        for n in index.definitions.get(cls.__qualname__, ())
+        if isinstance(n, ast.ClassDef) and n.name == cls.__name__
+    ]
+    lines = {f.__code__.co_firstlineno for f in methods if f.__code__.co_filename == filename}
+    if lines:  # several definitions of one name (if/else): the one holding the methods
+        candidates = [
+            n for n in candidates if any(n.lineno <= x <= (n.end_lineno or 0) for x in lines)
+        ]
+    return candidates[0] if len(candidates) == 1 else None
+
+
 def _module_digest(module: types.ModuleType) -> str:
     hit = _MODULE_DIGESTS.get(id(module))
     if hit is None:
-        tree = _parse_source(module)
-        if tree is None:
-            digest = "nosource:" + module.__name__
-        else:
-            _strip_docstrings(tree)
-            digest = "ast:" + hash_strings(
-                ast.dump(tree, annotate_fields=False, include_attributes=False)
-            )
+        filename = _safe_getattr(module, "__file__")
+        index = _source_index(filename, vars(module)) if isinstance(filename, str) else None
+        digest = (
+            "ast:" + hash_strings(_dump(index.tree)) if index else "nosource:" + module.__name__
+        )
         hit = _MODULE_DIGESTS[id(module)] = (module, digest)
     return hit[1]
 
 
-def _strip_docstrings(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            body = node.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                node.body = body[1:]
+def _dump(node: ast.AST) -> str:
+    return ast.dump(node, annotate_fields=False, include_attributes=False)
 
 
 def _ast_chains(node: ast.AST) -> Iterator[tuple[str, ...]]:
@@ -581,26 +656,61 @@ def _code_chains(code: types.CodeType) -> tuple[tuple[str, ...], ...]:
     key = (code, code.co_filename)
     hit = _CODE_CHAINS.get(key)
     if hit is None:
-        chains: list[tuple[str, ...]] = []
-        current: list[str] | None = None
-        for ins in dis.get_instructions(code):
-            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
-                if current:
-                    chains.append(tuple(current))
-                current = [ins.argval]
-            elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and current is not None:
-                current.append(ins.argval)
-            else:
-                if current:
-                    chains.append(tuple(current))
-                current = None
-        if current:
-            chains.append(tuple(current))
+        scan = _scan_bytecode if _FAST_SCAN else _scan_instructions
+        chains = list(scan(code))
         for const in code.co_consts:
             if isinstance(const, types.CodeType):
                 chains += _code_chains(const)
         hit = _CODE_CHAINS[key] = tuple(dict.fromkeys(chains))
     return hit
+
+
+_FAST_SCAN = (3, 11) <= sys.version_info < (3, 14)  # the bytecode layouts checked against dis
+_LOAD_ATTR_FLAG = sys.version_info >= (3, 12)  # from 3.12 LOAD_ATTR's oparg carries a flag bit
+_OPS = dis.opmap
+
+
+def _scan_bytecode(code: types.CodeType) -> Iterator[tuple[str, ...]]:
+    """What ``_scan_instructions`` finds, read straight from ``co_code`` (several times faster)."""
+    names, raw = code.co_names, code.co_code
+    load_global, load_name, load_attr = _OPS["LOAD_GLOBAL"], _OPS["LOAD_NAME"], _OPS["LOAD_ATTR"]
+    load_method, cache, extended = _OPS.get("LOAD_METHOD", -1), _OPS["CACHE"], dis.EXTENDED_ARG
+    current: list[str] | None = None
+    extended_arg = 0
+    for i in range(0, len(raw), 2):
+        op = raw[i]
+        arg = raw[i + 1] | extended_arg
+        extended_arg = arg << 8 if op == extended else 0
+        if op in (cache, extended):
+            continue
+        if current is not None and op == load_attr:
+            current.append(names[arg >> 1 if _LOAD_ATTR_FLAG else arg])
+            continue
+        if current is not None and op == load_method:
+            current.append(names[arg])
+            continue
+        if current:
+            yield tuple(current)
+        current = None
+        if op == load_global:
+            current = [names[arg >> 1]]
+        elif op == load_name:
+            current = [names[arg]]
+    if current:
+        yield tuple(current)
+
+
+def _scan_instructions(code: types.CodeType) -> Iterator[tuple[str, ...]]:
+    current: list[str] | None = None
+    for ins in dis.get_instructions(code):
+        if current is not None and ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+            current.append(ins.argval)
+            continue
+        if current:
+            yield tuple(current)
+        current = [ins.argval] if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") else None
+    if current:
+        yield tuple(current)
 
 
 def _code_digest(code: types.CodeType) -> str:
@@ -703,12 +813,34 @@ def _module_of(obj: Any) -> str:
 
 
 def _label(obj: Any) -> str:
+    module = _display_module(_module_of(obj))
     if isinstance(obj, types.FunctionType):
-        return f"{_module_of(obj)}:{obj.__code__.co_qualname}"
+        return f"{module}:{obj.__code__.co_qualname}"
     qualname = _safe_getattr(obj, "__qualname__")
     if not isinstance(qualname, str):
         qualname = _type_name(type(obj))
-    return f"{_module_of(obj)}:{qualname}"
+    return f"{module}:{qualname}"
+
+
+_CLI_FILE_MODULE = re.compile(r"memodag_job_file_(\w+)_[0-9a-f]{8}")
+
+
+def _display_module(name: str) -> str:
+    """A module's name as versions see it. A script run as ``__main__`` and the same file loaded
+    by ``memodag job ... -f FILE`` (under its stem, or ``memodag_job_file_<stem>_<path hash>``
+    when the stem is taken) hash alike, so switching between the two recomputes nothing."""
+    if name == "__main__":
+        main = sys.modules.get("__main__")
+        spec = _safe_getattr(main, "__spec__")
+        if spec is not None and spec is not _MISSING and getattr(spec, "name", None):
+            return str(spec.name)  # python -m package.module
+        file = _safe_getattr(main, "__file__")
+        return os.path.splitext(os.path.basename(file))[0] if isinstance(file, str) else name
+    if name.startswith("memodag_job_file_"):
+        match = _CLI_FILE_MODULE.fullmatch(name)
+        if match:
+            return match.group(1)
+    return name
 
 
 def _dotted(obj: Any, module: str) -> str:

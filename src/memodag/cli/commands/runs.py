@@ -158,13 +158,21 @@ def summarize_steps(events: list[Event]) -> list[dict[str, Any]]:
         elif kind == "STEP_MEMOIZED":
             step["status"] = "memoized"
             step["start_time"] = step["start_time"] or iso_time(event.timestamp)
-            for name, address in (data.get("addresses") or {}).items():
+            for name, address in _memoized_addresses(data.get("addresses")):
                 step["outputs"][_output_label(name, address)] = address
         elif kind == "HANDLED_OUTPUT":
             address = data.get("address") or {}
             name = data.get("output") or address.get("output_name") or "result"
             step["outputs"][_output_label(name, address)] = address
     return list(steps.values())
+
+
+def _memoized_addresses(addresses: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(output name, address) pairs of a STEP_MEMOIZED event: a list of address dicts (several
+    pieces of one dynamic output share a name), or a mapping name -> address."""
+    if isinstance(addresses, dict):
+        return list(addresses.items())
+    return [(a.get("output_name") or "result", a) for a in addresses or () if isinstance(a, dict)]
 
 
 def _output_label(name: str, address: dict[str, Any]) -> str:

@@ -46,6 +46,9 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS output_index_by_key ON output_index (output_key, created_at)",
 ]
 
+# columns added to a table after it first shipped: (table, column, SQL type)
+_ADDED_COLUMNS = [("output_index", "recipe", "TEXT")]
+
 _RUN_COLUMNS = (
     "run_id, job_name, status, tags, run_config, parent_run_id, root_run_id, step_selection, "
     "start_time, end_time"
@@ -218,6 +221,11 @@ class SqlInstanceStorage:
                 cur.execute(lock)
             for statement in statements:
                 cur.execute(statement)
+            # a database made by an earlier memodag lacks the columns added since
+            for table, column, sql_type in _ADDED_COLUMNS:
+                cur.execute(f"SELECT * FROM {table} LIMIT 0")
+                if column not in [d[0] for d in cur.description]:
+                    cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
         self._run(work, write=True)
 
@@ -305,7 +313,14 @@ class SqlInstanceStorage:
     def store(self, events: Sequence[Event], index_entries: Sequence[IndexEntry]) -> None:
         """Store events and index entries in one transaction."""
         event_rows = [
-            (e.run_id, e.step_key, e.event_type.value, e.timestamp, e.message, json.dumps(e.data, default=str))
+            (
+                e.run_id,
+                e.step_key,
+                e.event_type.value,
+                e.timestamp,
+                e.message,
+                json.dumps(e.data, default=str),
+            )
             for e in events
         ]
         upsert = (
@@ -369,7 +384,9 @@ class SqlInstanceStorage:
         for i in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[i : i + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows = self._execute(f"SELECT {_ENTRY_COLUMNS} FROM output_index WHERE output_key IN ({marks})", chunk)
+            rows = self._execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM output_index WHERE output_key IN ({marks})", chunk
+            )
             found.extend(_entry_from_row(r) for r in rows)
         return found
 

@@ -67,12 +67,7 @@ class LocalFileStore(FileStore):
             os.makedirs(directory, exist_ok=True)
             self._made.add(directory)
         tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            file = open(tmp, "wb")
-        except FileNotFoundError:
-            # the directory went away since we made it (gc, a user cleaning up): make it again
-            os.makedirs(directory, exist_ok=True)
-            file = open(tmp, "wb")
+        file = _create(tmp, directory)
         try:
             with file:
                 dump(file)
@@ -106,6 +101,16 @@ class LocalFileStore(FileStore):
     def delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def _create(path: str, directory: str) -> BinaryIO:
+    """Open a new file for writing, making its directory again if it went away since we made it
+    (gc, a user cleaning up)."""
+    try:
+        return open(path, "wb")
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+        return open(path, "wb")
 
 
 class FsspecFileStore(FileStore):
