@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import subprocess
@@ -454,6 +455,43 @@ def test_other_editable_projects_count_by_version_unless_listed_as_local(tmp_pat
     assert local["v1"]["version"] != local["v1_edited"]["version"]
 
 
+SCRIPT = """
+from memodag import SourceHashVersionStrategy, op
+from memodag.versioning.strategy import OpVersionContext
+
+LIMIT = 2
+
+
+def helper(x):
+    return x[:LIMIT]
+
+
+@op
+def step(x):
+    return helper(x)
+
+
+if __name__ == "__main__":
+    print(SourceHashVersionStrategy().get_op_version(OpVersionContext(step, None)))
+"""
+
+
+def test_a_script_and_the_same_file_loaded_as_a_module_hash_alike(tmp_path: Path) -> None:
+    script = write_project(tmp_path, {"pipeline.py": SCRIPT}) / "pipeline.py"
+    as_script = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (as_module,) = compute(tmp_path, module="pipeline", names=["step"])
+    assert as_script == as_module["step"]["version"]
+    # The CLI loads `-f pipeline.py` under a private name when `pipeline` is already taken.
+    spec = importlib.util.spec_from_file_location("memodag_job_file_pipeline_0123abcd", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    strategy = SourceHashVersionStrategy(local_roots=[tmp_path])
+    assert strategy.get_op_version(OpVersionContext(module.step, None)) == as_script
+
+
 # -- in-process: fallbacks, caching, options ------------------------------------------------
 
 
@@ -473,8 +511,10 @@ def test_functions_without_source_fall_back_to_their_code_object() -> None:
     same_b = _exec_op("def body(x):\n    return [y + 1 for y in x], (lambda z: z * 2)\n")
     other_const = _exec_op("def body(x):\n    return [y + 1 for y in x], (lambda z: z * 3)\n")
     other_name = _exec_op("def body(x):\n    return [y + 1 for y in x], (lambda w: w * 2)\n")
+    other_operator = _exec_op("def body(x):\n    return [y - 1 for y in x], (lambda z: z * 2)\n")
     assert version(same_a) == version(same_b)
-    assert len({version(same_a), version(other_const), version(other_name)}) == 3
+    variants = [same_a, other_const, other_name, other_operator]
+    assert len({version(v) for v in variants}) == len(variants)
     assert strategy.explain_op(same_a)[0][:2] == ("op", "scratch:body")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import time
 import uuid
 from collections.abc import Mapping
@@ -77,8 +76,10 @@ class DaskExecutor(Executor):
         self._cluster: Any = None
         self._payload: Any = None
         self._run_id = ""
-        self._pending: dict[str, tuple[StepTask, float, Any]] = {}
-        self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: dict[str, tuple[StepTask, float]] = {}
+        self._unsent: list[tuple[str, bytes]] = []
+        self._futures: dict[str, Any] = {}
+        self._completed: Any = None
         self._done: list[StepOutcome] = []
         self._closed = False
 
@@ -110,6 +111,10 @@ class DaskExecutor(Executor):
         self._admission = Admission(self._max_concurrent or default, self._limits)
         self._run_id = payload.run_id
         self._payload = self._client.scatter(dumps_payload(payload), broadcast=True, hash=False)
+        # results are fetched on the client's event loop as attempts finish, not one by one here
+        self._completed = distributed.as_completed(
+            [], loop=self._client.loop, with_results=True, raise_errors=False
+        )
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -142,64 +147,70 @@ class DaskExecutor(Executor):
             return
         # one key prefix, so Dask sees one large task group and queues it on the scheduler
         key = f"memodag-step-{uuid.uuid4().hex}"
-        future = self._client.submit(
+        self._pending[key] = (task, started)
+        self._unsent.append((key, message))
+
+    def _send(self) -> None:
+        """Hand Dask every attempt submitted since the last call, in one message."""
+        if not self._unsent:
+            return
+        keys = [key for key, _ in self._unsent]
+        futures = self._client.map(
             run_dask_task,
-            self._run_id,
-            self._payload,
-            message,
-            key=key,
+            [self._run_id] * len(keys),
+            [self._payload] * len(keys),
+            [message for _, message in self._unsent],
+            key=keys,
             pure=False,
             retries=0,
         )
-        self._pending[key] = (task, started, future)
-        future.add_done_callback(self._finished.put)
+        self._unsent.clear()
+        self._futures.update(zip(keys, futures, strict=True))
+        self._completed.update(futures)
 
     # -- collecting -------------------------------------------------------------------------
 
     def wait(self, timeout: float | None) -> list[StepOutcome]:
+        self._send()
         if self._done:
             done, self._done = self._done, []
             return done
         if not self._pending:
             return []
-        try:
-            futures = [self._finished.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                futures.append(self._finished.get_nowait())
-            except queue.Empty:
-                break
+        completed = self._completed
+        if timeout is None:
+            batch = [next(completed), *completed.next_batch(block=False)]
+        else:
+            deadline = time.monotonic() + timeout
+            while not completed.has_ready():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                time.sleep(min(remaining, 0.005))
+            batch = completed.next_batch(block=False)
         outcomes: list[StepOutcome] = []
-        for future in futures:
+        for future, result in batch:
             entry = self._pending.pop(future.key, None)
+            self._futures.pop(future.key, None)
             if entry is None:
                 continue
-            task, started, _ = entry
-            outcomes.append(self._outcome(future, task, started))
+            task, started = entry
+            outcomes.append(self._outcome(future, result, task, started))
             for admitted in self._admission.release(task):
                 self._launch(admitted)
+        self._send()
         outcomes.extend(self._done)
         self._done = []
         return outcomes
 
-    def _outcome(self, future: Any, task: StepTask, started: float) -> StepOutcome:
+    def _outcome(self, future: Any, result: Any, task: StepTask, started: float) -> StepOutcome:
         from distributed.scheduler import KilledWorker
 
         status = future.status
-        if status == "finished":
-            try:
-                return load_outcome(task, started, future.result())
-            except Exception as exc:  # the result was lost with its worker before we fetched it
-                return lost_attempt_outcome(
-                    task,
-                    started,
-                    f"the outcome of step '{task.step_key}' was lost: {type(exc).__name__}: {exc}",
-                    ExecutionError(str(exc)),
-                )
+        if status == "finished" and isinstance(result, bytes):
+            return load_outcome(task, started, result)
         if status == "error":
-            exc = future.exception()
+            exc = result[1] if isinstance(result, tuple) else result
             if isinstance(exc, KilledWorker):
                 worker = getattr(getattr(exc, "last_worker", None), "address", "?")
                 return lost_attempt_outcome(
@@ -217,7 +228,7 @@ class DaskExecutor(Executor):
         return lost_attempt_outcome(
             task,
             started,
-            f"Dask dropped step '{task.step_key}' (future {status})",
+            f"Dask dropped step '{task.step_key}' (future {status}: {result!r})",
             ExecutionError(f"future {status}"),
         )
 
@@ -229,11 +240,13 @@ class DaskExecutor(Executor):
         self._closed = True
         self._admission.drain()
         client, cluster = self._client, self._cluster
-        pending = [future for _, _, future in self._pending.values()]
+        futures = list(self._futures.values())
         self._pending.clear()
+        self._unsent.clear()
+        self._futures.clear()
         try:
-            if pending:
-                client.cancel(pending, force=True)
+            if futures:
+                client.cancel(futures, force=True)
             if not (cancel and cluster is not None):
                 # tear the run's resources down on every worker (a cluster we close ends anyway)
                 client.run(release_run, self._run_id)

@@ -38,9 +38,9 @@ the user sees them: a script run as ``__main__`` and the same file loaded by the
 
 Limits (by design, and what to do about them):
 - Source unavailable (REPL, ``exec``, a file changed or deleted since import): the code object's
-  bytecode-independent parts are hashed instead (``co_consts`` recursively, ``co_names``,
-  ``co_varnames`` and the qualified name); there, docstrings count and operators that only show
-  in bytecode (``x + 1`` vs ``x - 1``) do not. Give such ops ``version=`` by hand.
+  parts are hashed instead (``co_consts`` recursively, ``co_names``, ``co_varnames``, the
+  qualified name and the sequence of operation names, which tells ``x + 1`` from ``x - 1`` but
+  ties the version to the Python minor version); there, docstrings count.
 - Two lambdas with the same parameters on one line are hashed together (a lambda knows its line,
   not its column), so editing one invalidates users of the other.
 - Module constants other than simple values (numbers, strings, bytes, None and tuples, lists,
@@ -714,12 +714,20 @@ def _scan_instructions(code: types.CodeType) -> Iterator[tuple[str, ...]]:
 
 
 def _code_digest(code: types.CodeType) -> str:
-    """Bytecode-independent parts of a code object (the fallback when source is unavailable)."""
+    """A code object without its source (the fallback): its constants (recursively), names,
+    variables and qualified name, plus the sequence of operations, which is what tells
+    ``x + 1`` from ``x - 1``. Operation names change between Python minor versions, so this part
+    is tagged with the Python version: such ops recompute once after a Python upgrade."""
     consts = [
         "code:" + _code_digest(c) if isinstance(c, types.CodeType) else _const_text(c)
         for c in code.co_consts
     ]
     counts = f"{code.co_argcount},{code.co_posonlyargcount},{code.co_kwonlyargcount}"
+    operations = " ".join(
+        f"{i.opname}:{i.argrepr}" if i.opcode in dis.hasname or i.opcode in _COMPARE else i.opname
+        for i in dis.get_instructions(code)
+    )
+    py = sys.version_info
     return hash_strings(
         code.co_qualname,
         counts,
@@ -727,7 +735,17 @@ def _code_digest(code: types.CodeType) -> str:
         ",".join(code.co_names),
         ",".join(code.co_freevars),
         *consts,
+        f"python=={py.major}.{py.minor}",
+        operations,
     )
+
+
+# Operations whose argument is the operator itself (``a < b`` vs ``a > b``, ``a + b`` vs ``a - b``).
+_COMPARE = {
+    dis.opmap[name]
+    for name in ("COMPARE_OP", "BINARY_OP", "IS_OP", "CONTAINS_OP")
+    if name in dis.opmap
+}
 
 
 def _const_text(value: Any) -> str:
