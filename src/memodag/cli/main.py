@@ -19,6 +19,7 @@ from memodag.cli.lazy import LazyGroup
 COMMAND_GROUPS = {
     "job": "memodag.cli.commands.job:job",
     "runs": "memodag.cli.commands.runs:runs",
+    "gc": "memodag.cli.commands.gc:gc",
 }
 
 

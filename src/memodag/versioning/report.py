@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from memodag.plan.dynamic import expand_mapped, pieces_from_addresses
-from memodag.plan.plan import ExecutionStep, build_plan
+from memodag.plan.dynamic import expand_mapped, gathered_fan_out, pieces_from_addresses
+from memodag.plan.plan import ExecutionStep, NodeSource, build_plan
 from memodag.plan.run_config import resolve_run_config
 from memodag.storage.instance.records import IndexEntry
 from memodag.versioning.memoize import IndexMemoizer, output_key
@@ -118,7 +118,7 @@ def _pending_mapped(plan: Any, expanded: set[str]) -> list[OutputVersion]:
     for node in plan.nodes.values():
         if node.path in made:
             continue
-        source = node.mapped_over[0] if node.mapped_over else None
+        source = node.mapped_over[0] if node.mapped_over else _gathered(plan, node)
         why = (
             f"depends on a dynamic output not yet produced ({source[0]}.{source[1]})"
             if source
@@ -134,6 +134,13 @@ def _pending_mapped(plan: Any, expanded: set[str]) -> list[OutputVersion]:
                 )
             )
     return rows
+
+
+def _gathered(plan: Any, node: Any) -> tuple[str, str] | None:
+    for source in node.inputs.values():
+        if isinstance(source, NodeSource) and source.mode == "collect":
+            return gathered_fan_out(plan.nodes, source)
+    return None
 
 
 def _unversioned_reason(step: ExecutionStep, memoizer: IndexMemoizer) -> str:

@@ -566,9 +566,9 @@ def _class_digest(cls: type) -> tuple[str, tuple[tuple[str, ...], ...]]:
         else:  # no source: the members' code and simple attributes stand in for it
             parts = [cls.__qualname__]
             for name, member in vars(cls).items():
-                fns = list(_member_functions(member))
-                if fns:
-                    parts += [f"{name}=" + _code_digest(f.__code__) for f in fns]
+                codes = _member_code(member)
+                if codes:
+                    parts += [f"{name}=" + _code_digest(c) for c in codes]
                 elif type(member) in _SCALARS:
                     parts.append(f"{name}={member!r}")
             digest, chains = "code:" + hash_strings(*parts), ()
@@ -577,13 +577,13 @@ def _class_digest(cls: type) -> tuple[str, tuple[tuple[str, ...], ...]]:
 
 
 def _find_class(cls: type) -> ast.ClassDef | None:
-    methods = [f for m in vars(cls).values() for f in _member_functions(m)]
+    methods = [c for m in vars(cls).values() for c in _member_code(m)]
     module = sys.modules.get(cls.__module__)
     filename = _safe_getattr(module, "__file__") if module is not None else _MISSING
     if not isinstance(filename, str):
         if not methods:
             return None
-        filename = methods[0].__code__.co_filename
+        filename = methods[0].co_filename
     index = _source_index(filename, vars(module) if module is not None else None)
     if index is None:
         return None
@@ -592,7 +592,7 @@ def _find_class(cls: type) -> ast.ClassDef | None:
         for n in index.definitions.get(cls.__qualname__, ())
         if isinstance(n, ast.ClassDef) and n.name == cls.__name__
     ]
-    lines = {f.__code__.co_firstlineno for f in methods if f.__code__.co_filename == filename}
+    lines = {c.co_firstlineno for c in methods if c.co_filename == filename}
     if lines:  # several definitions of one name (if/else): the one holding the methods
         candidates = [
             n for n in candidates if any(n.lineno <= x <= (n.end_lineno or 0) for x in lines)
@@ -760,14 +760,23 @@ def _const_text(value: Any) -> str:
 
 
 def _member_functions(member: Any) -> Iterator[Any]:
+    """The callables a class attribute holds: a method, or those under static/class methods
+    and properties (which may be any callable, e.g. an ``lru_cache`` wrapper)."""
     if isinstance(member, staticmethod | classmethod):
         member = member.__func__
     if isinstance(member, property):
         yield from (f for f in (member.fget, member.fset, member.fdel) if f is not None)
     elif isinstance(member, functools.cached_property):
         yield member.func
-    elif isinstance(member, types.FunctionType):
+    elif (
+        isinstance(member, types.FunctionType)
+        or _safe_getattr(member, "__wrapped__") is not _MISSING
+    ):
         yield member
+
+
+def _member_code(member: Any) -> list[types.CodeType]:
+    return [f.__code__ for f in _member_functions(member) if isinstance(f, types.FunctionType)]
 
 
 def _definition_function(value: Any) -> Any:

@@ -15,10 +15,13 @@ from memodag.cli.loading import CODE_LOCATION_TAGS, CodeLocation, JobSpec, job_o
 # name -> "module:command", imported on first use. Add e.g.
 #   "list-versions": "memodag.cli.commands.versions:list_versions",
 #   "explain": "memodag.cli.commands.explain:explain",
-JOB_SUBCOMMANDS: dict[str, str] = {}
+JOB_SUBCOMMANDS: dict[str, str] = {
+    "list-versions": "memodag.cli.commands.versions:list_versions_cmd",
+    "explain": "memodag.cli.commands.versions:explain_cmd",
+}
 # alias -> name; accepted on the command line, not listed in --help. E.g.
 #   "list_versions": "list-versions",
-JOB_ALIASES: dict[str, str] = {}
+JOB_ALIASES: dict[str, str] = {"list_versions": "list-versions"}
 
 tag_option = click.option(
     "--tag",

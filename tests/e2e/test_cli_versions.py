@@ -1,0 +1,133 @@
+"""End to end: the memoized-development walkthrough through the CLI (list-versions, execute,
+explain, --json), and gc."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "memoized_development"
+
+
+def memodag(home: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MEMODAG_HOME": str(home), "COLUMNS": "200"}
+    env.pop("MEMODAG_INSTANCE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "memodag.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def walkthrough(tmp_path: Path) -> Path:
+    copy = tmp_path / "memoized_development"
+    shutil.copytree(EXAMPLE, copy)
+    return copy
+
+
+def statuses(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {row["step_output"]: row["status"] for row in json.loads(result.stdout)["outputs"]}
+
+
+def test_memoized_development_walkthrough(tmp_path: Path, walkthrough: Path) -> None:
+    home = tmp_path / "home"
+    job_file = str(walkthrough / "dog_tree.py")
+    california = str(walkthrough / "california.yaml")
+    maryland = str(walkthrough / "maryland.yaml")
+
+    before = memodag(
+        home, "job", "list-versions", "-f", job_file, "-c", california, "--json", cwd=tmp_path
+    )
+    assert set(statuses(before).values()) == {"to-be-recomputed"}
+
+    run = memodag(home, "job", "execute", "-f", job_file, "-c", california, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "3 executed" in run.stdout
+
+    table = memodag(home, "job", "list_versions", "-f", job_file, "-c", maryland, cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "Step Output" in table.stdout and "Status of Output" in table.stdout
+    assert statuses(
+        memodag(
+            home, "job", "list-versions", "-f", job_file, "-c", maryland, "--json", cwd=tmp_path
+        )
+    ) == {
+        "emit_dog.result": "stored",
+        "emit_tree.result": "to-be-recomputed",
+        "emit_sentence.result": "to-be-recomputed",
+    }
+
+    explain = memodag(home, "job", "explain", "-f", job_file, "-c", maryland, cwd=tmp_path)
+    assert explain.returncode == 0, explain.stderr
+    assert "config field 'tree_species' changed ('redwood' -> 'white oak')" in explain.stdout
+
+    rerun = memodag(home, "job", "execute", "-f", job_file, "-c", maryland, cwd=tmp_path)
+    assert "2 executed, 1 memoized" in rerun.stdout, rerun.stdout
+
+    # editing a project-local helper invalidates the op that calls it, and nothing else
+    source = Path(job_file).read_text().replace("word[:1].upper() + word[1:]", "word.capitalize()")
+    Path(job_file).write_text(source)
+    edited = statuses(
+        memodag(
+            home, "job", "list-versions", "-f", job_file, "-c", maryland, "--json", cwd=tmp_path
+        )
+    )
+    assert edited == {
+        "emit_dog.result": "stored",
+        "emit_tree.result": "stored",
+        "emit_sentence.result": "to-be-recomputed",
+    }
+
+
+def test_gc_dry_run_then_delete(tmp_path: Path, walkthrough: Path) -> None:
+    home = tmp_path / "home"
+    job_file = str(walkthrough / "dog_tree.py")
+    for config in ("california.yaml", "maryland.yaml"):
+        result = memodag(
+            home, "job", "execute", "-f", job_file, "-c", str(walkthrough / config), cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+
+    assert memodag(home, "gc", cwd=tmp_path).returncode == 2  # nothing said about what to keep
+    dry = memodag(home, "gc", "--keep-last", "1", "--json", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    report = json.loads(dry.stdout)
+    assert report["dry_run"] is True
+    dropped = {item["step_key"] for item in report["items"]}
+    assert dropped == {"emit_tree", "emit_sentence"}  # the Maryland run reused emit_dog
+    assert all(Path(item["uri"]).exists() for item in report["items"])
+
+    done = memodag(home, "gc", "--keep-last", "1", "--yes", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not any(Path(item["uri"]).exists() for item in report["items"])
+    again = memodag(
+        home,
+        "job",
+        "list-versions",
+        "-f",
+        job_file,
+        "-c",
+        str(walkthrough / "california.yaml"),
+        "--json",
+        cwd=tmp_path,
+    )
+    assert statuses(again) == {
+        "emit_dog.result": "stored",
+        "emit_tree.result": "to-be-recomputed",
+        "emit_sentence.result": "to-be-recomputed",
+    }
+
+    bad = memodag(home, "gc", "--older-than", "yesterday-ish", cwd=tmp_path)
+    assert bad.returncode == 2 and "expected an ISO date" in bad.stderr
