@@ -70,6 +70,7 @@ from memodag.versioning.strategy import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MEMOIZED_RUN_TAG",
     "Address",
     "Backoff",
     "ConfigError",
@@ -86,7 +87,6 @@ __all__ = [
     "GraphDefinition",
     "IOManager",
     "IOManagerDefinition",
-    "MEMOIZED_RUN_TAG",
     "In",
     "InitResourceContext",
     "InputContext",
@@ -100,10 +100,10 @@ __all__ = [
     "OpDefinition",
     "OpExecutionContext",
     "OpVersionContext",
-    "OutputVersion",
     "Out",
     "Output",
     "OutputContext",
+    "OutputVersion",
     "ParquetSerializer",
     "PickleSerializer",
     "ResourceDefinition",

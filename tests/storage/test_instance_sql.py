@@ -266,6 +266,30 @@ def test_postgres_url_password_stays_out_of_url_and_errors(postgres_url):
         assert "hunter2" not in str(info.value)
 
 
+def test_postgres_connection_killed_by_the_server_is_reopened(postgres_url):
+    """A server restart or an admin killing the session: the next call reconnects and works."""
+    import uuid
+
+    import psycopg
+
+    name = f"memodag_victim_{uuid.uuid4().hex[:8]}"
+    with Instance.from_url(f"{postgres_url}&application_name={name}") as inst:
+        inst.add_run(_run("before"))
+        for write in (False, True):
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                killed = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    (name,),
+                ).fetchall()
+            assert killed == [(True,)]
+            if write:
+                inst.add_run(_run("after"))
+            else:
+                assert [r.run_id for r in inst.get_runs()] == ["before"]
+        assert {r.run_id for r in inst.get_runs()} == {"before", "after"}
+
+
 def test_unreachable_postgres_names_the_url_without_the_password():
     with pytest.raises(StorageError) as info:
         Instance.from_url("postgresql://alice:s3cr3t@127.0.0.1:1/pipelines")

@@ -13,6 +13,7 @@ from memodag import (
     DynamicOut,
     DynamicOutput,
     EventType,
+    ExecutionError,
     InitResourceContext,
     InputContext,
     IOManager,
@@ -112,15 +113,13 @@ def test_mem_io_manager_cannot_serve_a_later_run(instance):
         double(source())
 
     parent = chain.execute_in_process(instance=instance)
-    child = chain.execute_in_process(
-        instance=instance,
-        parent_run_id=parent.run_id,
-        step_selection=["double"],
-        raise_on_error=False,
-    )
-    assert not child.success
-    (failure,) = child.get_step_failure_events()
-    assert "in-memory outputs live only for one run" in failure.message
+    runs_before = len(instance.get_runs())
+    with pytest.raises(ExecutionError, match="kept in memory") as err:
+        chain.execute_in_process(
+            instance=instance, parent_run_id=parent.run_id, step_selection=["double"]
+        )
+    assert "source.result" in str(err.value)
+    assert len(instance.get_runs()) == runs_before, "refused before the run was recorded"
 
 
 def test_each_output_picks_its_io_manager(tmp_path, instance):

@@ -180,6 +180,10 @@ class Engine:
             return
         task = self._task(step)
         if task is not None:
+            if self.log.listeners:
+                self.log.notify(
+                    Event(EventType.STEP_START, self.run_id, time.time(), key, "", {"attempt": 0})
+                )
             self.executor.submit(task)
 
     def _task(self, step: ExecutionStep, attempt: int = 0) -> StepTask | None:

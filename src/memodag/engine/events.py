@@ -37,6 +37,12 @@ class EventLog:
         for listener in self.listeners:
             listener(event)
 
+    def notify(self, event: Event) -> None:
+        """Tell listeners about ``event`` without storing it (a step being handed to an executor:
+        the stored STEP_START comes back with the attempt's outcome)."""
+        for listener in self.listeners:
+            listener(event)
+
     def extend(self, events: Iterable[Event]) -> None:
         if self.listeners:
             for event in events:

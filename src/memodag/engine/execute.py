@@ -48,6 +48,7 @@ def execute_job(
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
     parent = _parent_run(instance, parent_run_id)
     selected, external = _selection(plan, instance, parent, step_selection)
+    _check_external_addresses(job, external)
     executor = _executor(job, resolved)
     _check_storage_fits_executor(job, plan, executor)
     memoizer = _memoizer(job, plan, run_tags, instance, run_id)
@@ -234,6 +235,22 @@ def _selection(
             + "\n".join(f"  - {m}" for m in missing)
         )
     return selected, external
+
+
+def _check_external_addresses(job: Any, external: Mapping[AddressKey, Address]) -> None:
+    """Outputs a parent run kept in its own process memory are gone: say so before running."""
+    from memodag.storage.io_managers.memory import mem_io_manager
+
+    gone = sorted(
+        f"{a.step_key}.{a.output_name}"
+        for a in external.values()
+        if job.resource_defs.get(a.io_manager_key) is mem_io_manager
+    )
+    if gone:
+        raise ExecutionError(
+            f"re-execution needs outputs the parent run kept in memory, which ended with it: {gone[:10]}; "
+            "select those steps too, or store them with fs_io_manager or object_store_io_manager"
+        )
 
 
 def _lineage_addresses(instance: Instance, parent: RunRecord) -> dict[AddressKey, Address]:

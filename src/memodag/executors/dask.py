@@ -47,11 +47,14 @@ EXACTLY_ONCE_CONFIG: dict[str, Any] = {
 them to the ``LocalCluster`` it starts; set them on a scheduler you start yourself."""
 
 
+DEFAULT_BACKLOG = 10_000
+
+
 class DaskExecutor(Executor):
     """Submits attempts to a Dask cluster and hands back outcomes as they finish.
 
-    Invariants: at most ``max_concurrent`` attempts are in Dask at once (default: 4 per worker
-    thread, at least 64); each submitted attempt ends in exactly one outcome from ``wait``. Under
+    Invariants: at most ``max_concurrent`` attempts are in Dask at once (default: every ready
+    attempt, up to ``DEFAULT_BACKLOG``); each submitted attempt ends in exactly one outcome from ``wait``. Under
     ``EXACTLY_ONCE_CONFIG`` the scheduler holds the backlog and a worker only ever holds attempts
     it is running, so a worker's death fails exactly those.
     """
@@ -105,16 +108,13 @@ class DaskExecutor(Executor):
                 )
             self._client = distributed.Client(self._cluster, set_as_default=False)
         threads = sum(self._client.nthreads().values()) or 1
-        # Dask queues what its workers cannot take yet (see EXACTLY_ONCE_CONFIG), so handing it a
-        # good backlog keeps every worker busy without a round trip to the driver between steps
-        default = max(64, 4 * threads)
+        # Dask queues what its workers cannot take yet (see EXACTLY_ONCE_CONFIG): handing it the
+        # whole backlog in one message costs far less per step than trickling attempts in
+        default = max(DEFAULT_BACKLOG, threads)
         self._admission = Admission(self._max_concurrent or default, self._limits)
         self._run_id = payload.run_id
         self._payload = self._client.scatter(dumps_payload(payload), broadcast=True, hash=False)
-        # results are fetched on the client's event loop as attempts finish, not one by one here
-        self._completed = distributed.as_completed(
-            [], loop=self._client.loop, with_results=True, raise_errors=False
-        )
+        self._completed = distributed.as_completed([], loop=self._client.loop)
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -188,8 +188,12 @@ class DaskExecutor(Executor):
                     return []
                 time.sleep(min(remaining, 0.005))
             batch = completed.next_batch(block=False)
+        # one gather for the whole batch: far cheaper than a round trip per finished attempt
+        finished = [f for f in batch if f.status == "finished"]
+        results = dict(zip((f.key for f in finished), self._gather(finished), strict=True))
         outcomes: list[StepOutcome] = []
-        for future, result in batch:
+        for future in batch:
+            result = results.get(future.key)
             entry = self._pending.pop(future.key, None)
             self._futures.pop(future.key, None)
             if entry is None:
@@ -203,14 +207,35 @@ class DaskExecutor(Executor):
         self._done = []
         return outcomes
 
+    def _gather(self, futures: list[Any]) -> list[Any]:
+        if not futures:
+            return []
+        try:
+            return self._client.gather(futures, errors="skip")
+        except Exception:  # a result lost with its worker: fetch one by one, report the lost ones
+            return [self._gather_one(f) for f in futures]
+
+    def _gather_one(self, future: Any) -> Any:
+        try:
+            return future.result()
+        except Exception as exc:
+            return exc
+
     def _outcome(self, future: Any, result: Any, task: StepTask, started: float) -> StepOutcome:
         from distributed.scheduler import KilledWorker
 
         status = future.status
-        if status == "finished" and isinstance(result, bytes):
+        if isinstance(result, bytes):
             return load_outcome(task, started, result)
+        if status == "finished":
+            return lost_attempt_outcome(
+                task,
+                started,
+                f"the outcome of step '{task.step_key}' was lost with its Dask worker: {result!r}",
+                ExecutionError(repr(result)),
+            )
         if status == "error":
-            exc = result[1] if isinstance(result, tuple) else result
+            exc = future.exception()
             if isinstance(exc, KilledWorker):
                 worker = getattr(getattr(exc, "last_worker", None), "address", "?")
                 return lost_attempt_outcome(
@@ -308,7 +333,7 @@ dask_executor = ExecutorDefinition(
         "max_concurrent": Field(
             Noneable(int),
             default_value=None,
-            description="Steps handed to Dask at once; default 4 per worker thread (at least 64).",
+            description="Steps handed to Dask at once; default every ready step (up to 10,000).",
         ),
         "tag_concurrency_limits": TAG_CONCURRENCY_LIMITS_FIELD,
     },

@@ -220,7 +220,19 @@ def select_steps(plan: ExecutionPlan, selection: Sequence[str]) -> set[str]:
         core = item.strip().strip("*+")
         up = _depth(item, prefix=True)
         down = _depth(item, prefix=False)
-        matches = [k for k in plan.steps if k == core or fnmatch.fnmatchcase(k, core)]
+        matches = [k for k in plan.steps if k == core]
+        if not matches:
+            # not a step key with up/downstream marks: the whole item as a glob ("g.*", "double[*]")
+            raw = item.strip()
+            matches = [
+                k for k in plan.steps if k == raw or fnmatch.fnmatchcase(k, raw.replace("[", "[[]"))
+            ]
+            up = down = 0
+            if not matches:
+                matches = [
+                    k for k in plan.steps if fnmatch.fnmatchcase(k, core.replace("[", "[[]"))
+                ]
+                up, down = _depth(item, prefix=True), _depth(item, prefix=False)
         if not matches:
             unknown.append(item)
             continue

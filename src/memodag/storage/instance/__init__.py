@@ -27,6 +27,7 @@ from memodag.storage.io_manager import Address
 __all__ = ["Event", "EventType", "IndexEntry", "Instance", "RunRecord", "RunStatus"]
 
 HOME_ENV = "MEMODAG_HOME"
+_DEFAULT_INSTANCES: dict[tuple[str, str | None], Instance] = {}
 URL_ENV = "MEMODAG_INSTANCE_URL"
 
 
@@ -51,10 +52,19 @@ class Instance:
         (default ``./.memodag``). Outputs go to ``<home>/storage``."""
         home = Path(os.environ.get(HOME_ENV) or ".memodag").expanduser().resolve()
         url = os.environ.get(URL_ENV)
+        key = (str(home), url)
+        # one connection per default instance per process, not one per run
+        cached = _DEFAULT_INSTANCES.get(key)
+        if cached is not None:
+            return cached
         if url:
-            return cls.from_url(url, storage_dir=home / "storage")
-        home.mkdir(parents=True, exist_ok=True)
-        return cls(sqlite_storage(str(home / "instance.db")), home / "storage", home)
+            instance = cls.from_url(url, storage_dir=home / "storage")
+        else:
+            home.mkdir(parents=True, exist_ok=True)
+            instance = cls(sqlite_storage(str(home / "instance.db")), home / "storage", home)
+        instance._default_key = key
+        _DEFAULT_INSTANCES[key] = instance
+        return instance
 
     @classmethod
     def from_url(cls, url: str, storage_dir: str | Path | None = None) -> Instance:
@@ -99,6 +109,9 @@ class Instance:
 
     def close(self) -> None:
         """Close the database connection; the instance cannot be used afterwards."""
+        key = getattr(self, "_default_key", None)
+        if key is not None and _DEFAULT_INSTANCES.get(key) is self:
+            del _DEFAULT_INSTANCES[key]
         self._storage.close()
 
     def __enter__(self) -> Instance:
