@@ -171,11 +171,11 @@ def _kill_mid_write(tmp_path: Path, base_url: str, *extra: str) -> str:
 def test_sigkill_mid_write_leaves_no_file_at_the_final_path(tmp_path):
     base = tmp_path / "out"
     run_id = _kill_mid_write(tmp_path, str(base))
-    final = base / run_id / "slow" / "result"
+    final = base / run_id / "slow.result"
     assert not final.exists()
     # the killed writer was really half-way: its temporary file is there, under another name
     (partial,) = list(final.parent.iterdir())
-    assert partial.name.startswith("result.tmp-") and partial.stat().st_size > 0
+    assert partial.name.startswith("slow.result.tmp-") and partial.stat().st_size > 0
 
 
 def test_sigkill_mid_write_to_s3_leaves_no_object(tmp_path, s3_bucket):

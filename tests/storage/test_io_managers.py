@@ -63,7 +63,7 @@ def test_fs_io_manager_records_every_address_and_load(instance):
         assert address.serializer == "pickle"
         assert address.run_id == result.run_id
         path = Path(address.uri)
-        assert path == instance.storage_dir / result.run_id / step / "result.pkl"
+        assert path == instance.storage_dir / result.run_id / f"{step}.result.pkl"
         assert path.is_file()
 
     loaded = instance.get_events(result.run_id, [EventType.LOADED_INPUT])
@@ -86,9 +86,7 @@ def test_fs_io_manager_base_dir_from_run_config(tmp_path, instance):
         run_config={"resources": {"io_manager": {"config": {"base_dir": str(base)}}}},
         instance=instance,
     )
-    assert (
-        Path(result.output_address("double").uri) == base / result.run_id / "double" / "result.pkl"
-    )
+    assert Path(result.output_address("double").uri) == base / result.run_id / "double.result.pkl"
     assert result.output_for_node("double") == 40
 
 
@@ -163,7 +161,7 @@ def test_each_output_picks_its_io_manager(tmp_path, instance):
     assert by_output["in_store"].io_manager_key == "store"
     assert by_output["in_store"].serializer == "json"
     uri = by_output["in_store"].uri
-    assert uri.startswith("memory://") and uri.endswith("/split/in_store.json")
+    assert uri.startswith("memory://") and uri.endswith("/split.in_store.json")
     with fsspec.open(uri, "rb") as f:
         assert f.read() == b"[3]"
 
@@ -181,9 +179,7 @@ def test_object_store_on_file_url(tmp_path, instance):
 
     result = chain.execute_in_process(instance=instance)
     assert result.output_for_node("add_one") == 41
-    assert (
-        Path(result.output_address("double").uri) == base / result.run_id / "double" / "result.pkl"
-    )
+    assert Path(result.output_address("double").uri) == base / result.run_id / "double.result.pkl"
 
 
 def test_object_store_on_memory_url_from_run_config(instance):
@@ -200,10 +196,10 @@ def test_object_store_on_memory_url_from_run_config(instance):
     assert result.output_for_node("add_one") == 41
     fs = fsspec.filesystem("memory")
     stored = sorted(fs.find(root))
-    assert [p.rsplit("/", 2)[-2:] for p in stored] == [
-        ["add_one", "result.pkl"],
-        ["double", "result.pkl"],
-        ["source", "result.pkl"],
+    assert [p.rsplit("/", 1)[-1] for p in stored] == [
+        "add_one.result.pkl",
+        "double.result.pkl",
+        "source.result.pkl",
     ]
 
 
@@ -222,8 +218,7 @@ def test_dynamic_pieces_are_stored_and_addressed_one_by_one(instance):
     assert {k[2] for k in addresses} == {"a", "b"}
     for (_, _, key), address in addresses.items():
         assert (
-            Path(address.uri)
-            == instance.storage_dir / result.run_id / "fan" / "result" / f"{key}.pkl"
+            Path(address.uri) == instance.storage_dir / result.run_id / "fan.result" / f"{key}.pkl"
         )
     assert result.output_for_node("fan") == {"a": "A", "b": "B"}
 

@@ -58,23 +58,23 @@ def test_outputs_land_in_the_bucket_and_load_back(s3_bucket, instance):
 
     run = result.run_id
     assert s3_bucket.keys("runs/") == [
-        f"runs/{run}/numbers/result.pkl",
-        f"runs/{run}/report/result.pkl",
-        f"runs/{run}/total/result.json",
+        f"runs/{run}/numbers.result.pkl",
+        f"runs/{run}/report.result.pkl",
+        f"runs/{run}/total.result.json",
     ]
     # the objects are in the formats the outputs asked for
-    assert pickle.loads(s3_bucket.read(f"runs/{run}/numbers/result.pkl")) == [1, 2, 3]
-    assert json.loads(s3_bucket.read(f"runs/{run}/total/result.json")) == {"total": 6}
+    assert pickle.loads(s3_bucket.read(f"runs/{run}/numbers.result.pkl")) == [1, 2, 3]
+    assert json.loads(s3_bucket.read(f"runs/{run}/total.result.json")) == {"total": 6}
 
     assert result.output_for_node("report") == "total=6"
     assert result.output_for_node("total") == {"total": 6}
     address = instance.get_output_addresses(run)[("total", "result", None)]
-    assert address.uri == f"s3://{s3_bucket.name}/runs/{run}/total/result.json"
+    assert address.uri == f"s3://{s3_bucket.name}/runs/{run}/total.result.json"
     assert address.serializer == "json"
     loads = instance.get_events(run, [EventType.LOADED_INPUT])
     assert {e.data["address"]["uri"] for e in loads} == {
-        f"s3://{s3_bucket.name}/runs/{run}/numbers/result.pkl",
-        f"s3://{s3_bucket.name}/runs/{run}/total/result.json",
+        f"s3://{s3_bucket.name}/runs/{run}/numbers.result.pkl",
+        f"s3://{s3_bucket.name}/runs/{run}/total.result.json",
     }
 
 
@@ -89,7 +89,7 @@ def test_reexecution_loads_the_parents_objects_from_s3(s3_bucket, instance):
     assert load.data["address"]["uri"] == parent.output_address("total").uri
     assert load.data["address"]["uri"].startswith(f"s3://{s3_bucket.name}/")
     # only the re-executed step wrote a new object
-    assert s3_bucket.keys(f"runs/{child.run_id}/") == [f"runs/{child.run_id}/report/result.pkl"]
+    assert s3_bucket.keys(f"runs/{child.run_id}/") == [f"runs/{child.run_id}/report.result.pkl"]
 
 
 def test_s3_manager_configured_from_run_config_with_parquet(s3_bucket, instance):
@@ -117,7 +117,7 @@ def test_s3_manager_configured_from_run_config_with_parquet(s3_bucket, instance)
     }
     result = frames.execute_in_process(run_config=run_config, instance=instance)
     assert result.output_for_node("width") == 2
-    key = f"tables/{result.run_id}/frame/result.parquet"
+    key = f"tables/{result.run_id}/frame.result.parquet"
     assert key in s3_bucket.keys("tables/")
     table = pq.read_table(io.BytesIO(s3_bucket.read(key)))
     assert table.column("b").to_pylist() == ["x", "y"]

@@ -79,6 +79,10 @@ class Out:
             raise DefinitionError("Out(write=..., read=...) takes both functions or neither")
         if self.write is not None and self.serializer is not None:
             raise DefinitionError("Out takes either serializer= or a write=/read= pair, not both")
+        if isinstance(self.serializer, str):
+            from memodag.storage.serializers import get_serializer
+
+            get_serializer(self.serializer)  # an unknown format name fails where it is written
 
     @property
     def is_dynamic(self) -> bool:

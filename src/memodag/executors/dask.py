@@ -3,7 +3,8 @@
 
 memodag's engine still decides what runs; Dask only places attempts on workers. The run's payload
 is scattered to every worker once; per attempt only the pickled ``StepTask`` travels, and each
-worker builds the run's resources once (``executors/worker.py``). Importing this module does not
+worker builds the run's resources once (``executors/worker.py``). Attempts submitted together go
+to Dask in one message; finished ones are gathered in batches. Importing this module does not
 import Dask: the factory does, so ``import memodag`` stays fast.
 """
 
@@ -54,9 +55,11 @@ class DaskExecutor(Executor):
     """Submits attempts to a Dask cluster and hands back outcomes as they finish.
 
     Invariants: at most ``max_concurrent`` attempts are in Dask at once (default: every ready
-    attempt, up to ``DEFAULT_BACKLOG``); each submitted attempt ends in exactly one outcome from ``wait``. Under
-    ``EXACTLY_ONCE_CONFIG`` the scheduler holds the backlog and a worker only ever holds attempts
-    it is running, so a worker's death fails exactly those.
+    attempt, up to ``DEFAULT_BACKLOG``); each submitted attempt ends in exactly one outcome from
+    ``wait``. Under ``EXACTLY_ONCE_CONFIG`` Dask never re-runs an attempt by itself and the
+    scheduler keeps the backlog, so a worker's death fails (or, per the op's ``RetryPolicy``,
+    retries) the attempts it was running. On a scheduler without those settings Dask may re-run
+    an attempt whose worker died (``allowed-failures``, default 3) before memodag hears of it.
     """
 
     in_process = False
@@ -107,11 +110,9 @@ class DaskExecutor(Executor):
                     silence_logs=logging.ERROR,
                 )
             self._client = distributed.Client(self._cluster, set_as_default=False)
-        threads = sum(self._client.nthreads().values()) or 1
         # Dask queues what its workers cannot take yet (see EXACTLY_ONCE_CONFIG): handing it the
         # whole backlog in one message costs far less per step than trickling attempts in
-        default = max(DEFAULT_BACKLOG, threads)
-        self._admission = Admission(self._max_concurrent or default, self._limits)
+        self._admission = Admission(self._max_concurrent or DEFAULT_BACKLOG, self._limits)
         self._run_id = payload.run_id
         self._payload = self._client.scatter(dumps_payload(payload), broadcast=True, hash=False)
         self._completed = distributed.as_completed([], loop=self._client.loop)
@@ -211,7 +212,7 @@ class DaskExecutor(Executor):
         if not futures:
             return []
         try:
-            return self._client.gather(futures, errors="skip")
+            return self._client.gather(futures)
         except Exception:  # a result lost with its worker: fetch one by one, report the lost ones
             return [self._gather_one(f) for f in futures]
 

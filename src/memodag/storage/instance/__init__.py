@@ -27,7 +27,7 @@ from memodag.storage.io_manager import Address
 __all__ = ["Event", "EventType", "IndexEntry", "Instance", "RunRecord", "RunStatus"]
 
 HOME_ENV = "MEMODAG_HOME"
-_DEFAULT_INSTANCES: dict[tuple[str, str | None], Instance] = {}
+_DEFAULT_INSTANCES: dict[tuple[str, str | None, int], Instance] = {}
 URL_ENV = "MEMODAG_INSTANCE_URL"
 
 
@@ -52,7 +52,7 @@ class Instance:
         (default ``./.memodag``). Outputs go to ``<home>/storage``."""
         home = Path(os.environ.get(HOME_ENV) or ".memodag").expanduser().resolve()
         url = os.environ.get(URL_ENV)
-        key = (str(home), url)
+        key = (str(home), url, os.getpid())  # a forked child must not share the parent's connection
         # one connection per default instance per process, not one per run
         cached = _DEFAULT_INSTANCES.get(key)
         if cached is not None:

@@ -165,7 +165,7 @@ class FsspecFileStore(FileStore):
 
 
 class PathIOManager(MemoizableIOManager):
-    """Stores each output as one file: ``<base>/<run_id>/<step_key>/<output>[/<piece>]<ext>``, or
+    """Stores each output as one file: ``<base>/<run_id>/<step_key>.<output><ext>`` (pieces: ``.../<step_key>.<output>/<piece><ext>``), or
     with ``versioned=True`` ``<base>/<step_key>/<output>[/<piece>]/<version><ext>`` so a memoized
     run finds it by version alone.
 
@@ -196,18 +196,21 @@ class PathIOManager(MemoizableIOManager):
     def path_for(self, context: OutputContext, serializer: Serializer | None = None) -> str:
         """Where the output named by ``context`` is (or would be) stored."""
         ext = (serializer or self._serializer(context)).extension
+        if not self.versioned:
+            # flat within the run: a directory per step would cost a mkdir per step
+            name = f"{context.step_key}.{context.name}"
+            if context.mapping_key is not None:
+                return self.store.join(self.base, context.run_id, name, context.mapping_key + ext)
+            return self.store.join(self.base, context.run_id, name + ext)
         parts = [context.step_key, context.name]
         if context.mapping_key is not None:
             parts.append(context.mapping_key)
-        if self.versioned:
-            if not context.version:
-                raise StorageError(
-                    f"versioned io manager needs a version for output '{context.step_key}.{context.name}'; "
-                    "give the op a version or the job a version_strategy"
-                )
-            return self.store.join(self.base, *parts, context.version + ext)
-        parts[-1] += ext
-        return self.store.join(self.base, context.run_id, *parts)
+        if not context.version:
+            raise StorageError(
+                f"versioned io manager needs a version for output '{context.step_key}.{context.name}'; "
+                "give the op a version or the job a version_strategy"
+            )
+        return self.store.join(self.base, *parts, context.version + ext)
 
     def handle_output(self, context: OutputContext, obj: Any) -> str:
         serializer = self._serializer(context)

@@ -36,7 +36,7 @@ def _serializer(context: InitResourceContext) -> Any:
 
 @io_manager(config_schema=_CONFIG)
 def fs_io_manager(context: InitResourceContext) -> PathIOManager:
-    """Stores each output as a file under ``<base_dir>/<run_id>/<step_key>/<output>``."""
+    """Stores each output as a file under ``<base_dir>/<run_id>/<step_key>.<output>``."""
     return PathIOManager(LocalFileStore(), _base_dir(context), _serializer(context))
 
 
