@@ -209,6 +209,16 @@ class IndexMemoizer(Memoizer):
                 ]
         return None
 
+    def assume_recomputed(self, step: ExecutionStep) -> None:
+        """Treat ``step`` as about to run (``list_versions``): consumers see its code versions."""
+        for name, version in (self.versions(step) or {}).items():
+            self._effective[(step.key, name, None)] = version
+
+    def stored_versions_of(self, step_key: str, name: str) -> list[IndexEntry]:
+        """Every stored version of one output (``explain`` compares with the newest)."""
+        key = output_key(self.job.name, step_key, name)
+        return [entry for (k, _), entry in self._entries.items() if k == key]
+
     # -- after a run ---------------------------------------------------------------------------
 
     def record(self, step: ExecutionStep, outcome: StepOutcome) -> list[IndexEntry]:

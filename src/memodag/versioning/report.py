@@ -17,7 +17,7 @@ from memodag.plan.dynamic import expand_mapped, gathered_fan_out, pieces_from_ad
 from memodag.plan.plan import ExecutionStep, NodeSource, build_plan
 from memodag.plan.run_config import resolve_run_config
 from memodag.storage.instance.records import IndexEntry
-from memodag.versioning.memoize import IndexMemoizer, output_key
+from memodag.versioning.memoize import IndexMemoizer
 
 STORED = "stored"
 TO_BE_RECOMPUTED = "to-be-recomputed"
@@ -100,9 +100,8 @@ def _walk(job: Any, plan: Any, memoizer: IndexMemoizer, explain: bool) -> list[O
                 queue.extend(new_steps)
                 expanded.add(step.key)
             continue
+        memoizer.assume_recomputed(step)
         for name in step.op_def.outs:
-            # consumers see this output at its code version: it will be recomputed
-            memoizer._effective[(step.key, name, None)] = versions[name]
             reasons = tuple(_explain(step, name, versions[name], memoizer)) if explain else ()
             rows.append(
                 OutputVersion(f"{step.key}.{name}", versions[name], TO_BE_RECOMPUTED, reasons)
@@ -150,8 +149,7 @@ def _unversioned_reason(step: ExecutionStep, memoizer: IndexMemoizer) -> str:
 
 
 def _explain(step: ExecutionStep, name: str, version: str, memoizer: IndexMemoizer) -> list[str]:
-    key = output_key(memoizer.job.name, step.key, name)
-    previous = [e for (k, _), e in memoizer._entries.items() if k == key]
+    previous = memoizer.stored_versions_of(step.key, name)
     if not previous:
         return ["never stored"]
     newest: IndexEntry = max(previous, key=lambda e: e.created_at)

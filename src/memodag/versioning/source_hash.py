@@ -52,6 +52,11 @@ Limits (by design, and what to do about them):
   source, without following what it imports.
 - Methods called on objects the op receives at run time (inputs, resources, ``context``) are not
   followed: only classes reached by name are. Reach them by name or version the op by hand.
+- Mutable module state (a cache dict a helper fills at run time) is hashed as found when the
+  version is computed; keep such state out of what ops reach, or give them ``version=``.
+- Project code counts as local only when found under the working directory or ``local_roots``
+  (or outside any installed location): run from elsewhere, an editable install of the project
+  counts by its version; pass ``local_roots=[project root]`` to pin it.
 - Sources are read once per process; an edit made while the process runs is seen by the next one.
 """
 
