@@ -589,6 +589,28 @@ def test_source_is_parsed_once_per_file_and_hashed_once_per_function(
     assert len(dumped) == 51 and read == [f"{package}.py"]
 
 
+def test_a_long_lived_process_sees_an_edited_and_reloaded_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A notebook with autoreload: same process, same strategy, the file edited on disk.
+    monkeypatch.setattr(source_hash, "_FRESHNESS_INTERVAL", 0.0)
+    package = "reload_probe_pkg"
+    text = "from memodag import op\n\ndef helper(x):\n    return x * 2\n\n@op\ndef step(x):\n    return helper(x)\n"
+    path = write_project(tmp_path, {f"{package}.py": text}) / f"{package}.py"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(package)
+    strategy = SourceHashVersionStrategy(local_roots=[tmp_path])
+    old_step = module.step
+    before = strategy.get_op_version(OpVersionContext(old_step, None))
+    path.write_text(text.replace("x * 2", "x * 20"))  # same lines, new text
+    importlib.reload(module)
+    after = strategy.get_op_version(OpVersionContext(module.step, None))
+    assert after != before
+    # The op object from before the reload looks `helper` up in the reloaded module's globals,
+    # so it runs, and is versioned by, the new helper as well.
+    assert strategy.get_op_version(OpVersionContext(old_step, None)) == after
+
+
 def test_python_version_is_counted_only_when_asked() -> None:
     definition = _exec_op("import json\ndef body(x):\n    return json.dumps(sorted(x))\n")
     plain = SourceHashVersionStrategy().explain_op(definition)

@@ -57,7 +57,9 @@ Limits (by design, and what to do about them):
 - Project code counts as local only when found under the working directory or ``local_roots``
   (or outside any installed location): run from elsewhere, an editable install of the project
   counts by its version; pass ``local_roots=[project root]`` to pin it.
-- Sources are read once per process; an edit made while the process runs is seen by the next one.
+- Sources are parsed once per process; a long-lived process (a notebook reloading modules)
+  notices an edited file within ``_FRESHNESS_INTERVAL`` (1 s) of the edit and re-reads it.
+  Digests already computed stay with their code objects: they describe the code that runs.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ import re
 import site
 import sys
 import sysconfig
+import time
 import types
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -119,7 +122,12 @@ _SOURCE_DIGESTS: dict[tuple[Any, ...], tuple[str, tuple[tuple[str, ...], ...]]] 
 _CLASS_DIGESTS: dict[int, tuple[type, str, tuple[tuple[str, ...], ...]]] = {}
 _MODULE_DIGESTS: dict[int, tuple[types.ModuleType, str]] = {}
 _CODE_CHAINS: dict[tuple[Any, str], tuple[tuple[str, ...], ...]] = {}
-_SOURCE_INDEXES: dict[str, _SourceIndex | None] = {}
+_SOURCE_INDEXES: dict[str, tuple[tuple[int, int] | None, _SourceIndex | None]] = {}
+# Long-lived processes (notebooks with autoreload) edit and reload modules: every so often the
+# files behind the parsed sources are stat'ed, and a changed one starts a new generation, which
+# empties every cache keyed by object identity (classes, modules, versions).
+_FRESHNESS_INTERVAL = 1.0
+_freshness = {"generation": 0, "checked": 0.0}
 
 
 class SourceHashVersionStrategy(VersionStrategy):
@@ -145,6 +153,7 @@ class SourceHashVersionStrategy(VersionStrategy):
         self.include_python_version = include_python_version
         self._walker = _Walker(self)
         self._results: dict[tuple[Any, ...], tuple[Any, str, list[_Node]]] = {}
+        self._generation = _source_generation()
 
     def get_op_version(self, context: OpVersionContext) -> str:
         return self._result(context.op_def.compute_fn, "op")[0]
@@ -169,6 +178,11 @@ class SourceHashVersionStrategy(VersionStrategy):
         return [(n.kind, n.label, n.digest) for n in nodes]
 
     def _result(self, fn: Any, kind: str) -> tuple[str, list[_Node]]:
+        generation = _source_generation()
+        if generation != self._generation:  # a source file changed: forget what was derived
+            self._generation = generation
+            self._walker = _Walker(self)
+            self._results.clear()
         key = (kind, id(fn))
         hit = self._results.get(key)
         if hit is None:
@@ -516,9 +530,12 @@ class _SourceIndex:
 def _source_index(filename: str, namespace: dict[str, Any] | None) -> _SourceIndex | None:
     # One parse per file, not one per function: a job of thousands of ops defined in a few
     # modules parses each module once (inspect.getsource would tokenize every function).
-    if filename in _SOURCE_INDEXES:
-        return _SOURCE_INDEXES[filename]
+    hit = _SOURCE_INDEXES.get(filename)
+    if hit is not None:
+        return hit[1]
     index = None
+    signature = _file_signature(filename)
+    linecache.checkcache(filename)
     lines = linecache.getlines(filename, namespace)  # also serves zipimport and notebook cells
     if lines:
         try:
@@ -528,8 +545,36 @@ def _source_index(filename: str, namespace: dict[str, Any] | None) -> _SourceInd
         if tree is not None:
             index = _SourceIndex(tree, {})
             _index_block(tree, "", index)
-    _SOURCE_INDEXES[filename] = index
+    _SOURCE_INDEXES[filename] = (signature, index)
     return index
+
+
+def _file_signature(filename: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(filename)
+    except (OSError, ValueError):  # not a file: a notebook cell, zip member, ``<string>``
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _source_generation() -> int:
+    """A number that changes when a parsed source file changed on disk (checked at most once
+    per ``_FRESHNESS_INTERVAL`` seconds, so a loop of version look-ups stays a dict hit)."""
+    now = time.monotonic()
+    if now - _freshness["checked"] >= _FRESHNESS_INTERVAL:
+        _freshness["checked"] = now
+        stale = [
+            name
+            for name, (signature, _) in list(_SOURCE_INDEXES.items())
+            if signature is not None and _file_signature(name) != signature
+        ]
+        if stale:
+            for name in stale:
+                del _SOURCE_INDEXES[name]
+            _CLASS_DIGESTS.clear()
+            _MODULE_DIGESTS.clear()
+            _freshness["generation"] += 1
+    return int(_freshness["generation"])
 
 
 _BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
