@@ -231,3 +231,57 @@ def test_reexecute_one_piece_from_parent(instance):
     assert child.step_status["pieces"] == "external"
     loaded = [e for e in child.all_events if e.event_type is EventType.LOADED_INPUT]
     assert loaded[0].data["address"]["run_id"] == parent.run_id
+
+
+def test_annotations_and_outputs_by_name(instance):
+    from collections.abc import Iterator
+
+    @op(out={"values": DynamicOut(), "negatives": DynamicOut()})
+    def split() -> Iterator[DynamicOutput[int]]:
+        for i in range(1, 3):
+            yield DynamicOutput(i, mapping_key=f"v{i}", output_name="values")
+            yield DynamicOutput(-i, mapping_key=f"n{i}", output_name="negatives")
+
+    @op
+    def as_list(xs: list[int]) -> list[int]:
+        return xs
+
+    @job
+    def by_name():
+        outs = split()
+        as_list.alias("values_list")(outs.values.map(double).collect())
+        as_list.alias("negatives_list")(outs.negatives.collect())
+
+    result = by_name.execute_in_process(instance=instance)
+    assert result.output_for_node("values_list") == [2, 4]
+    assert result.output_for_node("negatives_list") == [-1, -2]
+    assert result.output_for_node("split", "negatives") == {"n1": -1, "n2": -2}
+
+
+def test_failing_piece_fails_only_its_clone_and_the_collector(instance):
+    @op
+    def fragile(x):
+        if x == 1:
+            raise ValueError("piece 1 is broken")
+        return x
+
+    @op
+    def neighbour(x):
+        return x
+
+    @job
+    def partly_broken():
+        mapped = pieces().map(fragile)
+        total(mapped.collect())
+        pieces.alias("other")().map(neighbour)
+
+    result = partly_broken.execute_in_process(
+        run_config={"ops": {"pieces": {"config": {"n": 3}}, "other": {"config": {"n": 2}}}},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert result.step_status["fragile[k1]"] == "failed"
+    assert result.step_status["fragile[k0]"] == result.step_status["fragile[k2]"] == "success"
+    assert result.step_status["total"] == "skipped"
+    assert result.step_status["neighbour[k1]"] == "success"
