@@ -57,8 +57,9 @@ class DaskExecutor(Executor):
     Invariants: at most ``max_concurrent`` attempts are in Dask at once (default: every ready
     attempt, up to ``DEFAULT_BACKLOG``); each submitted attempt ends in exactly one outcome from
     ``wait``. Under ``EXACTLY_ONCE_CONFIG`` Dask never re-runs an attempt by itself and the
-    scheduler keeps the backlog, so a worker's death fails (or, per the op's ``RetryPolicy``,
-    retries) the attempts it was running. On a scheduler without those settings Dask may re-run
+    scheduler keeps the backlog of a wide fan-out, so a worker's death fails (or, per the op's
+    ``RetryPolicy``, retries) the attempts it was running; with only a few attempts in flight
+    Dask may also have queued one on that worker, and it fails the same way. On a scheduler without those settings Dask may re-run
     an attempt whose worker died (``allowed-failures``, default 3) before memodag hears of it.
     """
 
@@ -242,8 +243,8 @@ class DaskExecutor(Executor):
                 return lost_attempt_outcome(
                     task,
                     started,
-                    f"Dask worker {worker} died while running step '{task.step_key}' "
-                    f"(attempt {task.attempt}); nothing it was writing was stored",
+                    f"Dask worker {worker} died while step '{task.step_key}' (attempt "
+                    f"{task.attempt}) was running or queued on it; nothing it was writing was stored",
                 )
             return lost_attempt_outcome(
                 task,

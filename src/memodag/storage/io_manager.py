@@ -43,7 +43,10 @@ class Address:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Address:
-        return cls(**{k: data.get(k) for k in cls.__slots__})  # type: ignore[arg-type]
+        try:
+            return cls(**data)
+        except TypeError:  # written by another memodag version: fewer or other keys
+            return cls(**{k: data.get(k) for k in cls.__slots__})  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)

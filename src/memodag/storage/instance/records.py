@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,17 +71,55 @@ class RunRecord:
         return self.end_time - self.start_time
 
 
-@dataclass(slots=True)
 class IndexEntry:
     """One row of the output index: output ``output_key`` is stored at ``version`` at ``address``.
 
     ``recipe`` is what the version was computed from (code version, config, resources, input
-    versions), kept so ``explain`` can say what changed.
+    versions), kept so ``explain`` can say what changed; read from the database it is parsed only
+    when asked for (a memoized run reads thousands of entries and needs few recipes).
     """
 
-    output_key: str
-    version: str
-    address: Any
-    created_at: float
-    size_bytes: int | None = None
-    recipe: Mapping[str, Any] | None = None
+    __slots__ = (
+        "_recipe",
+        "_recipe_json",
+        "address",
+        "created_at",
+        "output_key",
+        "size_bytes",
+        "version",
+    )
+
+    def __init__(
+        self,
+        output_key: str,
+        version: str,
+        address: Any,
+        created_at: float,
+        size_bytes: int | None = None,
+        recipe: Mapping[str, Any] | None = None,
+        recipe_json: str | None = None,
+    ) -> None:
+        self.output_key = output_key
+        self.version = version
+        self.address = address
+        self.created_at = created_at
+        self.size_bytes = size_bytes
+        self._recipe = recipe
+        self._recipe_json = recipe_json
+
+    @property
+    def recipe(self) -> Mapping[str, Any] | None:
+        if self._recipe is None and self._recipe_json:
+            self._recipe = json.loads(self._recipe_json)
+        return self._recipe
+
+    def __repr__(self) -> str:
+        return f"IndexEntry({self.output_key!r}, {self.version!r}, {self.address!r})"
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.output_key, self.version, self.address, self.created_at, self.size_bytes, self.recipe)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IndexEntry) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]

@@ -413,8 +413,9 @@ _ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe"
 
 def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
     key, version, address, created, size, recipe = row
-    parsed = json.loads(recipe) if recipe else None
-    return IndexEntry(key, version, Address.from_dict(json.loads(address)), created, size, parsed)
+    return IndexEntry(
+        key, version, Address.from_dict(json.loads(address)), created, size, recipe_json=recipe
+    )
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
