@@ -30,12 +30,23 @@ def dask_address() -> Iterator[str]:
     cluster.close(timeout=20)
 
 
+@pytest.fixture
+def dask_cluster_ready(dask_address: str) -> str:
+    """The session cluster with both workers up (a test before may have killed one; its nanny
+    restarts it): a worker's death fails the attempts queued on it too, so tests start whole."""
+    import distributed
+
+    with distributed.Client(dask_address, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+    return dask_address
+
+
 def executor_named(request: pytest.FixtureRequest, name: str) -> ExecutorDefinition:
     if name == "in_process":
         return in_process_executor
     if name == "multiprocess":
         return multiprocess_executor.configured({"max_concurrent": 4})
-    return dask_executor.configured({"address": request.getfixturevalue("dask_address")})
+    return dask_executor.configured({"address": request.getfixturevalue("dask_cluster_ready")})
 
 
 @pytest.fixture(params=["multiprocess", "dask"])

@@ -137,7 +137,7 @@ def test_multiprocess_worker_death_leaves_other_steps_running(instance, tmp_path
 )
 def test_tag_concurrency_limits(name, config, limit, n_plain, request, instance, tmp_path):
     if name == "dask":
-        config = {"address": request.getfixturevalue("dask_address")}
+        config = {"address": request.getfixturevalue("dask_cluster_ready")}
         executor_def = dask_executor
     else:
         executor_def = multiprocess_executor
@@ -250,3 +250,26 @@ def test_sigterm_cancels_the_run_and_a_memoized_rerun_resumes(name, tmp_path):
     assert "RESULT 20 quick" in rerun.stdout  # 'quick' was stored before the cancel: memoized
     assert instance.get_runs()[0].status is RunStatus.SUCCESS
     instance.close()
+
+
+def test_resource_failing_in_workers_fails_the_steps_that_need_it(parallel_executor, instance):
+    from memodag import op, resource
+
+    @resource
+    def broken(context):
+        raise ConnectionError("no route to warehouse")
+
+    @op(required_resource_keys={"warehouse"})
+    def query(context) -> int:
+        return 1
+
+    @job(resource_defs={"warehouse": broken}, executor_def=parallel_executor)
+    def needs_warehouse():
+        query()
+
+    result = needs_warehouse.execute_in_process(instance=instance, raise_on_error=False)
+
+    assert result.failed_step_keys == ["query"]
+    (failure,) = result.get_step_failure_events()
+    assert "resource 'warehouse' failed to initialize" in failure.message
+    assert "no route to warehouse" in failure.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from memodag import MEMOIZED_RUN_TAG, job, op
 from memodag.versioning.gc import collect_garbage
@@ -59,7 +60,9 @@ def test_outputs_reused_by_a_recent_memoized_run_are_kept(instance):
 
 def test_older_than(instance):
     first = run(instance, 10)
-    cutoff = instance.get_run(first.run_id).end_time + 1e-3
+    # a clear gap: the second run's outputs must be stored well after the cut-off
+    cutoff = instance.get_run(first.run_id).end_time + 0.05
+    time.sleep(0.1)
     second = run(instance, 20)
     report = collect_garbage(instance, older_than=cutoff)
     uris = {i.uri for i in report.items}
