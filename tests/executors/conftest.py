@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from memodag import ExecutorDefinition, dask_executor, in_process_executor, multiprocess_executor
-from memodag.executors.dask import EXACTLY_ONCE_CONFIG
+from memodag.executors.dask import SCHEDULER_CONFIG
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,7 @@ def dask_address() -> Iterator[str]:
     import dask
     import distributed
 
-    with dask.config.set(EXACTLY_ONCE_CONFIG):
+    with dask.config.set(SCHEDULER_CONFIG):
         cluster = distributed.LocalCluster(
             n_workers=2,
             threads_per_worker=1,

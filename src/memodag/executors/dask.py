@@ -36,16 +36,18 @@ from memodag.executors.worker import (
     run_dask_task,
 )
 
-EXACTLY_ONCE_CONFIG: dict[str, Any] = {
-    # a task whose worker died is reported, never silently run again by Dask
+SCHEDULER_CONFIG: dict[str, Any] = {
+    # an attempt whose worker died is reported to memodag, never silently run again by Dask
     "distributed.scheduler.allowed-failures": 0,
-    # no task moves between workers, and a worker is sent only as many tasks as it has threads,
-    # so a worker's death fails only the attempts it was running
+    # attempts do not move between workers once placed
     "distributed.scheduler.work-stealing": False,
-    "distributed.scheduler.worker-saturation": 1.0,
+    # the backlog of a wide fan-out stays on the scheduler; a worker holds at most one queued
+    # attempt per thread besides those running (a death takes those down too). At 1.0 it would
+    # hold none, but every step then waits for a scheduler round trip: ~2x the cost per step.
+    "distributed.scheduler.worker-saturation": 2.0,
 }
-"""Scheduler settings under which each step attempt runs exactly once. The executor applies
-them to the ``LocalCluster`` it starts; set them on a scheduler you start yourself."""
+"""Scheduler settings under which each step attempt runs at most once. The executor applies them
+to the ``LocalCluster`` it starts; set them on a scheduler you start yourself."""
 
 
 DEFAULT_BACKLOG = 10_000
@@ -56,10 +58,9 @@ class DaskExecutor(Executor):
 
     Invariants: at most ``max_concurrent`` attempts are in Dask at once (default: every ready
     attempt, up to ``DEFAULT_BACKLOG``); each submitted attempt ends in exactly one outcome from
-    ``wait``. Under ``EXACTLY_ONCE_CONFIG`` Dask never re-runs an attempt by itself and the
-    scheduler keeps the backlog of a wide fan-out, so a worker's death fails (or, per the op's
-    ``RetryPolicy``, retries) the attempts it was running; with only a few attempts in flight
-    Dask may also have queued one on that worker, and it fails the same way. On a scheduler without those settings Dask may re-run
+    ``wait``. Under ``SCHEDULER_CONFIG`` Dask never re-runs an attempt by itself, so a worker's
+    death fails (or, per the op's ``RetryPolicy``, retries) the attempts it was running and the
+    few Dask had queued on it; the scheduler keeps the rest of the backlog. On a scheduler without those settings Dask may re-run
     an attempt whose worker died (``allowed-failures``, default 3) before memodag hears of it.
     """
 
@@ -102,7 +103,7 @@ class DaskExecutor(Executor):
                     f"dask_executor: cannot reach the Dask scheduler at {self.address!r}: {exc}"
                 ) from exc
         else:
-            with dask.config.set(EXACTLY_ONCE_CONFIG):
+            with dask.config.set(SCHEDULER_CONFIG):
                 self._cluster = distributed.LocalCluster(
                     n_workers=self.n_workers or os.cpu_count() or 1,
                     threads_per_worker=self.threads_per_worker,
@@ -111,7 +112,7 @@ class DaskExecutor(Executor):
                     silence_logs=logging.ERROR,
                 )
             self._client = distributed.Client(self._cluster, set_as_default=False)
-        # Dask queues what its workers cannot take yet (see EXACTLY_ONCE_CONFIG): handing it the
+        # Dask queues what its workers cannot take yet (see SCHEDULER_CONFIG): handing it the
         # whole backlog in one message costs far less per step than trickling attempts in
         self._admission = Admission(self._max_concurrent or DEFAULT_BACKLOG, self._limits)
         self._run_id = payload.run_id
