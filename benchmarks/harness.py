@@ -67,6 +67,11 @@ class Workload:
         targets: figures to reach (checked on medians).
         details: optional ``details() -> str``, run once in a fresh subprocess after the timed
             samples; its text is printed under the table and stored in the JSON (e.g. profiles).
+        repeat: at most this many samples, whatever ``--repeat`` says (for workloads that take
+            tens of seconds, so the full set stays within a few minutes).
+
+    Metric names say their unit: ``*_s`` are seconds, ``*_mb`` megabytes; anything else is
+    shown as a plain number (counts, shares).
     """
 
     name: str
@@ -77,6 +82,7 @@ class Workload:
     steps: int | None = None
     targets: tuple[Target, ...] = ()
     details: Callable[[], str] | None = None
+    repeat: int | None = None
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -124,7 +130,7 @@ def select(entries: Mapping[str, Entry], patterns: Sequence[str]) -> list[str]:
         return list(entries)
     wanted: set[str] = set()
     for pattern in patterns:
-        matches = [n for n in entries if n == pattern or fnmatch.fnmatchcase(n, pattern)]
+        matches = [n for n in entries if _matches(n, entries[n].module, pattern)]
         if not matches:
             raise ValueError(f"--only {pattern!r} matches no workload; known: {', '.join(entries)}")
         wanted.update(matches)
@@ -135,6 +141,12 @@ def select(entries: Mapping[str, Entry], patterns: Sequence[str]) -> list[str]:
             wanted.add(baseline)
             pending.append(baseline)
     return [n for n in entries if n in wanted]
+
+
+def _matches(name: str, module: str, pattern: str) -> bool:
+    """A workload matches its name or its module (``w2_chain``, ``executors.w1_parallel``)."""
+    short = module.removeprefix("benchmarks.")
+    return any(fnmatch.fnmatchcase(candidate, pattern) for candidate in (name, short, module))
 
 
 def check_baselines(entries: Mapping[str, Entry]) -> None:
@@ -197,6 +209,7 @@ def run_in_child(entry: Entry, mode: str, timeout: float) -> dict[str, Any]:
 @dataclass
 class TargetResult:
     label: str
+    metric: str
     met: bool | None  # None: could not be checked (no baseline, metric missing)
     value: float | None
     limit: float
@@ -283,10 +296,10 @@ def _check(target: Target, summary: Summary, base: Summary | None) -> TargetResu
         theirs = base.median(target.metric) if base is not None else None
         ratio = value / theirs if value is not None and theirs else None
         met = None if ratio is None else ratio <= target.max_ratio
-        return TargetResult(target.label, met, ratio, target.max_ratio, "ratio")
+        return TargetResult(target.label, target.metric, met, ratio, target.max_ratio, "ratio")
     assert target.max_value is not None, f"target '{target.label}' sets no limit"
     met = None if value is None else value < target.max_value
-    return TargetResult(target.label, met, value, target.max_value, "value")
+    return TargetResult(target.label, target.metric, met, value, target.max_value, "value")
 
 
 # -- the machine -----------------------------------------------------------------------------------
@@ -311,10 +324,15 @@ def machine_info() -> dict[str, Any]:
         "nproc": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "loadavg_start": load_average(),
     }
     info.update(_code_version())
     return info
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: how busy the machine was (noise indicator)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def _code_version() -> dict[str, Any]:
@@ -360,12 +378,24 @@ def fmt_seconds(value: float | None) -> str:
     return f"{value * 1e6:.3g} µs"
 
 
+def fmt_metric(metric: str, value: float | None) -> str:
+    """A value in the unit its metric name says (``*_s`` seconds, ``*_mb`` MB, else a number)."""
+    if value is None:
+        return "-"
+    if metric.endswith("_s"):
+        return fmt_seconds(value)
+    if metric.endswith("_mb"):
+        return f"{value:.0f} MB"
+    return f"{value:.3g}"
+
+
 def fmt_target(result: TargetResult) -> str:
     if result.kind == "ratio":
         value = "-" if result.value is None else f"{result.value:.2f}x"
-        limit = f"<= {result.limit:g}x"
+        limit = f"<= {result.limit:.3g}x"
     else:
-        value, limit = fmt_seconds(result.value), f"< {fmt_seconds(result.limit)}"
+        value = fmt_metric(result.metric, result.value)
+        limit = f"< {fmt_metric(result.metric, result.limit)}"
     verdict = {True: "met", False: "NOT MET", None: "unchecked"}[result.met]
     return f"{result.label}: {value} ({limit}) {verdict}"
 
@@ -406,7 +436,7 @@ def table_rows(summaries: Iterable[Summary]) -> list[list[str]]:
             continue
         values = s.samples.get(w.primary, [])
         others = ", ".join(
-            f"{m.removesuffix('_s')} {fmt_seconds(s.median(m))}"
+            f"{m.removesuffix('_s')} {fmt_metric(m, s.median(m))}"
             for m in s.metric_names()
             if m not in (w.primary, "per_step_s")
         )
@@ -414,9 +444,9 @@ def table_rows(summaries: Iterable[Summary]) -> list[list[str]]:
             [
                 s.name,
                 w.primary.removesuffix("_s"),
-                fmt_seconds(s.median(w.primary)),
-                fmt_seconds(min(values)) if values else "-",
-                fmt_seconds(max(values)) if values else "-",
+                fmt_metric(w.primary, s.median(w.primary)),
+                fmt_metric(w.primary, min(values)) if values else "-",
+                fmt_metric(w.primary, max(values)) if values else "-",
                 fmt_seconds(s.median("per_step_s")),
                 w.baseline or "",
                 f"{s.ratio:.2f}x" if s.ratio is not None else "",

@@ -26,6 +26,7 @@ from benchmarks.harness import (
     compare,
     discover,
     fmt_target,
+    load_average,
     machine_info,
     markdown_table,
     run_in_child,
@@ -43,8 +44,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME",
-        help="run only workloads with this name or glob (repeatable, or comma-separated); "
-        "their baselines are added",
+        help="run only workloads whose name or module matches (glob; repeatable or "
+        "comma-separated); their baselines are added",
     )
     parser.add_argument("--json", type=Path, help="write every sample and summary here")
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown here")
@@ -53,6 +54,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--no-details",
         action="store_true",
         help="skip the untimed details (profiles, import times)",
+    )
+    parser.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="do not sync the disks between samples (by default each sample starts with the "
+        "previous one's writes flushed, so they are not timed against it)",
     )
     parser.add_argument(
         "--timeout", type=float, default=300, help="seconds allowed per sample (default 300)"
@@ -90,6 +97,12 @@ def main(argv: list[str]) -> int:
             summary = summaries[name]
             if summary.errors:  # a failing workload fails every round; do not wait for it again
                 continue
+            cap = summary.workload.repeat
+            if cap is not None and round_index >= cap:
+                continue
+            if not args.no_sync:
+                # write back the previous sample's files now, not during this sample's timing
+                os.sync()
             try:
                 result = run_in_child(entries[name], "run", args.timeout)
             except SampleError as exc:
@@ -111,7 +124,7 @@ def main(argv: list[str]) -> int:
             except SampleError as exc:
                 summary.details = f"details failed: {exc}"
     compare(summaries)
-    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    machine["loadavg_end"] = load_average()
     machine["wall_s"] = round(time.perf_counter() - started, 1)
 
     rows = table_rows(summaries.values())

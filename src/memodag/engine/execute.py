@@ -43,14 +43,14 @@ def execute_job(
     """Run ``job`` and return its result (see ``JobDefinition.execute_in_process``)."""
     resolved = resolve_run_config(job, run_config)
     plan = build_plan(job, resolved)
+    executor = _executor(job, resolved)  # its config is checked before any storage is touched
+    _check_storage_fits_executor(job, plan, executor)
     instance = instance or Instance.get()
     run_id = run_id or str(uuid.uuid4())
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
     parent = _parent_run(instance, parent_run_id)
     selected, external = _selection(plan, instance, parent, step_selection)
     _check_external_addresses(job, external)
-    executor = _executor(job, resolved)
-    _check_storage_fits_executor(job, plan, executor)
     memoizer = _memoizer(job, plan, run_tags, instance, run_id)
 
     record = RunRecord(
