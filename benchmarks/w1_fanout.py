@@ -83,6 +83,7 @@ WORKLOADS = [
         functools.partial(cold, n=100_000),
         "W1 fan-out, N = 100,000 pieces, cold",
         baseline="w1_fanout_1k",
+        repeat=2,
         steps=100_000,
         targets=(
             Target("peak memory under 1 GB", "peak_rss_mb", max_value=1024),

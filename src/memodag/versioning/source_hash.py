@@ -70,7 +70,6 @@ import copy
 import dis
 import enum
 import functools
-import importlib.metadata
 import linecache
 import os
 import re
@@ -959,12 +958,16 @@ def _stdlib_dirs() -> tuple[str, ...]:
 
 @functools.cache
 def _distributions() -> Mapping[str, list[str]]:
+    import importlib.metadata  # only when a version is first computed: it costs import time
+
     return importlib.metadata.packages_distributions()
 
 
 @functools.cache
 def _distribution_label(top: str) -> str:
     """``Dist==version`` for a top-level module (several joined by '+', sorted)."""
+    import importlib.metadata
+
     labels = []
     for dist in sorted(set(_distributions().get(top, ()))):
         try:

@@ -319,7 +319,7 @@ class SqlInstanceStorage:
                 e.event_type.value,
                 e.timestamp,
                 e.message,
-                json.dumps(e.data, default=str),
+                _encode(e.data),
             )
             for e in events
         ]
@@ -335,11 +335,11 @@ class SqlInstanceStorage:
             (
                 e.output_key,
                 e.version,
-                json.dumps(e.address.to_dict()),
+                _encode(e.address.to_dict()),
                 e.address.run_id,
                 e.created_at,
                 e.size_bytes,
-                json.dumps(e.recipe, default=str) if e.recipe is not None else None,
+                _encode(e.recipe) if e.recipe is not None else None,
             )
             for e in index_entries
         )
@@ -407,6 +407,9 @@ class SqlInstanceStorage:
         delete = "DELETE FROM output_index WHERE output_key = ? AND version = ?"
         self._write_many([(delete, [tuple(k) for k in keys])])
 
+
+# one encoder for every event and index row: json.dumps(default=...) builds a new one per call
+_encode = json.JSONEncoder(default=str).encode
 
 _ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe"
 
