@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from memodag.engine.resources import initialized_resources
 from memodag.engine.step import ErrorInfo, StepOutcome, StepRuntime, StepTask, run_step
 from memodag.errors import ExecutionError
 from memodag.executors.base import RunPayload
+from memodag.plan.dynamic import parse_step_key
+from memodag.plan.plan import flatten_graph
 from memodag.storage.instance.records import Event, EventType
 
 
@@ -51,10 +53,11 @@ def dumps_payload(payload: RunPayload) -> bytes:
 
 
 def dumps_task(task: StepTask) -> bytes:
-    """Pickle one attempt (its ``OpDefinition`` body goes by value, as ``@op`` shadows its name)."""
+    """Pickle one attempt without its op: every worker already holds the job (the run's payload)
+    and finds the op by the step's node path, so the op's body is not shipped per attempt."""
     import cloudpickle
 
-    return cloudpickle.dumps(task)
+    return cloudpickle.dumps(replace(task, op_def=None))
 
 
 def _unimportable_modules(job: Any) -> list[Any]:
@@ -175,6 +178,7 @@ class _WorkerRun:
     payload_bytes: bytes
     lock: threading.Lock = field(default_factory=threading.Lock)
     runtime: StepRuntime | None = None
+    ops: dict[str, Any] = field(default_factory=dict)  # node path -> OpDefinition, from the payload
     stack: contextlib.ExitStack | None = None
     error: tuple[str, str, str] | None = None  # why the run could not be prepared here
 
@@ -231,6 +235,7 @@ def _runtime(run: _WorkerRun) -> StepRuntime:
             )
             raise _PrepareError(*run.error) from exc
         run.stack = stack
+        run.ops = {path: node.op_def for path, node in flatten_graph(payload.job.graph).items()}
         run.runtime = StepRuntime(resources, payload.resource_config, instance)
         return run.runtime
 
@@ -276,6 +281,8 @@ def run_task(run_id: str, task_bytes: bytes) -> bytes:
         return _dumps_outcome(outcome)
     try:
         runtime = _runtime(run)
+        if task.op_def is None:
+            task.op_def = run.ops[parse_step_key(task.step_key)[0]]
         outcome = run_step(task, runtime)
     except _PrepareError as exc:
         outcome = _failed_outcome(task, started, exc.cls_name, exc.message, None, exc.stack)
@@ -285,7 +292,7 @@ def run_task(run_id: str, task_bytes: bytes) -> bytes:
             task,
             started,
             type(exc).__name__,
-            f"op '{task.op_def.name}' raised {type(exc).__name__}({exc})",
+            f"step '{task.step_key}' raised {type(exc).__name__}({exc})",
             None,
             "".join(traceback.format_exception(exc)),
         )
