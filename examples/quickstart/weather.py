@@ -55,7 +55,10 @@ def summarize(context, readings: list[float]) -> dict:
 
 @op
 def report(context, summaries: list[dict]) -> str:
-    lines = [f"{s['station']:<12} mean {s['mean']:>6}  min {s['min']:>6}  max {s['max']:>6}" for s in summaries]
+    lines = [
+        f"{s['station']:<12} mean {s['mean']:>6}  min {s['min']:>6}  max {s['max']:>6}"
+        for s in summaries
+    ]
     text = "\n".join(lines)
     context.log.info("report:\n" + text)
     return text

@@ -117,7 +117,14 @@ class IndexEntry:
         return f"IndexEntry({self.output_key!r}, {self.version!r}, {self.address!r})"
 
     def _fields(self) -> tuple[Any, ...]:
-        return (self.output_key, self.version, self.address, self.created_at, self.size_bytes, self.recipe)
+        return (
+            self.output_key,
+            self.version,
+            self.address,
+            self.created_at,
+            self.size_bytes,
+            self.recipe,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, IndexEntry) and self._fields() == other._fields()
