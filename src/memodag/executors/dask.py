@@ -45,6 +45,9 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     # attempt per thread besides those running (a death takes those down too). At 1.0 it would
     # hold none, but every step then waits for a scheduler round trip: ~2x the cost per step.
     "distributed.scheduler.worker-saturation": 2.0,
+    # Dask's statistical profiler samples every worker thread's stack every 10 ms: on a small
+    # machine that is CPU and GIL contention taken from the steps themselves
+    "distributed.worker.profile.enabled": False,
 }
 """Scheduler settings under which each step attempt runs at most once. The executor applies them
 to the ``LocalCluster`` it starts; set them on a scheduler you start yourself."""
