@@ -7,6 +7,7 @@ nodes in call order (which is a topological order) and, per node input, where it
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 from collections.abc import Callable, Iterator, Mapping
@@ -133,9 +134,13 @@ class OutputHandle:
         return f"<output {self.node}.{self.output}>"
 
     def map(self, fn: Callable[[Any], Any]) -> Any:
-        raise DefinitionError(
-            f"'{self.node}.{self.output}' is not a dynamic output; .map() is for DynamicOut outputs"
-        )
+        """For a mapped output (what a ``.map`` returned): map again, per piece."""
+        if not self.mapped_over:
+            raise DefinitionError(
+                f"'{self.node}.{self.output}' is not a dynamic output; .map() is for DynamicOut outputs"
+            )
+        with self.builder.mapping(self.mapped_over):
+            return fn(self)
 
     def collect(self) -> Any:
         if not self.mapped_over:
@@ -160,7 +165,8 @@ class DynamicHandle:
     def map(self, fn: Callable[[Any], Any]) -> Any:
         """Run ``fn`` once now on a piece handle; every op it calls on it is cloned per piece."""
         piece = _PieceHandle(self)
-        return fn(piece)
+        with self.builder.mapping((*self.mapped_over, (self.node, self.output))):
+            return fn(piece)
 
     def collect(self) -> Any:
         """All pieces as one list input, in emission order."""
@@ -234,6 +240,17 @@ class CompositionBuilder:
         self.graph_name = graph_name
         self.nodes: dict[str, NodeInvocation] = {}
         self._outputs_of: dict[str, tuple[str, ...]] = {}
+        # the fan-outs whose .map(fn) bodies are running now: mapped outputs are usable only there
+        self._scope: tuple[tuple[str, str], ...] = ()
+
+    @contextlib.contextmanager
+    def mapping(self, scope: tuple[tuple[str, str], ...]) -> Iterator[None]:
+        outer = self._scope
+        self._scope = scope
+        try:
+            yield
+        finally:
+            self._scope = outer
 
     def invoke(
         self,
@@ -306,6 +323,12 @@ class CompositionBuilder:
         where = f"{self._where(node)} input '{input_name}'"
         if isinstance(value, OutputHandle):
             self._check_same_builder(value.builder, where)
+            if value.mapped_over and self._scope[: len(value.mapped_over)] != value.mapped_over:
+                fan_out = ".".join(value.mapped_over[-1])
+                raise DefinitionError(
+                    f"{where}: got '{value.node}.{value.output}', which has one value per piece of "
+                    f"'{fan_out}'; gather it with .collect() or keep mapping with .map(...)"
+                )
             return FromNode(value.node, value.output), value.mapped_over
         if isinstance(value, _PieceHandle):
             src = value.source
