@@ -36,6 +36,7 @@ class StepExecutionError(ExecutionError):
 
     def __init__(self, step_key: str, message: str) -> None:
         self.step_key = step_key
+        self.reason = message
         super().__init__(f"Step '{step_key}' failed: {message}")
 
 

@@ -73,12 +73,13 @@ class EngineResult:
     failures: list[StepOutcome] = field(default_factory=list)
     executed: int = 0
     memoized: int = 0
+    unfinished: list[str] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
         # steps skipped only because an optional output was not yielded leave the run a success
         # (as in Dagster); skips caused by a failure already count through ``failures``
-        return not self.failures
+        return not self.failures and not self.unfinished
 
 
 class Engine:
@@ -120,6 +121,8 @@ class Engine:
             key = step.key
             if self.selected is not None and key not in self.selected:
                 self.status[key] = StepStatus.EXTERNAL
+                # consumers entered before it (a re-execution's pre-expanded collectors) go on
+                self._release_consumers(key)
                 continue
             waiting = 0
             blocked = None
@@ -154,8 +157,9 @@ class Engine:
                 self._finish(outcome)
         for key, waiting in self._waiting_on.items():
             if waiting and key not in self.status:
-                # an upstream never came to exist (its fan-out failed before producing pieces)
+                # an upstream never came to exist: the run did not do all it was asked to
                 self._skip(key, "an upstream step was never produced")
+                self.result.unfinished.append(key)
         return self.result
 
     def _start(self, key: str) -> None:
@@ -271,7 +275,10 @@ class Engine:
                 # pieces this run produced: everything made from them runs here
                 self.selected.update(s.key for s in new_steps)
             self.add_steps(new_steps)
-        for consumer in self._consumers.pop(step.key, ()):
+        self._release_consumers(step.key)
+
+    def _release_consumers(self, key: str) -> None:
+        for consumer in self._consumers.pop(key, ()):
             remaining = self._waiting_on[consumer] - 1
             self._waiting_on[consumer] = remaining
             if remaining == 0:

@@ -125,7 +125,14 @@ def execute_job(
     if raise_on_error and engine.result.failures:
         first = engine.result.failures[0]
         error = first.error
-        message = f"{error.cls_name}: {error.message}" if error else "failed"
+        if error is None:
+            message = "failed"
+        elif error.cls_name == "StepExecutionError" and isinstance(
+            first.exception, StepExecutionError
+        ):
+            message = first.exception.reason
+        else:
+            message = f"{error.cls_name}: {error.message}"
         raise StepExecutionError(first.step_key, message) from first.exception
     if raise_on_error and not engine.result.success:
         skipped = [k for k, s in engine.result.status.items() if s == "skipped"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +36,9 @@ class InProcessExecutor(Executor):
         return len(self._done)
 
     def wait(self, timeout: float | None) -> list[StepOutcome]:
+        if not self._done and timeout:
+            # nothing runs in the background here: the engine is waiting for a retry's delay
+            time.sleep(timeout)
         done = list(self._done)
         self._done.clear()
         return done

@@ -29,23 +29,48 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
 
 
+def _plain(value: Any) -> Any:
+    """A JSON form of plain data that keeps types apart (a tuple is not a list, ``1`` is not
+    ``"1"`` as a key); raises TypeError for anything else, which is then hashed by its pickle."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        return value if type(value) in (int, float) else _not_plain(value)
+    if isinstance(value, list) and type(value) is list:
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple) and type(value) is tuple:
+        return {"~tuple": [_plain(v) for v in value]}
+    if isinstance(value, dict) and type(value) is dict:
+        if all(type(k) is str for k in value):
+            return {"~dict": {k: _plain(v) for k, v in value.items()}}
+        return {"~items": sorted(([_plain(k), _plain(v)] for k, v in value.items()), key=repr)}
+    return _not_plain(value)
+
+
+def _not_plain(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
+
+
 def hash_value(value: Any) -> str:
-    """A content hash of an output value (early cutoff): equal data, equal hash."""
+    """A content hash of an output value (early cutoff): equal data, equal hash; different data
+    never shares a hash through a shortened ``repr`` (containers of non-plain values are pickled)."""
     h = hashlib.sha256()
+    try:
+        h.update(
+            b"json:" + json.dumps(_plain(value), sort_keys=True, separators=(",", ":")).encode()
+        )
+        return h.hexdigest()[:VERSION_LENGTH]
+    except (TypeError, ValueError):
+        pass
     module = type(value).__module__.split(".")[0]
-    if value is None or isinstance(value, bool | int | float | str | list | dict | tuple):
-        try:
-            h.update(b"json:" + canonical_json(value).encode())
-            return h.hexdigest()[:VERSION_LENGTH]
-        except (TypeError, ValueError):
-            pass
     if module == "pandas":
         import pandas as pd
 
-        h.update(
-            b"pandas:"
-            + str(list(value.columns) if hasattr(value, "columns") else value.name).encode()
-        )
+        if hasattr(value, "columns"):  # a DataFrame
+            columns, dtypes = list(value.columns), [str(t) for t in value.dtypes]
+        else:
+            columns, dtypes = [value.name], [str(value.dtype)]
+        h.update(b"pandas:" + repr((type(value).__name__, columns, dtypes)).encode())
         h.update(pd.util.hash_pandas_object(value, index=True).values.tobytes())
         return h.hexdigest()[:VERSION_LENGTH]
     if module in ("polars", "pyarrow"):

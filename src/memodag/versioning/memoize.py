@@ -60,6 +60,7 @@ class IndexMemoizer(Memoizer):
         self._versions: dict[str, dict[str, str] | None] = {}
         self._effective: dict[AddressKey, str] = {}
         self._cutoff: dict[str, frozenset[str]] = {}
+        self._manager_ids: dict[str, str] = {}
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -86,7 +87,7 @@ class IndexMemoizer(Memoizer):
     def prepare(self, steps: Iterable[ExecutionStep]) -> None:
         if not self.enabled:
             return
-        self._fetch(output_key(self.job.name, s.key, name) for s in steps for name in s.op_def.outs)
+        self._fetch(self._key(s, name) for s in steps for name in s.op_def.outs)
 
     def _fetch(self, keys: Iterable[str]) -> None:
         wanted = [k for k in keys if k not in self._fetched]
@@ -165,24 +166,22 @@ class IndexMemoizer(Memoizer):
         versions = self.versions(step)
         if versions is None:
             return None
-        return self._entries.get((output_key(self.job.name, step.key, name), versions[name]))
+        return self._entries.get((self._key(step, name), versions[name]))
 
     def _stored_output(
         self, step: ExecutionStep, name: str, out: Any, version: str
     ) -> list[Address] | None:
-        key = output_key(self.job.name, step.key, name)
+        key = self._key(step, name)
         manager = self.io_managers.get(out.io_manager_key)
         if out.is_dynamic:
             entry = self._entries.get((key, version))
             if entry is None or not entry.recipe or "manifest" not in entry.recipe:
                 return None
             manifest = entry.recipe["manifest"]
-            self._fetch(output_key(self.job.name, step.key, name, k) for k, _ in manifest)
+            self._fetch(self._key(step, name, k) for k, _ in manifest)
             pieces = []
             for piece_key, piece in manifest:
-                piece_entry = self._entries.get(
-                    (output_key(self.job.name, step.key, name, piece_key), piece)
-                )
+                piece_entry = self._entries.get((self._key(step, name, piece_key), piece))
                 if piece_entry is None or piece_entry.address.io_manager_key != out.io_manager_key:
                     return None
                 pieces.append(piece_entry.address)
@@ -214,10 +213,20 @@ class IndexMemoizer(Memoizer):
         for name, version in (self.versions(step) or {}).items():
             self._effective[(step.key, name, None)] = version
 
-    def stored_versions_of(self, step_key: str, name: str) -> list[IndexEntry]:
+    def stored_versions_of(self, step: ExecutionStep, name: str) -> list[IndexEntry]:
         """Every stored version of one output (``explain`` compares with the newest)."""
-        key = output_key(self.job.name, step_key, name)
+        key = self._key(step, name)
         return [entry for (k, _), entry in self._entries.items() if k == key]
+
+    def _key(self, step: ExecutionStep, name: str, mapping_key: str | None = None) -> str:
+        """The index key of an output: job-scoped, and scoped by the identity of the io manager
+        that stores it (definition, version, config), so changing where an output goes never
+        finds what the old storage holds."""
+        io_key = step.op_def.outs[name].io_manager_key
+        identity = self._manager_ids.get(io_key)
+        if identity is None:
+            identity = self._manager_ids[io_key] = self.resolver.io_manager_identity(io_key)[:10]
+        return f"{output_key(self.job.name, step.key, name, mapping_key)}@{identity}"
 
     # -- after a run ---------------------------------------------------------------------------
 
@@ -244,9 +253,7 @@ class IndexMemoizer(Memoizer):
                 if persistent:
                     entries.append(
                         IndexEntry(
-                            output_key(
-                                self.job.name, step.key, address.output_name, address.mapping_key
-                            ),
+                            self._key(step, address.output_name, address.mapping_key),
                             address.version,
                             address,
                             now,
@@ -255,7 +262,7 @@ class IndexMemoizer(Memoizer):
             elif persistent:
                 entries.append(
                     IndexEntry(
-                        output_key(self.job.name, step.key, address.output_name),
+                        self._key(step, address.output_name),
                         address.version,
                         address,
                         now,
@@ -280,7 +287,7 @@ class IndexMemoizer(Memoizer):
                     )
                     entries.append(
                         IndexEntry(
-                            output_key(self.job.name, step.key, name),
+                            self._key(step, name),
                             versions[name],
                             manifest_address,
                             now,

@@ -149,7 +149,7 @@ def _unversioned_reason(step: ExecutionStep, memoizer: IndexMemoizer) -> str:
 
 
 def _explain(step: ExecutionStep, name: str, version: str, memoizer: IndexMemoizer) -> list[str]:
-    previous = memoizer.stored_versions_of(step.key, name)
+    previous = memoizer.stored_versions_of(step, name)
     if not previous:
         return ["never stored"]
     newest: IndexEntry = max(previous, key=lambda e: e.created_at)

@@ -83,10 +83,19 @@ class VersionResolver:
             version = rdef.version
             if version is None and self.strategy is not None:
                 version = self.strategy.get_resource_version(ResourceVersionContext(rdef, config))
+            # a resource built from other resources changes when they do (resources form no
+            # cycles: job definition refuses them)
+            needs = [f"{k}={self.resource_version(k)}" for k in sorted(rdef.required_resource_keys)]
             self._resource_versions[key] = hash_strings(
-                version or "unversioned", canonical_json(config_to_plain(config))
+                version or "unversioned", canonical_json(config_to_plain(config)), *needs
             )
         return self._resource_versions[key]
+
+    def io_manager_identity(self, key: str) -> str:
+        """What an index entry's io manager must still be for the entry to count as stored: the
+        definition (by name) and its version and config, not just its resource key."""
+        rdef = self.job.resource_defs[key]
+        return hash_strings(rdef.name or type(rdef).__name__, self.resource_version(key))
 
     def recipe(
         self, step: ExecutionStep, upstream_version: Callable[[StepOutputHandle], str | None]

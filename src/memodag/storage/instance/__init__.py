@@ -159,17 +159,29 @@ class Instance:
         return self._storage.get_events(run_id, event_types)
 
     def get_output_addresses(self, run_id: str) -> dict[tuple[str, str, str | None], Address]:
-        """Every output a run stored or found stored (memoized), by (step_key, output_name,
-        mapping_key), in the order the run recorded them."""
-        result = {}
-        for event in self.get_events(run_id, [EventType.HANDLED_OUTPUT, EventType.STEP_MEMOIZED]):
-            if event.event_type is EventType.HANDLED_OUTPUT:
-                found = [event.data["address"]]
+        """Every output a run stored in a *successful* attempt, or found stored (memoized), by
+        (step_key, output_name, mapping_key), in the order the run recorded them. Outputs of an
+        attempt that then failed are not part of the run's result and are left out."""
+        result: dict[tuple[str, str, str | None], Address] = {}
+        pending: dict[str, list[Address]] = {}
+        kinds = [
+            EventType.STEP_START,
+            EventType.HANDLED_OUTPUT,
+            EventType.STEP_SUCCESS,
+            EventType.STEP_MEMOIZED,
+        ]
+        for event in self.get_events(run_id, kinds):
+            key = event.step_key or ""
+            if event.event_type is EventType.STEP_START:
+                pending[key] = []
+            elif event.event_type is EventType.HANDLED_OUTPUT:
+                pending.setdefault(key, []).append(Address.from_dict(event.data["address"]))
             else:
-                found = event.data.get("addresses", [])
-            for data in found:
-                address = Address.from_dict(data)
-                result[(address.step_key, address.output_name, address.mapping_key)] = address
+                found = pending.pop(key, [])
+                if event.event_type is EventType.STEP_MEMOIZED:
+                    found = [Address.from_dict(d) for d in event.data.get("addresses", [])]
+                for address in found:
+                    result[(address.step_key, address.output_name, address.mapping_key)] = address
         return result
 
     # -- the output index (memoization) -------------------------------------------------------
