@@ -136,7 +136,7 @@ def test_progress_prints_one_plain_line_per_step_event_and_counts() -> None:
             display(event)
     lines = out.getvalue().splitlines()
     assert lines == [
-        "Run run-1 started: job demo (3+ steps)",
+        "Run run-1 started: job demo (3 steps, more as fan-outs produce their pieces)",
         "✓ a 123ms",
         "○ fan memoized",
         "✓ fan[k1] 1.50s",

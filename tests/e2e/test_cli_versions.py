@@ -131,3 +131,24 @@ def test_gc_dry_run_then_delete(tmp_path: Path, walkthrough: Path) -> None:
 
     bad = memodag(home, "gc", "--older-than", "yesterday-ish", cwd=tmp_path)
     assert bad.returncode == 2 and "expected an ISO date" in bad.stderr
+
+
+def test_flagship_example_logs_memoizes_and_reexecutes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    weather = str(REPO / "examples" / "quickstart" / "weather.py")
+    first = memodag(home, "job", "execute", "-f", weather, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "14 executed" in first.stdout
+    assert "report | report:" in first.stdout and "station_5" in first.stdout  # context.log output
+    assert "clean[station_0] | dropped 1 faulty reading(s)" in first.stdout
+
+    second = memodag(home, "job", "execute", "-f", weather, cwd=tmp_path)
+    assert "0 executed, 14 memoized" in second.stdout, second.stdout
+    forced = memodag(home, "job", "execute", "-f", weather, "--no-memoize", cwd=tmp_path)
+    assert "14 executed, 0 memoized" in forced.stdout, forced.stdout
+
+    runs = json.loads(memodag(home, "runs", "list", "--json", cwd=tmp_path).stdout)
+    parent = runs[0]["run_id"] if isinstance(runs, list) else runs["runs"][0]["run_id"]
+    again = memodag(home, "job", "reexecute", parent[:8], "--steps", "report", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 executed" in again.stdout, again.stdout

@@ -145,10 +145,13 @@ class RunProgress:
         data = event.data or {}
         if kind == "RUN_START":
             self.run_id = event.run_id
-            more = "+" if self.steps_pending else ""
-            self._line(
-                f"Run {event.run_id} started: job {self.job_name} ({self.total}{more} steps)"
-            )
+            steps = f"{self.total} step{'s' if self.total != 1 else ''}"
+            if self.steps_pending:
+                steps += ", more as fan-outs produce their pieces"
+            self._line(f"Run {event.run_id} started: job {self.job_name} ({steps})")
+            return
+        if kind == "LOG":
+            self._log_line(key, event.message, str(data.get("level", "INFO")))
             return
         if key is None:
             return
@@ -212,6 +215,21 @@ class RunProgress:
         line.append(self._symbols[kind], style=_STYLES[kind])
         line.append(" " + text)
         self.console.print(line)
+
+    def _log_line(self, key: str | None, message: str, level: str) -> None:
+        """``context.log`` output, as it happens: what the op wanted the user to see."""
+        if self.silent or level == "DEBUG":
+            return
+        from rich.text import Text
+
+        style = {"WARNING": "yellow", "ERROR": "red"}.get(level, "dim")
+        prefix = f"  {key or 'run'} | "
+        lines = message.splitlines() or [""]
+        text = Text(prefix, style=style)
+        text.append(lines[0])
+        for more in lines[1:]:
+            text.append("\n" + " " * len(prefix) + more)
+        self.console.print(text)
 
     def _line(self, text: str) -> None:
         if self.silent:

@@ -52,6 +52,10 @@ def execute_job(
     selected, external = _selection(plan, instance, parent, step_selection)
     _check_external_addresses(job, external)
     memoizer = _memoizer(job, plan, run_tags, instance, run_id)
+    if parent is not None:
+        # a re-execution runs what it selects, even when it is stored: that is what it is for
+        # (its outputs are still versioned and indexed, so later memoized runs can reuse them)
+        memoizer.enabled = False
 
     record = RunRecord(
         run_id=run_id,

@@ -167,8 +167,12 @@ class ExecuteInProcessResult:
         for i, part in enumerate(parts):
             invocation = graph.nodes.get(part)
             if invocation is None:
+                hint = ""
+                if "[" in node:
+                    base, key = node.split("[", 1)
+                    hint = f"; a mapped node's outputs are keyed by piece: output_for_node({base!r})[{key.rstrip(']')!r}]"
                 raise MemodagError(
-                    f"job '{self.job.name}' has no node '{node}'; top-level nodes are {sorted(self.job.graph.nodes)}"
+                    f"job '{self.job.name}' has no node '{node}'; top-level nodes are {sorted(self.job.graph.nodes)}{hint}"
                 )
             if isinstance(invocation.definition, GraphDefinition):
                 if i == len(parts) - 1:
@@ -187,6 +191,9 @@ class ExecuteInProcessResult:
                     f"'{'.'.join(parts[: i + 1])}' is an op, not a graph; cannot look inside it"
                 )
             else:
+                outs = invocation.definition.outs
+                if output_name == DEFAULT_OUTPUT and output_name not in outs and len(outs) == 1:
+                    output_name = next(iter(outs))  # the op's only output, whatever its name
                 if output_name not in invocation.definition.outs:
                     raise MemodagError(
                         f"op node '{node}' has no output '{output_name}' (outputs: {list(invocation.definition.outs)})"

@@ -136,7 +136,19 @@ def _with_size(item: GcItem) -> GcItem:
 def _delete(uri: str) -> str | None:
     try:
         if _is_local(uri):
-            os.unlink(uri.removeprefix("file://"))
+            path = uri.removeprefix("file://")
+            os.unlink(path)
+            # an emptied run folder goes too; an emptied fan-out folder ("step.output") and then
+            # its run folder
+            parent = os.path.dirname(path)
+            folders = (
+                [parent, os.path.dirname(parent)] if "." in os.path.basename(parent) else [parent]
+            )
+            for folder in folders:
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    break
         else:
             from fsspec.core import url_to_fs
 

@@ -106,6 +106,7 @@ def gc(keep_last: int | None, older_than: str | None, confirm: bool, as_json: bo
             }
         )
         return
+    from rich.markup import escape
     from rich.table import Table
 
     console = make_console()
@@ -115,16 +116,16 @@ def gc(keep_last: int | None, older_than: str | None, confirm: bool, as_json: bo
             table.add_column(column)
         for item in report.items:
             table.add_row(
-                f"{item.step_key}.{item.output_name}",
+                escape(f"{item.step_key}.{item.output_name}"),
                 item.run_id[:8],
                 format_time(item.created_at),
                 _size(item.size_bytes),
-                item.uri,
+                escape(item.uri),
             )
         console.print(table)
-    verb = "would free" if report.dry_run else "freed"
+    verb = "to delete" if report.dry_run else "deleted"
     console.print(
-        f"{len(report.items)} stored output(s), {verb} {_size(report.total_bytes)}; {report.kept} indexed output(s) kept."
+        f"{len(report.items)} output(s) {verb} ({_size(report.total_bytes)}); {report.kept} kept."
     )
     if report.dry_run and report.items:
         console.print("Dry run: nothing was deleted. Run again with --yes to delete.")

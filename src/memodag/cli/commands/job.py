@@ -53,9 +53,10 @@ def job() -> None:
 @job_options()
 @tag_option
 @click.option(
-    "--memoize",
-    is_flag=True,
-    help="Skip steps whose outputs are stored at their current version (memoized run).",
+    "--memoize/--no-memoize",
+    default=None,
+    help="Force memoization on (skip steps stored at their current version) or off (run every "
+    "step). Default: the job's setting (on for a job with a version_strategy).",
 )
 @json_summary_option
 @verbose_option
@@ -64,7 +65,7 @@ def execute(
     ctx: click.Context,
     spec: JobSpec,
     tag_values: tuple[str, ...],
-    memoize: bool,
+    memoize: bool | None,
     as_json: bool,
     verbose: bool,
 ) -> None:
@@ -80,10 +81,10 @@ def execute(
     tags = parse_tags(tag_values)
     loaded = spec.load()
     run_config = spec.run_config()
-    if memoize:
+    if memoize is not None:
         from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 
-        tags[MEMOIZED_RUN_TAG] = "true"
+        tags[MEMOIZED_RUN_TAG] = "true" if memoize else "false"
     from memodag.cli.launch import launch_run
     from memodag.storage.instance import Instance
 

@@ -32,6 +32,7 @@ def _print(job_name: str, rows: list, why: bool, as_json: bool) -> None:
     if as_json:
         echo_json({"job": job_name, "outputs": [r.to_dict() for r in rows]})
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"job {job_name}", title_justify="left", header_style="bold")
@@ -43,12 +44,12 @@ def _print(job_name: str, rows: list, why: bool, as_json: bool) -> None:
     for row in rows:
         style = _STATUS_STYLE.get(row.status, "")
         cells = [
-            row.step_output,
+            escape(row.step_output),
             row.version or "-",
             f"[{style}]{row.status}[/]" if style else row.status,
         ]
         if why:
-            cells.append("; ".join(row.reasons) if row.status != "stored" else "")
+            cells.append(escape("; ".join(row.reasons)) if row.status != "stored" else "")
         table.add_row(*cells)
     console = make_console()
     console.print(table)
