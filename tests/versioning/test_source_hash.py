@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from memodag import SourceHashVersionStrategy, op, resource
-from memodag.versioning import source_hash
+from memodag.versioning import source_index
 from memodag.versioning.strategy import OpVersionContext, ResourceVersionContext
 
 WORKER = Path(__file__).with_name("_version_worker.py")
@@ -564,7 +564,7 @@ def test_source_is_parsed_once_per_file_and_hashed_once_per_function(
     module = importlib.import_module(package)
     read: list[str] = []
     dumped: list[str] = []
-    real_getlines, real_dump = source_hash.linecache.getlines, source_hash.ast.dump
+    real_getlines, real_dump = source_index.linecache.getlines, source_index.ast.dump
 
     def counting_getlines(filename: str, *args: Any) -> list[str]:
         read.append(Path(filename).name)
@@ -574,8 +574,8 @@ def test_source_is_parsed_once_per_file_and_hashed_once_per_function(
         dumped.append(getattr(node, "name", "?"))
         return real_dump(node, *args, **kwargs)
 
-    monkeypatch.setattr(source_hash.linecache, "getlines", counting_getlines)
-    monkeypatch.setattr(source_hash.ast, "dump", counting_dump)
+    monkeypatch.setattr(source_index.linecache, "getlines", counting_getlines)
+    monkeypatch.setattr(source_index.ast, "dump", counting_dump)
     first = SourceHashVersionStrategy(local_roots=[tmp_path])
     ops_defs = [getattr(module, f"op_{i}") for i in range(50)]
     versions = {first.get_op_version(OpVersionContext(d, None)) for d in ops_defs}
@@ -593,7 +593,7 @@ def test_a_long_lived_process_sees_an_edited_and_reloaded_module(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A notebook with autoreload: same process, same strategy, the file edited on disk.
-    monkeypatch.setattr(source_hash, "_FRESHNESS_INTERVAL", 0.0)
+    monkeypatch.setattr(source_index, "_FRESHNESS_INTERVAL", 0.0)
     package = "reload_probe_pkg"
     text = "from memodag import op\n\ndef helper(x):\n    return x * 2\n\n@op\ndef step(x):\n    return helper(x)\n"
     path = write_project(tmp_path, {f"{package}.py": text}) / f"{package}.py"

@@ -9,8 +9,8 @@ pieces are known (docs/dynamic.md).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from memodag.definitions.composition import FromGraphInput, FromNode, GraphDefinition
@@ -91,9 +91,6 @@ class ExecutionStep:
     def upstream_step_keys(self) -> set[str]:
         return {h.step_key for i in self.inputs for h in i.upstream}
 
-    def output_handles(self) -> list[StepOutputHandle]:
-        return [StepOutputHandle(self.key, name) for name in self.node.op_def.outs]
-
 
 @dataclass
 class ExecutionPlan:
@@ -107,7 +104,6 @@ class ExecutionPlan:
     nodes: dict[str, OpNode]
     steps: dict[str, ExecutionStep]
     run_config: ResolvedRunConfig
-    downstream_nodes: dict[str, list[str]] = field(default_factory=dict)
 
     def step(self, key: str) -> ExecutionStep:
         try:
@@ -179,17 +175,13 @@ def build_plan(job: Any, run_config: ResolvedRunConfig) -> ExecutionPlan:
     nodes = flatten_graph(job.graph)
     check_collectors(nodes)
     steps: dict[str, ExecutionStep] = {}
-    downstream: dict[str, list[str]] = {path: [] for path in nodes}
     for path, node in nodes.items():
-        for source in node.inputs.values():
-            if isinstance(source, NodeSource):
-                downstream[source.node].append(path)
         if node.is_mapped or _collects(node):
             continue
         steps[path] = ExecutionStep(
             path, node, _static_inputs(node), run_config.op_config.get(path)
         )
-    return ExecutionPlan(job.name, nodes, steps, run_config, downstream)
+    return ExecutionPlan(job.name, nodes, steps, run_config)
 
 
 def _collects(node: OpNode) -> bool:
@@ -268,7 +260,3 @@ def _walk(start: str, neighbours: Any, depth: int) -> set[str]:
         frontier = nxt
         depth -= 1
     return seen
-
-
-def iter_required_io_manager_keys(nodes: Iterable[OpNode]) -> set[str]:
-    return {out.io_manager_key for node in nodes for out in node.op_def.outs.values()}

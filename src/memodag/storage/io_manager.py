@@ -98,6 +98,10 @@ class IOManager(ABC):
     Implementations must write atomically: a reader never sees a half-written value at an address.
     """
 
+    #: the output's address recorded in the instance index stays valid across runs, so the index
+    #: alone decides whether an output is stored (memoization); ``has_output`` is not asked
+    uses_instance_index: bool = False
+
     @abstractmethod
     def handle_output(self, context: OutputContext, obj: Any) -> str | None:
         """Store ``obj``; return its URI (recorded as its address) or ``None``."""

@@ -186,7 +186,7 @@ class IndexMemoizer(Memoizer):
                     return None
                 pieces.append(piece_entry.address)
             return pieces
-        if getattr(manager, "uses_instance_index", False):
+        if _indexed(manager):
             entry = self._entries.get((key, version))
             if entry is None or entry.address.io_manager_key != out.io_manager_key:
                 return None
@@ -245,7 +245,7 @@ class IndexMemoizer(Memoizer):
             if versions is None or address.version is None:
                 continue
             manager = self.io_managers.get(address.io_manager_key)
-            persistent = getattr(manager, "uses_instance_index", False)
+            persistent = _indexed(manager)
             if address.mapping_key is not None:
                 manifests.setdefault(address.output_name, []).append(
                     [address.mapping_key, address.version]
@@ -272,9 +272,7 @@ class IndexMemoizer(Memoizer):
                 )
         if versions is not None:
             for name, out in step.op_def.outs.items():
-                if out.is_dynamic and getattr(
-                    self.io_managers.get(out.io_manager_key), "uses_instance_index", False
-                ):
+                if out.is_dynamic and _indexed(self.io_managers.get(out.io_manager_key)):
                     manifest_address = Address(
                         out.io_manager_key,
                         None,
@@ -298,6 +296,10 @@ class IndexMemoizer(Memoizer):
         for entry in entries:
             self._entries[(entry.output_key, entry.version)] = entry
         return entries
+
+
+def _indexed(manager: IOManager | None) -> bool:
+    return manager is not None and manager.uses_instance_index
 
 
 def build_memoizer(

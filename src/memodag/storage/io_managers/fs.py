@@ -43,5 +43,5 @@ def fs_io_manager(context: InitResourceContext) -> PathIOManager:
 @io_manager(config_schema=_CONFIG)
 def versioned_filesystem_io_manager(context: InitResourceContext) -> PathIOManager:
     """Stores each output under its version (``<base_dir>/<step_key>/<output>/<version>``), so
-    ``has_output`` answers by looking for the file: memoization without the instance index."""
+    a memoized run's index entries point at files named by version, and ``has_output`` answers by looking for the file."""
     return PathIOManager(LocalFileStore(), _base_dir(context), _serializer(context), versioned=True)

@@ -1,0 +1,403 @@
+"""Source of functions, classes and modules, parsed once per process, and their digests.
+
+Owns reading each source file once (through ``linecache``), finding the AST node of a function
+or class, the normalised AST digest (docstrings dropped), the code-object fallback when source
+is unavailable, and the names code loads (from bytecode or decorator lines). Process-wide caches
+live here, with the freshness check that drops them when a parsed file changes on disk. What is
+hashed and why: see ``memodag.versioning.source_hash``. Never decides what is project code.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dis
+import functools
+import linecache
+import os
+import sys
+import time
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from memodag.versioning.code_origin import MISSING, safe_getattr, type_name
+from memodag.versioning.hashing import hash_strings
+
+SCALARS = (type(None), bool, int, float, complex, str, bytes)
+
+# Process-wide caches: parsing is the expensive part and does not depend on strategy settings.
+# Keys hold the code objects, so an id is never reused while its entry lives.
+_SOURCE_DIGESTS: dict[tuple[Any, ...], tuple[str, tuple[tuple[str, ...], ...]]] = {}
+_CLASS_DIGESTS: dict[int, tuple[type, str, tuple[tuple[str, ...], ...]]] = {}
+_MODULE_DIGESTS: dict[int, tuple[types.ModuleType, str]] = {}
+_CODE_CHAINS: dict[tuple[Any, str], tuple[tuple[str, ...], ...]] = {}
+_SOURCE_INDEXES: dict[str, tuple[tuple[int, int] | None, _SourceIndex | None]] = {}
+# Long-lived processes (notebooks with autoreload) edit and reload modules: every so often the
+# files behind the parsed sources are stat'ed, and a changed one starts a new generation, which
+# empties every cache keyed by object identity (classes, modules, versions).
+_FRESHNESS_INTERVAL = 1.0
+_freshness = {"generation": 0, "checked": 0.0}
+
+
+def function_digest(fn: Any, drop_decorators: bool) -> tuple[str, tuple[tuple[str, ...], ...]]:
+    """``(digest, dotted names used in decorator lines)`` of a function, from source if possible."""
+    code = fn.__code__
+    key = (code, code.co_filename, code.co_qualname, drop_decorators)
+    hit = _SOURCE_DIGESTS.get(key)
+    if hit is None:
+        nodes = _find_function(code, fn.__globals__)
+        if nodes is None:
+            hit = ("code:" + _code_digest(code), ())
+        else:
+            chains: list[tuple[str, ...]] = []
+            for i, node in enumerate(nodes):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    if drop_decorators:
+                        nodes[i] = node = copy.copy(node)  # the index's tree is shared
+                        node.decorator_list = []
+                    for decorator in node.decorator_list:
+                        chains += _ast_chains(decorator)
+            hit = ("ast:" + hash_strings(*map(_dump, nodes)), tuple(dict.fromkeys(chains)))
+        _SOURCE_DIGESTS[key] = hit
+    return hit
+
+
+def _find_function(code: types.CodeType, namespace: dict[str, Any]) -> list[ast.AST] | None:
+    """The def (or the matching lambdas on its line) of ``code``; None when it cannot be had."""
+    index = _source_index(code.co_filename, namespace)
+    if index is None:
+        return None
+    if code.co_name == "<lambda>":
+        wanted = list(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
+        lambdas = [
+            n
+            for n in index.lambdas.get(code.co_firstlineno, ())
+            if [a.arg for a in (*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs)] == wanted
+        ]
+        return lambdas or None
+    for node in index.definitions.get(code.co_qualname, ()):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == code.co_name:
+            first_line = min([d.lineno for d in node.decorator_list] + [node.lineno])
+            if first_line == code.co_firstlineno:
+                return [node]
+    return None  # the file changed since import: never hash the wrong text
+
+
+@dataclass(slots=True)
+class _SourceIndex:
+    """One parsed source file (docstrings removed), its definitions by qualname, lambdas by line."""
+
+    tree: ast.Module
+    definitions: dict[str, list[ast.AST]]
+    lambdas_by_line: dict[int, list[ast.Lambda]] | None = None
+
+    @property
+    def lambdas(self) -> dict[int, list[ast.Lambda]]:
+        if self.lambdas_by_line is None:  # few files hold a lambda that is reached: walk on demand
+            self.lambdas_by_line = {}
+            for node in ast.walk(self.tree):
+                if isinstance(node, ast.Lambda):
+                    self.lambdas_by_line.setdefault(node.lineno, []).append(node)
+        return self.lambdas_by_line
+
+
+def _source_index(filename: str, namespace: dict[str, Any] | None) -> _SourceIndex | None:
+    # One parse per file, not one per function: a job of thousands of ops defined in a few
+    # modules parses each module once (inspect.getsource would tokenize every function).
+    hit = _SOURCE_INDEXES.get(filename)
+    if hit is not None:
+        return hit[1]
+    index = None
+    signature = _file_signature(filename)
+    linecache.checkcache(filename)
+    lines = linecache.getlines(filename, namespace)  # also serves zipimport and notebook cells
+    if lines:
+        try:
+            tree = ast.parse("".join(lines))
+        except (SyntaxError, ValueError):
+            tree = None
+        if tree is not None:
+            index = _SourceIndex(tree, {})
+            _index_block(tree, "", index)
+    _SOURCE_INDEXES[filename] = (signature, index)
+    return index
+
+
+def _file_signature(filename: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(filename)
+    except (OSError, ValueError):  # not a file: a notebook cell, zip member, ``<string>``
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def source_generation() -> int:
+    """A number that changes when a parsed source file changed on disk (checked at most once
+    per ``_FRESHNESS_INTERVAL`` seconds, so a loop of version look-ups stays a dict hit)."""
+    now = time.monotonic()
+    if now - _freshness["checked"] >= _FRESHNESS_INTERVAL:
+        _freshness["checked"] = now
+        stale = [
+            name
+            for name, (signature, _) in list(_SOURCE_INDEXES.items())
+            if signature is not None and _file_signature(name) != signature
+        ]
+        if stale:
+            for name in stale:
+                del _SOURCE_INDEXES[name]
+            _CLASS_DIGESTS.clear()
+            _MODULE_DIGESTS.clear()
+            _freshness["generation"] += 1
+    return int(_freshness["generation"])
+
+
+_BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _index_block(node: ast.AST, prefix: str, index: _SourceIndex) -> None:
+    """Record definitions by qualname and drop docstrings, visiting statements only (defs are
+    statements, so expressions need no visit)."""
+    if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+        body = node.body
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:]
+    for field in _BLOCK_FIELDS:
+        block = getattr(node, field, None)
+        if not isinstance(block, list):
+            continue
+        for child in block:
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                qualname = prefix + child.name
+                index.definitions.setdefault(qualname, []).append(child)
+                inner = "." if isinstance(child, ast.ClassDef) else ".<locals>."
+                _index_block(child, qualname + inner, index)
+            elif isinstance(child, ast.AST):
+                _index_block(child, prefix, index)
+
+
+def class_digest(cls: type) -> tuple[str, tuple[tuple[str, ...], ...]]:
+    """``(digest, dotted names the class statement loads outside method bodies)`` of a class."""
+    hit = _CLASS_DIGESTS.get(id(cls))
+    if hit is None:
+        node = _find_class(cls)
+        if node is not None:
+            chains = tuple(dict.fromkeys(_class_body_chains(node)))
+            digest = "ast:" + hash_strings(_dump(node))
+        else:  # no source: the members' code and simple attributes stand in for it
+            parts = [cls.__qualname__]
+            for name, member in vars(cls).items():
+                codes = _member_code(member)
+                if codes:
+                    parts += [f"{name}=" + _code_digest(c) for c in codes]
+                elif type(member) in SCALARS:
+                    parts.append(f"{name}={member!r}")
+            digest, chains = "code:" + hash_strings(*parts), ()
+        hit = _CLASS_DIGESTS[id(cls)] = (cls, digest, chains)
+    return hit[1], hit[2]
+
+
+def _find_class(cls: type) -> ast.ClassDef | None:
+    methods = [c for m in vars(cls).values() for c in _member_code(m)]
+    module = sys.modules.get(cls.__module__)
+    filename = safe_getattr(module, "__file__") if module is not None else MISSING
+    if not isinstance(filename, str):
+        if not methods:
+            return None
+        filename = methods[0].co_filename
+    index = _source_index(filename, vars(module) if module is not None else None)
+    if index is None:
+        return None
+    candidates = [
+        n
+        for n in index.definitions.get(cls.__qualname__, ())
+        if isinstance(n, ast.ClassDef) and n.name == cls.__name__
+    ]
+    lines = {c.co_firstlineno for c in methods if c.co_filename == filename}
+    if lines:  # several definitions of one name (if/else): the one holding the methods
+        candidates = [
+            n for n in candidates if any(n.lineno <= x <= (n.end_lineno or 0) for x in lines)
+        ]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def module_digest(module: types.ModuleType) -> str:
+    """Digest of a whole module's source (its name only when the source cannot be read)."""
+    hit = _MODULE_DIGESTS.get(id(module))
+    if hit is None:
+        filename = safe_getattr(module, "__file__")
+        index = _source_index(filename, vars(module)) if isinstance(filename, str) else None
+        digest = (
+            "ast:" + hash_strings(_dump(index.tree)) if index else "nosource:" + module.__name__
+        )
+        hit = _MODULE_DIGESTS[id(module)] = (module, digest)
+    return hit[1]
+
+
+def _dump(node: ast.AST) -> str:
+    return ast.dump(node, annotate_fields=False, include_attributes=False)
+
+
+def _ast_chains(node: ast.AST) -> Iterator[tuple[str, ...]]:
+    """Dotted names loaded in an expression: ``a.b.c`` -> ("a", "b", "c")."""
+    if isinstance(node, ast.Attribute | ast.Name):
+        parts: list[str] = []
+        current: ast.AST = node
+        while isinstance(current, ast.Attribute):
+            parts.append(current.attr)
+            current = current.value
+        if isinstance(current, ast.Name):
+            yield (current.id, *reversed(parts))
+            return
+        yield from _ast_chains(current)
+        return
+    for child in ast.iter_child_nodes(node):
+        yield from _ast_chains(child)
+
+
+def _class_body_chains(cls_node: ast.ClassDef) -> Iterator[tuple[str, ...]]:
+    """Names a class statement loads outside its methods' bodies (bases, decorators, attributes)."""
+    for expr in (*cls_node.decorator_list, *cls_node.bases, *(k.value for k in cls_node.keywords)):
+        yield from _ast_chains(expr)
+    for stmt in cls_node.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            for expr in (
+                *stmt.decorator_list,
+                *stmt.args.defaults,
+                *(d for d in stmt.args.kw_defaults if d),
+            ):
+                yield from _ast_chains(expr)
+        elif isinstance(stmt, ast.ClassDef):
+            yield from _class_body_chains(stmt)
+        else:
+            yield from _ast_chains(stmt)
+
+
+def code_chains(code: types.CodeType) -> tuple[tuple[str, ...], ...]:
+    """Global names (with module attribute chains) loaded by ``code`` and its nested code."""
+    key = (code, code.co_filename)
+    hit = _CODE_CHAINS.get(key)
+    if hit is None:
+        scan = _scan_bytecode if _FAST_SCAN else _scan_instructions
+        chains = list(scan(code))
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                chains += code_chains(const)
+        hit = _CODE_CHAINS[key] = tuple(dict.fromkeys(chains))
+    return hit
+
+
+_FAST_SCAN = (3, 11) <= sys.version_info < (3, 14)  # the bytecode layouts checked against dis
+_LOAD_ATTR_FLAG = sys.version_info >= (3, 12)  # from 3.12 LOAD_ATTR's oparg carries a flag bit
+_OPS = dis.opmap
+
+
+def _scan_bytecode(code: types.CodeType) -> Iterator[tuple[str, ...]]:
+    """What ``_scan_instructions`` finds, read straight from ``co_code`` (several times faster)."""
+    names, raw = code.co_names, code.co_code
+    load_global, load_name, load_attr = _OPS["LOAD_GLOBAL"], _OPS["LOAD_NAME"], _OPS["LOAD_ATTR"]
+    load_method, cache, extended = _OPS.get("LOAD_METHOD", -1), _OPS["CACHE"], dis.EXTENDED_ARG
+    current: list[str] | None = None
+    extended_arg = 0
+    for i in range(0, len(raw), 2):
+        op = raw[i]
+        arg = raw[i + 1] | extended_arg
+        extended_arg = arg << 8 if op == extended else 0
+        if op in (cache, extended):
+            continue
+        if current is not None and op == load_attr:
+            current.append(names[arg >> 1 if _LOAD_ATTR_FLAG else arg])
+            continue
+        if current is not None and op == load_method:
+            current.append(names[arg])
+            continue
+        if current:
+            yield tuple(current)
+        current = None
+        if op == load_global:
+            current = [names[arg >> 1]]
+        elif op == load_name:
+            current = [names[arg]]
+    if current:
+        yield tuple(current)
+
+
+def _scan_instructions(code: types.CodeType) -> Iterator[tuple[str, ...]]:
+    current: list[str] | None = None
+    for ins in dis.get_instructions(code):
+        if current is not None and ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+            current.append(ins.argval)
+            continue
+        if current:
+            yield tuple(current)
+        current = [ins.argval] if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") else None
+    if current:
+        yield tuple(current)
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """A code object without its source (the fallback): its constants (recursively), names,
+    variables and qualified name, plus the sequence of operations, which is what tells
+    ``x + 1`` from ``x - 1``. Operation names change between Python minor versions, so this part
+    is tagged with the Python version: such ops recompute once after a Python upgrade."""
+    consts = [
+        "code:" + _code_digest(c) if isinstance(c, types.CodeType) else _const_text(c)
+        for c in code.co_consts
+    ]
+    counts = f"{code.co_argcount},{code.co_posonlyargcount},{code.co_kwonlyargcount}"
+    operations = " ".join(
+        f"{i.opname}:{i.argrepr}" if i.opcode in dis.hasname or i.opcode in _COMPARE else i.opname
+        for i in dis.get_instructions(code)
+    )
+    py = sys.version_info
+    return hash_strings(
+        code.co_qualname,
+        counts,
+        ",".join(code.co_varnames),
+        ",".join(code.co_names),
+        ",".join(code.co_freevars),
+        *consts,
+        f"python=={py.major}.{py.minor}",
+        operations,
+    )
+
+
+# Operations whose argument is the operator itself (``a < b`` vs ``a > b``, ``a + b`` vs ``a - b``).
+_COMPARE = {
+    dis.opmap[name]
+    for name in ("COMPARE_OP", "BINARY_OP", "IS_OP", "CONTAINS_OP")
+    if name in dis.opmap
+}
+
+
+def _const_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "(" + ",".join(_const_text(v) for v in value) + ")"
+    if isinstance(value, frozenset):
+        return "frozenset(" + ",".join(sorted(_const_text(v) for v in value)) + ")"
+    return repr(value) if type(value) in SCALARS else type_name(type(value))
+
+
+def member_functions(member: Any) -> Iterator[Any]:
+    """The callables a class attribute holds: a method, or those under static/class methods
+    and properties (which may be any callable, e.g. an ``lru_cache`` wrapper)."""
+    if isinstance(member, staticmethod | classmethod):
+        member = member.__func__
+    if isinstance(member, property):
+        yield from (f for f in (member.fget, member.fset, member.fdel) if f is not None)
+    elif isinstance(member, functools.cached_property):
+        yield member.func
+    elif (
+        isinstance(member, types.FunctionType) or safe_getattr(member, "__wrapped__") is not MISSING
+    ):
+        yield member
+
+
+def _member_code(member: Any) -> list[types.CodeType]:
+    return [f.__code__ for f in member_functions(member) if isinstance(f, types.FunctionType)]
