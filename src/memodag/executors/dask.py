@@ -48,6 +48,10 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     # Dask's statistical profiler samples every worker thread's stack every 10 ms: on a small
     # machine that is CPU and GIL contention taken from the steps themselves
     "distributed.worker.profile.enabled": False,
+    # the event loops' housekeeping (latency ticks, resource sampling) wakes every 20-500 ms by
+    # default; each wake-up takes the GIL from the step running in the worker's thread
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.admin.system-monitor.interval": "2s",
 }
 """Scheduler settings under which each step attempt runs at most once. The executor applies them
 to the ``LocalCluster`` it starts; set them on a scheduler you start yourself."""
