@@ -264,7 +264,7 @@ def iterate_outputs(op_def: OpDefinition, result: Any, step_key: str) -> Iterato
         raise StepExecutionError(
             step_key,
             f"op '{op_def.name}' has {len(outs)} outputs {list(outs)} and must return a tuple of that "
-            f"length or yield Output(value, name); got {type(result).__name__}",
+            f"length or yield Output(value, name); got {_describe(result)}",
         )
     for name, item in zip(outs, result, strict=True):
         if isinstance(item, Output):
@@ -276,6 +276,12 @@ def iterate_outputs(op_def: OpDefinition, result: Any, step_key: str) -> Iterato
             yield YieldedOutput(name, item.value, None, item.metadata)
         else:
             yield YieldedOutput(name, item)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, tuple):
+        return f"a tuple of length {len(value)}"
+    return type(value).__name__
 
 
 def _one(op_def: OpDefinition, item: Any, step_key: str, default_name: str | None) -> YieldedOutput:

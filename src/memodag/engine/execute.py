@@ -125,7 +125,9 @@ def execute_job(
     finally:
         executor.shutdown()
         _finish_run(instance, event_log, run_id, engine, canceled, run_error)
-    result = ExecuteInProcessResult(job, run_id, engine.result, instance, io_managers, canceled)
+    result = ExecuteInProcessResult(
+        job, run_id, engine.result, instance, io_managers, canceled, resolved.resource_config
+    )
     if raise_on_error and engine.result.failures:
         first = engine.result.failures[0]
         error = first.error

@@ -9,6 +9,7 @@ from memodag.definitions.composition import GraphDefinition
 from memodag.definitions.io import DEFAULT_OUTPUT
 from memodag.engine.engine import AddressKey, EngineResult
 from memodag.errors import MemodagError
+from memodag.plan.dynamic import parse_step_key
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address, InputContext, IOManager, OutputContext
 
@@ -28,7 +29,9 @@ class ExecuteInProcessResult:
         instance: Any,
         io_managers: Mapping[str, IOManager],
         canceled: bool = False,
+        resource_config: Mapping[str, Any] | None = None,
     ) -> None:
+        self._resource_config = dict(resource_config or {})
         self.job = job
         self.run_id = run_id
         self._result = engine_result
@@ -217,7 +220,7 @@ class ExecuteInProcessResult:
                 f"io manager '{address.io_manager_key}' of this run is not available to load {address.step_key}.{address.output_name}"
             )
         out = None
-        node = self._plan_node(address.step_key.split("[", 1)[0])
+        node = self._plan_node(parse_step_key(address.step_key)[0])
         if node is not None:
             out = node.op_def.outs.get(address.output_name)
         upstream = OutputContext(
@@ -229,9 +232,15 @@ class ExecuteInProcessResult:
             address.mapping_key,
             address.version,
         )
-        return manager.load_input(
-            InputContext(address.output_name, address.step_key, upstream, address)
+        # the same context a consuming step would give the manager, config included
+        context = InputContext(
+            address.output_name,
+            address.step_key,
+            upstream,
+            address,
+            resource_config=self._resource_config.get(address.io_manager_key),
         )
+        return manager.load_input(context)
 
     def __repr__(self) -> str:
         return f"<ExecuteInProcessResult run={self.run_id[:8]} success={self.success}>"

@@ -13,7 +13,7 @@ from typing import Any
 
 from memodag.definitions.config import config_to_plain
 from memodag.plan.plan import ExecutionStep, StepOutputHandle
-from memodag.versioning.hashing import canonical_json, hash_strings
+from memodag.versioning.hashing import canonical_json, hash_strings, hash_value
 from memodag.versioning.strategy import OpVersionContext, ResourceVersionContext, VersionStrategy
 
 
@@ -107,9 +107,7 @@ class VersionResolver:
         inputs = []
         for spec in step.inputs:
             if not spec.upstream and not spec.collect:
-                inputs.append(
-                    (spec.name, ("default:" + canonical_json(config_to_plain(spec.default)),))
-                )
+                inputs.append((spec.name, ("default:" + hash_value(spec.default),)))
                 continue
             versions = []
             for handle in spec.upstream:
