@@ -13,6 +13,16 @@ from memodag import Instance
 POSTGRES_ENV = "MEMODAG_TEST_POSTGRES_URL"
 
 
+@pytest.fixture(autouse=True)
+def memodag_home(tmp_path, monkeypatch):
+    """Runs started without an explicit instance use ``Instance.get()``: point it at a temporary
+    home so no test writes ``.memodag`` into the working directory or reads a developer's."""
+    home = tmp_path / "memodag_home"
+    monkeypatch.setenv("MEMODAG_HOME", str(home))
+    monkeypatch.delenv("MEMODAG_INSTANCE_URL", raising=False)
+    return home
+
+
 @pytest.fixture
 def instance(tmp_path) -> Iterator[Instance]:
     """A SQLite-file instance with its own storage directory (what users get by default)."""

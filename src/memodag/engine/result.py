@@ -223,15 +223,7 @@ class ExecuteInProcessResult:
         node = self._plan_node(parse_step_key(address.step_key)[0])
         if node is not None:
             out = node.op_def.outs.get(address.output_name)
-        upstream = OutputContext(
-            address.step_key,
-            address.output_name,
-            address.run_id,
-            None,
-            out,
-            address.mapping_key,
-            address.version,
-        )
+        upstream = OutputContext.of_address(address, out)
         # the same context a consuming step would give the manager, config included
         context = InputContext(
             address.output_name,

@@ -180,15 +180,7 @@ def _load_inputs(
             load.addresses, load.upstream_outs or (None,) * len(load.addresses), strict=True
         ):
             manager = runtime.io_manager(address.io_manager_key, task.step_key)
-            upstream = OutputContext(
-                address.step_key,
-                address.output_name,
-                address.run_id,
-                None,
-                out,
-                address.mapping_key,
-                address.version,
-            )
+            upstream = OutputContext.of_address(address, out)
             context = InputContext(
                 load.name,
                 task.step_key,

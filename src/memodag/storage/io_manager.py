@@ -69,6 +69,19 @@ class OutputContext:
     def has_partition_key(self) -> bool:
         return False
 
+    @classmethod
+    def of_address(cls, address: Address, out: Any = None) -> OutputContext:
+        """The context of the output stored at ``address`` (what ``load_input`` sees upstream)."""
+        return cls(
+            address.step_key,
+            address.output_name,
+            address.run_id,
+            None,
+            out,
+            address.mapping_key,
+            address.version,
+        )
+
     def get_identifier(self) -> list[str]:
         """Run id, step key, output name (and piece key): unique within the instance."""
         ids = [self.run_id, self.step_key, self.name]
