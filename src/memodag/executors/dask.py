@@ -124,7 +124,11 @@ class DaskExecutor(Executor):
         self._admission = Admission(self._max_concurrent or DEFAULT_BACKLOG, self._limits)
         self._run_id = payload.run_id
         self._payload = self._client.scatter(dumps_payload(payload), broadcast=True, hash=False)
-        self._completed = distributed.as_completed([], loop=self._client.loop)
+        # results are fetched inside Dask's event loop as attempts finish, so the engine's
+        # thread makes no blocking round trip per batch of outcomes
+        self._completed = distributed.as_completed(
+            [], loop=self._client.loop, with_results=True, raise_errors=False
+        )
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -198,12 +202,8 @@ class DaskExecutor(Executor):
                     return []
                 time.sleep(min(remaining, 0.005))
             batch = completed.next_batch(block=False)
-        # one gather for the whole batch: far cheaper than a round trip per finished attempt
-        finished = [f for f in batch if f.status == "finished"]
-        results = dict(zip((f.key for f in finished), self._gather(finished), strict=True))
         outcomes: list[StepOutcome] = []
-        for future in batch:
-            result = results.get(future.key)
+        for future, result in batch:
             entry = self._pending.pop(future.key, None)
             self._futures.pop(future.key, None)
             if entry is None:
@@ -216,20 +216,6 @@ class DaskExecutor(Executor):
         outcomes.extend(self._done)
         self._done = []
         return outcomes
-
-    def _gather(self, futures: list[Any]) -> list[Any]:
-        if not futures:
-            return []
-        try:
-            return self._client.gather(futures)
-        except Exception:  # a result lost with its worker: fetch one by one, report the lost ones
-            return [self._gather_one(f) for f in futures]
-
-    def _gather_one(self, future: Any) -> Any:
-        try:
-            return future.result()
-        except Exception as exc:
-            return exc
 
     def _outcome(self, future: Any, result: Any, task: StepTask, started: float) -> StepOutcome:
         from distributed.scheduler import KilledWorker
