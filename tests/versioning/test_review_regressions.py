@@ -184,3 +184,68 @@ def test_reexecuting_the_outer_collector_of_a_nested_fan_out(instance):
     assert child.success
     assert child.step_status["total"] == "success"
     assert child.output_for_node("total") == parent.output_for_node("total") == 44
+
+
+def test_a_step_that_skips_an_optional_output_is_memoized(instance):
+    calls: list[str] = []
+
+    @op(version="1", out={"always": Out(), "sometimes": Out(is_required=False)})
+    def produce():
+        calls.append("produce")
+        yield Output(1, "always")
+
+    @op(version="1")
+    def use(x):
+        calls.append("use")
+        return x
+
+    @op(version="1")
+    def use_optional(x):
+        calls.append("use_optional")
+        return x
+
+    @job(tags=MEMO)
+    def optional():
+        always, sometimes = produce()
+        use(always)
+        use_optional(sometimes)
+
+    first = optional.execute_in_process(instance=instance)
+    second = optional.execute_in_process(instance=instance)
+    assert calls == ["produce", "use"]
+    assert first.step_status["use_optional"] == second.step_status["use_optional"] == "skipped"
+    assert second.memoized_step_keys == ["produce", "use"]
+
+
+def test_explain_names_the_helper_that_changed(instance, tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from memodag import list_versions
+
+    package = tmp_path / "proj_explain"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    source = (
+        "from memodag import SourceHashVersionStrategy, job, op\n\n"
+        "def shout(word):\n    return word.upper()\n\n"
+        "@op\ndef greet():\n    return shout('hi')\n\n"
+        "@job(version_strategy=SourceHashVersionStrategy(local_roots=[{root!r}]))\n"
+        "def hello():\n    greet()\n"
+    )
+    (package / "jobs.py").write_text(source.format(root=str(tmp_path)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # the source index looks for edited files at most once a second; this test edits at once
+    monkeypatch.setattr("memodag.versioning.source_index._FRESHNESS_INTERVAL", 0.0)
+    jobs = importlib.import_module("proj_explain.jobs")
+    jobs.hello.execute_in_process(instance=instance)
+
+    (package / "jobs.py").write_text(
+        source.format(root=str(tmp_path)).replace("word.upper()", "word.upper() + '!'")
+    )
+    sys.modules.pop("proj_explain.jobs")
+    edited = importlib.import_module("proj_explain.jobs")
+    (row,) = list_versions(edited.hello, None, instance, explain=True)
+    assert row.status == "to-be-recomputed"
+    assert "code of op 'greet' changed" in row.reasons[0]
+    assert "function proj_explain.jobs:shout edited" in row.reasons[0], row.reasons

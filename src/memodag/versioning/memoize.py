@@ -25,6 +25,8 @@ from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 
 AddressKey = tuple[str, str, "str | None"]
 
+ABSENT = "absent"  # the serializer of an index entry recording an optional output not yielded
+
 
 def memoization_enabled(job: Any, tags: Mapping[str, str]) -> bool:
     """The run's ``MEMOIZED_RUN_TAG`` (run tags override job tags), else whether the job has a
@@ -190,6 +192,8 @@ class IndexMemoizer(Memoizer):
             entry = self._entries.get((key, version))
             if entry is None or entry.address.io_manager_key != out.io_manager_key:
                 return None
+            if entry.address.serializer == ABSENT:
+                return []  # an optional output the step chose not to yield at this version
             return [entry.address]
         if isinstance(manager, MemoizableIOManager):
             context = OutputContext(step.key, name, self.run_id, step.op_def, out, None, version)
@@ -271,7 +275,25 @@ class IndexMemoizer(Memoizer):
                     )
                 )
         if versions is not None:
+            produced = {stored.output_name for stored in outcome.outputs}
             for name, out in step.op_def.outs.items():
+                if (
+                    not out.is_dynamic
+                    and name not in produced
+                    and _indexed(self.io_managers.get(out.io_manager_key))
+                ):
+                    # remember that this version yields nothing here, or the step never memoizes
+                    absent = Address(
+                        out.io_manager_key,
+                        None,
+                        ABSENT,
+                        self.run_id,
+                        step.key,
+                        name,
+                        None,
+                        versions[name],
+                    )
+                    entries.append(IndexEntry(self._key(step, name), versions[name], absent, now))
                 if out.is_dynamic and _indexed(self.io_managers.get(out.io_manager_key)):
                     manifest_address = Address(
                         out.io_manager_key,

@@ -164,9 +164,13 @@ def _explain(step: ExecutionStep, name: str, version: str, memoizer: IndexMemoiz
     now = recipe.to_dict()
     reasons: list[str] = []
     if now["code"] != old.get("code"):
-        reasons.append(
-            f"code version of op '{step.op_def.name}' changed ({_short(old.get('code'))} -> {_short(now['code'])})"
-        )
+        changed = _code_diff(old.get("code_parts"), now.get("code_parts"))
+        if changed:
+            reasons.append(f"code of op '{step.op_def.name}' changed: {changed}")
+        else:
+            reasons.append(
+                f"code version of op '{step.op_def.name}' changed ({_short(old.get('code'))} -> {_short(now['code'])})"
+            )
     if now["config"] != old.get("config"):
         reasons.extend(_config_diff(old.get("config"), now["config"]))
     for res_key in sorted(set(now["resources"]) | set(old.get("resources", {}))):
@@ -180,6 +184,21 @@ def _explain(step: ExecutionStep, name: str, version: str, memoizer: IndexMemoiz
             via = f" from {', '.join(names[:3])}{'...' if len(names) > 3 else ''}" if names else ""
             reasons.append(f"input '{input_name}' changed{via}")
     return reasons or [f"version changed ({newest.version[:8]} -> {version[:8]})"]
+
+
+def _code_diff(old: Any, new: Any) -> str:
+    """Which hashed functions/classes/constants/packages differ between two code versions."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ""
+    edited = sorted(k for k in new if k in old and new[k] != old[k])
+    added = sorted(k for k in new if k not in old)
+    removed = sorted(k for k in old if k not in new)
+    parts = (
+        [f"{k} edited" for k in edited]
+        + [f"{k} now used" for k in added]
+        + [f"{k} no longer used" for k in removed]
+    )
+    return ", ".join(parts[:5]) + (f" (+{len(parts) - 5} more)" if len(parts) > 5 else "")
 
 
 def _short(value: Any) -> str:

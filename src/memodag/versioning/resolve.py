@@ -25,6 +25,9 @@ class Recipe:
     config: str
     resources: tuple[tuple[str, str], ...]
     inputs: tuple[tuple[str, tuple[str, ...]], ...]
+    #: what the code version hashes (function -> digest), when the strategy can say: lets
+    #: ``explain`` name the function that changed. Not part of the version (``code`` covers it).
+    code_parts: tuple[tuple[str, str], ...] = ()
 
     @property
     def step_version(self) -> str:
@@ -39,6 +42,7 @@ class Recipe:
             "config": self.config,
             "resources": dict(self.resources),
             "inputs": {n: list(vs) for n, vs in self.inputs},
+            **({"code_parts": dict(self.code_parts)} if self.code_parts else {}),
         }
 
 
@@ -62,6 +66,7 @@ class VersionResolver:
         self.strategy = strategy
         self._op_versions: dict[tuple[int, str], str | None] = {}
         self._resource_versions: dict[str, str] = {}
+        self._code_parts: dict[int, tuple[tuple[str, str], ...]] = {}
 
     def op_version(self, op_def: Any, config: Any) -> str | None:
         if op_def.version is not None:
@@ -119,7 +124,21 @@ class VersionResolver:
         resources = tuple(
             (k, self.resource_version(k)) for k in sorted(step.op_def.required_resource_keys)
         )
-        return Recipe(code, _config_json(step.config), resources, tuple(inputs))
+        # parts only for unmapped steps: thousands of clones would repeat the same list
+        parts = () if step.mapping_keys else self.code_parts(step.op_def)
+        return Recipe(code, _config_json(step.config), resources, tuple(inputs), parts)
+
+    def code_parts(self, op_def: Any) -> tuple[tuple[str, str], ...]:
+        """``(kind name, digest)`` pairs behind a strategy-computed code version, if it tells."""
+        if op_def.version is not None or not hasattr(self.strategy, "explain_op"):
+            return ()
+        key = id(op_def)
+        if key not in self._code_parts:
+            entries = self.strategy.explain_op(op_def)  # type: ignore[union-attr]
+            self._code_parts[key] = tuple(
+                (f"{kind} {name}", digest) for kind, name, digest in entries
+            )
+        return self._code_parts[key]
 
     def unversioned_ops(self, nodes: Any) -> list[str]:
         """Op nodes with neither ``version=`` nor a strategy (memoization cannot run them)."""
