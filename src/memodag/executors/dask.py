@@ -32,6 +32,7 @@ from memodag.executors.worker import (
     dumps_task,
     load_outcome,
     lost_attempt_outcome,
+    prepare_run,
     release_run,
     run_dask_task,
 )
@@ -123,7 +124,12 @@ class DaskExecutor(Executor):
         # whole backlog in one message costs far less per step than trickling attempts in
         self._admission = Admission(self._max_concurrent or DEFAULT_BACKLOG, self._limits)
         self._run_id = payload.run_id
-        self._payload = self._client.scatter(dumps_payload(payload), broadcast=True, hash=False)
+        payload_bytes = dumps_payload(payload)
+        self._payload = self._client.scatter(payload_bytes, broadcast=True, hash=False)
+        # every worker imports memodag, unpickles the job and builds the run's resources now, all
+        # at once, instead of one after another at their first attempts (a worker that joins
+        # later prepares at its first attempt)
+        self._client.run(prepare_run, self._run_id, payload_bytes)
         # results are fetched inside Dask's event loop as attempts finish, so the engine's
         # thread makes no blocking round trip per batch of outcomes
         self._completed = distributed.as_completed(

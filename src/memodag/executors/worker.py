@@ -194,6 +194,14 @@ def install_run(run_id: str, payload_bytes: bytes) -> None:
             _RUNS[run_id] = _WorkerRun(run_id, payload_bytes)
 
 
+def prepare_run(run_id: str, payload_bytes: bytes) -> None:
+    """Install a run and build its resources now (an executor warming its workers before the
+    first attempt); a failure here is reported by that first attempt, not raised."""
+    install_run(run_id, payload_bytes)
+    with contextlib.suppress(_PrepareError):
+        _runtime(_RUNS[run_id])
+
+
 def release_run(run_id: str) -> None:
     """Tear down a run's resources in this process (generator resources run their cleanup)."""
     with _RUNS_LOCK:
