@@ -373,7 +373,7 @@ def serve_pipe(conn: Any, run_id: str, payload_bytes: bytes) -> None:
     """
     # Ctrl-C reaches the whole process group: the driver cancels; workers must not die noisily
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    install_run(run_id, payload_bytes)
+    prepare_run(run_id, payload_bytes)  # while the driver is still busy with earlier steps
     try:
         for message in _messages(conn):
             conn.send_bytes(run_task(run_id, message))
