@@ -38,7 +38,7 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_USAGE, hint: str | None = None) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance too
         self.hint = hint
         # decided now: by the time click shows the error, the command's context is gone
         self.debug = debug_enabled()

@@ -7,7 +7,6 @@ or an unexpected error, 2 a usage, definition or config mistake (see ``memodag.c
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
@@ -75,4 +74,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

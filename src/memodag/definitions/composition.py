@@ -338,14 +338,14 @@ class CompositionBuilder:
                 (src.node, src.output),
             )
         if isinstance(value, _CollectHandle):
-            src = value.source
-            self._check_same_builder(src.builder, where)
+            collected: OutputHandle | DynamicHandle = value.source
+            self._check_same_builder(collected.builder, where)
             scope = (
-                src.mapped_over
-                if isinstance(src, OutputHandle)
-                else (*src.mapped_over, (src.node, src.output))
+                collected.mapped_over
+                if isinstance(collected, OutputHandle)
+                else (*collected.mapped_over, (collected.node, collected.output))
             )
-            return FromNode(src.node, src.output, "collect"), scope[:-1]
+            return FromNode(collected.node, collected.output, "collect"), scope[:-1]
         if isinstance(value, GraphInputHandle):
             self._check_same_builder(value.builder, where)
             return FromGraphInput(value.name), ()

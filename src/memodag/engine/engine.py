@@ -46,6 +46,9 @@ class Memoizer:
     def prepare(self, steps: Iterable[ExecutionStep]) -> None:
         """Called with every batch of steps entering the run (batched index look-ups go here)."""
 
+    def attach_io_managers(self, io_managers: Mapping[str, Any]) -> None:
+        """The run's io managers, for custom managers that answer ``has_output`` themselves."""
+
     def note_addresses(self, addresses: Mapping[AddressKey, Address]) -> None:
         """Outputs the run takes from elsewhere (a parent run)."""
 

@@ -242,7 +242,7 @@ def _store_outputs(
                     step_key,
                     f"op '{op_def.name}' output '{name}': mapping_key '{key}' was yielded twice; keys must be unique per output",
                 )
-            keys.add(key)
+            keys.add(str(key))
         else:
             if name in seen:
                 raise StepExecutionError(

@@ -57,7 +57,7 @@ def dumps_task(task: StepTask) -> bytes:
     and finds the op by the step's node path, so the op's body is not shipped per attempt."""
     import cloudpickle
 
-    return cloudpickle.dumps(replace(task, op_def=None))
+    return cloudpickle.dumps(replace(task, op_def=None))  # type: ignore[arg-type]  # restored in run_task
 
 
 def _unimportable_modules(job: Any) -> list[Any]:

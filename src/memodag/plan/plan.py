@@ -204,8 +204,8 @@ def select_steps(plan: ExecutionPlan, selection: Sequence[str]) -> set[str]:
     and all downstream), ``+op`` / ``op+`` (one level). Unknown selections raise, naming them."""
     downstream: dict[str, set[str]] = {k: set() for k in plan.steps}
     for key, step in plan.steps.items():
-        for up in step.upstream_step_keys:
-            downstream.setdefault(up, set()).add(key)
+        for upstream in step.upstream_step_keys:
+            downstream.setdefault(upstream, set()).add(key)
     selected: set[str] = set()
     unknown: list[str] = []
     for item in selection:

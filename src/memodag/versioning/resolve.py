@@ -109,7 +109,7 @@ class VersionResolver:
         code = self.op_version(step.op_def, step.config)
         if code is None:
             return None
-        inputs = []
+        inputs: list[tuple[str, tuple[str, ...]]] = []
         for spec in step.inputs:
             if not spec.upstream and not spec.collect:
                 inputs.append((spec.name, ("default:" + hash_value(spec.default),)))

@@ -76,7 +76,7 @@ def _find_function(code: types.CodeType, namespace: dict[str, Any]) -> list[ast.
             for n in index.lambdas.get(code.co_firstlineno, ())
             if [a.arg for a in (*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs)] == wanted
         ]
-        return lambdas or None
+        return list[ast.AST](lambdas) or None
     for node in index.definitions.get(code.co_qualname, ()):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == code.co_name:
             first_line = min([d.lineno for d in node.decorator_list] + [node.lineno])

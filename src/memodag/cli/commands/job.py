@@ -6,6 +6,8 @@ added elsewhere (``list-versions``, ``explain``) are registered lazily in ``JOB_
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from memodag.cli.errors import enable_debug
@@ -188,7 +190,7 @@ def list_jobs(spec: JobSpec, as_json: bool) -> None:
 
     location = spec.location()
     jobs = find_jobs(location.load())
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": j.name,
             "ops": sum(1 for _ in j.graph.iter_ops()),

@@ -43,6 +43,7 @@ class Instance:
         self._storage = storage
         self.storage_dir = storage_dir
         self.home = home
+        self._default_key: tuple[str, str | None, int] | None = None  # set by Instance.get()
 
     # -- constructors -----------------------------------------------------------------------
 
