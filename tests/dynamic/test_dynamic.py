@@ -285,3 +285,55 @@ def test_failing_piece_fails_only_its_clone_and_the_collector(instance):
     assert result.step_status["fragile[k0]"] == result.step_status["fragile[k2]"] == "success"
     assert result.step_status["total"] == "skipped"
     assert result.step_status["neighbour[k1]"] == "success"
+
+
+@pytest.mark.parametrize("shape", ["collect_twice_needed", "leaked_piece"])
+def test_per_piece_values_cannot_escape_their_map(shape):
+    @op(out=DynamicOut())
+    def inner(x):
+        yield DynamicOutput(x, mapping_key="j0")
+
+    with pytest.raises(DefinitionError, match="one value per piece"):
+
+        @job
+        def escaping():
+            if shape == "collect_twice_needed":
+                nested = pieces().map(lambda p: inner(p).map(double))
+                total(nested.collect())  # gathers the inner fan-out only: still one per outer piece
+            else:
+                leaked = pieces().map(lambda p: p)
+                double(leaked)
+
+
+def test_a_reexecuted_fan_out_replaces_its_older_pieces(instance):
+    @op(out=DynamicOut(), config_schema={"keys": [str]})
+    def fan(context):
+        for key in context.op_config["keys"]:
+            yield DynamicOutput(key.upper(), mapping_key=key)
+
+    @op
+    def as_list(xs):
+        return xs
+
+    @job
+    def lineage():
+        as_list(fan().collect())
+
+    def config(keys):
+        return {"ops": {"fan": {"config": {"keys": keys}}}}
+
+    root = lineage.execute_in_process(run_config=config(["a", "b", "c"]), instance=instance)
+    child = lineage.execute_in_process(
+        run_config=config(["a", "b"]),
+        instance=instance,
+        parent_run_id=root.run_id,
+        step_selection=["fan*"],
+    )
+    assert child.output_for_node("as_list") == ["A", "B"]
+    grandchild = lineage.execute_in_process(
+        run_config=config(["a", "b"]),
+        instance=instance,
+        parent_run_id=child.run_id,
+        step_selection=["as_list"],
+    )
+    assert grandchild.output_for_node("as_list") == ["A", "B"]

@@ -187,3 +187,19 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
         current += delta
         best = max(best, current)
     return best
+
+
+@resource
+def thread_bound_db(_: Any) -> Any:
+    """A SQLite connection: usable only by the thread that opened it."""
+    import sqlite3
+
+    connection = sqlite3.connect(":memory:")
+    connection.execute("create table t (x)")
+    return connection
+
+
+@op(required_resource_keys={"db"})
+def use_thread_bound_db(context: Any) -> int:
+    context.resources.db.execute("insert into t values (1)")
+    return 1

@@ -22,6 +22,8 @@ from pipelines import (
     marks_config,
     max_overlap,
     tagged_job,
+    thread_bound_db,
+    use_thread_bound_db,
     victim,
 )
 
@@ -273,3 +275,14 @@ def test_resource_failing_in_workers_fails_the_steps_that_need_it(parallel_execu
     (failure,) = result.get_step_failure_events()
     assert "resource 'warehouse' failed to initialize" in failure.message
     assert "no route to warehouse" in failure.message
+
+
+def test_worker_resources_are_built_on_the_thread_that_runs_steps(parallel_executor, instance):
+    @job(resource_defs={"db": thread_bound_db}, executor_def=parallel_executor)
+    def thread_bound():
+        use_thread_bound_db()
+
+    assert (
+        thread_bound.execute_in_process(instance=instance).output_for_node("use_thread_bound_db")
+        == 1
+    )

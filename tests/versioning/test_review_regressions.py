@@ -249,3 +249,69 @@ def test_explain_names_the_helper_that_changed(instance, tmp_path, monkeypatch):
     assert row.status == "to-be-recomputed"
     assert "code of op 'greet' changed" in row.reasons[0]
     assert "function proj_explain.jobs:shout edited" in row.reasons[0], row.reasons
+
+
+def test_sets_hash_the_same_in_every_process():
+    import subprocess
+    import sys
+
+    code = "from memodag.versioning.hashing import hash_value; print(hash_value(frozenset({'alpha', 'beta', 'gamma', 8})))"
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(digests) == 1
+    assert hash_value({8, 0}) == hash_value({0, 8})
+
+
+def test_unpicklable_outputs_and_defaults_never_fail_a_step(instance):
+    import threading
+
+    from memodag import In, mem_io_manager
+
+    @op(version="1")
+    def produce():
+        return [threading.Lock(), 1]
+
+    @op(version="1", ins={"lock": In(default_value=threading.Lock())})
+    def with_default(values, lock):
+        return values[1]
+
+    @job(tags=MEMO, early_cutoff=True, resource_defs={"io_manager": mem_io_manager})
+    def unpicklable():
+        with_default(produce())
+
+    assert unpicklable.execute_in_process(instance=instance).output_for_node("with_default") == 1
+
+
+def test_a_plain_io_manager_instance_is_told_apart_by_where_it_stores(instance, tmp_path):
+    from memodag.storage.io_managers.files import LocalFileStore, PathIOManager
+
+    calls: list[str] = []
+
+    def build(base: str):
+        @op(version="1")
+        def first():
+            calls.append("first")
+            return 42
+
+        @job(
+            name="plain_manager",
+            resource_defs={"io_manager": PathIOManager(LocalFileStore(), base)},
+            tags=MEMO,
+        )
+        def plain_manager():
+            first()
+
+        return plain_manager
+
+    build(str(tmp_path / "A")).execute_in_process(instance=instance)
+    result = build(str(tmp_path / "B")).execute_in_process(instance=instance)
+    assert calls == ["first", "first"]
+    assert result.output_for_node("first") == 42

@@ -333,10 +333,9 @@ class CompositionBuilder:
         if isinstance(value, _PieceHandle):
             src = value.source
             self._check_same_builder(src.builder, where)
-            return FromNode(src.node, src.output, "piece"), (
-                *src.mapped_over,
-                (src.node, src.output),
-            )
+            scope = (*src.mapped_over, (src.node, src.output))
+            self._check_in_scope(scope, f"a piece of '{src.node}.{src.output}'", where)
+            return FromNode(src.node, src.output, "piece"), scope
         if isinstance(value, _CollectHandle):
             collected: OutputHandle | DynamicHandle = value.source
             self._check_same_builder(collected.builder, where)
@@ -344,6 +343,9 @@ class CompositionBuilder:
                 collected.mapped_over
                 if isinstance(collected, OutputHandle)
                 else (*collected.mapped_over, (collected.node, collected.output))
+            )
+            self._check_in_scope(
+                scope[:-1], f"'{collected.node}.{collected.output}' collected", where
             )
             return FromNode(collected.node, collected.output, "collect"), scope[:-1]
         if isinstance(value, GraphInputHandle):
@@ -370,6 +372,15 @@ class CompositionBuilder:
             f"{where}: got a plain value {value!r}; inside a job or graph body, inputs come from other "
             "ops' outputs. Pass constants through op config, a resource, or In(default_value=...)"
         )
+
+    def _check_in_scope(self, scope: tuple[tuple[str, str], ...], what: str, where: str) -> None:
+        """A value with one copy per piece may only be used inside the ``.map`` body of its fan-out."""
+        if self._scope[: len(scope)] != scope:
+            fan_out = ".".join(scope[-1])
+            raise DefinitionError(
+                f"{where}: got {what}, which has one value per piece of '{fan_out}'; use it inside "
+                f"that .map(...) body, or gather it with .collect()"
+            )
 
     def _check_same_builder(self, other: CompositionBuilder, where: str) -> None:
         if other is not self:

@@ -276,7 +276,15 @@ def _lineage_addresses(instance: Instance, parent: RunRecord) -> dict[AddressKey
         run = instance.get_run(run.parent_run_id) if run.parent_run_id else None
     addresses: dict[AddressKey, Address] = {}
     for ancestor in reversed(chain):
-        addresses.update(instance.get_output_addresses(ancestor.run_id))
+        newer = instance.get_output_addresses(ancestor.run_id)
+        # a fan-out this run produced again replaces the older pieces whole: an older piece the
+        # new run did not yield is gone, not inherited
+        refanned = {(k[0], k[1]) for k in newer if k[2] is not None}
+        if refanned:
+            addresses = {
+                k: a for k, a in addresses.items() if k[2] is None or (k[0], k[1]) not in refanned
+            }
+        addresses.update(newer)
     return addresses
 
 

@@ -300,7 +300,12 @@ def _store_outputs(
         )
 
 
-def _data_hash(value: Any) -> str:
-    from memodag.versioning.hashing import hash_value
+def _data_hash(value: Any) -> str | None:
+    """The output's content hash for early cutoff; None when its content cannot be seen (then
+    consumers are versioned by the code-derived version, as without cutoff)."""
+    from memodag.versioning.hashing import UnhashableValue, hash_value
 
-    return hash_value(value)
+    try:
+        return hash_value(value)
+    except UnhashableValue:
+        return None

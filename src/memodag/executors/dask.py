@@ -32,9 +32,9 @@ from memodag.executors.worker import (
     dumps_task,
     load_outcome,
     lost_attempt_outcome,
-    prepare_run,
     release_run,
     run_dask_task,
+    warm_run,
 )
 
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -129,7 +129,7 @@ class DaskExecutor(Executor):
         # every worker imports memodag, unpickles the job and builds the run's resources now, all
         # at once, instead of one after another at their first attempts (a worker that joins
         # later prepares at its first attempt)
-        self._client.run(prepare_run, self._run_id, payload_bytes)
+        self._client.run(warm_run, self._run_id, payload_bytes)
         # results are fetched inside Dask's event loop as attempts finish, so the engine's
         # thread makes no blocking round trip per batch of outcomes
         self._completed = distributed.as_completed(

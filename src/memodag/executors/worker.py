@@ -195,11 +195,20 @@ def install_run(run_id: str, payload_bytes: bytes) -> None:
 
 
 def prepare_run(run_id: str, payload_bytes: bytes) -> None:
-    """Install a run and build its resources now (an executor warming its workers before the
-    first attempt); a failure here is reported by that first attempt, not raised."""
+    """Install a run and build its resources now, on the thread that will run its attempts (a
+    multiprocess worker as it starts); a failure is reported by the first attempt, not raised."""
     install_run(run_id, payload_bytes)
     with contextlib.suppress(_PrepareError):
         _runtime(_RUNS[run_id])
+
+
+def warm_run(run_id: str, payload_bytes: bytes) -> None:
+    """Install a run and import what its job needs, without building resources: Dask calls this
+    on the worker's event-loop thread, and a resource may be bound to the thread that made it
+    (a SQLite connection), so resources are built by the first attempt, on a task thread."""
+    install_run(run_id, payload_bytes)
+    with contextlib.suppress(Exception):
+        pickle.loads(payload_bytes)
 
 
 def release_run(run_id: str) -> None:

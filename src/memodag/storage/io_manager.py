@@ -115,6 +115,11 @@ class IOManager(ABC):
     #: alone decides whether an output is stored (memoization); ``has_output`` is not asked
     uses_instance_index: bool = False
 
+    def storage_identity(self) -> str:
+        """Where this manager keeps outputs (a base path, a bucket), for memoization to tell two
+        managers under one resource key apart; the default says nothing beyond the definition."""
+        return ""
+
     @abstractmethod
     def handle_output(self, context: OutputContext, obj: Any) -> str | None:
         """Store ``obj``; return its URI (recorded as its address) or ``None``."""

@@ -40,6 +40,10 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, tuple) and type(value) is tuple:
         return {"~tuple": [_plain(v) for v in value]}
+    if isinstance(value, set | frozenset) and type(value) in (set, frozenset):
+        # by sorted content: iteration order of a set depends on the process's hash seed
+        members = sorted(json.dumps(_plain(v), sort_keys=True) for v in value)
+        return {"~set": members}
     if isinstance(value, dict) and type(value) is dict:
         if all(type(k) is str for k in value):
             return {"~dict": {k: _plain(v) for k, v in value.items()}}
@@ -82,8 +86,17 @@ def hash_value(value: Any) -> str:
             writer.write(table)
         h.update(b"arrow:" + sink.getvalue().to_pybytes())
         return h.hexdigest()[:VERSION_LENGTH]
-    h.update(b"pickle:" + pickle.dumps(value, protocol=4))
+    try:
+        h.update(b"pickle:" + pickle.dumps(value, protocol=4))
+    except Exception as exc:  # a lock, an open connection, a lambda: no content to compare
+        raise UnhashableValue(
+            f"{type(value).__module__}.{type(value).__qualname__}: {exc}"
+        ) from exc
     return h.hexdigest()[:VERSION_LENGTH]
+
+
+class UnhashableValue(TypeError):
+    """``hash_value`` cannot see a value's content (it does not pickle)."""
 
 
 def piece_version(output_version: str, mapping_key: str) -> str:

@@ -19,7 +19,7 @@ from memodag.plan.dynamic import parse_step_key
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
 from memodag.storage.instance.records import IndexEntry
 from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
-from memodag.versioning.hashing import piece_version
+from memodag.versioning.hashing import hash_strings, piece_version
 from memodag.versioning.resolve import Recipe, VersionResolver, output_version
 from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 
@@ -229,7 +229,10 @@ class IndexMemoizer(Memoizer):
         io_key = step.op_def.outs[name].io_manager_key
         identity = self._manager_ids.get(io_key)
         if identity is None:
-            identity = self._manager_ids[io_key] = self.resolver.io_manager_identity(io_key)[:10]
+            manager = self.io_managers.get(io_key)
+            where = manager.storage_identity() if manager is not None else ""
+            identity = hash_strings(self.resolver.io_manager_identity(io_key), where)[:10]
+            self._manager_ids[io_key] = identity
         return f"{output_key(self.job.name, step.key, name, mapping_key)}@{identity}"
 
     # -- after a run ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 from memodag.definitions.config import config_to_plain
 from memodag.plan.plan import ExecutionStep, StepOutputHandle
-from memodag.versioning.hashing import canonical_json, hash_strings, hash_value
+from memodag.versioning.hashing import UnhashableValue, canonical_json, hash_strings, hash_value
 from memodag.versioning.strategy import OpVersionContext, ResourceVersionContext, VersionStrategy
 
 
@@ -44,6 +44,14 @@ class Recipe:
             "inputs": {n: list(vs) for n, vs in self.inputs},
             **({"code_parts": dict(self.code_parts)} if self.code_parts else {}),
         }
+
+
+def _default_version(value: Any) -> str:
+    """An input default by content; one that does not pickle counts by its type alone."""
+    try:
+        return hash_value(value)
+    except UnhashableValue:
+        return f"type:{type(value).__module__}.{type(value).__qualname__}"
 
 
 def _config_json(config: Any) -> str:
@@ -112,7 +120,7 @@ class VersionResolver:
         inputs: list[tuple[str, tuple[str, ...]]] = []
         for spec in step.inputs:
             if not spec.upstream and not spec.collect:
-                inputs.append((spec.name, ("default:" + hash_value(spec.default),)))
+                inputs.append((spec.name, ("default:" + _default_version(spec.default),)))
                 continue
             versions = []
             for handle in spec.upstream:

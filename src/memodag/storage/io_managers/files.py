@@ -212,6 +212,10 @@ class PathIOManager(MemoizableIOManager):
             )
         return self.store.join(self.base, *parts, context.version + ext)
 
+    def storage_identity(self) -> str:
+        store = self.store.protocol if isinstance(self.store, FsspecFileStore) else "file"
+        return f"{store}:{self.base}:{self.default_serializer.name}:{self.versioned}"
+
     def handle_output(self, context: OutputContext, obj: Any) -> str:
         serializer = self._serializer(context)
         path = self.path_for(context, serializer)
