@@ -75,14 +75,15 @@ class VersionResolver:
         self._op_versions: dict[tuple[int, str], str | None] = {}
         self._resource_versions: dict[str, str] = {}
         self._code_parts: dict[int, tuple[tuple[str, str], ...]] = {}
+        self._config_jsons: dict[str, str] = {}
 
-    def op_version(self, op_def: Any, config: Any) -> str | None:
+    def op_version(self, op_def: Any, config: Any, config_json: str | None = None) -> str | None:
         if op_def.version is not None:
             return op_def.version
         if self.strategy is None:
             return None
         # a strategy may look at the config, so its answer is cached per (op, config)
-        key = (id(op_def), _config_json(config))
+        key = (id(op_def), config_json if config_json is not None else _config_json(config))
         if key not in self._op_versions:
             self._op_versions[key] = self.strategy.get_op_version(OpVersionContext(op_def, config))
         return self._op_versions[key]
@@ -114,7 +115,11 @@ class VersionResolver:
         self, step: ExecutionStep, upstream_version: Callable[[StepOutputHandle], str | None]
     ) -> Recipe | None:
         """The step's recipe, or None when its op or an input has no version."""
-        code = self.op_version(step.op_def, step.config)
+        # config is per node: every clone of a mapped node shares it, so it is encoded once
+        config_json = self._config_jsons.get(step.node.path)
+        if config_json is None:
+            config_json = self._config_jsons[step.node.path] = _config_json(step.config)
+        code = self.op_version(step.op_def, step.config, config_json)
         if code is None:
             return None
         inputs: list[tuple[str, tuple[str, ...]]] = []
@@ -134,7 +139,7 @@ class VersionResolver:
         )
         # parts only for unmapped steps: thousands of clones would repeat the same list
         parts = () if step.mapping_keys else self.code_parts(step.op_def)
-        return Recipe(code, _config_json(step.config), resources, tuple(inputs), parts)
+        return Recipe(code, config_json, resources, tuple(inputs), parts)
 
     def code_parts(self, op_def: Any) -> tuple[tuple[str, str], ...]:
         """``(kind name, digest)`` pairs behind a strategy-computed code version, if it tells."""
