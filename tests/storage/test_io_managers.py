@@ -314,3 +314,27 @@ def test_versioned_manager_needs_a_version(tmp_path):
     with pytest.raises(StorageError, match=r"needs a version for output 'step\.result'"):
         manager.handle_output(OutputContext("step", "result", "run-1"), 1)
     assert not list(tmp_path.rglob("*"))
+
+
+def test_a_custom_in_memory_manager_is_refused_for_worker_processes(instance):
+    from memodag import IOManager, multiprocess_executor
+
+    class DictManager(IOManager):
+        in_process_only = True
+
+        def __init__(self) -> None:
+            self.values: dict[str, object] = {}
+
+        def handle_output(self, context, obj):
+            self.values[context.step_key] = obj
+
+        def load_input(self, context):
+            return self.values[context.upstream_output.step_key]
+
+    @job(resource_defs={"io_manager": DictManager()}, executor_def=multiprocess_executor)
+    def in_memory_on_workers():
+        double(source())
+
+    with pytest.raises(ExecutionError, match="cannot cross to worker processes"):
+        in_memory_on_workers.execute_in_process(instance=instance)
+    assert instance.get_runs() == []

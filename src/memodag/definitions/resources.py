@@ -41,6 +41,9 @@ class ResourceDefinition:
     required_resource_keys: frozenset[str] = frozenset()
     preset_config: Any = NO_DEFAULT
     name: str | None = None
+    #: its values live in one process's memory: refused for runs on several processes and as
+    #: the source of a re-execution (the memory is gone with the run)
+    in_process_only: bool = False
 
     @property
     def is_io_manager(self) -> bool:
@@ -84,6 +87,7 @@ def _decorator(
     version: str | None,
     description: str | None,
     required_resource_keys: Any,
+    in_process_only: bool = False,
 ) -> Any:
     def decorate(func: Callable[..., Any]) -> ResourceDefinition:
         name = getattr(func, "__name__", "resource")
@@ -103,6 +107,7 @@ def _decorator(
             description=description or inspect.getdoc(func),
             required_resource_keys=frozenset(required_resource_keys or ()),
             name=name,
+            in_process_only=in_process_only,
         )
 
     return decorate(fn) if fn is not None else decorate
@@ -129,10 +134,18 @@ def io_manager(
     version: str | None = None,
     description: str | None = None,
     required_resource_keys: Any = None,
+    in_process_only: bool = False,
 ) -> Any:
-    """Declare an io manager: a resource whose function returns an ``IOManager``."""
+    """Declare an io manager: a resource whose function returns an ``IOManager``.
+    ``in_process_only=True`` says its outputs live in the run's process memory."""
     return _decorator(
-        IOManagerDefinition, fn, config_schema, version, description, required_resource_keys
+        IOManagerDefinition,
+        fn,
+        config_schema,
+        version,
+        description,
+        required_resource_keys,
+        in_process_only,
     )
 
 
@@ -143,5 +156,7 @@ def as_resource_definition(key: str, value: Any) -> ResourceDefinition:
     from memodag.storage.io_manager import IOManager
 
     if isinstance(value, IOManager):
-        return IOManagerDefinition(lambda _: value, name=type(value).__name__)
+        return IOManagerDefinition(
+            lambda _: value, name=type(value).__name__, in_process_only=value.in_process_only
+        )
     return ResourceDefinition.hardcoded_resource(value)

@@ -252,12 +252,11 @@ def _selection(
 
 def _check_external_addresses(job: Any, external: Mapping[AddressKey, Address]) -> None:
     """Outputs a parent run kept in its own process memory are gone: say so before running."""
-    from memodag.storage.io_managers.memory import mem_io_manager
-
     gone = sorted(
         f"{a.step_key}.{a.output_name}"
         for a in external.values()
-        if job.resource_defs.get(a.io_manager_key) is mem_io_manager
+        if a.io_manager_key in job.resource_defs
+        and job.resource_defs[a.io_manager_key].in_process_only
     )
     if gone:
         raise ExecutionError(
@@ -299,14 +298,12 @@ def _executor(job: Any, resolved: ResolvedRunConfig) -> Executor:
 def _check_storage_fits_executor(job: Any, plan: ExecutionPlan, executor: Executor) -> None:
     if executor.in_process:
         return
-    from memodag.storage.io_managers.memory import mem_io_manager
-
     bad = sorted(
         {
             f"{node.path}.{name} (io manager '{out.io_manager_key}')"
             for node in plan.nodes.values()
             for name, out in node.op_def.outs.items()
-            if job.resource_defs[out.io_manager_key] is mem_io_manager
+            if job.resource_defs[out.io_manager_key].in_process_only
         }
     )
     if bad:

@@ -115,6 +115,9 @@ class IOManager(ABC):
     #: alone decides whether an output is stored (memoization); ``has_output`` is not asked
     uses_instance_index: bool = False
 
+    #: values live in the process's memory for one run only (see ``@io_manager(in_process_only=)``)
+    in_process_only: bool = False
+
     def storage_identity(self) -> str:
         """Where this manager keeps outputs (a base path, a bucket), for memoization to tell two
         managers under one resource key apart; the default says nothing beyond the definition."""

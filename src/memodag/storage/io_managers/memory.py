@@ -36,7 +36,7 @@ class InMemoryIOManager(MemoizableIOManager):
         return tuple(context.get_identifier()) in self.values
 
 
-@io_manager
+@io_manager(in_process_only=True)
 def mem_io_manager() -> InMemoryIOManager:
     """Keeps outputs in memory for one in-process run (fast tests; nothing is persisted)."""
     return InMemoryIOManager()
