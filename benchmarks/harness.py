@@ -185,6 +185,7 @@ def run_in_child(entry: Entry, mode: str, timeout: float) -> dict[str, Any]:
             mode,
             str(result_file),
         ]
+        stolen_before = stolen_cpu_seconds()
         try:
             proc = subprocess.run(
                 command,
@@ -200,7 +201,23 @@ def run_in_child(entry: Entry, mode: str, timeout: float) -> dict[str, Any]:
         if proc.returncode != 0 or not result_file.exists():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
             raise SampleError(f"exit code {proc.returncode}:\n{tail}")
-        return json.loads(result_file.read_text())
+        result: dict[str, Any] = json.loads(result_file.read_text())
+        stolen_after = stolen_cpu_seconds()
+        if mode == "run" and stolen_before is not None and stolen_after is not None:
+            result["metrics"]["steal_s"] = stolen_after - stolen_before
+        return result
+
+
+def stolen_cpu_seconds() -> float | None:
+    """CPU seconds the hypervisor has given to other guests instead of this machine (all CPUs,
+    since boot): a sample with much steal ran on a machine slower than it looked."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
 
 
 # -- statistics ------------------------------------------------------------------------------------

@@ -117,34 +117,35 @@ def _tree_cpu() -> float:
     return total
 
 
-def run_w1(scratch: Path, executor: str, kind: str = "work", own_cluster: bool = False) -> Metrics:
+def _run_once(
+    scratch: Path, executor_def: Any, kind: str, n: int, rounds: int
+) -> tuple[Any, float, float]:
+    """One timed run of W1 on its own instance: (result, wall seconds, CPU seconds of the tree)."""
     from memodag import Instance
 
-    n = PIECES if kind == "work" else TRIVIAL
-    rounds = _calibrate(PIECE_SECONDS) if kind == "work" else 0
-    metrics: dict[str, float] = {}
-    cluster = None
-    if executor == "dask" and not own_cluster:
-        cluster, metrics["cluster_s"] = timed(_start_cluster)
-    job_def = _job(kind, _executor(executor, cluster.scheduler_address if cluster else None))
+    scratch.mkdir(parents=True, exist_ok=True)
+    job_def = _job(kind, executor_def)
     instance = Instance.from_url(
         f"sqlite:///{scratch}/instance.db", storage_dir=scratch / "storage"
     )
-    log = scratch / "executions.log"
     config: dict[str, Any] = {"ops": {"split": {"config": {"n": n, "rounds": rounds}}}}
     if kind == "trivial":
-        config["ops"]["trivial"] = {"config": {"log": str(log)}}
+        config["ops"]["trivial"] = {"config": {"log": str(scratch / "executions.log")}}
     cpu_before = _tree_cpu()
     try:
-        result, metrics["run_s"] = timed(
+        result, seconds = timed(
             lambda: job_def.execute_in_process(run_config=config, instance=instance)
         )
         # CPU seconds our processes got during the run: on a shared machine, wall/cpu shows
         # how many cores the run really had
-        metrics["cpu_s"] = _tree_cpu() - cpu_before
+        cpu = _tree_cpu() - cpu_before
+        _check(result, executor_def.name, kind, n, rounds, scratch)
     finally:
-        if cluster is not None:
-            _, metrics["cluster_close_s"] = timed(cluster.close)
+        instance.close()
+    return result, seconds, cpu
+
+
+def _check(result: Any, executor: str, kind: str, n: int, rounds: int, scratch: Path) -> None:
     expected = n if kind == "trivial" else n * _burn(rounds)
     if result.output_for_node("collect") != expected:
         raise AssertionError(
@@ -152,16 +153,76 @@ def run_w1(scratch: Path, executor: str, kind: str = "work", own_cluster: bool =
         )
     if kind == "trivial":
         counts: dict[str, int] = {}
-        for line in log.read_text().splitlines():
+        for line in (scratch / "executions.log").read_text().splitlines():
             counts[line] = counts.get(line, 0) + 1
         twice = sorted(k for k, c in counts.items() if c != 1)
         if len(counts) != n or twice:
             raise AssertionError(
                 f"{executor}: {len(counts)} pieces ran, these more than once: {twice[:5]}"
             )
+
+
+def run_w1(scratch: Path, executor: str, kind: str = "work", own_cluster: bool = False) -> Metrics:
+    n = PIECES if kind == "work" else TRIVIAL
+    rounds = _calibrate(PIECE_SECONDS) if kind == "work" else 0
+    metrics: dict[str, float] = {}
+    cluster = None
+    if executor == "dask" and not own_cluster:
+        cluster, metrics["cluster_s"] = timed(_start_cluster)
+    try:
+        executor_def = _executor(executor, cluster.scheduler_address if cluster else None)
+        _, metrics["run_s"], metrics["cpu_s"] = _run_once(scratch, executor_def, kind, n, rounds)
+    finally:
+        if cluster is not None:
+            _, metrics["cluster_close_s"] = timed(cluster.close)
+    if kind == "trivial":
         metrics["per_step_s"] = metrics["run_s"] / n
     metrics["piece_cpu_s"] = timed(functools.partial(_burn, rounds))[1] if rounds else 0.0
-    instance.close()
+    return metrics
+
+
+def _plain_dask(cluster: Any, rounds: int) -> float:
+    """The same pieces on the same cluster with Dask alone (a client, ``map``, ``gather``): what
+    Dask itself reaches on this machine, with no versions, storage or events."""
+    import distributed
+
+    def run() -> int:
+        with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
+            futures = client.map(_burn, [rounds] * PIECES, pure=False)
+            return sum(client.gather(futures))
+
+    total, seconds = timed(run)
+    if total != PIECES * _burn(rounds):
+        raise AssertionError(f"Dask by hand: sum = {total}")
+    return seconds
+
+
+def run_w1_paired(scratch: Path) -> Metrics:
+    """W1 on all three executors back to back in one process, with the same work per piece, in
+    a random order: each sample's speed-ups compare runs seconds apart, so the machine's drift
+    (its CPU speed here varies by up to 2x over minutes) cancels out of the ratios."""
+    import random
+
+    rounds = _calibrate(PIECE_SECONDS)
+    cluster, cluster_s = timed(_start_cluster)
+    metrics: dict[str, float] = {"cluster_s": cluster_s}
+    try:
+        # an untimed run first, so no timed run pays the driver's first-run imports
+        _run_once(scratch / "warm", _executor("in_process", None), "work", 2, 1)
+        order = ["in_process", "multiprocess", "dask", "dask_by_hand"]
+        random.shuffle(order)
+        for name in order:
+            if name == "dask_by_hand":
+                metrics["dask_by_hand_s"] = _plain_dask(cluster, rounds)
+                continue
+            executor_def = _executor(name, cluster.scheduler_address if name == "dask" else None)
+            _, metrics[f"{name}_s"], _ = _run_once(
+                scratch / name, executor_def, "work", PIECES, rounds
+            )
+    finally:
+        cluster.close()
+    for name in ("multiprocess", "dask", "dask_by_hand"):
+        metrics[f"{name}_vs_in_process"] = metrics[f"{name}_s"] / metrics["in_process_s"]
     return metrics
 
 
@@ -196,6 +257,25 @@ WORKLOADS = [
         description="W1 on dask_executor with no config: starts and closes its LocalCluster (timed)",
         baseline="w1_cpu_in_process",
         steps=PIECES + 2,
+    ),
+    Workload(
+        "w1_cpu_paired",
+        run_w1_paired,
+        description="W1 on in_process, multiprocess, Dask, and the same pieces on Dask by hand, back to back in each sample (random order, same work): per-sample ratios",
+        primary="dask_s",
+        steps=PIECES + 2,
+        targets=(
+            Target(
+                "multiprocess >= 1.7x faster than in process (paired)",
+                "multiprocess_vs_in_process",
+                max_value=FASTER_1_7X,
+            ),
+            Target(
+                "Dask >= 1.7x faster than in process (paired)",
+                "dask_vs_in_process",
+                max_value=FASTER_1_7X,
+            ),
+        ),
     ),
     Workload(
         "trivial_1k_in_process",

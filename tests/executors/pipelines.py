@@ -203,3 +203,39 @@ def thread_bound_db(_: Any) -> Any:
 def use_thread_bound_db(context: Any) -> int:
     context.resources.db.execute("insert into t values (1)")
     return 1
+
+
+# -- a Dask worker joining mid-run --------------------------------------------------------
+
+
+@resource(config_schema={"dir": str})
+def marks_with_teardown(context: Any) -> Any:
+    """``marks`` that records, per worker process, when the run's resources are torn down."""
+    directory = Path(context.resource_config["dir"])
+    try:
+        yield directory
+    finally:
+        with open(directory / "teardown.runs", "a") as file:
+            file.write(f"{os.getpid()} {time.time()}\n")
+
+
+@op(out=DynamicOut(), required_resource_keys={"marks"}, config_schema={"n": int})
+def split_after_go(context: Any):
+    """Fans out once the test has written ``go`` (after it has added a worker)."""
+    record(context)
+    while not (context.resources.marks / "go").exists():
+        time.sleep(0.05)
+    for i in range(context.op_config["n"]):
+        yield DynamicOutput(i, mapping_key=f"k{i}")
+
+
+@op(required_resource_keys={"marks"})
+def slow_square(context: Any, x: int) -> int:
+    record(context)
+    time.sleep(0.3)
+    return x * x
+
+
+@job(resource_defs={"marks": marks_with_teardown})
+def grows_mid_run() -> None:
+    total(split_after_go().map(slow_square).collect())

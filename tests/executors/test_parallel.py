@@ -158,3 +158,55 @@ def test_executor_config_is_validated(instance):
             run_config={"execution": {"multiprocess": {"config": {"workers": 2}}}},
             instance=instance,
         )
+
+
+def test_a_dask_worker_that_joins_mid_run_serves_its_steps(instance, tmp_path):
+    import logging
+    import threading
+
+    import dask
+    import distributed
+    from pipelines import grows_mid_run
+
+    from memodag.executors.dask import SCHEDULER_CONFIG
+
+    with dask.config.set(SCHEDULER_CONFIG):
+        cluster = distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        )
+    try:
+        run_config = {
+            "resources": {"marks": {"config": {"dir": str(tmp_path)}}},
+            "ops": {"split_after_go": {"config": {"n": 10}}},
+            "execution": {"dask": {"config": {"address": cluster.scheduler_address}}},
+        }
+        outcome: dict[str, object] = {}
+        runner = threading.Thread(
+            target=lambda: outcome.update(
+                result=grows_mid_run.execute_in_process(run_config=run_config, instance=instance)
+            )
+        )
+        runner.start()
+        cluster.scale(2)
+        with distributed.Client(cluster, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=60)
+        (tmp_path / "go").write_text("")
+        runner.join(timeout=120)
+        assert not runner.is_alive(), "the run did not finish"
+    finally:
+        cluster.close(timeout=20)
+
+    result = outcome["result"]
+    assert result.success
+    assert result.output_for_node("total") == sum(i * i for i in range(10))
+    pieces = [lines(tmp_path, f"slow_square[k{i}]") for i in range(10)]
+    assert all(len(p) == 1 for p in pieces)
+    piece_pids = {pid for p in pieces for pid, _ in p}
+    (first_pid,) = {pid for pid, _ in lines(tmp_path, "split_after_go")}
+    assert len(piece_pids) == 2 and first_pid in piece_pids  # the new worker ran pieces too
+    # the run's resources were torn down at the end in every worker that built them
+    assert {pid for pid, _ in lines(tmp_path, "teardown")} == piece_pids

@@ -2,8 +2,9 @@
 ``LocalCluster`` of worker processes started for the run and closed after it).
 
 memodag's engine still decides what runs; Dask only places attempts on workers. The run's payload
-is scattered to every worker once; per attempt only the pickled ``StepTask`` travels, and each
-worker builds the run's resources once (``executors/worker.py``). Attempts submitted together go
+reaches every worker once, in a worker plugin (``executors/dask_worker.py``); per attempt only the
+pickled ``StepTask`` travels, and each worker builds the run's resources once
+(``executors/worker.py``). Attempts submitted together go
 to Dask in one message; finished ones are gathered in batches. Importing this module does not
 import Dask: the factory does, so ``import memodag`` stays fast.
 """
@@ -32,9 +33,6 @@ from memodag.executors.worker import (
     dumps_task,
     load_outcome,
     lost_attempt_outcome,
-    release_run,
-    run_dask_task,
-    warm_run,
 )
 
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -90,7 +88,8 @@ class DaskExecutor(Executor):
         self._admission = Admission(max_concurrent or 1, limits)
         self._client: Any = None
         self._cluster: Any = None
-        self._payload: Any = None
+        self._task_fn: Any = None
+        self._plugin_name: str | None = None
         self._run_id = ""
         self._pending: dict[str, tuple[StepTask, float]] = {}
         self._unsent: list[tuple[str, bytes]] = []
@@ -123,13 +122,15 @@ class DaskExecutor(Executor):
         # Dask queues what its workers cannot take yet (see SCHEDULER_CONFIG): handing it the
         # whole backlog in one message costs far less per step than trickling attempts in
         self._admission = Admission(self._max_concurrent or DEFAULT_BACKLOG, self._limits)
+        from memodag.executors.dask_worker import RunPlugin, run_dask_task
+
         self._run_id = payload.run_id
-        payload_bytes = dumps_payload(payload)
-        self._payload = self._client.scatter(payload_bytes, broadcast=True, hash=False)
-        # every worker imports memodag, unpickles the job and builds the run's resources now, all
-        # at once, instead of one after another at their first attempts (a worker that joins
-        # later prepares at its first attempt)
-        self._client.run(warm_run, self._run_id, payload_bytes)
+        self._task_fn = run_dask_task
+        # every worker imports memodag and unpickles the job now, all at once, instead of at
+        # their first attempts; a worker that joins later gets the plugin as it registers
+        plugin = RunPlugin(self._run_id, dumps_payload(payload))
+        self._client.register_plugin(plugin)
+        self._plugin_name = plugin.name
         # results are fetched inside Dask's event loop as attempts finish, so the engine's
         # thread makes no blocking round trip per batch of outcomes
         self._completed = distributed.as_completed(
@@ -176,9 +177,8 @@ class DaskExecutor(Executor):
             return
         keys = [key for key, _ in self._unsent]
         futures = self._client.map(
-            run_dask_task,
+            self._task_fn,
             [self._run_id] * len(keys),
-            [self._payload] * len(keys),
             [message for _, message in self._unsent],
             key=keys,
             pure=False,
@@ -274,9 +274,9 @@ class DaskExecutor(Executor):
         try:
             if futures:
                 client.cancel(futures, force=True)
-            if not (cancel and cluster is not None):
+            if self._plugin_name and not (cancel and cluster is not None):
                 # tear the run's resources down on every worker (a cluster we close ends anyway)
-                client.run(release_run, self._run_id)
+                client.unregister_worker_plugin(self._plugin_name)
         except Exception:  # best effort: the run is over either way
             pass
         finally:

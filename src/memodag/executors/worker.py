@@ -399,13 +399,3 @@ def _messages(conn: Any) -> Iterator[bytes]:
         if not message:
             return
         yield message
-
-
-# -- the Dask executor's task function ------------------------------------------------------
-
-
-def run_dask_task(run_id: str, payload_bytes: bytes, task_bytes: bytes) -> bytes:
-    """What a Dask worker runs per attempt. The payload argument is the run's scattered payload,
-    already in the worker's memory; it is unpickled and its resources built once per process."""
-    install_run(run_id, payload_bytes)
-    return run_task(run_id, task_bytes)

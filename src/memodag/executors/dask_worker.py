@@ -1,0 +1,48 @@
+"""The Dask worker side of ``dask_executor``: a worker plugin that installs a run on every worker,
+and the task function each attempt runs.
+
+This module imports Dask; ``executors/dask.py`` imports it only when a run starts on Dask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from memodag.executors.worker import release_run, run_task, warm_run
+
+
+class RunPlugin(WorkerPlugin):
+    """Installs one run's payload on every worker of the cluster, including workers that join or
+    are restarted during the run (the scheduler hands them its plugins as they register), and
+    tears the run's resources down when the driver unregisters it at the end of the run.
+
+    The payload travels once per worker with the plugin, so attempts carry no reference to it:
+    the scheduler tracks no dependency per attempt and workers fetch nothing before running one.
+    """
+
+    idempotent = True
+
+    def __init__(self, run_id: str, payload_bytes: bytes) -> None:
+        self.run_id = run_id
+        self.payload_bytes = payload_bytes
+        self.name = plugin_name(run_id)
+
+    def setup(self, worker: Any) -> None:
+        # runs on the worker's event loop: imports only; resources are built by the first
+        # attempt, on the thread that runs attempts (a resource may be bound to its thread)
+        warm_run(self.run_id, self.payload_bytes)
+
+    def teardown(self, worker: Any) -> None:
+        release_run(self.run_id)
+
+
+def plugin_name(run_id: str) -> str:
+    return f"memodag-run-{run_id}"
+
+
+def run_dask_task(run_id: str, task_bytes: bytes) -> bytes:
+    """What a Dask worker runs per attempt: one pickled ``StepTask`` of a run its plugin
+    installed; returns the pickled outcome (never raises, see ``run_task``)."""
+    return run_task(run_id, task_bytes)
