@@ -175,7 +175,7 @@ def test_a_dask_worker_that_joins_mid_run_serves_its_steps(instance, tmp_path):
             n_workers=1,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=logging.CRITICAL,
         )
     try:

@@ -115,7 +115,9 @@ class DaskExecutor(Executor):
                     n_workers=self.n_workers or os.cpu_count() or 1,
                     threads_per_worker=self.threads_per_worker,
                     processes=True,
-                    dashboard_address=None,
+                    # the scheduler serves HTTP even without a dashboard, on 8787 unless told:
+                    # a free port, so runs side by side (or a user's own cluster) do not clash
+                    dashboard_address=":0",
                     silence_logs=logging.ERROR,
                 )
             self._client = distributed.Client(self._cluster, set_as_default=False)
