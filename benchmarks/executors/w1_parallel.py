@@ -99,6 +99,7 @@ def _start_cluster() -> Any:
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
+            preload=["memodag.executors.dask_worker"],
             silence_logs=logging.ERROR,
         )
 

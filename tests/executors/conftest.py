@@ -24,6 +24,7 @@ def dask_address() -> Iterator[str]:
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
+            preload=["memodag.executors.dask_worker"],
             silence_logs=logging.CRITICAL,
         )
     yield cluster.scheduler_address

@@ -102,6 +102,8 @@ class DaskExecutor(Executor):
         import dask
         import distributed
 
+        from memodag.executors.dask_worker import PRELOAD, RunPlugin, run_dask_task
+
         if self.address:
             try:
                 self._client = distributed.Client(self.address, set_as_default=False, timeout=30)
@@ -119,13 +121,13 @@ class DaskExecutor(Executor):
                     # a free port, so runs side by side (or a user's own cluster) do not clash
                     dashboard_address=":0",
                     silence_logs=logging.ERROR,
+                    # workers import memodag while the cluster starts, not at the run's start
+                    preload=[PRELOAD],
                 )
             self._client = distributed.Client(self._cluster, set_as_default=False)
         # Dask queues what its workers cannot take yet (see SCHEDULER_CONFIG): handing it the
         # whole backlog in one message costs far less per step than trickling attempts in
         self._admission = Admission(self._max_concurrent or DEFAULT_BACKLOG, self._limits)
-        from memodag.executors.dask_worker import RunPlugin, run_dask_task
-
         self._run_id = payload.run_id
         self._task_fn = run_dask_task
         # every worker imports memodag and unpickles the job now, all at once, instead of at

@@ -1,6 +1,10 @@
 """The Dask worker side of ``dask_executor``: a worker plugin that installs a run on every worker,
 and the task function each attempt runs.
 
+It is also a Dask preload module: ``dask worker --preload memodag.executors.dask_worker`` (or
+``preload=[...]`` for a ``LocalCluster``) imports memodag as the worker starts, so the first run
+on a new worker does not wait for the import. The executor's own ``LocalCluster`` does this.
+
 This module imports Dask; ``executors/dask.py`` imports it only when a run starts on Dask.
 """
 
@@ -36,6 +40,10 @@ class RunPlugin(WorkerPlugin):
 
     def teardown(self, worker: Any) -> None:
         release_run(self.run_id)
+
+
+PRELOAD = __name__
+"""The name to give Dask's ``preload`` option (see the module docstring)."""
 
 
 def plugin_name(run_id: str) -> str:
