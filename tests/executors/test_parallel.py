@@ -210,3 +210,28 @@ def test_a_dask_worker_that_joins_mid_run_serves_its_steps(instance, tmp_path):
     assert len(piece_pids) == 2 and first_pid in piece_pids  # the new worker ran pieces too
     # the run's resources were torn down at the end in every worker that built them
     assert {pid for pid, _ in lines(tmp_path, "teardown")} == piece_pids
+
+
+def test_large_step_outcomes_come_back_from_dask_workers(dask_cluster_ready, instance):
+    """Outcomes are pushed to the driver as Dask events up to a size; larger ones (here a step
+    that logs 200 kB) are fetched from the worker instead, with nothing lost."""
+    from memodag import dask_executor
+
+    @op
+    def chatty(context) -> int:
+        context.log.info("x" * 200_000)
+        return 7
+
+    @op
+    def small(x: int) -> int:
+        return x + 1
+
+    @job(executor_def=dask_executor.configured({"address": dask_cluster_ready}))
+    def big_outcome():
+        small(chatty())
+
+    result = big_outcome.execute_in_process(instance=instance)
+
+    assert result.output_for_node("small") == 8
+    logs = [e for e in instance.get_events(result.run_id) if e.event_type is EventType.LOG]
+    assert any(e.step_key == "chatty" and len(e.message) >= 200_000 for e in logs)

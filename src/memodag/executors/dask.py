@@ -95,6 +95,8 @@ class DaskExecutor(Executor):
         self._unsent: list[tuple[str, bytes]] = []
         self._futures: dict[str, Any] = {}
         self._completed: Any = None
+        self._topic = ""
+        self._pushed: dict[str, bytes] = {}  # outcomes pushed by workers, by Dask key
         self._done: list[StepOutcome] = []
         self._closed = False
 
@@ -135,11 +137,19 @@ class DaskExecutor(Executor):
         plugin = RunPlugin(self._run_id, dumps_payload(payload))
         self._client.register_plugin(plugin)
         self._plugin_name = plugin.name
-        # results are fetched inside Dask's event loop as attempts finish, so the engine's
-        # thread makes no blocking round trip per batch of outcomes
-        self._completed = distributed.as_completed(
-            [], loop=self._client.loop, with_results=True, raise_errors=False
-        )
+        # outcomes arrive as events on this client's own topic (see run_dask_task); the
+        # scheduler keeps at most `distributed.admin.low-level-log-length` (1,000) events of a
+        # topic and drops a client's topic some time after the client leaves
+        self._topic = self._client.id
+        self._client.subscribe_topic(self._topic, self._on_event)
+        self._completed = distributed.as_completed([], loop=self._client.loop)
+
+    def _on_event(self, event: Any) -> None:
+        """Runs in Dask's event loop for each event on the topic (the scheduler publishes its
+        own news of this client there too)."""
+        message = event[1]
+        if isinstance(message, dict) and "memodag_key" in message:
+            self._pushed[message["memodag_key"]] = message["outcome"]
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -184,6 +194,8 @@ class DaskExecutor(Executor):
             self._task_fn,
             [self._run_id] * len(keys),
             [message for _, message in self._unsent],
+            [self._topic] * len(keys),
+            keys,
             key=keys,
             pure=False,
             retries=0,
@@ -203,7 +215,7 @@ class DaskExecutor(Executor):
             return []
         completed = self._completed
         if timeout is None:
-            batch = [next(completed), *completed.next_batch(block=False)]
+            finished = [next(completed), *completed.next_batch(block=False)]
         else:
             deadline = time.monotonic() + timeout
             while not completed.has_ready():
@@ -211,7 +223,8 @@ class DaskExecutor(Executor):
                 if remaining <= 0:
                     return []
                 time.sleep(min(remaining, 0.005))
-            batch = completed.next_batch(block=False)
+            finished = completed.next_batch(block=False)
+        batch = self._results(finished)
         outcomes: list[StepOutcome] = []
         for future, result in batch:
             entry = self._pending.pop(future.key, None)
@@ -226,6 +239,20 @@ class DaskExecutor(Executor):
         outcomes.extend(self._done)
         self._done = []
         return outcomes
+
+    def _results(self, futures: list[Any]) -> list[tuple[Any, Any]]:
+        """Each finished future with its outcome bytes: the pushed ones, else fetched from the
+        workers in one call; an attempt that pushed its outcome finished, whatever the future
+        says later (its worker may have died just after)."""
+        results = {f.key: self._pushed.pop(f.key, None) for f in futures}
+        missing = [f for f in futures if results[f.key] is None and f.status == "finished"]
+        if missing:
+            try:
+                fetched = self._client.gather(missing, errors="raise")
+            except Exception as exc:  # lost with its worker between finishing and the fetch
+                fetched = [exc] * len(missing)
+            results.update(zip([f.key for f in missing], fetched, strict=True))
+        return [(f, results[f.key]) for f in futures]
 
     def _outcome(self, future: Any, result: Any, task: StepTask, started: float) -> StepOutcome:
         from distributed.scheduler import KilledWorker
@@ -276,6 +303,8 @@ class DaskExecutor(Executor):
         self._unsent.clear()
         self._futures.clear()
         try:
+            client.unsubscribe_topic(self._topic)
+            self._pushed.clear()
             if futures:
                 client.cancel(futures, force=True)
             if self._plugin_name and not (cancel and cluster is not None):

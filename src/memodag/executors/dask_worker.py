@@ -10,8 +10,10 @@ This module imports Dask; ``executors/dask.py`` imports it only when a run start
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from memodag.executors.worker import release_run, run_task, warm_run
@@ -50,7 +52,24 @@ def plugin_name(run_id: str) -> str:
     return f"memodag-run-{run_id}"
 
 
-def run_dask_task(run_id: str, task_bytes: bytes) -> bytes:
+PUSH_LIMIT = 64 * 1024
+"""Outcomes up to this size are pushed to the driver as a Dask event (see ``run_dask_task``)."""
+
+
+def run_dask_task(run_id: str, task_bytes: bytes, topic: str, key: str) -> bytes:
     """What a Dask worker runs per attempt: one pickled ``StepTask`` of a run its plugin
-    installed; returns the pickled outcome (never raises, see ``run_task``)."""
-    return run_task(run_id, task_bytes)
+    installed. Returns the pickled outcome (never raises, see ``run_task``).
+
+    The outcome is also published as an event on ``topic`` (the driver's client). The worker
+    sends it in the same stream, ahead of the message that the task finished, and the scheduler
+    forwards both to the driver in that order: the driver has the outcome when it learns the
+    attempt finished, without fetching each result from its worker (a round trip per attempt
+    through the scheduler that takes CPU from the steps on a small machine). The return value
+    is what the driver fetches if an event did not come (a large outcome is not pushed: the
+    scheduler keeps a topic's last events for a while).
+    """
+    outcome = run_task(run_id, task_bytes)
+    if topic and len(outcome) <= PUSH_LIMIT:
+        with contextlib.suppress(Exception):  # the fetch stays the way back
+            get_worker().log_event(topic, {"memodag_key": key, "outcome": outcome})
+    return outcome
