@@ -57,6 +57,8 @@ to the ``LocalCluster`` it starts; set them on a scheduler you start yourself.""
 
 
 DEFAULT_BACKLOG = 10_000
+RELEASE_BATCH = 256
+RELEASE_EVERY_S = 1.0
 
 
 class DaskExecutor(Executor):
@@ -94,6 +96,8 @@ class DaskExecutor(Executor):
         self._pending: dict[str, tuple[StepTask, float]] = {}
         self._unsent: list[tuple[str, bytes]] = []
         self._futures: dict[str, Any] = {}
+        self._finished: list[Any] = []  # futures of ended attempts, released in bulk
+        self._released_at = 0.0
         self._completed: Any = None
         self._topic = ""
         self._pushed: dict[str, bytes] = {}  # outcomes pushed by workers, by Dask key
@@ -228,7 +232,7 @@ class DaskExecutor(Executor):
         outcomes: list[StepOutcome] = []
         for future, result in batch:
             entry = self._pending.pop(future.key, None)
-            self._futures.pop(future.key, None)
+            self._finished.append(self._futures.pop(future.key, future))
             if entry is None:
                 continue
             task, started = entry
@@ -236,9 +240,19 @@ class DaskExecutor(Executor):
             for admitted in self._admission.release(task):
                 self._launch(admitted)
         self._send()
+        self._release_finished()
         outcomes.extend(self._done)
         self._done = []
         return outcomes
+
+    def _release_finished(self) -> None:
+        """Drop the futures of ended attempts every so often rather than one by one: each
+        release is a message to the scheduler and on to the worker holding the result, which on
+        a small machine takes CPU from the steps still running."""
+        now = time.monotonic()
+        if len(self._finished) >= RELEASE_BATCH or now - self._released_at >= RELEASE_EVERY_S:
+            self._finished.clear()
+            self._released_at = now
 
     def _results(self, futures: list[Any]) -> list[tuple[Any, Any]]:
         """Each finished future with its outcome bytes: the pushed ones, else fetched from the
@@ -299,6 +313,7 @@ class DaskExecutor(Executor):
         self._admission.drain()
         client, cluster = self._client, self._cluster
         futures = list(self._futures.values())
+        self._finished.clear()
         self._pending.clear()
         self._unsent.clear()
         self._futures.clear()
