@@ -158,6 +158,28 @@ def test_executor_config_is_validated(instance):
             run_config={"execution": {"multiprocess": {"config": {"workers": 2}}}},
             instance=instance,
         )
+    with pytest.raises(
+        ConfigError, match=r"start_method: expected one of \['forkserver', 'spawn'\], got 'fork'"
+    ):
+        bad_mp.execute_in_process(
+            run_config={"execution": {"multiprocess": {"config": {"start_method": "fork"}}}},
+            instance=instance,
+        )
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_multiprocess_workers_start_either_way(start_method, instance, tmp_path):
+    from memodag import multiprocess_executor
+
+    executor_def = multiprocess_executor.configured({"start_method": start_method})
+    run_config = {**marks_config(tmp_path), "ops": {"split": {"config": {"n": 4}}}}
+    result = dynamic_fan_out.execute_in_process(
+        run_config={**run_config, "execution": _execution(executor_def)}, instance=instance
+    )
+
+    assert result.output_for_node("total") == sum(i * i for i in range(4))
+    pids = {pid for i in range(4) for pid, _ in lines(tmp_path, f"square[k{i}]")}
+    assert pids and os.getpid() not in pids
 
 
 def test_a_dask_worker_that_joins_mid_run_serves_its_steps(instance, tmp_path):
