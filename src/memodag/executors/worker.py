@@ -179,6 +179,7 @@ class _WorkerRun:
     lock: threading.Lock = field(default_factory=threading.Lock)
     runtime: StepRuntime | None = None
     ops: dict[str, Any] = field(default_factory=dict)  # node path -> OpDefinition, from the payload
+    payload: RunPayload | None = None  # unpickled ahead of the first attempt (``warm_run``)
     stack: contextlib.ExitStack | None = None
     error: tuple[str, str, str] | None = None  # why the run could not be prepared here
 
@@ -207,8 +208,10 @@ def warm_run(run_id: str, payload_bytes: bytes) -> None:
     on the worker's event-loop thread, and a resource may be bound to the thread that made it
     (a SQLite connection), so resources are built by the first attempt, on a task thread."""
     install_run(run_id, payload_bytes)
-    with contextlib.suppress(Exception):
-        pickle.loads(payload_bytes)
+    run = _RUNS[run_id]
+    with contextlib.suppress(Exception), run.lock:
+        if run.payload is None and run.runtime is None:
+            run.payload = pickle.loads(payload_bytes)
 
 
 def release_run(run_id: str) -> None:
@@ -232,7 +235,8 @@ def _runtime(run: _WorkerRun) -> StepRuntime:
         if run.error is not None:
             raise _PrepareError(*run.error)
         try:
-            payload: RunPayload = pickle.loads(run.payload_bytes)
+            payload: RunPayload = run.payload or pickle.loads(run.payload_bytes)
+            run.payload = None
             stack = contextlib.ExitStack()
             instance = WorkerInstance(payload.instance_url, payload.storage_dir)
             resources = stack.enter_context(
