@@ -105,14 +105,15 @@ def _start_cluster() -> Any:
 
 
 def _tree_cpu() -> float:
-    """CPU seconds of this process, its live descendants and its reaped children."""
+    """CPU seconds of this process and its descendants, live or reaped (a fork server's workers
+    are its children, not ours: their time is in its reaped-children counters)."""
     import psutil
 
     me = psutil.Process()
     total = sum(me.cpu_times()[:4])  # user, system, reaped children user, system
     for child in me.children(recursive=True):
         try:
-            total += sum(child.cpu_times()[:2])
+            total += sum(child.cpu_times()[:4])
         except psutil.Error:
             pass
     return total
