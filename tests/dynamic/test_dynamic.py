@@ -337,3 +337,34 @@ def test_a_reexecuted_fan_out_replaces_its_older_pieces(instance):
         step_selection=["as_list"],
     )
     assert grandchild.output_for_node("as_list") == ["A", "B"]
+
+
+def test_a_reexecuted_fan_out_with_no_pieces_leaves_none_of_the_older_ones(instance):
+    @op(out=DynamicOut(), config_schema={"keys": [str]})
+    def fan(context):
+        for key in context.op_config["keys"]:
+            yield DynamicOutput(key.upper(), mapping_key=key)
+
+    @op
+    def as_list(xs):
+        return xs
+
+    @job
+    def lineage():
+        as_list(fan().collect())
+
+    def config(keys):
+        return {"ops": {"fan": {"config": {"keys": keys}}}}
+
+    root = lineage.execute_in_process(run_config=config(["a", "b"]), instance=instance)
+    child = lineage.execute_in_process(
+        run_config=config([]), instance=instance, parent_run_id=root.run_id, step_selection=["fan*"]
+    )
+    assert child.output_for_node("as_list") == []
+    grandchild = lineage.execute_in_process(
+        run_config=config([]),
+        instance=instance,
+        parent_run_id=child.run_id,
+        step_selection=["as_list"],
+    )
+    assert grandchild.output_for_node("as_list") == []

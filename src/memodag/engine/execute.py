@@ -217,10 +217,10 @@ def _selection(
 ) -> tuple[set[str] | None, dict[AddressKey, Address]]:
     if not step_selection:
         return None, {}
-    parent_addresses = _lineage_addresses(instance, parent) if parent else {}
+    parent_addresses, completed = _lineage_addresses(instance, parent) if parent else ({}, set())
     # clones of the parent's fan-outs become selectable ("double[k7]"); fan-outs that re-run
     # are expanded afresh by the engine from their new pieces
-    created_by = expand_from_addresses(plan, parent_addresses)
+    created_by = expand_from_addresses(plan, parent_addresses, completed)
     selected = select_steps(plan, step_selection)
     drop_expansions_of(plan, created_by, selected)
     external: dict[AddressKey, Address] = {}
@@ -265,26 +265,34 @@ def _check_external_addresses(job: Any, external: Mapping[AddressKey, Address]) 
         )
 
 
-def _lineage_addresses(instance: Instance, parent: RunRecord) -> dict[AddressKey, Address]:
+def _lineage_addresses(
+    instance: Instance, parent: RunRecord
+) -> tuple[dict[AddressKey, Address], set[str]]:
     """Outputs stored by the parent run or, for what it did not re-run, by its own ancestors
-    (nearest run wins), so a re-execution of a re-execution still finds every input."""
+    (nearest run wins), so a re-execution of a re-execution still finds every input; and the
+    steps that completed in that lineage (a fan-out that yielded no piece left no address)."""
     chain: list[RunRecord] = []
     run: RunRecord | None = parent
     while run is not None and run.run_id not in {r.run_id for r in chain}:
         chain.append(run)
         run = instance.get_run(run.parent_run_id) if run.parent_run_id else None
     addresses: dict[AddressKey, Address] = {}
+    completed: set[str] = set()
     for ancestor in reversed(chain):
         newer = instance.get_output_addresses(ancestor.run_id)
         # a fan-out this run produced again replaces the older pieces whole: an older piece the
-        # new run did not yield is gone, not inherited
+        # new run did not yield is gone, not inherited, even when it yielded none at all
+        done = [EventType.STEP_SUCCESS, EventType.STEP_MEMOIZED]
+        rerun = {e.step_key for e in instance.get_events(ancestor.run_id, done) if e.step_key}
+        completed |= rerun
         refanned = {(k[0], k[1]) for k in newer if k[2] is not None}
-        if refanned:
-            addresses = {
-                k: a for k, a in addresses.items() if k[2] is None or (k[0], k[1]) not in refanned
-            }
+        addresses = {
+            k: a
+            for k, a in addresses.items()
+            if k[2] is None or (k[0] not in rerun and (k[0], k[1]) not in refanned)
+        }
         addresses.update(newer)
-    return addresses
+    return addresses, completed
 
 
 def _executor(job: Any, resolved: ResolvedRunConfig) -> Executor:

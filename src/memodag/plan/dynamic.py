@@ -8,7 +8,7 @@ it only adds steps to the plan. See docs/dynamic.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from memodag.errors import DefinitionError
 from memodag.plan.plan import (
@@ -169,10 +169,13 @@ def pieces_from_addresses(step: ExecutionStep, addresses: Sequence[object]) -> d
 
 
 def expand_from_addresses(
-    plan: ExecutionPlan, addresses: Mapping[tuple[str, str, str | None], object]
+    plan: ExecutionPlan,
+    addresses: Mapping[tuple[str, str, str | None], object],
+    completed: Collection[str] = (),
 ) -> dict[str, str]:
-    """Expand every fan-out whose pieces ``addresses`` (a parent run's outputs) hold, repeatedly,
-    so clones like ``double[k7]`` exist in the plan. Returns created step key -> source step key."""
+    """Expand every fan-out whose pieces ``addresses`` (a parent run's outputs) hold, or that is
+    among the ``completed`` steps (it may have yielded no piece), repeatedly, so clones like
+    ``double[k7]`` and collectors exist in the plan. Returns created step key -> source step key."""
     pieces_by_step: dict[str, dict[str, list[str]]] = {}
     for step_key, output, mapping_key in addresses:
         if mapping_key is not None:
@@ -181,9 +184,12 @@ def expand_from_addresses(
     queue = [s for s in plan.steps.values() if s.op_def.has_dynamic_output]
     while queue:
         step = queue.pop()
-        pieces = pieces_by_step.get(step.key)
-        if not pieces:
+        if step.key not in pieces_by_step and step.key not in completed:
             continue
+        found = pieces_by_step.get(step.key, {})
+        pieces = {
+            name: found.get(name, []) for name, out in step.op_def.outs.items() if out.is_dynamic
+        }
         for new in expand_mapped(plan, step, pieces):
             created_by[new.key] = step.key
             if new.op_def.has_dynamic_output:
