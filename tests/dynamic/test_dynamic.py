@@ -233,6 +233,41 @@ def test_reexecute_one_piece_from_parent(instance):
     assert loaded[0].data["address"]["run_id"] == parent.run_id
 
 
+@pytest.mark.parametrize(
+    ("selection", "ran"),
+    [
+        (["recorded_double*"], ["double0", "double1", "double2"]),  # every clone and downstream
+        (["recorded_double[k1]*"], ["double1"]),  # one clone and downstream
+        (["recorded_double[*]"], ["double0", "double1", "double2"]),  # a glob: the clones only
+    ],
+)
+def test_reexecute_a_mapped_node_by_its_name(selection, ran, instance):
+    calls: list[str] = []
+
+    @op
+    def recorded_double(x):
+        calls.append(f"double{x}")
+        return x * 2
+
+    @job
+    def fan():
+        total(pieces().map(recorded_double).collect())
+
+    parent = fan.execute_in_process(run_config=n_pieces(3), instance=instance)
+    calls.clear()
+    child = fan.execute_in_process(
+        run_config=n_pieces(3),
+        instance=instance,
+        parent_run_id=parent.run_id,
+        step_selection=selection,
+    )
+    assert sorted(calls) == ran
+    assert child.step_status["pieces"] == "external"
+    downstream = selection[0].endswith("*") and not selection[0].endswith("[*]")
+    assert (child.step_status.get("total") == "success") is downstream
+    assert child.output_for_node("total") == sum(2 * i for i in range(3))
+
+
 def test_annotations_and_outputs_by_name(instance):
     from collections.abc import Iterator
 

@@ -214,6 +214,10 @@ def select_steps(plan: ExecutionPlan, selection: Sequence[str]) -> set[str]:
         down = _depth(item, prefix=False)
         matches = [k for k in plan.steps if k == core]
         if not matches:
+            # a mapped node by its name: every clone of it ("double*" = all of double's clones
+            # and what is downstream of them)
+            matches = [k for k in plan.steps if _clone_of(k, core)]
+        if not matches:
             # not a step key with up/downstream marks: the whole item as a glob ("g.*", "double[*]")
             raw = item.strip()
             matches = [
@@ -237,6 +241,16 @@ def select_steps(plan: ExecutionPlan, selection: Sequence[str]) -> set[str]:
             f"step selection {unknown} matches no step of job '{plan.job_name}'; steps are {sorted(plan.steps)[:30]}"
         )
     return selected
+
+
+def _clone_of(step_key: str, node_path: str) -> bool:
+    """Whether ``step_key`` is a clone of the mapped node ``node_path`` (``double[k7]``,
+    ``inner[k1,k2]``); mapping keys never contain brackets."""
+    return (
+        step_key.startswith(node_path + "[")
+        and step_key.endswith("]")
+        and "[" not in step_key[len(node_path) + 1 :]
+    )
 
 
 def _depth(item: str, prefix: bool) -> int:
