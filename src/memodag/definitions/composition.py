@@ -297,6 +297,10 @@ class CompositionBuilder:
                 raise DefinitionError(
                     f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first"
                 )
+        if mapped and isinstance(node_def, GraphDefinition):
+            raise DefinitionError(
+                f"{self._where(name)}: mapping a whole graph over a dynamic output is not supported; map its ops"
+            )
         self.nodes[name] = NodeInvocation(name, node_def, sources, dict(tags), mapped)
         return self._handles(name, node_def, mapped)
 
