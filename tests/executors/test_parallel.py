@@ -257,3 +257,22 @@ def test_large_step_outcomes_come_back_from_dask_workers(dask_cluster_ready, ins
     assert result.output_for_node("small") == 8
     logs = [e for e in instance.get_events(result.run_id) if e.event_type is EventType.LOG]
     assert any(e.step_key == "chatty" and len(e.message) >= 200_000 for e in logs)
+
+
+def test_multiprocess_workers_see_the_drivers_environment_of_each_run(instance, monkeypatch):
+    """Workers fork from a fork server started by the first run; they still see the environment
+    the driver has at each run (a notebook that sets a variable between runs)."""
+    from memodag import multiprocess_executor
+
+    @op
+    def read_env() -> str:
+        return os.environ.get("MEMODAG_TEST_SETTING", "unset")
+
+    @job(executor_def=multiprocess_executor.configured({"max_concurrent": 1}))
+    def env_job():
+        read_env()
+
+    monkeypatch.setenv("MEMODAG_TEST_SETTING", "first")
+    assert env_job.execute_in_process(instance=instance).output_for_node("read_env") == "first"
+    monkeypatch.setenv("MEMODAG_TEST_SETTING", "second")
+    assert env_job.execute_in_process(instance=instance).output_for_node("read_env") == "second"

@@ -11,6 +11,7 @@ import Dask: the factory does, so ``import memodag`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -51,14 +52,16 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     # default; each wake-up takes the GIL from the step running in the worker's thread
     "distributed.admin.tick.interval": "500ms",
     "distributed.admin.system-monitor.interval": "2s",
+    # every nanny (in the driver's process, for a LocalCluster) and every worker reads its
+    # process's memory every 100 ms by default, ~2 ms of CPU each time here: 4% of a core in the
+    # driver alone. Once a second still pauses or restarts a worker running out of memory.
+    "distributed.worker.memory.monitor-interval": "1s",
 }
 """Scheduler settings under which each step attempt runs at most once. The executor applies them
 to the ``LocalCluster`` it starts; set them on a scheduler you start yourself."""
 
 
 DEFAULT_BACKLOG = 10_000
-RELEASE_BATCH = 256
-RELEASE_EVERY_S = 1.0
 
 
 class DaskExecutor(Executor):
@@ -66,10 +69,12 @@ class DaskExecutor(Executor):
 
     Invariants: at most ``max_concurrent`` attempts are in Dask at once (default: every ready
     attempt, up to ``DEFAULT_BACKLOG``); each submitted attempt ends in exactly one outcome from
-    ``wait``. Under ``SCHEDULER_CONFIG`` Dask never re-runs an attempt by itself, so a worker's
-    death fails (or, per the op's ``RetryPolicy``, retries) the attempts it was running and the
-    few Dask had queued on it; the scheduler keeps the rest of the backlog. On a scheduler without those settings Dask may re-run
-    an attempt whose worker died (``allowed-failures``, default 3) before memodag hears of it.
+    ``wait``. Under ``SCHEDULER_CONFIG`` Dask does not re-run an attempt whose worker died, so a
+    worker's death fails (or, per the op's ``RetryPolicy``, retries) the attempts it was running
+    and the few Dask had queued on it; the scheduler keeps the rest of the backlog. On a
+    scheduler without those settings Dask may re-run such an attempt (``allowed-failures``,
+    default 3) before memodag hears of it. A finished attempt's future is released as soon as
+    its outcome is read: Dask recomputes a result still wanted when its worker dies.
     """
 
     in_process = False
@@ -96,8 +101,6 @@ class DaskExecutor(Executor):
         self._pending: dict[str, tuple[StepTask, float]] = {}
         self._unsent: list[tuple[str, bytes]] = []
         self._futures: dict[str, Any] = {}
-        self._finished: list[Any] = []  # futures of ended attempts, released in bulk
-        self._released_at = 0.0
         self._completed: Any = None
         self._topic = ""
         self._pushed: dict[str, bytes] = {}  # outcomes pushed by workers, by Dask key
@@ -124,8 +127,10 @@ class DaskExecutor(Executor):
                     threads_per_worker=self.threads_per_worker,
                     processes=True,
                     # the scheduler serves HTTP even without a dashboard, on 8787 unless told:
-                    # a free port, so runs side by side (or a user's own cluster) do not clash
+                    # a free port, so runs side by side (or a user's own cluster) do not clash;
+                    # no dashboard (":0" alone would start Bokeh's where it is installed)
                     dashboard_address=":0",
+                    scheduler_kwargs={"dashboard": False},
                     silence_logs=logging.ERROR,
                     # workers import memodag while the cluster starts, not at the run's start
                     preload=[PRELOAD],
@@ -139,8 +144,14 @@ class DaskExecutor(Executor):
         # every worker imports memodag and unpickles the job now, all at once, instead of at
         # their first attempts; a worker that joins later gets the plugin as it registers
         plugin = RunPlugin(self._run_id, dumps_payload(payload))
-        self._client.register_plugin(plugin)
-        self._plugin_name = plugin.name
+        self._plugin_name = plugin.name  # unregistered at shutdown even if registering fails
+        try:
+            self._client.register_plugin(plugin)
+        except Exception as exc:
+            raise ExecutionError(
+                f"dask_executor: could not install run {self._run_id[:8]} on the Dask workers: "
+                f"{type(exc).__name__}: {exc} (is memodag installed where the workers run?)"
+            ) from exc
         # outcomes arrive as events on this client's own topic (see run_dask_task); the
         # scheduler keeps at most `distributed.admin.low-level-log-length` (1,000) events of a
         # topic and drops a client's topic some time after the client leaves
@@ -152,7 +163,7 @@ class DaskExecutor(Executor):
         """Runs in Dask's event loop for each event on the topic (the scheduler publishes its
         own news of this client there too)."""
         message = event[1]
-        if isinstance(message, dict) and "memodag_key" in message:
+        if isinstance(message, dict) and message.get("memodag_key") in self._pending:
             self._pushed[message["memodag_key"]] = message["outcome"]
 
     # -- submitting -------------------------------------------------------------------------
@@ -232,7 +243,9 @@ class DaskExecutor(Executor):
         outcomes: list[StepOutcome] = []
         for future, result in batch:
             entry = self._pending.pop(future.key, None)
-            self._finished.append(self._futures.pop(future.key, future))
+            # released now: a result the client still holds is one Dask recomputes, running
+            # the step again, if the worker holding it dies
+            self._futures.pop(future.key, None)
             if entry is None:
                 continue
             task, started = entry
@@ -240,19 +253,9 @@ class DaskExecutor(Executor):
             for admitted in self._admission.release(task):
                 self._launch(admitted)
         self._send()
-        self._release_finished()
         outcomes.extend(self._done)
         self._done = []
         return outcomes
-
-    def _release_finished(self) -> None:
-        """Drop the futures of ended attempts every so often rather than one by one: each
-        release is a message to the scheduler and on to the worker holding the result, which on
-        a small machine takes CPU from the steps still running."""
-        now = time.monotonic()
-        if len(self._finished) >= RELEASE_BATCH or now - self._released_at >= RELEASE_EVERY_S:
-            self._finished.clear()
-            self._released_at = now
 
     def _results(self, futures: list[Any]) -> list[tuple[Any, Any]]:
         """Each finished future with its outcome bytes: the pushed ones, else fetched from the
@@ -313,22 +316,25 @@ class DaskExecutor(Executor):
         self._admission.drain()
         client, cluster = self._client, self._cluster
         futures = list(self._futures.values())
-        self._finished.clear()
         self._pending.clear()
         self._unsent.clear()
         self._futures.clear()
+        self._pushed.clear()
+        steps: list[Any] = []
+        if self._topic:
+            steps.append(lambda: client.unsubscribe_topic(self._topic))
+        if futures:
+            steps.append(lambda: client.cancel(futures, force=True))
+        if self._plugin_name and not (cancel and cluster is not None):
+            # tear the run's resources down on every worker (a cluster we close ends anyway);
+            # a plugin left behind would be installed on every worker that joins later
+            steps.append(lambda: client.unregister_worker_plugin(self._plugin_name))
+        for step in steps:
+            with contextlib.suppress(Exception):  # best effort, each on its own
+                step()
         try:
-            client.unsubscribe_topic(self._topic)
-            self._pushed.clear()
-            if futures:
-                client.cancel(futures, force=True)
-            if self._plugin_name and not (cancel and cluster is not None):
-                # tear the run's resources down on every worker (a cluster we close ends anyway)
-                client.unregister_worker_plugin(self._plugin_name)
-        except Exception:  # best effort: the run is over either way
-            pass
-        finally:
             client.close(timeout=10)
+        finally:
             if cluster is not None:
                 cluster.close(timeout=10)
 

@@ -28,8 +28,6 @@ class RunPlugin(WorkerPlugin):
     the scheduler tracks no dependency per attempt and workers fetch nothing before running one.
     """
 
-    idempotent = True
-
     def __init__(self, run_id: str, payload_bytes: bytes) -> None:
         self.run_id = run_id
         self.payload_bytes = payload_bytes
@@ -52,7 +50,7 @@ def plugin_name(run_id: str) -> str:
     return f"memodag-run-{run_id}"
 
 
-PUSH_LIMIT = 64 * 1024
+PUSH_LIMIT = 16 * 1024
 """Outcomes up to this size are pushed to the driver as a Dask event (see ``run_dask_task``)."""
 
 

@@ -147,7 +147,9 @@ class MultiprocessExecutor(Executor):
         parent_end, child_end = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=serve_pipe,
-            args=(child_end, self._run_id, self._payload_bytes),
+            # a forked worker would otherwise see the fork server's environment, frozen when it
+            # started (the first run in this process), not the driver's now
+            args=(child_end, self._run_id, self._payload_bytes, dict(os.environ)),
             name=f"memodag-worker-{next(self._names)}",
             daemon=True,
         )

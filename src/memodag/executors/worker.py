@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -379,11 +379,17 @@ class WorkerInstance:
 # -- the multiprocess executor's worker loop ------------------------------------------------
 
 
-def serve_pipe(conn: Any, run_id: str, payload_bytes: bytes) -> None:
+def serve_pipe(
+    conn: Any, run_id: str, payload_bytes: bytes, environ: Mapping[str, str] | None = None
+) -> None:
     """Main loop of a multiprocess worker: one pickled task in, one pickled outcome out.
 
-    An empty message or a closed pipe ends the loop; the run's resources are torn down then.
+    ``environ`` is the driver's environment when it started this worker. An empty message or a
+    closed pipe ends the loop; the run's resources are torn down then.
     """
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     # Ctrl-C reaches the whole process group: the driver cancels; workers must not die noisily
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     prepare_run(run_id, payload_bytes)  # while the driver is still busy with earlier steps
