@@ -206,42 +206,9 @@ def test_memoized_per_piece_and_new_piece_runs_alone(instance):
     assert result.output_for_node("gather") == 12
 
 
-def test_reexecute_one_piece_from_parent(instance):
-    calls: list[str] = []
-
-    @op
-    def recorded_double(x):
-        calls.append(f"double{x}")
-        return x * 2
-
-    @job
-    def fan():
-        total(pieces().map(recorded_double).collect())
-
-    parent = fan.execute_in_process(run_config=n_pieces(3), instance=instance)
-    calls.clear()
-    child = fan.execute_in_process(
-        run_config=n_pieces(3),
-        instance=instance,
-        parent_run_id=parent.run_id,
-        step_selection=["recorded_double[k1]"],
-    )
-    assert calls == ["double1"]
-    assert child.step_status["recorded_double[k1]"] == "success"
-    assert child.step_status["pieces"] == "external"
-    loaded = [e for e in child.all_events if e.event_type is EventType.LOADED_INPUT]
-    assert loaded[0].data["address"]["run_id"] == parent.run_id
-
-
-@pytest.mark.parametrize(
-    ("selection", "ran"),
-    [
-        (["recorded_double*"], ["double0", "double1", "double2"]),  # every clone and downstream
-        (["recorded_double[k1]*"], ["double1"]),  # one clone and downstream
-        (["recorded_double[*]"], ["double0", "double1", "double2"]),  # a glob: the clones only
-    ],
-)
-def test_reexecute_a_mapped_node_by_its_name(selection, ran, instance):
+def _reexecute_recorded_fan(instance, selection):
+    """Run a 3-piece fan-out (pieces -> recorded_double -> total), then re-execute ``selection``
+    from it; return the parent, the child and the pieces the child doubled."""
     calls: list[str] = []
 
     @op
@@ -261,7 +228,31 @@ def test_reexecute_a_mapped_node_by_its_name(selection, ran, instance):
         parent_run_id=parent.run_id,
         step_selection=selection,
     )
-    assert sorted(calls) == ran
+    return parent, child, sorted(calls)
+
+
+def test_reexecute_one_piece_from_parent(instance):
+    parent, child, calls = _reexecute_recorded_fan(instance, ["recorded_double[k1]"])
+
+    assert calls == ["double1"]
+    assert child.step_status["recorded_double[k1]"] == "success"
+    assert child.step_status["pieces"] == "external"
+    loaded = [e for e in child.all_events if e.event_type is EventType.LOADED_INPUT]
+    assert loaded[0].data["address"]["run_id"] == parent.run_id
+
+
+@pytest.mark.parametrize(
+    ("selection", "ran"),
+    [
+        (["recorded_double*"], ["double0", "double1", "double2"]),  # every clone and downstream
+        (["recorded_double[k1]*"], ["double1"]),  # one clone and downstream
+        (["recorded_double[*]"], ["double0", "double1", "double2"]),  # a glob: the clones only
+    ],
+)
+def test_reexecute_a_mapped_node_by_its_name(selection, ran, instance):
+    _, child, calls = _reexecute_recorded_fan(instance, selection)
+
+    assert calls == ran
     assert child.step_status["pieces"] == "external"
     downstream = selection[0].endswith("*") and not selection[0].endswith("[*]")
     assert (child.step_status.get("total") == "success") is downstream
