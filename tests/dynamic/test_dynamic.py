@@ -331,7 +331,9 @@ def test_per_piece_values_cannot_escape_their_map(shape):
                 double(leaked)
 
 
-def test_a_reexecuted_fan_out_replaces_its_older_pieces(instance):
+def _lineage_job():
+    """A fan-out whose pieces are its config's keys, gathered into a list; and its run config."""
+
     @op(out=DynamicOut(), config_schema={"keys": [str]})
     def fan(context):
         for key in context.op_config["keys"]:
@@ -347,6 +349,12 @@ def test_a_reexecuted_fan_out_replaces_its_older_pieces(instance):
 
     def config(keys):
         return {"ops": {"fan": {"config": {"keys": keys}}}}
+
+    return lineage, config
+
+
+def test_a_reexecuted_fan_out_replaces_its_older_pieces(instance):
+    lineage, config = _lineage_job()
 
     root = lineage.execute_in_process(run_config=config(["a", "b", "c"]), instance=instance)
     child = lineage.execute_in_process(
@@ -366,21 +374,7 @@ def test_a_reexecuted_fan_out_replaces_its_older_pieces(instance):
 
 
 def test_a_reexecuted_fan_out_with_no_pieces_leaves_none_of_the_older_ones(instance):
-    @op(out=DynamicOut(), config_schema={"keys": [str]})
-    def fan(context):
-        for key in context.op_config["keys"]:
-            yield DynamicOutput(key.upper(), mapping_key=key)
-
-    @op
-    def as_list(xs):
-        return xs
-
-    @job
-    def lineage():
-        as_list(fan().collect())
-
-    def config(keys):
-        return {"ops": {"fan": {"config": {"keys": keys}}}}
+    lineage, config = _lineage_job()
 
     root = lineage.execute_in_process(run_config=config(["a", "b"]), instance=instance)
     child = lineage.execute_in_process(
