@@ -5,7 +5,9 @@ on the multiprocess executor and on Dask; and Dask's overhead on 1,000 trivial p
 Timed: ``execute_in_process`` only. A Dask LocalCluster (2 worker processes, as many as cores
 here) is started before the timed region and closed after it (``cluster_s`` reports its cost);
 ``w1_cpu_dask_own_cluster`` times the no-config executor, which starts and closes its own cluster.
-Every sample checks the result, and the trivial workload checks that no piece ran twice.
+``w1_cpu_paired`` runs all three executors and the same pieces on Dask by hand within each
+sample, so its ratios hold on a machine whose speed drifts. Every sample checks the result, and
+the trivial workload checks that no piece ran twice.
 """
 
 from __future__ import annotations
@@ -248,7 +250,7 @@ WORKLOADS = [
     Workload(
         "w1_cpu_dask",
         functools.partial(run_w1, executor="dask"),
-        description="W1 on dask_executor, LocalCluster of one worker process per core (started untimed)",
+        description="W1 on dask_executor, LocalCluster of one worker process per core preloading memodag (started untimed)",
         baseline="w1_cpu_in_process",
         steps=PIECES + 2,
         targets=(Target(">= 1.7x faster than in process", "run_s", max_ratio=FASTER_1_7X),),

@@ -280,17 +280,12 @@ def _lineage_addresses(
     completed: set[str] = set()
     for ancestor in reversed(chain):
         newer = instance.get_output_addresses(ancestor.run_id)
-        # a fan-out this run produced again replaces the older pieces whole: an older piece the
+        # a fan-out this run completed again replaces the older pieces whole: an older piece the
         # new run did not yield is gone, not inherited, even when it yielded none at all
         done = [EventType.STEP_SUCCESS, EventType.STEP_MEMOIZED]
         rerun = {e.step_key for e in instance.get_events(ancestor.run_id, done) if e.step_key}
         completed |= rerun
-        refanned = {(k[0], k[1]) for k in newer if k[2] is not None}
-        addresses = {
-            k: a
-            for k, a in addresses.items()
-            if k[2] is None or (k[0] not in rerun and (k[0], k[1]) not in refanned)
-        }
+        addresses = {k: a for k, a in addresses.items() if k[2] is None or k[0] not in rerun}
         addresses.update(newer)
     return addresses, completed
 

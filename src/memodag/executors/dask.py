@@ -4,9 +4,9 @@
 memodag's engine still decides what runs; Dask only places attempts on workers. The run's payload
 reaches every worker once, in a worker plugin (``executors/dask_worker.py``); per attempt only the
 pickled ``StepTask`` travels, and each worker builds the run's resources once
-(``executors/worker.py``). Attempts submitted together go
-to Dask in one message; finished ones are gathered in batches. Importing this module does not
-import Dask: the factory does, so ``import memodag`` stays fast.
+(``executors/worker.py``). Attempts submitted together go to Dask in one message; each
+attempt's outcome comes back as a Dask event ahead of its completion (``run_dask_task``).
+Importing this module does not import Dask: the factory does, so ``import memodag`` stays fast.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class RunPlugin(WorkerPlugin):
     def __init__(self, run_id: str, payload_bytes: bytes) -> None:
         self.run_id = run_id
         self.payload_bytes = payload_bytes
-        self.name = plugin_name(run_id)
+        self.name = f"memodag-run-{run_id}"
 
     def setup(self, worker: Any) -> None:
         # runs on the worker's event loop: imports only; resources are built by the first
@@ -44,10 +44,6 @@ class RunPlugin(WorkerPlugin):
 
 PRELOAD = __name__
 """The name to give Dask's ``preload`` option (see the module docstring)."""
-
-
-def plugin_name(run_id: str) -> str:
-    return f"memodag-run-{run_id}"
 
 
 PUSH_LIMIT = 16 * 1024
