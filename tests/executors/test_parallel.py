@@ -235,8 +235,8 @@ def test_a_dask_worker_that_joins_mid_run_serves_its_steps(instance, tmp_path):
 
 
 def test_large_step_outcomes_come_back_from_dask_workers(dask_cluster_ready, instance):
-    """Outcomes are pushed to the driver as Dask events up to a size; larger ones (here a step
-    that logs 200 kB) are fetched from the worker instead, with nothing lost."""
+    """Outcomes reach the driver as Dask events of at most 16 kB each: a step that logs 200 kB
+    sends its outcome in parts, and nothing is lost."""
     from memodag import dask_executor
 
     @op
@@ -257,6 +257,103 @@ def test_large_step_outcomes_come_back_from_dask_workers(dask_cluster_ready, ins
     assert result.output_for_node("small") == 8
     logs = [e for e in instance.get_events(result.run_id) if e.event_type is EventType.LOG]
     assert any(e.step_key == "chatty" and len(e.message) >= 200_000 for e in logs)
+
+
+def test_a_dask_run_leaves_no_task_or_plugin_on_the_cluster(dask_cluster_ready, instance, tmp_path):
+    """A shared cluster keeps nothing of a finished run: attempts are fire-and-forget tasks that
+    Dask forgets as they finish (none is kept to be recomputed), and the run's plugin is gone."""
+    import distributed
+
+    from memodag import dask_executor
+
+    result = fan_out_job(
+        N, dask_executor.configured({"address": dask_cluster_ready})
+    ).execute_in_process(run_config=marks_config(tmp_path), instance=instance)
+    assert result.success
+
+    with distributed.Client(dask_cluster_ready, set_as_default=False) as client:
+        left = client.run_on_scheduler(
+            lambda dask_scheduler: (
+                [(str(k), ts.state, [c.client_key for c in ts.who_wants or ()], str(ts.processing_on)) for k, ts in dask_scheduler.tasks.items() if str(k).startswith("memodag-")],
+                [name for name in dask_scheduler.worker_plugins if name.startswith("memodag-")],
+            )
+        )
+    assert left == ([], [])
+
+
+def test_a_dask_task_cancelled_on_the_cluster_fails_its_step_instead_of_hanging(instance, tmp_path):
+    """Someone cancels one of the run's tasks on a shared cluster before it starts: Dask forgets
+    it without a word to the driver. The driver's check of its attempts notices, and the step
+    fails with a clear error; the other step finishes."""
+    import logging
+    import threading
+    import time
+
+    import dask
+    import distributed
+
+    from memodag import dask_executor
+
+    @op
+    def hold() -> int:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return 1
+
+    # one thread, and Dask sends it one task at a time: of three, two stay queued on the scheduler
+    settings = {
+        "distributed.scheduler.worker-saturation": 1.0,
+        "distributed.scheduler.allowed-failures": 0,
+    }
+    with dask.config.set(settings):
+        cluster = distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=":0",
+            silence_logs=logging.CRITICAL,
+        )
+
+    @job(executor_def=dask_executor.configured({"address": cluster.scheduler_address}))
+    def three_holds():
+        for name in "abc":
+            hold.alias(name)()
+
+    def queued(dask_scheduler):
+        return [
+            k
+            for k, ts in dask_scheduler.tasks.items()
+            if str(k).startswith("memodag-step") and ts.state == "queued"
+        ]
+
+    outcome: dict[str, object] = {}
+    runner = threading.Thread(
+        target=lambda: outcome.update(
+            result=three_holds.execute_in_process(instance=instance, raise_on_error=False)
+        )
+    )
+    try:
+        runner.start()
+        with distributed.Client(cluster, set_as_default=False) as client:
+            deadline = time.monotonic() + 30
+            while not (keys := client.run_on_scheduler(queued)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert keys, "no task of the run was queued on the scheduler"
+            client.cancel([distributed.Future(keys[0], client)], force=True)
+        (tmp_path / "go").write_text("")
+        runner.join(timeout=60)
+        assert not runner.is_alive(), "the run hung on a task Dask dropped"
+    finally:
+        cluster.close(timeout=20)
+
+    result = outcome["result"]
+    (failed,) = result.failed_step_keys
+    assert sorted(k for k, v in result.step_status.items() if v == "success") == sorted(
+        set("abc") - {failed}
+    )
+    (failure,) = result.get_step_failure_events()
+    assert f"step '{failed}'" in failure.message and "without an outcome" in failure.message
 
 
 def test_multiprocess_workers_see_the_drivers_environment_of_each_run(instance, monkeypatch):

@@ -4,8 +4,11 @@
 memodag's engine still decides what runs; Dask only places attempts on workers. The run's payload
 reaches every worker once, in a worker plugin (``executors/dask_worker.py``); per attempt only the
 pickled ``StepTask`` travels, and each worker builds the run's resources once
-(``executors/worker.py``). Attempts submitted together go to Dask in one message; each
-attempt's outcome comes back as a Dask event ahead of its completion (``run_dask_task``).
+(``executors/worker.py``). Attempts submitted together go to Dask in one message, handed to Dask
+to run once (``fire_and_forget``): the driver holds no futures, so Dask frees each result as it
+finishes and never re-runs a finished attempt whose worker later dies. Each attempt's outcome comes
+back as Dask events on the driver's client topic (``run_dask_task``); a worker's death comes as the
+scheduler's ``remove-worker`` event naming the attempts it took down.
 Importing this module does not import Dask: the factory does, so ``import memodag`` stays fast.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import time
 import uuid
 from collections.abc import Mapping
@@ -63,18 +67,27 @@ to the ``LocalCluster`` it starts; set them on a scheduler you start yourself.""
 
 DEFAULT_BACKLOG = 10_000
 
+LOST_STATES = frozenset({None, "released", "erred", "forgotten"})
+"""States of an attempt's task on the scheduler once it can no longer report an outcome (a task run
+to completion is forgotten right away; so is one that erred, e.g. its worker died)."""
+
+POLL_SECONDS = (2.0, 30.0)
+"""With no news from Dask, the driver checks its attempts' tasks on the scheduler after the first
+figure, backing off to the second: what catches an outcome that never came (a client reconnect, a
+task Dask could not run)."""
+
 
 class DaskExecutor(Executor):
-    """Submits attempts to a Dask cluster and hands back outcomes as they finish.
+    """Submits attempts to a Dask cluster and hands back outcomes as they arrive.
 
     Invariants: at most ``max_concurrent`` attempts are in Dask at once (default: every ready
     attempt, up to ``DEFAULT_BACKLOG``); each submitted attempt ends in exactly one outcome from
-    ``wait``. Under ``SCHEDULER_CONFIG`` Dask does not re-run an attempt whose worker died, so a
-    worker's death fails (or, per the op's ``RetryPolicy``, retries) the attempts it was running
-    and the few Dask had queued on it; the scheduler keeps the rest of the backlog. On a
-    scheduler without those settings Dask may re-run such an attempt (``allowed-failures``,
-    default 3) before memodag hears of it. A finished attempt's future is released as soon as
-    its outcome is read: Dask recomputes a result still wanted when its worker dies.
+    ``wait``. Attempts are fire-and-forget tasks: Dask drops each result as soon as it is computed,
+    so nothing finished is ever recomputed. Under ``SCHEDULER_CONFIG`` Dask does not re-run an
+    attempt whose worker died either, so a worker's death fails (or, per the op's
+    ``RetryPolicy``, retries) the attempts it was running and the few Dask had queued on it; the
+    scheduler keeps the rest of the backlog. On a scheduler without those settings Dask may re-run
+    such an attempt elsewhere (``allowed-failures``, default 3): memodag then waits for that run.
     """
 
     in_process = False
@@ -98,12 +111,15 @@ class DaskExecutor(Executor):
         self._task_fn: Any = None
         self._plugin_name: str | None = None
         self._run_id = ""
-        self._pending: dict[str, tuple[StepTask, float]] = {}
+        self._pending: dict[str, tuple[StepTask, float]] = {}  # by Dask key, sent or not
         self._unsent: list[tuple[str, bytes]] = []
-        self._futures: dict[str, Any] = {}
-        self._completed: Any = None
         self._topic = ""
-        self._pushed: dict[str, bytes] = {}  # outcomes pushed by workers, by Dask key
+        # filled by Dask's event-loop thread, drained by the engine's: (key, outcome bytes) as an
+        # outcome arrives, (None, (worker, keys)) as a worker running some of ours is removed
+        self._arrived: queue.SimpleQueue[tuple[str | None, Any]] = queue.SimpleQueue()
+        self._parts: dict[str, list[bytes]] = {}  # outcomes arriving in several events
+        self._missing: set[str] = set()  # keys the last check found gone without an outcome
+        self._poll_after = POLL_SECONDS[0]
         self._done: list[StepOutcome] = []
         self._closed = False
 
@@ -157,14 +173,30 @@ class DaskExecutor(Executor):
         # topic and drops a client's topic some time after the client leaves
         self._topic = self._client.id
         self._client.subscribe_topic(self._topic, self._on_event)
-        self._completed = distributed.as_completed([], loop=self._client.loop)
+        # the scheduler announces every worker it removes there, with the tasks it was running
+        self._client.subscribe_topic("all", self._on_cluster_event)
 
     def _on_event(self, event: Any) -> None:
-        """Runs in Dask's event loop for each event on the topic (the scheduler publishes its
-        own news of this client there too)."""
+        """Runs in Dask's event loop for each event on the run's topic (the scheduler publishes
+        its own news of this client there too)."""
         message = event[1]
-        if isinstance(message, dict) and message.get("memodag_key") in self._pending:
-            self._pushed[message["memodag_key"]] = message["outcome"]
+        if not isinstance(message, dict) or message.get("memodag_key") not in self._pending:
+            return
+        key, part, count = message["memodag_key"], message["outcome"], message.get("parts", 1)
+        if count > 1:
+            parts = self._parts.setdefault(key, [])
+            parts.append(part)
+            if len(parts) < count:
+                return
+            part = b"".join(self._parts.pop(key))
+        self._arrived.put((key, part))
+
+    def _on_cluster_event(self, event: Any) -> None:
+        message = event[1]
+        if isinstance(message, dict) and message.get("action") == "remove-worker":
+            ours = [k for k in message.get("processing-tasks") or () if k in self._pending]
+            if ours:
+                self._arrived.put((None, (message.get("worker", "?"), ours)))
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -184,16 +216,15 @@ class DaskExecutor(Executor):
         try:
             message = dumps_task(task)
         except Exception as exc:
-            self._done.append(
+            self._finish(
+                task,
                 lost_attempt_outcome(
                     task,
                     started,
                     f"step '{task.step_key}' could not be pickled for a Dask worker: {type(exc).__name__}: {exc}",
                     exc,
-                )
+                ),
             )
-            for admitted in self._admission.release(task):
-                self._launch(admitted)
             return
         # one key prefix, so Dask sees one large task group and queues it on the scheduler
         key = f"memodag-step-{uuid.uuid4().hex}"
@@ -205,107 +236,112 @@ class DaskExecutor(Executor):
         if not self._unsent:
             return
         keys = [key for key, _ in self._unsent]
+        messages = [message for _, message in self._unsent]
+        self._unsent.clear()
+        self._client.sync(self._submit_on_loop, keys, messages)
+
+    async def _submit_on_loop(self, keys: list[str], messages: list[bytes]) -> None:
+        """Runs on the client's event loop, so the graph and the fire-and-forget request leave
+        in the same batch and the scheduler reads them back to back: a task that finished
+        before Dask knew it was fire-and-forget would stay in the cluster's memory for good."""
+        from distributed import fire_and_forget
+
         futures = self._client.map(
             self._task_fn,
             [self._run_id] * len(keys),
-            [message for _, message in self._unsent],
+            messages,
             [self._topic] * len(keys),
             keys,
             key=keys,
             pure=False,
             retries=0,
         )
-        self._unsent.clear()
-        self._futures.update(zip(keys, futures, strict=True))
-        self._completed.update(futures)
+        # Dask runs each task once and frees its result as it finishes; the futures go out of
+        # scope here: no release message per attempt, no result kept to recompute
+        fire_and_forget(futures)
+
+    def _finish(self, task: StepTask, outcome: StepOutcome) -> None:
+        self._done.append(outcome)
+        for admitted in self._admission.release(task):
+            self._launch(admitted)
 
     # -- collecting -------------------------------------------------------------------------
 
     def wait(self, timeout: float | None) -> list[StepOutcome]:
         self._send()
-        if self._done:
-            done, self._done = self._done, []
-            return done
-        if not self._pending:
+        if not self._done and self._pending:
+            self._collect(None if timeout is None else time.monotonic() + timeout)
+        self._send()
+        done, self._done = self._done, []
+        return done
+
+    def _collect(self, deadline: float | None) -> None:
+        """Block until some outcome is ready or ``deadline`` passes."""
+        while not self._done:
+            block = self._poll_after
+            if deadline is not None:
+                block = min(block, deadline - time.monotonic())
+            try:
+                items = [self._arrived.get(timeout=max(block, 0.0))]
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                self._check_pending()
+                continue
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    items.append(self._arrived.get_nowait())
+            self._poll_after = POLL_SECONDS[0]
+            # in arrival order: an outcome pushed before its worker died is read before the
+            # news of the death
+            for key, data in items:
+                if key is None:
+                    worker, keys = data
+                    self._lost(
+                        self._gone(keys),
+                        f"Dask worker {worker} died while it was running or queued on it; nothing it was writing was stored",
+                    )
+                    continue
+                entry = self._pending.pop(key, None)
+                self._missing.discard(key)
+                if entry is not None:
+                    task, started = entry
+                    self._finish(task, load_outcome(task, started, data))
+
+    def _gone(self, keys: list[str]) -> list[str]:
+        """Those of ``keys`` still waiting for an outcome whose tasks can no longer send one."""
+        keys = [key for key in keys if key in self._pending]
+        if not keys:
             return []
-        completed = self._completed
-        if timeout is None:
-            finished = [next(completed), *completed.next_batch(block=False)]
-        else:
-            deadline = time.monotonic() + timeout
-            while not completed.has_ready():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                time.sleep(min(remaining, 0.005))
-            finished = completed.next_batch(block=False)
-        batch = self._results(finished)
-        outcomes: list[StepOutcome] = []
-        for future, result in batch:
-            entry = self._pending.pop(future.key, None)
-            # released now: a result the client still holds is one Dask recomputes, running
-            # the step again, if the worker holding it dies
-            self._futures.pop(future.key, None)
+        try:
+            states = self._client.sync(self._client.scheduler.get_task_status, keys=keys)
+        except Exception:  # the scheduler is unreachable: the next check tries again
+            return []
+        return [key for key in keys if states.get(key) in LOST_STATES]
+
+    def _check_pending(self) -> None:
+        """No news for a while: an attempt whose task is gone twice running (an outcome in
+        flight when first found gone has arrived by the second look) has lost its outcome."""
+        gone = set(self._gone(list(self._pending)))
+        self._lost(
+            sorted(gone & self._missing),
+            "Dask ended it without an outcome (the task was lost, cancelled, or could not run on its worker)",
+        )
+        self._missing = gone - self._missing
+        self._poll_after = min(self._poll_after * 2, POLL_SECONDS[1])
+
+    def _lost(self, keys: list[str], why: str) -> None:
+        for key in keys:
+            entry = self._pending.pop(key, None)
             if entry is None:
                 continue
             task, started = entry
-            outcomes.append(self._outcome(future, result, task, started))
-            for admitted in self._admission.release(task):
-                self._launch(admitted)
-        self._send()
-        outcomes.extend(self._done)
-        self._done = []
-        return outcomes
-
-    def _results(self, futures: list[Any]) -> list[tuple[Any, Any]]:
-        """Each finished future with its outcome bytes: the pushed ones, else fetched from the
-        workers in one call; an attempt that pushed its outcome finished, whatever the future
-        says later (its worker may have died just after)."""
-        results = {f.key: self._pushed.pop(f.key, None) for f in futures}
-        missing = [f for f in futures if results[f.key] is None and f.status == "finished"]
-        if missing:
-            try:
-                fetched = self._client.gather(missing, errors="raise")
-            except Exception as exc:  # lost with its worker between finishing and the fetch
-                fetched = [exc] * len(missing)
-            results.update(zip([f.key for f in missing], fetched, strict=True))
-        return [(f, results[f.key]) for f in futures]
-
-    def _outcome(self, future: Any, result: Any, task: StepTask, started: float) -> StepOutcome:
-        from distributed.scheduler import KilledWorker
-
-        status = future.status
-        if isinstance(result, bytes):
-            return load_outcome(task, started, result)
-        if status == "finished":
-            return lost_attempt_outcome(
+            self._finish(
                 task,
-                started,
-                f"the outcome of step '{task.step_key}' was lost with its Dask worker: {result!r}",
-                ExecutionError(repr(result)),
+                lost_attempt_outcome(
+                    task, started, f"step '{task.step_key}' (attempt {task.attempt}): {why}"
+                ),
             )
-        if status == "error":
-            exc = future.exception()
-            if isinstance(exc, KilledWorker):
-                worker = getattr(getattr(exc, "last_worker", None), "address", "?")
-                return lost_attempt_outcome(
-                    task,
-                    started,
-                    f"Dask worker {worker} died while step '{task.step_key}' (attempt "
-                    f"{task.attempt}) was running or queued on it; nothing it was writing was stored",
-                )
-            return lost_attempt_outcome(
-                task,
-                started,
-                f"Dask could not run step '{task.step_key}': {type(exc).__name__}: {exc}",
-                ExecutionError(str(exc)),
-            )
-        return lost_attempt_outcome(
-            task,
-            started,
-            f"Dask dropped step '{task.step_key}' (future {status}: {result!r})",
-            ExecutionError(f"future {status}"),
-        )
 
     # -- ending -----------------------------------------------------------------------------
 
@@ -315,16 +351,16 @@ class DaskExecutor(Executor):
         self._closed = True
         self._admission.drain()
         client, cluster = self._client, self._cluster
-        futures = list(self._futures.values())
+        unsent = {key for key, _ in self._unsent}
+        sent = [key for key in self._pending if key not in unsent]
         self._pending.clear()
         self._unsent.clear()
-        self._futures.clear()
-        self._pushed.clear()
         steps: list[Any] = []
         if self._topic:
-            steps.append(lambda: client.unsubscribe_topic(self._topic))
-        if futures:
-            steps.append(lambda: client.cancel(futures, force=True))
+            for topic in (self._topic, "all"):
+                steps.append(lambda topic=topic: client.unsubscribe_topic(topic))
+        if sent:
+            steps.append(lambda: _cancel_keys(client, sent))
         if self._plugin_name and not (cancel and cluster is not None):
             # tear the run's resources down on every worker (a cluster we close ends anyway);
             # a plugin left behind would be installed on every worker that joins later
@@ -337,6 +373,13 @@ class DaskExecutor(Executor):
         finally:
             if cluster is not None:
                 cluster.close(timeout=10)
+
+
+def _cancel_keys(client: Any, keys: list[str]) -> None:
+    """Cancel fire-and-forget tasks: ``force`` releases them for every client that wants them."""
+    from distributed import Future
+
+    client.cancel([Future(key, client) for key in keys], force=True)
 
 
 def _create(config: Mapping[str, Any]) -> Executor:

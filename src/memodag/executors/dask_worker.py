@@ -10,7 +10,6 @@ This module imports Dask; ``executors/dask.py`` imports it only when a run start
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from distributed import get_worker
@@ -46,24 +45,23 @@ PRELOAD = __name__
 """The name to give Dask's ``preload`` option (see the module docstring)."""
 
 
-PUSH_LIMIT = 16 * 1024
-"""Outcomes up to this size are pushed to the driver as a Dask event (see ``run_dask_task``)."""
+EVENT_BYTES = 16 * 1024
+"""An outcome travels in events of at most this many bytes (see ``run_dask_task``): the scheduler
+keeps a topic's last 1,000 events, so what it holds for a run stays bounded."""
 
 
-def run_dask_task(run_id: str, task_bytes: bytes, topic: str, key: str) -> bytes:
+def run_dask_task(run_id: str, task_bytes: bytes, topic: str, key: str) -> None:
     """What a Dask worker runs per attempt: one pickled ``StepTask`` of a run its plugin
-    installed. Returns the pickled outcome (never raises, see ``run_task``).
+    installed (``run_task`` never raises: every failure of the step is in its outcome).
 
-    The outcome is also published as an event on ``topic`` (the driver's client). The worker
-    sends it in the same stream, ahead of the message that the task finished, and the scheduler
-    forwards both to the driver in that order: the driver has the outcome when it learns the
-    attempt finished, without fetching each result from its worker (a round trip per attempt
-    through the scheduler that takes CPU from the steps on a small machine). The return value
-    is what the driver fetches if an event did not come (a large outcome is not pushed: the
-    scheduler keeps a topic's last events for a while).
+    The pickled outcome goes to the driver as events on ``topic`` (the driver's client), in
+    order, split into parts of ``EVENT_BYTES``. The worker sends them in the same stream, ahead of
+    the message that the task finished, and the scheduler forwards them at once: the driver reads
+    the outcome without fetching a result from the worker, and holds no future, so Dask frees
+    the task as soon as it finishes and has nothing to recompute if this worker dies later.
     """
     outcome = run_task(run_id, task_bytes)
-    if topic and len(outcome) <= PUSH_LIMIT:
-        with contextlib.suppress(Exception):  # the fetch stays the way back
-            get_worker().log_event(topic, {"memodag_key": key, "outcome": outcome})
-    return outcome
+    worker = get_worker()
+    parts = [outcome[i : i + EVENT_BYTES] for i in range(0, len(outcome), EVENT_BYTES)]
+    for part in parts:
+        worker.log_event(topic, {"memodag_key": key, "outcome": part, "parts": len(parts)})
