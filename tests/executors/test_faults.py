@@ -3,6 +3,7 @@ SIGTERM to the driver. A run never hangs, never runs an attempt twice, never hal
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from memodag import (
     dask_executor,
     job,
     multiprocess_executor,
+    op,
 )
 
 
@@ -286,3 +288,47 @@ def test_worker_resources_are_built_on_the_thread_that_runs_steps(parallel_execu
         thread_bound.execute_in_process(instance=instance).output_for_node("use_thread_bound_db")
         == 1
     )
+
+
+def test_losing_the_dask_scheduler_fails_the_running_steps_instead_of_hanging(instance, tmp_path):
+    """The scheduler goes away mid-run: the driver, which holds no futures Dask could cancel,
+    notices on its next check that its client lost the scheduler and fails the attempts."""
+    import logging
+    import threading
+
+    import distributed
+
+    @op
+    def sleepy() -> int:
+        time.sleep(5)
+        return 1
+
+    cluster = distributed.LocalCluster(
+        n_workers=1, processes=False, dashboard_address=":0", silence_logs=logging.CRITICAL
+    )
+
+    @job(executor_def=dask_executor.configured({"address": cluster.scheduler_address}))
+    def orphaned():
+        sleepy()
+
+    def close_scheduler_once_running() -> None:
+        deadline = time.monotonic() + 30
+        while not cluster.scheduler.tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cluster.sync(cluster.scheduler.close)
+
+    closer = threading.Thread(target=close_scheduler_once_running)
+    started = time.monotonic()
+    try:
+        closer.start()
+        result = orphaned.execute_in_process(instance=instance, raise_on_error=False)
+        took = time.monotonic() - started
+    finally:
+        closer.join(timeout=30)
+        with contextlib.suppress(TimeoutError):  # its scheduler is gone already
+            cluster.close(timeout=2)
+
+    assert took < 45
+    assert result.failed_step_keys == ["sleepy"]
+    (failure,) = result.get_step_failure_events()
+    assert "lost its connection to the Dask scheduler" in failure.message

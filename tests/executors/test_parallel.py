@@ -274,7 +274,16 @@ def test_a_dask_run_leaves_no_task_or_plugin_on_the_cluster(dask_cluster_ready, 
     with distributed.Client(dask_cluster_ready, set_as_default=False) as client:
         left = client.run_on_scheduler(
             lambda dask_scheduler: (
-                [(str(k), ts.state, [c.client_key for c in ts.who_wants or ()], str(ts.processing_on)) for k, ts in dask_scheduler.tasks.items() if str(k).startswith("memodag-")],
+                [
+                    (
+                        str(k),
+                        ts.state,
+                        [c.client_key for c in ts.who_wants or ()],
+                        str(ts.processing_on),
+                    )
+                    for k, ts in dask_scheduler.tasks.items()
+                    if str(k).startswith("memodag-")
+                ],
                 [name for name in dask_scheduler.worker_plugins if name.startswith("memodag-")],
             )
         )

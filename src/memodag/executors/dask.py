@@ -322,6 +322,15 @@ class DaskExecutor(Executor):
     def _check_pending(self) -> None:
         """No news for a while: an attempt whose task is gone twice running (an outcome in
         flight when first found gone has arrived by the second look) has lost its outcome."""
+        status = self._client.status
+        if status != "running":
+            # the client lost the scheduler ("connecting" while it retries, then "closed"):
+            # outcomes sent meanwhile are gone, and Dask may have dropped every task with it
+            self._lost(
+                list(self._pending),
+                f"the driver lost its connection to the Dask scheduler (client {status})",
+            )
+            return
         gone = set(self._gone(list(self._pending)))
         self._lost(
             sorted(gone & self._missing),
@@ -366,6 +375,8 @@ class DaskExecutor(Executor):
             # a plugin left behind would be installed on every worker that joins later
             steps.append(lambda: client.unregister_worker_plugin(self._plugin_name))
         for step in steps:
+            if client.status != "running":
+                break  # no scheduler to tell: each call would wait out its timeout
             with contextlib.suppress(Exception):  # best effort, each on its own
                 step()
         try:
