@@ -6,8 +6,8 @@ Timed: ``execute_in_process`` only. A Dask LocalCluster (2 worker processes, as 
 here) is started before the timed region and closed after it (``cluster_s`` reports its cost);
 ``w1_cpu_dask_own_cluster`` times the no-config executor, which starts and closes its own cluster.
 ``w1_cpu_paired`` runs all three executors and the same pieces on Dask by hand within each
-sample, so its ratios hold on a machine whose speed drifts. Every sample checks the result, and
-the trivial workload checks that no piece ran twice.
+sample, twice in mirrored order, so its ratios hold on a machine whose speed drifts. Every
+sample checks the result, and the trivial workload checks that no piece ran twice.
 """
 
 from __future__ import annotations
@@ -202,29 +202,36 @@ def _plain_dask(cluster: Any, rounds: int) -> float:
 
 
 def run_w1_paired(scratch: Path) -> Metrics:
-    """W1 on all three executors back to back in one process, with the same work per piece, in
-    a random order: each sample's speed-ups compare runs seconds apart, so the machine's drift
-    (its CPU speed here varies by up to 2x over minutes) cancels out of the ratios."""
+    """W1 on all three executors and by hand, in one process, with the same work per piece: each
+    runs twice, in a random order and then in the reverse order (ABCD DCBA), and reports the mean
+    of its two runs. A sample's speed-ups then compare runs seconds apart whose drift (this
+    machine's speed varies by up to 2x over minutes) cancels to first order."""
     import random
 
     rounds = _calibrate(PIECE_SECONDS)
     cluster, cluster_s = timed(_start_cluster)
     metrics: dict[str, float] = {"cluster_s": cluster_s}
+    runs: dict[str, list[float]] = {}
     try:
         # an untimed run first, so no timed run pays the driver's first-run imports
         _run_once(scratch / "warm", _executor("in_process", None), "work", 2, 1)
         order = ["in_process", "multiprocess", "dask", "dask_by_hand"]
         random.shuffle(order)
-        for name in order:
+        for i, name in enumerate(order + order[::-1]):
             if name == "dask_by_hand":
-                metrics["dask_by_hand_s"] = _plain_dask(cluster, rounds)
-                continue
-            executor_def = _executor(name, cluster.scheduler_address if name == "dask" else None)
-            _, metrics[f"{name}_s"], _ = _run_once(
-                scratch / name, executor_def, "work", PIECES, rounds
-            )
+                seconds = _plain_dask(cluster, rounds)
+            else:
+                executor_def = _executor(
+                    name, cluster.scheduler_address if name == "dask" else None
+                )
+                _, seconds, _ = _run_once(
+                    scratch / f"{name}-{i}", executor_def, "work", PIECES, rounds
+                )
+            runs.setdefault(name, []).append(seconds)
     finally:
         cluster.close()
+    for name, seconds in runs.items():
+        metrics[f"{name}_s"] = sum(seconds) / len(seconds)
     for name in ("multiprocess", "dask", "dask_by_hand"):
         metrics[f"{name}_vs_in_process"] = metrics[f"{name}_s"] / metrics["in_process_s"]
     return metrics
@@ -265,7 +272,7 @@ WORKLOADS = [
     Workload(
         "w1_cpu_paired",
         run_w1_paired,
-        description="W1 on in_process, multiprocess, Dask, and the same pieces on Dask by hand, back to back in each sample (random order, same work): per-sample ratios",
+        description="W1 on in_process, multiprocess, Dask, and the same pieces on Dask by hand, each twice per sample in mirrored random order (ABCD DCBA, mean of two): per-sample ratios",
         primary="dask_s",
         steps=PIECES + 2,
         targets=(
