@@ -14,6 +14,7 @@ Importing this module does not import Dask: the factory does, so ``import memoda
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -72,9 +73,18 @@ LOST_STATES = frozenset({None, "released", "erred", "forgotten"})
 to completion is forgotten right away; so is one that erred, e.g. its worker died)."""
 
 POLL_SECONDS = (2.0, 30.0)
-"""With no news from Dask, the driver checks its attempts' tasks on the scheduler after the first
-figure, backing off to the second: what catches an outcome that never came (a client reconnect, a
-task Dask could not run)."""
+"""The driver checks its attempts' tasks on the scheduler this often, backing off from the first
+figure to the second while nothing arrives: what catches an outcome that never came (a task
+cancelled by someone else, outcomes lost while the client reconnected)."""
+
+CHECK_TIMEOUT = 5.0
+"""Seconds a check may wait for the scheduler's answer (an unreachable scheduler would otherwise
+hold the run for the client's whole connect timeout)."""
+
+DEATH_GRACE_SECONDS = 1.0
+"""How long the driver waits for outcomes of attempts a removed worker was running before it
+asks the scheduler about them: a nanny can report its worker's death before the scheduler has
+read all the worker sent."""
 
 
 class DaskExecutor(Executor):
@@ -114,12 +124,18 @@ class DaskExecutor(Executor):
         self._pending: dict[str, tuple[StepTask, float]] = {}  # by Dask key, sent or not
         self._unsent: list[tuple[str, bytes]] = []
         self._topic = ""
-        # filled by Dask's event-loop thread, drained by the engine's: (key, outcome bytes) as an
-        # outcome arrives, (None, (worker, keys)) as a worker running some of ours is removed
-        self._arrived: queue.SimpleQueue[tuple[str | None, Any]] = queue.SimpleQueue()
-        self._parts: dict[str, list[bytes]] = {}  # outcomes arriving in several events
+        # filled by Dask's event-loop thread, drained by the engine's, in arrival order:
+        # ("outcome", (key, bytes)), ("graph", status) as the scheduler takes a batch of ours,
+        # ("removed", (worker, keys)) as a worker running some of ours is removed
+        self._arrived: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._parts: dict[tuple[str, str], list[bytes]] = {}  # (key, run of it) -> parts so far
+        self._unacked: collections.deque[list[str]] = collections.deque()  # batches sent
+        self._known: set[str] = set()  # pending keys the scheduler has taken
+        self._suspects: dict[str, tuple[float, str]] = {}  # key -> (when to ask, dead worker)
         self._missing: set[str] = set()  # keys the last check found gone without an outcome
         self._poll_after = POLL_SECONDS[0]
+        self._next_check = 0.0
+        self._disconnected_checks = 0
         self._done: list[StepOutcome] = []
         self._closed = False
 
@@ -175,28 +191,39 @@ class DaskExecutor(Executor):
         self._client.subscribe_topic(self._topic, self._on_event)
         # the scheduler announces every worker it removes there, with the tasks it was running
         self._client.subscribe_topic("all", self._on_cluster_event)
+        self._next_check = time.monotonic() + POLL_SECONDS[0]
 
     def _on_event(self, event: Any) -> None:
-        """Runs in Dask's event loop for each event on the run's topic (the scheduler publishes
-        its own news of this client there too)."""
+        """Runs in Dask's event loop for each event on the run's topic: outcome parts from the
+        workers, and the scheduler's news of this client (each graph it took, or refused)."""
         message = event[1]
-        if not isinstance(message, dict) or message.get("memodag_key") not in self._pending:
+        if not isinstance(message, dict):
             return
-        key, part, count = message["memodag_key"], message["outcome"], message.get("parts", 1)
+        if message.get("action") == "update-graph":
+            self._arrived.put(("graph", message.get("status")))
+            return
+        key = message.get("memodag_key")
+        if key not in self._pending:
+            return
+        part, count = message["outcome"], message.get("parts", 1)
         if count > 1:
-            parts = self._parts.setdefault(key, [])
+            # parts are keyed by the run of the task that sent them, in case Dask ran it again
+            run = (key, message.get("run", ""))
+            parts = self._parts.setdefault(run, [])
             parts.append(part)
             if len(parts) < count:
                 return
-            part = b"".join(self._parts.pop(key))
-        self._arrived.put((key, part))
+            part = b"".join(parts)
+            for stale in [k for k in self._parts if k[0] == key]:
+                del self._parts[stale]
+        self._arrived.put(("outcome", (key, part)))
 
     def _on_cluster_event(self, event: Any) -> None:
         message = event[1]
         if isinstance(message, dict) and message.get("action") == "remove-worker":
             ours = [k for k in message.get("processing-tasks") or () if k in self._pending]
             if ours:
-                self._arrived.put((None, (message.get("worker", "?"), ours)))
+                self._arrived.put(("removed", (message.get("worker", "?"), ours)))
 
     # -- submitting -------------------------------------------------------------------------
 
@@ -238,7 +265,12 @@ class DaskExecutor(Executor):
         keys = [key for key, _ in self._unsent]
         messages = [message for _, message in self._unsent]
         self._unsent.clear()
-        self._client.sync(self._submit_on_loop, keys, messages)
+        try:
+            self._client.sync(self._submit_on_loop, keys, messages)
+        except Exception as exc:  # the client is closed: these never reached Dask
+            self._lost(keys, f"could not be handed to Dask: {type(exc).__name__}: {exc}")
+            return
+        self._unacked.append(keys)
 
     async def _submit_on_loop(self, keys: list[str], messages: list[bytes]) -> None:
         """Runs on the client's event loop, so the graph and the fire-and-forget request leave
@@ -256,8 +288,9 @@ class DaskExecutor(Executor):
             pure=False,
             retries=0,
         )
-        # Dask runs each task once and frees its result as it finishes; the futures go out of
-        # scope here: no release message per attempt, no result kept to recompute
+        # Dask runs each task once and frees it as it finishes; the futures go out of scope
+        # here, so the wish for them is withdrawn in this same batch, not per attempt later,
+        # and no finished result is kept to recompute
         fire_and_forget(futures)
 
     def _finish(self, task: StepTask, outcome: StepOutcome) -> None:
@@ -278,70 +311,109 @@ class DaskExecutor(Executor):
     def _collect(self, deadline: float | None) -> None:
         """Block until some outcome is ready or ``deadline`` passes."""
         while not self._done:
-            block = self._poll_after
-            if deadline is not None:
-                block = min(block, deadline - time.monotonic())
-            try:
-                items = [self._arrived.get(timeout=max(block, 0.0))]
-            except queue.Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
+            now = time.monotonic()
+            if now >= self._next_check:
                 self._check_pending()
+                self._next_check = now + self._poll_after
+                self._poll_after = min(self._poll_after * 2, POLL_SECONDS[1])
+            self._ask_about_suspects(now)
+            if self._done:
+                return
+            wake = min([self._next_check, *(due for due, _ in self._suspects.values())])
+            if deadline is not None:
+                if now >= deadline:
+                    return
+                wake = min(wake, deadline)
+            try:
+                items = [self._arrived.get(timeout=max(wake - now, 0.0))]
+            except queue.Empty:
                 continue
             with contextlib.suppress(queue.Empty):
                 while True:
                     items.append(self._arrived.get_nowait())
-            self._poll_after = POLL_SECONDS[0]
-            # in arrival order: an outcome pushed before its worker died is read before the
-            # news of the death
-            for key, data in items:
-                if key is None:
+            # in arrival order: a batch is taken before its outcomes come
+            for kind, data in items:
+                if kind == "outcome":
+                    key, outcome = data
+                    entry = self._pop(key)
+                    if entry is not None:
+                        task, started = entry
+                        self._finish(task, load_outcome(task, started, outcome))
+                        self._poll_after = POLL_SECONDS[0]
+                elif kind == "graph":
+                    keys = self._unacked.popleft() if self._unacked else []
+                    if data == "OK":
+                        self._known.update(k for k in keys if k in self._pending)
+                    else:
+                        self._lost(keys, f"Dask did not take it (update-graph {data})")
+                else:
                     worker, keys = data
-                    self._lost(
-                        self._gone(keys),
-                        f"Dask worker {worker} died while it was running or queued on it; nothing it was writing was stored",
-                    )
-                    continue
-                entry = self._pending.pop(key, None)
-                self._missing.discard(key)
-                if entry is not None:
-                    task, started = entry
-                    self._finish(task, load_outcome(task, started, data))
+                    due = time.monotonic() + DEATH_GRACE_SECONDS
+                    for key in keys:
+                        if key in self._pending:
+                            self._suspects[key] = (due, worker)
+
+    def _ask_about_suspects(self, now: float) -> None:
+        """Attempts a dead worker was running whose outcomes did not come within the grace: those
+        whose tasks Dask dropped failed; those it handed to another worker go on."""
+        due = [key for key, (when, _) in self._suspects.items() if when <= now]
+        if not due:
+            return
+        workers = {key: self._suspects.pop(key)[1] for key in due}
+        for key in self._gone(due):
+            self._lost(
+                [key],
+                f"Dask worker {workers[key]} died while it was running or queued on it; "
+                "nothing it was writing was stored",
+            )
 
     def _gone(self, keys: list[str]) -> list[str]:
-        """Those of ``keys`` still waiting for an outcome whose tasks can no longer send one."""
-        keys = [key for key in keys if key in self._pending]
+        """Those of ``keys`` still waiting for an outcome whose tasks can no longer send one:
+        taken by the scheduler, and now unknown to it or erred."""
+        keys = [key for key in keys if key in self._known]
         if not keys:
             return []
         try:
-            states = self._client.sync(self._client.scheduler.get_task_status, keys=keys)
+            states = self._client.sync(
+                self._client.scheduler.get_task_status, keys=keys, callback_timeout=CHECK_TIMEOUT
+            )
         except Exception:  # the scheduler is unreachable: the next check tries again
             return []
         return [key for key in keys if states.get(key) in LOST_STATES]
 
     def _check_pending(self) -> None:
-        """No news for a while: an attempt whose task is gone twice running (an outcome in
-        flight when first found gone has arrived by the second look) has lost its outcome."""
+        """An attempt whose task is gone at two checks running (an outcome in flight at the first
+        has arrived by the second) has lost its outcome. A client that has lost the scheduler
+        for two checks running ("connecting" while it retries, then "closed") fails them all:
+        outcomes sent meanwhile are gone, and Dask may have dropped the tasks with it."""
+        if not self._pending:
+            return
         status = self._client.status
         if status != "running":
-            # the client lost the scheduler ("connecting" while it retries, then "closed"):
-            # outcomes sent meanwhile are gone, and Dask may have dropped every task with it
-            self._lost(
-                list(self._pending),
-                f"the driver lost its connection to the Dask scheduler (client {status})",
-            )
+            self._disconnected_checks += 1
+            if self._disconnected_checks >= 2 or status == "closed":
+                self._lost(
+                    list(self._pending),
+                    f"the driver lost its connection to the Dask scheduler (client {status})",
+                )
             return
-        gone = set(self._gone(list(self._pending)))
+        self._disconnected_checks = 0
+        gone = set(self._gone(list(self._known)))
         self._lost(
             sorted(gone & self._missing),
             "Dask ended it without an outcome (the task was lost, cancelled, or could not run on its worker)",
         )
         self._missing = gone - self._missing
-        self._poll_after = min(self._poll_after * 2, POLL_SECONDS[1])
+
+    def _pop(self, key: str) -> tuple[StepTask, float] | None:
+        self._known.discard(key)
+        self._missing.discard(key)
+        self._suspects.pop(key, None)
+        return self._pending.pop(key, None)
 
     def _lost(self, keys: list[str], why: str) -> None:
         for key in keys:
-            entry = self._pending.pop(key, None)
+            entry = self._pop(key)
             if entry is None:
                 continue
             task, started = entry
@@ -362,7 +434,8 @@ class DaskExecutor(Executor):
         client, cluster = self._client, self._cluster
         unsent = {key for key, _ in self._unsent}
         sent = [key for key in self._pending if key not in unsent]
-        self._pending.clear()
+        for state in (self._pending, self._parts, self._suspects, self._known, self._missing):
+            state.clear()
         self._unsent.clear()
         steps: list[Any] = []
         if self._topic:

@@ -10,6 +10,7 @@ This module imports Dask; ``executors/dask.py`` imports it only when a run start
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from distributed import get_worker
@@ -63,5 +64,10 @@ def run_dask_task(run_id: str, task_bytes: bytes, topic: str, key: str) -> None:
     outcome = run_task(run_id, task_bytes)
     worker = get_worker()
     parts = [outcome[i : i + EVENT_BYTES] for i in range(0, len(outcome), EVENT_BYTES)]
+    # marks this run of the task: a scheduler that allows failures may run it again elsewhere
+    # after a death mid-send, and the driver must not mix the two runs' parts
+    run = uuid.uuid4().hex[:12] if len(parts) > 1 else ""
     for part in parts:
-        worker.log_event(topic, {"memodag_key": key, "outcome": part, "parts": len(parts)})
+        worker.log_event(
+            topic, {"memodag_key": key, "outcome": part, "parts": len(parts), "run": run}
+        )
