@@ -14,7 +14,6 @@ Importing this module does not import Dask: the factory does, so ``import memoda
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
@@ -81,6 +80,10 @@ CHECK_TIMEOUT = 5.0
 """Seconds a check may wait for the scheduler's answer (an unreachable scheduler would otherwise
 hold the run for the client's whole connect timeout)."""
 
+UNSEEN_GRACE_SECONDS = 10.0
+"""An attempt no check has seen on the scheduler counts as gone only this long after it was handed
+over, and at three checks running: the scheduler may still be reading its batch."""
+
 DEATH_GRACE_SECONDS = 1.0
 """How long the driver waits for outcomes of attempts a removed worker was running before it
 asks the scheduler about them: a nanny can report its worker's death before the scheduler has
@@ -125,17 +128,18 @@ class DaskExecutor(Executor):
         self._unsent: list[tuple[str, bytes]] = []
         self._topic = ""
         # filled by Dask's event-loop thread, drained by the engine's, in arrival order:
-        # ("outcome", (key, bytes)), ("graph", status) as the scheduler takes a batch of ours,
+        # ("outcome", (key, bytes)), ("refused", status) as the scheduler refuses a batch,
         # ("removed", (worker, keys)) as a worker running some of ours is removed
         self._arrived: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._parts: dict[tuple[str, str], list[bytes]] = {}  # (key, run of it) -> parts so far
-        self._unacked: collections.deque[list[str]] = collections.deque()  # batches sent
-        self._known: set[str] = set()  # pending keys the scheduler has taken
+        self._seen: set[str] = set()  # pending keys a check found on the scheduler
+        self._missing: dict[str, int] = {}  # pending key -> checks running that found it gone
         self._suspects: dict[str, tuple[float, str]] = {}  # key -> (when to ask, dead worker)
-        self._missing: set[str] = set()  # keys the last check found gone without an outcome
+        self._refused = ""  # the scheduler refused a batch of ours (why, for the messages)
         self._poll_after = POLL_SECONDS[0]
         self._next_check = 0.0
         self._disconnected_checks = 0
+        self._comm: Any = None  # the client's stream to the scheduler: a new one after a reconnect
         self._done: list[StepOutcome] = []
         self._closed = False
 
@@ -191,6 +195,7 @@ class DaskExecutor(Executor):
         self._client.subscribe_topic(self._topic, self._on_event)
         # the scheduler announces every worker it removes there, with the tasks it was running
         self._client.subscribe_topic("all", self._on_cluster_event)
+        self._comm = self._client.scheduler_comm
         self._next_check = time.monotonic() + POLL_SECONDS[0]
 
     def _on_event(self, event: Any) -> None:
@@ -199,8 +204,8 @@ class DaskExecutor(Executor):
         message = event[1]
         if not isinstance(message, dict):
             return
-        if message.get("action") == "update-graph":
-            self._arrived.put(("graph", message.get("status")))
+        if message.get("action") == "update-graph" and message.get("status") != "OK":
+            self._arrived.put(("refused", message.get("status")))
             return
         key = message.get("memodag_key")
         if key not in self._pending:
@@ -269,8 +274,6 @@ class DaskExecutor(Executor):
             self._client.sync(self._submit_on_loop, keys, messages)
         except Exception as exc:  # the client is closed: these never reached Dask
             self._lost(keys, f"could not be handed to Dask: {type(exc).__name__}: {exc}")
-            return
-        self._unacked.append(keys)
 
     async def _submit_on_loop(self, keys: list[str], messages: list[bytes]) -> None:
         """Runs on the client's event loop, so the graph and the fire-and-forget request leave
@@ -311,14 +314,14 @@ class DaskExecutor(Executor):
     def _collect(self, deadline: float | None) -> None:
         """Block until some outcome is ready or ``deadline`` passes."""
         while not self._done:
-            now = time.monotonic()
-            if now >= self._next_check:
+            if time.monotonic() >= self._next_check:
                 self._check_pending()
-                self._next_check = now + self._poll_after
+                self._next_check = time.monotonic() + self._poll_after
                 self._poll_after = min(self._poll_after * 2, POLL_SECONDS[1])
-            self._ask_about_suspects(now)
+            self._ask_about_suspects()
             if self._done:
                 return
+            now = time.monotonic()  # the checks above may have waited on the scheduler
             wake = min([self._next_check, *(due for due, _ in self._suspects.values())])
             if deadline is not None:
                 if now >= deadline:
@@ -331,7 +334,6 @@ class DaskExecutor(Executor):
             with contextlib.suppress(queue.Empty):
                 while True:
                     items.append(self._arrived.get_nowait())
-            # in arrival order: a batch is taken before its outcomes come
             for kind, data in items:
                 if kind == "outcome":
                     key, outcome = data
@@ -340,55 +342,65 @@ class DaskExecutor(Executor):
                         task, started = entry
                         self._finish(task, load_outcome(task, started, outcome))
                         self._poll_after = POLL_SECONDS[0]
-                elif kind == "graph":
-                    keys = self._unacked.popleft() if self._unacked else []
-                    if data == "OK":
-                        self._known.update(k for k in keys if k in self._pending)
-                    else:
-                        self._lost(keys, f"Dask did not take it (update-graph {data})")
+                elif kind == "refused":
+                    # which batch is not said; its attempts never appear on the scheduler, and
+                    # the checks fail them with this reason
+                    self._refused = f"the Dask scheduler refused a batch (update-graph {data}; is memodag installed where the scheduler runs?)"
                 else:
                     worker, keys = data
                     due = time.monotonic() + DEATH_GRACE_SECONDS
                     for key in keys:
                         if key in self._pending:
+                            self._seen.add(key)  # it was running: the scheduler had it
                             self._suspects[key] = (due, worker)
 
-    def _ask_about_suspects(self, now: float) -> None:
+    def _ask_about_suspects(self) -> None:
         """Attempts a dead worker was running whose outcomes did not come within the grace: those
         whose tasks Dask dropped failed; those it handed to another worker go on."""
+        now = time.monotonic()
         due = [key for key, (when, _) in self._suspects.items() if when <= now]
         if not due:
             return
         workers = {key: self._suspects.pop(key)[1] for key in due}
-        for key in self._gone(due):
-            self._lost(
-                [key],
-                f"Dask worker {workers[key]} died while it was running or queued on it; "
-                "nothing it was writing was stored",
-            )
+        states = self._states(due)
+        if states is None:
+            return  # no answer: the clocked checks look at them again
+        for key in due:
+            if states.get(key, "") in LOST_STATES:
+                self._lost(
+                    [key],
+                    f"Dask worker {workers[key]} died while it was running or queued on it; "
+                    "nothing it was writing was stored",
+                )
 
-    def _gone(self, keys: list[str]) -> list[str]:
-        """Those of ``keys`` still waiting for an outcome whose tasks can no longer send one:
-        taken by the scheduler, and now unknown to it or erred."""
-        keys = [key for key in keys if key in self._known]
+    def _states(self, keys: list[str]) -> dict[str, Any] | None:
+        """The scheduler's state of each of ``keys`` (None: it does not know the key), or None
+        if it did not answer in time."""
+        keys = [key for key in keys if key in self._pending]
         if not keys:
-            return []
+            return {}
         try:
-            states = self._client.sync(
+            states: dict[str, Any] = self._client.sync(
                 self._client.scheduler.get_task_status, keys=keys, callback_timeout=CHECK_TIMEOUT
             )
-        except Exception:  # the scheduler is unreachable: the next check tries again
-            return []
-        return [key for key in keys if states.get(key) in LOST_STATES]
+        except Exception:  # unreachable or slow: the next check asks again
+            return None
+        return states
 
     def _check_pending(self) -> None:
-        """An attempt whose task is gone at two checks running (an outcome in flight at the first
-        has arrived by the second) has lost its outcome. A client that has lost the scheduler
-        for two checks running ("connecting" while it retries, then "closed") fails them all:
-        outcomes sent meanwhile are gone, and Dask may have dropped the tasks with it."""
+        """Fail the attempts whose tasks can no longer send an outcome.
+
+        A task found gone from the scheduler at two checks running, after a check had seen it
+        there, has lost its outcome (one in flight at the first check has arrived by the
+        second). One no check ever saw counts as gone at three checks running and once
+        ``UNSEEN_GRACE_SECONDS`` have passed since it was handed over. A client that has lost the
+        scheduler at two checks running ("connecting" while it retries, then "closed") fails
+        them all: outcomes sent meanwhile are gone, and Dask may have dropped the tasks with it.
+        """
         if not self._pending:
             return
-        status = self._client.status
+        client = self._client
+        status = client.status
         if status != "running":
             self._disconnected_checks += 1
             if self._disconnected_checks >= 2 or status == "closed":
@@ -398,16 +410,39 @@ class DaskExecutor(Executor):
                 )
             return
         self._disconnected_checks = 0
-        gone = set(self._gone(list(self._known)))
+        if client.scheduler_comm is not self._comm:
+            # the client reconnected, and Dask does not subscribe it to its topics again
+            self._comm = client.scheduler_comm
+            with contextlib.suppress(Exception):
+                client.subscribe_topic(self._topic, self._on_event)
+                client.subscribe_topic("all", self._on_cluster_event)
+        unsent = {key for key, _ in self._unsent}
+        keys = [key for key in self._pending if key not in unsent]
+        states = self._states(keys)
+        if states is None:
+            return  # no answer: neither a sighting nor an absence
+        now = time.time()
+        lost = []
+        for key in keys:
+            if states.get(key) not in LOST_STATES:
+                self._seen.add(key)
+                self._missing.pop(key, None)
+                continue
+            count = self._missing[key] = self._missing.get(key, 0) + 1
+            if key in self._seen:
+                if count >= 2:
+                    lost.append(key)
+            elif count >= 3 and now - self._pending[key][1] >= UNSEEN_GRACE_SECONDS:
+                lost.append(key)
         self._lost(
-            sorted(gone & self._missing),
-            "Dask ended it without an outcome (the task was lost, cancelled, or could not run on its worker)",
+            lost,
+            self._refused
+            or "Dask ended it without an outcome (the task was lost, cancelled, or could not run on its worker)",
         )
-        self._missing = gone - self._missing
 
     def _pop(self, key: str) -> tuple[StepTask, float] | None:
-        self._known.discard(key)
-        self._missing.discard(key)
+        self._seen.discard(key)
+        self._missing.pop(key, None)
         self._suspects.pop(key, None)
         return self._pending.pop(key, None)
 
@@ -434,7 +469,8 @@ class DaskExecutor(Executor):
         client, cluster = self._client, self._cluster
         unsent = {key for key, _ in self._unsent}
         sent = [key for key in self._pending if key not in unsent]
-        for state in (self._pending, self._parts, self._suspects, self._known, self._missing):
+        # (outcome parts are the event-loop thread's own: left to go with this object)
+        for state in (self._pending, self._suspects, self._seen, self._missing):
             state.clear()
         self._unsent.clear()
         steps: list[Any] = []
