@@ -332,3 +332,54 @@ def test_losing_the_dask_scheduler_fails_the_running_steps_instead_of_hanging(in
     assert result.failed_step_keys == ["sleepy"]
     (failure,) = result.get_step_failure_events()
     assert "lost its connection to the Dask scheduler" in failure.message
+
+
+def test_a_dask_connection_blip_mid_run_does_not_lose_the_run(instance, tmp_path):
+    """The scheduler drops the driver's connection mid-run: the client reconnects and the run
+    completes with the right result (an outcome lost in the gap would be found by the checks
+    and its step retried per its policy)."""
+    import logging
+    import threading
+
+    import distributed
+
+    from memodag import RetryPolicy
+
+    @op(retry_policy=RetryPolicy(max_retries=2))
+    def first() -> int:
+        time.sleep(1.5)
+        return 1
+
+    @op(retry_policy=RetryPolicy(max_retries=2))
+    def then(x: int) -> int:
+        time.sleep(1.5)
+        return x + 1
+
+    cluster = distributed.LocalCluster(
+        n_workers=1, processes=False, dashboard_address=":0", silence_logs=logging.CRITICAL
+    )
+
+    @job(executor_def=dask_executor.configured({"address": cluster.scheduler_address}))
+    def chain():
+        then.alias("c")(then.alias("b")(first()))
+
+    def drop_the_driver() -> None:
+        scheduler = cluster.scheduler
+        deadline = time.monotonic() + 30
+        while not scheduler.tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        for name, comm in list(scheduler.client_comms.items()):
+            if name != "fire-and-forget":
+                cluster.loop.add_callback(comm.comm.abort)
+
+    dropper = threading.Thread(target=drop_the_driver)
+    try:
+        dropper.start()
+        result = chain.execute_in_process(instance=instance, raise_on_error=False)
+    finally:
+        dropper.join(timeout=30)
+        cluster.close(timeout=20)
+
+    assert result.success, result.get_step_failure_events()
+    assert result.output_for_node("c") == 3
