@@ -3,8 +3,10 @@ and the executors that run steps outside the driver, configured for this machine
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -12,23 +14,46 @@ from memodag import ExecutorDefinition, dask_executor, in_process_executor, mult
 from memodag.executors.dask import SCHEDULER_CONFIG
 
 
-@pytest.fixture(scope="session")
-def dask_address() -> Iterator[str]:
-    """A LocalCluster of 2 worker processes (1 thread each), set up as the executor sets its own."""
+def local_cluster(n_workers: int, processes: bool, **settings: Any) -> Any:
+    """A LocalCluster of ``n_workers`` workers of 1 thread, set up as the executor sets its own
+    (``SCHEDULER_CONFIG``, memodag preloaded), with Dask ``settings`` on top."""
     import dask
     import distributed
 
-    with dask.config.set(SCHEDULER_CONFIG):
-        cluster = distributed.LocalCluster(
-            n_workers=2,
+    with dask.config.set({**SCHEDULER_CONFIG, **settings}):
+        return distributed.LocalCluster(
+            n_workers=n_workers,
             threads_per_worker=1,
-            processes=True,
+            processes=processes,
             dashboard_address=":0",
             preload=["memodag.executors.dask_worker"],
             silence_logs=logging.CRITICAL,
         )
+
+
+@pytest.fixture(scope="session")
+def dask_address() -> Iterator[str]:
+    """A LocalCluster of 2 worker processes (1 thread each) for the whole session."""
+    cluster = local_cluster(2, processes=True)
     yield cluster.scheduler_address
     cluster.close(timeout=20)
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Callable[..., Any]]:
+    """Makes a test's own one-worker cluster (``own_cluster(processes=..., **settings)``), for
+    tests that change it (add workers, close its scheduler); closed after the test."""
+    clusters: list[Any] = []
+
+    def make(processes: bool = False, **settings: Any) -> Any:
+        clusters.append(local_cluster(1, processes, **settings))
+        return clusters[-1]
+
+    yield make
+    for cluster in clusters:
+        gone = cluster.scheduler.status.name in ("closing", "closed")
+        with contextlib.suppress(TimeoutError):  # a test may have closed its scheduler
+            cluster.close(timeout=2 if gone else 20)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ SIGTERM to the driver. A run never hangs, never runs an attempt twice, never hal
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import sys
@@ -290,22 +289,19 @@ def test_worker_resources_are_built_on_the_thread_that_runs_steps(parallel_execu
     )
 
 
-def test_losing_the_dask_scheduler_fails_the_running_steps_instead_of_hanging(instance, tmp_path):
+def test_losing_the_dask_scheduler_fails_the_running_steps_instead_of_hanging(
+    own_cluster, instance
+):
     """The scheduler goes away mid-run: the driver, which holds no futures Dask could cancel,
     notices on its next check that its client lost the scheduler and fails the attempts."""
-    import logging
     import threading
-
-    import distributed
 
     @op
     def sleepy() -> int:
         time.sleep(5)
         return 1
 
-    cluster = distributed.LocalCluster(
-        n_workers=1, processes=False, dashboard_address=":0", silence_logs=logging.CRITICAL
-    )
+    cluster = own_cluster()
 
     @job(executor_def=dask_executor.configured({"address": cluster.scheduler_address}))
     def orphaned():
@@ -319,14 +315,10 @@ def test_losing_the_dask_scheduler_fails_the_running_steps_instead_of_hanging(in
 
     closer = threading.Thread(target=close_scheduler_once_running)
     started = time.monotonic()
-    try:
-        closer.start()
-        result = orphaned.execute_in_process(instance=instance, raise_on_error=False)
-        took = time.monotonic() - started
-    finally:
-        closer.join(timeout=30)
-        with contextlib.suppress(TimeoutError):  # its scheduler is gone already
-            cluster.close(timeout=2)
+    closer.start()
+    result = orphaned.execute_in_process(instance=instance, raise_on_error=False)
+    took = time.monotonic() - started
+    closer.join(timeout=30)
 
     assert took < 45
     assert result.failed_step_keys == ["sleepy"]
@@ -334,14 +326,11 @@ def test_losing_the_dask_scheduler_fails_the_running_steps_instead_of_hanging(in
     assert "lost its connection to the Dask scheduler" in failure.message
 
 
-def test_a_dask_connection_blip_mid_run_does_not_lose_the_run(instance, tmp_path):
+def test_a_dask_connection_blip_mid_run_does_not_lose_the_run(own_cluster, instance):
     """The scheduler drops the driver's connection mid-run: the client reconnects and the run
     completes with the right result (an outcome lost in the gap would be found by the checks
     and its step retried per its policy)."""
-    import logging
     import threading
-
-    import distributed
 
     from memodag import RetryPolicy
 
@@ -355,9 +344,7 @@ def test_a_dask_connection_blip_mid_run_does_not_lose_the_run(instance, tmp_path
         time.sleep(1.5)
         return x + 1
 
-    cluster = distributed.LocalCluster(
-        n_workers=1, processes=False, dashboard_address=":0", silence_logs=logging.CRITICAL
-    )
+    cluster = own_cluster()
 
     @job(executor_def=dask_executor.configured({"address": cluster.scheduler_address}))
     def chain():
@@ -374,12 +361,9 @@ def test_a_dask_connection_blip_mid_run_does_not_lose_the_run(instance, tmp_path
                 cluster.loop.add_callback(comm.comm.abort)
 
     dropper = threading.Thread(target=drop_the_driver)
-    try:
-        dropper.start()
-        result = chain.execute_in_process(instance=instance, raise_on_error=False)
-    finally:
-        dropper.join(timeout=30)
-        cluster.close(timeout=20)
+    dropper.start()
+    result = chain.execute_in_process(instance=instance, raise_on_error=False)
+    dropper.join(timeout=30)
 
     assert result.success, result.get_step_failure_events()
     assert result.output_for_node("c") == 3

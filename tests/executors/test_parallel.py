@@ -182,45 +182,31 @@ def test_multiprocess_workers_start_either_way(start_method, instance, tmp_path)
     assert pids and os.getpid() not in pids
 
 
-def test_a_dask_worker_that_joins_mid_run_serves_its_steps(instance, tmp_path):
-    import logging
+def test_a_dask_worker_that_joins_mid_run_serves_its_steps(own_cluster, instance, tmp_path):
     import threading
 
-    import dask
     import distributed
     from pipelines import grows_mid_run
 
-    from memodag.executors.dask import SCHEDULER_CONFIG
-
-    with dask.config.set(SCHEDULER_CONFIG):
-        cluster = distributed.LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.CRITICAL,
+    cluster = own_cluster(processes=True)
+    run_config = {
+        "resources": {"marks": {"config": {"dir": str(tmp_path)}}},
+        "ops": {"split_after_go": {"config": {"n": 10}}},
+        "execution": {"dask": {"config": {"address": cluster.scheduler_address}}},
+    }
+    outcome: dict[str, object] = {}
+    runner = threading.Thread(
+        target=lambda: outcome.update(
+            result=grows_mid_run.execute_in_process(run_config=run_config, instance=instance)
         )
-    try:
-        run_config = {
-            "resources": {"marks": {"config": {"dir": str(tmp_path)}}},
-            "ops": {"split_after_go": {"config": {"n": 10}}},
-            "execution": {"dask": {"config": {"address": cluster.scheduler_address}}},
-        }
-        outcome: dict[str, object] = {}
-        runner = threading.Thread(
-            target=lambda: outcome.update(
-                result=grows_mid_run.execute_in_process(run_config=run_config, instance=instance)
-            )
-        )
-        runner.start()
-        cluster.scale(2)
-        with distributed.Client(cluster, set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=60)
-        (tmp_path / "go").write_text("")
-        runner.join(timeout=120)
-        assert not runner.is_alive(), "the run did not finish"
-    finally:
-        cluster.close(timeout=20)
+    )
+    runner.start()
+    cluster.scale(2)
+    with distributed.Client(cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+    (tmp_path / "go").write_text("")
+    runner.join(timeout=120)
+    assert not runner.is_alive(), "the run did not finish"
 
     result = outcome["result"]
     assert result.success
@@ -290,15 +276,15 @@ def test_a_dask_run_leaves_no_task_or_plugin_on_the_cluster(dask_cluster_ready, 
     assert left == ([], [])
 
 
-def test_a_dask_task_cancelled_on_the_cluster_fails_its_step_instead_of_hanging(instance, tmp_path):
+def test_a_dask_task_cancelled_on_the_cluster_fails_its_step_instead_of_hanging(
+    own_cluster, instance, tmp_path
+):
     """Someone cancels one of the run's tasks on a shared cluster before it starts: Dask forgets
     it without a word to the driver. The driver's check of its attempts notices, and the step
     fails with a clear error; the other step finishes."""
-    import logging
     import threading
     import time
 
-    import dask
     import distributed
 
     from memodag import dask_executor
@@ -311,18 +297,7 @@ def test_a_dask_task_cancelled_on_the_cluster_fails_its_step_instead_of_hanging(
         return 1
 
     # one thread, and Dask sends it one task at a time: of three, two stay queued on the scheduler
-    settings = {
-        "distributed.scheduler.worker-saturation": 1.0,
-        "distributed.scheduler.allowed-failures": 0,
-    }
-    with dask.config.set(settings):
-        cluster = distributed.LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=False,
-            dashboard_address=":0",
-            silence_logs=logging.CRITICAL,
-        )
+    cluster = own_cluster(**{"distributed.scheduler.worker-saturation": 1.0})
 
     @job(executor_def=dask_executor.configured({"address": cluster.scheduler_address}))
     def three_holds():
@@ -342,19 +317,16 @@ def test_a_dask_task_cancelled_on_the_cluster_fails_its_step_instead_of_hanging(
             result=three_holds.execute_in_process(instance=instance, raise_on_error=False)
         )
     )
-    try:
-        runner.start()
-        with distributed.Client(cluster, set_as_default=False) as client:
-            deadline = time.monotonic() + 30
-            while not (keys := client.run_on_scheduler(queued)) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert keys, "no task of the run was queued on the scheduler"
-            client.cancel([distributed.Future(keys[0], client)], force=True)
-        (tmp_path / "go").write_text("")
-        runner.join(timeout=60)
-        assert not runner.is_alive(), "the run hung on a task Dask dropped"
-    finally:
-        cluster.close(timeout=20)
+    runner.start()
+    with distributed.Client(cluster, set_as_default=False) as client:
+        deadline = time.monotonic() + 30
+        while not (keys := client.run_on_scheduler(queued)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert keys, "no task of the run was queued on the scheduler"
+        client.cancel([distributed.Future(keys[0], client)], force=True)
+    (tmp_path / "go").write_text("")
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "the run hung on a task Dask dropped"
 
     result = outcome["result"]
     (failed,) = result.failed_step_keys

@@ -200,7 +200,7 @@ class DaskExecutor(Executor):
 
     def _on_event(self, event: Any) -> None:
         """Runs in Dask's event loop for each event on the run's topic: outcome parts from the
-        workers, and the scheduler's news of this client (each graph it took, or refused)."""
+        workers, and the scheduler's news of this client (of which a refused graph matters)."""
         message = event[1]
         if not isinstance(message, dict):
             return
