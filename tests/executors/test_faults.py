@@ -367,3 +367,73 @@ def test_a_dask_connection_blip_mid_run_does_not_lose_the_run(own_cluster, insta
 
     assert result.success, result.get_step_failure_events()
     assert result.output_for_node("c") == 3
+
+
+ORPHAN_DRIVER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+
+    from memodag import Instance, dask_executor, job, op
+
+    marks = Path(sys.argv[2])
+
+    @op
+    def hold(context) -> int:
+        (marks / f"{context.step_key}.started").write_text("")
+        deadline = time.monotonic() + 60
+        while not (marks / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return 1
+
+    @job(executor_def=dask_executor.configured({"address": sys.argv[1]}))
+    def four_holds():
+        for name in "abcd":
+            hold.alias(name)()
+
+    if __name__ == "__main__":
+        four_holds.execute_in_process(instance=Instance.from_url(f"sqlite:///{marks}/i.db"))
+    """
+)
+
+
+def test_a_dask_drivers_attempts_are_cancelled_when_it_is_killed_outright(own_cluster, tmp_path):
+    """A driver SIGKILLed mid-run cannot cancel its fire-and-forget attempts: the scheduler's
+    guard does, once the client has been gone for the grace, so the queued ones never run."""
+    import dask
+    import distributed
+
+    # one thread, one task at a time on the worker: three of the four wait on the scheduler
+    cluster = own_cluster(processes=True, **{"distributed.scheduler.worker-saturation": 1.0})
+    script = tmp_path / "driver.py"
+    script.write_text(ORPHAN_DRIVER)
+    driver = subprocess.Popen(
+        [sys.executable, str(script), cluster.scheduler_address, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def ours(dask_scheduler):
+        return [str(k) for k in dask_scheduler.tasks if str(k).startswith("memodag-step")]
+
+    with (
+        dask.config.set({"memodag.orphan-grace": 1}),
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        try:
+            deadline = time.monotonic() + 90
+            while len(client.run_on_scheduler(ours)) < 4 or not list(tmp_path.glob("*.started")):
+                assert driver.poll() is None, driver.communicate()
+                assert time.monotonic() < deadline, "the run never got going"
+                time.sleep(0.05)
+        finally:
+            driver.kill()
+            driver.wait()
+        deadline = time.monotonic() + 30
+        while client.run_on_scheduler(ours) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.run_on_scheduler(ours) == [], "the killed driver's attempts were left"
+    (tmp_path / "release").write_text("")
+    time.sleep(1.0)  # time for a queued attempt to start, were one still there
+    assert len(list(tmp_path.glob("*.started"))) == 1

@@ -127,6 +127,7 @@ class DaskExecutor(Executor):
         self._pending: dict[str, tuple[StepTask, float]] = {}  # by Dask key, sent or not
         self._unsent: list[tuple[str, bytes]] = []
         self._topic = ""
+        self._key_prefix = "memodag-step-"
         # filled by Dask's event-loop thread, drained by the engine's, in arrival order:
         # ("outcome", (key, bytes)), ("refused", status) as the scheduler refuses a batch,
         # ("removed", (worker, keys)) as a worker running some of ours is removed
@@ -147,7 +148,13 @@ class DaskExecutor(Executor):
         import dask
         import distributed
 
-        from memodag.executors.dask_worker import PRELOAD, RunPlugin, run_dask_task
+        from memodag.executors.dask_worker import (
+            PRELOAD,
+            OrphanGuard,
+            RunPlugin,
+            key_prefix,
+            run_dask_task,
+        )
 
         if self.address:
             try:
@@ -188,6 +195,12 @@ class DaskExecutor(Executor):
                 f"dask_executor: could not install run {self._run_id[:8]} on the Dask workers: "
                 f"{type(exc).__name__}: {exc} (is memodag installed where the workers run?)"
             ) from exc
+        # a driver killed outright cannot cancel its fire-and-forget attempts: the scheduler
+        # does, once the client has been gone a while (a scheduler without memodag refuses
+        # the guard; runs go on without it)
+        with contextlib.suppress(Exception):
+            self._client.register_plugin(OrphanGuard())
+        self._key_prefix = key_prefix(self._client.id)
         # outcomes arrive as events on this client's own topic (see run_dask_task); the
         # scheduler keeps at most `distributed.admin.low-level-log-length` (1,000) events of a
         # topic and drops a client's topic some time after the client leaves
@@ -258,8 +271,7 @@ class DaskExecutor(Executor):
                 ),
             )
             return
-        # one key prefix, so Dask sees one large task group and queues it on the scheduler
-        key = f"memodag-step-{uuid.uuid4().hex}"
+        key = f"{self._key_prefix}{uuid.uuid4().hex}"
         self._pending[key] = (task, started)
         self._unsent.append((key, message))
 

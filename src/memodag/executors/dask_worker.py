@@ -10,11 +10,14 @@ This module imports Dask; ``executors/dask.py`` imports it only when a run start
 
 from __future__ import annotations
 
+import hashlib
+import time
 import uuid
 from typing import Any
 
+import dask
 from distributed import get_worker
-from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from memodag.executors.worker import release_run, run_task, warm_run
 
@@ -40,6 +43,38 @@ class RunPlugin(WorkerPlugin):
 
     def teardown(self, worker: Any) -> None:
         release_run(self.run_id)
+
+
+def key_prefix(client_id: str) -> str:
+    """The Dask key prefix of the attempts a driver's client hands over: one task group per
+    client (Dask queues large groups on the scheduler), and how ``OrphanGuard`` finds them."""
+    return f"memodag-step-{hashlib.sha1(client_id.encode()).hexdigest()[:12]}-"
+
+
+class OrphanGuard(SchedulerPlugin):
+    """Cancels the attempts of a driver that left the cluster without cancelling them (killed
+    outright, or cut off): they are fire-and-forget tasks, which Dask would otherwise run to the
+    end. It waits ``memodag.orphan-grace`` seconds of Dask config (default 30) first, and
+    does nothing if the client came back: a reconnecting driver keeps its run."""
+
+    name = "memodag-orphan-guard"
+    idempotent = True  # one per scheduler, whichever run installed it first
+
+    def remove_client(self, scheduler: Any, client: str) -> None:
+        grace = float(dask.config.get("memodag.orphan-grace", 30))
+        scheduler.loop.call_later(grace, self._cancel_if_gone, scheduler, client)
+
+    @staticmethod
+    def _cancel_if_gone(scheduler: Any, client: str) -> None:
+        orphans = scheduler.clients.get("fire-and-forget")
+        if client in scheduler.clients or orphans is None:
+            return
+        prefix = key_prefix(client)
+        keys = [ts.key for ts in orphans.wants_what if str(ts.key).startswith(prefix)]
+        if keys:
+            scheduler.client_releases_keys(
+                keys=keys, client="fire-and-forget", stimulus_id=f"memodag-orphaned-{time.time()}"
+            )
 
 
 PRELOAD = __name__
