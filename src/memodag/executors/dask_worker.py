@@ -46,28 +46,39 @@ class RunPlugin(WorkerPlugin):
 
 
 def key_prefix(client_id: str) -> str:
-    """The Dask key prefix of the attempts a driver's client hands over: one task group per
-    client (Dask queues large groups on the scheduler), and how ``OrphanGuard`` finds them."""
+    """The Dask key prefix of the attempts a driver's client hands over, by which
+    ``OrphanGuard`` finds them (Dask still puts every attempt in one task group, ``memodag-step``,
+    and queues that large group on the scheduler)."""
     return f"memodag-step-{hashlib.sha1(client_id.encode()).hexdigest()[:12]}-"
 
 
 class OrphanGuard(SchedulerPlugin):
     """Cancels the attempts of a driver that left the cluster without cancelling them (killed
-    outright, or cut off): they are fire-and-forget tasks, which Dask would otherwise run to the
-    end. It waits ``memodag.orphan-grace`` seconds of Dask config (default 30) first, and
-    does nothing if the client came back: a reconnecting driver keeps its run."""
+    outright, or cut off for good): they are fire-and-forget tasks, which Dask would otherwise
+    run to the end. A client counts as gone once it has been away ``memodag.orphan-grace`` of
+    Dask config (default 60 s, longer than a client's 30 s of trying to reconnect) without coming
+    back in between."""
 
     name = "memodag-orphan-guard"
     idempotent = True  # one per scheduler, whichever run installed it first
 
-    def remove_client(self, scheduler: Any, client: str) -> None:
-        grace = float(dask.config.get("memodag.orphan-grace", 30))
-        scheduler.loop.call_later(grace, self._cancel_if_gone, scheduler, client)
+    def __init__(self) -> None:
+        self._left: dict[str, float] = {}  # client -> when it last left, while away
 
-    @staticmethod
-    def _cancel_if_gone(scheduler: Any, client: str) -> None:
+    def add_client(self, scheduler: Any, client: str) -> None:
+        self._left.pop(client, None)
+
+    def remove_client(self, scheduler: Any, client: str) -> None:
+        left = self._left[client] = time.monotonic()
+        grace = dask.utils.parse_timedelta(dask.config.get("memodag.orphan-grace", "60s"))
+        scheduler.loop.call_later(grace, self._cancel_if_gone, scheduler, client, left)
+
+    def _cancel_if_gone(self, scheduler: Any, client: str, left: float) -> None:
+        if self._left.get(client) != left:
+            return  # it came back since (and may have left again: a later timer decides)
+        del self._left[client]
         orphans = scheduler.clients.get("fire-and-forget")
-        if client in scheduler.clients or orphans is None:
+        if scheduler.status.name != "running" or orphans is None:
             return
         prefix = key_prefix(client)
         keys = [ts.key for ts in orphans.wants_what if str(ts.key).startswith(prefix)]
