@@ -399,7 +399,8 @@ ORPHAN_DRIVER = textwrap.dedent(
 
 def test_a_dask_drivers_attempts_are_cancelled_when_it_is_killed_outright(own_cluster, tmp_path):
     """A driver SIGKILLed mid-run cannot cancel its fire-and-forget attempts: the scheduler's
-    guard does, once the client has been gone for the grace, so the queued ones never run."""
+    guard does, once the client has been gone for the grace, so the queued ones never run, and
+    it removes the run's worker plugin."""
     import dask
     import distributed
 
@@ -417,6 +418,9 @@ def test_a_dask_drivers_attempts_are_cancelled_when_it_is_killed_outright(own_cl
     def ours(dask_scheduler):
         return [str(k) for k in dask_scheduler.tasks if str(k).startswith("memodag-step")]
 
+    def run_plugins(dask_scheduler):
+        return [n for n in dask_scheduler.worker_plugins if n.startswith("memodag-run-")]
+
     with (
         dask.config.set({"memodag.orphan-grace": 1}),
         distributed.Client(cluster, set_as_default=False) as client,
@@ -427,13 +431,17 @@ def test_a_dask_drivers_attempts_are_cancelled_when_it_is_killed_outright(own_cl
                 assert driver.poll() is None, driver.communicate()
                 assert time.monotonic() < deadline, "the run never got going"
                 time.sleep(0.05)
+            assert client.run_on_scheduler(run_plugins)
         finally:
             driver.kill()
             driver.wait()
         deadline = time.monotonic() + 30
-        while client.run_on_scheduler(ours) and time.monotonic() < deadline:
+        while client.run_on_scheduler(ours) or client.run_on_scheduler(run_plugins):
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.1)
         assert client.run_on_scheduler(ours) == [], "the killed driver's attempts were left"
+        assert client.run_on_scheduler(run_plugins) == [], "its run's plugin was left"
     (tmp_path / "release").write_text("")
     time.sleep(1.0)  # time for a queued attempt to start, were one still there
     assert len(list(tmp_path.glob("*.started"))) == 1

@@ -186,7 +186,7 @@ class DaskExecutor(Executor):
         self._task_fn = run_dask_task
         # every worker imports memodag and unpickles the job now, all at once, instead of at
         # their first attempts; a worker that joins later gets the plugin as it registers
-        plugin = RunPlugin(self._run_id, dumps_payload(payload))
+        plugin = RunPlugin(self._run_id, dumps_payload(payload), self._client.id)
         self._plugin_name = plugin.name  # unregistered at shutdown even if registering fails
         try:
             self._client.register_plugin(plugin)

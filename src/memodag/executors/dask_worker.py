@@ -10,6 +10,8 @@ This module imports Dask; ``executors/dask.py`` imports it only when a run start
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
@@ -31,10 +33,11 @@ class RunPlugin(WorkerPlugin):
     the scheduler tracks no dependency per attempt and workers fetch nothing before running one.
     """
 
-    def __init__(self, run_id: str, payload_bytes: bytes) -> None:
+    def __init__(self, run_id: str, payload_bytes: bytes, client_id: str) -> None:
         self.run_id = run_id
         self.payload_bytes = payload_bytes
-        self.name = f"memodag-run-{run_id}"
+        # named after the driver's client too, so ``OrphanGuard`` can remove a vanished driver's
+        self.name = f"memodag-run-{run_id}-{client_token(client_id)}"
 
     def setup(self, worker: Any) -> None:
         # runs on the worker's event loop: imports only; resources are built by the first
@@ -45,19 +48,25 @@ class RunPlugin(WorkerPlugin):
         release_run(self.run_id)
 
 
+def client_token(client_id: str) -> str:
+    """A short mark of a driver's Dask client, in its attempts' keys and its run's plugin name."""
+    return hashlib.sha1(client_id.encode()).hexdigest()[:12]
+
+
 def key_prefix(client_id: str) -> str:
     """The Dask key prefix of the attempts a driver's client hands over, by which
     ``OrphanGuard`` finds them (Dask still puts every attempt in one task group, ``memodag-step``,
     and queues that large group on the scheduler)."""
-    return f"memodag-step-{hashlib.sha1(client_id.encode()).hexdigest()[:12]}-"
+    return f"memodag-step-{client_token(client_id)}-"
 
 
 class OrphanGuard(SchedulerPlugin):
-    """Cancels the attempts of a driver that left the cluster without cancelling them (killed
-    outright, or cut off for good): they are fire-and-forget tasks, which Dask would otherwise
-    run to the end. A client counts as gone once it has been away ``memodag.orphan-grace`` of
-    Dask config (default 60 s, longer than a client's 30 s of trying to reconnect) without coming
-    back in between."""
+    """Cleans up after a driver that left the cluster without doing so (killed outright, or cut
+    off for good): cancels its attempts, fire-and-forget tasks Dask would otherwise run to the
+    end, and removes its run's worker plugin, which tears the run's resources down on the
+    workers. A client counts as gone once it has been away ``memodag.orphan-grace`` of Dask
+    config (default 60 s, longer than a client's 30 s of trying to reconnect) without coming back
+    in between."""
 
     name = "memodag-orphan-guard"
     idempotent = True  # one per scheduler, whichever run installed it first
@@ -86,6 +95,15 @@ class OrphanGuard(SchedulerPlugin):
             scheduler.client_releases_keys(
                 keys=keys, client="fire-and-forget", stimulus_id=f"memodag-orphaned-{time.time()}"
             )
+        token = client_token(client)
+        for name in [n for n in scheduler.worker_plugins if n.startswith("memodag-run-")]:
+            if name.endswith(f"-{token}"):
+                asyncio.get_running_loop().create_task(_unregister(scheduler, name))
+
+
+async def _unregister(scheduler: Any, name: str) -> None:
+    with contextlib.suppress(Exception):  # gone already, or a worker did not answer
+        await scheduler.unregister_worker_plugin(None, name)
 
 
 PRELOAD = __name__
