@@ -36,7 +36,7 @@ class RunPlugin(WorkerPlugin):
     def __init__(self, run_id: str, payload_bytes: bytes, client_id: str) -> None:
         self.run_id = run_id
         self.payload_bytes = payload_bytes
-        # named after the driver's client too, so ``OrphanGuard`` can remove a vanished driver's
+        # named after the driver's client too: ``OrphanGuard`` removes it if that driver vanishes
         self.name = f"memodag-run-{run_id}-{client_token(client_id)}"
 
     def setup(self, worker: Any) -> None:
@@ -73,6 +73,7 @@ class OrphanGuard(SchedulerPlugin):
 
     def __init__(self) -> None:
         self._left: dict[str, float] = {}  # client -> when it last left, while away
+        self._removals: set[asyncio.Task[None]] = set()  # held until done (the loop holds weakly)
 
     def add_client(self, scheduler: Any, client: str) -> None:
         self._left.pop(client, None)
@@ -98,7 +99,9 @@ class OrphanGuard(SchedulerPlugin):
         token = client_token(client)
         for name in [n for n in scheduler.worker_plugins if n.startswith("memodag-run-")]:
             if name.endswith(f"-{token}"):
-                asyncio.get_running_loop().create_task(_unregister(scheduler, name))
+                removal = asyncio.get_running_loop().create_task(_unregister(scheduler, name))
+                self._removals.add(removal)
+                removal.add_done_callback(self._removals.discard)
 
 
 async def _unregister(scheduler: Any, name: str) -> None:
