@@ -428,8 +428,7 @@ class DaskExecutor(Executor):
             with contextlib.suppress(Exception):
                 client.subscribe_topic(self._topic, self._on_event)
                 client.subscribe_topic("all", self._on_cluster_event)
-        unsent = {key for key, _ in self._unsent}
-        keys = [key for key in self._pending if key not in unsent]
+        keys = self._sent_keys()
         states = self._states(keys)
         if states is None:
             return  # no answer: neither a sighting nor an absence
@@ -451,6 +450,11 @@ class DaskExecutor(Executor):
             self._refused
             or "Dask ended it without an outcome (the task was lost, cancelled, or could not run on its worker)",
         )
+
+    def _sent_keys(self) -> list[str]:
+        """Keys of the pending attempts already handed to Dask."""
+        unsent = {key for key, _ in self._unsent}
+        return [key for key in self._pending if key not in unsent]
 
     def _pop(self, key: str) -> tuple[StepTask, float] | None:
         self._seen.discard(key)
@@ -479,11 +483,9 @@ class DaskExecutor(Executor):
         self._closed = True
         self._admission.drain()
         client, cluster = self._client, self._cluster
-        unsent = {key for key, _ in self._unsent}
-        sent = [key for key in self._pending if key not in unsent]
-        # (outcome parts are the event-loop thread's own: left to go with this object)
-        for state in (self._pending, self._suspects, self._seen, self._missing):
-            state.clear()
+        sent = self._sent_keys()
+        # late events from Dask's event-loop thread are ignored from here on
+        self._pending.clear()
         self._unsent.clear()
         steps: list[Any] = []
         if self._topic:
