@@ -1,6 +1,7 @@
 """W1 fan-out on the parallel executors: N pieces of CPU-bound pure-Python work (about 50 ms
 each, calibrated on this machine) mapped from a dynamic output and collected, run in process,
-on the multiprocess executor and on Dask; and Dask's overhead on 1,000 trivial pieces.
+on the multiprocess executor and on Dask; Dask's overhead on 1,000 trivial pieces; and the
+latency of each hand-over on Dask along a chain of trivial steps.
 
 Timed: ``execute_in_process`` only. A Dask LocalCluster (2 worker processes, as many as cores
 here) is started before the timed region and closed after it (``cluster_s`` reports its cost);
@@ -237,6 +238,68 @@ def run_w1_paired(scratch: Path) -> Metrics:
     return metrics
 
 
+CHAIN = 30
+
+
+def run_chain_dask_paired(scratch: Path) -> Metrics:
+    """A chain of ``CHAIN`` trivial steps on Dask, where each step waits for the one before: the
+    round trip per hand-over. Each sample runs it under the client send interval memodag sets
+    (``SEND_INTERVAL_SECONDS``) and under Dask's default (10 ms), three times each, alternating,
+    and reports the medians: what the setting is worth."""
+    import statistics
+
+    from memodag import Instance, job, op
+    from memodag.executors import dask as dask_module
+
+    @op
+    def first() -> int:
+        return 0
+
+    @op
+    def inc(x: int) -> int:
+        return x + 1
+
+    cluster = _start_cluster()
+    try:
+
+        @job(name="chain_dask", executor_def=_executor("dask", cluster.scheduler_address))
+        def chain() -> None:
+            x = first()
+            for i in range(CHAIN):
+                x = inc.alias(f"inc{i}")(x)
+
+        ours = dask_module.SEND_INTERVAL_SECONDS
+        runs: dict[float, list[float]] = {ours: [], 0.01: []}
+        for i in range(6):
+            interval = (ours, 0.01)[i % 2]
+            dask_module.SEND_INTERVAL_SECONDS = interval
+            instance = Instance.from_url(
+                f"sqlite:///{scratch}/{i}.db", storage_dir=scratch / f"storage-{i}"
+            )
+            try:
+                result, seconds = timed(
+                    functools.partial(chain.execute_in_process, instance=instance)
+                )
+                if result.output_for_node(f"inc{CHAIN - 1}") != CHAIN:
+                    raise AssertionError("chain_dask: wrong result")
+            finally:
+                instance.close()
+            runs[interval].append(seconds)
+        dask_module.SEND_INTERVAL_SECONDS = ours
+    finally:
+        cluster.close()
+    steps = CHAIN + 1
+    ours_s = statistics.median(runs[ours])
+    default_s = statistics.median(runs[0.01])
+    return {
+        "run_s": ours_s,
+        "dask_default_interval_s": default_s,
+        "per_step_s": ours_s / steps,
+        "per_step_dask_default_interval_s": default_s / steps,
+        "vs_dask_default_interval": ours_s / default_s,
+    }
+
+
 FASTER_1_7X = 1 / 1.7
 
 WORKLOADS = [
@@ -287,6 +350,12 @@ WORKLOADS = [
                 max_value=FASTER_1_7X,
             ),
         ),
+    ),
+    Workload(
+        "chain_dask",
+        run_chain_dask_paired,
+        description=f"a chain of {CHAIN} trivial steps on Dask: latency per hand-over, with memodag's client send interval and with Dask's default (10 ms)",
+        steps=CHAIN + 1,
     ),
     Workload(
         "trivial_1k_in_process",

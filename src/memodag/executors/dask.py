@@ -84,6 +84,12 @@ UNSEEN_GRACE_SECONDS = 10.0
 """An attempt no check has seen on the scheduler counts as gone only this long after it was handed
 over, and at three checks running: the scheduler may still be reading its batch."""
 
+SEND_INTERVAL_SECONDS = 0.001
+"""The driver's client sends to the scheduler at most this often (Dask's client default: 10 ms).
+memodag already hands each engine round's attempts over in one message, so Dask's own batching
+only delayed the next stage: a step whose inputs finished within 10 ms of the last hand-over
+waited out the rest of that interval before the scheduler saw it."""
+
 DEATH_GRACE_SECONDS = 1.0
 """How long the driver waits for outcomes of attempts a removed worker was running before it
 asks the scheduler about them: a nanny can report its worker's death before the scheduler has
@@ -209,6 +215,7 @@ class DaskExecutor(Executor):
         # the scheduler announces every worker it removes there, with the tasks it was running
         self._client.subscribe_topic("all", self._on_cluster_event)
         self._comm = self._client.scheduler_comm
+        _shorten_send_interval(self._comm)
         self._next_check = time.monotonic() + POLL_SECONDS[0]
 
     def _on_event(self, event: Any) -> None:
@@ -425,6 +432,7 @@ class DaskExecutor(Executor):
         if client.scheduler_comm is not self._comm:
             # the client reconnected, and Dask does not subscribe it to its topics again
             self._comm = client.scheduler_comm
+            _shorten_send_interval(self._comm)
             with contextlib.suppress(Exception):
                 client.subscribe_topic(self._topic, self._on_event)
                 client.subscribe_topic("all", self._on_cluster_event)
@@ -507,6 +515,13 @@ class DaskExecutor(Executor):
         finally:
             if cluster is not None:
                 cluster.close(timeout=10)
+
+
+def _shorten_send_interval(comm: Any) -> None:
+    """Set ``SEND_INTERVAL_SECONDS`` on the client's batched stream to the scheduler (a reconnect
+    makes a new stream with Dask's default; a Dask without the attribute keeps its own)."""
+    if isinstance(getattr(comm, "interval", None), int | float):
+        comm.interval = SEND_INTERVAL_SECONDS
 
 
 def _cancel_keys(client: Any, keys: list[str]) -> None:
