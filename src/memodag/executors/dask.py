@@ -185,6 +185,8 @@ class DaskExecutor(Executor):
                     preload=[PRELOAD],
                 )
             self._client = distributed.Client(self._cluster, set_as_default=False)
+        # before anything is sent, so no message waits out Dask's default interval
+        _shorten_send_interval(self._client.scheduler_comm)
         # Dask queues what its workers cannot take yet (see SCHEDULER_CONFIG): handing it the
         # whole backlog in one message costs far less per step than trickling attempts in
         self._admission = Admission(self._max_concurrent or DEFAULT_BACKLOG, self._limits)
@@ -215,7 +217,6 @@ class DaskExecutor(Executor):
         # the scheduler announces every worker it removes there, with the tasks it was running
         self._client.subscribe_topic("all", self._on_cluster_event)
         self._comm = self._client.scheduler_comm
-        _shorten_send_interval(self._comm)
         self._next_check = time.monotonic() + POLL_SECONDS[0]
 
     def _on_event(self, event: Any) -> None:
