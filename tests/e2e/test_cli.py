@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,23 @@ def test_bad_config_exits_2_listing_every_problem(cli: Cli) -> None:
     missing_file = cli("job", "execute", "-f", str(job_file), "-c", "absent.yaml")
     assert missing_file.returncode == 2
     assert "absent.yaml: config file not found" in missing_file.stderr
+
+
+def test_a_malformed_dask_address_exits_2_at_once(cli: Cli) -> None:
+    # Dask's Client, given "localhost" (no port), used to raise a bare ValueError and then hold
+    # the interpreter 60 s at exit closing itself: the address is now checked with the config
+    job_file = cli.write("jobs.py", TWO_JOBS)
+    cli.write("dask.yaml", "execution:\n  dask:\n    config:\n      address: localhost\n")
+    started = time.monotonic()
+    result = cli("job", "execute", "-f", str(job_file), "-j", "tiny", "-c", "dask.yaml")
+
+    assert result.returncode == 2, result.stderr
+    assert "execution.config (dask).address: got 'localhost'" in result.stderr
+    assert "tcp://host:8786" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30  # no minute-long hang on the way out
+    assert cli.notes() == []
+    assert cli.instance().get_runs() == []
 
 
 def test_failing_op_exits_1_with_its_error(cli: Cli) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import textwrap
+import time
 
 import pytest
 from pipelines import dynamic_fan_out, fan_out_job, lines, marks_config
@@ -134,6 +136,56 @@ def test_in_memory_io_manager_is_refused_before_any_step(parallel_executor, inst
     assert instance.get_runs() == []
 
 
+def test_a_memory_object_store_is_refused_before_any_step(parallel_executor, instance, tmp_path):
+    from memodag import object_store_io_manager
+
+    @op
+    def writes_marker() -> int:
+        (tmp_path / "ran").write_text("yes")
+        return 1
+
+    store = object_store_io_manager.configured({"base_url": "memory://scratch/outputs"})
+
+    @job(resource_defs={"io_manager": store}, executor_def=parallel_executor)
+    def in_fsspec_memory():
+        writes_marker()
+
+    with pytest.raises(ExecutionError, match=r"process memory.*memory:// is one process"):
+        in_fsspec_memory.execute_in_process(instance=instance)
+    assert not (tmp_path / "ran").exists()
+    assert instance.get_runs() == []
+    # in process, the same store is fine
+    in_fsspec_memory.execute_in_process(
+        instance=instance, run_config={"execution": {"in_process": {}}}
+    )
+    assert (tmp_path / "ran").exists()
+
+
+def test_mapped_outputs_come_back_in_emission_order(parallel_executor, instance):
+    from memodag import DynamicOut, DynamicOutput
+
+    @op(out=DynamicOut())
+    def emit():
+        for i in range(4):
+            yield DynamicOutput(i, mapping_key=f"k{i}")
+
+    @op
+    def slow_first(i: int) -> int:
+        # the first piece finishes last, whichever worker takes it
+        time.sleep(0.6 if i == 0 else 0.0)
+        return i * 10
+
+    @job(executor_def=parallel_executor)
+    def fan():
+        emit().map(slow_first)
+
+    result = fan.execute_in_process(instance=instance)
+
+    assert list(result.output_for_node("slow_first")) == ["k0", "k1", "k2", "k3"]
+    assert list(result.output_for_node("slow_first").values()) == [0, 10, 20, 30]
+    assert list(result.output_for_node("emit")) == ["k0", "k1", "k2", "k3"]
+
+
 def test_executor_config_is_validated(instance):
     from memodag import dask_executor, multiprocess_executor
 
@@ -149,10 +201,49 @@ def test_executor_config_is_validated(instance):
     def bad_dask():
         one()
 
+    @job(executor_def=dask_executor)
+    def one_on_dask():
+        one()
+
+    @job
+    def one_in_process():
+        one()
+
     with pytest.raises(ConfigError, match=r"max_concurrent: expected an int >= 1"):
         bad_mp.execute_in_process(instance=instance)
     with pytest.raises(ConfigError, match=r"either 'address'.*or 'n_workers'"):
         bad_dask.execute_in_process(instance=instance)
+    for address, problem in [
+        ("localhost", "missing port number"),
+        ("http://127.0.0.1:8787", "unknown address scheme 'http'"),
+        ("", "is empty"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"dask\)\.address: .*{re.escape(problem)}"):
+            one_on_dask.execute_in_process(
+                run_config={"execution": {"dask": {"config": {"address": address}}}},
+                instance=instance,
+            )
+    # every problem at once: the executor's with the ops', range checks with unknown fields
+    with pytest.raises(ConfigError) as raised:
+        one_on_dask.execute_in_process(
+            run_config={
+                "ops": {"one": {"config": {"x": 1}}},
+                "execution": {"dask": {"config": {"n_workers": 0, "nworkers": 2}}},
+            },
+            instance=instance,
+        )
+    assert len(raised.value.errors) == 3, raised.value.errors
+    assert any(e.startswith("ops.one") for e in raised.value.errors)
+    assert any("dask).nworkers: unknown field" in e for e in raised.value.errors)
+    assert any("dask).n_workers: expected an int >= 1, got 0" in e for e in raised.value.errors)
+    # the default executor takes no config: a setting meant for another one is an error
+    with pytest.raises(
+        ConfigError, match=r"in_process\)\.max_concurrent: unknown field; this takes no config"
+    ):
+        one_in_process.execute_in_process(
+            run_config={"execution": {"config": {"max_concurrent": 4}}}, instance=instance
+        )
+    assert instance.get_runs() == []
     with pytest.raises(ConfigError, match="unknown field"):
         bad_mp.execute_in_process(
             run_config={"execution": {"multiprocess": {"config": {"workers": 2}}}},

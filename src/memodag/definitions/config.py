@@ -167,7 +167,12 @@ class _Shape(ConfigType):
         for key in value:
             if key not in self.fields:
                 errors.append(
-                    f"{_join(path, key)}: unknown field; expected one of {sorted(self.fields)}"
+                    f"{_join(path, key)}: unknown field; "
+                    + (
+                        f"expected one of {sorted(self.fields)}"
+                        if self.fields
+                        else "this takes no config"
+                    )
                 )
         for name, field in self.fields.items():
             sub = _join(path, name)

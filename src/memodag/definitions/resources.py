@@ -44,10 +44,19 @@ class ResourceDefinition:
     #: its values live in one process's memory: refused for runs on several processes and as
     #: the source of a re-execution (the memory is gone with the run)
     in_process_only: bool = False
+    #: for a resource whose config decides that (``object_store_io_manager`` on ``memory://``):
+    #: given its resolved config, whether its values live in one process's memory
+    in_process_only_if: Callable[[Any], bool] | None = None
 
     @property
     def is_io_manager(self) -> bool:
         return False
+
+    def keeps_values_in_process(self, config: Any) -> bool:
+        """Whether, under its resolved ``config``, this resource's values live in one process."""
+        if self.in_process_only:
+            return True
+        return self.in_process_only_if is not None and bool(self.in_process_only_if(config))
 
     def configured(self, config: Any) -> ResourceDefinition:
         """This resource with its config fixed; run config no longer configures it.

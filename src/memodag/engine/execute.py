@@ -44,13 +44,13 @@ def execute_job(
     resolved = resolve_run_config(job, run_config)
     plan = build_plan(job, resolved)
     executor = _executor(job, resolved)  # its config is checked before any storage is touched
-    _check_storage_fits_executor(job, plan, executor)
+    _check_storage_fits_executor(job, plan, executor, resolved)
     instance = instance or Instance.get()
     run_id = run_id or str(uuid.uuid4())
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
     parent = _parent_run(instance, parent_run_id)
     selected, external = _selection(plan, instance, parent, step_selection)
-    _check_external_addresses(job, external)
+    _check_external_addresses(job, external, resolved)
     memoizer = _memoizer(job, plan, run_tags, instance, run_id)
     if parent is not None:
         # a re-execution runs what it selects, even when it is stored: that is what it is for
@@ -250,13 +250,21 @@ def _selection(
     return selected, external
 
 
-def _check_external_addresses(job: Any, external: Mapping[AddressKey, Address]) -> None:
+def _kept_in_process(job: Any, resolved: ResolvedRunConfig, key: str) -> bool:
+    definition = job.resource_defs.get(key)
+    return definition is not None and definition.keeps_values_in_process(
+        resolved.resource_config.get(key)
+    )
+
+
+def _check_external_addresses(
+    job: Any, external: Mapping[AddressKey, Address], resolved: ResolvedRunConfig
+) -> None:
     """Outputs a parent run kept in its own process memory are gone: say so before running."""
     gone = sorted(
         f"{a.step_key}.{a.output_name}"
         for a in external.values()
-        if a.io_manager_key in job.resource_defs
-        and job.resource_defs[a.io_manager_key].in_process_only
+        if _kept_in_process(job, resolved, a.io_manager_key)
     )
     if gone:
         raise ExecutionError(
@@ -298,7 +306,9 @@ def _executor(job: Any, resolved: ResolvedRunConfig) -> Executor:
     return definition.create(config)
 
 
-def _check_storage_fits_executor(job: Any, plan: ExecutionPlan, executor: Executor) -> None:
+def _check_storage_fits_executor(
+    job: Any, plan: ExecutionPlan, executor: Executor, resolved: ResolvedRunConfig
+) -> None:
     if executor.in_process:
         return
     bad = sorted(
@@ -306,14 +316,15 @@ def _check_storage_fits_executor(job: Any, plan: ExecutionPlan, executor: Execut
             f"{node.path}.{name} (io manager '{out.io_manager_key}')"
             for node in plan.nodes.values()
             for name, out in node.op_def.outs.items()
-            if job.resource_defs[out.io_manager_key].in_process_only
+            if _kept_in_process(job, resolved, out.io_manager_key)
         }
     )
     if bad:
         raise ExecutionError(
             "outputs kept in process memory cannot cross to worker processes: "
             + ", ".join(bad[:10])
-            + "; use fs_io_manager or object_store_io_manager for runs on several processes"
+            + "; use fs_io_manager, or object_store_io_manager on file:// or s3:// (memory:// is "
+            "one process's memory too), for runs on several processes"
         )
 
 

@@ -132,6 +132,9 @@ class ExecuteInProcessResult:
                 for k, a in self._address_items()
                 if k[0].startswith(prefix) and k[1] == output
             ]
+            # addresses arrive as clones finish; the run entered the clones in emission order
+            order = self._result.order
+            found.sort(key=lambda item: order.get(item[0][0], len(order)))
             return [(a.step_key[len(step_key) + 1 : -1], a) for _, a in found]
         if plan_node.op_def.outs[output].is_dynamic:
             return [

@@ -61,12 +61,18 @@ class Executor(ABC):
 
 @dataclass(frozen=True)
 class ExecutorDefinition:
-    """A named executor factory with a config schema; ``.configured({...})`` presets its config."""
+    """A named executor factory with a config schema; ``.configured({...})`` presets its config.
+
+    ``check`` finds what the schema cannot say (ranges, fields that exclude each other) in the
+    schema-validated config; it runs even when the schema found problems, so every problem is
+    reported at once, and must therefore not trust a field's type.
+    """
 
     name: str
     factory: Callable[[Mapping[str, Any]], Executor]
     config_schema: Any = None
     preset_config: Any = NO_DEFAULT
+    check: Callable[[Mapping[str, Any]], list[str]] | None = None
 
     @property
     def config_type(self) -> ConfigType | None:
@@ -75,7 +81,17 @@ class ExecutorDefinition:
     def configured(self, config: Mapping[str, Any]) -> ExecutorDefinition:
         return replace(self, preset_config=dict(config))
 
+    def config_problems(self, config: Mapping[str, Any] | None) -> list[str]:
+        """Every problem of ``config`` (or the preset) for this executor; empty if none."""
+        return self._validated(config)[1]
+
     def create(self, config: Mapping[str, Any] | None) -> Executor:
+        value, errors = self._validated(config)
+        if errors:
+            raise ConfigError(errors)
+        return self.factory(value)
+
+    def _validated(self, config: Mapping[str, Any] | None) -> tuple[Mapping[str, Any], list[str]]:
         raw = (
             config
             if config is not None
@@ -87,6 +103,8 @@ class ExecutorDefinition:
             if self.config_schema is not None
             else {}
         )
-        if errors:
-            raise ConfigError(errors)
-        return self.factory(value or {})
+        if not isinstance(value, Mapping):
+            value = {}
+        if self.check is not None:
+            errors.extend(self.check(value))
+        return value, errors

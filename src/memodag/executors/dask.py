@@ -25,13 +25,14 @@ from typing import Any
 
 from memodag.definitions.config import Field, Noneable
 from memodag.engine.step import StepOutcome, StepTask
-from memodag.errors import ConfigError, ExecutionError
+from memodag.errors import ExecutionError
 from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
 from memodag.executors.limits import (
     TAG_CONCURRENCY_LIMITS_FIELD,
     Admission,
     TagLimit,
     parse_tag_limits,
+    tag_limit_problems,
 )
 from memodag.executors.worker import (
     dumps_payload,
@@ -165,7 +166,7 @@ class DaskExecutor(Executor):
         if self.address:
             try:
                 self._client = distributed.Client(self.address, set_as_default=False, timeout=30)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 raise ExecutionError(
                     f"dask_executor: cannot reach the Dask scheduler at {self.address!r}: {exc}"
                 ) from exc
@@ -532,21 +533,44 @@ def _cancel_keys(client: Any, keys: list[str]) -> None:
     client.cancel([Future(key, client) for key in keys], force=True)
 
 
-def _create(config: Mapping[str, Any]) -> Executor:
+def _address_problem(address: str) -> str:
+    """Why ``address`` cannot name a Dask scheduler ("" if it can): checked before the run starts,
+    since a malformed one fails inside ``Client`` and leaves it hanging at interpreter exit."""
+    expected = "expected a Dask scheduler address such as tcp://host:8786 or host:8786"
+    if not address.strip():
+        return f"is empty; {expected}, or leave it out to start a local cluster"
+    try:
+        from distributed.comm import get_address_host_port
+    except ImportError:
+        return ""  # reported below: Dask is not installed
+    try:
+        get_address_host_port(address)
+    except ValueError as exc:
+        if "extract host and port" in str(exc):
+            return ""  # a known scheme without host:port (inproc://, ucx://): Dask connects
+        return f"got {address!r} ({exc}); {expected}"
+    return ""
+
+
+def _check(config: Mapping[str, Any]) -> list[str]:
+    problems = []
     address = config.get("address")
-    n_workers = config.get("n_workers")
-    errors = []
-    if address and n_workers is not None:
-        errors.append(
+    if isinstance(address, str):
+        problem = _address_problem(address)
+        if problem:
+            problems.append(f"execution.config (dask).address: {problem}")
+    if address and config.get("n_workers") is not None:
+        problems.append(
             "execution.config (dask): give either 'address' (an existing scheduler) or 'n_workers' (a local cluster), not both"
         )
     for name in ("n_workers", "threads_per_worker", "max_concurrent"):
         value = config.get(name)
-        if value is not None and value < 1:
-            errors.append(f"execution.config (dask).{name}: expected an int >= 1, got {value}")
-    if errors:
-        raise ConfigError(errors)
-    limits = parse_tag_limits(config.get("tag_concurrency_limits") or [], "dask")
+        if isinstance(value, int) and value < 1:
+            problems.append(f"execution.config (dask).{name}: expected an int >= 1, got {value}")
+    return problems + tag_limit_problems(config.get("tag_concurrency_limits"), "dask")
+
+
+def _create(config: Mapping[str, Any]) -> Executor:
     try:
         import distributed  # noqa: F401
     except ImportError as exc:
@@ -554,11 +578,11 @@ def _create(config: Mapping[str, Any]) -> Executor:
             "dask_executor needs Dask distributed: pip install 'memodag[dask]'"
         ) from exc
     return DaskExecutor(
-        address,
-        n_workers,
+        config.get("address"),
+        config.get("n_workers"),
         config.get("threads_per_worker") or 1,
         config.get("max_concurrent"),
-        limits,
+        parse_tag_limits(config.get("tag_concurrency_limits") or []),
     )
 
 
@@ -586,5 +610,6 @@ dask_executor = ExecutorDefinition(
         ),
         "tag_concurrency_limits": TAG_CONCURRENCY_LIMITS_FIELD,
     },
+    check=_check,
 )
 """Runs each step on a Dask distributed worker; outputs must go to storage every worker can reach."""

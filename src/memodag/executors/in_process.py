@@ -48,4 +48,5 @@ def _create(config: Mapping[str, Any]) -> Executor:
     return InProcessExecutor()
 
 
-in_process_executor = ExecutorDefinition("in_process", _create, None)
+# no fields: any config given to it is a mistake (such as max_concurrent meant for another executor)
+in_process_executor = ExecutorDefinition("in_process", _create, {})

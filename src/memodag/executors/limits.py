@@ -13,7 +13,6 @@ from typing import Any
 
 from memodag.definitions.config import Field
 from memodag.engine.step import StepTask
-from memodag.errors import ConfigError
 
 TAG_CONCURRENCY_LIMITS_FIELD = Field(
     [{"key": str, "value": Field(str, is_required=False), "limit": int}],
@@ -39,20 +38,22 @@ class TagLimit:
         return self.value is None or tags[self.key] == self.value
 
 
-def parse_tag_limits(raw: Sequence[Mapping[str, Any]], executor: str) -> tuple[TagLimit, ...]:
-    """Validated ``tag_concurrency_limits`` config entries."""
-    limits = []
-    errors = []
-    for i, entry in enumerate(raw or ()):
-        limit = entry["limit"]
-        if limit < 1:
-            errors.append(
+def tag_limit_problems(raw: Any, executor: str) -> list[str]:
+    """What is wrong with schema-validated ``tag_concurrency_limits`` entries (see
+    ``ExecutorDefinition.check``)."""
+    problems = []
+    for i, entry in enumerate(raw if isinstance(raw, list | tuple) else ()):
+        limit = entry.get("limit") if isinstance(entry, Mapping) else None
+        if isinstance(limit, int) and limit < 1:
+            problems.append(
                 f"execution.config ({executor}).tag_concurrency_limits.{i}.limit: expected an int >= 1, got {limit}"
             )
-        limits.append(TagLimit(entry["key"], entry.get("value"), limit))
-    if errors:
-        raise ConfigError(errors)
-    return tuple(limits)
+    return problems
+
+
+def parse_tag_limits(raw: Sequence[Mapping[str, Any]]) -> tuple[TagLimit, ...]:
+    """``tag_concurrency_limits`` config entries, checked already (``tag_limit_problems``)."""
+    return tuple(TagLimit(e["key"], e.get("value"), e["limit"]) for e in raw or ())
 
 
 class Admission:

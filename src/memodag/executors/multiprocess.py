@@ -20,9 +20,13 @@ from typing import Any
 
 from memodag.definitions.config import Field, Noneable
 from memodag.engine.step import StepOutcome, StepTask
-from memodag.errors import ConfigError
 from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
-from memodag.executors.limits import TAG_CONCURRENCY_LIMITS_FIELD, Admission, parse_tag_limits
+from memodag.executors.limits import (
+    TAG_CONCURRENCY_LIMITS_FIELD,
+    Admission,
+    parse_tag_limits,
+    tag_limit_problems,
+)
 from memodag.executors.worker import (
     describe_exit,
     dumps_payload,
@@ -253,24 +257,25 @@ class MultiprocessExecutor(Executor):
         self._workers.clear()
 
 
-def _create(config: Mapping[str, Any]) -> Executor:
+def _check(config: Mapping[str, Any]) -> list[str]:
+    problems = []
     max_concurrent = config.get("max_concurrent")
-    if max_concurrent is None:
-        max_concurrent = os.cpu_count() or 1
-    if max_concurrent < 1:
-        raise ConfigError(
-            [
-                f"execution.config (multiprocess).max_concurrent: expected an int >= 1, got {max_concurrent}"
-            ]
+    if isinstance(max_concurrent, int) and max_concurrent < 1:
+        problems.append(
+            f"execution.config (multiprocess).max_concurrent: expected an int >= 1, got {max_concurrent}"
         )
+    start_method = config.get("start_method")
+    if isinstance(start_method, str) and start_method not in START_METHODS:
+        problems.append(
+            f"execution.config (multiprocess).start_method: expected one of {list(START_METHODS)}, got {start_method!r}"
+        )
+    return problems + tag_limit_problems(config.get("tag_concurrency_limits"), "multiprocess")
+
+
+def _create(config: Mapping[str, Any]) -> Executor:
+    max_concurrent = config.get("max_concurrent") or os.cpu_count() or 1
     start_method = config.get("start_method") or default_start_method()
-    if start_method not in START_METHODS:
-        raise ConfigError(
-            [
-                f"execution.config (multiprocess).start_method: expected one of {list(START_METHODS)}, got {start_method!r}"
-            ]
-        )
-    limits = parse_tag_limits(config.get("tag_concurrency_limits") or [], "multiprocess")
+    limits = parse_tag_limits(config.get("tag_concurrency_limits") or [])
     return MultiprocessExecutor(max_concurrent, limits, start_method)
 
 
@@ -290,5 +295,6 @@ multiprocess_executor = ExecutorDefinition(
         ),
         "tag_concurrency_limits": TAG_CONCURRENCY_LIMITS_FIELD,
     },
+    check=_check,
 )
 """Runs each step in a worker process; outputs must go to storage every process can reach."""

@@ -60,6 +60,17 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
+def _execution_problems(job: Any, execution: Mapping[str, Any]) -> list[str]:
+    """The executor's config problems, found with the rest (the executor is not created)."""
+    from memodag.executors.registry import resolve_executor
+
+    try:
+        definition, config = resolve_executor(getattr(job, "executor_def", None), execution)
+    except ConfigError as exc:
+        return exc.errors
+    return definition.config_problems(config)
+
+
 def resolve_run_config(job: Any, run_config: Mapping[str, Any] | None) -> ResolvedRunConfig:
     """Validate ``run_config`` (over the job's defaults) and return it processed, or raise
     ``ConfigError`` listing every problem with its path."""
@@ -85,6 +96,7 @@ def resolve_run_config(job: Any, run_config: Mapping[str, Any] | None) -> Resolv
     if not isinstance(execution, Mapping):
         errors.append(f"execution: expected a mapping, got {type(execution).__name__}")
         execution = {}
+    errors.extend(_execution_problems(job, execution))
     if errors:
         raise ConfigError(errors)
     return ResolvedRunConfig(op_config, resource_config, dict(execution), raw)

@@ -3,6 +3,7 @@ URL, through fsspec (s3fs for S3, with storage options for any S3-compatible ser
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from memodag.definitions.config import Field
@@ -92,3 +93,11 @@ def object_store_io_manager(context: InitResourceContext) -> PathIOManager:
         config["serializer"],
         config["versioned"],
     )
+
+
+# fsspec's memory filesystem lives in the process that writes to it: runs on several processes
+# refuse it before any step runs, as they refuse mem_io_manager
+object_store_io_manager = dataclasses.replace(
+    object_store_io_manager,
+    in_process_only_if=lambda config: str((config or {}).get("base_url", "")).startswith("memory:"),
+)
