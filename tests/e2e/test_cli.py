@@ -371,9 +371,11 @@ def test_runs_list_and_show(cli: Cli) -> None:
     assert failed.run_id in shown
     assert "ValueError: kaboom on 1" in shown
     assert "skipped" in shown
+    assert "Reason: steps failed: ['explode']" in shown  # the run's own failure, not only steps'
 
     detail = json.loads(_ok(cli("runs", "show", failed.run_id, "--json")).stdout)
     assert detail["run"]["run_id"] == failed.run_id
+    assert detail["run"]["reason"] == "steps failed: ['explode']"
     steps = {s["step_key"]: s for s in detail["steps"]}
     assert steps["one"]["status"] == "success" and steps["one"]["attempts"] == 1
     assert steps["one"]["outputs"]["result"]["uri"].endswith("result.pkl")

@@ -79,13 +79,23 @@ def show_run(run_id: str, as_json: bool) -> None:
     where each output was stored."""
     with _instance() as instance:
         record = _find_run(instance, run_id)
-        steps = summarize_steps(instance.get_events(record.run_id))
+        events = instance.get_events(record.run_id)
+        steps = summarize_steps(events)
+    # why a run failed or was canceled as a whole (it may have failed before any step ran)
+    reason = next(
+        (
+            e.message
+            for e in reversed(events)
+            if e.step_key is None and e.event_type.name in ("RUN_FAILURE", "RUN_CANCELED")
+        ),
+        "",
+    )
     if as_json:
         from memodag.cli.console import echo_json
 
-        echo_json({"run": run_to_dict(record), "steps": steps})
+        echo_json({"run": {**run_to_dict(record), "reason": reason}, "steps": steps})
         return
-    _print_run(record, steps)
+    _print_run(record, steps, reason)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -183,7 +193,7 @@ def _output_label(name: str, address: dict[str, Any]) -> str:
 # -- rendering ----------------------------------------------------------------------------
 
 
-def _print_run(record: RunRecord, steps: list[dict[str, Any]]) -> None:
+def _print_run(record: RunRecord, steps: list[dict[str, Any]], reason: str = "") -> None:
     from rich.table import Table
 
     from memodag.cli.console import (
@@ -204,6 +214,7 @@ def _print_run(record: RunRecord, steps: list[dict[str, Any]]) -> None:
         ("Parent", record.parent_run_id or ""),
         ("Steps selected", ", ".join(record.step_selection or [])),
         ("Tags", ", ".join(f"{k}={v}" for k, v in sorted(record.tags.items()))),
+        ("Reason", reason),
     ]
     for label, value in details:
         if value:
