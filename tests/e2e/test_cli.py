@@ -211,7 +211,7 @@ def test_a_malformed_dask_address_exits_2_at_once(cli: Cli) -> None:
     result = cli("job", "execute", "-f", str(job_file), "-j", "tiny", "-c", "dask.yaml")
 
     assert result.returncode == 2, result.stderr
-    assert "execution.config (dask).address: got 'localhost'" in result.stderr
+    assert "execution.dask.config.address: got 'localhost'" in result.stderr
     assert "tcp://host:8786" in result.stderr
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 30  # no minute-long hang on the way out

@@ -16,6 +16,7 @@ from pipelines import dynamic_fan_out, fan_out_job, lines, marks_config
 from memodag import (
     EventType,
     ExecutionError,
+    Instance,
     in_process_executor,
     job,
     mem_io_manager,
@@ -209,16 +210,27 @@ def test_executor_config_is_validated(instance):
     def one_in_process():
         one()
 
-    with pytest.raises(ConfigError, match=r"max_concurrent: expected an int >= 1"):
+    # each problem under the path the user wrote it at: here the job's .configured(...)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "multiprocess_executor.configured(...).max_concurrent: expected an int >= 1"
+        ),
+    ):
         bad_mp.execute_in_process(instance=instance)
-    with pytest.raises(ConfigError, match=r"either 'address'.*or 'n_workers'"):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("dask_executor.configured(...): give either 'address'") + ".*'n_workers'",
+    ):
         bad_dask.execute_in_process(instance=instance)
     for address, problem in [
         ("localhost", "missing port number"),
         ("http://127.0.0.1:8787", "unknown address scheme 'http'"),
         ("", "is empty"),
     ]:
-        with pytest.raises(ConfigError, match=rf"dask\)\.address: .*{re.escape(problem)}"):
+        with pytest.raises(
+            ConfigError, match=rf"execution\.dask\.config\.address: .*{re.escape(problem)}"
+        ):
             one_on_dask.execute_in_process(
                 run_config={"execution": {"dask": {"config": {"address": address}}}},
                 instance=instance,
@@ -234,11 +246,13 @@ def test_executor_config_is_validated(instance):
         )
     assert len(raised.value.errors) == 3, raised.value.errors
     assert any(e.startswith("ops.one") for e in raised.value.errors)
-    assert any("dask).nworkers: unknown field" in e for e in raised.value.errors)
-    assert any("dask).n_workers: expected an int >= 1, got 0" in e for e in raised.value.errors)
+    assert "execution.dask.config.nworkers: unknown field; expected one of [" in "".join(
+        raised.value.errors
+    )
+    assert "execution.dask.config.n_workers: expected an int >= 1, got 0" in raised.value.errors
     # the default executor takes no config: a setting meant for another one is an error
     with pytest.raises(
-        ConfigError, match=r"in_process\)\.max_concurrent: unknown field; this takes no config"
+        ConfigError, match=r"execution\.config\.max_concurrent: unknown field; this takes no config"
     ):
         one_in_process.execute_in_process(
             run_config={"execution": {"config": {"max_concurrent": 4}}}, instance=instance
@@ -247,6 +261,22 @@ def test_executor_config_is_validated(instance):
     with pytest.raises(ConfigError, match="unknown field"):
         bad_mp.execute_in_process(
             run_config={"execution": {"multiprocess": {"config": {"workers": 2}}}},
+            instance=instance,
+        )
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "execution.multiprocess.config.tag_concurrency_limits[0].limit: expected an int >= 1, got 0"
+        ),
+    ):
+        bad_mp.execute_in_process(
+            run_config={
+                "execution": {
+                    "multiprocess": {
+                        "config": {"tag_concurrency_limits": [{"key": "db", "limit": 0}]}
+                    }
+                }
+            },
             instance=instance,
         )
     with pytest.raises(
@@ -271,6 +301,48 @@ def test_multiprocess_workers_start_either_way(start_method, instance, tmp_path)
     assert result.output_for_node("total") == sum(i * i for i in range(4))
     pids = {pid for i in range(4) for pid, _ in lines(tmp_path, f"square[k{i}]")}
     assert pids and os.getpid() not in pids
+
+
+def test_a_script_without_a_main_guard_gets_a_hint(tmp_path):
+    import subprocess
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from memodag import Instance, job, multiprocess_executor, op
+
+            @op
+            def one():
+                return 1
+
+            @job(executor_def=multiprocess_executor)
+            def unguarded():
+                one()
+
+            # no `if __name__ == "__main__":` here: each worker re-runs this line as it starts
+            unguarded.execute_in_process(
+                instance=Instance.from_url("sqlite:///{tmp_path / "i.db"}"), raise_on_error=False
+            ).success or print("RUN FAILED")
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+
+    assert "RUN FAILED" in done.stdout, done.stdout + done.stderr
+    instance = Instance.from_url(f"sqlite:///{tmp_path / 'i.db'}")
+    # the workers' own runs (started by re-running the script) failed before any step; the
+    # driver's run has the step whose worker died
+    (failure,) = [
+        e
+        for run in instance.get_runs()
+        for e in instance.get_events(run.run_id, [EventType.STEP_FAILURE])
+    ]
+    instance.close()
+    assert "died (exit code 1)" in failure.message
+    assert 'if __name__ == "__main__":' in failure.message
 
 
 def test_a_dask_worker_that_joins_mid_run_serves_its_steps(own_cluster, instance, tmp_path):

@@ -301,9 +301,9 @@ def _lineage_addresses(
 def _executor(job: Any, resolved: ResolvedRunConfig) -> Executor:
     from memodag.executors.registry import resolve_executor
 
-    definition, config = resolve_executor(job.executor_def, resolved.execution)
+    definition, config, path = resolve_executor(job.executor_def, resolved.execution)
     assert isinstance(definition, ExecutorDefinition)
-    return definition.create(config)
+    return definition.create(config, path)
 
 
 def _check_storage_fits_executor(

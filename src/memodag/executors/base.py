@@ -64,15 +64,16 @@ class ExecutorDefinition:
     """A named executor factory with a config schema; ``.configured({...})`` presets its config.
 
     ``check`` finds what the schema cannot say (ranges, fields that exclude each other) in the
-    schema-validated config; it runs even when the schema found problems, so every problem is
-    reported at once, and must therefore not trust a field's type.
+    schema-validated config, as ``(field, message)`` pairs (``""`` for the config as a whole); it
+    runs even when the schema found problems, so every problem is reported at once, and must
+    therefore not trust a field's type.
     """
 
     name: str
     factory: Callable[[Mapping[str, Any]], Executor]
     config_schema: Any = None
     preset_config: Any = NO_DEFAULT
-    check: Callable[[Mapping[str, Any]], list[str]] | None = None
+    check: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None
 
     @property
     def config_type(self) -> ConfigType | None:
@@ -81,30 +82,38 @@ class ExecutorDefinition:
     def configured(self, config: Mapping[str, Any]) -> ExecutorDefinition:
         return replace(self, preset_config=dict(config))
 
-    def config_problems(self, config: Mapping[str, Any] | None) -> list[str]:
-        """Every problem of ``config`` (or the preset) for this executor; empty if none."""
-        return self._validated(config)[1]
+    def config_problems(
+        self, config: Mapping[str, Any] | None, path: str = "execution.config"
+    ) -> list[str]:
+        """Every problem of ``config`` (``None``: the preset) for this executor, each under
+        ``path``, where the user wrote it; empty if none."""
+        return self._validated(config, path)[1]
 
-    def create(self, config: Mapping[str, Any] | None) -> Executor:
-        value, errors = self._validated(config)
+    def create(self, config: Mapping[str, Any] | None, path: str = "execution.config") -> Executor:
+        value, errors = self._validated(config, path)
         if errors:
             raise ConfigError(errors)
         return self.factory(value)
 
-    def _validated(self, config: Mapping[str, Any] | None) -> tuple[Mapping[str, Any], list[str]]:
-        raw = (
-            config
-            if config is not None
-            else ({} if self.preset_config is NO_DEFAULT else self.preset_config)
-        )
+    def _validated(
+        self, config: Mapping[str, Any] | None, path: str
+    ) -> tuple[Mapping[str, Any], list[str]]:
+        raw: Any = config
+        if config is None:
+            raw = {}
+            if self.preset_config is not NO_DEFAULT:
+                raw, path = self.preset_config, f"{self.name}_executor.configured(...)"
         errors: list[str] = []
         value = (
-            validate_config(self.config_type, raw, f"execution.config ({self.name})", errors)
+            validate_config(self.config_type, raw, path, errors)
             if self.config_schema is not None
             else {}
         )
         if not isinstance(value, Mapping):
             value = {}
         if self.check is not None:
-            errors.extend(self.check(value))
+            errors.extend(
+                f"{path}.{field}: {message}" if field else f"{path}: {message}"
+                for field, message in self.check(value)
+            )
         return value, errors

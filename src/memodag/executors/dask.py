@@ -552,22 +552,25 @@ def _address_problem(address: str) -> str:
     return ""
 
 
-def _check(config: Mapping[str, Any]) -> list[str]:
+def _check(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     problems = []
     address = config.get("address")
     if isinstance(address, str):
         problem = _address_problem(address)
         if problem:
-            problems.append(f"execution.config (dask).address: {problem}")
+            problems.append(("address", problem))
     if address and config.get("n_workers") is not None:
         problems.append(
-            "execution.config (dask): give either 'address' (an existing scheduler) or 'n_workers' (a local cluster), not both"
+            (
+                "",
+                "give either 'address' (an existing scheduler) or 'n_workers' (a local cluster), not both",
+            )
         )
     for name in ("n_workers", "threads_per_worker", "max_concurrent"):
         value = config.get(name)
         if isinstance(value, int) and value < 1:
-            problems.append(f"execution.config (dask).{name}: expected an int >= 1, got {value}")
-    return problems + tag_limit_problems(config.get("tag_concurrency_limits"), "dask")
+            problems.append((name, f"expected an int >= 1, got {value}"))
+    return problems + tag_limit_problems(config.get("tag_concurrency_limits"))
 
 
 def _create(config: Mapping[str, Any]) -> Executor:

@@ -38,15 +38,15 @@ class TagLimit:
         return self.value is None or tags[self.key] == self.value
 
 
-def tag_limit_problems(raw: Any, executor: str) -> list[str]:
-    """What is wrong with schema-validated ``tag_concurrency_limits`` entries (see
-    ``ExecutorDefinition.check``)."""
+def tag_limit_problems(raw: Any) -> list[tuple[str, str]]:
+    """What is wrong with schema-validated ``tag_concurrency_limits`` entries, as
+    ``ExecutorDefinition.check`` pairs."""
     problems = []
     for i, entry in enumerate(raw if isinstance(raw, list | tuple) else ()):
         limit = entry.get("limit") if isinstance(entry, Mapping) else None
         if isinstance(limit, int) and limit < 1:
             problems.append(
-                f"execution.config ({executor}).tag_concurrency_limits.{i}.limit: expected an int >= 1, got {limit}"
+                (f"tag_concurrency_limits[{i}].limit", f"expected an int >= 1, got {limit}")
             )
     return problems
 

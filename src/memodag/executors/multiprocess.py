@@ -53,6 +53,7 @@ class _Worker:
     conn: Any
     task: StepTask | None = None
     started: float = 0.0
+    finished: int = 0  # attempts it reported on: none means it may have died starting up
 
 
 class MultiprocessExecutor(Executor):
@@ -217,19 +218,29 @@ class MultiprocessExecutor(Executor):
         worker.task = None
         try:
             # a result sent just before the process ended is still in the pipe
-            if worker.conn.poll():
-                return load_outcome(task, worker.started, worker.conn.recv_bytes())
+            if worker.conn.poll():  # also true at end of file: count only what arrived
+                sent = worker.conn.recv_bytes()
+                worker.finished += 1
+                return load_outcome(task, worker.started, sent)
         except (EOFError, OSError):
             pass
         worker.process.join(timeout=5)
-        how = describe_exit(worker.process.exitcode)
+        exitcode = worker.process.exitcode
         pid = worker.process.pid
         self._retire(worker)
+        hint = ""
+        if worker.finished == 0 and exitcode == 1:
+            # a spawned or forkserver worker imports the driver's script: one that starts runs
+            # at import, outside ``if __name__ == "__main__":``, makes the worker fail starting up
+            hint = (
+                "; it had run no step yet: if the run was started from a script, is the code "
+                'that starts it under `if __name__ == "__main__":`? (workers import the script)'
+            )
         return lost_attempt_outcome(
             task,
             worker.started,
-            f"worker process {pid} died ({how}) while running step '{task.step_key}' "
-            f"(attempt {task.attempt}); nothing it was writing was stored",
+            f"worker process {pid} died ({describe_exit(exitcode)}) while running step "
+            f"'{task.step_key}' (attempt {task.attempt}); nothing it was writing was stored{hint}",
         )
 
     # -- ending -----------------------------------------------------------------------------
@@ -257,19 +268,17 @@ class MultiprocessExecutor(Executor):
         self._workers.clear()
 
 
-def _check(config: Mapping[str, Any]) -> list[str]:
+def _check(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     problems = []
     max_concurrent = config.get("max_concurrent")
     if isinstance(max_concurrent, int) and max_concurrent < 1:
-        problems.append(
-            f"execution.config (multiprocess).max_concurrent: expected an int >= 1, got {max_concurrent}"
-        )
+        problems.append(("max_concurrent", f"expected an int >= 1, got {max_concurrent}"))
     start_method = config.get("start_method")
     if isinstance(start_method, str) and start_method not in START_METHODS:
         problems.append(
-            f"execution.config (multiprocess).start_method: expected one of {list(START_METHODS)}, got {start_method!r}"
+            ("start_method", f"expected one of {list(START_METHODS)}, got {start_method!r}")
         )
-    return problems + tag_limit_problems(config.get("tag_concurrency_limits"), "multiprocess")
+    return problems + tag_limit_problems(config.get("tag_concurrency_limits"))
 
 
 def _create(config: Mapping[str, Any]) -> Executor:

@@ -33,12 +33,14 @@ def known_executors() -> dict[str, ExecutorDefinition]:
 
 def resolve_executor(
     executor_def: ExecutorDefinition | None, execution: Mapping[str, Any]
-) -> tuple[ExecutorDefinition, Mapping[str, Any] | None]:
+) -> tuple[ExecutorDefinition, Mapping[str, Any] | None, str]:
+    """The run's executor, its config from run config (``None``: none given there) and the
+    path the user wrote that config under, for error messages."""
     definition = executor_def or in_process_executor
     if not execution:
-        return definition, None
+        return definition, None, "execution.config"
     if set(execution) <= {"config"}:
-        return definition, execution.get("config")
+        return definition, execution.get("config"), "execution.config"
     known = known_executors()
     if len(execution) != 1:
         raise ConfigError([f"execution: name one executor, got {sorted(execution)}"])
@@ -48,4 +50,4 @@ def resolve_executor(
     section = section or {}
     if not isinstance(section, Mapping) or set(section) - {"config"}:
         raise ConfigError([f"execution.{name}: expected {{config: {{...}}}}"])
-    return known[name], section.get("config")
+    return known[name], section.get("config"), f"execution.{name}.config"

@@ -65,10 +65,10 @@ def _execution_problems(job: Any, execution: Mapping[str, Any]) -> list[str]:
     from memodag.executors.registry import resolve_executor
 
     try:
-        definition, config = resolve_executor(getattr(job, "executor_def", None), execution)
+        definition, config, path = resolve_executor(getattr(job, "executor_def", None), execution)
     except ConfigError as exc:
         return exc.errors
-    return definition.config_problems(config)
+    return definition.config_problems(config, path)
 
 
 def resolve_run_config(job: Any, run_config: Mapping[str, Any] | None) -> ResolvedRunConfig:
