@@ -244,6 +244,8 @@ def test_sigterm_cancels_the_run_and_a_memoized_rerun_resumes(name, tmp_path):
     )
     (run,) = instance.get_runs()
     assert run.status is RunStatus.CANCELED
+    (canceled,) = instance.get_events(run.run_id, [EventType.RUN_CANCELED])
+    assert canceled.message == "run canceled: signal 15 (SIGTERM): canceling the run"
     _, still_alive = psutil.wait_procs(workers, timeout=10)
     assert not [p for p in still_alive if p.status() != psutil.STATUS_ZOMBIE], "orphan workers"
 

@@ -145,21 +145,31 @@ def test_a_memory_object_store_is_refused_before_any_step(parallel_executor, ins
         (tmp_path / "ran").write_text("yes")
         return 1
 
+    @op
+    def plus_one(x: int) -> int:
+        return x + 1
+
     store = object_store_io_manager.configured({"base_url": "memory://scratch/outputs"})
 
     @job(resource_defs={"io_manager": store}, executor_def=parallel_executor)
     def in_fsspec_memory():
-        writes_marker()
+        plus_one(writes_marker())
 
     with pytest.raises(ExecutionError, match=r"process memory.*memory:// is one process"):
         in_fsspec_memory.execute_in_process(instance=instance)
     assert not (tmp_path / "ran").exists()
     assert instance.get_runs() == []
-    # in process, the same store is fine
-    in_fsspec_memory.execute_in_process(
-        instance=instance, run_config={"execution": {"in_process": {}}}
-    )
+    # in process, the same store is fine, and so is re-executing from it in this process
+    in_process = {"execution": {"in_process": {}}}
+    first = in_fsspec_memory.execute_in_process(instance=instance, run_config=in_process)
     assert (tmp_path / "ran").exists()
+    again = in_fsspec_memory.execute_in_process(
+        instance=instance,
+        run_config=in_process,
+        parent_run_id=first.run_id,
+        step_selection=["plus_one"],
+    )
+    assert again.output_for_node("plus_one") == 2
 
 
 def test_mapped_outputs_come_back_in_emission_order(parallel_executor, instance):
@@ -176,15 +186,37 @@ def test_mapped_outputs_come_back_in_emission_order(parallel_executor, instance)
         time.sleep(0.6 if i == 0 else 0.0)
         return i * 10
 
+    @op(out=DynamicOut())
+    def inner(i: int):
+        # the first outer piece's inner fan-out is found last
+        time.sleep(0.6 if i == 0 else 0.0)
+        for j in range(2):
+            yield DynamicOutput(i * 10 + j, mapping_key=f"j{j}")
+
+    @op
+    def same(x: int) -> int:
+        return x
+
     @job(executor_def=parallel_executor)
     def fan():
         emit().map(slow_first)
+        emit.alias("emit_again")().map(lambda p: inner(p).map(same))
 
     result = fan.execute_in_process(instance=instance)
 
     assert list(result.output_for_node("slow_first")) == ["k0", "k1", "k2", "k3"]
     assert list(result.output_for_node("slow_first").values()) == [0, 10, 20, 30]
     assert list(result.output_for_node("emit")) == ["k0", "k1", "k2", "k3"]
+    nested = [f"k{i},j{j}" for i in range(4) for j in range(2)]
+    assert list(result.output_for_node("same")) == nested
+    # a re-execution of the innermost clones alone keeps that order too
+    again = fan.execute_in_process(
+        instance=instance, parent_run_id=result.run_id, step_selection=["same*"]
+    )
+    assert list(again.output_for_node("same")) == nested
+    assert list(again.output_for_node("same").values()) == [
+        i * 10 + j for i in range(4) for j in range(2)
+    ]
 
 
 def test_executor_config_is_validated(instance):
@@ -250,6 +282,18 @@ def test_executor_config_is_validated(instance):
         raised.value.errors
     )
     assert "execution.dask.config.n_workers: expected an int >= 1, got 0" in raised.value.errors
+    # a bool is not an int: reported once, by the schema
+    with pytest.raises(ConfigError) as raised:
+        one_on_dask.execute_in_process(
+            run_config={"execution": {"dask": {"config": {"max_concurrent": False}}}},
+            instance=instance,
+        )
+    assert len(raised.value.errors) == 1, raised.value.errors
+    # an executor configured in code is not configured again, silently, by run config
+    with pytest.raises(ConfigError, match=r"already configured with \.configured"):
+        bad_dask.execute_in_process(
+            run_config={"execution": {"config": {"max_concurrent": 2}}}, instance=instance
+        )
     # the default executor takes no config: a setting meant for another one is an error
     with pytest.raises(
         ConfigError, match=r"execution\.config\.max_concurrent: unknown field; this takes no config"

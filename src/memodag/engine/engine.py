@@ -77,9 +77,6 @@ class EngineResult:
     executed: int = 0
     memoized: int = 0
     unfinished: list[str] = field(default_factory=list)
-    #: step key -> when it entered the run: mapped clones enter in their pieces' emission order,
-    #: whichever finishes first on a parallel executor
-    order: dict[str, int] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -123,10 +120,8 @@ class Engine:
         """Enter steps into the run, in topological order (a step after its upstreams)."""
         steps = list(steps)
         self.memoizer.prepare(steps)
-        order = self.result.order
         for step in steps:
             key = step.key
-            order.setdefault(key, len(order))
             if self.selected is not None and key not in self.selected:
                 self.status[key] = StepStatus.EXTERNAL
                 # consumers entered before it (a re-execution's pre-expanded collectors) go on

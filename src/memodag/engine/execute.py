@@ -50,7 +50,7 @@ def execute_job(
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
     parent = _parent_run(instance, parent_run_id)
     selected, external = _selection(plan, instance, parent, step_selection)
-    _check_external_addresses(job, external, resolved)
+    _check_external_addresses(job, external, executor)
     memoizer = _memoizer(job, plan, run_tags, instance, run_id)
     if parent is not None:
         # a re-execution runs what it selects, even when it is stored: that is what it is for
@@ -85,6 +85,7 @@ def execute_job(
         str(instance.storage_dir),
     )
     canceled = False
+    cancel_reason = ""
     io_managers: dict[str, IOManager] = {}
     engine: Engine | None = None
     run_error: BaseException | None = None
@@ -115,8 +116,9 @@ def execute_job(
             engine = Engine(plan, run_id, executor, event_log, memoizer, selected, external)
             engine.add_steps(plan.steps.values())
             engine.run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         canceled = True
+        cancel_reason = str(exc)  # "signal 15 (SIGTERM): ..." or empty for Ctrl-C
         executor.shutdown(cancel=True)
         raise
     except Exception as exc:
@@ -124,7 +126,7 @@ def execute_job(
         raise
     finally:
         executor.shutdown()
-        _finish_run(instance, event_log, run_id, engine, canceled, run_error)
+        _finish_run(instance, event_log, run_id, engine, canceled, run_error, cancel_reason)
     result = ExecuteInProcessResult(
         job, run_id, engine.result, instance, io_managers, canceled, resolved.resource_config
     )
@@ -176,10 +178,12 @@ def _finish_run(
     engine: Engine | None,
     canceled: bool,
     run_error: BaseException | None,
+    cancel_reason: str = "",
 ) -> None:
     now = time.time()
     if canceled:
-        status, event_type, message = RunStatus.CANCELED, EventType.RUN_CANCELED, "run canceled"
+        status, event_type = RunStatus.CANCELED, EventType.RUN_CANCELED
+        message = f"run canceled: {cancel_reason}" if cancel_reason else "run canceled (Ctrl-C)"
     elif run_error is not None or engine is None or not engine.result.success:
         status, event_type = RunStatus.FAILURE, EventType.RUN_FAILURE
         failed = engine.result.failures if engine else []
@@ -258,18 +262,33 @@ def _kept_in_process(job: Any, resolved: ResolvedRunConfig, key: str) -> bool:
 
 
 def _check_external_addresses(
-    job: Any, external: Mapping[AddressKey, Address], resolved: ResolvedRunConfig
+    job: Any, external: Mapping[AddressKey, Address], executor: Executor
 ) -> None:
-    """Outputs a parent run kept in its own process memory are gone: say so before running."""
+    """Outputs a parent run kept in its own process memory are gone, and a memory:// store is
+    out of worker processes' reach: say so before running."""
     gone = sorted(
         f"{a.step_key}.{a.output_name}"
         for a in external.values()
-        if _kept_in_process(job, resolved, a.io_manager_key)
+        if a.io_manager_key in job.resource_defs
+        and job.resource_defs[a.io_manager_key].in_process_only
     )
     if gone:
         raise ExecutionError(
             f"re-execution needs outputs the parent run kept in memory, which ended with it: {gone[:10]}; "
             "select those steps too, or store them with fs_io_manager or object_store_io_manager"
+        )
+    if executor.in_process:
+        return  # fsspec's memory:// store lives as long as this process
+    unreachable = sorted(
+        f"{a.step_key}.{a.output_name}"
+        for a in external.values()
+        if (a.uri or "").startswith("memory:")
+    )
+    if unreachable:
+        raise ExecutionError(
+            f"re-execution on several processes needs outputs the parent run stored on memory://, "
+            f"in this process only: {unreachable[:10]}; run it in process, select those steps "
+            "too, or store them on file:// or s3://"
         )
 
 

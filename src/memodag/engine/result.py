@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from memodag.definitions.composition import GraphDefinition
@@ -38,6 +39,7 @@ class ExecuteInProcessResult:
         self.instance = instance
         self._io_managers = dict(io_managers)
         self.canceled = canceled
+        self._piece_indexes: dict[tuple[str, str], dict[str, int]] = {}
 
     @property
     def success(self) -> bool:
@@ -132,9 +134,9 @@ class ExecuteInProcessResult:
                 for k, a in self._address_items()
                 if k[0].startswith(prefix) and k[1] == output
             ]
-            # addresses arrive as clones finish; the run entered the clones in emission order
-            order = self._result.order
-            found.sort(key=lambda item: order.get(item[0][0], len(order)))
+            # addresses arrive as clones finish: put them back in the order their pieces were
+            # emitted, level by level for nested fan-outs
+            found.sort(key=lambda item: self._emission_position(plan_node, item[0][0]))
             return [(a.step_key[len(step_key) + 1 : -1], a) for _, a in found]
         if plan_node.op_def.outs[output].is_dynamic:
             return [
@@ -146,15 +148,51 @@ class ExecuteInProcessResult:
 
     def _from_ancestors(self, key: AddressKey) -> Address | None:
         """A step this re-execution did not select: its output as the nearest ancestor run stored it."""
+        for addresses in self._ancestor_addresses():
+            address = addresses.get(key)
+            if address is not None:
+                return address
+        return None
+
+    def _ancestor_addresses(self) -> Iterator[dict[AddressKey, Address]]:
+        """The outputs of this run's parent, then of its parent, and so on (re-executions)."""
         record = self.instance.get_run(self.run_id)
         seen: set[str] = set()
         while record is not None and record.parent_run_id and record.parent_run_id not in seen:
             seen.add(record.parent_run_id)
-            address = self.instance.get_output_addresses(record.parent_run_id).get(key)
-            if address is not None:
-                return address
+            yield self.instance.get_output_addresses(record.parent_run_id)
             record = self.instance.get_run(record.parent_run_id)
-        return None
+
+    def _emission_position(self, plan_node: Any, clone_key: str) -> tuple[int, ...]:
+        """Where each of a clone's mapping keys came in its fan-out's pieces: ``b[k1,j0]`` is
+        (index of k1 among the source's pieces, index of j0 among ``inner[k1]``'s pieces)."""
+        from memodag.plan.dynamic import step_key_for
+
+        keys = parse_step_key(clone_key)[1]
+        position = []
+        for level, key in enumerate(keys):
+            if level >= len(plan_node.mapped_over):
+                break
+            source, output = plan_node.mapped_over[level]
+            pieces = self._piece_index(step_key_for(source, keys[:level]), output)
+            position.append(pieces.get(key, len(pieces)))
+        return tuple(position)
+
+    def _piece_index(self, step_key: str, output: str) -> dict[str, int]:
+        """A dynamic output's mapping keys -> their emission order (addresses of one step's
+        pieces are recorded in the order it yielded them)."""
+        found = self._piece_indexes.get((step_key, output))
+        if found is None:
+            found = {}
+            # a re-execution that did not need the fan-out's source has its pieces in an ancestor
+            for addresses in itertools.chain([self._result.addresses], self._ancestor_addresses()):
+                for k in addresses:
+                    if k[0] == step_key and k[1] == output and k[2] is not None:
+                        found.setdefault(k[2], len(found))
+                if found:
+                    break
+            self._piece_indexes[(step_key, output)] = found
+        return found
 
     def _address_items(self) -> list[tuple[AddressKey, Address]]:
         return list(self._result.addresses.items())

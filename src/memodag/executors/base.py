@@ -66,7 +66,8 @@ class ExecutorDefinition:
     ``check`` finds what the schema cannot say (ranges, fields that exclude each other) in the
     schema-validated config, as ``(field, message)`` pairs (``""`` for the config as a whole); it
     runs even when the schema found problems, so every problem is reported at once, and must
-    therefore not trust a field's type.
+    therefore not trust a field's type (``type(v) is int``: a bool is an int, and the schema
+    reports it already).
     """
 
     name: str

@@ -568,7 +568,7 @@ def _check(config: Mapping[str, Any]) -> list[tuple[str, str]]:
         )
     for name in ("n_workers", "threads_per_worker", "max_concurrent"):
         value = config.get(name)
-        if isinstance(value, int) and value < 1:
+        if type(value) is int and value < 1:
             problems.append((name, f"expected an int >= 1, got {value}"))
     return problems + tag_limit_problems(config.get("tag_concurrency_limits"))
 

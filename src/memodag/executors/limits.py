@@ -44,7 +44,7 @@ def tag_limit_problems(raw: Any) -> list[tuple[str, str]]:
     problems = []
     for i, entry in enumerate(raw if isinstance(raw, list | tuple) else ()):
         limit = entry.get("limit") if isinstance(entry, Mapping) else None
-        if isinstance(limit, int) and limit < 1:
+        if type(limit) is int and limit < 1:
             problems.append(
                 (f"tag_concurrency_limits[{i}].limit", f"expected an int >= 1, got {limit}")
             )

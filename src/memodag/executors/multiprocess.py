@@ -271,7 +271,7 @@ class MultiprocessExecutor(Executor):
 def _check(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     problems = []
     max_concurrent = config.get("max_concurrent")
-    if isinstance(max_concurrent, int) and max_concurrent < 1:
+    if type(max_concurrent) is int and max_concurrent < 1:
         problems.append(("max_concurrent", f"expected an int >= 1, got {max_concurrent}"))
     start_method = config.get("start_method")
     if isinstance(start_method, str) and start_method not in START_METHODS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from memodag.definitions.config import NO_DEFAULT
 from memodag.errors import ConfigError
 from memodag.executors.base import ExecutorDefinition
 from memodag.executors.in_process import in_process_executor
@@ -40,7 +41,17 @@ def resolve_executor(
     if not execution:
         return definition, None, "execution.config"
     if set(execution) <= {"config"}:
-        return definition, execution.get("config"), "execution.config"
+        config = execution.get("config")
+        if config is not None and definition.preset_config is not NO_DEFAULT:
+            # as for resources: one place for an executor's config, not a silent replacement
+            raise ConfigError(
+                [
+                    f"execution.config: the job's {definition.name} executor is already configured "
+                    f"with .configured(...); name an executor to configure it here instead "
+                    f"(execution: {{{definition.name}: {{config: ...}}}})"
+                ]
+            )
+        return definition, config, "execution.config"
     known = known_executors()
     if len(execution) != 1:
         raise ConfigError([f"execution: name one executor, got {sorted(execution)}"])

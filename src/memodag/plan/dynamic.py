@@ -8,6 +8,7 @@ it only adds steps to the plan. See docs/dynamic.md.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 
 from memodag.errors import DefinitionError
@@ -181,9 +182,10 @@ def expand_from_addresses(
         if mapping_key is not None:
             pieces_by_step.setdefault(step_key, {}).setdefault(output, []).append(mapping_key)
     created_by: dict[str, str] = {}
-    queue = [s for s in plan.steps.values() if s.op_def.has_dynamic_output]
+    # first in, first out: fan-outs expand (and their clones enter the plan) in emission order
+    queue = deque(s for s in plan.steps.values() if s.op_def.has_dynamic_output)
     while queue:
-        step = queue.pop()
+        step = queue.popleft()
         if step.key not in pieces_by_step and step.key not in completed:
             continue
         found = pieces_by_step.get(step.key, {})
