@@ -248,26 +248,17 @@ def run_chain_dask_paired(scratch: Path) -> Metrics:
     and reports the medians: what the setting is worth."""
     import statistics
 
-    from memodag import Instance, job, op
+    from benchmarks._shapes import chain_body
+    from memodag import Instance, job
     from memodag.executors import dask as dask_module
-
-    @op
-    def first() -> int:
-        return 0
-
-    @op
-    def inc(x: int) -> int:
-        return x + 1
 
     cluster = _start_cluster()
     try:
-
-        @job(name="chain_dask", executor_def=_executor("dask", cluster.scheduler_address))
-        def chain() -> None:
-            x = first()
-            for i in range(CHAIN):
-                x = inc.alias(f"inc{i}")(x)
-
+        chain = job(
+            chain_body(CHAIN + 1),
+            name="chain_dask",
+            executor_def=_executor("dask", cluster.scheduler_address),
+        )
         ours = dask_module.SEND_INTERVAL_SECONDS
         runs: dict[float, list[float]] = {ours: [], 0.01: []}
         for i in range(6):
@@ -280,7 +271,7 @@ def run_chain_dask_paired(scratch: Path) -> Metrics:
                 result, seconds = timed(
                     functools.partial(chain.execute_in_process, instance=instance)
                 )
-                if result.output_for_node(f"inc{CHAIN - 1}") != CHAIN:
+                if result.output_for_node(f"op{CHAIN}") != CHAIN:
                     raise AssertionError("chain_dask: wrong result")
             finally:
                 instance.close()
