@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from memodag.definitions.composition import GraphDefinition
@@ -39,7 +38,8 @@ class ExecuteInProcessResult:
         self.instance = instance
         self._io_managers = dict(io_managers)
         self.canceled = canceled
-        self._piece_indexes: dict[tuple[str, str], dict[str, int]] = {}
+        self._piece_indexes: dict[tuple[str, str], dict[str, int]] | None = None
+        self._ancestor_piece_indexes: dict[tuple[str, str], dict[str, int]] | None = None
 
     @property
     def success(self) -> bool:
@@ -181,17 +181,14 @@ class ExecuteInProcessResult:
     def _piece_index(self, step_key: str, output: str) -> dict[str, int]:
         """A dynamic output's mapping keys -> their emission order (addresses of one step's
         pieces are recorded in the order it yielded them)."""
+        if self._piece_indexes is None:
+            self._piece_indexes = _index_pieces([self._result.addresses])
         found = self._piece_indexes.get((step_key, output))
         if found is None:
-            found = {}
             # a re-execution that did not need the fan-out's source has its pieces in an ancestor
-            for addresses in itertools.chain([self._result.addresses], self._ancestor_addresses()):
-                for k in addresses:
-                    if k[0] == step_key and k[1] == output and k[2] is not None:
-                        found.setdefault(k[2], len(found))
-                if found:
-                    break
-            self._piece_indexes[(step_key, output)] = found
+            if self._ancestor_piece_indexes is None:
+                self._ancestor_piece_indexes = _index_pieces(self._ancestor_addresses())
+            found = self._ancestor_piece_indexes.get((step_key, output), {})
         return found
 
     def _address_items(self) -> list[tuple[AddressKey, Address]]:
@@ -277,3 +274,20 @@ class ExecuteInProcessResult:
 
     def __repr__(self) -> str:
         return f"<ExecuteInProcessResult run={self.run_id[:8]} success={self.success}>"
+
+
+def _index_pieces(
+    runs: Iterable[Mapping[AddressKey, Address]],
+) -> dict[tuple[str, str], dict[str, int]]:
+    """(step, output) -> {mapping key: emission index} for every dynamic output the runs stored,
+    in one pass; a nearer run (earlier in ``runs``) wins for a step both hold."""
+    indexes: dict[tuple[str, str], dict[str, int]] = {}
+    for addresses in runs:
+        this_run: dict[tuple[str, str], dict[str, int]] = {}
+        for step_key, output, mapping_key in addresses:
+            if mapping_key is not None:
+                pieces = this_run.setdefault((step_key, output), {})
+                pieces.setdefault(mapping_key, len(pieces))
+        for key, pieces in this_run.items():
+            indexes.setdefault(key, pieces)
+    return indexes
