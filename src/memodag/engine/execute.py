@@ -43,7 +43,7 @@ def execute_job(
     """Run ``job`` and return its result (see ``JobDefinition.execute_in_process``)."""
     resolved = resolve_run_config(job, run_config)
     plan = build_plan(job, resolved)
-    executor = _executor(job, resolved)  # its config is checked before any storage is touched
+    executor = _executor(resolved)  # before any storage is touched (its config: checked above)
     _check_storage_fits_executor(job, plan, executor, resolved)
     instance = instance or Instance.get()
     run_id = run_id or str(uuid.uuid4())
@@ -317,12 +317,10 @@ def _lineage_addresses(
     return addresses, completed
 
 
-def _executor(job: Any, resolved: ResolvedRunConfig) -> Executor:
-    from memodag.executors.registry import resolve_executor
-
-    definition, config, path = resolve_executor(job.executor_def, resolved.execution)
+def _executor(resolved: ResolvedRunConfig) -> Executor:
+    definition = resolved.executor_def
     assert isinstance(definition, ExecutorDefinition)
-    return definition.create(config, path)
+    return definition.factory(resolved.executor_config)  # its config was checked with the rest
 
 
 def _check_storage_fits_executor(

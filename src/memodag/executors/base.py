@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.config import NO_DEFAULT, ConfigType, normalize_schema, validate_config
-from memodag.errors import ConfigError
 
 if TYPE_CHECKING:
     from memodag.engine.step import StepOutcome, StepTask
@@ -83,22 +82,11 @@ class ExecutorDefinition:
     def configured(self, config: Mapping[str, Any]) -> ExecutorDefinition:
         return replace(self, preset_config=dict(config))
 
-    def config_problems(
+    def validated_config(
         self, config: Mapping[str, Any] | None, path: str = "execution.config"
-    ) -> list[str]:
-        """Every problem of ``config`` (``None``: the preset) for this executor, each under
-        ``path``, where the user wrote it; empty if none."""
-        return self._validated(config, path)[1]
-
-    def create(self, config: Mapping[str, Any] | None, path: str = "execution.config") -> Executor:
-        value, errors = self._validated(config, path)
-        if errors:
-            raise ConfigError(errors)
-        return self.factory(value)
-
-    def _validated(
-        self, config: Mapping[str, Any] | None, path: str
     ) -> tuple[Mapping[str, Any], list[str]]:
+        """``config`` (``None``: the preset) validated, and every problem found in it, each under
+        ``path``, where the user wrote it (the preset's own path for a preset)."""
         raw: Any = config
         if config is None:
             raw = {}

@@ -27,6 +27,8 @@ class ResolvedRunConfig:
     resource_config: Mapping[str, Any]
     execution: Mapping[str, Any] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
+    executor_def: Any = None  # the run's ExecutorDefinition, its config validated below
+    executor_config: Mapping[str, Any] = field(default_factory=dict)
 
 
 def load_run_config_files(paths: Sequence[str | Path]) -> dict[str, Any]:
@@ -60,15 +62,21 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
-def _execution_problems(job: Any, execution: Mapping[str, Any]) -> list[str]:
-    """The executor's config problems, found with the rest (the executor is not created)."""
+def _resolve_execution(
+    job: Any, execution: Mapping[str, Any], errors: list[str]
+) -> tuple[Any, Mapping[str, Any]]:
+    """The run's executor definition and its validated config (problems go to ``errors`` with
+    the rest of the run config's; the executor is not created)."""
     from memodag.executors.registry import resolve_executor
 
     try:
         definition, config, path = resolve_executor(getattr(job, "executor_def", None), execution)
     except ConfigError as exc:
-        return exc.errors
-    return definition.config_problems(config, path)
+        errors.extend(exc.errors)
+        return None, {}
+    value, problems = definition.validated_config(config, path)
+    errors.extend(problems)
+    return definition, value
 
 
 def resolve_run_config(job: Any, run_config: Mapping[str, Any] | None) -> ResolvedRunConfig:
@@ -96,10 +104,12 @@ def resolve_run_config(job: Any, run_config: Mapping[str, Any] | None) -> Resolv
     if not isinstance(execution, Mapping):
         errors.append(f"execution: expected a mapping, got {type(execution).__name__}")
         execution = {}
-    errors.extend(_execution_problems(job, execution))
+    executor_def, executor_config = _resolve_execution(job, execution, errors)
     if errors:
         raise ConfigError(errors)
-    return ResolvedRunConfig(op_config, resource_config, dict(execution), raw)
+    return ResolvedRunConfig(
+        op_config, resource_config, dict(execution), raw, executor_def, executor_config
+    )
 
 
 def _resolve_graph(
