@@ -145,3 +145,89 @@ def test_different_ops_with_one_name_under_distinct_aliases_are_fine():
         second.alias("step_b")(first())
 
     assert aliased.execute_in_process().output_for_node("step_b") == 11
+
+
+# ---- an op that returns a generator object -----------------------------------------------------
+
+
+def test_an_op_returning_a_generator_expression_is_told_what_it_returned_and_what_to_do():
+    @op
+    def squares():
+        return (n * n for n in range(3))
+
+    @job
+    def numbers():
+        squares()
+
+    with pytest.raises(StepExecutionError) as raised:
+        numbers.execute_in_process()
+
+    message = str(raised.value)
+    assert "op 'squares' returned a generator object" in message
+    assert "it produced a value of type int" in message
+    assert "return list(...)" in message
+    assert "yield Output(value, 'name')" in message
+    assert "a generator op yields" not in message
+
+
+def test_a_returned_empty_generator_is_reported_as_a_returned_generator():
+    @op
+    def nothing_yet():
+        return (row for row in [])
+
+    result = job(name="empty")(lambda: nothing_yet()).execute_in_process(raise_on_error=False)
+
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert failure.step_key == "nothing_yet"
+    assert "returned a generator object" in failure.message
+    assert "it was empty" in failure.message
+
+
+def test_calling_an_op_directly_that_returns_a_generator_gets_the_same_advice():
+    @op
+    def letters():
+        return (c for c in "ab")
+
+    with pytest.raises(StepExecutionError, match="op 'letters' returned a generator object"):
+        letters()
+
+
+def test_a_wrapper_returning_its_generator_ops_outputs_still_works():
+    def emitting(rows):
+        for i, row in enumerate(rows):
+            yield DynamicOutput(row, mapping_key=f"k{i}")
+
+    @op(out=DynamicOut())
+    def fan():
+        return emitting(["a", "b"])  # a plain function handing back a generator of pieces
+
+    @op(out={"total": Out(), "count": Out()})
+    def summary():
+        return (o for o in [Output(3, "total"), Output(2, "count")])
+
+    @op
+    def upper(piece):
+        return piece.upper()
+
+    @op
+    def joined(pieces):
+        return "".join(pieces)
+
+    @job
+    def pipeline():
+        joined(fan().map(upper).collect())
+        summary()
+
+    result = pipeline.execute_in_process()
+    assert result.output_for_node("joined") == "AB"
+    assert result.output_for_node("summary", "count") == 2
+
+
+def test_a_generator_op_yielding_plain_values_keeps_its_own_message():
+    @op
+    def chatty():
+        yield 1
+
+    with pytest.raises(StepExecutionError, match="a generator op yields Output or DynamicOutput"):
+        job(name="chat")(lambda: chatty()).execute_in_process()
