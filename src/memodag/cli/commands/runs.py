@@ -73,10 +73,16 @@ def list_runs(limit: int, job_name: str | None, status: str | None, as_json: boo
 
 @runs.command("show")
 @click.argument("run_id")
+@click.option(
+    "--logs",
+    "show_logs",
+    is_flag=True,
+    help="Also print the messages ops logged with context.log (always in --json).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def show_run(run_id: str, as_json: bool) -> None:
+def show_run(run_id: str, show_logs: bool, as_json: bool) -> None:
     """Show run RUN_ID (an id or a unique prefix): its steps, statuses, durations, attempts and
-    where each output was stored."""
+    where each output was stored; with --logs, what its ops logged."""
     with _instance() as instance:
         record = _find_run(instance, run_id)
         events = instance.get_events(record.run_id)
@@ -93,9 +99,16 @@ def show_run(run_id: str, as_json: bool) -> None:
     if as_json:
         from memodag.cli.console import echo_json
 
-        echo_json({"run": {**run_to_dict(record), "reason": reason}, "steps": steps})
+        echo_json(
+            {
+                "run": {**run_to_dict(record), "reason": reason},
+                "steps": steps,
+                "logs": summarize_logs(events),
+            }
+        )
         return
     _print_run(record, steps, reason)
+    _print_logs(summarize_logs(events), show_logs)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -177,6 +190,23 @@ def summarize_steps(events: list[Event]) -> list[dict[str, Any]]:
     return list(steps.values())
 
 
+def summarize_logs(events: list[Event]) -> list[dict[str, Any]]:
+    """The run's ``context.log`` messages in the order they were logged: ``time`` (ISO),
+    ``step_key`` (None for run-level messages), ``level`` and ``message``."""
+    from memodag.cli.console import iso_time
+
+    return [
+        {
+            "time": iso_time(event.timestamp),
+            "step_key": event.step_key,
+            "level": (event.data or {}).get("level", "INFO"),
+            "message": event.message,
+        }
+        for event in events
+        if event.event_type.value == "LOG"
+    ]
+
+
 def _memoized_addresses(addresses: Any) -> list[tuple[str, dict[str, Any]]]:
     """(output name, address) pairs of a STEP_MEMOIZED event: a list of address dicts (several
     pieces of one dynamic output share a name), or a mapping name -> address."""
@@ -248,6 +278,35 @@ def _print_run(record: RunRecord, steps: list[dict[str, Any]], reason: str = "")
             f"Steps not selected loaded their inputs from run {short_id(record.parent_run_id)}.",
             style="dim",
         )
+
+
+_LEVEL_STYLES = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red", "DEBUG": "dim"}
+
+
+def _print_logs(logs: list[dict[str, Any]], show: bool) -> None:
+    from rich.text import Text
+
+    from memodag.cli.console import make_console
+
+    console = make_console()
+    if not show:
+        if logs:
+            console.print(
+                f"{len(logs)} log message(s) recorded; show them with --logs.", style="dim"
+            )
+        return
+    if not logs:
+        console.print("No log messages recorded.")
+        return
+    console.print(Text("Logs:", style="bold"))
+    for entry in logs:
+        line = Text("  ")
+        line.append(str(entry["time"] or "")[11:23])  # the clock time; the date is the run's
+        line.append(f"  {entry['step_key'] or '(run)'}  ")
+        level = str(entry["level"])
+        line.append(f"{level:<7}", style=_LEVEL_STYLES.get(level, ""))
+        line.append(f"  {entry['message']}")
+        console.print(line)
 
 
 def _where(address: dict[str, Any]) -> str:
