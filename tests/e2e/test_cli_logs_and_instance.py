@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 LOGGING_JOB = """
 from memodag import op, job
 
@@ -82,3 +84,90 @@ def test_runs_show_logs_prints_what_each_op_logged(tmp_path: Path) -> None:
         ("check", "WARNING", "row 2 looks odd"),
     ]
     assert all(e["time"] for e in detail["logs"])
+
+
+MEMOIZED_JOB = """
+import os
+from memodag import op, job, SourceHashVersionStrategy
+
+@op
+def orders():
+    with open(os.environ["SIDE_EFFECTS"], "a") as f:
+        f.write("orders ran\\n")
+    return [3, 4]
+
+@op
+def total(rows):
+    return sum(rows)
+
+@job(version_strategy=SourceHashVersionStrategy())
+def daily():
+    total(orders())
+"""
+
+
+def _instance_line(output: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith("Instance: "))
+
+
+@pytest.fixture
+def side_effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file ops note that they ran in (the subprocesses inherit the variable); and no
+    ``.memodag`` above the test's folder, or the search would rightly find that one."""
+    from memodag.storage.instance import find_home
+
+    monkeypatch.delenv("MEMODAG_HOME")
+    stray = find_home(tmp_path)
+    if stray.is_dir():
+        pytest.skip(f"a .memodag above the test folder ({stray}) would be found first")
+    path = tmp_path / "ran.txt"
+    monkeypatch.setenv("SIDE_EFFECTS", str(path))
+    return path
+
+
+def test_the_instance_is_found_upward_from_any_subfolder_like_git(
+    tmp_path: Path, side_effects: Path
+) -> None:
+    project = tmp_path / "project"
+    _write(project / "pipe" / "orders.py", MEMOIZED_JOB)
+    # first run at the project root: a new instance there, said so
+    first = _memodag("job", "execute", "-f", "pipe/orders.py", cwd=project).stdout
+    assert _instance_line(first) == (
+        f"Instance: {project / '.memodag'} (new: no .memodag folder in {project} or above)"
+    )
+    # from the code's own folder the same instance is found: nothing is recomputed
+    second = _memodag("job", "execute", "-f", "orders.py", cwd=project / "pipe").stdout
+    assert _instance_line(second) == f"Instance: {project / '.memodag'}"
+    assert "0 executed, 2 memoized" in second
+    assert side_effects.read_text().splitlines() == ["orders ran"]
+    assert not (project / "pipe" / ".memodag").exists()
+
+    deeper = project / "pipe" / "notebooks"
+    deeper.mkdir()
+    table = _memodag("runs", "list", cwd=deeper).stdout
+    assert _instance_line(table) == f"Instance: {project / '.memodag'}"
+    assert table.count("daily") == 2
+    listed = json.loads(_memodag("runs", "list", "--json", cwd=deeper).stdout)  # JSON stays JSON
+    assert [run["job_name"] for run in listed] == ["daily", "daily"]
+
+    # MEMODAG_HOME wins over the folder search
+    elsewhere = tmp_path / "elsewhere"
+    empty = _memodag("runs", "list", cwd=deeper, home=elsewhere).stdout
+    assert _instance_line(empty) == f"Instance: none ($MEMODAG_HOME={elsewhere} does not exist yet)"
+    assert "No runs found." in empty
+    assert not elsewhere.exists()  # looking at runs creates no instance
+
+
+def test_a_run_from_outside_the_project_says_where_earlier_runs_are(
+    tmp_path: Path, side_effects: Path
+) -> None:
+    project = tmp_path / "project"
+    _write(project / "pipe" / "orders.py", MEMOIZED_JOB)
+    _memodag("job", "execute", "-f", "orders.py", cwd=project / "pipe")
+    outside = _memodag("job", "execute", "-f", "project/pipe/orders.py", cwd=tmp_path).stdout
+    lines = outside.splitlines()
+    assert lines[0].startswith(f"Instance: {tmp_path / '.memodag'} (new: ")
+    assert lines[1] == (
+        f"Note: earlier runs of this file may be in {project / 'pipe' / '.memodag'}; run from "
+        f"{project / 'pipe'} (or below), or set MEMODAG_HOME={project / 'pipe' / '.memodag'}"
+    )

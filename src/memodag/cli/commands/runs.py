@@ -14,7 +14,8 @@ RUN_STATUSES = ("STARTED", "SUCCESS", "FAILURE", "CANCELED")
 
 @click.group()
 def runs() -> None:
-    """Inspect the runs kept in the instance ($MEMODAG_HOME or $MEMODAG_INSTANCE_URL)."""
+    """Inspect the runs kept in the instance: $MEMODAG_INSTANCE_URL, $MEMODAG_HOME, or the
+    nearest .memodag folder in the current directory or above."""
 
 
 @runs.command("list")
@@ -31,8 +32,14 @@ def list_runs(limit: int, job_name: str | None, status: str | None, as_json: boo
     """List runs, newest first."""
     from memodag.storage.instance import RunStatus
 
-    with _instance() as instance:
-        records = instance.get_runs(limit, job_name, RunStatus(status.upper()) if status else None)
+    with _existing_instance() as instance:
+        if instance is None:
+            records, where = [], f"none ({_missing_home_note()})"
+        else:
+            where = instance_location(instance)
+            records = instance.get_runs(
+                limit, job_name, RunStatus(status.upper()) if status else None
+            )
     if as_json:
         from memodag.cli.console import echo_json
 
@@ -49,6 +56,7 @@ def list_runs(limit: int, job_name: str | None, status: str | None, as_json: boo
     )
 
     console = make_console()
+    console.print(f"Instance: {where}", style="dim", markup=False)
     if not records:
         console.print("No runs found.")
         return
@@ -83,7 +91,14 @@ def list_runs(limit: int, job_name: str | None, status: str | None, as_json: boo
 def show_run(run_id: str, show_logs: bool, as_json: bool) -> None:
     """Show run RUN_ID (an id or a unique prefix): its steps, statuses, durations, attempts and
     where each output was stored; with --logs, what its ops logged."""
-    with _instance() as instance:
+    with _existing_instance() as instance:
+        if instance is None:
+            from memodag.cli.errors import CliError
+
+            raise CliError(
+                f"no run '{run_id}': there is no instance ({_missing_home_note()})",
+                hint="run from the folder where the job ran (or below it), or set MEMODAG_HOME.",
+            )
         record = _find_run(instance, run_id)
         events = instance.get_events(record.run_id)
         steps = summarize_steps(events)
@@ -325,17 +340,43 @@ def _escape(text: str) -> str:
 # -- instance -----------------------------------------------------------------------------
 
 
-class _instance:
-    """``with _instance() as instance``: the default instance, closed afterwards."""
+def instance_location(instance: Instance) -> str:
+    """Where an instance is, for one line of output: its home folder (the default SQLite
+    instance) or its database URL (password removed)."""
+    return str(instance.home) if instance.home is not None else instance.url
 
-    def __enter__(self) -> Instance:
-        from memodag.storage.instance import Instance
 
-        self.instance = Instance.get()
+def _missing_home_note() -> str:
+    import os
+
+    from memodag.storage.instance import HOME_ENV, find_home
+
+    home = find_home()
+    if os.environ.get(HOME_ENV):
+        return f"${HOME_ENV}={home} does not exist yet"
+    return f"no .memodag folder in {home.parent} or above; a run creates {home}"
+
+
+class _existing_instance:
+    """``with _existing_instance() as instance``: the default instance, closed afterwards; None
+    when none exists yet, so that looking at runs never leaves a stray ``.memodag`` behind (later
+    runs below it would find and use it)."""
+
+    def __init__(self) -> None:
+        self.instance: Instance | None = None
+
+    def __enter__(self) -> Instance | None:
+        import os
+
+        from memodag.storage.instance import URL_ENV, Instance, find_home
+
+        if os.environ.get(URL_ENV) or find_home().is_dir():
+            self.instance = Instance.get()
         return self.instance
 
     def __exit__(self, *exc: object) -> None:
-        self.instance.close()
+        if self.instance is not None:
+            self.instance.close()
 
 
 def _find_run(instance: Instance, run_id: str) -> RunRecord:
