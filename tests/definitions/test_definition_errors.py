@@ -21,8 +21,10 @@ from memodag import (
     Output,
     RetryPolicy,
     StepExecutionError,
+    graph,
+    job,
+    op,
 )
-from memodag import graph, job, op
 
 
 def _module(path: Path, source: str) -> ModuleType:
@@ -123,7 +125,10 @@ def test_an_op_and_a_graph_with_one_name_are_refused():
     def prepare_graph():
         return inner_op()
 
-    with pytest.raises(DefinitionError, match=r"op 'prepare' \(function .*prepare .*\) \(node 'prepare'\) and graph 'prepare'"):
+    with pytest.raises(
+        DefinitionError,
+        match=r"op 'prepare' \(function .*prepare .*\) \(node 'prepare'\) and graph 'prepare'",
+    ):
 
         @job
         def mixed():

@@ -31,9 +31,7 @@ def logged():
 """
 
 
-def _memodag(
-    *args: str, cwd: Path, home: Path | None = None
-) -> subprocess.CompletedProcess[str]:
+def _memodag(*args: str, cwd: Path, home: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "250"}
     for name in ("MEMODAG_HOME", "MEMODAG_INSTANCE_URL", "MEMODAG_DEBUG"):
         env.pop(name, None)
