@@ -31,12 +31,16 @@ def logged():
 """
 
 
-def _memodag(*args: str, cwd: Path, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _memodag(
+    *args: str, cwd: Path, home: Path | None = None, instance_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "250"}
     for name in ("MEMODAG_HOME", "MEMODAG_INSTANCE_URL", "MEMODAG_DEBUG"):
         env.pop(name, None)
     if home is not None:
         env["MEMODAG_HOME"] = str(home)
+    if instance_url is not None:
+        env["MEMODAG_INSTANCE_URL"] = instance_url
     result = subprocess.run(
         [sys.executable, "-m", "memodag.cli.main", *args],
         capture_output=True,
@@ -169,3 +173,19 @@ def test_a_run_from_outside_the_project_says_where_earlier_runs_are(
         f"Note: earlier runs of this file may be in {project / 'pipe' / '.memodag'}; run from "
         f"{project / 'pipe'} (or below), or set MEMODAG_HOME={project / 'pipe' / '.memodag'}"
     )
+
+
+def test_an_instance_on_postgres_is_named_by_its_url_without_password(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    job_file = _write(tmp_path / "pipeline.py", LOGGING_JOB)
+    home = tmp_path / "home"
+    ran = _memodag(
+        "job", "execute", "-f", str(job_file), cwd=tmp_path, home=home, instance_url=postgres_url
+    ).stdout
+    listed = _memodag("runs", "list", cwd=tmp_path, home=home, instance_url=postgres_url).stdout
+    for output in (ran, listed):
+        line = _instance_line(output)
+        assert line.startswith("Instance: postgresql://"), line
+        assert "(new" not in line
+    assert "logged" in listed
