@@ -61,8 +61,9 @@ class RootGroup(LazyGroup):
 def cli(ctx: click.Context, debug: bool) -> None:
     """memodag: data pipelines that never recompute what has not changed.
 
-    Runs and their events are kept in the instance: a SQLite file under $MEMODAG_HOME
-    (default ./.memodag), or the database named by $MEMODAG_INSTANCE_URL.
+    Runs and their events are kept in the instance: a SQLite file under $MEMODAG_HOME (default:
+    the nearest .memodag folder here or above, else ./.memodag), or the database named by
+    $MEMODAG_INSTANCE_URL.
     """
     if debug:
         enable_debug(ctx)

@@ -260,7 +260,7 @@ class CompositionBuilder:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        name = self._node_name(node_def.name, alias)
+        name = self._node_name(node_def, alias)
         input_names = tuple(node_def.ins)
         if len(args) > len(input_names):
             raise DefinitionError(
@@ -307,7 +307,8 @@ class CompositionBuilder:
     def _where(self, node: str) -> str:
         return f"{self.graph_name}: node '{node}'"
 
-    def _node_name(self, base: str, alias: str | None) -> str:
+    def _node_name(self, node_def: Any, alias: str | None) -> str:
+        base = node_def.name
         if alias is not None:
             if alias in self.nodes:
                 raise DefinitionError(
@@ -316,6 +317,17 @@ class CompositionBuilder:
             return alias
         if base not in self.nodes:
             return base
+        taken = self.nodes[base]
+        if _source_of(taken.definition) is not _source_of(node_def):
+            # Renaming would hide that two different definitions share a name: config, step keys
+            # and messages would then point at 'step_2' without the user ever writing it.
+            raise DefinitionError(
+                f"{self.graph_name}: two different definitions are named '{base}': "
+                f"{describe_definition(taken.definition)} (node '{base}') and "
+                f"{describe_definition(node_def)}. Give one of them another name "
+                f"(@op(name=...)), or call it under an alias of its own: "
+                f"{_python_name(node_def)}.alias('{_python_name(node_def)}')(...)"
+            )
         i = 2
         while f"{base}_{i}" in self.nodes:
             i += 1
@@ -407,6 +419,33 @@ class CompositionBuilder:
         if len(handles) == 1:
             return handles[0]
         return MultipleOutputs(name, names, handles)
+
+
+def _source_of(node_def: Any) -> Any:
+    """What makes two definitions "the same" for naming: an op's function (so ``op`` and
+    ``op.with_retry_policy(...)`` count as one), a graph's own object."""
+    if isinstance(node_def, OpDefinition):
+        return inspect.unwrap(node_def.compute_fn)
+    return node_def
+
+
+def _python_name(node_def: Any) -> str:
+    """The name the user most likely wrote in the body: the op's function name."""
+    if isinstance(node_def, OpDefinition):
+        return str(getattr(inspect.unwrap(node_def.compute_fn), "__name__", node_def.name))
+    return str(node_def.name)
+
+
+def describe_definition(node_def: Any) -> str:
+    """``op 'step' (function clean at pipe/orders.py:12)`` or ``graph 'g'``, for messages."""
+    if not isinstance(node_def, OpDefinition):
+        return f"graph '{node_def.name}'"
+    fn = inspect.unwrap(node_def.compute_fn)
+    code = getattr(fn, "__code__", None)
+    label = getattr(fn, "__qualname__", None) or type(fn).__name__
+    if code is None:
+        return f"op '{node_def.name}' (function {label})"
+    return f"op '{node_def.name}' (function {label} at {code.co_filename}:{code.co_firstlineno})"
 
 
 def build_graph(

@@ -239,8 +239,11 @@ def iterate_outputs(op_def: OpDefinition, result: Any, step_key: str) -> Iterato
     """
     outs = op_def.outs
     if inspect.isgenerator(result):
-        for item in result:
-            yield _one(op_def, item, step_key, None)
+        if _is_generator_function(op_def.compute_fn):
+            for item in result:
+                yield _one(op_def, item, step_key, None)
+        else:
+            yield from _returned_generator(op_def, result, step_key)
         return
     if isinstance(result, Output | DynamicOutput):
         yield _one(op_def, result, step_key, None)
@@ -276,6 +279,41 @@ def iterate_outputs(op_def: OpDefinition, result: Any, step_key: str) -> Iterato
             yield YieldedOutput(name, item.value, None, item.metadata)
         else:
             yield YieldedOutput(name, item)
+
+
+def _is_generator_function(fn: Any) -> bool:
+    # a decorator wrapping a generator function (functools.wraps) still makes a generator op
+    return inspect.isgeneratorfunction(inspect.unwrap(fn))
+
+
+def _returned_generator(
+    op_def: OpDefinition, result: Any, step_key: str
+) -> Iterator[YieldedOutput]:
+    """A generator object *returned* by a plain function (``return (f(x) for x in xs)``).
+
+    A stream of ``Output``/``DynamicOutput`` is accepted as from a generator op (a wrapper that
+    returns its generator op's generator); anything else is almost always a generator expression
+    meant as a value, which no io manager can store, so say so instead of blaming its items.
+    """
+    produced = False
+    for item in result:
+        if not isinstance(item, Output | DynamicOutput):
+            seen = f"it produced a value of type {type(item).__name__}"
+            raise StepExecutionError(step_key, _returned_generator_message(op_def, seen))
+        produced = True
+        yield _one(op_def, item, step_key, None)
+    if not produced and any(o.is_required and not o.is_dynamic for o in op_def.outs.values()):
+        raise StepExecutionError(step_key, _returned_generator_message(op_def, "it was empty"))
+
+
+def _returned_generator_message(op_def: OpDefinition, seen: str) -> str:
+    return (
+        f"op '{op_def.name}' returned a generator object (e.g. a generator expression), but its "
+        f"function is not a generator, and {seen}. A generator cannot be stored as an output: "
+        "to store the values as one output, return a list (`return list(...)`); to produce "
+        "outputs one by one, make the op itself a generator that yields them "
+        "(`yield Output(value, 'name')`, or `yield DynamicOutput(value, mapping_key=...)`)"
+    )
 
 
 def _describe(value: Any) -> str:

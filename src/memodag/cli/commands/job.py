@@ -6,13 +6,23 @@ added elsewhere (``list-versions``, ``explain``) are registered lazily in ``JOB_
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from memodag.cli.errors import enable_debug
 from memodag.cli.lazy import LazyGroup
-from memodag.cli.loading import CODE_LOCATION_TAGS, CodeLocation, JobSpec, job_options, parse_tags
+from memodag.cli.loading import (
+    CODE_LOCATION_TAGS,
+    CodeLocation,
+    JobSpec,
+    LoadedJob,
+    job_options,
+    parse_tags,
+)
+
+if TYPE_CHECKING:
+    from memodag.storage.instance import Instance
 
 # name -> "module:command", imported on first use. Add e.g.
 #   "list-versions": "memodag.cli.commands.versions:list_versions",
@@ -88,9 +98,8 @@ def execute(
 
         tags[MEMOIZED_RUN_TAG] = "true" if memoize else "false"
     from memodag.cli.launch import launch_run
-    from memodag.storage.instance import Instance
 
-    instance = Instance.get()
+    instance = _open_instance(loaded, as_json)
     try:
         code = launch_run(loaded, instance, run_config, tags, verbose=verbose, as_json=as_json)
     finally:
@@ -157,6 +166,8 @@ def reexecute(
                 f"'{parent.job_name}' is defined is unknown; give -f FILE.py or -m MODULE"
             )
         loaded = spec.load(fallback, fallback_job=parent.job_name)
+        if not as_json:
+            _print_instance(instance, existed=True, loaded=loaded)
         if loaded.job.name != parent.job_name:
             click.echo(
                 f"Warning: re-executing run of job '{parent.job_name}' with job '{loaded.job.name}'",
@@ -222,6 +233,47 @@ def list_jobs(spec: JobSpec, as_json: bool) -> None:
     for row in rows:
         table.add_row(row["name"], str(row["ops"]), ", ".join(row["resources"]), row["description"])
     console.print(table)
+
+
+def _open_instance(loaded: LoadedJob, as_json: bool) -> Instance:
+    """The default instance for a run, said in one line (not with --json: stdout is JSON only)."""
+    from memodag.storage.instance import Instance, find_home
+
+    existed = find_home().is_dir()
+    instance = Instance.get()
+    if not as_json:
+        _print_instance(instance, existed, loaded)
+    return instance
+
+
+def _print_instance(instance: Instance, existed: bool, loaded: LoadedJob) -> None:
+    """``Instance: <where>``; for a new one, say why, and point at the instance that holds this
+    file's earlier runs when the user ran it from outside that folder (``-f pipe/orders.py``)."""
+    from pathlib import Path
+
+    from rich.text import Text
+
+    from memodag.cli.commands.runs import instance_location
+    from memodag.cli.console import make_console
+    from memodag.storage.instance import find_home
+
+    console = make_console()
+    line = Text(f"Instance: {instance_location(instance)}", style="dim")
+    if existed or instance.home is None:
+        console.print(line)
+        return
+    line.append(f" (new: no .memodag folder in {instance.home.parent} or above)")
+    console.print(line)
+    if loaded.location.file:
+        beside_code = find_home(Path(loaded.location.file).parent)
+        if beside_code.is_dir() and beside_code != instance.home:
+            console.print(
+                Text(
+                    f"Note: earlier runs of this file may be in {beside_code}; run from "
+                    f"{beside_code.parent} (or below), or set MEMODAG_HOME={beside_code}",
+                    style="yellow",
+                )
+            )
 
 
 def _first_line(text: str | None) -> str:

@@ -14,7 +14,8 @@ RUN_STATUSES = ("STARTED", "SUCCESS", "FAILURE", "CANCELED")
 
 @click.group()
 def runs() -> None:
-    """Inspect the runs kept in the instance ($MEMODAG_HOME or $MEMODAG_INSTANCE_URL)."""
+    """Inspect the runs kept in the instance: $MEMODAG_INSTANCE_URL, $MEMODAG_HOME, or the
+    nearest .memodag folder in the current directory or above."""
 
 
 @runs.command("list")
@@ -31,8 +32,14 @@ def list_runs(limit: int, job_name: str | None, status: str | None, as_json: boo
     """List runs, newest first."""
     from memodag.storage.instance import RunStatus
 
-    with _instance() as instance:
-        records = instance.get_runs(limit, job_name, RunStatus(status.upper()) if status else None)
+    with _existing_instance() as instance:
+        if instance is None:
+            records, where = [], f"none ({_missing_home_note()})"
+        else:
+            where = instance_location(instance)
+            records = instance.get_runs(
+                limit, job_name, RunStatus(status.upper()) if status else None
+            )
     if as_json:
         from memodag.cli.console import echo_json
 
@@ -49,6 +56,7 @@ def list_runs(limit: int, job_name: str | None, status: str | None, as_json: boo
     )
 
     console = make_console()
+    console.print(f"Instance: {where}", style="dim", markup=False)
     if not records:
         console.print("No runs found.")
         return
@@ -73,11 +81,24 @@ def list_runs(limit: int, job_name: str | None, status: str | None, as_json: boo
 
 @runs.command("show")
 @click.argument("run_id")
+@click.option(
+    "--logs",
+    "show_logs",
+    is_flag=True,
+    help="Also print the messages ops logged with context.log (always in --json).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def show_run(run_id: str, as_json: bool) -> None:
+def show_run(run_id: str, show_logs: bool, as_json: bool) -> None:
     """Show run RUN_ID (an id or a unique prefix): its steps, statuses, durations, attempts and
-    where each output was stored."""
-    with _instance() as instance:
+    where each output was stored; with --logs, what its ops logged."""
+    with _existing_instance() as instance:
+        if instance is None:
+            from memodag.cli.errors import CliError
+
+            raise CliError(
+                f"no run '{run_id}': there is no instance ({_missing_home_note()})",
+                hint="run from the folder where the job ran (or below it), or set MEMODAG_HOME.",
+            )
         record = _find_run(instance, run_id)
         events = instance.get_events(record.run_id)
         steps = summarize_steps(events)
@@ -93,9 +114,16 @@ def show_run(run_id: str, as_json: bool) -> None:
     if as_json:
         from memodag.cli.console import echo_json
 
-        echo_json({"run": {**run_to_dict(record), "reason": reason}, "steps": steps})
+        echo_json(
+            {
+                "run": {**run_to_dict(record), "reason": reason},
+                "steps": steps,
+                "logs": summarize_logs(events),
+            }
+        )
         return
     _print_run(record, steps, reason)
+    _print_logs(summarize_logs(events), show_logs)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -177,6 +205,23 @@ def summarize_steps(events: list[Event]) -> list[dict[str, Any]]:
     return list(steps.values())
 
 
+def summarize_logs(events: list[Event]) -> list[dict[str, Any]]:
+    """The run's ``context.log`` messages in the order they were logged: ``time`` (ISO),
+    ``step_key`` (None for run-level messages), ``level`` and ``message``."""
+    from memodag.cli.console import iso_time
+
+    return [
+        {
+            "time": iso_time(event.timestamp),
+            "step_key": event.step_key,
+            "level": (event.data or {}).get("level", "INFO"),
+            "message": event.message,
+        }
+        for event in events
+        if event.event_type.value == "LOG"
+    ]
+
+
 def _memoized_addresses(addresses: Any) -> list[tuple[str, dict[str, Any]]]:
     """(output name, address) pairs of a STEP_MEMOIZED event: a list of address dicts (several
     pieces of one dynamic output share a name), or a mapping name -> address."""
@@ -250,6 +295,35 @@ def _print_run(record: RunRecord, steps: list[dict[str, Any]], reason: str = "")
         )
 
 
+_LEVEL_STYLES = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red", "DEBUG": "dim"}
+
+
+def _print_logs(logs: list[dict[str, Any]], show: bool) -> None:
+    from rich.text import Text
+
+    from memodag.cli.console import make_console
+
+    console = make_console()
+    if not show:
+        if logs:
+            console.print(
+                f"{len(logs)} log message(s) recorded; show them with --logs.", style="dim"
+            )
+        return
+    if not logs:
+        console.print("No log messages recorded.")
+        return
+    console.print(Text("Logs:", style="bold"))
+    for entry in logs:
+        line = Text("  ")
+        line.append(str(entry["time"] or "")[11:23])  # the clock time; the date is the run's
+        line.append(f"  {entry['step_key'] or '(run)'}  ")
+        level = str(entry["level"])
+        line.append(f"{level:<7}", style=_LEVEL_STYLES.get(level, ""))
+        line.append(f"  {entry['message']}")
+        console.print(line)
+
+
 def _where(address: dict[str, Any]) -> str:
     uri = address.get("uri")
     if uri:
@@ -266,17 +340,43 @@ def _escape(text: str) -> str:
 # -- instance -----------------------------------------------------------------------------
 
 
-class _instance:
-    """``with _instance() as instance``: the default instance, closed afterwards."""
+def instance_location(instance: Instance) -> str:
+    """Where an instance is, for one line of output: its home folder (the default SQLite
+    instance) or its database URL (password removed)."""
+    return str(instance.home) if instance.home is not None else instance.url
 
-    def __enter__(self) -> Instance:
-        from memodag.storage.instance import Instance
 
-        self.instance = Instance.get()
+def _missing_home_note() -> str:
+    import os
+
+    from memodag.storage.instance import HOME_ENV, find_home
+
+    home = find_home()
+    if os.environ.get(HOME_ENV):
+        return f"${HOME_ENV}={home} does not exist yet"
+    return f"no .memodag folder in {home.parent} or above; a run creates {home}"
+
+
+class _existing_instance:
+    """``with _existing_instance() as instance``: the default instance, closed afterwards; None
+    when none exists yet, so that looking at runs never leaves a stray ``.memodag`` behind (later
+    runs below it would find and use it)."""
+
+    def __init__(self) -> None:
+        self.instance: Instance | None = None
+
+    def __enter__(self) -> Instance | None:
+        import os
+
+        from memodag.storage.instance import URL_ENV, Instance, find_home
+
+        if os.environ.get(URL_ENV) or find_home().is_dir():
+            self.instance = Instance.get()
         return self.instance
 
     def __exit__(self, *exc: object) -> None:
-        self.instance.close()
+        if self.instance is not None:
+            self.instance.close()
 
 
 def _find_run(instance: Instance, run_id: str) -> RunRecord:

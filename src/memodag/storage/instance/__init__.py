@@ -1,6 +1,7 @@
 """The instance: the control plane. Runs, their event logs, and the index of stored outputs.
 
-``Instance.get()`` opens the SQLite file under ``$MEMODAG_HOME`` (default ``./.memodag``), or the
+``Instance.get()`` opens the SQLite file under the instance home (``find_home``: ``$MEMODAG_HOME``,
+else the nearest ``.memodag`` upward from the current directory, else ``./.memodag``), or the
 database named by ``$MEMODAG_INSTANCE_URL``; ``Instance.ephemeral()`` is in memory, for tests;
 ``Instance.from_url("postgresql://...")`` is shared by a team.
 """
@@ -24,11 +25,31 @@ from memodag.storage.instance.sql import (
 )
 from memodag.storage.io_manager import Address
 
-__all__ = ["Event", "EventType", "IndexEntry", "Instance", "RunRecord", "RunStatus"]
+__all__ = ["Event", "EventType", "IndexEntry", "Instance", "RunRecord", "RunStatus", "find_home"]
 
 HOME_ENV = "MEMODAG_HOME"
+HOME_DIR_NAME = ".memodag"
 _DEFAULT_INSTANCES: dict[tuple[str, str | None, int], Instance] = {}
 URL_ENV = "MEMODAG_INSTANCE_URL"
+
+
+def find_home(start: str | Path | None = None) -> Path:
+    """The default instance's home directory, found as git finds its repository.
+
+    ``$MEMODAG_HOME`` when set; else the nearest ``.memodag`` directory in ``start`` (default: the
+    current directory) or one of its parents, so a pipeline run from any subfolder of a project
+    uses the project's instance; else ``<start>/.memodag``, which does not exist yet (created on
+    first use). Only looks; never creates anything.
+    """
+    configured = os.environ.get(HOME_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / HOME_DIR_NAME
+        if candidate.is_dir():
+            return candidate
+    return here / HOME_DIR_NAME
 
 
 class Instance:
@@ -49,9 +70,9 @@ class Instance:
 
     @classmethod
     def get(cls) -> Instance:
-        """The default instance: ``$MEMODAG_INSTANCE_URL`` if set, else SQLite in ``$MEMODAG_HOME``
-        (default ``./.memodag``). Outputs go to ``<home>/storage``."""
-        home = Path(os.environ.get(HOME_ENV) or ".memodag").expanduser().resolve()
+        """The default instance: ``$MEMODAG_INSTANCE_URL`` if set, else SQLite in the home
+        ``find_home()`` gives. Outputs go to ``<home>/storage``."""
+        home = find_home()
         url = os.environ.get(URL_ENV)
         key = (str(home), url, os.getpid())  # a forked child must not share the parent's connection
         # one connection per default instance per process, not one per run
@@ -82,11 +103,7 @@ class Instance:
                 f"instance URL {redact_url(url)!r} is not supported; "
                 "expected sqlite:///PATH or postgresql://USER@HOST/DB"
             )
-        base = (
-            Path(storage_dir)
-            if storage_dir
-            else Path(os.environ.get(HOME_ENV) or ".memodag").resolve() / "storage"
-        )
+        base = Path(storage_dir) if storage_dir else find_home() / "storage"
         return cls(storage, base)
 
     @classmethod
