@@ -26,7 +26,6 @@ from memodag.definitions.resources import (
     io_manager,
     resource,
 )
-from memodag.engine.context import OpExecutionContext, build_op_context
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import (
     ConfigError,
@@ -41,6 +40,7 @@ from memodag.executors.base import Executor, ExecutorDefinition
 from memodag.executors.dask import dask_executor
 from memodag.executors.in_process import in_process_executor
 from memodag.executors.multiprocess import multiprocess_executor
+from memodag.runtime.context import OpExecutionContext, build_op_context
 from memodag.storage.instance import Event, EventType, Instance, RunRecord, RunStatus
 from memodag.storage.io_manager import (
     Address,

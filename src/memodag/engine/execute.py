@@ -16,14 +16,14 @@ from typing import Any
 
 from memodag.engine.engine import AddressKey, Engine, Memoizer
 from memodag.engine.events import EventLog
-from memodag.engine.resources import initialized_resources
 from memodag.engine.result import ExecuteInProcessResult
-from memodag.engine.step import StepRuntime
 from memodag.errors import ExecutionError, StepExecutionError
 from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
 from memodag.plan.dynamic import drop_expansions_of, expand_from_addresses
 from memodag.plan.plan import ExecutionPlan, build_plan, select_steps
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
+from memodag.runtime.resources import initialized_resources
+from memodag.runtime.step import StepRuntime
 from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
 from memodag.storage.io_manager import Address, IOManager

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from memodag.definitions.config import NO_DEFAULT, ConfigType, normalize_schema, validate_config
 
 if TYPE_CHECKING:
-    from memodag.engine.step import StepOutcome, StepTask
+    from memodag.runtime.step import StepOutcome, StepTask
 
 
 @dataclass(frozen=True)

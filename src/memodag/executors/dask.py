@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from memodag.definitions.config import Field, Noneable
-from memodag.engine.step import StepOutcome, StepTask
 from memodag.errors import ExecutionError
 from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
 from memodag.executors.limits import (
@@ -40,6 +39,7 @@ from memodag.executors.worker import (
     load_outcome,
     lost_attempt_outcome,
 )
+from memodag.runtime.step import StepOutcome, StepTask
 
 SCHEDULER_CONFIG: dict[str, Any] = {
     # an attempt whose worker died is reported to memodag, never silently run again by Dask

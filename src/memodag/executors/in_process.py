@@ -7,8 +7,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from memodag.engine.step import StepOutcome, StepRuntime, StepTask, run_step
 from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
+from memodag.runtime.step import StepOutcome, StepRuntime, StepTask, run_step
 
 
 class InProcessExecutor(Executor):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memodag.definitions.config import Field
-from memodag.engine.step import StepTask
+from memodag.runtime.step import StepTask
 
 TAG_CONCURRENCY_LIMITS_FIELD = Field(
     [{"key": str, "value": Field(str, is_required=False), "limit": int}],

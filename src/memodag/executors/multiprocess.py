@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from memodag.definitions.config import Field, Noneable
-from memodag.engine.step import StepOutcome, StepTask
 from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
 from memodag.executors.limits import (
     TAG_CONCURRENCY_LIMITS_FIELD,
@@ -35,6 +34,7 @@ from memodag.executors.worker import (
     lost_attempt_outcome,
     serve_pipe,
 )
+from memodag.runtime.step import StepOutcome, StepTask
 
 START_METHODS = ("forkserver", "spawn")
 WORKER_MODULE = "memodag.executors.worker"

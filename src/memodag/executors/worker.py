@@ -23,12 +23,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from memodag.engine.resources import initialized_resources
-from memodag.engine.step import ErrorInfo, StepOutcome, StepRuntime, StepTask, run_step
 from memodag.errors import ExecutionError
 from memodag.executors.base import RunPayload
 from memodag.plan.dynamic import parse_step_key
 from memodag.plan.plan import flatten_graph
+from memodag.runtime.resources import initialized_resources
+from memodag.runtime.step import ErrorInfo, StepOutcome, StepRuntime, StepTask, run_step
 from memodag.storage.instance.records import Event, EventType
 
 

@@ -67,7 +67,7 @@ def _resolve_execution(
 ) -> tuple[Any, Mapping[str, Any]]:
     """The run's executor definition and its validated config (problems go to ``errors`` with
     the rest of the run config's; the executor is not created)."""
-    from memodag.executors.registry import resolve_executor
+    from memodag.definitions.executor import resolve_executor
 
     try:
         definition, config, path = resolve_executor(getattr(job, "executor_def", None), execution)

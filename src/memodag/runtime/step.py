@@ -16,8 +16,8 @@ from typing import Any
 from memodag.definitions.config import NO_DEFAULT
 from memodag.definitions.io import Out, valid_mapping_key
 from memodag.definitions.op import OpDefinition, iterate_outputs
-from memodag.engine.context import OpExecutionContext, Resources, RunLogger
 from memodag.errors import MemodagError, StepExecutionError, StorageError
+from memodag.runtime.context import OpExecutionContext, Resources, RunLogger
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address, InputContext, IOManager, OutputContext
 from memodag.versioning.hashing import piece_version
