@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from memodag.definitions.executor import ExecutorDefinition
 from memodag.engine.engine import AddressKey, Engine, Memoizer
 from memodag.engine.events import EventLog
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import ExecutionError, StepExecutionError
-from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
+from memodag.executors.base import Executor, RunPayload
 from memodag.plan.dynamic import drop_expansions_of, expand_from_addresses
 from memodag.plan.plan import ExecutionPlan, build_plan, select_steps
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
@@ -320,7 +321,7 @@ def _lineage_addresses(
 def _executor(resolved: ResolvedRunConfig) -> Executor:
     definition = resolved.executor_def
     assert isinstance(definition, ExecutorDefinition)
-    return definition.factory(resolved.executor_config)  # its config was checked with the rest
+    return definition.create(resolved.executor_config)  # its config was checked with the rest
 
 
 def _check_storage_fits_executor(
