@@ -17,7 +17,7 @@ from memodag import (
     op,
     resource,
 )
-from memodag.versioning.hashing import hash_value
+from memodag.hashing import hash_value
 
 MEMO = {MEMOIZED_RUN_TAG: "true"}
 
@@ -255,7 +255,7 @@ def test_sets_hash_the_same_in_every_process():
     import subprocess
     import sys
 
-    code = "from memodag.versioning.hashing import hash_value; print(hash_value(frozenset({'alpha', 'beta', 'gamma', 8})))"
+    code = "from memodag.hashing import hash_value; print(hash_value(frozenset({'alpha', 'beta', 'gamma', 8})))"
     digests = {
         subprocess.run(
             [sys.executable, "-c", code],

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from memodag.definitions.config import config_to_plain
+from memodag.hashing import UnhashableValue, canonical_json, hash_strings, hash_value
 from memodag.plan.plan import ExecutionStep, StepOutputHandle
-from memodag.versioning.hashing import UnhashableValue, canonical_json, hash_strings, hash_value
 from memodag.versioning.strategy import OpVersionContext, ResourceVersionContext, VersionStrategy
 
 
