@@ -6,6 +6,7 @@ user code besides the composition body and touches no storage.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,10 +21,14 @@ if TYPE_CHECKING:
     from memodag.storage.instance import Instance
 
 
-def default_resource_defs() -> dict[str, ResourceDefinition]:
-    from memodag.storage.io_managers.fs import fs_io_manager
+#: the io manager of a job that names none: storage's ``fs_io_manager``, named rather than imported
+#: (definitions never import storage; storage builds on definitions' ``@io_manager``)
+DEFAULT_IO_MANAGER = "memodag.storage.io_managers.fs:fs_io_manager"
 
-    return {DEFAULT_IO_MANAGER_KEY: fs_io_manager}
+
+def default_resource_defs() -> dict[str, ResourceDefinition]:
+    module, _, attribute = DEFAULT_IO_MANAGER.partition(":")
+    return {DEFAULT_IO_MANAGER_KEY: getattr(importlib.import_module(module), attribute)}
 
 
 @dataclass(frozen=True, eq=False)

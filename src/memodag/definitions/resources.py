@@ -162,10 +162,19 @@ def as_resource_definition(key: str, value: Any) -> ResourceDefinition:
     """Accept a ``ResourceDefinition`` or any plain object (wrapped as a hard-coded resource)."""
     if isinstance(value, ResourceDefinition):
         return value
-    from memodag.storage.io_manager import IOManager
-
-    if isinstance(value, IOManager):
+    if _is_io_manager(value):
         return IOManagerDefinition(
-            lambda _: value, name=type(value).__name__, in_process_only=value.in_process_only
+            lambda _: value,
+            name=type(value).__name__,
+            in_process_only=bool(getattr(value, "in_process_only", False)),
         )
     return ResourceDefinition.hardcoded_resource(value)
+
+
+def _is_io_manager(value: Any) -> bool:
+    """Whether ``value``'s class has an io manager's verbs, as ``storage.io_manager.IOManager``
+    does: told by shape, so definitions never import storage (which builds on them). The class is
+    asked, not the instance, so an object forwarding any attribute (``__getattr__``) is no match."""
+    return all(
+        callable(getattr(type(value), verb, None)) for verb in ("handle_output", "load_input")
+    )
