@@ -17,8 +17,10 @@ from memodag.definitions.resources import ResourceDefinition, as_resource_defini
 from memodag.errors import DefinitionError
 
 if TYPE_CHECKING:
+    from memodag.definitions.executor import ExecutorDefinition
     from memodag.engine.result import ExecuteInProcessResult
     from memodag.storage.instance import Instance
+    from memodag.versioning.strategy import VersionStrategy
 
 
 #: the io manager of a job that names none: storage's ``fs_io_manager``, named rather than imported
@@ -48,8 +50,8 @@ class JobDefinition:
     config: Mapping[str, Any] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
-    executor_def: Any = None
-    version_strategy: Any = None
+    executor_def: ExecutorDefinition | None = None
+    version_strategy: VersionStrategy | None = None
     early_cutoff: bool = False
 
     @classmethod
@@ -61,8 +63,8 @@ class JobDefinition:
         config: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         description: str | None = None,
-        executor_def: Any = None,
-        version_strategy: Any = None,
+        executor_def: ExecutorDefinition | None = None,
+        version_strategy: VersionStrategy | None = None,
         early_cutoff: bool = False,
     ) -> JobDefinition:
         if graph.input_names:
@@ -186,8 +188,8 @@ def job(
     config: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
-    executor_def: Any = None,
-    version_strategy: Any = None,
+    executor_def: ExecutorDefinition | None = None,
+    version_strategy: VersionStrategy | None = None,
     early_cutoff: bool = False,
 ) -> Any:
     """Declare a job: a body calling ops, bound to resources and run defaults."""
