@@ -252,6 +252,7 @@ def test_explain_names_the_helper_that_changed(instance, tmp_path, monkeypatch):
 
 
 def test_sets_hash_the_same_in_every_process():
+    import os
     import subprocess
     import sys
 
@@ -261,7 +262,12 @@ def test_sets_hash_the_same_in_every_process():
             [sys.executable, "-c", code],
             capture_output=True,
             text=True,
-            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            # a clean environment but the same memodag (PYTHONPATH: a source checkout's)
+            env={
+                "PYTHONHASHSEED": seed,
+                "PATH": "",
+                "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            },
             check=True,
         ).stdout
         for seed in ("1", "2", "3")
