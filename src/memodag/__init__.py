@@ -70,6 +70,7 @@ from memodag.versioning.strategy import (
     VersionStrategy,
 )
 
+# the one source of the version: pyproject.toml reads it ([tool.hatch.version]), the CLI prints it
 __version__ = "0.1.0"
 
 __all__ = [

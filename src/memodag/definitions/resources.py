@@ -7,6 +7,7 @@ once (code after the ``yield`` runs when the run ends, even when it fails).
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -166,15 +167,14 @@ def as_resource_definition(key: str, value: Any) -> ResourceDefinition:
         return IOManagerDefinition(
             lambda _: value,
             name=type(value).__name__,
-            in_process_only=bool(getattr(value, "in_process_only", False)),
+            in_process_only=value.in_process_only,
         )
     return ResourceDefinition.hardcoded_resource(value)
 
 
 def _is_io_manager(value: Any) -> bool:
-    """Whether ``value``'s class has an io manager's verbs, as ``storage.io_manager.IOManager``
-    does: told by shape, so definitions never import storage (which builds on them). The class is
-    asked, not the instance, so an object forwarding any attribute (``__getattr__``) is no match."""
-    return all(
-        callable(getattr(type(value), verb, None)) for verb in ("handle_output", "load_input")
-    )
+    """Whether ``value`` is a ``storage.io_manager.IOManager``. An instance of one means that module
+    is loaded, so the class is looked up there instead of imported: definitions never import
+    storage (which builds on them)."""
+    module = sys.modules.get("memodag.storage.io_manager")
+    return module is not None and isinstance(value, module.IOManager)
