@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.composition import GraphDefinition
 from memodag.definitions.config import NO_DEFAULT, config_is_required, validate_config
+from memodag.definitions.executor import ExecutorDefinition, resolve_executor
 from memodag.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class ResolvedRunConfig:
     resource_config: Mapping[str, Any]
     execution: Mapping[str, Any] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
-    executor_def: Any = None  # the run's ExecutorDefinition, its config validated below
+    executor_def: ExecutorDefinition | None = None  # the run's; its config validated below
     executor_config: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -67,13 +68,11 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 def _resolve_execution(
     job: JobDefinition, execution: Mapping[str, Any], errors: list[str]
-) -> tuple[Any, Mapping[str, Any]]:
+) -> tuple[ExecutorDefinition | None, Mapping[str, Any]]:
     """The run's executor definition and its validated config (problems go to ``errors`` with
     the rest of the run config's; the executor is not created)."""
-    from memodag.definitions.executor import resolve_executor
-
     try:
-        definition, config, path = resolve_executor(getattr(job, "executor_def", None), execution)
+        definition, config, path = resolve_executor(job.executor_def, execution)
     except ConfigError as exc:
         errors.extend(exc.errors)
         return None, {}
