@@ -2,9 +2,10 @@
 
 An executor definition is a name, a config schema with its checks and a *reference* to the factory
 that builds the executor (``"memodag.executors.multiprocess:create"``), resolved when a run starts:
-this module never imports ``memodag.executors``, so validating run config, listing versions or
-importing memodag loads no executor code. Run config ``execution`` may be ``{"config": {...}}``
-(configures the job's executor) or ``{"multiprocess": {"config": {...}}}`` (names one).
+this module imports nothing of ``memodag.executors`` (annotations aside), so validating run config,
+listing versions or importing memodag loads no executor code. Run config ``execution`` may be
+``{"config": {...}}`` (configures the job's executor) or ``{"multiprocess": {"config": {...}}}``
+(names one).
 """
 
 from __future__ import annotations
