@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from memodag.definitions.composition import GraphDefinition, graph
 from memodag.definitions.config import Field, Noneable
+from memodag.definitions.executor import (
+    ExecutorDefinition,
+    dask_executor,
+    in_process_executor,
+    multiprocess_executor,
+)
 from memodag.definitions.io import (
     Backoff,
     DynamicOut,
@@ -26,7 +32,6 @@ from memodag.definitions.resources import (
     io_manager,
     resource,
 )
-from memodag.engine.context import OpExecutionContext, build_op_context
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import (
     ConfigError,
@@ -37,10 +42,8 @@ from memodag.errors import (
     StepExecutionError,
     StorageError,
 )
-from memodag.executors.base import Executor, ExecutorDefinition
-from memodag.executors.dask import dask_executor
-from memodag.executors.in_process import in_process_executor
-from memodag.executors.multiprocess import multiprocess_executor
+from memodag.executors.base import Executor
+from memodag.runtime.context import OpExecutionContext, build_op_context
 from memodag.storage.instance import Event, EventType, Instance, RunRecord, RunStatus
 from memodag.storage.io_manager import (
     Address,
@@ -67,6 +70,7 @@ from memodag.versioning.strategy import (
     VersionStrategy,
 )
 
+# the one source of the version: pyproject.toml reads it ([tool.hatch.version]), the CLI prints it
 __version__ = "0.1.0"
 
 __all__ = [

@@ -17,7 +17,7 @@ from memodag import (
     op,
     resource,
 )
-from memodag.versioning.hashing import hash_value
+from memodag.hashing import hash_value
 
 MEMO = {MEMOIZED_RUN_TAG: "true"}
 
@@ -252,16 +252,22 @@ def test_explain_names_the_helper_that_changed(instance, tmp_path, monkeypatch):
 
 
 def test_sets_hash_the_same_in_every_process():
+    import os
     import subprocess
     import sys
 
-    code = "from memodag.versioning.hashing import hash_value; print(hash_value(frozenset({'alpha', 'beta', 'gamma', 8})))"
+    code = "from memodag.hashing import hash_value; print(hash_value(frozenset({'alpha', 'beta', 'gamma', 8})))"
     digests = {
         subprocess.run(
             [sys.executable, "-c", code],
             capture_output=True,
             text=True,
-            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            # a clean environment but the same memodag (PYTHONPATH: a source checkout's)
+            env={
+                "PYTHONHASHSEED": seed,
+                "PATH": "",
+                "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            },
             check=True,
         ).stdout
         for seed in ("1", "2", "3")

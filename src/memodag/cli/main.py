@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from memodag import __version__
 from memodag.cli.errors import DEBUG_ENV, CliError, enable_debug, exit_code_for
 from memodag.cli.lazy import LazyGroup
 
@@ -51,7 +52,7 @@ class RootGroup(LazyGroup):
     lazy_subcommands=COMMAND_GROUPS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(package_name="memodag", prog_name="memodag")
+@click.version_option(version=__version__, prog_name="memodag")
 @click.option(
     "--debug",
     is_flag=True,

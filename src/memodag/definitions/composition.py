@@ -12,11 +12,14 @@ import contextvars
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.io import DEFAULT_OUTPUT, check_name
 from memodag.definitions.op import OpDefinition
 from memodag.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from memodag.definitions.job import JobDefinition
 
 _BUILDER: contextvars.ContextVar[CompositionBuilder | None] = contextvars.ContextVar(
     "memodag_builder", default=None
@@ -99,7 +102,7 @@ class GraphDefinition:
             )
         return builder.invoke(self, None, {}, args, kwargs)
 
-    def to_job(self, name: str | None = None, **job_kwargs: Any) -> Any:
+    def to_job(self, name: str | None = None, **job_kwargs: Any) -> JobDefinition:
         """Make a job of this graph (``resource_defs``, ``config``, ``tags``, ... as ``@job``)."""
         from memodag.definitions.job import JobDefinition
 

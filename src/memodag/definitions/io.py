@@ -22,6 +22,26 @@ DEFAULT_OUTPUT = "result"
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+#: the formats an ``Out`` or an io manager may name; storage/serializers.py implements each
+SERIALIZER_NAMES = ("pickle", "json", "parquet")
+
+
+def check_serializer_name(name: str) -> str:
+    """``name`` if it names a built-in serializer; otherwise a ``DefinitionError`` saying what to
+    write instead (checked here, where ``Out(serializer=...)`` is written, without storage)."""
+    if name in SERIALIZER_NAMES:
+        return name
+    if name == "custom":
+        raise DefinitionError(
+            "serializer 'custom' is a write/read pair attached to an Out; "
+            "it cannot be chosen by name: pass Out(write=..., read=...)"
+        )
+    raise DefinitionError(
+        f"unknown serializer {name!r}; expected one of {sorted(SERIALIZER_NAMES)} "
+        "or a Serializer instance"
+    )
+
+
 def check_name(name: str, what: str) -> str:
     """Names of ops, inputs, outputs and resources are identifiers (they appear in step keys and config)."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -80,9 +100,7 @@ class Out:
         if self.write is not None and self.serializer is not None:
             raise DefinitionError("Out takes either serializer= or a write=/read= pair, not both")
         if isinstance(self.serializer, str):
-            from memodag.storage.serializers import get_serializer
-
-            get_serializer(self.serializer)  # an unknown format name fails where it is written
+            check_serializer_name(self.serializer)  # an unknown name fails where it is written
 
     @property
     def is_dynamic(self) -> bool:

@@ -6,6 +6,7 @@ user code besides the composition body and touches no storage.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,14 +17,20 @@ from memodag.definitions.resources import ResourceDefinition, as_resource_defini
 from memodag.errors import DefinitionError
 
 if TYPE_CHECKING:
+    from memodag.definitions.executor import ExecutorDefinition
     from memodag.engine.result import ExecuteInProcessResult
     from memodag.storage.instance import Instance
+    from memodag.versioning.strategy import VersionStrategy
+
+
+#: the io manager of a job that names none: storage's ``fs_io_manager``, named rather than imported
+#: (definitions never import storage; storage builds on definitions' ``@io_manager``)
+DEFAULT_IO_MANAGER = "memodag.storage.io_managers.fs:fs_io_manager"
 
 
 def default_resource_defs() -> dict[str, ResourceDefinition]:
-    from memodag.storage.io_managers.fs import fs_io_manager
-
-    return {DEFAULT_IO_MANAGER_KEY: fs_io_manager}
+    module, _, attribute = DEFAULT_IO_MANAGER.partition(":")
+    return {DEFAULT_IO_MANAGER_KEY: getattr(importlib.import_module(module), attribute)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,8 +50,8 @@ class JobDefinition:
     config: Mapping[str, Any] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
-    executor_def: Any = None
-    version_strategy: Any = None
+    executor_def: ExecutorDefinition | None = None
+    version_strategy: VersionStrategy | None = None
     early_cutoff: bool = False
 
     @classmethod
@@ -56,8 +63,8 @@ class JobDefinition:
         config: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
         description: str | None = None,
-        executor_def: Any = None,
-        version_strategy: Any = None,
+        executor_def: ExecutorDefinition | None = None,
+        version_strategy: VersionStrategy | None = None,
         early_cutoff: bool = False,
     ) -> JobDefinition:
         if graph.input_names:
@@ -181,8 +188,8 @@ def job(
     config: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
-    executor_def: Any = None,
-    version_strategy: Any = None,
+    executor_def: ExecutorDefinition | None = None,
+    version_strategy: VersionStrategy | None = None,
     early_cutoff: bool = False,
 ) -> Any:
     """Declare a job: a body calling ops, bound to resources and run defaults."""

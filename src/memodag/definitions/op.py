@@ -355,7 +355,7 @@ def _one(op_def: OpDefinition, item: Any, step_key: str, default_name: str | Non
 
 def invoke_directly(op_def: OpDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run an op's body outside a run, for unit tests: ``my_op(build_op_context(...), x=1)``."""
-    from memodag.engine.context import OpExecutionContext, build_op_context
+    from memodag.runtime.context import OpExecutionContext, build_op_context
 
     args_list = list(args)
     context = None

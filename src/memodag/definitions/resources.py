@@ -7,6 +7,7 @@ once (code after the ``yield`` runs when the run ends, even when it fails).
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -162,10 +163,18 @@ def as_resource_definition(key: str, value: Any) -> ResourceDefinition:
     """Accept a ``ResourceDefinition`` or any plain object (wrapped as a hard-coded resource)."""
     if isinstance(value, ResourceDefinition):
         return value
-    from memodag.storage.io_manager import IOManager
-
-    if isinstance(value, IOManager):
+    if _is_io_manager(value):
         return IOManagerDefinition(
-            lambda _: value, name=type(value).__name__, in_process_only=value.in_process_only
+            lambda _: value,
+            name=type(value).__name__,
+            in_process_only=value.in_process_only,
         )
     return ResourceDefinition.hardcoded_resource(value)
+
+
+def _is_io_manager(value: Any) -> bool:
+    """Whether ``value`` is a ``storage.io_manager.IOManager``. An instance of one means that module
+    is loaded, so the class is looked up there instead of imported: definitions never import
+    storage (which builds on them)."""
+    module = sys.modules.get("memodag.storage.io_manager")
+    return module is not None and isinstance(value, module.IOManager)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memodag.engine.events import EventLog
-from memodag.engine.step import InputLoad, StepOutcome, StepTask
 from memodag.executors.base import Executor
 from memodag.plan.dynamic import expand_mapped, pieces_from_addresses
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
+from memodag.runtime.step import InputLoad, StepOutcome, StepTask
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address
 

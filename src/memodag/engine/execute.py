@@ -12,25 +12,29 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from memodag.definitions.executor import ExecutorDefinition
 from memodag.engine.engine import AddressKey, Engine, Memoizer
 from memodag.engine.events import EventLog
-from memodag.engine.resources import initialized_resources
 from memodag.engine.result import ExecuteInProcessResult
-from memodag.engine.step import StepRuntime
 from memodag.errors import ExecutionError, StepExecutionError
-from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
+from memodag.executors.base import Executor, RunPayload
 from memodag.plan.dynamic import drop_expansions_of, expand_from_addresses
 from memodag.plan.plan import ExecutionPlan, build_plan, select_steps
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
+from memodag.runtime.resources import initialized_resources
+from memodag.runtime.step import StepRuntime
 from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
 from memodag.storage.io_manager import Address, IOManager
 
+if TYPE_CHECKING:
+    from memodag.definitions.job import JobDefinition
+
 
 def execute_job(
-    job: Any,
+    job: JobDefinition,
     run_config: Mapping[str, Any] | None = None,
     instance: Instance | None = None,
     tags: Mapping[str, str] | None = None,
@@ -254,7 +258,7 @@ def _selection(
     return selected, external
 
 
-def _kept_in_process(job: Any, resolved: ResolvedRunConfig, key: str) -> bool:
+def _kept_in_process(job: JobDefinition, resolved: ResolvedRunConfig, key: str) -> bool:
     definition = job.resource_defs.get(key)
     return definition is not None and definition.keeps_values_in_process(
         resolved.resource_config.get(key)
@@ -262,7 +266,7 @@ def _kept_in_process(job: Any, resolved: ResolvedRunConfig, key: str) -> bool:
 
 
 def _check_external_addresses(
-    job: Any, external: Mapping[AddressKey, Address], executor: Executor
+    job: JobDefinition, external: Mapping[AddressKey, Address], executor: Executor
 ) -> None:
     """Outputs a parent run kept in its own process memory are gone, and a memory:// store is
     out of worker processes' reach: say so before running."""
@@ -320,11 +324,11 @@ def _lineage_addresses(
 def _executor(resolved: ResolvedRunConfig) -> Executor:
     definition = resolved.executor_def
     assert isinstance(definition, ExecutorDefinition)
-    return definition.factory(resolved.executor_config)  # its config was checked with the rest
+    return definition.create(resolved.executor_config)  # its config was checked with the rest
 
 
 def _check_storage_fits_executor(
-    job: Any, plan: ExecutionPlan, executor: Executor, resolved: ResolvedRunConfig
+    job: JobDefinition, plan: ExecutionPlan, executor: Executor, resolved: ResolvedRunConfig
 ) -> None:
     if executor.in_process:
         return
@@ -346,7 +350,11 @@ def _check_storage_fits_executor(
 
 
 def _memoizer(
-    job: Any, plan: ExecutionPlan, tags: Mapping[str, str], instance: Instance, run_id: str
+    job: JobDefinition,
+    plan: ExecutionPlan,
+    tags: Mapping[str, str],
+    instance: Instance,
+    run_id: str,
 ) -> Memoizer:
     from memodag.versioning.memoize import build_memoizer
 
@@ -354,7 +362,7 @@ def _memoizer(
 
 
 def _resource_keys(
-    job: Any, plan: ExecutionPlan, external: Mapping[AddressKey, Address]
+    job: JobDefinition, plan: ExecutionPlan, external: Mapping[AddressKey, Address]
 ) -> set[str]:
     keys: set[str] = set()
     for node in plan.nodes.values():
@@ -365,7 +373,7 @@ def _resource_keys(
 
 
 def _driver_io_managers(
-    job: Any, resolved: ResolvedRunConfig, keys: set[str], instance: Instance, run_id: str
+    job: JobDefinition, resolved: ResolvedRunConfig, keys: set[str], instance: Instance, run_id: str
 ) -> dict[str, IOManager]:
     """Io managers built in the driver after a run on workers, for loading results."""
     io_keys = {k for k in keys if job.resource_defs[k].is_io_manager}

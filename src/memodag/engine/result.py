@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.composition import GraphDefinition
 from memodag.definitions.io import DEFAULT_OUTPUT
@@ -12,6 +12,9 @@ from memodag.errors import MemodagError
 from memodag.plan.dynamic import parse_step_key
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address, InputContext, IOManager, OutputContext
+
+if TYPE_CHECKING:
+    from memodag.definitions.job import JobDefinition
 
 
 class ExecuteInProcessResult:
@@ -23,7 +26,7 @@ class ExecuteInProcessResult:
 
     def __init__(
         self,
-        job: Any,
+        job: JobDefinition,
         run_id: str,
         engine_result: EngineResult,
         instance: Any,

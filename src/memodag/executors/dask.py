@@ -1,5 +1,6 @@
-"""``dask_executor``: step attempts on a Dask distributed cluster (an existing scheduler, or a
-``LocalCluster`` of worker processes started for the run and closed after it).
+"""The Dask executor: step attempts on a Dask distributed cluster (an existing scheduler, or a
+``LocalCluster`` of worker processes started for the run and closed after it). Its definition,
+``dask_executor``, lives in ``memodag.definitions.executor``.
 
 memodag's engine still decides what runs; Dask only places attempts on workers. The run's payload
 reaches every worker once, in a worker plugin (``executors/dask_worker.py``); per attempt only the
@@ -23,23 +24,17 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from memodag.definitions.config import Field, Noneable
-from memodag.engine.step import StepOutcome, StepTask
+from memodag.definitions.executor import dask_executor
 from memodag.errors import ExecutionError
-from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
-from memodag.executors.limits import (
-    TAG_CONCURRENCY_LIMITS_FIELD,
-    Admission,
-    TagLimit,
-    parse_tag_limits,
-    tag_limit_problems,
-)
+from memodag.executors.base import Executor, RunPayload
+from memodag.executors.limits import Admission, TagLimit, parse_tag_limits
 from memodag.executors.worker import (
     dumps_payload,
     dumps_task,
     load_outcome,
     lost_attempt_outcome,
 )
+from memodag.runtime.step import StepOutcome, StepTask
 
 SCHEDULER_CONFIG: dict[str, Any] = {
     # an attempt whose worker died is reported to memodag, never silently run again by Dask
@@ -533,47 +528,8 @@ def _cancel_keys(client: Any, keys: list[str]) -> None:
     client.cancel([Future(key, client) for key in keys], force=True)
 
 
-def _address_problem(address: str) -> str:
-    """Why ``address`` cannot name a Dask scheduler ("" if it can): checked before the run starts,
-    since a malformed one fails inside ``Client`` and leaves it hanging at interpreter exit."""
-    expected = "expected a Dask scheduler address such as tcp://host:8786 or host:8786"
-    if not address.strip():
-        return f"is empty; {expected}, or leave it out to start a local cluster"
-    try:
-        from distributed.comm import get_address_host_port
-    except ImportError:
-        return ""  # reported below: Dask is not installed
-    try:
-        get_address_host_port(address)
-    except ValueError as exc:
-        if "extract host and port" in str(exc):
-            return ""  # a known scheme without host:port (inproc://, ucx://): Dask connects
-        return f"got {address!r} ({exc}); {expected}"
-    return ""
-
-
-def _check(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    problems = []
-    address = config.get("address")
-    if isinstance(address, str):
-        problem = _address_problem(address)
-        if problem:
-            problems.append(("address", problem))
-    if address and config.get("n_workers") is not None:
-        problems.append(
-            (
-                "",
-                "give either 'address' (an existing scheduler) or 'n_workers' (a local cluster), not both",
-            )
-        )
-    for name in ("n_workers", "threads_per_worker", "max_concurrent"):
-        value = config.get(name)
-        if type(value) is int and value < 1:
-            problems.append((name, f"expected an int >= 1, got {value}"))
-    return problems + tag_limit_problems(config.get("tag_concurrency_limits"))
-
-
-def _create(config: Mapping[str, Any]) -> Executor:
+def create(config: Mapping[str, Any]) -> Executor:
+    """The factory ``dask_executor`` names (definitions/executor.py)."""
     try:
         import distributed  # noqa: F401
     except ImportError as exc:
@@ -589,30 +545,4 @@ def _create(config: Mapping[str, Any]) -> Executor:
     )
 
 
-dask_executor = ExecutorDefinition(
-    "dask",
-    _create,
-    {
-        "address": Field(
-            Noneable(str),
-            default_value=None,
-            description="Scheduler address (tcp://host:8786); default: start a LocalCluster for the run.",
-        ),
-        "n_workers": Field(
-            Noneable(int),
-            default_value=None,
-            description="Worker processes of the local cluster; default one per core.",
-        ),
-        "threads_per_worker": Field(
-            int, default_value=1, description="Threads per local worker process."
-        ),
-        "max_concurrent": Field(
-            Noneable(int),
-            default_value=None,
-            description="Steps handed to Dask at once; default every ready step (up to 10,000).",
-        ),
-        "tag_concurrency_limits": TAG_CONCURRENCY_LIMITS_FIELD,
-    },
-    check=_check,
-)
-"""Runs each step on a Dask distributed worker; outputs must go to storage every worker can reach."""
+__all__ = ["SCHEDULER_CONFIG", "DaskExecutor", "create", "dask_executor"]

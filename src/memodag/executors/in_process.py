@@ -1,4 +1,7 @@
-"""``in_process_executor``: runs each attempt immediately in the driver (the default)."""
+"""The in-process executor: runs each attempt immediately in the driver (the default).
+
+Its definition, ``in_process_executor``, lives in ``memodag.definitions.executor``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from memodag.engine.step import StepOutcome, StepRuntime, StepTask, run_step
-from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
+from memodag.definitions.executor import in_process_executor
+from memodag.executors.base import Executor, RunPayload
+from memodag.runtime.step import StepOutcome, StepRuntime, StepTask, run_step
 
 
 class InProcessExecutor(Executor):
@@ -44,9 +48,9 @@ class InProcessExecutor(Executor):
         return done
 
 
-def _create(config: Mapping[str, Any]) -> Executor:
+def create(config: Mapping[str, Any]) -> Executor:
+    """The factory ``in_process_executor`` names (definitions/executor.py)."""
     return InProcessExecutor()
 
 
-# no fields: any config given to it is a mistake (such as max_concurrent meant for another executor)
-in_process_executor = ExecutorDefinition("in_process", _create, {})
+__all__ = ["InProcessExecutor", "create", "in_process_executor"]

@@ -11,17 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from memodag.definitions.config import Field
-from memodag.engine.step import StepTask
-
-TAG_CONCURRENCY_LIMITS_FIELD = Field(
-    [{"key": str, "value": Field(str, is_required=False), "limit": int}],
-    default_value=[],
-    description=(
-        "At most `limit` steps whose op tags have `key` (equal to `value` if given) run at once, "
-        'e.g. [{"key": "db", "limit": 2}].'
-    ),
-)
+from memodag.runtime.step import StepTask
 
 
 @dataclass(frozen=True)
@@ -36,19 +26,6 @@ class TagLimit:
         if self.key not in tags:
             return False
         return self.value is None or tags[self.key] == self.value
-
-
-def tag_limit_problems(raw: Any) -> list[tuple[str, str]]:
-    """What is wrong with schema-validated ``tag_concurrency_limits`` entries, as
-    ``ExecutorDefinition.check`` pairs."""
-    problems = []
-    for i, entry in enumerate(raw if isinstance(raw, list | tuple) else ()):
-        limit = entry.get("limit") if isinstance(entry, Mapping) else None
-        if type(limit) is int and limit < 1:
-            problems.append(
-                (f"tag_concurrency_limits[{i}].limit", f"expected an int >= 1, got {limit}")
-            )
-    return problems
 
 
 def parse_tag_limits(raw: Sequence[Mapping[str, Any]]) -> tuple[TagLimit, ...]:

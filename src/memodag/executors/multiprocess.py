@@ -1,4 +1,5 @@
-"""``multiprocess_executor``: step attempts in a pool of worker processes on this machine.
+"""The multiprocess executor: step attempts in a pool of worker processes on this machine.
+(Its definition, ``multiprocess_executor``, lives in ``memodag.definitions.executor``.)
 
 The pool is memodag's own, small and single-threaded on the driver side: each worker holds one
 attempt at a time over a pipe, so when a worker dies (SIGKILL, out of memory) exactly its attempt
@@ -18,15 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from memodag.definitions.config import Field, Noneable
-from memodag.engine.step import StepOutcome, StepTask
-from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
-from memodag.executors.limits import (
-    TAG_CONCURRENCY_LIMITS_FIELD,
-    Admission,
-    parse_tag_limits,
-    tag_limit_problems,
-)
+from memodag.definitions.executor import multiprocess_executor
+from memodag.executors.base import Executor, RunPayload
+from memodag.executors.limits import Admission, parse_tag_limits
 from memodag.executors.worker import (
     describe_exit,
     dumps_payload,
@@ -35,8 +30,8 @@ from memodag.executors.worker import (
     lost_attempt_outcome,
     serve_pipe,
 )
+from memodag.runtime.step import StepOutcome, StepTask
 
-START_METHODS = ("forkserver", "spawn")
 WORKER_MODULE = "memodag.executors.worker"
 
 
@@ -268,42 +263,12 @@ class MultiprocessExecutor(Executor):
         self._workers.clear()
 
 
-def _check(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    problems = []
-    max_concurrent = config.get("max_concurrent")
-    if type(max_concurrent) is int and max_concurrent < 1:
-        problems.append(("max_concurrent", f"expected an int >= 1, got {max_concurrent}"))
-    start_method = config.get("start_method")
-    if isinstance(start_method, str) and start_method not in START_METHODS:
-        problems.append(
-            ("start_method", f"expected one of {list(START_METHODS)}, got {start_method!r}")
-        )
-    return problems + tag_limit_problems(config.get("tag_concurrency_limits"))
-
-
-def _create(config: Mapping[str, Any]) -> Executor:
+def create(config: Mapping[str, Any]) -> Executor:
+    """The factory ``multiprocess_executor`` names (definitions/executor.py)."""
     max_concurrent = config.get("max_concurrent") or os.cpu_count() or 1
     start_method = config.get("start_method") or default_start_method()
     limits = parse_tag_limits(config.get("tag_concurrency_limits") or [])
     return MultiprocessExecutor(max_concurrent, limits, start_method)
 
 
-multiprocess_executor = ExecutorDefinition(
-    "multiprocess",
-    _create,
-    {
-        "max_concurrent": Field(
-            Noneable(int),
-            default_value=None,
-            description="Worker processes running steps at once; default one per core.",
-        ),
-        "start_method": Field(
-            Noneable(str),
-            default_value=None,
-            description="How workers start: 'forkserver' (default where available) or 'spawn'; never 'fork'.",
-        ),
-        "tag_concurrency_limits": TAG_CONCURRENCY_LIMITS_FIELD,
-    },
-    check=_check,
-)
-"""Runs each step in a worker process; outputs must go to storage every process can reach."""
+__all__ = ["MultiprocessExecutor", "create", "multiprocess_executor"]

@@ -21,15 +21,18 @@ import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from memodag.engine.resources import initialized_resources
-from memodag.engine.step import ErrorInfo, StepOutcome, StepRuntime, StepTask, run_step
 from memodag.errors import ExecutionError
 from memodag.executors.base import RunPayload
 from memodag.plan.dynamic import parse_step_key
 from memodag.plan.plan import flatten_graph
+from memodag.runtime.resources import initialized_resources
+from memodag.runtime.step import ErrorInfo, StepOutcome, StepRuntime, StepTask, run_step
 from memodag.storage.instance.records import Event, EventType
+
+if TYPE_CHECKING:
+    from memodag.definitions.job import JobDefinition
 
 
 class WorkerDiedError(ExecutionError):
@@ -60,7 +63,7 @@ def dumps_task(task: StepTask) -> bytes:
     return cloudpickle.dumps(replace(task, op_def=None))  # type: ignore[arg-type]  # restored in run_task
 
 
-def _unimportable_modules(job: Any) -> list[Any]:
+def _unimportable_modules(job: JobDefinition) -> list[Any]:
     names: set[str] = set()
     stack = [job.graph]
     while stack:

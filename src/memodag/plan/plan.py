@@ -11,13 +11,16 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.composition import FromGraphInput, FromNode, GraphDefinition
 from memodag.definitions.config import NO_DEFAULT
 from memodag.definitions.op import OpDefinition
 from memodag.errors import DefinitionError, ExecutionError
 from memodag.plan.run_config import ResolvedRunConfig
+
+if TYPE_CHECKING:
+    from memodag.definitions.job import JobDefinition
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +171,7 @@ def _flatten(
         out[path] = OpNode(path, op_def, inputs, {**op_def.tags, **node.tags}, scope)
 
 
-def build_plan(job: Any, run_config: ResolvedRunConfig) -> ExecutionPlan:
+def build_plan(job: JobDefinition, run_config: ResolvedRunConfig) -> ExecutionPlan:
     """Build the plan: one step per unmapped op node; mapped nodes wait as templates."""
     from memodag.plan.dynamic import check_collectors
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.composition import GraphDefinition
 from memodag.definitions.config import NO_DEFAULT, config_is_required, validate_config
+from memodag.definitions.executor import ExecutorDefinition, resolve_executor
 from memodag.errors import ConfigError
+
+if TYPE_CHECKING:
+    from memodag.definitions.job import JobDefinition
 
 _TOP_KEYS = ("ops", "solids", "resources", "execution", "loggers")
 
@@ -27,7 +31,7 @@ class ResolvedRunConfig:
     resource_config: Mapping[str, Any]
     execution: Mapping[str, Any] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
-    executor_def: Any = None  # the run's ExecutorDefinition, its config validated below
+    executor_def: ExecutorDefinition | None = None  # the run's; its config validated below
     executor_config: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -63,14 +67,12 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 
 def _resolve_execution(
-    job: Any, execution: Mapping[str, Any], errors: list[str]
-) -> tuple[Any, Mapping[str, Any]]:
+    job: JobDefinition, execution: Mapping[str, Any], errors: list[str]
+) -> tuple[ExecutorDefinition | None, Mapping[str, Any]]:
     """The run's executor definition and its validated config (problems go to ``errors`` with
     the rest of the run config's; the executor is not created)."""
-    from memodag.executors.registry import resolve_executor
-
     try:
-        definition, config, path = resolve_executor(getattr(job, "executor_def", None), execution)
+        definition, config, path = resolve_executor(job.executor_def, execution)
     except ConfigError as exc:
         errors.extend(exc.errors)
         return None, {}
@@ -79,7 +81,9 @@ def _resolve_execution(
     return definition, value
 
 
-def resolve_run_config(job: Any, run_config: Mapping[str, Any] | None) -> ResolvedRunConfig:
+def resolve_run_config(
+    job: JobDefinition, run_config: Mapping[str, Any] | None
+) -> ResolvedRunConfig:
     """Validate ``run_config`` (over the job's defaults) and return it processed, or raise
     ``ConfigError`` listing every problem with its path."""
     if run_config is not None and not isinstance(run_config, Mapping):
@@ -174,7 +178,7 @@ def _resolve_graph(
         )
 
 
-def _resolve_resources(job: Any, section: Any, errors: list[str]) -> dict[str, Any]:
+def _resolve_resources(job: JobDefinition, section: Any, errors: list[str]) -> dict[str, Any]:
     if not isinstance(section, Mapping):
         errors.append(
             f"resources: expected a mapping of resource keys, got {type(section).__name__}"
@@ -206,7 +210,7 @@ def _resolve_resources(job: Any, section: Any, errors: list[str]) -> dict[str, A
         else:
             given = entry.get("config", NO_DEFAULT)
             if given is NO_DEFAULT:
-                if config_is_required(rdef.config_type):
+                if rdef.config_type is not None and config_is_required(rdef.config_type):
                     errors.append(f"{path}.config: required (schema {rdef.config_type.describe()})")
                     continue
                 given = None

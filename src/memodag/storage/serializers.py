@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from memodag.definitions.io import SERIALIZER_NAMES, check_serializer_name
 from memodag.errors import DefinitionError, StorageError
 
 
@@ -167,15 +168,11 @@ def get_serializer(spec: Any) -> Serializer:
         return _BUILTIN["pickle"]
     if isinstance(spec, Serializer):
         return spec
-    if isinstance(spec, str) and spec in _BUILTIN:
-        return _BUILTIN[spec]
-    if spec == CUSTOM:
-        raise DefinitionError(
-            "serializer 'custom' is a write/read pair attached to an Out; "
-            "it cannot be chosen by name: pass Out(write=..., read=...)"
-        )
+    if isinstance(spec, str):
+        return _BUILTIN[check_serializer_name(spec)]
     raise DefinitionError(
-        f"unknown serializer {spec!r}; expected one of {sorted(_BUILTIN)} or a Serializer instance"
+        f"unknown serializer {spec!r}; expected one of {sorted(SERIALIZER_NAMES)} "
+        "or a Serializer instance"
     )
 
 

@@ -13,13 +13,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from memodag.engine.engine import Memoizer
-from memodag.engine.step import StepOutcome
 from memodag.errors import MemoizationError
+from memodag.hashing import hash_strings, piece_version
 from memodag.plan.dynamic import parse_step_key
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
+from memodag.runtime.step import StepOutcome
 from memodag.storage.instance.records import IndexEntry
 from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
-from memodag.versioning.hashing import hash_strings, piece_version
 from memodag.versioning.resolve import Recipe, VersionResolver, output_version
 from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 

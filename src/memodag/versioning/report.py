@@ -54,7 +54,7 @@ def list_versions(
 ) -> list[OutputVersion]:
     """Each output's version and status (``stored`` / ``to-be-recomputed``) for a memoized run of
     ``job`` with ``run_config``, in plan order. Runs no op; reads only the instance's index."""
-    from memodag.engine.resources import initialized_resources
+    from memodag.runtime.resources import initialized_resources
     from memodag.storage.instance import Instance
 
     instance = instance or Instance.get()

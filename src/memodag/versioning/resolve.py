@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.config import config_to_plain
+from memodag.hashing import UnhashableValue, canonical_json, hash_strings, hash_value
 from memodag.plan.plan import ExecutionStep, StepOutputHandle
-from memodag.versioning.hashing import UnhashableValue, canonical_json, hash_strings, hash_value
 from memodag.versioning.strategy import OpVersionContext, ResourceVersionContext, VersionStrategy
+
+if TYPE_CHECKING:
+    from memodag.definitions.job import JobDefinition
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,10 @@ class VersionResolver:
     """Computes recipes and versions for steps; caches op and resource versions for the run."""
 
     def __init__(
-        self, job: Any, resource_config: Mapping[str, Any], strategy: VersionStrategy | None
+        self,
+        job: JobDefinition,
+        resource_config: Mapping[str, Any],
+        strategy: VersionStrategy | None,
     ) -> None:
         self.job = job
         self.resource_config = resource_config

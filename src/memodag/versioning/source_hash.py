@@ -82,6 +82,7 @@ from typing import Any
 
 from memodag.definitions.op import OpDefinition
 from memodag.definitions.resources import ResourceDefinition
+from memodag.hashing import hash_strings
 from memodag.versioning.code_origin import (
     MISSING,
     classify_module,
@@ -93,7 +94,6 @@ from memodag.versioning.code_origin import (
     safe_getattr,
     type_name,
 )
-from memodag.versioning.hashing import hash_strings
 from memodag.versioning.source_index import (
     SCALARS,
     class_digest,

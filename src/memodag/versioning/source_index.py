@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from memodag.hashing import hash_strings
 from memodag.versioning.code_origin import MISSING, safe_getattr, type_name
-from memodag.versioning.hashing import hash_strings
 
 SCALARS = (type(None), bool, int, float, complex, str, bytes)
 

@@ -1,5 +1,8 @@
 """The one hashing helper of the library: stable across processes, machines and hash seeds.
 
+A leaf module (imports nothing of memodag), below every layer: versions (``versioning``) and the
+step attempt (``runtime``: piece versions, early cutoff's data hash) hash the same way.
+
 Never uses ``hash()`` (salted per process) and never pickles for identity where a canonical form
 exists.
 """

@@ -11,8 +11,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from memodag.definitions.resources import InitResourceContext, ResourceDefinition
-from memodag.engine.context import Resources, RunLogger
 from memodag.errors import DefinitionError, ExecutionError, MemodagError
+from memodag.runtime.context import Resources, RunLogger
 
 
 @contextlib.contextmanager

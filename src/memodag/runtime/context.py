@@ -209,8 +209,8 @@ def build_op_context(
     """
     from memodag.definitions.config import NO_DEFAULT, validate_config
     from memodag.definitions.resources import as_resource_definition
-    from memodag.engine.resources import initialized_resources
     from memodag.errors import ConfigError
+    from memodag.runtime.resources import initialized_resources
 
     run_id = f"direct-{uuid.uuid4()}"
     definitions = {

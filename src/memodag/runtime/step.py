@@ -16,11 +16,11 @@ from typing import Any
 from memodag.definitions.config import NO_DEFAULT
 from memodag.definitions.io import Out, valid_mapping_key
 from memodag.definitions.op import OpDefinition, iterate_outputs
-from memodag.engine.context import OpExecutionContext, Resources, RunLogger
 from memodag.errors import MemodagError, StepExecutionError, StorageError
+from memodag.hashing import piece_version
+from memodag.runtime.context import OpExecutionContext, Resources, RunLogger
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address, InputContext, IOManager, OutputContext
-from memodag.versioning.hashing import piece_version
 
 
 @dataclass(slots=True)
@@ -303,7 +303,7 @@ def _store_outputs(
 def _data_hash(value: Any) -> str | None:
     """The output's content hash for early cutoff; None when its content cannot be seen (then
     consumers are versioned by the code-derived version, as without cutoff)."""
-    from memodag.versioning.hashing import UnhashableValue, hash_value
+    from memodag.hashing import UnhashableValue, hash_value
 
     try:
         return hash_value(value)
