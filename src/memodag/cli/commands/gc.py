@@ -96,9 +96,7 @@ def gc(
     if spec.has_location:
         location = spec.location()
         found = find_jobs(location.load())
-        jobs = (
-            {spec.job_name: pick_job(found, spec.job_name, location)} if spec.job_name else found
-        )
+        jobs = {spec.job_name: pick_job(found, spec.job_name, location)} if spec.job_name else found
     elif spec.job_name:
         raise click.UsageError("-j JOB needs the code that defines it: -f FILE.py or -m MODULE")
     instance = Instance.get()
@@ -167,9 +165,7 @@ def gc(
         f"{len(report.items)} output(s) {verb} ({_size(report.total_bytes)}); {report.kept} kept."
     )
     if report.unavailable:
-        console.print(
-            f"[yellow]{len(report.unavailable)} output(s) kept: gc cannot delete them[/]"
-        )
+        console.print(f"[yellow]{len(report.unavailable)} output(s) kept: gc cannot delete them[/]")
         for item in report.unavailable[:20]:
             console.print(
                 f"  {escape(item.step_key)}.{escape(item.output_name)} "

@@ -125,9 +125,7 @@ class LocalFileStore(FileStore):
             parent = os.path.dirname(parent)
 
     def walk(self, path: str) -> list[str]:
-        return [
-            os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
-        ]
+        return [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names]
 
 
 def _create(path: str, directory: str) -> BinaryIO:
