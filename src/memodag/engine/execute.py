@@ -83,6 +83,7 @@ def execute_job(
             {"process": process_identity()},
         )
     )
+    event_log.flush()  # durable now: gc tells a run killed mid-step by its process
     resource_keys = _resource_keys(job, plan, external)
     payload = RunPayload(
         run_id,

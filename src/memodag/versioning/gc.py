@@ -230,9 +230,13 @@ def _identity(address: Address) -> tuple[Any, ...]:
 
 
 def _size(manager: IOManager, uri: str | None) -> int | None:
-    if isinstance(manager, PathIOManager) and uri:
+    """The stored size, for the report only: None when the store cannot say."""
+    if not isinstance(manager, PathIOManager) or not uri:
+        return None
+    try:
         return manager.store.size(manager.store.path_of(uri))
-    return None
+    except Exception:  # a report detail must not stop gc (an object store's own errors)
+        return None
 
 
 def run_is_over(instance: Any, run: Any) -> bool:
