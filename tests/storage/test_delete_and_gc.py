@@ -112,9 +112,14 @@ def test_gc_deletes_s3_objects_through_the_object_store_io_manager(s3_bucket, in
     old_keys = {f"runs/{old.run_id}/make.result.pkl", f"runs/{old.run_id}/total.result.pkl"}
     assert old_keys <= set(s3_bucket.keys())
 
+    # an object no event names in the old run's folder (an upload whose outcome was lost)
+    stray = f"runs/{old.run_id}/lost.result.pkl"
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=stray, Body=b"x")
     report = collect_garbage(instance, keep_runs=1, dry_run=False)
     assert report.errors == [] and report.unavailable == []
-    assert {i.uri for i in report.items} == {f"s3://{s3_bucket.name}/{k}" for k in old_keys}
+    assert {i.uri for i in report.items} == {
+        f"s3://{s3_bucket.name}/{k}" for k in {*old_keys, stray}
+    }
     assert s3_bucket.keys() == sorted(
         [f"runs/{new.run_id}/make.result.pkl", f"runs/{new.run_id}/total.result.pkl"]
     )

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 JOB = textwrap.dedent(
-    '''
+    """
     import json, sqlite3
     from memodag import IOManager, MEMOIZED_RUN_TAG, io_manager, job, op
 
@@ -48,7 +48,7 @@ JOB = textwrap.dedent(
     @job(resource_defs={"io_manager": kv}, tags={MEMOIZED_RUN_TAG: "true"})
     def stored_in_kv():
         make()
-    '''
+    """
 )
 
 

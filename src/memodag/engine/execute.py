@@ -121,7 +121,8 @@ def execute_job(
             }
             memoizer.attach_io_managers(io_managers)
             hooks = RunHooks(run_id, job.name, run_tags, vars(resources))
-            event_log.on_stored.append(hooks.stored)
+            if hooks.listens_for_outputs:
+                event_log.on_stored.append(hooks.stored)
             ending: BaseException | None = None
             try:
                 hooks.start()

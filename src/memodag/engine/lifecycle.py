@@ -33,6 +33,16 @@ class RunHooks:
         self._pending: dict[str, list[Address]] = {}
         self._errors: list[str] = []
 
+    @property
+    def listens_for_outputs(self) -> bool:
+        """Whether any io manager overrides ``on_output_recorded`` (else the run's events need
+        not be read at all: no per-step cost for managers that ignore the hook)."""
+        return any(
+            isinstance(v, IOManager)
+            and type(v).on_output_recorded is not RunLifecycle.on_output_recorded
+            for v in self.hooked.values()
+        )
+
     def start(self) -> None:
         """``on_run_start`` on each hooked object, dependencies first.
 
