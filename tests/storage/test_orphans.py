@@ -3,6 +3,7 @@ or its process gone), and never those of a live run."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,23 @@ def _start(directory: Path) -> subprocess.Popen[bytes]:
         assert time.monotonic() < deadline, "the step never started"
         time.sleep(0.05)
     return driver
+
+
+def _runs_list(directory: Path) -> list[dict]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "MEMODAG_INSTANCE_URL": f"sqlite:///{directory / 'instance.db'}",
+    }
+    listed = subprocess.run(
+        [sys.executable, "-m", "memodag.cli.main", "runs", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    return json.loads(listed.stdout)
 
 
 def _orphans(instance: Instance) -> set[str]:
@@ -59,6 +77,9 @@ def test_a_killed_runs_unrecorded_file_is_removed_once_its_process_is_gone(tmp_p
     (dead,) = [r for r in instance.get_runs() if r.run_id == live.run_id]
     assert dead.status is RunStatus.STARTED  # nobody recorded its end
     assert run_is_over(instance, dead)
+    listed = _runs_list(tmp_path)
+    assert [r["process_gone"] for r in listed if r["run_id"] == dead.run_id] == [True]
+    assert [r["process_gone"] for r in listed if r["status"] == "SUCCESS"] == [False]
     assert _orphans(instance) == {str(written)}
     report = collect_garbage(instance, keep_runs=10, dry_run=False)
     assert report.errors == []
