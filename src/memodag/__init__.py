@@ -51,6 +51,9 @@ from memodag.storage.io_manager import (
     IOManager,
     MemoizableIOManager,
     OutputContext,
+    RunEnd,
+    RunInfo,
+    RunLifecycle,
 )
 from memodag.storage.io_managers.fs import fs_io_manager, versioned_filesystem_io_manager
 from memodag.storage.io_managers.memory import mem_io_manager
@@ -113,6 +116,9 @@ __all__ = [
     "ResourceDefinition",
     "ResourceVersionContext",
     "RetryPolicy",
+    "RunEnd",
+    "RunInfo",
+    "RunLifecycle",
     "RunRecord",
     "RunStatus",
     "Serializer",

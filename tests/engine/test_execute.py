@@ -256,11 +256,12 @@ def test_outputs_go_to_the_io_manager_their_out_names(instance):
 
 
 class RecordingIOManager(IOManager):
-    """Keeps values in a dict and remembers what each load was asked for."""
+    """Keeps values in a dict (``values``: shared by the managers built for one store, as a
+    database is) and remembers what each load was asked for."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, values: dict[str, object] | None = None) -> None:
         self.prefix = prefix
-        self.values: dict[str, object] = {}
+        self.values: dict[str, object] = {} if values is None else values
         self.loads: list[dict[str, object]] = []
 
     def handle_output(self, context, obj):
@@ -282,10 +283,11 @@ class RecordingIOManager(IOManager):
 
 def test_a_custom_io_manager_stores_and_loads_by_address(instance):
     managers = []
+    stored: dict[str, object] = {}
 
     @io_manager(config_schema={"prefix": str})
     def recording(init_context):
-        manager = RecordingIOManager(init_context.resource_config["prefix"])
+        manager = RecordingIOManager(init_context.resource_config["prefix"], stored)
         managers.append(manager)
         return manager
 
@@ -304,8 +306,8 @@ def test_a_custom_io_manager_stores_and_loads_by_address(instance):
     result = custom.execute_in_process(
         instance=instance, run_config={"resources": {"rec": {"config": {"prefix": "rec"}}}}
     )
+    (manager,) = managers  # one for the run
     assert result.output_for_node("consume") == 3
-    (manager,) = managers
     uri = f"rec://{result.run_id}/produce/result"
     assert manager.loads[0] == {
         "input": "data",

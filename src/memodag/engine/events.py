@@ -30,6 +30,8 @@ class EventLog:
         self._index: list[IndexEntry] = []
         self._last_flush = time.monotonic()
         self.count = 0
+        #: called with each batch of events once it is stored (the storage lifecycle)
+        self.on_stored: list[Callable[[list[Event]], Any]] = []
 
     def append(self, event: Event) -> None:
         self._events.append(event)
@@ -62,4 +64,6 @@ class EventLog:
             events, index = self._events, self._index
             self._events, self._index = [], []
             self.instance.store_events(events, index)
+            for callback in self.on_stored:
+                callback(events)
         self._last_flush = time.monotonic()

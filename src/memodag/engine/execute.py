@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from memodag.definitions.executor import ExecutorDefinition
 from memodag.engine.engine import AddressKey, Engine, Memoizer
 from memodag.engine.events import EventLog
+from memodag.engine.lifecycle import RunHooks
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import ExecutionError, StepExecutionError
 from memodag.executors.base import Executor, RunPayload
@@ -28,6 +29,7 @@ from memodag.runtime.step import StepRuntime
 from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
 from memodag.storage.io_manager import Address, IOManager
+from memodag.storage.liveness import process_identity
 
 if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition
@@ -76,9 +78,16 @@ def execute_job(
     event_log = EventLog(instance, listeners)
     event_log.append(
         Event(
-            EventType.RUN_START, run_id, record.start_time or time.time(), None, f"job {job.name}"
+            EventType.RUN_START,
+            run_id,
+            record.start_time or time.time(),
+            None,
+            f"job {job.name}",
+            # how gc tells a run that died without recording its end (docs/storage.md)
+            {"process": process_identity()},
         )
     )
+    event_log.flush()  # durable now: gc tells a run killed mid-step by its process
     resource_keys = _resource_keys(job, plan, external)
     payload = RunPayload(
         run_id,
@@ -93,33 +102,53 @@ def execute_job(
     io_managers: dict[str, IOManager] = {}
     engine: Engine | None = None
     run_error: BaseException | None = None
+    hook_error: str | None = None
     try:
-        scope = (
+        # in-process: every resource the steps need; otherwise the io managers (and what they
+        # require) only, which the driver needs for memoization, the lifecycle and results
+        keys = resource_keys if executor.in_process else _io_manager_keys(job, resource_keys)
+        with (
+            _sigterm_cancels_run(),
             initialized_resources(
-                job.resource_defs, resolved.resource_config, resource_keys, instance, run_id
-            )
-            if executor.in_process
-            else contextlib.nullcontext(None)
-        )
-        with _sigterm_cancels_run(), scope as resources:
+                job.resource_defs, resolved.resource_config, keys, instance, run_id
+            ) as resources,
+        ):
             runtime = (
                 StepRuntime(resources, resolved.resource_config, instance)
-                if resources is not None
+                if executor.in_process
                 else None
             )
-            if resources is not None:
-                io_managers = {
-                    k: getattr(resources, k)
-                    for k in resource_keys
-                    if isinstance(getattr(resources, k, None), IOManager)
-                }
-            else:
-                io_managers = _driver_io_managers(job, resolved, resource_keys, instance, run_id)
+            io_managers = {
+                k: getattr(resources, k)
+                for k in resource_keys
+                if isinstance(getattr(resources, k, None), IOManager)
+            }
             memoizer.attach_io_managers(io_managers)
-            executor.start(payload, runtime)
-            engine = Engine(plan, run_id, executor, event_log, memoizer, selected, external)
-            engine.add_steps(plan.steps.values())
-            engine.run()
+            hooks = RunHooks(run_id, job.name, run_tags, vars(resources))
+            if hooks.listens_for_outputs:
+                event_log.on_stored.append(hooks.stored)
+            ending: BaseException | None = None
+            try:
+                hooks.start()
+                executor.start(payload, runtime)
+                engine = Engine(plan, run_id, executor, event_log, memoizer, selected, external)
+                engine.add_steps(plan.steps.values())
+                engine.run()
+            except BaseException as exc:
+                ending = exc
+                if isinstance(exc, KeyboardInterrupt):
+                    executor.shutdown(cancel=True)
+                raise
+            finally:
+                # the storage lifecycle's end: after every attempt ended and every outcome is
+                # stored (so on_output_recorded came first), before the resources' teardown
+                executor.shutdown()
+                event_log.flush()
+                if isinstance(ending, KeyboardInterrupt):
+                    status = _run_status(engine, True, None, str(ending))
+                else:
+                    status = _run_status(engine, False, ending)
+                hook_error = hooks.end(status[0].value, status[2])
     except KeyboardInterrupt as exc:
         canceled = True
         cancel_reason = str(exc)  # "signal 15 (SIGTERM): ..." or empty for Ctrl-C
@@ -130,9 +159,18 @@ def execute_job(
         raise
     finally:
         executor.shutdown()
-        _finish_run(instance, event_log, run_id, engine, canceled, run_error, cancel_reason)
+        _finish_run(
+            instance, event_log, run_id, engine, canceled, run_error, cancel_reason, hook_error
+        )
     result = ExecuteInProcessResult(
-        job, run_id, engine.result, instance, io_managers, canceled, resolved.resource_config
+        job,
+        run_id,
+        engine.result,
+        instance,
+        io_managers,
+        canceled,
+        resolved.resource_config,
+        hook_error,
     )
     if raise_on_error and engine.result.failures:
         first = engine.result.failures[0]
@@ -146,6 +184,8 @@ def execute_job(
         else:
             message = f"{error.cls_name}: {error.message}"
         raise StepExecutionError(first.step_key, message) from first.exception
+    if raise_on_error and hook_error is not None:
+        raise ExecutionError(f"run {run_id[:8]} failed: {hook_error}")
     if raise_on_error and not engine.result.success:
         skipped = [k for k, s in engine.result.status.items() if s == "skipped"]
         raise ExecutionError(f"run {run_id[:8]} did not complete: steps skipped {skipped[:10]}")
@@ -175,6 +215,27 @@ def _sigterm_cancels_run() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _run_status(
+    engine: Engine | None,
+    canceled: bool,
+    run_error: BaseException | None,
+    cancel_reason: str = "",
+) -> tuple[RunStatus, EventType, str]:
+    """The run's final status, event type and message, from how it ended."""
+    if canceled:
+        message = f"run canceled: {cancel_reason}" if cancel_reason else "run canceled (Ctrl-C)"
+        return RunStatus.CANCELED, EventType.RUN_CANCELED, message
+    if run_error is not None or engine is None or not engine.result.success:
+        failed = engine.result.failures if engine else []
+        message = (
+            f"{type(run_error).__name__}: {run_error}"
+            if run_error
+            else f"steps failed: {[f.step_key for f in failed][:10]}"
+        )
+        return RunStatus.FAILURE, EventType.RUN_FAILURE, message
+    return RunStatus.SUCCESS, EventType.RUN_SUCCESS, ""
+
+
 def _finish_run(
     instance: Instance,
     event_log: EventLog,
@@ -183,21 +244,17 @@ def _finish_run(
     canceled: bool,
     run_error: BaseException | None,
     cancel_reason: str = "",
+    hook_error: str | None = None,
 ) -> None:
     now = time.time()
-    if canceled:
-        status, event_type = RunStatus.CANCELED, EventType.RUN_CANCELED
-        message = f"run canceled: {cancel_reason}" if cancel_reason else "run canceled (Ctrl-C)"
-    elif run_error is not None or engine is None or not engine.result.success:
-        status, event_type = RunStatus.FAILURE, EventType.RUN_FAILURE
-        failed = engine.result.failures if engine else []
-        message = (
-            f"{type(run_error).__name__}: {run_error}"
-            if run_error
-            else f"steps failed: {[f.step_key for f in failed][:10]}"
-        )
-    else:
-        status, event_type, message = RunStatus.SUCCESS, EventType.RUN_SUCCESS, ""
+    status, event_type, message = _run_status(engine, canceled, run_error, cancel_reason)
+    if hook_error is not None:
+        # a lifecycle hook that raised fails a run that would have succeeded; its stored
+        # outputs stay stored and indexed (a memoized rerun reuses them)
+        if status is RunStatus.SUCCESS:
+            status, event_type, message = RunStatus.FAILURE, EventType.RUN_FAILURE, hook_error
+        else:
+            message = f"{message}; {hook_error}"
     data: dict[str, Any] = {}
     if engine is not None:
         data = {"executed": engine.result.executed, "memoized": engine.result.memoized}
@@ -372,12 +429,5 @@ def _resource_keys(
     return keys
 
 
-def _driver_io_managers(
-    job: JobDefinition, resolved: ResolvedRunConfig, keys: set[str], instance: Instance, run_id: str
-) -> dict[str, IOManager]:
-    """Io managers built in the driver after a run on workers, for loading results."""
-    io_keys = {k for k in keys if job.resource_defs[k].is_io_manager}
-    with initialized_resources(
-        job.resource_defs, resolved.resource_config, io_keys, instance, run_id
-    ) as resources:
-        return {k: getattr(resources, k) for k in io_keys}
+def _io_manager_keys(job: JobDefinition, keys: set[str]) -> set[str]:
+    return {k for k in keys if job.resource_defs[k].is_io_manager}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,11 @@ if TYPE_CHECKING:
 class ExecuteInProcessResult:
     """The outcome of a run: ``success``, ``run_id``, per-step status, and outputs by node.
 
-    Output values are loaded on demand from their recorded addresses through the run's io
-    managers, so a result costs no memory for outputs nobody asks for.
+    Output values are loaded on demand from their recorded addresses, so a result costs no
+    memory for outputs nobody asks for. Each request builds the io managers it needs afresh (with
+    the run's resource config) and tears them down after loading: the run's own were torn down
+    when it ended, and a manager holding a connection must not be used after that. Only managers
+    whose values live in the run's process memory (``mem_io_manager``) are the run's own.
     """
 
     def __init__(
@@ -33,7 +37,10 @@ class ExecuteInProcessResult:
         io_managers: Mapping[str, IOManager],
         canceled: bool = False,
         resource_config: Mapping[str, Any] | None = None,
+        run_failure: str | None = None,
     ) -> None:
+        #: why the run failed although every step succeeded (a storage lifecycle hook raised)
+        self.run_failure = run_failure
         self._resource_config = dict(resource_config or {})
         self.job = job
         self.run_id = run_id
@@ -46,7 +53,7 @@ class ExecuteInProcessResult:
 
     @property
     def success(self) -> bool:
-        return self._result.success and not self.canceled
+        return self._result.success and not self.canceled and self.run_failure is None
 
     @property
     def step_status(self) -> dict[str, str]:
@@ -102,7 +109,7 @@ class ExecuteInProcessResult:
         step_key, output = self._resolve(node, output_name)
         pieces = self._pieces(step_key, output)
         if pieces is not None:
-            return {key: self._load(address) for key, address in pieces}
+            return self._load_pieces(pieces)
         return self._load(self.output_address(node, output_name))
 
     def output_value(self, output_name: str = DEFAULT_OUTPUT) -> Any:
@@ -117,7 +124,7 @@ class ExecuteInProcessResult:
         step_key, inner_output = self._resolve_in(self.job.graph, "", node, output)
         pieces = self._pieces(step_key, inner_output)
         if pieces is not None:
-            return {key: self._load(address) for key, address in pieces}
+            return self._load_pieces(pieces)
         address = self._result.addresses.get((step_key, inner_output, None))
         if address is None:
             raise MemodagError(
@@ -254,8 +261,39 @@ class ExecuteInProcessResult:
             return self._resolve_in(invocation.definition, f"{prefix}{node}.", inner, inner_out)
         return f"{prefix}{node}", output
 
+    @contextlib.contextmanager
+    def _live_managers(self, keys: Iterable[str]) -> Iterator[dict[str, IOManager]]:
+        """The io managers named by ``keys``, built for this load and torn down after it."""
+        from memodag.runtime.resources import initialized_resources
+
+        keys = set(keys)
+        defs = self.job.resource_defs
+        fresh = {
+            k
+            for k in keys
+            if k in defs
+            and defs[k].is_io_manager
+            and not defs[k].keeps_values_in_process(self._resource_config.get(k))
+        }
+        managers = {k: m for k, m in self._io_managers.items() if k in keys - fresh}
+        if not fresh:
+            yield managers
+            return
+        with initialized_resources(
+            defs, self._resource_config, fresh, self.instance, self.run_id
+        ) as resources:
+            yield {**managers, **{k: getattr(resources, k) for k in fresh}}
+
+    def _load_pieces(self, pieces: list[tuple[str, Address]]) -> dict[str, Any]:
+        with self._live_managers({a.io_manager_key for _, a in pieces}) as managers:
+            return {key: self._load_with(managers, address) for key, address in pieces}
+
     def _load(self, address: Address) -> Any:
-        manager = self._io_managers.get(address.io_manager_key)
+        with self._live_managers([address.io_manager_key]) as managers:
+            return self._load_with(managers, address)
+
+    def _load_with(self, managers: Mapping[str, IOManager], address: Address) -> Any:
+        manager = managers.get(address.io_manager_key)
         if manager is None:
             raise MemodagError(
                 f"io manager '{address.io_manager_key}' of this run is not available to load {address.step_key}.{address.output_name}"

@@ -1,8 +1,11 @@
-"""The io manager interface and the contexts it receives. Owns no decisions about what runs.
+"""The io manager interface, the run lifecycle storage hears, and the contexts both receive.
 
-``handle_output`` stores a value and returns its address (a URI) or ``None``; the engine records
-the address in the event log, so consumers in this run or a later one load it back through
-``load_input``, whose context carries the address and the producing ``OutputContext``.
+Owns no decisions about what runs. ``handle_output`` stores a value and returns its address (a
+URI) or ``None``; the engine records the address in the event log, so consumers in this run or a
+later one load it back through ``load_input``, whose context carries the address and the
+producing ``OutputContext``. ``exists``/``delete`` let ``memodag gc`` drive any store; the
+``RunLifecycle`` hooks (docs/storage.md, "Run lifecycle") let a store commit or discard what a
+run wrote when it ends.
 """
 
 from __future__ import annotations
@@ -105,10 +108,68 @@ class InputContext:
     log: Any = None
 
 
-class IOManager(ABC):
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """The run a lifecycle hook is about, and the resource key the hooked object is bound to."""
+
+    run_id: str
+    job_name: str
+    resource_key: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+#: the run statuses ``RunEnd.status`` takes (the instance's ``RunStatus`` values)
+RUN_SUCCESS, RUN_FAILURE, RUN_CANCELED = "SUCCESS", "FAILURE", "CANCELED"
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a run ended: ``status`` is ``"SUCCESS"``, ``"FAILURE"`` or ``"CANCELED"`` (Ctrl-C,
+    SIGTERM); ``message`` says why it did not succeed."""
+
+    status: str
+    message: str = ""
+
+    @property
+    def success(self) -> bool:
+        return self.status == RUN_SUCCESS
+
+    @property
+    def canceled(self) -> bool:
+        return self.status == RUN_CANCELED
+
+
+class RunLifecycle:
+    """Hooks a resource hears during a run; every one is a no-op unless overridden.
+
+    Every ``IOManager`` is a ``RunLifecycle``; a plain resource opts in by subclassing it. The
+    hooks are called in the driver process only, on every executor, single-threaded: never in
+    a worker. Io managers (and the resources they require) hear them on every executor; other
+    plain resources where the driver builds them, that is in in-process runs (a multiprocess or
+    Dask run builds them in its workers only). See docs/storage.md, "Run lifecycle".
+    """
+
+    def on_run_start(self, run: RunInfo) -> None:
+        """Before any step of the run starts. Raising fails the run before any step runs."""
+
+    def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
+        """Output ``address`` of a successful attempt (or, with ``memoized``, a stored output
+        the run reuses) is now durably recorded in the instance. Only io managers hear this,
+        for outputs they stored (``address.io_manager_key`` is their key)."""
+
+    def on_run_end(self, run: RunInfo, end: RunEnd) -> None:
+        """After the last step and after every outcome is recorded, before teardown. Called
+        once for every hooked object whose ``on_run_start`` returned, whatever the outcome.
+        Raising marks a run that would have succeeded as FAILURE (naming this resource); what
+        is stored stays stored and indexed."""
+
+
+class IOManager(RunLifecycle, ABC):
     """Stores op outputs and loads them as inputs.
 
     Implementations must write atomically: a reader never sees a half-written value at an address.
+    ``exists``/``delete`` are optional: without them ``memodag gc`` reports this manager's
+    outputs and keeps them.
     """
 
     #: the output's address recorded in the instance index stays valid across runs, so the index
@@ -134,6 +195,28 @@ class IOManager(ABC):
     def serializer_name(self, context: OutputContext) -> str | None:
         """The format recorded in the address (file-based managers say which serializer)."""
         return None
+
+    def exists(self, address: Address) -> bool:
+        """Whether something is stored at ``address`` (an address this manager returned).
+
+        Raises:
+            NotImplementedError: the manager cannot tell (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement exists()")
+
+    def delete(self, address: Address) -> None:
+        """Remove what is stored at ``address``; nothing there is not an error (idempotent).
+
+        Raises:
+            NotImplementedError: the manager cannot delete (the default); gc then keeps the
+                output and says so.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement delete()")
+
+
+def can_delete(manager: IOManager) -> bool:
+    """Whether ``manager`` overrides ``IOManager.delete`` (gc asks before dropping index entries)."""
+    return type(manager).delete is not IOManager.delete
 
 
 class MemoizableIOManager(IOManager):

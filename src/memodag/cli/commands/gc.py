@@ -1,4 +1,6 @@
-"""``memodag gc``: drop stored outputs no recent run uses (dry run unless --yes)."""
+"""``memodag gc``: drop stored outputs no recent run uses, and orphan files of runs that are
+over, through the io managers that stored them (dry run unless --yes). ``-f``/``-m`` supply
+jobs whose own io managers gc uses (docs/storage.md, "Garbage collection")."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 import click
 
 from memodag.cli.console import echo_json, format_time, make_console
+from memodag.cli.loading import JobSpec, find_jobs, job_options, pick_job
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -41,6 +44,7 @@ def _size(n: int | None) -> str:
 
 
 @click.command("gc")
+@job_options(config=False, required=False)
 @click.option(
     "--keep-last",
     "keep_last",
@@ -61,17 +65,26 @@ def _size(n: int | None) -> str:
     help="Really delete (default: a dry run that only lists).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def gc(keep_last: int | None, older_than: str | None, confirm: bool, as_json: bool) -> None:
-    """Drop stored outputs that no recent run uses.
+def gc(
+    spec: JobSpec, keep_last: int | None, older_than: str | None, confirm: bool, as_json: bool
+) -> None:
+    """Drop stored outputs that no recent run uses, and files runs never recorded.
 
     With --keep-last N, an output survives if one of the newest N runs produced or reused it;
-    with --older-than, if it was stored after that time; with both, if either holds. Nothing is
-    deleted without --yes.
+    with --older-than, if it was stored after that time; with both, if either holds. Files of
+    attempts that never recorded an outcome go once their run has ended or its process is gone.
+    Nothing is deleted without --yes.
+
+    Each output is deleted through the io manager that stored it: built-in file and object
+    store managers are rebuilt from the address; for custom io managers (table stores, your
+    own), give the code defining the jobs with -f/-m (all its jobs, or -j JOB). Outputs whose
+    io manager gc cannot get are listed and kept.
 
     \b
     Examples:
       memodag gc --keep-last 10
       memodag gc --older-than 30d --yes
+      memodag gc -f pipeline.py --keep-last 5 --yes
     """
     if keep_last is None and older_than is None:
         raise click.UsageError("say what to keep: --keep-last N and/or --older-than DATE|AGE")
@@ -79,10 +92,17 @@ def gc(keep_last: int | None, older_than: str | None, confirm: bool, as_json: bo
     from memodag.versioning.gc import collect_garbage
 
     cutoff = parse_when(older_than) if older_than else None
+    jobs = {}
+    if spec.has_location:
+        location = spec.location()
+        found = find_jobs(location.load())
+        jobs = {spec.job_name: pick_job(found, spec.job_name, location)} if spec.job_name else found
+    elif spec.job_name:
+        raise click.UsageError("-j JOB needs the code that defines it: -f FILE.py or -m MODULE")
     instance = Instance.get()
     try:
         report = collect_garbage(
-            instance, keep_runs=keep_last, older_than=cutoff, dry_run=not confirm
+            instance, keep_runs=keep_last, older_than=cutoff, dry_run=not confirm, jobs=jobs
         )
     finally:
         instance.close()
@@ -100,8 +120,21 @@ def gc(keep_last: int | None, older_than: str | None, confirm: bool, as_json: bo
                         "output": i.output_name,
                         "run_id": i.run_id,
                         "size_bytes": i.size_bytes,
+                        "io_manager": i.io_manager_key,
+                        "orphan": i.orphan,
                     }
                     for i in report.items
+                ],
+                "unavailable": [
+                    {
+                        "uri": i.uri,
+                        "step_key": i.step_key,
+                        "output": i.output_name,
+                        "run_id": i.run_id,
+                        "io_manager": i.io_manager_key,
+                        "reason": i.reason,
+                    }
+                    for i in report.unavailable
                 ],
             }
         )
@@ -116,17 +149,28 @@ def gc(keep_last: int | None, older_than: str | None, confirm: bool, as_json: bo
             table.add_column(column)
         for item in report.items:
             table.add_row(
-                escape(f"{item.step_key}.{item.output_name}"),
+                escape(
+                    f"{item.step_key} (orphan)"
+                    if item.orphan
+                    else f"{item.step_key}.{item.output_name}"
+                ),
                 item.run_id[:8],
                 format_time(item.created_at),
                 _size(item.size_bytes),
-                escape(item.uri),
+                escape(item.uri or f"(io manager '{item.io_manager_key}')"),
             )
         console.print(table)
     verb = "to delete" if report.dry_run else "deleted"
     console.print(
         f"{len(report.items)} output(s) {verb} ({_size(report.total_bytes)}); {report.kept} kept."
     )
+    if report.unavailable:
+        console.print(f"[yellow]{len(report.unavailable)} output(s) kept: gc cannot delete them[/]")
+        for item in report.unavailable[:20]:
+            console.print(
+                f"  {escape(item.step_key)}.{escape(item.output_name)} "
+                f"(run {item.run_id[:8]}): {escape(item.reason)}"
+            )
     if report.dry_run and report.items:
         console.print("Dry run: nothing was deleted. Run again with --yes to delete.")
     for error in report.errors:

@@ -31,8 +31,10 @@ def runs() -> None:
 def list_runs(limit: int, job_name: str | None, status: str | None, as_json: bool) -> None:
     """List runs, newest first."""
     from memodag.storage.instance import RunStatus
+    from memodag.versioning.gc import run_is_over
 
     with _existing_instance() as instance:
+        gone: set[str] = set()
         if instance is None:
             records, where = [], f"none ({_missing_home_note()})"
         else:
@@ -40,10 +42,16 @@ def list_runs(limit: int, job_name: str | None, status: str | None, as_json: boo
             records = instance.get_runs(
                 limit, job_name, RunStatus(status.upper()) if status else None
             )
+            # STARTED runs whose process is gone (killed): they will never record an end
+            gone = {
+                r.run_id
+                for r in records
+                if r.status is RunStatus.STARTED and run_is_over(instance, r)
+            }
     if as_json:
         from memodag.cli.console import echo_json
 
-        echo_json([run_to_dict(r) for r in records])
+        echo_json([{**run_to_dict(r), "process_gone": r.run_id in gone} for r in records])
         return
     from rich.table import Table
 
@@ -71,7 +79,7 @@ def list_runs(limit: int, job_name: str | None, status: str | None, as_json: boo
         table.add_row(
             short_id(run.run_id),
             _escape(run.job_name),
-            styled_status(run.status.value),
+            styled_status(run.status.value) + (" (process gone)" if run.run_id in gone else ""),
             format_time(run.start_time),
             format_duration(run.duration),
             short_id(run.parent_run_id),

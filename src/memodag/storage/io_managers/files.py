@@ -17,7 +17,12 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from memodag.errors import DefinitionError, StorageError
-from memodag.storage.io_manager import InputContext, MemoizableIOManager, OutputContext
+from memodag.storage.io_manager import (
+    Address,
+    InputContext,
+    MemoizableIOManager,
+    OutputContext,
+)
 from memodag.storage.serializers import CUSTOM, Serializer, get_serializer, serializer_for_out
 
 #: marks a local temporary file; a crashed writer may leave one beside the target, never at it
@@ -51,7 +56,12 @@ class FileStore(ABC):
         return None
 
     def delete(self, path: str) -> None:
+        """Remove ``path``; a missing path is not an error."""
         raise NotImplementedError
+
+    def walk(self, path: str) -> list[str]:
+        """Every file under the directory ``path`` (none if it does not exist)."""
+        return []
 
 
 class LocalFileStore(FileStore):
@@ -101,6 +111,21 @@ class LocalFileStore(FileStore):
     def delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+    def prune_empty_dirs(self, path: str, stop: str) -> None:
+        """Remove the folders holding ``path`` that are now empty, up to ``stop`` (kept)."""
+        stop = os.path.normpath(stop)
+        parent = os.path.dirname(os.path.normpath(path))
+        while parent.startswith(stop + os.sep):
+            try:
+                os.rmdir(parent)  # refuses a folder that still holds something
+            except OSError:
+                break
+            self._made.discard(parent)
+            parent = os.path.dirname(parent)
+
+    def walk(self, path: str) -> list[str]:
+        return [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names]
 
 
 def _create(path: str, directory: str) -> BinaryIO:
@@ -162,6 +187,13 @@ class FsspecFileStore(FileStore):
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(path)
         self.fs.invalidate_cache(path)
+
+    def walk(self, path: str) -> list[str]:
+        self.fs.invalidate_cache(path)
+        try:
+            return [str(p) for p in self.fs.find(path)]
+        except FileNotFoundError:
+            return []
 
 
 class PathIOManager(MemoizableIOManager):
@@ -249,3 +281,52 @@ class PathIOManager(MemoizableIOManager):
         return (
             self.versioned and bool(context.version) and self.store.exists(self.path_for(context))
         )
+
+    def _path_of_address(self, address: Address) -> str:
+        if address.uri:
+            return self.store.path_of(address.uri)
+        raise StorageError(
+            f"output '{address.step_key}.{address.output_name}' of run {address.run_id[:8]} "
+            "has no URI in its address; a path io manager always records one"
+        )
+
+    def exists(self, address: Address) -> bool:
+        return self.store.exists(self._path_of_address(address))
+
+    def delete(self, address: Address) -> None:
+        self.delete_uri(self.store.uri(self._path_of_address(address)))
+
+    def run_files(self, run_id: str) -> list[str]:
+        """URIs of every file under the run's folder (the run-keyed layout), temporary files of
+        interrupted writes included: what gc compares with the run's recorded addresses to find
+        orphans. Empty for the versioned layout, which has no folder per run."""
+        if self.versioned:
+            return []
+        return [self.store.uri(p) for p in self.store.walk(self.store.join(self.base, run_id))]
+
+    def delete_uri(self, uri: str) -> None:
+        """Remove the file at ``uri`` (an output, or an orphan gc found under a run's folder),
+        and the run and fan-out folders it leaves empty (never the base folder)."""
+        path = self.store.path_of(uri)
+        self.store.delete(path)
+        if isinstance(self.store, LocalFileStore) and self.base:
+            self.store.prune_empty_dirs(path, self.base)
+
+
+def base_of(address: Address, path: str) -> tuple[str, bool] | None:
+    """The base folder and layout (``versioned``) of a path io manager that stored ``address``
+    at ``path``, read back from the layout ``PathIOManager.path_for`` makes; None if ``path``
+    does not follow it."""
+    name = f"{address.step_key}.{address.output_name}"
+    run_keyed = f"/{address.run_id}/{name}"
+    index = path.rfind(run_keyed)
+    if index >= 0:
+        return path[:index] or "/", False
+    parts = [address.step_key, address.output_name]
+    if address.mapping_key is not None:
+        parts.append(address.mapping_key)
+    versioned = "/" + "/".join(parts) + f"/{address.version}"
+    index = path.rfind(versioned)
+    if address.version and index >= 0:
+        return path[:index] or "/", True
+    return None

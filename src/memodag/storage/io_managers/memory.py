@@ -6,7 +6,7 @@ from typing import Any
 
 from memodag.definitions.resources import io_manager
 from memodag.errors import StorageError
-from memodag.storage.io_manager import InputContext, MemoizableIOManager, OutputContext
+from memodag.storage.io_manager import Address, InputContext, MemoizableIOManager, OutputContext
 
 
 class InMemoryIOManager(MemoizableIOManager):
@@ -34,6 +34,12 @@ class InMemoryIOManager(MemoizableIOManager):
 
     def has_output(self, context: OutputContext) -> bool:
         return tuple(context.get_identifier()) in self.values
+
+    def exists(self, address: Address) -> bool:
+        return tuple(OutputContext.of_address(address).get_identifier()) in self.values
+
+    def delete(self, address: Address) -> None:
+        self.values.pop(tuple(OutputContext.of_address(address).get_identifier()), None)
 
 
 @io_manager(in_process_only=True)

@@ -1,0 +1,56 @@
+"""Which process a run lives in, and whether that process is still alive.
+
+A run records ``process_identity()`` in its RUN_START event; ``memodag gc`` asks
+``process_alive`` before removing files a run never recorded, so it never touches a live run's.
+Never decides anything itself, never signals a process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux ``/proc``), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: fields resume after the last ')'
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])  # field 22 of the whole line
+    except (IndexError, ValueError):
+        return None
+
+
+def process_identity() -> dict[str, Any]:
+    """This process: host name, pid and (where ``/proc`` exists) its start time, which tells a
+    reused pid from the process that recorded it."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "pid_start": _start_ticks(pid)}
+
+
+def process_alive(identity: Mapping[str, Any] | None) -> bool | None:
+    """Whether the process ``identity`` describes still runs: True, False, or None when this
+    machine cannot tell (another host, or nothing was recorded)."""
+    if not identity or identity.get("host") != socket.gethostname():
+        return None
+    pid = identity.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    recorded = identity.get("pid_start")
+    if recorded is None:
+        return True
+    current = _start_ticks(pid)
+    return current is None or current == recorded
