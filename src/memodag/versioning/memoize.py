@@ -21,7 +21,7 @@ from memodag.storage.instance.records import IndexEntry
 from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
 from memodag.versioning.hashing import hash_strings, piece_version
 from memodag.versioning.resolve import Recipe, VersionResolver, output_version
-from memodag.versioning.scheme import VERSION_SCHEME, older_scheme_notice
+from memodag.versioning import scheme
 from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 
 AddressKey = tuple[str, str, "str | None"]
@@ -100,7 +100,7 @@ class IndexMemoizer(Memoizer):
             return
         self._fetched.update(wanted)
         for entry in self.instance.entries_for_keys(wanted):
-            if entry.version_scheme != VERSION_SCHEME:
+            if entry.version_scheme != scheme.VERSION_SCHEME:
                 # computed another way: its version may mean something else now (scheme.py)
                 self._older_scheme.add(entry.output_key)
                 continue
@@ -115,7 +115,7 @@ class IndexMemoizer(Memoizer):
         if not stale:
             return []
         self._noticed = True
-        return [older_scheme_notice(self.job.name, stale)]
+        return [scheme.older_scheme_notice(self.job.name, stale)]
 
     # -- versions ------------------------------------------------------------------------------
 
@@ -337,7 +337,7 @@ class IndexMemoizer(Memoizer):
                         )
                     )
         for entry in entries:
-            entry.version_scheme = VERSION_SCHEME
+            entry.version_scheme = scheme.VERSION_SCHEME
             self._entries[(entry.output_key, entry.version)] = entry
         return entries
 

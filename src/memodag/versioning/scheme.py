@@ -15,9 +15,9 @@ VERSION_SCHEME = 1
 
 def older_scheme_notice(job_name: str, outputs: int) -> str:
     """The run's one warning when ``outputs`` stored outputs of ``job_name`` are of another scheme."""
-    plural = "s" if outputs != 1 else ""
+    were = "output was" if outputs == 1 else "outputs were"
     return (
-        f"{outputs} stored output{plural} of job '{job_name}' were computed by an older version "
-        f"scheme of memodag (this memodag computes versions by scheme {VERSION_SCHEME}); they will "
-        "be recomputed, once, by the runs that need them"
+        f"{outputs} stored {were} computed by an older memodag, which computed versions another "
+        f"way (this memodag uses version scheme {VERSION_SCHEME}): job '{job_name}' recomputes "
+        "them, once, when their steps next run"
     )

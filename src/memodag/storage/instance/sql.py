@@ -507,7 +507,10 @@ def postgres_storage(url: str) -> SqlInstanceStorage:
         begin_write=None,  # psycopg opens a transaction with the first statement
         driver_errors=(psycopg.Error,),
         is_transient=lambda exc: isinstance(exc, transient_errors),
-        table_exists="SELECT to_regclass(?) IS NOT NULL",
+        # a catalog query, not to_regclass(): its cached lookup may miss a table another session
+        # created while this one waited for the schema lock
+        table_exists="SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables "
+        "WHERE schemaname = current_schema() AND tablename = ?)",
         schema_lock="SELECT pg_advisory_xact_lock(7716201)",
     )
     return SqlInstanceStorage(connect, dialect, display, url, secrets)
