@@ -107,15 +107,14 @@ class IndexMemoizer(Memoizer):
             self._entries[(entry.output_key, entry.version)] = entry
 
     def notices(self) -> list[str]:
-        """Once per run: how many outputs seen so far are stored only by an older version scheme."""
+        """Once per run: some outputs seen so far are stored only by an older version scheme."""
         if self._noticed or not self._older_scheme:
             return []
         current = {key for key, _ in self._entries}
-        stale = len(self._older_scheme - current)
-        if not stale:
+        if self._older_scheme <= current:
             return []
         self._noticed = True
-        return [scheme.older_scheme_notice(self.job.name, stale)]
+        return [scheme.older_scheme_notice(self.job.name)]
 
     # -- versions ------------------------------------------------------------------------------
 

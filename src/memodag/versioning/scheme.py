@@ -13,11 +13,14 @@ from __future__ import annotations
 VERSION_SCHEME = 1
 
 
-def older_scheme_notice(job_name: str, outputs: int) -> str:
-    """The run's one warning when ``outputs`` stored outputs of ``job_name`` are of another scheme."""
-    were = "output was" if outputs == 1 else "outputs were"
+def older_scheme_notice(job_name: str) -> str:
+    """The run's one warning when stored outputs of ``job_name`` are of an older scheme.
+
+    It names no count: a run looks stored outputs up as their steps become ready (a fan-out's
+    pieces after their source), so how many there are is known only at its end.
+    """
     return (
-        f"{outputs} stored {were} computed by an older memodag, which computed versions another "
-        f"way (this memodag uses version scheme {VERSION_SCHEME}): job '{job_name}' recomputes "
-        "them, once, when their steps next run"
+        f"stored outputs of job '{job_name}' were computed by an older memodag, which computed "
+        f"versions another way (this memodag uses version scheme {VERSION_SCHEME}): they are "
+        "recomputed, once, when their steps next run"
     )
