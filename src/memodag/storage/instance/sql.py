@@ -521,6 +521,8 @@ def redact_url(url: str) -> str:
     if "://" not in url:
         return re.sub(r"(?i)(password\s*=\s*)\S+", r"\1***", url)
     parts = urlsplit(url)
+    if parts.password is None and not re.search(r"(?i)(?:^|&)password=", parts.query):
+        return url  # urlunsplit would also drop the empty host of sqlite:////abs/path
     netloc = parts.netloc
     if "@" in netloc:
         creds, host = netloc.rsplit("@", 1)
