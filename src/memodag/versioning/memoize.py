@@ -19,9 +19,9 @@ from memodag.plan.dynamic import parse_step_key
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
 from memodag.storage.instance.records import IndexEntry
 from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
+from memodag.versioning import scheme
 from memodag.versioning.hashing import hash_strings, piece_version
 from memodag.versioning.resolve import Recipe, VersionResolver, output_version
-from memodag.versioning import scheme
 from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 
 AddressKey = tuple[str, str, "str | None"]
