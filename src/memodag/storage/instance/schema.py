@@ -21,6 +21,7 @@ change as a fixture (tests/storage/fixtures/) that the upgrade tests open.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,9 +191,5 @@ def _stamp(cur: Any, dialect: Dialect, version: int) -> None:
 
 
 def _memodag_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("memodag")
-    except PackageNotFoundError:
-        return "unknown"
+    # the package is imported by the time an instance opens (storage is imported through it)
+    return str(getattr(sys.modules.get("memodag"), "__version__", "unknown"))
