@@ -59,7 +59,7 @@ RELEASE_0_1_COLUMNS = {
 
 def _release_rows(table: str) -> list[tuple[Any, ...]]:
     """The rows memodag 0.1 wrote to ``table`` of the fixture, read without memodag."""
-    conn = sqlite3.connect(f"file:{RELEASE_HOME / 'instance.db'}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{RELEASE_HOME / 'instance.db'}?immutable=1", uri=True)
     try:
         order = "id" if table == "events" else RELEASE_0_1_COLUMNS[table].split(",")[0]
         return conn.execute(
