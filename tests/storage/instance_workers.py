@@ -67,3 +67,10 @@ def hammer(url: str, writer: int, barrier: Any, results: Any, transactions: int)
                 instance.get_events(run_id, [EventType.LOG])
         instance.update_run_status(run_id, RunStatus.SUCCESS, time.time())
         results.put(run_id)
+
+
+def open_instance(url: str, opener: int, barrier: Any, results: Any, unused: Any = None) -> None:
+    """Open the instance at ``url`` (upgrading it if it is old) right after the other openers."""
+    barrier.wait(timeout=60)
+    with Instance.from_url(url) as instance:
+        results.put((opener, len(instance.get_runs(limit=100))))

@@ -66,5 +66,7 @@ def test_two_processes_hammering_small_transactions(instance_url):
             logged = [int(e.message) for e in inst.get_events(run_id, [EventType.LOG])]
             assert logged == list(range(TRANSACTIONS))  # every event, in order
             assert inst.get_run(run_id).status is RunStatus.SUCCESS
-        shared = inst.lookup_outputs([("shared.a", "v"), ("shared.b", "v")])
-        assert len(shared) == 2
+        shared = {
+            (e.output_key, e.version) for e in inst.entries_for_keys(["shared.a", "shared.b"])
+        }
+        assert shared == {("shared.a", "v"), ("shared.b", "v")}

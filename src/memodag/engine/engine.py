@@ -68,6 +68,11 @@ class Memoizer:
         """Index entries for what a successful attempt stored."""
         return []
 
+    def notices(self) -> list[str]:
+        """Warnings about the stored outputs seen so far, each given once per run (outputs of an
+        older version scheme that will be recomputed)."""
+        return []
+
 
 @dataclass
 class EngineResult:
@@ -120,6 +125,10 @@ class Engine:
         """Enter steps into the run, in topological order (a step after its upstreams)."""
         steps = list(steps)
         self.memoizer.prepare(steps)
+        for notice in self.memoizer.notices():
+            self.log.append(
+                Event(EventType.LOG, self.run_id, time.time(), None, notice, {"level": "WARNING"})
+            )
         for step in steps:
             key = step.key
             if self.selected is not None and key not in self.selected:

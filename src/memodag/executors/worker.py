@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,15 @@ from memodag.plan.dynamic import parse_step_key
 from memodag.plan.plan import flatten_graph
 from memodag.runtime.resources import initialized_resources
 from memodag.runtime.step import ErrorInfo, StepOutcome, StepRuntime, StepTask, run_step
-from memodag.storage.instance.records import Event, EventType
+from memodag.storage.instance import Instance
+from memodag.storage.instance.base import InstanceStorage
+from memodag.storage.instance.records import (
+    Event,
+    EventType,
+    IndexEntry,
+    RunRecord,
+    RunStatus,
+)
 
 if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition
@@ -241,7 +249,8 @@ def _runtime(run: _WorkerRun) -> StepRuntime:
             payload: RunPayload = run.payload or pickle.loads(run.payload_bytes)
             run.payload = None
             stack = contextlib.ExitStack()
-            instance = WorkerInstance(payload.instance_url, payload.storage_dir)
+            instance = worker_instance(payload.instance_url, payload.storage_dir)
+            stack.callback(instance.close)
             resources = stack.enter_context(
                 initialized_resources(
                     payload.job.resource_defs,
@@ -350,33 +359,79 @@ def _picklable(value: Any) -> bool:
     return True
 
 
-class WorkerInstance:
-    """The run's instance as a worker sees it: its storage directory now, a connection on demand.
+class WorkerInstanceStorage(InstanceStorage):
+    """The run's instance storage as a worker sees it: the database is opened on first use.
 
-    Most steps only need ``storage_dir`` (the default output location), so workers do not open the
-    instance database unless an op or resource asks for more.
+    Most steps only need the instance's storage directory (the default output location), so a
+    worker opens the database only when an op or resource calls one of these verbs. A run whose
+    instance lives in the driver's memory has no database a worker can open: every verb then
+    raises ``ExecutionError`` saying so.
     """
 
-    def __init__(self, url: str | None, storage_dir: str | None) -> None:
-        self.url = url
-        self.storage_dir = Path(storage_dir) if storage_dir else Path(".memodag/storage").resolve()
-        self._opened: Any = None
+    def __init__(self, connection_url: str | None) -> None:
+        self._connection_url = connection_url or ""
+        self._opened: InstanceStorage | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
+    def _storage(self, verb: str) -> InstanceStorage:
         if self._opened is None:
-            from memodag.storage.instance import Instance
+            from memodag.storage.instance.sql import storage_from_url
 
-            url = self.url or ""
-            if url.endswith(":memory:") or "://" not in url:
-                if url in ("", ":memory:") or url.endswith(":memory:"):
-                    raise ExecutionError(
-                        f"instance.{name} is not available in a worker process: the run's instance is in the driver's memory; use a SQLite file or PostgreSQL instance"
-                    )
-                url = f"sqlite:///{url}"
-            self._opened = Instance.from_url(url, storage_dir=self.storage_dir)
-        return getattr(self._opened, name)
+            url = self._connection_url
+            if url in ("", ":memory:") or url.endswith(":memory:"):
+                raise ExecutionError(
+                    f"instance.{verb} is not available in a worker process: the run's instance "
+                    "is in the driver's memory; use a SQLite file or PostgreSQL instance"
+                )
+            self._opened = storage_from_url(url if "://" in url else f"sqlite:///{url}")
+        return self._opened
+
+    @property
+    def url(self) -> str:
+        from memodag.storage.instance.sql import redact_url
+
+        return redact_url(self._connection_url)
+
+    @property
+    def connection_url(self) -> str:
+        return self._connection_url
+
+    def add_run(self, run: RunRecord) -> None:
+        self._storage("add_run").add_run(run)
+
+    def update_run_status(self, run_id: str, status: RunStatus, end_time: float | None) -> None:
+        self._storage("update_run_status").update_run_status(run_id, status, end_time)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        return self._storage("get_run").get_run(run_id)
+
+    def get_runs(
+        self, limit: int = 20, job_name: str | None = None, status: RunStatus | None = None
+    ) -> list[RunRecord]:
+        return self._storage("get_runs").get_runs(limit, job_name, status)
+
+    def store_events(self, events: Sequence[Event], index_entries: Sequence[IndexEntry]) -> None:
+        self._storage("store_events").store_events(events, index_entries)
+
+    def get_events(
+        self, run_id: str, event_types: Sequence[EventType] | None = None
+    ) -> list[Event]:
+        return self._storage("get_events").get_events(run_id, event_types)
+
+    def index_entries(self, output_keys: Iterable[str] | None = None) -> list[IndexEntry]:
+        return self._storage("index_entries").index_entries(output_keys)
+
+    def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
+        self._storage("delete_index_entries").delete_index_entries(keys)
+
+    def close(self) -> None:
+        if self._opened is not None:
+            self._opened.close()
+
+
+def worker_instance(connection_url: str | None, storage_dir: str | None) -> Instance:
+    """The run's ``Instance`` in a worker: its storage directory now, its database on demand."""
+    base = Path(storage_dir) if storage_dir else Path(".memodag/storage").resolve()
+    return Instance(WorkerInstanceStorage(connection_url), base)
 
 
 # -- the multiprocess executor's worker loop ------------------------------------------------

@@ -20,6 +20,7 @@ from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
 from memodag.runtime.step import StepOutcome
 from memodag.storage.instance.records import IndexEntry
 from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
+from memodag.versioning import scheme
 from memodag.versioning.resolve import Recipe, VersionResolver, output_version
 from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 
@@ -63,6 +64,8 @@ class IndexMemoizer(Memoizer):
         self._effective: dict[AddressKey, str] = {}
         self._cutoff: dict[str, frozenset[str]] = {}
         self._manager_ids: dict[str, str] = {}
+        self._older_scheme: set[str] = set()  # output keys with entries of another version scheme
+        self._noticed = False
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -97,7 +100,21 @@ class IndexMemoizer(Memoizer):
             return
         self._fetched.update(wanted)
         for entry in self.instance.entries_for_keys(wanted):
+            if entry.version_scheme != scheme.VERSION_SCHEME:
+                # computed another way: its version may mean something else now (scheme.py)
+                self._older_scheme.add(entry.output_key)
+                continue
             self._entries[(entry.output_key, entry.version)] = entry
+
+    def notices(self) -> list[str]:
+        """Once per run: some outputs seen so far are stored only by an older version scheme."""
+        if self._noticed or not self._older_scheme:
+            return []
+        current = {key for key, _ in self._entries}
+        if self._older_scheme <= current:
+            return []
+        self._noticed = True
+        return [scheme.older_scheme_notice(self.job.name)]
 
     # -- versions ------------------------------------------------------------------------------
 
@@ -319,6 +336,7 @@ class IndexMemoizer(Memoizer):
                         )
                     )
         for entry in entries:
+            entry.version_scheme = scheme.VERSION_SCHEME
             self._entries[(entry.output_key, entry.version)] = entry
         return entries
 

@@ -3,7 +3,8 @@
 ``Instance.get()`` opens the SQLite file under the instance home (``find_home``: ``$MEMODAG_HOME``,
 else the nearest ``.memodag`` upward from the current directory, else ``./.memodag``), or the
 database named by ``$MEMODAG_INSTANCE_URL``; ``Instance.ephemeral()`` is in memory, for tests;
-``Instance.from_url("postgresql://...")`` is shared by a team.
+``Instance.from_url("postgresql://...")`` is shared by a team. ``Instance`` adds a storage directory
+and derived queries to an ``InstanceStorage`` backend (``base.py``); it never talks SQL itself.
 """
 
 from __future__ import annotations
@@ -15,17 +16,21 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from memodag.errors import StorageError
+from memodag.storage.instance.base import InstanceStorage
 from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
-from memodag.storage.instance.sql import (
-    SqlInstanceStorage,
-    postgres_storage,
-    redact_url,
-    sqlite_storage,
-)
+from memodag.storage.instance.sql import sqlite_storage, storage_from_url
 from memodag.storage.io_manager import Address
 
-__all__ = ["Event", "EventType", "IndexEntry", "Instance", "RunRecord", "RunStatus", "find_home"]
+__all__ = [
+    "Event",
+    "EventType",
+    "IndexEntry",
+    "Instance",
+    "InstanceStorage",
+    "RunRecord",
+    "RunStatus",
+    "find_home",
+]
 
 HOME_ENV = "MEMODAG_HOME"
 HOME_DIR_NAME = ".memodag"
@@ -55,11 +60,11 @@ def find_home(start: str | Path | None = None) -> Path:
 class Instance:
     """Where runs, events and the output index live, plus a default directory for stored outputs.
 
-    The engine depends only on the verbs here; the SQL backend is an implementation detail.
+    The engine depends only on the verbs here; the backend is any ``InstanceStorage``.
     """
 
     def __init__(
-        self, storage: SqlInstanceStorage, storage_dir: Path, home: Path | None = None
+        self, storage: InstanceStorage, storage_dir: Path, home: Path | None = None
     ) -> None:
         self._storage = storage
         self.storage_dir = storage_dir
@@ -91,18 +96,7 @@ class Instance:
     @classmethod
     def from_url(cls, url: str, storage_dir: str | Path | None = None) -> Instance:
         """An instance on ``sqlite:///path/to/file.db`` or ``postgresql://user@host/db``."""
-        if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-            storage = postgres_storage(url.replace("postgresql+psycopg://", "postgresql://", 1))
-        elif url.startswith("sqlite:///"):
-            path = url[len("sqlite:///") :]
-            if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            storage = sqlite_storage(path)
-        else:
-            raise StorageError(
-                f"instance URL {redact_url(url)!r} is not supported; "
-                "expected sqlite:///PATH or postgresql://USER@HOST/DB"
-            )
+        storage = storage_from_url(url)
         base = Path(storage_dir) if storage_dir else find_home() / "storage"
         return cls(storage, base)
 
@@ -141,11 +135,13 @@ class Instance:
     # -- runs -------------------------------------------------------------------------------
 
     def add_run(self, run: RunRecord) -> None:
+        """Record a run as it starts."""
         self._storage.add_run(run)
 
     def update_run_status(
         self, run_id: str, status: RunStatus, end_time: float | None = None
     ) -> None:
+        """Set a run's status (and end time, seconds since the epoch)."""
         self._storage.update_run_status(run_id, status, end_time)
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -158,9 +154,6 @@ class Instance:
         """Newest first."""
         return self._storage.get_runs(limit, job_name, status)
 
-    def delete_run(self, run_id: str) -> None:
-        self._storage.delete_run(run_id)
-
     # -- events -----------------------------------------------------------------------------
 
     def store_events(
@@ -169,11 +162,12 @@ class Instance:
         index_entries: Sequence[IndexEntry] = (),
     ) -> None:
         """Append events and index entries in one transaction."""
-        self._storage.store(events, index_entries)
+        self._storage.store_events(events, index_entries)
 
     def get_events(
         self, run_id: str, event_types: Sequence[EventType] | None = None
     ) -> list[Event]:
+        """A run's events in the order they were recorded (only ``event_types``, if given)."""
         return self._storage.get_events(run_id, event_types)
 
     def get_output_addresses(self, run_id: str) -> dict[tuple[str, str, str | None], Address]:
@@ -204,21 +198,16 @@ class Instance:
 
     # -- the output index (memoization) -------------------------------------------------------
 
-    def lookup_outputs(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Address]:
-        """Which (output_key, version) pairs are stored, with their addresses: one batched query."""
-        return self._storage.lookup_outputs(keys)
-
-    def latest_versions(self, output_keys: Iterable[str]) -> dict[str, tuple[str, float]]:
-        return self._storage.latest_versions(output_keys)
-
     def entries_for_keys(self, output_keys: Iterable[str]) -> list[IndexEntry]:
         """Every stored version of these outputs (one batched query: memoization, explain)."""
-        return self._storage.entries_for_keys(output_keys)
+        return self._storage.index_entries(output_keys)
 
     def index_entries(self) -> list[IndexEntry]:
+        """Every entry of the index (gc)."""
         return self._storage.index_entries()
 
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Forget these (output_key, version) pairs (gc, after deleting their data)."""
         self._storage.delete_index_entries(keys)
 
     def __repr__(self) -> str:

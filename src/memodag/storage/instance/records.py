@@ -77,6 +77,8 @@ class IndexEntry:
     ``recipe`` is what the version was computed from (code version, config, resources, input
     versions), kept so ``explain`` can say what changed; read from the database it is parsed only
     when asked for (a memoized run reads thousands of entries and needs few recipes).
+    ``version_scheme`` is the scheme the version was computed by (``versioning/scheme.py``); an
+    entry counts as stored only under that scheme (None: not recorded).
     """
 
     __slots__ = (
@@ -87,6 +89,7 @@ class IndexEntry:
         "output_key",
         "size_bytes",
         "version",
+        "version_scheme",
     )
 
     def __init__(
@@ -98,6 +101,7 @@ class IndexEntry:
         size_bytes: int | None = None,
         recipe: Mapping[str, Any] | None = None,
         recipe_json: str | None = None,
+        version_scheme: int | None = None,
     ) -> None:
         self.output_key = output_key
         self.version = version
@@ -106,6 +110,7 @@ class IndexEntry:
         self.size_bytes = size_bytes
         self._recipe = recipe
         self._recipe_json = recipe_json
+        self.version_scheme = version_scheme
 
     @property
     def recipe(self) -> Mapping[str, Any] | None:
@@ -124,6 +129,7 @@ class IndexEntry:
             self.created_at,
             self.size_bytes,
             self.recipe,
+            self.version_scheme,
         )
 
     def __eq__(self, other: object) -> bool:

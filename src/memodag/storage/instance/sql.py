@@ -20,41 +20,24 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from memodag.errors import StorageError
+from memodag.storage.instance.base import InstanceStorage
 from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
+from memodag.storage.instance.schema import ensure_schema
 from memodag.storage.io_manager import Address
 
 T = TypeVar("T")
-
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS runs (
-        run_id TEXT PRIMARY KEY, job_name TEXT NOT NULL, status TEXT NOT NULL,
-        tags TEXT NOT NULL, run_config TEXT NOT NULL, parent_run_id TEXT, root_run_id TEXT,
-        step_selection TEXT, start_time DOUBLE PRECISION, end_time DOUBLE PRECISION)""",
-    "CREATE INDEX IF NOT EXISTS runs_by_start ON runs (start_time)",
-    """CREATE TABLE IF NOT EXISTS events (
-        id {autoinc}, run_id TEXT NOT NULL, step_key TEXT, event_type TEXT NOT NULL,
-        timestamp DOUBLE PRECISION NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, id)",
-    """CREATE TABLE IF NOT EXISTS output_index (
-        output_key TEXT NOT NULL, version TEXT NOT NULL, address TEXT NOT NULL,
-        run_id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, size_bytes BIGINT, recipe TEXT,
-        PRIMARY KEY (output_key, version))""",
-    "CREATE INDEX IF NOT EXISTS output_index_by_key ON output_index (output_key, created_at)",
-]
-
-# columns added to a table after it first shipped: (table, column, SQL type)
-_ADDED_COLUMNS = [("output_index", "recipe", "TEXT")]
 
 _RUN_COLUMNS = (
     "run_id, job_name, status, tags, run_config, parent_run_id, root_run_id, step_selection, "
     "start_time, end_time"
 )
 
-# SQLite before 3.32 allows 999 parameters per statement; a pair look-up uses two per key
+# SQLite before 3.32 allows 999 parameters per statement; keys per look-up stay well below
 _LOOKUP_CHUNK = 400
 
 # Retries of transient conflicts; the waits grow from _RETRY_DELAY to _RETRY_MAX_DELAY seconds.
@@ -80,14 +63,17 @@ class Dialect:
     driver_errors: tuple[type[BaseException], ...]
     #: whether an error is a conflict that the same transaction may win when run again
     is_transient: Callable[[BaseException], bool]
-    #: serializes concurrent schema creation (Postgres races on CREATE ... IF NOT EXISTS)
+    #: a query of one row whose first column says whether the table named by its parameter exists
+    table_exists: str
+    #: serializes schema upgrades where the write transaction does not (SQLite's does)
     schema_lock: str | None = None
 
 
-class SqlInstanceStorage:
+class SqlInstanceStorage(InstanceStorage):
     """Runs, events and the output index in SQL. Thread-safe (one connection, one lock).
 
     ``url`` is for messages (password removed); ``connection_url`` reconnects (worker processes).
+    Opening it creates or upgrades the schema (``schema.py``).
     """
 
     def __init__(
@@ -100,13 +86,21 @@ class SqlInstanceStorage:
     ) -> None:
         self._connect = connect
         self.dialect = dialect
-        self.url = url
-        self.connection_url = connection_url or url
+        self._url = url
+        self._connection_url = connection_url or url
         self._secrets = [s for s in secrets if s]
         self._lock = threading.RLock()
         self._conn: Any = None
         self._closed = False
-        self._create_schema()
+        ensure_schema(self._run, dialect, url)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def connection_url(self) -> str:
+        return self._connection_url
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -212,23 +206,6 @@ class SqlInstanceStorage:
 
         self._run(work, write=True)
 
-    def _create_schema(self) -> None:
-        statements = [s.format(autoinc=self.dialect.autoinc) for s in _SCHEMA]
-        lock = self.dialect.schema_lock
-
-        def work(cur: Any) -> None:
-            if lock:
-                cur.execute(lock)
-            for statement in statements:
-                cur.execute(statement)
-            # a database made by an earlier memodag lacks the columns added since
-            for table, column, sql_type in _ADDED_COLUMNS:
-                cur.execute(f"SELECT * FROM {table} LIMIT 0")
-                if column not in [d[0] for d in cur.description]:
-                    cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-
-        self._run(work, write=True)
-
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -300,18 +277,9 @@ class SqlInstanceStorage:
         )
         return [_run_from_row(r) for r in rows]
 
-    def delete_run(self, run_id: str) -> None:
-        self._write_many(
-            [
-                ("DELETE FROM events WHERE run_id = ?", [(run_id,)]),
-                ("DELETE FROM runs WHERE run_id = ?", [(run_id,)]),
-            ]
-        )
-
     # -- events and index -------------------------------------------------------------------
 
-    def store(self, events: Sequence[Event], index_entries: Sequence[IndexEntry]) -> None:
-        """Store events and index entries in one transaction."""
+    def store_events(self, events: Sequence[Event], index_entries: Sequence[IndexEntry]) -> None:
         event_rows = [
             (
                 e.run_id,
@@ -324,10 +292,11 @@ class SqlInstanceStorage:
             for e in events
         ]
         upsert = (
-            "INSERT INTO output_index (output_key, version, address, run_id, created_at, size_bytes, recipe) "
-            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (output_key, version) DO UPDATE SET "
+            f"INSERT INTO output_index ({_ENTRY_COLUMNS}, run_id) VALUES (?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (output_key, version) DO UPDATE SET "
             "address = excluded.address, run_id = excluded.run_id, created_at = excluded.created_at, "
-            "size_bytes = excluded.size_bytes, recipe = excluded.recipe"
+            "size_bytes = excluded.size_bytes, recipe = excluded.recipe, "
+            "version_scheme = excluded.version_scheme"
         )
         # rows in key order: two writers upserting overlapping keys then lock them in the same
         # order, so Postgres never has to pick a deadlock victim
@@ -336,10 +305,11 @@ class SqlInstanceStorage:
                 e.output_key,
                 e.version,
                 _encode(e.address.to_dict()),
-                e.address.run_id,
                 e.created_at,
                 e.size_bytes,
                 _encode(e.recipe) if e.recipe is not None else None,
+                e.version_scheme,
+                e.address.run_id,
             )
             for e in index_entries
         )
@@ -363,22 +333,10 @@ class SqlInstanceStorage:
             )
         return [Event(EventType(r[2]), r[0], r[3], r[1], r[4], json.loads(r[5])) for r in rows]
 
-    def lookup_outputs(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Address]:
-        """One batched look-up of (output_key, version) pairs in the index (chunked for SQL limits)."""
-        wanted = list(dict.fromkeys(keys))
-        found: dict[tuple[str, str], Address] = {}
-        for i in range(0, len(wanted), _LOOKUP_CHUNK):
-            chunk = wanted[i : i + _LOOKUP_CHUNK]
-            cond = " OR ".join("(output_key = ? AND version = ?)" for _ in chunk)
-            params = [x for pair in chunk for x in pair]
-            for key, version, address in self._execute(
-                f"SELECT output_key, version, address FROM output_index WHERE {cond}", params
-            ):
-                found[(key, version)] = Address.from_dict(json.loads(address))
-        return found
-
-    def entries_for_keys(self, output_keys: Iterable[str]) -> list[IndexEntry]:
-        """Every stored version of these outputs: one query per few hundred keys."""
+    def index_entries(self, output_keys: Iterable[str] | None = None) -> list[IndexEntry]:
+        if output_keys is None:
+            rows = self._execute(f"SELECT {_ENTRY_COLUMNS} FROM output_index")
+            return [_entry_from_row(r) for r in rows]
         keys = list(dict.fromkeys(output_keys))
         found: list[IndexEntry] = []
         for i in range(0, len(keys), _LOOKUP_CHUNK):
@@ -390,19 +348,6 @@ class SqlInstanceStorage:
             found.extend(_entry_from_row(r) for r in rows)
         return found
 
-    def latest_versions(self, output_keys: Iterable[str]) -> dict[str, tuple[str, float]]:
-        """For each output key, its most recently stored version and when."""
-        result: dict[str, tuple[str, float]] = {}
-        for entry in self.entries_for_keys(output_keys):
-            known = result.get(entry.output_key)
-            if known is None or entry.created_at > known[1]:
-                result[entry.output_key] = (entry.version, entry.created_at)
-        return result
-
-    def index_entries(self) -> list[IndexEntry]:
-        rows = self._execute(f"SELECT {_ENTRY_COLUMNS} FROM output_index")
-        return [_entry_from_row(r) for r in rows]
-
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
         delete = "DELETE FROM output_index WHERE output_key = ? AND version = ?"
         self._write_many([(delete, [tuple(k) for k in keys])])
@@ -411,13 +356,19 @@ class SqlInstanceStorage:
 # one encoder for every event and index row: json.dumps(default=...) builds a new one per call
 _encode = json.JSONEncoder(default=str).encode
 
-_ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe"
+_ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe, version_scheme"
 
 
 def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
-    key, version, address, created, size, recipe = row
+    key, version, address, created, size, recipe, scheme = row
     return IndexEntry(
-        key, version, Address.from_dict(json.loads(address)), created, size, recipe_json=recipe
+        key,
+        version,
+        Address.from_dict(json.loads(address)),
+        created,
+        size,
+        recipe_json=recipe,
+        version_scheme=scheme,
     )
 
 
@@ -437,6 +388,22 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
     )
 
 
+def storage_from_url(url: str) -> SqlInstanceStorage:
+    """The storage at ``sqlite:///PATH`` (``sqlite:///:memory:``) or ``postgresql://USER@HOST/DB``
+    (also ``postgres://``, ``postgresql+psycopg://``)."""
+    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        return postgres_storage(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return sqlite_storage(path)
+    raise StorageError(
+        f"instance URL {redact_url(url)!r} is not supported; "
+        "expected sqlite:///PATH or postgresql://USER@HOST/DB"
+    )
+
+
 # -- SQLite -----------------------------------------------------------------------------------
 
 
@@ -452,6 +419,7 @@ SQLITE = Dialect(
     begin_write="BEGIN IMMEDIATE",
     driver_errors=(sqlite3.Error,),
     is_transient=_sqlite_transient,
+    table_exists="SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
 )
 
 
@@ -539,6 +507,10 @@ def postgres_storage(url: str) -> SqlInstanceStorage:
         begin_write=None,  # psycopg opens a transaction with the first statement
         driver_errors=(psycopg.Error,),
         is_transient=lambda exc: isinstance(exc, transient_errors),
+        # a catalog query, not to_regclass(): its cached lookup may miss a table another session
+        # created while this one waited for the schema lock
+        table_exists="SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables "
+        "WHERE schemaname = current_schema() AND tablename = ?)",
         schema_lock="SELECT pg_advisory_xact_lock(7716201)",
     )
     return SqlInstanceStorage(connect, dialect, display, url, secrets)
@@ -549,6 +521,8 @@ def redact_url(url: str) -> str:
     if "://" not in url:
         return re.sub(r"(?i)(password\s*=\s*)\S+", r"\1***", url)
     parts = urlsplit(url)
+    if parts.password is None and not re.search(r"(?i)(?:^|&)password=", parts.query):
+        return url  # urlunsplit would also drop the empty host of sqlite:////abs/path
     netloc = parts.netloc
     if "@" in netloc:
         creds, host = netloc.rsplit("@", 1)
