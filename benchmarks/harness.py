@@ -69,6 +69,9 @@ class Workload:
             samples; its text is printed under the table and stored in the JSON (e.g. profiles).
         repeat: at most this many samples, whatever ``--repeat`` says (for workloads that take
             tens of seconds, so the full set stays within a few minutes).
+        requires: a module the workload needs that memodag does not install (a peer tool);
+            when it cannot be imported the runner skips the workload and says so, with
+            ``install`` (what to install to get it) in its message.
 
     Metric names say their unit: ``*_s`` are seconds, ``*_mb`` megabytes; anything else is
     shown as a plain number (counts, shares).
@@ -83,6 +86,8 @@ class Workload:
     targets: tuple[Target, ...] = ()
     details: Callable[[], str] | None = None
     repeat: int | None = None
+    requires: str | None = None
+    install: str | None = None
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -147,6 +152,15 @@ def _matches(name: str, module: str, pattern: str) -> bool:
     """A workload matches its name or its module (``w2_chain``, ``executors.w1_parallel``)."""
     short = module.removeprefix("benchmarks.")
     return any(fnmatch.fnmatchcase(candidate, pattern) for candidate in (name, short, module))
+
+
+def missing_requirement(workload: Workload) -> str | None:
+    """The module a workload requires that is not installed, or None."""
+    import importlib.util
+
+    if workload.requires is None or importlib.util.find_spec(workload.requires) is not None:
+        return None
+    return workload.requires
 
 
 def check_baselines(entries: Mapping[str, Entry]) -> None:
