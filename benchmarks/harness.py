@@ -258,6 +258,9 @@ class Summary:
     errors: list[str] = field(default_factory=list)
     ratio: float | None = None
     ratio_metric: str | None = None
+    #: median of the per-round ratios (sample i over the baseline's sample i, run in the same
+    #: round, seconds apart): steadier than the ratio of medians when the machine's speed drifts
+    paired_ratio: float | None = None
     excess_per_step_s: float | None = None
     targets: list[TargetResult] = field(default_factory=list)
     details: str | None = None
@@ -294,6 +297,7 @@ class Summary:
             "max": {m: max(v) for m, v in self.samples.items()},
             "ratio": self.ratio,
             "ratio_metric": self.ratio_metric,
+            "paired_ratio": self.paired_ratio,
             "excess_per_step_s": self.excess_per_step_s,
             "targets": [t.__dict__ for t in self.targets],
             "errors": self.errors,
@@ -315,10 +319,21 @@ def compare(summaries: Mapping[str, Summary]) -> None:
             mine, theirs = summary.median(metric), base.median(metric)
             if mine is not None and theirs:
                 summary.ratio, summary.ratio_metric = mine / theirs, metric
+            summary.paired_ratio = _paired_ratio(summary, base, metric)
             mine_step, base_step = summary.median("per_step_s"), base.median("per_step_s")
             if mine_step is not None and base_step is not None:
                 summary.excess_per_step_s = mine_step - base_step
         summary.targets = [_check(t, summary, base) for t in w.targets]
+
+
+def _paired_ratio(summary: Summary, base: Summary, metric: str) -> float | None:
+    """Median of sample i / baseline sample i, when both ran every round (rounds align)."""
+    mine, theirs = summary.samples.get(metric), base.samples.get(metric)
+    if not mine or not theirs or len(mine) != len(theirs) or summary.errors or base.errors:
+        return None
+    if any(t == 0 for t in theirs):
+        return None
+    return statistics.median(m / t for m, t in zip(mine, theirs, strict=True))
 
 
 def _check(target: Target, summary: Summary, base: Summary | None) -> TargetResult:
@@ -443,6 +458,7 @@ def table_rows(summaries: Iterable[Summary]) -> list[list[str]]:
             "per step",
             "baseline",
             "ratio",
+            "paired",
             "+/step",
             "other medians",
         ]
@@ -459,6 +475,7 @@ def table_rows(summaries: Iterable[Summary]) -> list[list[str]]:
                     "",
                     "",
                     w.baseline or "",
+                    "",
                     "",
                     "",
                     "",
@@ -481,6 +498,7 @@ def table_rows(summaries: Iterable[Summary]) -> list[list[str]]:
                 fmt_seconds(s.median("per_step_s")),
                 w.baseline or "",
                 f"{s.ratio:.2f}x" if s.ratio is not None else "",
+                f"{s.paired_ratio:.2f}x" if s.paired_ratio is not None else "",
                 fmt_seconds(s.excess_per_step_s) if s.excess_per_step_s is not None else "",
                 others,
             ]
