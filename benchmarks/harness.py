@@ -69,6 +69,9 @@ class Workload:
             samples; its text is printed under the table and stored in the JSON (e.g. profiles).
         repeat: at most this many samples, whatever ``--repeat`` says (for workloads that take
             tens of seconds, so the full set stays within a few minutes).
+        requires: a module the workload needs that memodag does not install (a peer tool);
+            when it cannot be imported the runner skips the workload and says so, with
+            ``install`` (what to install to get it) in its message.
 
     Metric names say their unit: ``*_s`` are seconds, ``*_mb`` megabytes; anything else is
     shown as a plain number (counts, shares).
@@ -83,6 +86,8 @@ class Workload:
     targets: tuple[Target, ...] = ()
     details: Callable[[], str] | None = None
     repeat: int | None = None
+    requires: str | None = None
+    install: str | None = None
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -90,6 +95,15 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
+
+
+def timed_cpu(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """Call ``fn``; return its result, its wall time and this process's CPU time (user +
+    system, all threads) in seconds. CPU time barely moves when other processes compete for
+    the cores, so it shows the work done when the wall time mostly shows the machine's load."""
+    cpu = time.process_time()
+    result, wall = timed(fn)
+    return result, wall, time.process_time() - cpu
 
 
 # -- discovery ------------------------------------------------------------------------------------
@@ -147,6 +161,15 @@ def _matches(name: str, module: str, pattern: str) -> bool:
     """A workload matches its name or its module (``w2_chain``, ``executors.w1_parallel``)."""
     short = module.removeprefix("benchmarks.")
     return any(fnmatch.fnmatchcase(candidate, pattern) for candidate in (name, short, module))
+
+
+def missing_requirement(workload: Workload) -> str | None:
+    """The module a workload requires that is not installed, or None."""
+    import importlib.util
+
+    if workload.requires is None or importlib.util.find_spec(workload.requires) is not None:
+        return None
+    return workload.requires
 
 
 def check_baselines(entries: Mapping[str, Entry]) -> None:
@@ -244,6 +267,9 @@ class Summary:
     errors: list[str] = field(default_factory=list)
     ratio: float | None = None
     ratio_metric: str | None = None
+    #: median of the per-round ratios (sample i over the baseline's sample i, run in the same
+    #: round, seconds apart): steadier than the ratio of medians when the machine's speed drifts
+    paired_ratio: float | None = None
     excess_per_step_s: float | None = None
     targets: list[TargetResult] = field(default_factory=list)
     details: str | None = None
@@ -280,6 +306,7 @@ class Summary:
             "max": {m: max(v) for m, v in self.samples.items()},
             "ratio": self.ratio,
             "ratio_metric": self.ratio_metric,
+            "paired_ratio": self.paired_ratio,
             "excess_per_step_s": self.excess_per_step_s,
             "targets": [t.__dict__ for t in self.targets],
             "errors": self.errors,
@@ -301,10 +328,21 @@ def compare(summaries: Mapping[str, Summary]) -> None:
             mine, theirs = summary.median(metric), base.median(metric)
             if mine is not None and theirs:
                 summary.ratio, summary.ratio_metric = mine / theirs, metric
+            summary.paired_ratio = _paired_ratio(summary, base, metric)
             mine_step, base_step = summary.median("per_step_s"), base.median("per_step_s")
             if mine_step is not None and base_step is not None:
                 summary.excess_per_step_s = mine_step - base_step
         summary.targets = [_check(t, summary, base) for t in w.targets]
+
+
+def _paired_ratio(summary: Summary, base: Summary, metric: str) -> float | None:
+    """Median of sample i / baseline sample i, when both ran every round (rounds align)."""
+    mine, theirs = summary.samples.get(metric), base.samples.get(metric)
+    if not mine or not theirs or len(mine) != len(theirs) or summary.errors or base.errors:
+        return None
+    if any(t == 0 for t in theirs):
+        return None
+    return statistics.median(m / t for m, t in zip(mine, theirs, strict=True))
 
 
 def _check(target: Target, summary: Summary, base: Summary | None) -> TargetResult:
@@ -429,6 +467,7 @@ def table_rows(summaries: Iterable[Summary]) -> list[list[str]]:
             "per step",
             "baseline",
             "ratio",
+            "paired",
             "+/step",
             "other medians",
         ]
@@ -445,6 +484,7 @@ def table_rows(summaries: Iterable[Summary]) -> list[list[str]]:
                     "",
                     "",
                     w.baseline or "",
+                    "",
                     "",
                     "",
                     "",
@@ -467,6 +507,7 @@ def table_rows(summaries: Iterable[Summary]) -> list[list[str]]:
                 fmt_seconds(s.median("per_step_s")),
                 w.baseline or "",
                 f"{s.ratio:.2f}x" if s.ratio is not None else "",
+                f"{s.paired_ratio:.2f}x" if s.paired_ratio is not None else "",
                 fmt_seconds(s.excess_per_step_s) if s.excess_per_step_s is not None else "",
                 others,
             ]

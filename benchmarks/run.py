@@ -30,6 +30,7 @@ from benchmarks.harness import (
     load_average,
     machine_info,
     markdown_table,
+    missing_requirement,
     run_in_child,
     select,
     table_rows,
@@ -97,6 +98,15 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
+    for name in list(names):
+        missing = missing_requirement(entries[name].workload)
+        if missing is not None:
+            names.remove(name)
+            how = entries[name].workload.install or missing
+            print(
+                f"skipped {name}: module '{missing}' is not installed (pip install {how}); "
+                "workloads measured against it show no ratio"
+            )
     compile_bytecode()
     machine = machine_info()
     print(
