@@ -7,7 +7,14 @@ from collections import Counter
 
 import pytest
 
-from memodag import ExecutionError, RunStatus, job, op
+from memodag import (
+    ExecutionError,
+    Out,
+    Output,
+    RunStatus,
+    job,
+    op,
+)
 
 calls: Counter[str] = Counter()
 source_value = {"n": 10}
@@ -202,3 +209,61 @@ def test_a_missing_parent_run_id(instance):
         )
     assert calls == Counter()
     assert instance.get_runs() == []
+
+
+def test_reexecution_never_loads_outputs_of_a_failed_attempt(instance):
+    @op(out={"a": Out(), "b": Out()})
+    def split():
+        yield Output("half-done", "a")
+        raise RuntimeError("failed after yielding a")
+
+    @op
+    def use_a(a):
+        return f"used {a}"
+
+    @job
+    def half():
+        a, _ = split()
+        use_a(a)
+
+    parent = half.execute_in_process(instance=instance, raise_on_error=False)
+    assert not parent.success
+    with pytest.raises(ExecutionError, match=r"split\.a"):
+        half.execute_in_process(
+            instance=instance, parent_run_id=parent.run_id, step_selection=["use_a"]
+        )
+
+
+def test_reexecuting_the_outer_collector_of_a_nested_fan_out(instance):
+    from memodag import DynamicOut, DynamicOutput
+
+    @op(out=DynamicOut())
+    def pieces():
+        for i in range(2):
+            yield DynamicOutput(i, mapping_key=f"k{i}")
+
+    @op(out=DynamicOut())
+    def inner(x):
+        for j in range(2):
+            yield DynamicOutput(x * 10 + j, mapping_key=f"j{j}")
+
+    @op
+    def double(x):
+        return 2 * x
+
+    @op
+    def total(xs):
+        return sum(xs)
+
+    @job
+    def nested():
+        sums = pieces().map(lambda p: total.alias("inner_total")(inner(p).map(double).collect()))
+        total(sums.collect())
+
+    parent = nested.execute_in_process(instance=instance)
+    child = nested.execute_in_process(
+        instance=instance, parent_run_id=parent.run_id, step_selection=["total"]
+    )
+    assert child.success
+    assert child.step_status["total"] == "success"
+    assert child.output_for_node("total") == parent.output_for_node("total") == 44

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from memodag import (
@@ -9,8 +10,11 @@ from memodag import (
     EventType,
     MemoizationError,
     Out,
+    Output,
+    fs_io_manager,
     job,
     mem_io_manager,
+    object_store_io_manager,
     op,
     resource,
     versioned_filesystem_io_manager,
@@ -268,3 +272,168 @@ def test_jobs_do_not_share_stored_outputs(instance):
     job_a.execute_in_process(instance=instance)
     job_b.execute_in_process(instance=instance)
     assert calls == ["shared", "shared"]
+
+
+def test_early_cutoff_sees_a_change_deep_inside_an_array(instance):
+    calls: list[str] = []
+
+    def build(version: str, value: float):
+        @op(version=version)
+        def produce():
+            data = np.zeros(5000)
+            data[2500] = value
+            return [data]
+
+        @op(version="1")
+        def consume(arrays):
+            calls.append("consume")
+            return float(arrays[0].sum())
+
+        @job(name="arrays", tags=MEMO, early_cutoff=True)
+        def arrays():
+            consume(produce())
+
+        return arrays
+
+    build("1", 0.0).execute_in_process(instance=instance)
+    result = build("2", 42.0).execute_in_process(instance=instance)
+    assert calls == ["consume", "consume"]
+    assert result.output_for_node("consume") == 42.0
+
+
+def test_a_resource_built_from_another_changes_with_it(instance):
+    calls: list[str] = []
+
+    @resource(config_schema={"url": str})
+    def db(init_context):
+        return init_context.resource_config["url"]
+
+    @resource(required_resource_keys={"db"})
+    def client(init_context):
+        return f"client({init_context.resources.db})"
+
+    @op(version="1", required_resource_keys={"client"})
+    def fetch(context):
+        calls.append("fetch")
+        return context.resources.client
+
+    @job(resource_defs={"db": db, "client": client}, tags=MEMO)
+    def uses_client():
+        fetch()
+
+    def run(url: str):
+        return uses_client.execute_in_process(
+            run_config={"resources": {"db": {"config": {"url": url}}}}, instance=instance
+        )
+
+    run("prod")
+    assert run("test").output_for_node("fetch") == "client(test)"
+    assert calls == ["fetch", "fetch"]
+
+
+def test_changing_the_io_manager_does_not_reuse_the_old_storage(instance, tmp_path):
+    calls: list[str] = []
+
+    def build(manager):
+        @op(version="1")
+        def first():
+            calls.append("first")
+            return 1
+
+        @job(name="moved", resource_defs={"io_manager": manager}, tags=MEMO)
+        def moved():
+            first()
+
+        return moved
+
+    build(fs_io_manager.configured({"base_dir": str(tmp_path / "a")})).execute_in_process(
+        instance=instance
+    )
+    result = build(
+        object_store_io_manager.configured({"base_url": f"file://{tmp_path / 'b'}"})
+    ).execute_in_process(instance=instance)
+    assert calls == ["first", "first"]
+    assert result.output_address("first").uri.startswith(str(tmp_path / "b"))
+    # and with the same manager and config, it is memoized again
+    build(
+        object_store_io_manager.configured({"base_url": f"file://{tmp_path / 'b'}"})
+    ).execute_in_process(instance=instance)
+    assert calls == ["first", "first"]
+
+
+def test_a_step_that_skips_an_optional_output_is_memoized(instance):
+    calls: list[str] = []
+
+    @op(version="1", out={"always": Out(), "sometimes": Out(is_required=False)})
+    def produce():
+        calls.append("produce")
+        yield Output(1, "always")
+
+    @op(version="1")
+    def use(x):
+        calls.append("use")
+        return x
+
+    @op(version="1")
+    def use_optional(x):
+        calls.append("use_optional")
+        return x
+
+    @job(tags=MEMO)
+    def optional():
+        always, sometimes = produce()
+        use(always)
+        use_optional(sometimes)
+
+    first = optional.execute_in_process(instance=instance)
+    second = optional.execute_in_process(instance=instance)
+    assert calls == ["produce", "use"]
+    assert first.step_status["use_optional"] == second.step_status["use_optional"] == "skipped"
+    assert second.memoized_step_keys == ["produce", "use"]
+
+
+def test_unpicklable_outputs_and_defaults_never_fail_a_step(instance):
+    import threading
+
+    from memodag import In, mem_io_manager
+
+    @op(version="1")
+    def produce():
+        return [threading.Lock(), 1]
+
+    @op(version="1", ins={"lock": In(default_value=threading.Lock())})
+    def with_default(values, lock):
+        return values[1]
+
+    @job(tags=MEMO, early_cutoff=True, resource_defs={"io_manager": mem_io_manager})
+    def unpicklable():
+        with_default(produce())
+
+    assert unpicklable.execute_in_process(instance=instance).output_for_node("with_default") == 1
+
+
+def test_a_plain_io_manager_instance_is_told_apart_by_where_it_stores(instance, tmp_path):
+    from memodag.storage.io_managers.files import LocalFileStore, PathIOManager
+
+    calls: list[str] = []
+
+    def build(base: str):
+        @op(version="1")
+        def first():
+            calls.append("first")
+            return 42
+
+        @job(
+            name="plain_manager",
+            resource_defs={"io_manager": PathIOManager(LocalFileStore(), base)},
+            tags=MEMO,
+        )
+        def plain_manager():
+            first()
+
+        return plain_manager
+
+    build(str(tmp_path / "A")).execute_in_process(instance=instance)
+    result = build(str(tmp_path / "B")).execute_in_process(instance=instance)
+    assert calls == ["first", "first"]
+    assert result.output_for_node("first") == 42
