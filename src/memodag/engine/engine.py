@@ -232,15 +232,17 @@ class Engine:
         return step.op_def.outs.get(handle.output_name) if step is not None else None
 
     def _finish(self, outcome: StepOutcome) -> None:
-        self.log.extend(outcome.events)
         key = outcome.step_key
         step = self.plan.steps[key]
+        # durable before anything builds on it: a run killed from here on keeps this step
+        self.log.record_outcome(
+            outcome.events, self.memoizer.record(step, outcome) if outcome.success else ()
+        )
         if outcome.success:
             self.status[key] = StepStatus.SUCCESS
             self.result.executed += 1
             for stored in outcome.outputs:
                 self.addresses[(key, stored.output_name, stored.mapping_key)] = stored.address
-            self.log.add_index_entries(self.memoizer.record(step, outcome))
             self._after_success(step, [o.address for o in outcome.outputs])
             return
         policy = step.op_def.retry_policy
@@ -264,6 +266,11 @@ class Engine:
         self.status[key] = StepStatus.FAILED
         self.result.failures.append(outcome)
         self._skip_consumers(key, f"upstream step '{key}' failed")
+
+    def record_finished(self) -> None:
+        """Record the attempts that ended but were not read yet (the run is being canceled)."""
+        for outcome in self.executor.wait(0):
+            self._finish(outcome)
 
     def _submit_due_retries(self) -> None:
         now = time.monotonic()
