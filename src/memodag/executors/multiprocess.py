@@ -20,6 +20,7 @@ from typing import Any
 
 from memodag.definitions.config import Field, Noneable
 from memodag.engine.step import StepOutcome, StepTask
+from memodag.errors import ExecutionError
 from memodag.executors.base import Executor, ExecutorDefinition, RunPayload
 from memodag.executors.limits import (
     TAG_CONCURRENCY_LIMITS_FIELD,
@@ -34,6 +35,7 @@ from memodag.executors.worker import (
     load_outcome,
     lost_attempt_outcome,
     serve_pipe,
+    unguarded_main_call,
 )
 
 START_METHODS = ("forkserver", "spawn")
@@ -282,6 +284,16 @@ def _check(config: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _create(config: Mapping[str, Any]) -> Executor:
+    unguarded = unguarded_main_call()
+    if unguarded is not None:
+        script, line = unguarded
+        # refused before the run is recorded or any worker starts: each worker would import the
+        # script and start the run again (Python starts worker processes that way)
+        raise ExecutionError(
+            f"{script}, line {line}, starts a multiprocess run when the script is imported; "
+            "worker processes import the script too, so each would start it again. Put the "
+            'code that starts the run under `if __name__ == "__main__":`'
+        )
     max_concurrent = config.get("max_concurrent") or os.cpu_count() or 1
     start_method = config.get("start_method") or default_start_method()
     limits = parse_tag_limits(config.get("tag_concurrency_limits") or [])
