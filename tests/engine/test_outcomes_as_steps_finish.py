@@ -205,4 +205,3 @@ def test_a_signalled_run_keeps_every_finished_step(executor, signal_name, tmp_pa
 
 def _steps(instance: Instance, run_id: str, kind: EventType) -> set[str]:
     return {e.step_key for e in instance.get_events(run_id, [kind]) if e.step_key}
-
