@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from memodag.engine.resources import initialized_resources
@@ -123,7 +124,7 @@ def unguarded_main_call() -> tuple[str, int] | None:
     """
     main = sys.modules.get("__main__")
     main_file = getattr(main, "__file__", None)
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and not (
         frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__"
     ):
