@@ -122,10 +122,6 @@ def execute_job(
     except KeyboardInterrupt as exc:
         canceled = True
         cancel_reason = str(exc)  # "signal 15 (SIGTERM): ..." or empty for Ctrl-C
-        if engine is not None:
-            # attempts that ended before the signal keep their outputs: a rerun skips them
-            with contextlib.suppress(Exception):
-                engine.record_finished()
         executor.shutdown(cancel=True)
         raise
     except Exception as exc:
