@@ -48,8 +48,8 @@ class EventLog:
             listener(event)
 
     def extend(self, events: Iterable[Event]) -> None:
-        """Buffer events (a batch of memoized steps may come this way); stored within
-        ``FLUSH_SECONDS`` or ``FLUSH_EVENTS`` events."""
+        """Buffer events that need not be durable at once; they are stored with the next
+        commit, at the latest ``FLUSH_SECONDS`` or ``FLUSH_EVENTS`` events later."""
         if self.listeners:
             for event in events:
                 self.append(event)
