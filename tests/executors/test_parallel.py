@@ -16,7 +16,6 @@ from pipelines import dynamic_fan_out, fan_out_job, lines, marks_config
 from memodag import (
     EventType,
     ExecutionError,
-    Instance,
     in_process_executor,
     job,
     mem_io_manager,
@@ -345,48 +344,6 @@ def test_multiprocess_workers_start_either_way(start_method, instance, tmp_path)
     assert result.output_for_node("total") == sum(i * i for i in range(4))
     pids = {pid for i in range(4) for pid, _ in lines(tmp_path, f"square[k{i}]")}
     assert pids and os.getpid() not in pids
-
-
-def test_a_script_without_a_main_guard_gets_a_hint(tmp_path):
-    import subprocess
-
-    script = tmp_path / "unguarded.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            from memodag import Instance, job, multiprocess_executor, op
-
-            @op
-            def one():
-                return 1
-
-            @job(executor_def=multiprocess_executor)
-            def unguarded():
-                one()
-
-            # no `if __name__ == "__main__":` here: each worker re-runs this line as it starts
-            unguarded.execute_in_process(
-                instance=Instance.from_url("sqlite:///{tmp_path / "i.db"}"), raise_on_error=False
-            ).success or print("RUN FAILED")
-            """
-        )
-    )
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
-    )
-
-    assert "RUN FAILED" in done.stdout, done.stdout + done.stderr
-    instance = Instance.from_url(f"sqlite:///{tmp_path / 'i.db'}")
-    # the workers' own runs (started by re-running the script) failed before any step; the
-    # driver's run has the step whose worker died
-    (failure,) = [
-        e
-        for run in instance.get_runs()
-        for e in instance.get_events(run.run_id, [EventType.STEP_FAILURE])
-    ]
-    instance.close()
-    assert "died (exit code 1)" in failure.message
-    assert 'if __name__ == "__main__":' in failure.message
 
 
 def test_a_dask_worker_that_joins_mid_run_serves_its_steps(own_cluster, instance, tmp_path):

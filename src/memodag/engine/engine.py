@@ -9,6 +9,7 @@ Per-step work is O(1) in the size of the job: counters, not scans.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import time
@@ -114,6 +115,7 @@ class Engine:
         self._waiting_on: dict[str, int] = {}
         self._consumers: dict[str, list[str]] = {}
         self._ready: deque[str] = deque()
+        self._arrived: deque[StepOutcome] = deque()  # outcomes read from the executor, not recorded
         self._retries: list[tuple[float, int, StepTask]] = []
         self._seq = itertools.count()
         self.result = EngineResult(self.status, self.addresses)
@@ -156,17 +158,25 @@ class Engine:
 
     def run(self) -> EngineResult:
         executor = self.executor
-        while True:
-            while self._ready and executor.can_submit():
-                self._start(self._ready.popleft())
-            self._submit_due_retries()
-            if not self._ready and not executor.in_flight and not self._retries:
-                break
-            timeout = None
-            if self._retries:
-                timeout = max(0.0, self._retries[0][0] - time.monotonic())
-            for outcome in executor.wait(timeout):
-                self._finish(outcome)
+        try:
+            while True:
+                while self._ready and executor.can_submit():
+                    self._start(self._ready.popleft())
+                self._submit_due_retries()
+                if not self._ready and not executor.in_flight and not self._retries:
+                    break
+                timeout = None
+                if self._retries:
+                    timeout = max(0.0, self._retries[0][0] - time.monotonic())
+                self._arrived.extend(executor.wait(timeout))
+                while self._arrived:
+                    self._finish(self._arrived.popleft())
+        except KeyboardInterrupt:
+            # Ctrl-C, SIGTERM: attempts that ended before it keep their outcome (and a memoized
+            # rerun skips them); the caller then cancels the rest
+            with contextlib.suppress(Exception):
+                self.record_finished()
+            raise
         for key, waiting in self._waiting_on.items():
             if waiting and key not in self.status:
                 # an upstream never came to exist: the run did not do all it was asked to
@@ -241,15 +251,17 @@ class Engine:
         return step.op_def.outs.get(handle.output_name) if step is not None else None
 
     def _finish(self, outcome: StepOutcome) -> None:
-        self.log.extend(outcome.events)
         key = outcome.step_key
         step = self.plan.steps[key]
+        # durable before anything builds on it: a run killed from here on keeps this step
+        self.log.record_outcome(
+            outcome.events, self.memoizer.record(step, outcome) if outcome.success else ()
+        )
         if outcome.success:
             self.status[key] = StepStatus.SUCCESS
             self.result.executed += 1
             for stored in outcome.outputs:
                 self.addresses[(key, stored.output_name, stored.mapping_key)] = stored.address
-            self.log.add_index_entries(self.memoizer.record(step, outcome))
             self._after_success(step, [o.address for o in outcome.outputs])
             return
         policy = step.op_def.retry_policy
@@ -273,6 +285,12 @@ class Engine:
         self.status[key] = StepStatus.FAILED
         self.result.failures.append(outcome)
         self._skip_consumers(key, f"upstream step '{key}' failed")
+
+    def record_finished(self) -> None:
+        """Record the attempts that ended but were not recorded yet (the run is being canceled)."""
+        self._arrived.extend(self.executor.wait(0))
+        while self._arrived:
+            self._finish(self._arrived.popleft())
 
     def _submit_due_retries(self) -> None:
         now = time.monotonic()

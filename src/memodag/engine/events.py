@@ -1,14 +1,17 @@
-"""The run's event sink: buffers events and index entries, writes them in batched transactions.
+"""The run's event sink: records what a run did, and tells listeners (the CLI progress) as it goes.
 
-Batching is what keeps per-step overhead under a millisecond: one transaction per flush, not per
-event. Events are flushed at least every ``FLUSH_SECONDS`` and at the end of the run, and index
-entries always go in the same transaction as the events that recorded their data.
+An executed attempt's outcome is durable the moment it reaches the engine: ``record_outcome``
+commits its events and index entries, with whatever was buffered before them, in one transaction
+(a run killed right after still keeps that step, so a memoized rerun skips it). Everything else
+(memoized steps, skips, retries) is buffered and goes with the next such commit, at the latest
+``FLUSH_SECONDS`` later or when the run ends. Index entries always go in the same transaction as
+the events that recorded their data. This module never decides what runs.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from memodag.storage.instance import Instance
@@ -19,7 +22,7 @@ FLUSH_EVENTS = 5000
 
 
 class EventLog:
-    """Append-only sink for one run. Listeners see every event as it arrives (CLI progress)."""
+    """Append-only sink for one run. Listeners see every event once it is recorded or buffered."""
 
     def __init__(
         self, instance: Instance, listeners: Iterable[Callable[[Event], Any]] = ()
@@ -34,6 +37,7 @@ class EventLog:
         self.on_stored: list[Callable[[list[Event]], Any]] = []
 
     def append(self, event: Event) -> None:
+        """Buffer one event (stored with the next commit) and tell listeners."""
         self._events.append(event)
         self.count += 1
         for listener in self.listeners:
@@ -46,6 +50,8 @@ class EventLog:
             listener(event)
 
     def extend(self, events: Iterable[Event]) -> None:
+        """Buffer events that need not be durable at once; they are stored with the next
+        commit, at the latest ``FLUSH_SECONDS`` or ``FLUSH_EVENTS`` events later."""
         if self.listeners:
             for event in events:
                 self.append(event)
@@ -57,13 +63,36 @@ class EventLog:
             self.flush()
 
     def add_index_entries(self, entries: Iterable[IndexEntry]) -> None:
+        """Buffer index entries; they are stored with the next commit of events."""
         self._index.extend(entries)
 
+    def record_outcome(
+        self, events: Sequence[Event], index_entries: Iterable[IndexEntry] = ()
+    ) -> None:
+        """Store an executed attempt's events and index entries now, in one transaction with
+        everything buffered so far; then tell listeners. Returns once they are committed."""
+        self._events.extend(events)
+        self._index.extend(index_entries)
+        self.count += len(events)
+        self.flush()
+        for listener in self.listeners:
+            for event in events:
+                listener(event)
+
     def flush(self) -> None:
+        """Commit everything buffered in one transaction."""
         if self._events or self._index:
             events, index = self._events, self._index
             self._events, self._index = [], []
-            self.instance.store_events(events, index)
+            try:
+                self.instance.store_events(events, index)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    raise  # a storage error: the run fails; retrying the same batch would too
+                # interrupted (Ctrl-C, SIGTERM) before the commit ended: keep the batch, so the
+                # run's final flush stores it (at worst twice: index entries are upserts)
+                self._events[:0], self._index[:0] = events, index
+                raise
             for callback in self.on_stored:
                 callback(events)
         self._last_flush = time.monotonic()

@@ -47,6 +47,9 @@ def execute_job(
     listeners: Iterable[Callable[[Event], Any]] = (),
 ) -> ExecuteInProcessResult:
     """Run ``job`` and return its result (see ``JobDefinition.execute_in_process``)."""
+    from memodag.executors.worker import refuse_run_in_starting_worker
+
+    refuse_run_in_starting_worker()  # a worker importing an unguarded script: no run, no record
     resolved = resolve_run_config(job, run_config)
     plan = build_plan(job, resolved)
     executor = _executor(resolved)  # before any storage is touched (its config: checked above)

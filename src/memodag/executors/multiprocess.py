@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memodag.definitions.executor import multiprocess_executor
+from memodag.errors import ExecutionError
 from memodag.executors.base import Executor, RunPayload
 from memodag.executors.limits import Admission, parse_tag_limits
 from memodag.executors.worker import (
@@ -29,6 +30,7 @@ from memodag.executors.worker import (
     load_outcome,
     lost_attempt_outcome,
     serve_pipe,
+    unguarded_main_call,
 )
 from memodag.runtime.step import StepOutcome, StepTask
 
@@ -265,6 +267,16 @@ class MultiprocessExecutor(Executor):
 
 def create(config: Mapping[str, Any]) -> Executor:
     """The factory ``multiprocess_executor`` names (definitions/executor.py)."""
+    unguarded = unguarded_main_call()
+    if unguarded is not None:
+        script, line = unguarded
+        # refused before the run is recorded or any worker starts: each worker would import the
+        # script and start the run again (Python starts worker processes that way)
+        raise ExecutionError(
+            f"{script}, line {line}, starts a multiprocess run when the script is imported; "
+            "worker processes import the script too, so each would start it again. Put the "
+            'code that starts the run under `if __name__ == "__main__":`'
+        )
     max_concurrent = config.get("max_concurrent") or os.cpu_count() or 1
     start_method = config.get("start_method") or default_start_method()
     limits = parse_tag_limits(config.get("tag_concurrency_limits") or [])

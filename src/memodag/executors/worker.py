@@ -9,6 +9,7 @@ report an attempt whose worker died.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib.machinery
 import os
@@ -21,6 +22,7 @@ import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from memodag.errors import ExecutionError
@@ -107,6 +109,54 @@ def _importable_by_name(module: Any) -> bool:
     if spec.origin is None or origin is None:
         return spec.submodule_search_locations is not None  # a namespace package
     return os.path.realpath(spec.origin) == os.path.realpath(origin)
+
+
+# -- scripts that start runs when imported --------------------------------------------------
+
+
+def refuse_run_in_starting_worker() -> None:
+    """Exit quietly if this process is a worker still being started by ``multiprocessing``.
+
+    Such a process imports the driver's script as ``__mp_main__``; a script that starts a run
+    outside ``if __name__ == "__main__":`` would start (and record) a run in every worker. The
+    worker leaves instead; the driver reports its death once, with the cause.
+    """
+    process = sys.modules.get("multiprocessing.process")
+    if process is not None and getattr(process.current_process(), "_inheriting", False):
+        raise SystemExit(1)
+
+
+def unguarded_main_call() -> tuple[str, int] | None:
+    """Where the ``__main__`` script starts the current call at import time, outside any
+    ``if __name__ ...:`` block, as (file, line); None if it does not (or it cannot be known).
+
+    Worker processes started by ``spawn`` or ``forkserver`` import that script again, so such a
+    call would run again in each of them.
+    """
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and not (
+        frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__"
+    ):
+        frame = frame.f_back
+    if frame is None or not main_file:
+        return None
+    filename, line = frame.f_code.co_filename, frame.f_lineno
+    try:
+        if os.path.realpath(filename) != os.path.realpath(main_file):
+            return None  # exec'd code, not the script workers import
+        tree = ast.parse(Path(filename).read_text(), filename)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.If)
+            and node.lineno <= line <= (node.end_lineno or node.lineno)
+            and any(isinstance(n, ast.Name) and n.id == "__name__" for n in ast.walk(node.test))
+        ):
+            return None
+    return filename, line
 
 
 # -- reading results and lost attempts (driver side) ----------------------------------------

@@ -267,7 +267,12 @@ def _store_outputs(
             runtime.resources,
             log,
         )
-        uri = manager.handle_output(context, produced.value)
+        try:
+            uri = manager.handle_output(context, produced.value)
+        except StorageError as exc:
+            # a user's own exception (a custom write function's) keeps its class; memodag's
+            # storage errors gain the op, output and io manager they happened in
+            raise _output_error(task, out, key, manager, context, exc) from exc
         address = Address(
             out.io_manager_key,
             uri,
@@ -298,6 +303,30 @@ def _store_outputs(
             step_key,
             f"op '{op_def.name}' did not produce required output(s) {missing}; yield them or declare Out(is_required=False)",
         )
+
+
+def _output_error(
+    task: StepTask,
+    out: Out,
+    mapping_key: str | None,
+    manager: IOManager,
+    context: OutputContext,
+    exc: StorageError,
+) -> StorageError:
+    """An io manager's failure to store an output, naming the op, output, io manager and format."""
+    piece = f" piece '{mapping_key}'" if mapping_key is not None else ""
+    try:
+        serializer = manager.serializer_name(context)
+    except Exception:
+        serializer = None
+    how = f"io manager '{out.io_manager_key}'" + (
+        f", serializer '{serializer}'" if serializer else ""
+    )
+    step = f" in step '{task.step_key}'" if task.step_key != task.op_def.name else ""
+    return StorageError(
+        f"op '{task.op_def.name}'{step} could not store output '{context.name}'{piece} "
+        f"({how}): {exc}"
+    )
 
 
 def _data_hash(value: Any) -> str | None:

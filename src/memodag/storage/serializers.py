@@ -47,7 +47,18 @@ class PickleSerializer(Serializer):
     extension = ".pkl"
 
     def dump(self, obj: Any, file: BinaryIO) -> None:
-        pickle.dump(obj, file, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            pickle.dump(obj, file, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            # pickle's own words name only the part it choked on ("cannot pickle '_thread.lock'
+            # object"), not what to do about it
+            raise StorageError(
+                f"the pickle serializer cannot store this {type(obj).__name__}: "
+                f"{type(exc).__name__}: {exc}; return only data that pickles (not a lock, a "
+                "connection, an open file or a generator), choose another serializer with "
+                "Out(serializer='json' or 'parquet') or Out(write=..., read=...), or store the "
+                "output with another io manager: Out(io_manager_key=...)"
+            ) from exc
 
     def load(self, file: BinaryIO) -> Any:
         return pickle.load(file)
