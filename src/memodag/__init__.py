@@ -58,7 +58,8 @@ from memodag.storage.serializers import (
     PickleSerializer,
     Serializer,
 )
-from memodag.versioning.report import OutputVersion, list_versions
+from memodag.engine.dry_run import list_versions
+from memodag.versioning.report import OutputVersion
 from memodag.versioning.source_hash import SourceHashVersionStrategy
 from memodag.versioning.strategy import (
     MEMOIZED_RUN_TAG,

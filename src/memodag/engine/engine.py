@@ -1,10 +1,13 @@
-"""The engine loop: the one place that decides what runs.
+"""The engine loop: the one place that decides what runs, for real runs and dry runs alike.
 
 Single-threaded in the driver. For each ready step it asks the memoizer whether every output is
 stored at its current version (then it records the stored addresses and moves on) or builds a
 ``StepTask`` and hands it to the executor. Outcomes come back through ``executor.wait``; each
 success releases its consumers, each failure is retried per policy or skips everything downstream.
-Per-step work is O(1) in the size of the job: counters, not scans.
+``list-versions``/``explain`` run this same loop with an executor that predicts outcomes instead
+of running ops (``engine.dry_run``), so what they report cannot drift from what a run does.
+Per-step work is O(1) in the size of the job: counters, not scans. Fan-out clones are run state
+(``Engine.steps``): the shared ``ExecutionPlan`` is never changed.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from memodag.plan.dynamic import expand_mapped, pieces_from_addresses
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address
+from memodag.versioning.memoizer import AddressKey, Memoizer
 
-AddressKey = tuple[str, str, "str | None"]
+__all__ = ["AddressKey", "Engine", "EngineResult", "Memoizer", "StepStatus"]
 
 
 class StepStatus:
@@ -36,37 +40,6 @@ class StepStatus:
     EXTERNAL = "external"  # not selected: its outputs come from the parent run
 
     DONE_OK = frozenset({SUCCESS, MEMOIZED, EXTERNAL})
-
-
-class Memoizer:
-    """The versioning adapter beside the engine (``versioning.memoize``). This base memoizes nothing."""
-
-    enabled = False
-
-    def prepare(self, steps: Iterable[ExecutionStep]) -> None:
-        """Called with every batch of steps entering the run (batched index look-ups go here)."""
-
-    def attach_io_managers(self, io_managers: Mapping[str, Any]) -> None:
-        """The run's io managers, for custom managers that answer ``has_output`` themselves."""
-
-    def note_addresses(self, addresses: Mapping[AddressKey, Address]) -> None:
-        """Outputs the run takes from elsewhere (a parent run)."""
-
-    def versions(self, step: ExecutionStep) -> Mapping[str, str] | None:
-        return None
-
-    def hash_outputs(self, step: ExecutionStep) -> frozenset[str]:
-        """Outputs whose data hash the attempt must record (early cutoff)."""
-        return frozenset()
-
-    def stored(self, step: ExecutionStep) -> list[Address] | None:
-        """Addresses of all the step's outputs (every piece of a dynamic one) if all are stored
-        at their current version, else None."""
-        return None
-
-    def record(self, step: ExecutionStep, outcome: StepOutcome) -> list[Any]:
-        """Index entries for what a successful attempt stored."""
-        return []
 
 
 @dataclass
@@ -86,7 +59,12 @@ class EngineResult:
 
 
 class Engine:
-    """Walks one run's plan. Not reusable across runs."""
+    """Walks one run's plan. Not reusable across runs.
+
+    Invariants: ``steps`` starts as a copy of the plan's steps (or the steps a re-execution
+    expanded) and grows as fan-outs finish; a step is decided (memoized or submitted) only once
+    every upstream has a status; ``status`` records each step once.
+    """
 
     def __init__(
         self,
@@ -97,8 +75,14 @@ class Engine:
         memoizer: Memoizer,
         selected: set[str] | None = None,
         external_addresses: Mapping[AddressKey, Address] | None = None,
+        steps: Mapping[str, ExecutionStep] | None = None,
     ) -> None:
         self.plan = plan
+        #: this run's steps: the plan's, plus the clones and collectors of fan-outs as they end
+        self.steps: dict[str, ExecutionStep] = dict(plan.steps if steps is None else steps)
+        #: ``(step key, output)`` fan-outs whose pieces an outcome could not tell (a dry run's
+        #: prediction of a fan-out that must run): what they would create is not expanded
+        self.unexpanded: list[tuple[str, str]] = []
         self.run_id = run_id
         self.executor = executor
         self.log = event_log
@@ -166,7 +150,7 @@ class Engine:
         return self.result
 
     def _start(self, key: str) -> None:
-        step = self.plan.steps[key]
+        step = self.steps[key]
         stored = self.memoizer.stored(step) if self.memoizer.enabled else None
         if stored is not None:
             for address in stored:
@@ -228,20 +212,20 @@ class Engine:
         )
 
     def _out_def(self, handle: StepOutputHandle) -> Any:
-        step = self.plan.steps.get(handle.step_key)
+        step = self.steps.get(handle.step_key)
         return step.op_def.outs.get(handle.output_name) if step is not None else None
 
     def _finish(self, outcome: StepOutcome) -> None:
         self.log.extend(outcome.events)
         key = outcome.step_key
-        step = self.plan.steps[key]
+        step = self.steps[key]
         if outcome.success:
             self.status[key] = StepStatus.SUCCESS
             self.result.executed += 1
             for stored in outcome.outputs:
                 self.addresses[(key, stored.output_name, stored.mapping_key)] = stored.address
             self.log.add_index_entries(self.memoizer.record(step, outcome))
-            self._after_success(step, [o.address for o in outcome.outputs])
+            self._after_success(step, [o.address for o in outcome.outputs], outcome.unknown_pieces)
             return
         policy = step.op_def.retry_policy
         if policy is not None and outcome.attempt < policy.max_retries:
@@ -271,9 +255,20 @@ class Engine:
             _, _, task = heapq.heappop(self._retries)
             self.executor.submit(task)
 
-    def _after_success(self, step: ExecutionStep, addresses: list[Address]) -> None:
+    def _after_success(
+        self,
+        step: ExecutionStep,
+        addresses: list[Address],
+        unknown_pieces: frozenset[str] = frozenset(),
+    ) -> None:
         if step.op_def.has_dynamic_output:
-            new_steps = expand_mapped(self.plan, step, pieces_from_addresses(step, addresses))
+            pieces = pieces_from_addresses(step, addresses)
+            for output in unknown_pieces:
+                # a prediction that cannot say which pieces will come: clones, collectors and
+                # their consumers stay undecided (the run ends with them waiting)
+                pieces.pop(output, None)
+                self.unexpanded.append((step.key, output))
+            new_steps = expand_mapped(self.plan, self.steps, step, pieces)
             if self.selected is not None:
                 # pieces this run produced: everything made from them runs here
                 self.selected.update(s.key for s in new_steps)
