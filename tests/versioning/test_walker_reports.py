@@ -171,3 +171,29 @@ def test_a_mapped_op_names_the_helper_that_changed(instance, tmp_path, monkeypat
         assert rows[key].reasons == (
             "code of op 'loud' changed: function proj_mapped.jobs:shout edited",
         ), rows[key].reasons
+
+
+def test_with_early_cutoff_a_consumer_of_a_rerun_depends_on_its_data(instance):
+    @op(version="1", config_schema={"n": int})
+    def parity(context):
+        return context.op_config["n"] % 2
+
+    @op(version="1")
+    def describe(p):
+        return "odd" if p else "even"
+
+    @job(tags={MEMOIZED_RUN_TAG: "true"}, early_cutoff=True)
+    def cut():
+        describe(parity())
+
+    def cfg(n: int) -> dict:
+        return {"ops": {"parity": {"config": {"n": n}}}}
+
+    cut.execute_in_process(run_config=cfg(1), instance=instance)
+    rows = {r.step_output: r for r in list_versions(cut, cfg(3), instance, explain=True)}
+    assert rows["parity.result"].status == "to-be-recomputed"
+    assert rows["describe.result"].status == "depends-on-data"
+    assert "parity.result" in rows["describe.result"].reasons[0]
+    # same data (3 is odd, like 1): the run bears the prediction out by memoizing describe
+    rerun = cut.execute_in_process(run_config=cfg(3), instance=instance)
+    assert rerun.step_status == {"parity": "success", "describe": "memoized"}

@@ -99,6 +99,17 @@ def report_rows(
             for name in state.steps[key].op_def.outs
         )
     rows.extend(_unexpanded_rows(plan, state, pending_from, waiting))
+    # nodes below a fan-out that itself waits (it never ran, so it left no "unexpanded" mark)
+    met = {row.step_key.split("[", 1)[0] for row in rows}
+    for node in plan.nodes.values():
+        if node.path in met:
+            continue
+        depth = len(node.mapped_over)
+        key = f"{node.path}[{','.join('*' * depth)}]" if depth else node.path
+        rows.extend(
+            OutputVersion(f"{key}.{name}", None, pending_status, (why,), key)
+            for name in node.op_def.outs
+        )
     return rows
 
 
