@@ -29,6 +29,8 @@ PiecesAt = Callable[[str, Any, str, str], "list[tuple[str, str]] | None"]
 class _DiscardingLog(EventLog):
     """A dry run records nothing: events and index entries are dropped."""
 
+    stores_events = False
+
     def __init__(self) -> None:
         super().__init__(None)  # type: ignore[arg-type]
 

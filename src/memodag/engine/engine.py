@@ -96,6 +96,8 @@ class Engine:
         self._retries: list[tuple[float, int, StepTask]] = []
         self._seq = itertools.count()
         self.result = EngineResult(self.status, self.addresses)
+        # a dry run's log keeps nothing: building its events would be wasted work
+        self._records_events: bool = getattr(event_log, "stores_events", True)
         memoizer.note_addresses(self.addresses)
 
     # -- registering steps ----------------------------------------------------------------
@@ -155,16 +157,17 @@ class Engine:
         if stored is not None:
             for address in stored:
                 self.addresses[(key, address.output_name, address.mapping_key)] = address
-            self.log.append(
-                Event(
-                    EventType.STEP_MEMOIZED,
-                    self.run_id,
-                    time.time(),
-                    key,
-                    "stored at current version",
-                    {"addresses": [a.to_dict() for a in stored]},
+            if self._records_events:
+                self.log.append(
+                    Event(
+                        EventType.STEP_MEMOIZED,
+                        self.run_id,
+                        time.time(),
+                        key,
+                        "stored at current version",
+                        {"addresses": [a.to_dict() for a in stored]},
+                    )
                 )
-            )
             self.status[key] = StepStatus.MEMOIZED
             self.result.memoized += 1
             self._after_success(step, stored)

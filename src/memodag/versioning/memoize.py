@@ -229,6 +229,12 @@ class IndexMemoizer(Memoizer):
                 ]
         return None
 
+    def assume_recomputed(self, step: ExecutionStep) -> None:
+        """Treat ``step`` as about to run: consumers see its code-derived versions (benchmarks
+        time version computation alone with it; dry runs go through the engine instead)."""
+        for name, version in (self.versions(step) or {}).items():
+            self._effective[(step.key, name, None)] = version
+
     def manifest_pieces(
         self, step_key: str, op_def: Any, name: str, version: str
     ) -> list[tuple[str, str]] | None:
