@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CHAIN = '''
+CHAIN = """
 from memodag import MEMOIZED_RUN_TAG, job, op
 
 @op(version="1")
@@ -36,9 +36,9 @@ def chain():
     value = source.alias("op0")()
     for i in range(1, {n}):
         value = inc.alias(f"op{{i}}")(value)
-'''
+"""
 
-FAN = '''
+FAN = """
 from memodag import MEMOIZED_RUN_TAG, DynamicOut, DynamicOutput, job, op
 
 @op(version="1", out=DynamicOut())
@@ -57,7 +57,7 @@ def total(xs):
 @job(tags={{MEMOIZED_RUN_TAG: "true"}})
 def fan():
     total(pieces().map(double).collect())
-'''
+"""
 
 RERUN = """
 import runpy, sys
@@ -98,9 +98,23 @@ def main() -> None:
         commands = {
             "baseline: python -c 'import memodag'": [python, "-c", "import memodag"],
             "chain list-versions (table)": [*cli, "job", "list-versions", "-f", "chain.py"],
-            "chain list-versions --json": [*cli, "job", "list-versions", "-f", "chain.py", "--json"],
+            "chain list-versions --json": [
+                *cli,
+                "job",
+                "list-versions",
+                "-f",
+                "chain.py",
+                "--json",
+            ],
             "fan-out list-versions (table)": [*cli, "job", "list-versions", "-f", "fan.py"],
-            "fan-out list-versions --json": [*cli, "job", "list-versions", "-f", "fan.py", "--json"],
+            "fan-out list-versions --json": [
+                *cli,
+                "job",
+                "list-versions",
+                "-f",
+                "fan.py",
+                "--json",
+            ],
             "chain memoized rerun (CLI execute)": [*cli, "job", "execute", "-f", "chain.py"],
             "chain memoized rerun (API)": [python, "rerun.py", "chain.py", "chain"],
             "fan-out memoized rerun (API)": [python, "rerun.py", "fan.py", "fan"],

@@ -27,6 +27,7 @@ from memodag.definitions.resources import (
     resource,
 )
 from memodag.engine.context import OpExecutionContext, build_op_context
+from memodag.engine.dry_run import list_versions
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import (
     ConfigError,
@@ -58,7 +59,6 @@ from memodag.storage.serializers import (
     PickleSerializer,
     Serializer,
 )
-from memodag.engine.dry_run import list_versions
 from memodag.versioning.report import OutputVersion
 from memodag.versioning.source_hash import SourceHashVersionStrategy
 from memodag.versioning.strategy import (

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "memoized_development"
 
-FANNED = '''
+FANNED = """
 from memodag import MEMOIZED_RUN_TAG, DynamicOut, DynamicOutput, job, op
 
 
@@ -41,7 +41,7 @@ def report(t):
 @job(tags={MEMOIZED_RUN_TAG: "true"})
 def fanned():
     report(total(pieces().map(double).collect()))
-'''
+"""
 
 
 def memodag(home: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -60,7 +60,9 @@ class StoredMemoizer(Memoizer):
 
 
 def address(step_key: str, output: str, mapping_key: str | None = None) -> Address:
-    return Address("io_manager", f"file:///{step_key}", "pickle", "run", step_key, output, mapping_key)
+    return Address(
+        "io_manager", f"file:///{step_key}", "pickle", "run", step_key, output, mapping_key
+    )
 
 
 def succeed(task: StepTask, pieces: tuple[str, ...] = ()) -> StepOutcome:
@@ -200,7 +202,7 @@ def test_fan_out_clones_are_run_state_and_the_plan_is_left_unchanged(instance):
     assert set(plan.steps) == {"pieces", "report"}
     assert {"double[a]", "double[b]", "total"} <= set(engine.steps)
     # the same plan walks again from scratch, with other pieces
-    again, executor, _ = walk(
+    _, executor, _ = walk(
         fanned, lambda t: succeed(t, ("z",)) if t.step_key == "pieces" else succeed(t), instance
     )
     assert executor.submitted == ["pieces", "double[z]", "total", "report"]

@@ -93,16 +93,18 @@ class JobFactory:
                     inner_fan = factory.fan(f"if{i}")
                     inner_map = factory.unary(f"im{i}")
                     inner_gather = factory.collector(f"ig{i}")
-                    per_piece = factory.fan(f"f{i}")(x).map(
-                        lambda piece: inner_gather(inner_fan(piece).map(inner_map).collect())
-                    )
+
+                    def per_piece_graph(piece, fan=inner_fan, each=inner_map, gather=inner_gather):
+                        return gather(fan(piece).map(each).collect())
+
+                    per_piece = factory.fan(f"f{i}")(x).map(per_piece_graph)
                     x = factory.collector(f"g{i}")(per_piece.collect())
             factory.unary("end")(x)
 
         graph.__name__ = "generated"
-        return job(
-            name="generated", tags={MEMOIZED_RUN_TAG: "true"}, early_cutoff=self.cutoff
-        )(graph)
+        return job(name="generated", tags={MEMOIZED_RUN_TAG: "true"}, early_cutoff=self.cutoff)(
+            graph
+        )
 
 
 def matches(step_key: str, row_key: str) -> bool:

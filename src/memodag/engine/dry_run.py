@@ -80,7 +80,9 @@ class PredictingExecutor(Executor):
             if cutoff or (version is None and task.step_key in self.data_pending):
                 self.pending_outputs.add((task.step_key, name))
             if out.is_dynamic:
-                pieces = self._pieces_at(task.step_key, task.op_def, name, version) if version else None
+                pieces = (
+                    self._pieces_at(task.step_key, task.op_def, name, version) if version else None
+                )
                 if pieces is None:
                     unknown.add(name)
                     continue
@@ -100,7 +102,14 @@ class PredictingExecutor(Executor):
     ) -> Address:
         # version None: what consumers see is a data hash only the real run will know
         return Address(
-            out.io_manager_key, None, PREDICTED, task.run_id, task.step_key, name, mapping_key, version
+            out.io_manager_key,
+            None,
+            PREDICTED,
+            task.run_id,
+            task.step_key,
+            name,
+            mapping_key,
+            version,
         )
 
     @property

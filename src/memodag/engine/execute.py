@@ -113,9 +113,7 @@ def execute_job(
                 io_managers = _driver_io_managers(job, resolved, resource_keys, instance, run_id)
             memoizer.attach_io_managers(io_managers)
             executor.start(payload, runtime)
-            engine = Engine(
-                plan, run_id, executor, event_log, memoizer, selected, external, steps
-            )
+            engine = Engine(plan, run_id, executor, event_log, memoizer, selected, external, steps)
             engine.add_steps(list(engine.steps.values()))
             engine.run()
     except KeyboardInterrupt as exc:

@@ -233,9 +233,7 @@ def select_steps(
             ]
             up = down = 0
             if not matches:
-                matches = [
-                    k for k in all_steps if fnmatch.fnmatchcase(k, core.replace("[", "[[]"))
-                ]
+                matches = [k for k in all_steps if fnmatch.fnmatchcase(k, core.replace("[", "[[]"))]
                 up, down = _depth(item, prefix=True), _depth(item, prefix=False)
         if not matches:
             unknown.append(item)

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from memodag.definitions.config import config_to_plain
-
 from memodag.engine.step import StepOutcome
 from memodag.errors import MemoizationError
 from memodag.plan.dynamic import parse_step_key
@@ -278,7 +277,6 @@ class IndexMemoizer(Memoizer):
     def _key_for(
         self, step_key: str, op_def: Any, name: str, mapping_key: str | None = None
     ) -> str:
-
         """The index key of an output: job-scoped, and scoped by the identity of the io manager
         that stores it (definition, version, config), so changing where an output goes never
         finds what the old storage holds."""

@@ -155,8 +155,7 @@ def _would_run(
 def _pending_fan_outs(state: WalkState) -> dict[tuple[str, str], bool]:
     """Fan-outs whose pieces are unknown -> whether their data (early cutoff) decides too."""
     return {
-        (source, output): source in state.data_pending
-        or (source, output) in state.pending_outputs
+        (source, output): source in state.data_pending or (source, output) in state.pending_outputs
         for source, output in state.unexpanded
     }
 
@@ -279,9 +278,7 @@ def _code_reason(
     return f"code version of op '{op_name}' changed ({_short(old.get('code'))} -> {_short(now['code'])})"
 
 
-def _resource_reason(
-    res_key: str, old: Mapping[str, Any], now_configs: Mapping[str, Any]
-) -> str:
+def _resource_reason(res_key: str, old: Mapping[str, Any], now_configs: Mapping[str, Any]) -> str:
     old_configs = old.get("resource_configs") or {}
     if res_key in old_configs and res_key in now_configs:
         changes: list[str] = []
