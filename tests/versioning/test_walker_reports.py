@@ -197,3 +197,36 @@ def test_with_early_cutoff_a_consumer_of_a_rerun_depends_on_its_data(instance):
     # same data (3 is odd, like 1): the run bears the prediction out by memoizing describe
     rerun = cut.execute_in_process(run_config=cfg(3), instance=instance)
     assert rerun.step_status == {"parity": "success", "describe": "memoized"}
+
+
+def test_a_consumer_of_an_optional_output_not_yielded_is_reported_skipped(instance):
+    from memodag import Out, Output
+
+    @op(version="1", out={"always": Out(), "sometimes": Out(is_required=False)})
+    def produce():
+        yield Output(1, "always")
+
+    @op(version="1")
+    def use(x):
+        return x
+
+    @op(version="1")
+    def use_optional(x):
+        return x
+
+    @job(tags={MEMOIZED_RUN_TAG: "true"})
+    def optional():
+        always, sometimes = produce()
+        use(always)
+        use_optional(sometimes)
+
+    optional.execute_in_process(instance=instance)
+    rows = statuses(list_versions(optional, None, instance))
+    assert rows == {
+        "produce.always": "stored",
+        "produce.sometimes": "stored",
+        "use.result": "stored",
+        "use_optional.result": "skipped",
+    }
+    again = optional.execute_in_process(instance=instance)
+    assert again.step_status["use_optional"] == "skipped"

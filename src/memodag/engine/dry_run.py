@@ -161,6 +161,7 @@ def list_versions(
             engine.unexpanded,
             executor.data_pending,
             executor.pending_outputs,
+            engine.result.unfinished,
         )
         return report_rows(plan, state, memoizer, explain)
 

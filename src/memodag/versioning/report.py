@@ -24,8 +24,10 @@ TO_BE_RECOMPUTED = "to-be-recomputed"
 #: an early-cutoff upstream re-runs: whether this step runs depends on the data it yields
 DEPENDS_ON_DATA = "depends-on-data"
 UNVERSIONED = "unversioned"
+#: the run will not start it: an output it needs is not yielded at the stored version
+SKIPPED = "skipped"
 
-STATUSES = (STORED, TO_BE_RECOMPUTED, DEPENDS_ON_DATA, UNVERSIONED)
+STATUSES = (STORED, TO_BE_RECOMPUTED, DEPENDS_ON_DATA, UNVERSIONED, SKIPPED)
 
 # the engine's step statuses (engine.engine.StepStatus), as this layer sees them
 _RAN = "success"
@@ -66,6 +68,8 @@ class WalkState:
     unexpanded: Sequence[tuple[str, str]]
     data_pending: Collection[str]
     pending_outputs: Collection[tuple[str, str]]
+    #: steps left waiting when the walk ended (on pieces nobody could tell)
+    unfinished: Collection[str] = ()
 
 
 def report_rows(
@@ -86,6 +90,18 @@ def report_rows(
             rows.extend(_would_run(step, state, memoizer, explain))
         else:
             waiting.append(key)
+    waiting, skipped = _split_waiting(state, waiting)
+    for key in skipped:
+        rows.extend(
+            OutputVersion(
+                f"{key}.{name}",
+                None,
+                SKIPPED,
+                ("an output it needs is not yielded at the stored version (optional output)",),
+                key,
+            )
+            for name in state.steps[key].op_def.outs
+        )
     pending_from = _pending_fan_outs(state)
     pending_status = DEPENDS_ON_DATA if any(pending_from.values()) else TO_BE_RECOMPUTED
     why = (
@@ -111,6 +127,20 @@ def report_rows(
             for name in node.op_def.outs
         )
     return rows
+
+
+def _split_waiting(state: WalkState, waiting: list[str]) -> tuple[list[str], list[str]]:
+    """Steps not decided by the walk: those waiting (directly or through an upstream) on pieces
+    not known yet, and those the run skips because an optional output is not yielded."""
+    pending = set(state.unfinished)
+    changed = True
+    while changed:
+        changed = False
+        for key in waiting:
+            if key not in pending and state.steps[key].upstream_step_keys & pending:
+                pending.add(key)
+                changed = True
+    return [k for k in waiting if k in pending], [k for k in waiting if k not in pending]
 
 
 def _would_run(
@@ -337,6 +367,7 @@ def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
 __all__ = [
     "DEPENDS_ON_DATA",
     "STATUSES",
+    "SKIPPED",
     "STORED",
     "TO_BE_RECOMPUTED",
     "UNVERSIONED",

@@ -23,6 +23,7 @@ _STATUS_COLOR = {
     "to-be-recomputed": "yellow",
     "depends-on-data": "cyan",
     "unversioned": "red",
+    "skipped": "magenta",
 }
 _STATUSES = tuple(_STATUS_COLOR)
 
