@@ -366,8 +366,8 @@ def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
 
 __all__ = [
     "DEPENDS_ON_DATA",
-    "STATUSES",
     "SKIPPED",
+    "STATUSES",
     "STORED",
     "TO_BE_RECOMPUTED",
     "UNVERSIONED",
