@@ -10,12 +10,12 @@ of 10,000 rows costs seconds.
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import click
 
-from memodag.cli.console import echo_json
 from memodag.cli.loading import JobSpec, job_options
 
 _STATUS_COLOR = {
@@ -128,7 +128,11 @@ def _print(
     total: int,
 ) -> None:
     if as_json:
-        echo_json({"job": job_name, "outputs": [r.to_dict() for r in rows]})
+        # one output per line, each encoded by json's C encoder (``indent`` would force the
+        # pure-Python one: a third of a second at 10,000 rows)
+        lines = ",\n    ".join(json.dumps(r.to_dict()) for r in rows)
+        body = f"\n    {lines}\n  " if rows else ""
+        click.echo(f'{{\n  "job": {json.dumps(job_name)},\n  "outputs": [{body}]\n}}')
         return
     cells = [_cells(r, why) for r in rows] if unfold else _fold(rows, why)
     columns = 4 if why else 3
