@@ -130,8 +130,8 @@ def _print(
     if as_json:
         # one output per line, each encoded by json's C encoder (``indent`` would force the
         # pure-Python one: a third of a second at 10,000 rows)
-        lines = ",\n    ".join(json.dumps(r.to_dict()) for r in rows)
-        body = f"\n    {lines}\n  " if rows else ""
+        encoded = ",\n    ".join(json.dumps(r.to_dict()) for r in rows)
+        body = f"\n    {encoded}\n  " if rows else ""
         click.echo(f'{{\n  "job": {json.dumps(job_name)},\n  "outputs": [{body}]\n}}')
         return
     cells = [_cells(r, why) for r in rows] if unfold else _fold(rows, why)
