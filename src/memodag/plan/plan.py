@@ -151,8 +151,10 @@ def _flatten(
             elif isinstance(source, FromNode):
                 node_path, output = _resolve_output(graph, prefix, source.node, source.output)
                 inputs[input_name] = NodeSource(node_path, output, source.mode)
-        scope = outer_scope + tuple(
-            _resolve_output(graph, prefix, n, o) for n, o in node.mapped_over
+        scope = (
+            outer_scope + tuple(_resolve_output(graph, prefix, n, o) for n, o in node.mapped_over)
+            if node.mapped_over
+            else outer_scope
         )
         if isinstance(node.definition, GraphDefinition):
             if node.mapped_over:
@@ -166,7 +168,9 @@ def _flatten(
             if input_name not in inputs and spec.has_default:
                 inputs[input_name] = DefaultSource(spec.default_value)
         path = f"{prefix}{name}"
-        out[path] = OpNode(path, op_def, inputs, {**op_def.tags, **node.tags}, scope)
+        # most nodes add no tags: they share their op's (tags are never changed once built)
+        tags = {**op_def.tags, **node.tags} if node.tags else op_def.tags
+        out[path] = OpNode(path, op_def, inputs, tags, scope)
 
 
 def build_plan(job: Any, run_config: ResolvedRunConfig) -> ExecutionPlan:
