@@ -32,6 +32,7 @@ from memodag.definitions.resources import (
     io_manager,
     resource,
 )
+from memodag.engine.dry_run import list_versions
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import (
     ConfigError,
@@ -64,7 +65,7 @@ from memodag.storage.serializers import (
     PickleSerializer,
     Serializer,
 )
-from memodag.versioning.report import OutputVersion, list_versions
+from memodag.versioning.report import OutputVersion
 from memodag.versioning.source_hash import SourceHashVersionStrategy
 from memodag.versioning.strategy import (
     MEMOIZED_RUN_TAG,

@@ -1,10 +1,13 @@
-"""The engine loop: the one place that decides what runs.
+"""The engine loop: the one place that decides what runs, for real runs and dry runs alike.
 
 Single-threaded in the driver. For each ready step it asks the memoizer whether every output is
 stored at its current version (then it records the stored addresses and moves on) or builds a
 ``StepTask`` and hands it to the executor. Outcomes come back through ``executor.wait``; each
 success releases its consumers, each failure is retried per policy or skips everything downstream.
-Per-step work is O(1) in the size of the job: counters, not scans.
+``list-versions``/``explain`` run this same loop with an executor that predicts outcomes instead
+of running ops (``engine.dry_run``), so what they report cannot drift from what a run does.
+Per-step work is O(1) in the size of the job: counters, not scans. Fan-out clones are run state
+(``Engine.steps``): the shared ``ExecutionPlan`` is never changed.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
 from memodag.runtime.step import InputLoad, StepOutcome, StepTask
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address
+from memodag.versioning.memoizer import AddressKey, Memoizer
 
-AddressKey = tuple[str, str, "str | None"]
+__all__ = ["AddressKey", "Engine", "EngineResult", "Memoizer", "StepStatus"]
 
 
 class StepStatus:
@@ -37,42 +41,6 @@ class StepStatus:
     EXTERNAL = "external"  # not selected: its outputs come from the parent run
 
     DONE_OK = frozenset({SUCCESS, MEMOIZED, EXTERNAL})
-
-
-class Memoizer:
-    """The versioning adapter beside the engine (``versioning.memoize``). This base memoizes nothing."""
-
-    enabled = False
-
-    def prepare(self, steps: Iterable[ExecutionStep]) -> None:
-        """Called with every batch of steps entering the run (batched index look-ups go here)."""
-
-    def attach_io_managers(self, io_managers: Mapping[str, Any]) -> None:
-        """The run's io managers, for custom managers that answer ``has_output`` themselves."""
-
-    def note_addresses(self, addresses: Mapping[AddressKey, Address]) -> None:
-        """Outputs the run takes from elsewhere (a parent run)."""
-
-    def versions(self, step: ExecutionStep) -> Mapping[str, str] | None:
-        return None
-
-    def hash_outputs(self, step: ExecutionStep) -> frozenset[str]:
-        """Outputs whose data hash the attempt must record (early cutoff)."""
-        return frozenset()
-
-    def stored(self, step: ExecutionStep) -> list[Address] | None:
-        """Addresses of all the step's outputs (every piece of a dynamic one) if all are stored
-        at their current version, else None."""
-        return None
-
-    def record(self, step: ExecutionStep, outcome: StepOutcome) -> list[Any]:
-        """Index entries for what a successful attempt stored."""
-        return []
-
-    def notices(self) -> list[str]:
-        """Warnings about the stored outputs seen so far, each given once per run (outputs of an
-        older version scheme that will be recomputed)."""
-        return []
 
 
 @dataclass
@@ -92,7 +60,12 @@ class EngineResult:
 
 
 class Engine:
-    """Walks one run's plan. Not reusable across runs."""
+    """Walks one run's plan. Not reusable across runs.
+
+    Invariants: ``steps`` starts as a copy of the plan's steps (or the steps a re-execution
+    expanded) and grows as fan-outs finish; a step is decided (memoized or submitted) only once
+    every upstream has a status; ``status`` records each step once.
+    """
 
     def __init__(
         self,
@@ -103,8 +76,14 @@ class Engine:
         memoizer: Memoizer,
         selected: set[str] | None = None,
         external_addresses: Mapping[AddressKey, Address] | None = None,
+        steps: Mapping[str, ExecutionStep] | None = None,
     ) -> None:
         self.plan = plan
+        #: this run's steps: the plan's, plus the clones and collectors of fan-outs as they end
+        self.steps: dict[str, ExecutionStep] = dict(plan.steps if steps is None else steps)
+        #: ``(step key, output)`` fan-outs whose pieces an outcome could not tell (a dry run's
+        #: prediction of a fan-out that must run): what they would create is not expanded
+        self.unexpanded: list[tuple[str, str]] = []
         self.run_id = run_id
         self.executor = executor
         self.log = event_log
@@ -119,6 +98,8 @@ class Engine:
         self._retries: list[tuple[float, int, StepTask]] = []
         self._seq = itertools.count()
         self.result = EngineResult(self.status, self.addresses)
+        # a dry run's log keeps nothing: building its events would be wasted work
+        self._records_events: bool = getattr(event_log, "stores_events", True)
         memoizer.note_addresses(self.addresses)
 
     # -- registering steps ----------------------------------------------------------------
@@ -185,21 +166,22 @@ class Engine:
         return self.result
 
     def _start(self, key: str) -> None:
-        step = self.plan.steps[key]
+        step = self.steps[key]
         stored = self.memoizer.stored(step) if self.memoizer.enabled else None
         if stored is not None:
             for address in stored:
                 self.addresses[(key, address.output_name, address.mapping_key)] = address
-            self.log.append(
-                Event(
-                    EventType.STEP_MEMOIZED,
-                    self.run_id,
-                    time.time(),
-                    key,
-                    "stored at current version",
-                    {"addresses": [a.to_dict() for a in stored]},
+            if self._records_events:
+                self.log.append(
+                    Event(
+                        EventType.STEP_MEMOIZED,
+                        self.run_id,
+                        time.time(),
+                        key,
+                        "stored at current version",
+                        {"addresses": [a.to_dict() for a in stored]},
+                    )
                 )
-            )
             self.status[key] = StepStatus.MEMOIZED
             self.result.memoized += 1
             self._after_success(step, stored)
@@ -247,12 +229,12 @@ class Engine:
         )
 
     def _out_def(self, handle: StepOutputHandle) -> Any:
-        step = self.plan.steps.get(handle.step_key)
+        step = self.steps.get(handle.step_key)
         return step.op_def.outs.get(handle.output_name) if step is not None else None
 
     def _finish(self, outcome: StepOutcome) -> None:
         key = outcome.step_key
-        step = self.plan.steps[key]
+        step = self.steps[key]
         # durable before anything builds on it: a run killed from here on keeps this step
         self.log.record_outcome(
             outcome.events, self.memoizer.record(step, outcome) if outcome.success else ()
@@ -262,7 +244,7 @@ class Engine:
             self.result.executed += 1
             for stored in outcome.outputs:
                 self.addresses[(key, stored.output_name, stored.mapping_key)] = stored.address
-            self._after_success(step, [o.address for o in outcome.outputs])
+            self._after_success(step, [o.address for o in outcome.outputs], outcome.unknown_pieces)
             return
         policy = step.op_def.retry_policy
         if policy is not None and outcome.attempt < policy.max_retries:
@@ -298,9 +280,20 @@ class Engine:
             _, _, task = heapq.heappop(self._retries)
             self.executor.submit(task)
 
-    def _after_success(self, step: ExecutionStep, addresses: list[Address]) -> None:
+    def _after_success(
+        self,
+        step: ExecutionStep,
+        addresses: list[Address],
+        unknown_pieces: frozenset[str] = frozenset(),
+    ) -> None:
         if step.op_def.has_dynamic_output:
-            new_steps = expand_mapped(self.plan, step, pieces_from_addresses(step, addresses))
+            pieces = pieces_from_addresses(step, addresses)
+            for output in unknown_pieces:
+                # a prediction that cannot say which pieces will come: clones, collectors and
+                # their consumers stay undecided (the run ends with them waiting)
+                pieces.pop(output, None)
+                self.unexpanded.append((step.key, output))
+            new_steps = expand_mapped(self.plan, self.steps, step, pieces)
             if self.selected is not None:
                 # pieces this run produced: everything made from them runs here
                 self.selected.update(s.key for s in new_steps)

@@ -22,7 +22,7 @@ from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import ExecutionError, StepExecutionError
 from memodag.executors.base import Executor, RunPayload
 from memodag.plan.dynamic import drop_expansions_of, expand_from_addresses
-from memodag.plan.plan import ExecutionPlan, build_plan, select_steps
+from memodag.plan.plan import ExecutionPlan, ExecutionStep, build_plan, select_steps
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
 from memodag.runtime.resources import initialized_resources
 from memodag.runtime.step import StepRuntime
@@ -58,7 +58,7 @@ def execute_job(
     run_id = run_id or str(uuid.uuid4())
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
     parent = _parent_run(instance, parent_run_id)
-    selected, external = _selection(plan, instance, parent, step_selection)
+    steps, selected, external = _selection(plan, instance, parent, step_selection)
     _check_external_addresses(job, external, executor)
     memoizer = _memoizer(job, plan, run_tags, instance, run_id)
     if parent is not None:
@@ -134,8 +134,10 @@ def execute_job(
             try:
                 hooks.start()
                 executor.start(payload, runtime)
-                engine = Engine(plan, run_id, executor, event_log, memoizer, selected, external)
-                engine.add_steps(plan.steps.values())
+                engine = Engine(
+                    plan, run_id, executor, event_log, memoizer, selected, external, steps
+                )
+                engine.add_steps(list(engine.steps.values()))
                 engine.run()
             except BaseException as exc:
                 ending = exc
@@ -282,19 +284,22 @@ def _selection(
     instance: Instance,
     parent: RunRecord | None,
     step_selection: Sequence[str] | None,
-) -> tuple[set[str] | None, dict[AddressKey, Address]]:
+) -> tuple[dict[str, ExecutionStep], set[str] | None, dict[AddressKey, Address]]:
+    """The run's steps (the plan's, plus the parent's fan-outs expanded so their clones can be
+    selected), the selected step keys, and the outputs taken from the parent run."""
+    steps = dict(plan.steps)
     if not step_selection:
-        return None, {}
+        return steps, None, {}
     parent_addresses, completed = _lineage_addresses(instance, parent) if parent else ({}, set())
     # clones of the parent's fan-outs become selectable ("double[k7]"); fan-outs that re-run
     # are expanded afresh by the engine from their new pieces
-    created_by = expand_from_addresses(plan, parent_addresses, completed)
-    selected = select_steps(plan, step_selection)
-    drop_expansions_of(plan, created_by, selected)
+    created_by = expand_from_addresses(plan, steps, parent_addresses, completed)
+    selected = select_steps(plan, step_selection, steps)
+    drop_expansions_of(steps, created_by, selected)
     external: dict[AddressKey, Address] = {}
     missing: list[str] = []
     for key in sorted(selected):
-        for spec in plan.steps[key].inputs:
+        for spec in steps[key].inputs:
             for handle in spec.upstream:
                 if handle.step_key in selected:
                     continue
@@ -315,7 +320,7 @@ def _selection(
             + "):\n"
             + "\n".join(f"  - {m}" for m in missing)
         )
-    return selected, external
+    return steps, selected, external
 
 
 def _kept_in_process(job: JobDefinition, resolved: ResolvedRunConfig, key: str) -> bool:

@@ -2,8 +2,9 @@
 
 When a step with a ``DynamicOut`` finishes (or is found stored), its pieces' mapping keys are
 known; ``expand_mapped`` then clones every node mapped over that output once per key
-(``op[key]``; nested fan-outs ``op[k1,k2]``) and creates the collectors that gather them. Pure:
-it only adds steps to the plan. See docs/dynamic.md.
+(``op[key]``; nested fan-outs ``op[k1,k2]``) and creates the collectors that gather them. The
+shared ``ExecutionPlan`` is never changed: expansions go into the steps of one run (or one dry
+run), which the caller owns. See docs/dynamic.md.
 """
 
 from __future__ import annotations
@@ -60,10 +61,14 @@ def gathered_fan_out(nodes: Mapping[str, OpNode], source: NodeSource) -> tuple[s
 
 
 def expand_mapped(
-    plan: ExecutionPlan, source: ExecutionStep, pieces: Mapping[str, Sequence[str]]
+    plan: ExecutionPlan,
+    steps: dict[str, ExecutionStep],
+    source: ExecutionStep,
+    pieces: Mapping[str, Sequence[str]],
 ) -> list[ExecutionStep]:
     """Steps made known by ``source`` finishing with ``pieces`` (output name -> mapping keys in
-    emission order). Adds them to ``plan.steps`` and returns them in a topological order."""
+    emission order). Adds them to ``steps`` (a run's steps, not ``plan.steps``) and returns them
+    in a topological order."""
     prefix = source.mapping_keys
     depth = len(prefix)
     created: list[ExecutionStep] = []
@@ -89,11 +94,11 @@ def expand_mapped(
             ):
                 created.append(_make_step(plan, node, prefix, pieces_of=(fan_out, list(keys))))
     for step in created:
-        if step.key in plan.steps:
+        if step.key in steps:
             raise DefinitionError(
                 f"step '{step.key}' was created twice; mapping keys must be unique per output"
             )
-        plan.steps[step.key] = step
+        steps[step.key] = step
     return created
 
 
@@ -171,19 +176,21 @@ def pieces_from_addresses(step: ExecutionStep, addresses: Sequence[object]) -> d
 
 def expand_from_addresses(
     plan: ExecutionPlan,
+    steps: dict[str, ExecutionStep],
     addresses: Mapping[tuple[str, str, str | None], object],
     completed: Collection[str] = (),
 ) -> dict[str, str]:
     """Expand every fan-out whose pieces ``addresses`` (a parent run's outputs) hold, or that is
     among the ``completed`` steps (it may have yielded no piece), repeatedly, so clones like
-    ``double[k7]`` and collectors exist in the plan. Returns created step key -> source step key."""
+    ``double[k7]`` and collectors exist in ``steps`` (a run's steps). Returns created step key
+    -> source step key."""
     pieces_by_step: dict[str, dict[str, list[str]]] = {}
     for step_key, output, mapping_key in addresses:
         if mapping_key is not None:
             pieces_by_step.setdefault(step_key, {}).setdefault(output, []).append(mapping_key)
     created_by: dict[str, str] = {}
     # first in, first out: fan-outs expand (and their clones enter the plan) in emission order
-    queue = deque(s for s in plan.steps.values() if s.op_def.has_dynamic_output)
+    queue = deque(s for s in steps.values() if s.op_def.has_dynamic_output)
     while queue:
         step = queue.popleft()
         if step.key not in pieces_by_step and step.key not in completed:
@@ -192,7 +199,7 @@ def expand_from_addresses(
         pieces = {
             name: found.get(name, []) for name, out in step.op_def.outs.items() if out.is_dynamic
         }
-        for new in expand_mapped(plan, step, pieces):
+        for new in expand_mapped(plan, steps, step, pieces):
             created_by[new.key] = step.key
             if new.op_def.has_dynamic_output:
                 queue.append(new)
@@ -200,11 +207,11 @@ def expand_from_addresses(
 
 
 def drop_expansions_of(
-    plan: ExecutionPlan, created_by: Mapping[str, str], selected: set[str]
+    steps: dict[str, ExecutionStep], created_by: Mapping[str, str], selected: set[str]
 ) -> None:
     """Remove what was expanded from the parent's pieces of fan-outs that will re-run (they are
     expanded again from the new pieces), and those steps from ``selected``."""
-    rerun = {key for key in selected if plan.steps[key].op_def.has_dynamic_output}
+    rerun = {key for key in selected if steps[key].op_def.has_dynamic_output}
     if not rerun:
         return
     doomed = set()
@@ -216,5 +223,5 @@ def drop_expansions_of(
                 doomed.add(key)
                 changed = True
     for key in doomed:
-        plan.steps.pop(key, None)
+        steps.pop(key, None)
         selected.discard(key)

@@ -2,8 +2,8 @@
 
 Pure: builds data, runs no user code and touches no storage. Nested graphs are flattened into op
 nodes with dotted paths (``outer.inner``), which are also the step keys of unmapped nodes. Nodes
-mapped over a dynamic output are kept as templates; ``dynamic.expand_mapped`` clones them once the
-pieces are known (docs/dynamic.md).
+mapped over a dynamic output are kept as templates; ``dynamic.expand_mapped`` clones them into a
+run's own steps once the pieces are known (docs/dynamic.md): a plan never changes once built.
 """
 
 from __future__ import annotations
@@ -99,8 +99,9 @@ class ExecutionStep:
 class ExecutionPlan:
     """Steps keyed by step key in a topological order, plus mapped templates awaiting pieces.
 
-    Invariant: every upstream of a step in ``steps`` is itself in ``steps`` (or is a template's
-    clone, added by ``dynamic.expand_mapped`` before its consumers).
+    Invariant: every upstream of a step in ``steps`` is itself in ``steps`` or is a template's
+    clone. Clones and collectors never enter ``steps``: each run (and each dry run) expands them
+    into a copy it owns (``dynamic.expand_mapped``), so one plan can serve several walks.
     """
 
     job_name: str
@@ -153,8 +154,10 @@ def _flatten(
             elif isinstance(source, FromNode):
                 node_path, output = _resolve_output(graph, prefix, source.node, source.output)
                 inputs[input_name] = NodeSource(node_path, output, source.mode)
-        scope = outer_scope + tuple(
-            _resolve_output(graph, prefix, n, o) for n, o in node.mapped_over
+        scope = (
+            outer_scope + tuple(_resolve_output(graph, prefix, n, o) for n, o in node.mapped_over)
+            if node.mapped_over
+            else outer_scope
         )
         if isinstance(node.definition, GraphDefinition):
             if node.mapped_over:
@@ -168,7 +171,9 @@ def _flatten(
             if input_name not in inputs and spec.has_default:
                 inputs[input_name] = DefaultSource(spec.default_value)
         path = f"{prefix}{name}"
-        out[path] = OpNode(path, op_def, inputs, {**op_def.tags, **node.tags}, scope)
+        # most nodes add no tags: they share their op's (tags are never changed once built)
+        tags = {**op_def.tags, **node.tags} if node.tags else op_def.tags
+        out[path] = OpNode(path, op_def, inputs, tags, scope)
 
 
 def build_plan(job: JobDefinition, run_config: ResolvedRunConfig) -> ExecutionPlan:
@@ -202,11 +207,18 @@ def _static_inputs(node: OpNode) -> tuple[StepInput, ...]:
     return tuple(result)
 
 
-def select_steps(plan: ExecutionPlan, selection: Sequence[str]) -> set[str]:
-    """Resolve a step selection: exact keys or globs, ``*op`` (op and all upstream), ``op*`` (op
-    and all downstream), ``+op`` / ``op+`` (one level). Unknown selections raise, naming them."""
-    downstream: dict[str, set[str]] = {k: set() for k in plan.steps}
-    for key, step in plan.steps.items():
+def select_steps(
+    plan: ExecutionPlan,
+    selection: Sequence[str],
+    steps: Mapping[str, ExecutionStep] | None = None,
+) -> set[str]:
+    """Resolve a step selection among ``steps`` (default: the plan's; a re-execution passes its
+    steps with the parent's fan-outs expanded): exact keys or globs, ``*op`` (op and all
+    upstream), ``op*`` (op and all downstream), ``+op`` / ``op+`` (one level). Unknown selections
+    raise, naming them."""
+    all_steps = plan.steps if steps is None else steps
+    downstream: dict[str, set[str]] = {k: set() for k in all_steps}
+    for key, step in all_steps.items():
         for upstream in step.upstream_step_keys:
             downstream.setdefault(upstream, set()).add(key)
     selected: set[str] = set()
@@ -215,33 +227,31 @@ def select_steps(plan: ExecutionPlan, selection: Sequence[str]) -> set[str]:
         core = item.strip().strip("*+")
         up = _depth(item, prefix=True)
         down = _depth(item, prefix=False)
-        matches = [k for k in plan.steps if k == core]
+        matches = [k for k in all_steps if k == core]
         if not matches:
             # a mapped node by its name: every clone of it ("double*" = all of double's clones
             # and what is downstream of them)
-            matches = [k for k in plan.steps if _clone_of(k, core)]
+            matches = [k for k in all_steps if _clone_of(k, core)]
         if not matches:
             # not a step key with up/downstream marks: the whole item as a glob ("g.*", "double[*]")
             raw = item.strip()
             matches = [
-                k for k in plan.steps if k == raw or fnmatch.fnmatchcase(k, raw.replace("[", "[[]"))
+                k for k in all_steps if k == raw or fnmatch.fnmatchcase(k, raw.replace("[", "[[]"))
             ]
             up = down = 0
             if not matches:
-                matches = [
-                    k for k in plan.steps if fnmatch.fnmatchcase(k, core.replace("[", "[[]"))
-                ]
+                matches = [k for k in all_steps if fnmatch.fnmatchcase(k, core.replace("[", "[[]"))]
                 up, down = _depth(item, prefix=True), _depth(item, prefix=False)
         if not matches:
             unknown.append(item)
             continue
         for key in matches:
             selected.add(key)
-            selected |= _walk(key, lambda k: plan.steps[k].upstream_step_keys, up)
+            selected |= _walk(key, lambda k: all_steps[k].upstream_step_keys, up)
             selected |= _walk(key, lambda k: downstream.get(k, set()), down)
     if unknown:
         raise ExecutionError(
-            f"step selection {unknown} matches no step of job '{plan.job_name}'; steps are {sorted(plan.steps)[:30]}"
+            f"step selection {unknown} matches no step of job '{plan.job_name}'; steps are {sorted(all_steps)[:30]}"
         )
     return selected
 

@@ -79,6 +79,9 @@ class StepOutcome:
     exception: BaseException | None = None
     attempt: int = 0
     duration: float = 0.0
+    #: dynamic outputs whose pieces the outcome cannot tell: only a dry run's prediction of a
+    #: fan-out that must run has any (the engine then expands nothing from them)
+    unknown_pieces: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)

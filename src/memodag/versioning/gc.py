@@ -34,11 +34,12 @@ from memodag.storage.io_managers.files import (
     base_of,
 )
 from memodag.storage.liveness import process_alive
+from memodag.versioning.memoize import ABSENT, CODE_PARTS
 
 _OBJECT_STORE_PROTOCOLS = ("s3", "s3a")
-#: index rows the memoizer writes about outputs that hold no data (a dynamic output's manifest,
-#: an optional output not yielded: ``versioning.memoize``): left as they are, as before
-_METADATA_SERIALIZERS = frozenset({"manifest", "absent"})
+#: index rows the memoizer writes that hold no data (a dynamic output's manifest, an optional
+#: output not yielded, what a mapped op's code hashes: ``versioning.memoize``): left as they are
+_METADATA_SERIALIZERS = frozenset({"manifest", ABSENT, CODE_PARTS})
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ custom ``MemoizableIOManager``s answer ``has_output`` themselves. See docs/versi
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from memodag.engine.engine import Memoizer
+from memodag.definitions.config import config_to_plain
 from memodag.errors import MemoizationError
 from memodag.hashing import hash_strings, piece_version
 from memodag.plan.dynamic import parse_step_key
@@ -21,12 +22,15 @@ from memodag.runtime.step import StepOutcome
 from memodag.storage.instance.records import IndexEntry
 from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
 from memodag.versioning import scheme
+from memodag.versioning.memoizer import AddressKey, Memoizer
 from memodag.versioning.resolve import Recipe, VersionResolver, output_version
 from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 
-AddressKey = tuple[str, str, "str | None"]
-
 ABSENT = "absent"  # the serializer of an index entry recording an optional output not yielded
+CODE_PARTS = "code-parts"  # the serializer of an entry naming what a mapped op's code hashes
+
+# resource config fields whose values ``explain`` must never keep in the index
+_SECRET_FIELD = re.compile(r"pass|secret|token|credential|private|api_?key", re.IGNORECASE)
 
 
 def memoization_enabled(job: Any, tags: Mapping[str, str]) -> bool:
@@ -58,6 +62,8 @@ class IndexMemoizer(Memoizer):
         self.resolver = VersionResolver(job, plan.run_config.resource_config, job.version_strategy)
         self.io_managers: Mapping[str, IOManager] = {}
         self._entries: dict[tuple[str, str], IndexEntry] = {}
+        self._by_key: dict[str, list[IndexEntry]] = {}
+        self._code_parts_recorded: set[tuple[str, str]] = set()
         self._fetched: set[str] = set()
         self._recipes: dict[str, Recipe | None] = {}
         self._versions: dict[str, dict[str, str] | None] = {}
@@ -86,8 +92,9 @@ class IndexMemoizer(Memoizer):
     def note_addresses(self, addresses: Mapping[AddressKey, Address]) -> None:
         """Outputs this run did not compute (re-execution): their versions feed consumers."""
         for key, address in addresses.items():
-            if address.version is not None:
-                self._effective[key] = self._effective_version(key[0], address)
+            effective = self._effective_version(key[0], address)
+            if effective is not None:
+                self._effective[key] = effective
 
     def prepare(self, steps: Iterable[ExecutionStep]) -> None:
         if not self.enabled:
@@ -104,7 +111,14 @@ class IndexMemoizer(Memoizer):
                 # computed another way: its version may mean something else now (scheme.py)
                 self._older_scheme.add(entry.output_key)
                 continue
-            self._entries[(entry.output_key, entry.version)] = entry
+            self._remember(entry)
+
+    def _remember(self, entry: IndexEntry, fetched: bool = True) -> None:
+        pair = (entry.output_key, entry.version)
+        # ``stored_versions_of`` answers with what the index held before this walk only
+        if fetched and pair not in self._entries:
+            self._by_key.setdefault(entry.output_key, []).append(entry)
+        self._entries[pair] = entry
 
     def notices(self) -> list[str]:
         """Once per run: some outputs seen so far are stored only by an older version scheme."""
@@ -133,10 +147,12 @@ class IndexMemoizer(Memoizer):
             self._cutoff[path] = found
         return found
 
-    def _effective_version(self, step_key: str, address: Address) -> str:
+    def _effective_version(self, step_key: str, address: Address) -> str | None:
+        """What consumers see of an output: its data hash under early cutoff, else its version
+        (None: it has neither, so its consumers have no version either)."""
         if address.data_hash and address.output_name in self.cutoff_outputs(step_key):
             return "data:" + address.data_hash
-        return address.version or ""
+        return address.version
 
     def _upstream(self, handle: StepOutputHandle) -> str | None:
         return self._effective.get((handle.step_key, handle.output_name, handle.mapping_key))
@@ -176,9 +192,9 @@ class IndexMemoizer(Memoizer):
                 return None
             found.extend(addresses)
         for address in found:
-            self._effective[(step.key, address.output_name, address.mapping_key)] = (
-                self._effective_version(step.key, address)
-            )
+            effective = self._effective_version(step.key, address)
+            if effective is not None:
+                self._effective[(step.key, address.output_name, address.mapping_key)] = effective
         return found
 
     def stored_entry(self, step: ExecutionStep, name: str) -> IndexEntry | None:
@@ -230,27 +246,65 @@ class IndexMemoizer(Memoizer):
         return None
 
     def assume_recomputed(self, step: ExecutionStep) -> None:
-        """Treat ``step`` as about to run (``list_versions``): consumers see its code versions."""
+        """Treat ``step`` as about to run: consumers see its code-derived versions (benchmarks
+        time version computation alone with it; dry runs go through the engine instead)."""
         for name, version in (self.versions(step) or {}).items():
             self._effective[(step.key, name, None)] = version
 
+    def manifest_pieces(
+        self, step_key: str, op_def: Any, name: str, version: str
+    ) -> list[tuple[str, str]] | None:
+        """``(mapping key, piece version)`` of a dynamic output from the manifest stored at
+        ``version``, if any: the pieces a re-run of a deterministic op yields (dry runs)."""
+        key = self._key_for(step_key, op_def, name)
+        self._fetch((key,))
+        entry = self._entries.get((key, version))
+        if entry is None or not entry.recipe or "manifest" not in entry.recipe:
+            return None
+        return [(piece_key, piece) for piece_key, piece in entry.recipe["manifest"]]
+
     def stored_versions_of(self, step: ExecutionStep, name: str) -> list[IndexEntry]:
-        """Every stored version of one output (``explain`` compares with the newest)."""
-        key = self._key(step, name)
-        return [entry for (k, _), entry in self._entries.items() if k == key]
+        """Every stored version of one output (``explain`` picks the closest recipe)."""
+        return list(self._by_key.get(self._key(step, name), ()))
+
+    def resource_configs(self, step: ExecutionStep) -> dict[str, Any]:
+        """The configs of the resources ``step`` requires, as kept in its recipe for ``explain``
+        (secret-looking fields masked)."""
+        config = self.plan.run_config.resource_config
+        return {
+            k: _masked(config_to_plain(config.get(k)))
+            for k in sorted(step.op_def.required_resource_keys)
+        }
+
+    def code_parts_at(self, step: ExecutionStep, code: str) -> dict[str, str]:
+        """What the op of a mapped ``step`` hashed at code version ``code``, if a run recorded
+        it (one entry per mapped node and code version, not one per clone)."""
+        key = self._code_parts_key(step)
+        self._fetch((key,))
+        entry = self._entries.get((key, code))
+        parts = (entry.recipe or {}).get("code_parts") if entry is not None else None
+        return dict(parts) if isinstance(parts, dict) else {}
+
+    def _code_parts_key(self, step: ExecutionStep) -> str:
+        return f"{self.job.name}/{step.node.path}#code"
 
     def _key(self, step: ExecutionStep, name: str, mapping_key: str | None = None) -> str:
+        return self._key_for(step.key, step.op_def, name, mapping_key)
+
+    def _key_for(
+        self, step_key: str, op_def: Any, name: str, mapping_key: str | None = None
+    ) -> str:
         """The index key of an output: job-scoped, and scoped by the identity of the io manager
         that stores it (definition, version, config), so changing where an output goes never
         finds what the old storage holds."""
-        io_key = step.op_def.outs[name].io_manager_key
+        io_key = op_def.outs[name].io_manager_key
         identity = self._manager_ids.get(io_key)
         if identity is None:
             manager = self.io_managers.get(io_key)
             where = manager.storage_identity() if manager is not None else ""
             identity = hash_strings(self.resolver.io_manager_identity(io_key), where)[:10]
             self._manager_ids[io_key] = identity
-        return f"{output_key(self.job.name, step.key, name, mapping_key)}@{identity}"
+        return f"{output_key(self.job.name, step_key, name, mapping_key)}@{identity}"
 
     # -- after a run ---------------------------------------------------------------------------
 
@@ -260,12 +314,14 @@ class IndexMemoizer(Memoizer):
         entries: list[IndexEntry] = []
         recipe = self._recipes.get(step.key)
         recipe_dict = recipe.to_dict() if recipe is not None else None
+        if recipe_dict is not None and step.op_def.required_resource_keys:
+            recipe_dict["resource_configs"] = self.resource_configs(step)
         manifests: dict[str, list[list[str]]] = {}
         for stored in outcome.outputs:
             address = stored.address
-            self._effective[(step.key, address.output_name, address.mapping_key)] = (
-                self._effective_version(step.key, address)
-            )
+            effective = self._effective_version(step.key, address)
+            if effective is not None:
+                self._effective[(step.key, address.output_name, address.mapping_key)] = effective
             if versions is None or address.version is None:
                 continue
             manager = self.io_managers.get(address.io_manager_key)
@@ -335,10 +391,42 @@ class IndexMemoizer(Memoizer):
                             {**(recipe_dict or {}), "manifest": manifests.get(name, [])},
                         )
                     )
+        if recipe is not None and step.mapping_keys and entries:
+            entries.extend(self._code_parts_entry(step, recipe.code, now))
         for entry in entries:
             entry.version_scheme = scheme.VERSION_SCHEME
-            self._entries[(entry.output_key, entry.version)] = entry
+            self._remember(entry, fetched=False)
         return entries
+
+    def _code_parts_entry(self, step: ExecutionStep, code: str, now: float) -> list[IndexEntry]:
+        """Once per mapped node and code version: what its code hashes, so ``explain`` names
+        the edited helper for clones too without a copy in every clone's recipe."""
+        seen = (step.node.path, code)
+        if seen in self._code_parts_recorded:
+            return []
+        self._code_parts_recorded.add(seen)
+        parts = self.resolver.code_parts(step.op_def)
+        if not parts:
+            return []
+        first = next(iter(step.op_def.outs.values()))
+        address = Address(
+            first.io_manager_key, None, CODE_PARTS, self.run_id, step.key, "", None, code
+        )
+        return [
+            IndexEntry(
+                self._code_parts_key(step), code, address, now, None, {"code_parts": dict(parts)}
+            )
+        ]
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: "<masked>" if _SECRET_FIELD.search(str(k)) else _masked(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
 
 
 def _indexed(manager: IOManager | None) -> bool:

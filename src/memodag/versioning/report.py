@@ -1,27 +1,37 @@
-"""``list_versions`` and ``explain``: what a memoized run would do, computed without running it.
+"""What ``list-versions``/``explain`` say about a dry run's walk: one row per output, and why.
 
-Walks the plan in order exactly as the engine would, with the same memoizer: a stored step's
-outputs feed their stored versions downstream; a step to be recomputed feeds its code-derived
-versions. Stored fan-outs are expanded from their manifests, so mapped steps appear once their
-source is stored.
+This module turns the state a dry run of the engine leaves (``engine.dry_run``: which steps were
+found stored, which would run, which fan-outs' pieces are unknown) into rows, and explains each
+output to be recomputed against what the index holds for the closest recipe. It decides nothing
+about what runs (that is the engine's walk) and never touches storage beyond the memoizer's
+index look-ups.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from memodag.plan.dynamic import expand_mapped, gathered_fan_out, pieces_from_addresses
-from memodag.plan.plan import ExecutionStep, NodeSource, build_plan
-from memodag.plan.run_config import resolve_run_config
+from memodag.plan.dynamic import gathered_fan_out, step_key_for
+from memodag.plan.plan import ExecutionPlan, ExecutionStep, NodeSource, OpNode
 from memodag.storage.instance.records import IndexEntry
 from memodag.versioning.memoize import IndexMemoizer
 
 STORED = "stored"
 TO_BE_RECOMPUTED = "to-be-recomputed"
+#: an early-cutoff upstream re-runs: whether this step runs depends on the data it yields
+DEPENDS_ON_DATA = "depends-on-data"
 UNVERSIONED = "unversioned"
+#: the run will not start it: an output it needs is not yielded at the stored version
+SKIPPED = "skipped"
+
+STATUSES = (STORED, TO_BE_RECOMPUTED, DEPENDS_ON_DATA, UNVERSIONED, SKIPPED)
+
+# the engine's step statuses (engine.engine.StepStatus), as this layer sees them
+_RAN = "success"
+_MEMOIZED = "memoized"
 
 
 @dataclass(frozen=True)
@@ -29,117 +39,198 @@ class OutputVersion:
     """One row of ``list-versions``: an output, its version, and whether it is stored.
 
     ``reasons`` (filled by ``explain=True``) say why an output is to be recomputed: what changed
-    against the newest stored version of that output.
+    against the stored version whose recipe is closest to the current one. ``step_key`` is the
+    step the output belongs to (``op[*]`` for clones whose pieces are not known yet).
     """
 
     step_output: str
     version: str | None
     status: str
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    step_key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "step_output": self.step_output,
+            "step": self.step_key,
             "version": self.version,
             "status": self.status,
             "reasons": list(self.reasons),
         }
 
 
-def list_versions(
-    job: Any,
-    run_config: Mapping[str, Any] | None = None,
-    instance: Any = None,
-    explain: bool = False,
+@dataclass(frozen=True)
+class WalkState:
+    """What a dry run of the engine leaves behind (see ``engine.dry_run``)."""
+
+    steps: Mapping[str, ExecutionStep]
+    status: Mapping[str, str]
+    unexpanded: Sequence[tuple[str, str]]
+    data_pending: Collection[str]
+    pending_outputs: Collection[tuple[str, str]]
+    #: steps left waiting when the walk ended (on pieces nobody could tell)
+    unfinished: Collection[str] = ()
+
+
+def report_rows(
+    plan: ExecutionPlan, state: WalkState, memoizer: IndexMemoizer, explain: bool
 ) -> list[OutputVersion]:
-    """Each output's version and status (``stored`` / ``to-be-recomputed``) for a memoized run of
-    ``job`` with ``run_config``, in plan order. Runs no op; reads only the instance's index."""
-    from memodag.runtime.resources import initialized_resources
-    from memodag.storage.instance import Instance
-
-    instance = instance or Instance.get()
-    resolved = resolve_run_config(job, run_config)
-    plan = build_plan(job, resolved)
-    memoizer = IndexMemoizer(job, plan, instance, enabled=True)
-    io_keys = {
-        out.io_manager_key for node in plan.nodes.values() for out in node.op_def.outs.values()
-    }
-    with initialized_resources(
-        job.resource_defs, resolved.resource_config, io_keys, instance, "list-versions"
-    ) as resources:
-        memoizer.attach_io_managers({k: getattr(resources, k) for k in io_keys})
-        return _walk(job, plan, memoizer, explain)
-
-
-def _walk(job: Any, plan: Any, memoizer: IndexMemoizer, explain: bool) -> list[OutputVersion]:
+    """Rows for every output the walk met, then for what waits on unknown pieces."""
     rows: list[OutputVersion] = []
-    queue = list(plan.steps.values())
-    memoizer.prepare(queue)
-    expanded: set[str] = set()
-    i = 0
-    while i < len(queue):
-        step = queue[i]
-        i += 1
-        versions = memoizer.versions(step)
-        if versions is None:
-            why = _unversioned_reason(step, memoizer)
+    waiting: list[str] = []
+    for key, step in state.steps.items():
+        status = state.status.get(key)
+        outs = step.op_def.outs
+        if status == _MEMOIZED:
+            versions = memoizer.versions(step) or {}
             rows.extend(
-                OutputVersion(f"{step.key}.{name}", None, UNVERSIONED, (why,) if explain else ())
-                for name in step.op_def.outs
+                OutputVersion(f"{key}.{name}", versions.get(name), STORED, (), key) for name in outs
             )
-            continue
-        stored = memoizer.stored(step)
-        if stored is not None:
-            rows.extend(
-                OutputVersion(f"{step.key}.{name}", versions[name], STORED)
-                for name in step.op_def.outs
+        elif status == _RAN:
+            rows.extend(_would_run(step, state, memoizer, explain))
+        else:
+            waiting.append(key)
+    waiting, skipped = _split_waiting(state, waiting)
+    for key in skipped:
+        rows.extend(
+            OutputVersion(
+                f"{key}.{name}",
+                None,
+                SKIPPED,
+                ("an output it needs is not yielded at the stored version (optional output)",),
+                key,
             )
-            if step.op_def.has_dynamic_output:
-                new_steps = expand_mapped(plan, step, pieces_from_addresses(step, stored))
-                memoizer.prepare(new_steps)
-                queue.extend(new_steps)
-                expanded.add(step.key)
-            continue
-        memoizer.assume_recomputed(step)
-        for name in step.op_def.outs:
-            reasons = tuple(_explain(step, name, versions[name], memoizer)) if explain else ()
-            rows.append(
-                OutputVersion(f"{step.key}.{name}", versions[name], TO_BE_RECOMPUTED, reasons)
-            )
-    rows.extend(_pending_mapped(plan, expanded))
-    return rows
-
-
-def _pending_mapped(plan: Any, expanded: set[str]) -> list[OutputVersion]:
-    """Mapped and collecting nodes whose fan-out has no stored manifest yet."""
-    made = {s.node.path for s in plan.steps.values()}
-    rows = []
-    for node in plan.nodes.values():
-        if node.path in made:
-            continue
-        source = node.mapped_over[0] if node.mapped_over else _gathered(plan, node)
-        why = (
-            f"depends on a dynamic output not yet produced ({source[0]}.{source[1]})"
-            if source
-            else "depends on a dynamic output not yet produced"
+            for name in state.steps[key].op_def.outs
         )
-        for name in node.op_def.outs:
-            rows.append(
-                OutputVersion(
-                    f"{node.path}[*].{name}" if node.mapped_over else f"{node.path}.{name}",
-                    None,
-                    TO_BE_RECOMPUTED,
-                    (why,),
-                )
+    pending_from = _pending_fan_outs(state)
+    pending_status = DEPENDS_ON_DATA if any(pending_from.values()) else TO_BE_RECOMPUTED
+    why = (
+        "depends on a dynamic output not yet produced ("
+        + ", ".join(f"{s}.{o}" for s, o in pending_from)
+        + "): its pieces are known when that step runs"
+    )
+    for key in waiting:
+        rows.extend(
+            OutputVersion(f"{key}.{name}", None, pending_status, (why,), key)
+            for name in state.steps[key].op_def.outs
+        )
+    rows.extend(_unexpanded_rows(plan, state, pending_from, waiting))
+    # nodes below a fan-out that itself waits (it never ran, so it left no "unexpanded" mark)
+    met = {row.step_key.split("[", 1)[0] for row in rows}
+    for node in plan.nodes.values():
+        if node.path in met:
+            continue
+        depth = len(node.mapped_over)
+        key = f"{node.path}[{','.join('*' * depth)}]" if depth else node.path
+        rows.extend(
+            OutputVersion(f"{key}.{name}", None, pending_status, (why,), key)
+            for name in node.op_def.outs
+        )
+    return rows
+
+
+def _split_waiting(state: WalkState, waiting: list[str]) -> tuple[list[str], list[str]]:
+    """Steps not decided by the walk: those waiting (directly or through an upstream) on pieces
+    not known yet, and those the run skips because an optional output is not yielded."""
+    pending = set(state.unfinished)
+    changed = True
+    while changed:
+        changed = False
+        for key in waiting:
+            if key not in pending and state.steps[key].upstream_step_keys & pending:
+                pending.add(key)
+                changed = True
+    return [k for k in waiting if k in pending], [k for k in waiting if k not in pending]
+
+
+def _would_run(
+    step: ExecutionStep, state: WalkState, memoizer: IndexMemoizer, explain: bool
+) -> list[OutputVersion]:
+    key = step.key
+    versions = memoizer.versions(step)
+    if versions is None:
+        if key in state.data_pending:
+            sources = sorted(
+                {
+                    f"{h.step_key}.{h.output_name}"
+                    for spec in step.inputs
+                    for h in spec.upstream
+                    if (h.step_key, h.output_name) in state.pending_outputs
+                }
+            )
+            why = (
+                f"input from {', '.join(sources[:3])}, which re-runs with early cutoff: this step "
+                "re-runs only if that data changes"
+            )
+            status = DEPENDS_ON_DATA
+        else:
+            why = _unversioned_reason(step, memoizer)
+            status = UNVERSIONED
+        return [
+            OutputVersion(f"{key}.{name}", None, status, (why,) if explain else (), key)
+            for name in step.op_def.outs
+        ]
+    return [
+        OutputVersion(
+            f"{key}.{name}",
+            versions[name],
+            TO_BE_RECOMPUTED,
+            tuple(explain_output(step, name, versions[name], memoizer)) if explain else (),
+            key,
+        )
+        for name in step.op_def.outs
+    ]
+
+
+def _pending_fan_outs(state: WalkState) -> dict[tuple[str, str], bool]:
+    """Fan-outs whose pieces are unknown -> whether their data (early cutoff) decides too."""
+    return {
+        (source, output): source in state.data_pending or (source, output) in state.pending_outputs
+        for source, output in state.unexpanded
+    }
+
+
+def _unexpanded_rows(
+    plan: ExecutionPlan,
+    state: WalkState,
+    pending_from: Mapping[tuple[str, str], bool],
+    waiting: Collection[str],
+) -> list[OutputVersion]:
+    """Clones (``op[*]``) and collectors of fan-outs whose pieces are not known yet."""
+    rows: list[OutputVersion] = []
+    seen: set[str] = set(waiting)
+    for (source_key, output), by_data in pending_from.items():
+        source = state.steps[source_key]
+        prefix = source.mapping_keys
+        depth = len(prefix)
+        fan_out = (source.node.path, output)
+        status = DEPENDS_ON_DATA if by_data else TO_BE_RECOMPUTED
+        why = f"depends on a dynamic output not yet produced ({source_key}.{output})"
+        for node in plan.nodes.values():
+            scope = node.mapped_over
+            if len(scope) > depth and scope[depth] == fan_out:
+                key = f"{node.path}[{','.join((*prefix, *('*' * (len(scope) - depth))))}]"
+            elif scope == source.node.mapped_over and _gathers(plan, node, fan_out):
+                key = step_key_for(node.path, prefix)
+            else:
+                continue
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.extend(
+                OutputVersion(f"{key}.{name}", None, status, (why,), key)
+                for name in node.op_def.outs
             )
     return rows
 
 
-def _gathered(plan: Any, node: Any) -> tuple[str, str] | None:
-    for source in node.inputs.values():
-        if isinstance(source, NodeSource) and source.mode == "collect":
-            return gathered_fan_out(plan.nodes, source)
-    return None
+def _gathers(plan: ExecutionPlan, node: OpNode, fan_out: tuple[str, str]) -> bool:
+    return any(
+        isinstance(source, NodeSource)
+        and source.mode == "collect"
+        and gathered_fan_out(plan.nodes, source) == fan_out
+        for source in node.inputs.values()
+    )
 
 
 def _unversioned_reason(step: ExecutionStep, memoizer: IndexMemoizer) -> str:
@@ -148,34 +239,44 @@ def _unversioned_reason(step: ExecutionStep, memoizer: IndexMemoizer) -> str:
     return "an upstream output has no version"
 
 
-def _explain(step: ExecutionStep, name: str, version: str, memoizer: IndexMemoizer) -> list[str]:
+# -- explain ---------------------------------------------------------------------------------
+
+
+def explain_output(
+    step: ExecutionStep, name: str, version: str, memoizer: IndexMemoizer
+) -> list[str]:
+    """Why output ``name`` of ``step`` (to be recomputed at ``version``) is not stored: what
+    differs from the stored version whose recipe is closest to the current one (same config and
+    inputs first), so a revert to an older config is explained against that config's outputs."""
     previous = memoizer.stored_versions_of(step, name)
     if not previous:
         return ["never stored"]
-    newest: IndexEntry = max(previous, key=lambda e: e.created_at)
-    if newest.version == version:
+    same = [e for e in previous if e.version == version]
+    if same:
+        io_key = same[0].address.io_manager_key
         return [
-            f"stored version is gone from io manager '{newest.address.io_manager_key}' or was stored under another io manager"
+            f"stored version is gone from io manager '{io_key}' or was stored under another io manager"
         ]
     recipe = memoizer.recipe(step)
-    old = newest.recipe or {}
-    if recipe is None or not old:
+    now = recipe.to_dict() if recipe is not None else None
+    with_recipe = [e for e in previous if e.recipe]
+    if now is None or not with_recipe:
+        newest = max(previous, key=lambda e: e.created_at)
         return [f"version changed ({newest.version[:8]} -> {version[:8]})"]
-    now = recipe.to_dict()
+    closest: IndexEntry = min(
+        with_recipe, key=lambda e: (_distance(now, e.recipe or {}), -e.created_at)
+    )
+    old = closest.recipe or {}
     reasons: list[str] = []
     if now["code"] != old.get("code"):
-        changed = _code_diff(old.get("code_parts"), now.get("code_parts"))
-        if changed:
-            reasons.append(f"code of op '{step.op_def.name}' changed: {changed}")
-        else:
-            reasons.append(
-                f"code version of op '{step.op_def.name}' changed ({_short(old.get('code'))} -> {_short(now['code'])})"
-            )
+        reasons.append(_code_reason(step, now, old, memoizer))
     if now["config"] != old.get("config"):
         reasons.extend(_config_diff(old.get("config"), now["config"]))
-    for res_key in sorted(set(now["resources"]) | set(old.get("resources", {}))):
-        if now["resources"].get(res_key) != old.get("resources", {}).get(res_key):
-            reasons.append(f"resource '{res_key}' changed (version or config)")
+    now_configs = memoizer.resource_configs(step)
+    old_resources = old.get("resources", {})
+    for res_key in sorted(set(now["resources"]) | set(old_resources)):
+        if now["resources"].get(res_key) != old_resources.get(res_key):
+            reasons.append(_resource_reason(res_key, old, now_configs))
     sources = {spec.name: spec.upstream for spec in step.inputs}
     for input_name in now["inputs"]:
         if now["inputs"][input_name] != old.get("inputs", {}).get(input_name):
@@ -183,12 +284,44 @@ def _explain(step: ExecutionStep, name: str, version: str, memoizer: IndexMemoiz
             names = sorted({f"{h.step_key}.{h.output_name}" for h in upstream})
             via = f" from {', '.join(names[:3])}{'...' if len(names) > 3 else ''}" if names else ""
             reasons.append(f"input '{input_name}' changed{via}")
-    return reasons or [f"version changed ({newest.version[:8]} -> {version[:8]})"]
+    return reasons or [f"version changed ({closest.version[:8]} -> {version[:8]})"]
+
+
+def _distance(now: Mapping[str, Any], old: Mapping[str, Any]) -> int:
+    """How many parts of two recipes differ: code, config, each resource, each input."""
+    count = int(now["code"] != old.get("code")) + int(now["config"] != old.get("config"))
+    for part in ("resources", "inputs"):
+        mine, theirs = now[part], old.get(part) or {}
+        count += sum(1 for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    return count
+
+
+def _code_reason(
+    step: ExecutionStep, now: Mapping[str, Any], old: Mapping[str, Any], memoizer: IndexMemoizer
+) -> str:
+    op_name = step.op_def.name
+    new_parts = now.get("code_parts") or dict(memoizer.resolver.code_parts(step.op_def))
+    old_parts = old.get("code_parts") or memoizer.code_parts_at(step, str(old.get("code")))
+    changed = _code_diff(old_parts, new_parts)
+    if changed:
+        return f"code of op '{op_name}' changed: {changed}"
+    return f"code version of op '{op_name}' changed ({_short(old.get('code'))} -> {_short(now['code'])})"
+
+
+def _resource_reason(res_key: str, old: Mapping[str, Any], now_configs: Mapping[str, Any]) -> str:
+    old_configs = old.get("resource_configs") or {}
+    if res_key in old_configs and res_key in now_configs:
+        changes: list[str] = []
+        _diff(old_configs[res_key], now_configs[res_key], "", changes)
+        if changes:
+            return f"resource '{res_key}' config " + "; ".join(changes)
+        return f"resource '{res_key}' changed (its version, or a resource it is built from)"
+    return f"resource '{res_key}' changed (version or config)"
 
 
 def _code_diff(old: Any, new: Any) -> str:
     """Which hashed functions/classes/constants/packages differ between two code versions."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
+    if not isinstance(old, dict) or not isinstance(new, dict) or not old or not new:
         return ""
     edited = sorted(k for k in new if k in old and new[k] != old[k])
     added = sorted(k for k in new if k not in old)
@@ -229,3 +362,17 @@ def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
                 _diff(old[key], new[key], sub, out)
     elif old != new:
         out.append(f"field '{path or '(whole config)'}' changed ({old!r} -> {new!r})")
+
+
+__all__ = [
+    "DEPENDS_ON_DATA",
+    "SKIPPED",
+    "STATUSES",
+    "STORED",
+    "TO_BE_RECOMPUTED",
+    "UNVERSIONED",
+    "OutputVersion",
+    "WalkState",
+    "explain_output",
+    "report_rows",
+]

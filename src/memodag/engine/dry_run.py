@@ -1,0 +1,169 @@
+"""Dry runs: ``list_versions``/``explain`` walk the engine's own loop with predicted outcomes.
+
+The ``Engine`` decides memoized-or-run exactly as in a real run; only the executor differs: it
+runs no op and answers each attempt with the outputs the op would store at its current version.
+What it cannot know without running is said, never guessed: the pieces of a fan-out that must run
+(unless the index holds its manifest at this very version) and the data hash of an early-cutoff
+output that must run (its consumers then "depend on data"). Nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from memodag.engine.engine import Engine
+from memodag.engine.events import EventLog
+from memodag.executors.base import Executor
+from memodag.runtime.step import StepOutcome, StepTask, StoredOutput
+from memodag.storage.instance.records import Event, IndexEntry
+from memodag.storage.io_manager import Address
+from memodag.versioning.report import OutputVersion, WalkState, report_rows
+
+#: the serializer of a predicted address: nothing is stored there
+PREDICTED = "predicted"
+
+PiecesAt = Callable[[str, Any, str, str], "list[tuple[str, str]] | None"]
+
+
+class _DiscardingLog(EventLog):
+    """A dry run records nothing: events and index entries are dropped."""
+
+    stores_events = False
+
+    def __init__(self) -> None:
+        super().__init__(None)  # type: ignore[arg-type]
+
+    def append(self, event: Event) -> None:
+        pass
+
+    def extend(self, events: Iterable[Event]) -> None:
+        pass
+
+    def add_index_entries(self, entries: Iterable[IndexEntry]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class PredictingExecutor(Executor):
+    """Answers each attempt at once with the outputs it would store, running nothing.
+
+    ``pieces_at(step_key, op_def, output, version)`` gives a fan-out's ``(mapping key, piece version)``
+    pairs from a manifest stored at that version (a deterministic op yields them again), or None.
+    """
+
+    in_process = True
+
+    def __init__(self, pieces_at: PiecesAt) -> None:
+        self._pieces_at = pieces_at
+        self._done: list[StepOutcome] = []
+        #: steps whose version waits on data an early-cutoff upstream has yet to produce
+        self.data_pending: set[str] = set()
+        #: ``(step key, output)`` whose effective version will be its data hash, unknown now
+        self.pending_outputs: set[tuple[str, str]] = set()
+
+    def submit(self, task: StepTask) -> None:
+        versions = task.versions
+        if versions is None and any(
+            (address.step_key, address.output_name) in self.pending_outputs
+            for load in task.inputs
+            for address in load.addresses or ()
+        ):
+            self.data_pending.add(task.step_key)
+        outputs: list[StoredOutput] = []
+        unknown: set[str] = set()
+        for name, out in task.op_def.outs.items():
+            version = versions.get(name) if versions is not None else None
+            cutoff = name in task.hash_outputs
+            if cutoff or (version is None and task.step_key in self.data_pending):
+                self.pending_outputs.add((task.step_key, name))
+            if out.is_dynamic:
+                pieces = (
+                    self._pieces_at(task.step_key, task.op_def, name, version) if version else None
+                )
+                if pieces is None:
+                    unknown.add(name)
+                    continue
+                for key, piece_version in pieces:
+                    address = self._address(task, out, name, key, None if cutoff else piece_version)
+                    outputs.append(StoredOutput(name, address, key))
+                continue
+            address = self._address(task, out, name, None, None if cutoff else version)
+            outputs.append(StoredOutput(name, address))
+        self._done.append(
+            StepOutcome(task.step_key, True, [], outputs, unknown_pieces=frozenset(unknown))
+        )
+
+    @staticmethod
+    def _address(
+        task: StepTask, out: Any, name: str, mapping_key: str | None, version: str | None
+    ) -> Address:
+        # version None: what consumers see is a data hash only the real run will know
+        return Address(
+            out.io_manager_key,
+            None,
+            PREDICTED,
+            task.run_id,
+            task.step_key,
+            name,
+            mapping_key,
+            version,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._done)
+
+    def wait(self, timeout: float | None) -> list[StepOutcome]:
+        done, self._done = self._done, []
+        return done
+
+
+def list_versions(
+    job: Any,
+    run_config: Mapping[str, Any] | None = None,
+    instance: Any = None,
+    explain: bool = False,
+) -> list[OutputVersion]:
+    """Each output's version and status for a memoized run of ``job`` with ``run_config``, in
+    the order the run would decide them: ``stored``, ``to-be-recomputed``, ``depends-on-data``
+    (an early-cutoff upstream re-runs: the data it yields decides) or ``unversioned``.
+
+    Runs no op and writes nothing; reads the instance's index. With ``explain``, each output that
+    will be recomputed says why, against what is stored for the closest recipe.
+    """
+    from memodag.plan.plan import build_plan
+    from memodag.plan.run_config import resolve_run_config
+    from memodag.runtime.resources import initialized_resources
+    from memodag.storage.instance import Instance
+    from memodag.versioning.memoize import IndexMemoizer
+
+    instance = instance or Instance.get()
+    resolved = resolve_run_config(job, run_config)
+    plan = build_plan(job, resolved)
+    memoizer = IndexMemoizer(job, plan, instance, enabled=True, run_id="list-versions")
+    io_keys = {
+        out.io_manager_key for node in plan.nodes.values() for out in node.op_def.outs.values()
+    }
+    with initialized_resources(
+        job.resource_defs, resolved.resource_config, io_keys, instance, "list-versions"
+    ) as resources:
+        memoizer.attach_io_managers({k: getattr(resources, k) for k in io_keys})
+        executor = PredictingExecutor(memoizer.manifest_pieces)
+        engine = Engine(plan, "list-versions", executor, _DiscardingLog(), memoizer)
+        engine.add_steps(list(engine.steps.values()))
+        engine.run()
+        state = WalkState(
+            engine.steps,
+            engine.status,
+            engine.unexpanded,
+            executor.data_pending,
+            executor.pending_outputs,
+            engine.result.unfinished,
+        )
+        return report_rows(plan, state, memoizer, explain)
+
+
+__all__ = ["PREDICTED", "PredictingExecutor", "list_versions"]

@@ -1,0 +1,62 @@
+"""The ``Memoizer`` interface: what the engine loop asks about versions and stored outputs.
+
+The engine depends on this small interface, never on the index-backed implementation
+(``versioning.memoize.IndexMemoizer``). This base memoizes nothing: every step runs. It owns no
+decisions about what runs next (that is the engine's walk) and touches no storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from memodag.plan.plan import ExecutionStep
+from memodag.runtime.step import StepOutcome
+from memodag.storage.io_manager import Address
+
+#: ``(step key, output name, mapping key)``: one stored output of a run.
+AddressKey = tuple[str, str, "str | None"]
+
+
+class Memoizer:
+    """The versioning adapter beside the engine. This base memoizes nothing.
+
+    Invariant: the engine calls ``prepare`` with every batch of steps before it asks ``stored``
+    or ``versions`` about any of them, and ``record`` once per successful attempt.
+    """
+
+    enabled = False
+
+    def prepare(self, steps: Iterable[ExecutionStep]) -> None:
+        """Called with every batch of steps entering the run (batched index look-ups go here)."""
+
+    def attach_io_managers(self, io_managers: Mapping[str, Any]) -> None:
+        """The run's io managers, for custom managers that answer ``has_output`` themselves."""
+
+    def note_addresses(self, addresses: Mapping[AddressKey, Address]) -> None:
+        """Outputs the run takes from elsewhere (a parent run)."""
+
+    def versions(self, step: ExecutionStep) -> Mapping[str, str] | None:
+        """Each output's version, or None when the step (or an input) has none."""
+        return None
+
+    def hash_outputs(self, step: ExecutionStep) -> frozenset[str]:
+        """Outputs whose data hash the attempt must record (early cutoff)."""
+        return frozenset()
+
+    def stored(self, step: ExecutionStep) -> list[Address] | None:
+        """Addresses of all the step's outputs (every piece of a dynamic one) if all are stored
+        at their current version, else None."""
+        return None
+
+    def record(self, step: ExecutionStep, outcome: StepOutcome) -> list[Any]:
+        """Index entries for what a successful attempt stored."""
+        return []
+
+    def notices(self) -> list[str]:
+        """Warnings about the stored outputs seen so far, each given once per run (outputs of an
+        older version scheme that will be recomputed)."""
+        return []
+
+
+__all__ = ["AddressKey", "Memoizer"]
