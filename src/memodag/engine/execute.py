@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -47,9 +48,7 @@ def execute_job(
     listeners: Iterable[Callable[[Event], Any]] = (),
 ) -> ExecuteInProcessResult:
     """Run ``job`` and return its result (see ``JobDefinition.execute_in_process``)."""
-    from memodag.executors.worker import refuse_run_in_starting_worker
-
-    refuse_run_in_starting_worker()  # a worker importing an unguarded script: no run, no record
+    _refuse_in_starting_worker()
     resolved = resolve_run_config(job, run_config)
     plan = build_plan(job, resolved)
     executor = _executor(resolved)  # before any storage is touched (its config: checked above)
@@ -195,6 +194,19 @@ def execute_job(
         skipped = [k for k, s in engine.result.status.items() if s == "skipped"]
         raise ExecutionError(f"run {run_id[:8]} did not complete: steps skipped {skipped[:10]}")
     return result
+
+
+def _refuse_in_starting_worker() -> None:
+    """Exit quietly if this process is a worker still being started by ``multiprocessing``.
+
+    Such a process imports the driver's script as ``__mp_main__``; a script that starts a run
+    outside ``if __name__ == "__main__":`` would start (and record) a run in every worker. The
+    worker leaves instead; the driver reports its death once, with the cause. (Here, not in
+    ``executors.worker``: a run must not import executor code before it creates its executor.)
+    """
+    process = sys.modules.get("multiprocessing.process")
+    if process is not None and getattr(process.current_process(), "_inheriting", False):
+        raise SystemExit(1)
 
 
 @contextlib.contextmanager

@@ -114,18 +114,6 @@ def _importable_by_name(module: Any) -> bool:
 # -- scripts that start runs when imported --------------------------------------------------
 
 
-def refuse_run_in_starting_worker() -> None:
-    """Exit quietly if this process is a worker still being started by ``multiprocessing``.
-
-    Such a process imports the driver's script as ``__mp_main__``; a script that starts a run
-    outside ``if __name__ == "__main__":`` would start (and record) a run in every worker. The
-    worker leaves instead; the driver reports its death once, with the cause.
-    """
-    process = sys.modules.get("multiprocessing.process")
-    if process is not None and getattr(process.current_process(), "_inheriting", False):
-        raise SystemExit(1)
-
-
 def unguarded_main_call() -> tuple[str, int] | None:
     """Where the ``__main__`` script starts the current call at import time, outside any
     ``if __name__ ...:`` block, as (file, line); None if it does not (or it cannot be known).
