@@ -4,13 +4,13 @@ its instance as git finds a repository (the nearest ``.memodag`` upward, or ``ME
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from cli_process import run_memodag
 
 LOGGING_JOB = """
 from memodag import op, job
@@ -34,23 +34,7 @@ def logged():
 def _memodag(
     *args: str, cwd: Path, home: Path | None = None, instance_url: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "250"}
-    for name in ("MEMODAG_HOME", "MEMODAG_INSTANCE_URL", "MEMODAG_DEBUG"):
-        env.pop(name, None)
-    if home is not None:
-        env["MEMODAG_HOME"] = str(home)
-    if instance_url is not None:
-        env["MEMODAG_INSTANCE_URL"] = instance_url
-    result = subprocess.run(
-        [sys.executable, "-m", "memodag.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
-    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result
+    return run_memodag(*args, cwd=cwd, home=home, instance_url=instance_url)
 
 
 def _write(path: Path, text: str) -> Path:

@@ -4,29 +4,20 @@ explain, --json), and gc."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from cli_process import run_memodag
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "memoized_development"
 
 
 def memodag(home: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MEMODAG_HOME": str(home), "COLUMNS": "200"}
-    env.pop("MEMODAG_INSTANCE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "memodag.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
+    return run_memodag(*args, cwd=cwd, home=home, check=False)
 
 
 @pytest.fixture

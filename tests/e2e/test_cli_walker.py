@@ -4,11 +4,11 @@ explain compares an older config with what that config stored."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from cli_process import run_memodag
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "memoized_development"
@@ -45,18 +45,7 @@ def fanned():
 
 
 def memodag(home: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MEMODAG_HOME": str(home), "COLUMNS": "200"}
-    env.pop("MEMODAG_INSTANCE_URL", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "memodag.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
+    return run_memodag(*args, cwd=cwd, home=home)
 
 
 def test_explain_of_an_older_config_blames_only_the_edited_helper(tmp_path: Path) -> None:

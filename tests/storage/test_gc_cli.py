@@ -4,12 +4,12 @@ job, deleted through it with ``-f job.py``."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
+
+from cli_process import run_memodag
 
 JOB = textwrap.dedent(
     """
@@ -53,17 +53,7 @@ JOB = textwrap.dedent(
 
 
 def memodag(home: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MEMODAG_HOME": str(home), "COLUMNS": "200"}
-    env.pop("MEMODAG_INSTANCE_URL", None)
-    env["PYTHONPATH"] = os.pathsep.join(sys.path)
-    return subprocess.run(
-        [sys.executable, "-m", "memodag.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
+    return run_memodag(*args, cwd=cwd, home=home, check=False)
 
 
 def test_gc_deletes_a_custom_io_managers_outputs_given_the_job_file(tmp_path):

@@ -13,12 +13,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import multiprocessing
-import os
 import queue
 import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import pytest
 from instance_workers import open_instance
 
+from cli_process import run_memodag
 from memodag import Instance, StorageError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -154,18 +153,7 @@ def test_an_instance_of_the_previous_release_upgrades_and_memoizes(old_instance_
 
 
 def _memodag(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MEMODAG_HOME": str(home), "COLUMNS": "200", "PYTHONIOENCODING": "utf-8"}
-    env.pop("MEMODAG_INSTANCE_URL", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "memodag.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=home.parent,
-        timeout=120,
-    )
-    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result
+    return run_memodag(*args, cwd=home.parent, home=home)
 
 
 def test_the_cli_lists_and_memoizes_from_an_instance_of_the_previous_release(old_home):
