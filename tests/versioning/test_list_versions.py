@@ -148,37 +148,3 @@ def test_unversioned_ops_are_reported(instance):
     (row,) = list_versions(plain, None, instance, explain=True)
     assert row.status == "unversioned"
     assert "no version" in row.reasons[0]
-
-
-def test_explain_names_the_helper_that_changed(instance, tmp_path, monkeypatch):
-    import importlib
-    import sys
-
-    from memodag import list_versions
-
-    package = tmp_path / "proj_explain"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    source = (
-        "from memodag import SourceHashVersionStrategy, job, op\n\n"
-        "def shout(word):\n    return word.upper()\n\n"
-        "@op\ndef greet():\n    return shout('hi')\n\n"
-        "@job(version_strategy=SourceHashVersionStrategy(local_roots=[{root!r}]))\n"
-        "def hello():\n    greet()\n"
-    )
-    (package / "jobs.py").write_text(source.format(root=str(tmp_path)))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    # the source index looks for edited files at most once a second; this test edits at once
-    monkeypatch.setattr("memodag.versioning.source_index._FRESHNESS_INTERVAL", 0.0)
-    jobs = importlib.import_module("proj_explain.jobs")
-    jobs.hello.execute_in_process(instance=instance)
-
-    (package / "jobs.py").write_text(
-        source.format(root=str(tmp_path)).replace("word.upper()", "word.upper() + '!'")
-    )
-    sys.modules.pop("proj_explain.jobs")
-    edited = importlib.import_module("proj_explain.jobs")
-    (row,) = list_versions(edited.hello, None, instance, explain=True)
-    assert row.status == "to-be-recomputed"
-    assert "code of op 'greet' changed" in row.reasons[0]
-    assert "function proj_explain.jobs:shout edited" in row.reasons[0], row.reasons

@@ -140,10 +140,42 @@ def test_a_resource_change_shows_its_config_old_and_new(instance):
     assert row.reasons[0].startswith("resource 'warehouse' changed")
 
 
+def _edited_project(tmp_path, monkeypatch, instance, package: str, source: str, job_name: str):
+    """Write ``package.jobs`` from ``source`` (``{root}``: the local root), run ``job_name`` once,
+    then edit the helper ``shout`` and return the re-imported, edited job."""
+    folder = tmp_path / package
+    folder.mkdir()
+    (folder / "__init__.py").write_text("")
+    (folder / "jobs.py").write_text(source.format(root=str(tmp_path)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # the source index looks for edited files at most once a second; these tests edit at once
+    monkeypatch.setattr("memodag.versioning.source_index._FRESHNESS_INTERVAL", 0.0)
+    getattr(importlib.import_module(f"{package}.jobs"), job_name).execute_in_process(
+        instance=instance
+    )
+    (folder / "jobs.py").write_text(
+        source.format(root=str(tmp_path)).replace("word.upper()", "word.upper() + '!'")
+    )
+    sys.modules.pop(f"{package}.jobs")
+    return getattr(importlib.import_module(f"{package}.jobs"), job_name)
+
+
+def test_explain_names_the_helper_that_changed(instance, tmp_path, monkeypatch):
+    source = (
+        "from memodag import SourceHashVersionStrategy, job, op\n\n"
+        "def shout(word):\n    return word.upper()\n\n"
+        "@op\ndef greet():\n    return shout('hi')\n\n"
+        "@job(version_strategy=SourceHashVersionStrategy(local_roots=[{root!r}]))\n"
+        "def hello():\n    greet()\n"
+    )
+    edited = _edited_project(tmp_path, monkeypatch, instance, "proj_explain", source, "hello")
+    (row,) = list_versions(edited, None, instance, explain=True)
+    assert row.status == "to-be-recomputed"
+    assert "code of op 'greet' changed" in row.reasons[0]
+    assert "function proj_explain.jobs:shout edited" in row.reasons[0], row.reasons
+
+
 def test_a_mapped_op_names_the_helper_that_changed(instance, tmp_path, monkeypatch):
-    package = tmp_path / "proj_mapped"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
     source = (
         "from memodag import DynamicOut, DynamicOutput, SourceHashVersionStrategy, job, op\n\n"
         "def shout(word):\n    return word.upper()\n\n"
@@ -153,18 +185,8 @@ def test_a_mapped_op_names_the_helper_that_changed(instance, tmp_path, monkeypat
         "@job(version_strategy=SourceHashVersionStrategy(local_roots=[{root!r}]))\n"
         "def speech():\n    words().map(loud)\n"
     )
-    (package / "jobs.py").write_text(source.format(root=str(tmp_path)))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr("memodag.versioning.source_index._FRESHNESS_INTERVAL", 0.0)
-    jobs = importlib.import_module("proj_mapped.jobs")
-    jobs.speech.execute_in_process(instance=instance)
-
-    (package / "jobs.py").write_text(
-        source.format(root=str(tmp_path)).replace("word.upper()", "word.upper() + '!'")
-    )
-    sys.modules.pop("proj_mapped.jobs")
-    edited = importlib.import_module("proj_mapped.jobs")
-    rows = {r.step_output: r for r in list_versions(edited.speech, None, instance, explain=True)}
+    edited = _edited_project(tmp_path, monkeypatch, instance, "proj_mapped", source, "speech")
+    rows = {r.step_output: r for r in list_versions(edited, None, instance, explain=True)}
     assert rows["words.result"].status == "stored"
     for key in ("loud[a].result", "loud[b].result"):
         assert rows[key].status == "to-be-recomputed"
