@@ -13,12 +13,15 @@ import textwrap
 import pytest
 
 from memodag import (
+    MEMOIZED_RUN_TAG,
     DynamicOut,
     DynamicOutput,
     EventType,
     Instance,
     RunStatus,
+    in_process_executor,
     job,
+    multiprocess_executor,
     op,
 )
 from memodag.engine.execute import execute_job
@@ -205,3 +208,41 @@ def test_a_signalled_run_keeps_every_finished_step(executor, signal_name, tmp_pa
 
 def _steps(instance: Instance, run_id: str, kind: EventType) -> set[str]:
     return {e.step_key for e in instance.get_events(run_id, [kind]) if e.step_key}
+
+
+@pytest.mark.parametrize("executor", ["in_process", "multiprocess"])
+def test_a_reused_output_is_recorded_before_a_later_step_runs(executor, tmp_path):
+    # while a long step runs, another process (gc, `runs show`) must already see that this live
+    # run reuses `first`'s stored output: it is not held back until the long step ends
+    url = f"sqlite:///{tmp_path / 'instance.db'}"
+
+    @op(version="1")
+    def first():
+        return 41
+
+    @op(version="1", config_schema={"label": str})
+    def looks(context):
+        with Instance.from_url(url, storage_dir=tmp_path / "storage") as other:
+            return len(other.get_events(context.run_id, [EventType.STEP_MEMOIZED]))
+
+    @op(version="1")
+    def last(x, y):
+        return x + y
+
+    executors = {
+        "in_process": in_process_executor,
+        "multiprocess": multiprocess_executor.configured({"max_concurrent": 1}),
+    }
+
+    @job(tags={MEMOIZED_RUN_TAG: "true"}, executor_def=executors[executor])
+    def reuse():
+        last(first(), looks())
+
+    def config(label: str) -> dict:
+        return {"ops": {"looks": {"config": {"label": label}}}}
+
+    with Instance.from_url(url, storage_dir=tmp_path / "storage") as instance:
+        reuse.execute_in_process(config("cold"), instance=instance)
+        result = reuse.execute_in_process(config("again"), instance=instance)
+    assert result.step_status["first"] == "memoized"
+    assert result.output_for_node("looks") == 1

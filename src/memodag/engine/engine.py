@@ -149,6 +149,8 @@ class Engine:
                 timeout = None
                 if self._retries:
                     timeout = max(0.0, self._retries[0][0] - time.monotonic())
+                # memoized steps and skips recorded before waiting on a step that may run for hours
+                self.log.flush_buffered()
                 self._arrived.extend(executor.wait(timeout))
                 while self._arrived:
                     self._finish(self._arrived.popleft())
@@ -192,6 +194,7 @@ class Engine:
                 self.log.notify(
                     Event(EventType.STEP_START, self.run_id, time.time(), key, "", {"attempt": 0})
                 )
+            self.log.flush_buffered()  # an in-process submit runs the step before it returns
             self.executor.submit(task)
 
     def _task(self, step: ExecutionStep, attempt: int = 0) -> StepTask | None:

@@ -3,8 +3,9 @@
 An executed attempt's outcome is durable the moment it reaches the engine: ``record_outcome``
 commits its events and index entries, with whatever was buffered before them, in one transaction
 (a run killed right after still keeps that step, so a memoized rerun skips it). Everything else
-(memoized steps, skips, retries) is buffered and goes with the next such commit, at the latest
-``FLUSH_SECONDS`` later or when the run ends. Index entries always go in the same transaction as
+(memoized steps, skips, retries) is buffered and goes with the next such commit, or is committed
+on its own before the engine hands an attempt to an executor or waits for one (``flush_buffered``):
+a record that a live run reuses a stored output never waits for a long step to end. Index entries always go in the same transaction as
 the events that recorded their data. This module never decides what runs.
 """
 
@@ -42,6 +43,11 @@ class EventLog:
         self.count += 1
         for listener in self.listeners:
             listener(event)
+
+    def flush_buffered(self) -> None:
+        """Commit what is buffered, if anything (before the engine starts or awaits an attempt)."""
+        if self._events or self._index:
+            self.flush()
 
     def notify(self, event: Event) -> None:
         """Tell listeners about ``event`` without storing it (a step being handed to an executor:
