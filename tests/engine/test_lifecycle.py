@@ -209,3 +209,27 @@ def test_results_load_through_live_io_managers_on_every_executor(executor, insta
     result = JOBS[executor].execute_in_process(run_config=config, instance=instance)
     assert result.output_for_node("wait") == 5
     assert result.output_for_node("double") == 4
+
+
+def test_run_end_is_heard_when_the_last_write_of_the_run_fails(instance, tmp_path, monkeypatch):
+    # a store that commits or discards a stage at run end must hear the end even when the
+    # instance fails on the run's last commit ("database is locked")
+    config = run_config(tmp_path)
+    config["resources"]["tracker"] = {"config": {"log": str(tmp_path / "hooks.log")}}
+    tracked_job.execute_in_process(run_config=config, instance=instance)
+    (tmp_path / "hooks.log").unlink()
+
+    real = instance._storage.store_events
+    commits = []
+
+    def locked_after_run_start(events, index_entries):
+        commits.append(len(events))
+        if len(commits) == 2:  # the first commit records the run's start; the next one fails
+            raise RuntimeError("database is locked")
+        return real(events, index_entries)
+
+    monkeypatch.setattr(instance._storage, "store_events", locked_after_run_start)
+    with pytest.raises(RuntimeError, match="database is locked"):
+        tracked_job.execute_in_process(run_config=config, instance=instance)
+    heard = hooks(tmp_path)
+    assert heard[-2:] in (["end FAILURE", "resource end"], ["resource end", "end FAILURE"]), heard

@@ -146,13 +146,20 @@ def execute_job(
             finally:
                 # the storage lifecycle's end: after every attempt ended and every outcome is
                 # stored (so on_output_recorded came first), before the resources' teardown
-                executor.shutdown()
-                event_log.flush()
-                if isinstance(ending, KeyboardInterrupt):
-                    status = _run_status(engine, True, None, str(ending))
+                closing: BaseException | None = None
+                try:
+                    executor.shutdown()
+                    event_log.flush()
+                except BaseException as exc:
+                    closing = exc  # e.g. the database locked: the hooks still hear the end
+                cause = ending or closing
+                if isinstance(cause, KeyboardInterrupt):
+                    status = _run_status(engine, True, None, str(cause))
                 else:
-                    status = _run_status(engine, False, ending)
+                    status = _run_status(engine, False, cause)
                 hook_error = hooks.end(status[0].value, status[2])
+                if closing is not None and ending is None:
+                    raise closing
     except KeyboardInterrupt as exc:
         canceled = True
         cancel_reason = str(exc)  # "signal 15 (SIGTERM): ..." or empty for Ctrl-C
