@@ -124,3 +124,30 @@ def test_the_cli_says_once_that_outputs_of_the_older_scheme_are_recomputed(tmp_p
 
     again = memodag(launcher)
     assert "version scheme" not in again and "Steps: 0 executed, 6 memoized" in again
+
+
+def test_an_entry_written_by_the_previous_release_into_an_upgraded_instance_is_reused(tmp_path):
+    # during an upgrade a memodag 0.1 process may still write to the (now upgraded) instance: its
+    # INSERT names no scheme, and 0.1 computed versions by scheme 1, so the entry is reused
+    import sqlite3
+
+    db = tmp_path / "instance.db"
+    calls: list[str] = []
+    with Instance.from_url(f"sqlite:///{db}", storage_dir=tmp_path / "storage") as instance:
+        fan_job(calls).execute_in_process(instance=instance)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT output_key, version, address, run_id, created_at, size_bytes, recipe "
+            "FROM output_index"
+        ).fetchall()
+        conn.execute("DELETE FROM output_index")
+        conn.executemany(  # memodag 0.1's statement, word for word
+            "INSERT INTO output_index (output_key, version, address, run_id, created_at, "
+            "size_bytes, recipe) VALUES (?,?,?,?,?,?,?)",
+            rows,
+        )
+    calls.clear()
+    with Instance.from_url(f"sqlite:///{db}", storage_dir=tmp_path / "storage") as instance:
+        result = fan_job(calls).execute_in_process(instance=instance)
+        assert calls == []
+        assert _scheme_warnings(result) == []

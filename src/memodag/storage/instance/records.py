@@ -78,7 +78,7 @@ class IndexEntry:
     versions), kept so ``explain`` can say what changed; read from the database it is parsed only
     when asked for (a memoized run reads thousands of entries and needs few recipes).
     ``version_scheme`` is the scheme the version was computed by (``versioning/scheme.py``); an
-    entry counts as stored only under that scheme (None: not recorded).
+    entry counts as stored only under that scheme (rows written by memodag 0.1: scheme 1).
     """
 
     __slots__ = (

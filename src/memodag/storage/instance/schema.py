@@ -48,7 +48,7 @@ _TABLES = [
     """CREATE TABLE output_index (
         output_key TEXT NOT NULL, version TEXT NOT NULL, address TEXT NOT NULL,
         run_id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, size_bytes BIGINT, recipe TEXT,
-        version_scheme INTEGER, PRIMARY KEY (output_key, version))""",
+        version_scheme INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (output_key, version))""",
     "CREATE INDEX output_index_by_key ON output_index (output_key, created_at)",
 ]
 
@@ -96,8 +96,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         "output_index.version_scheme: how each stored version was computed; every entry written "
         "before it was computed by scheme 1",
         (
-            "ALTER TABLE output_index ADD COLUMN version_scheme INTEGER",
-            "UPDATE output_index SET version_scheme = 1",
+            # a default, not a one-off update: a memodag 0.1 process still writing to this
+            # instance during an upgrade names no scheme, and computes versions by scheme 1
+            "ALTER TABLE output_index ADD COLUMN version_scheme INTEGER NOT NULL DEFAULT 1",
         ),
     ),
 )
