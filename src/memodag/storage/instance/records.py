@@ -78,7 +78,7 @@ class IndexEntry:
     versions), kept so ``explain`` can say what changed; read from the database it is parsed only
     when asked for (a memoized run reads thousands of entries and needs few recipes).
     ``version_scheme`` is the scheme the version was computed by (``versioning/scheme.py``); an
-    entry counts as stored only under that scheme (rows written by memodag 0.1: scheme 1).
+    entry counts as stored only under that scheme (1 where none is stated: memodag 0.1's).
     """
 
     __slots__ = (
@@ -101,7 +101,7 @@ class IndexEntry:
         size_bytes: int | None = None,
         recipe: Mapping[str, Any] | None = None,
         recipe_json: str | None = None,
-        version_scheme: int | None = None,
+        version_scheme: int = 1,
     ) -> None:
         self.output_key = output_key
         self.version = version
