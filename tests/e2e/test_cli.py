@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_process import run_memodag
 from memodag import EventType, Instance, RunStatus
 
 # Ops write what they saw to a side-effect file, so tests can tell which steps ran and with what.
@@ -428,3 +429,31 @@ def test_memoize_flag_skips_steps_stored_at_their_version(cli: Cli) -> None:
     unversioned = cli.write("plain.py", TWO_JOBS)
     refused = cli("job", "execute", "-f", str(unversioned), "-j", "tiny", "--memoize")
     assert refused.returncode == 2 and "without a version" in refused.stderr
+
+
+def test_a_job_file_that_runs_its_job_when_imported_is_refused_before_any_run(tmp_path):
+    (tmp_path / "slow.py").write_text(
+        "from memodag import job, op\n\n"
+        "@op\ndef hello():\n    print('HELLO RAN')\n    return 1\n\n"
+        "@job\ndef slow():\n    hello()\n\n"
+        "slow.execute_in_process()\n"
+    )
+    home = tmp_path / ".memodag"
+    out = run_memodag("job", "execute", "-f", "slow.py", cwd=tmp_path, home=home, check=False)
+    assert out.returncode != 0
+    assert "starts a run when it is imported (line 12 of" in out.stderr, out.stderr
+    assert 'if __name__ == "__main__":' in out.stderr
+    assert "HELLO RAN" not in out.stdout
+    listed = run_memodag("runs", "list", "--json", cwd=tmp_path, home=home)
+    assert json.loads(listed.stdout) == []
+
+
+def test_an_unexpected_error_says_how_to_see_its_traceback(tmp_path):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+    out = run_memodag("job", "execute", "-f", "broken.py", cwd=tmp_path, check=False)
+    assert out.returncode != 0
+    assert "RuntimeError: boom" in out.stderr
+    hint = next(line for line in out.stderr.splitlines() if "traceback" in line)
+    assert "memodag --debug" in hint, out.stderr
+    debug = run_memodag("--debug", "job", "execute", "-f", "broken.py", cwd=tmp_path, check=False)
+    assert "Traceback (most recent call last)" in debug.stderr

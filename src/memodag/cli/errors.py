@@ -17,6 +17,9 @@ EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
 
 DEBUG_ENV = "MEMODAG_DEBUG"
+DEBUG_HINT = (
+    f"Run `memodag --debug ...` (before the command) or set {DEBUG_ENV}=1 to see the traceback."
+)
 _DEBUG_META = "memodag.debug"
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from memodag.cli.errors import CliError
+from memodag.cli.errors import DEBUG_HINT, CliError
 
 if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition
@@ -250,6 +250,8 @@ def _load_file(path: Path) -> ModuleType:
     # the path: a neighbour must never shadow an installed package (a `yaml.py` beside the job).
     if directory not in sys.path:
         sys.path.append(directory)
+    from memodag.engine.execute import runs_refused_while_importing
+
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise CliError(f"{path} cannot be imported as Python code (expected a .py file)")
@@ -257,7 +259,8 @@ def _load_file(path: Path) -> ModuleType:
     # Registered before running so pickling (worker processes) and dataclasses find the module.
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with runs_refused_while_importing(f"job file {path}"):
+            spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)
         raise _load_error(f"file {path}", exc) from exc
@@ -281,11 +284,14 @@ def _module_name_for(path: Path) -> str:
 
 
 def _load_module(name: str, location: CodeLocation) -> ModuleType:
+    from memodag.engine.execute import runs_refused_while_importing
+
     directory = location.working_dir or os.getcwd()
     if directory not in sys.path:
         sys.path.insert(0, directory)
     try:
-        return importlib.import_module(name)
+        with runs_refused_while_importing(f"module {name}"):
+            return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
             raise CliError(
@@ -317,5 +323,5 @@ def _load_error(what: str, exc: BaseException) -> CliError:
     summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return CliError(
         f"could not load {what}: {summary}{where}",
-        hint="Run with --debug to see the traceback.",
+        hint=DEBUG_HINT,
     )

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from memodag import __version__
-from memodag.cli.errors import DEBUG_ENV, CliError, enable_debug, exit_code_for
+from memodag.cli.errors import DEBUG_ENV, DEBUG_HINT, CliError, enable_debug, exit_code_for
 from memodag.cli.lazy import LazyGroup
 
 # One line per command group; add "gc": "memodag.cli.commands.gc:gc" and it appears in --help.
@@ -43,8 +43,7 @@ class RootGroup(LazyGroup):
 
             if isinstance(exc, MemodagError):
                 raise CliError(str(exc), exit_code_for(exc)) from exc
-            hint = "Run with --debug to see the traceback."
-            raise CliError(f"{type(exc).__name__}: {exc}", 1, hint) from exc
+            raise CliError(f"{type(exc).__name__}: {exc}", 1, DEBUG_HINT) from exc
 
 
 @click.group(

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.executor import ExecutorDefinition
@@ -49,6 +50,8 @@ def execute_job(
 ) -> ExecuteInProcessResult:
     """Run ``job`` and return its result (see ``JobDefinition.execute_in_process``)."""
     _refuse_in_starting_worker()
+    if _importing:
+        raise ExecutionError(_started_at_import(_importing[-1]))
     resolved = resolve_run_config(job, run_config)
     plan = build_plan(job, resolved)
     executor = _executor(resolved)  # before any storage is touched (its config: checked above)
@@ -201,6 +204,36 @@ def execute_job(
         skipped = [k for k, s in engine.result.status.items() if s == "skipped"]
         raise ExecutionError(f"run {run_id[:8]} did not complete: steps skipped {skipped[:10]}")
     return result
+
+
+#: what the CLI is importing to find its jobs (a run started meanwhile is a mistake)
+_importing: list[str] = []
+
+
+@contextlib.contextmanager
+def runs_refused_while_importing(what: str) -> Iterator[None]:
+    """While ``what`` (a job file or module) is imported to find its jobs, a run it starts is
+    refused: a script that runs its job at import time, outside ``if __name__ == "__main__":``,
+    would otherwise run it silently (defaults only, no progress) before the command's own run."""
+    _importing.append(what)
+    try:
+        yield
+    finally:
+        _importing.pop()
+
+
+def _started_at_import(what: str) -> str:
+    package = str(Path(__file__).resolve().parents[1])
+    frame = sys._getframe(2)
+    while frame is not None and (
+        frame.f_code.co_name != "<module>" or frame.f_code.co_filename.startswith(package)
+    ):
+        frame = frame.f_back  # type: ignore[assignment]
+    where = f" (line {frame.f_lineno} of {frame.f_code.co_filename})" if frame is not None else ""
+    return (
+        f"{what} starts a run when it is imported{where}; memodag imports it to find its jobs "
+        'and runs them itself. Put the code that runs it under `if __name__ == "__main__":`'
+    )
 
 
 def _refuse_in_starting_worker() -> None:
