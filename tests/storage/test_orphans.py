@@ -117,3 +117,107 @@ def test_leftovers_in_an_ended_runs_folder_go_and_its_outputs_stay(instance, tmp
     collect_garbage(instance, keep_runs=10, dry_run=False)
     assert not any(p.exists() for p in stray)
     assert result.output_for_node("two") == 2
+
+
+# -- one folder, several spellings: recorded outputs are never orphans --------------------------
+
+PIPE = """
+from memodag import Instance, job, op
+
+@op
+def one():
+    return 1
+
+@op
+def two(x):
+    return x + 1
+
+@job
+def small():
+    two(one())
+
+if __name__ == "__main__":
+    # the project's instance opened by relative paths, as a script run from the project may
+    instance = Instance.from_url("sqlite:///.memodag/instance.db", storage_dir=".memodag/storage")
+    print(small.execute_in_process(instance=instance).run_id)
+"""
+
+
+def test_gc_cli_keeps_outputs_a_script_recorded_under_a_relative_storage_dir(tmp_path):
+    from cli_process import run_memodag
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pipe.py").write_text(PIPE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("MEMODAG_INSTANCE_URL", None)
+    env.pop("MEMODAG_HOME", None)
+    ran = subprocess.run(
+        [sys.executable, "pipe.py"], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr
+    run_id = ran.stdout.split()[-1]
+    outputs = {
+        project / ".memodag" / "storage" / run_id / f"{s}.result.pkl" for s in ("one", "two")
+    }
+    assert all(p.is_file() for p in outputs)
+    stray = project / ".memodag" / "storage" / run_id / "three.result.pkl"
+    stray.write_bytes(b"never recorded")
+
+    # the CLI opens the same instance with an absolute storage folder
+    listed = run_memodag("gc", "--keep-last", "10", "--json", cwd=project)
+    assert [(i["uri"], i["orphan"]) for i in json.loads(listed.stdout)["items"]] == [
+        (str(stray), True)
+    ]
+    run_memodag("gc", "--keep-last", "10", "--yes", cwd=project)
+    assert all(p.is_file() for p in outputs)
+    assert not stray.exists()
+    # and from another working directory, where the recorded relative paths resolve elsewhere
+    elsewhere = run_memodag(
+        "gc",
+        "--keep-last",
+        "10",
+        "--yes",
+        cwd=tmp_path,
+        env={"MEMODAG_HOME": str(project / ".memodag")},
+    )
+    assert "0 output(s) deleted" in elsewhere.stdout
+    assert all(p.is_file() for p in outputs)
+
+
+def test_outputs_written_through_a_symlinked_base_dir_are_not_orphans(tmp_path):
+    from memodag import fs_io_manager, job, op
+
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real)
+    # the instance's folder, and a job writing to the same folder through a symlink
+    instance = Instance.from_url(f"sqlite:///{tmp_path / 'instance.db'}", storage_dir=real)
+
+    @op
+    def one():
+        return 1
+
+    @op
+    def two(x):
+        return x + 1
+
+    manager = fs_io_manager.configured({"base_dir": str(link)})
+
+    @job(resource_defs={"io_manager": manager})
+    def linked():
+        two(one())
+
+    result = linked.execute_in_process(instance=instance)
+    stray = real / result.run_id / "two.result.pkl.tmp-999999-abcdef12"
+    stray.write_bytes(b"partial")
+    assert _orphans(instance) == {str(stray)}
+    report = collect_garbage(instance, keep_runs=10, dry_run=False)
+    assert report.errors == []
+    assert not stray.exists()
+    assert sorted(p.name for p in (real / result.run_id).iterdir()) == [
+        "one.result.pkl",
+        "two.result.pkl",
+    ]
+    assert result.output_for_node("two") == 2
+    instance.close()

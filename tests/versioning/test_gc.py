@@ -68,3 +68,68 @@ def test_older_than(instance):
     uris = {i.uri for i in report.items}
     assert first.output_address("blob").uri in uris
     assert second.output_address("blob").uri not in uris
+
+
+# -- one file, several index entries: the versioned layout is not scoped by job ------------------
+
+
+def _sharing_jobs(tmp_path):
+    from memodag import versioned_filesystem_io_manager
+
+    store = versioned_filesystem_io_manager.configured({"base_dir": str(tmp_path / "data")})
+
+    @op(version="1")
+    def load():
+        return [1, 2, 3]
+
+    @job(resource_defs={"io_manager": store}, tags={MEMOIZED_RUN_TAG: "true"})
+    def east():
+        load()
+
+    @job(resource_defs={"io_manager": store}, tags={MEMOIZED_RUN_TAG: "true"})
+    def west():
+        load()
+
+    return east, west
+
+
+def test_a_file_two_jobs_share_goes_with_both_index_entries(instance, tmp_path):
+    east, west = _sharing_jobs(tmp_path)
+    shared = east.execute_in_process(instance=instance).output_address("load").uri
+    assert west.execute_in_process(instance=instance).output_address("load").uri == shared
+    assert len([e for e in instance.index_entries() if e.address.uri == shared]) == 2
+
+    size = os.path.getsize(shared)
+    report = collect_garbage(instance, keep_runs=0, dry_run=False)
+    assert report.errors == []
+    assert report.total_bytes == size  # one file, counted once
+    assert sorted(i.index_key[0].split("@")[0] for i in report.items if i.index_key) == [
+        "east/load.result",
+        "west/load.result",
+    ]
+    assert not os.path.exists(shared)
+    assert [e for e in instance.index_entries() if e.address.uri == shared] == []
+    # no entry points at the deleted file: both jobs compute it again
+    for again in (east, west):
+        result = again.execute_in_process(instance=instance)
+        assert result.executed_step_keys == ["load"]
+        assert result.output_for_node("load") == [1, 2, 3]
+
+
+def test_a_shared_file_one_entry_still_keeps_is_not_deleted(instance, tmp_path):
+    east, west = _sharing_jobs(tmp_path)
+    first = east.execute_in_process(instance=instance)
+    cutoff = instance.get_run(first.run_id).end_time + 0.05
+    time.sleep(0.1)
+    shared = west.execute_in_process(instance=instance).output_address("load").uri
+    assert shared == first.output_address("load").uri
+
+    # east's entry is older than the cut-off, west's is not: the file stays, and so do both
+    report = collect_garbage(instance, older_than=cutoff, dry_run=False)
+    assert shared not in {i.uri for i in report.items}
+    assert report.kept == 2
+    assert os.path.exists(shared)
+    for again in (east, west):
+        result = again.execute_in_process(instance=instance)
+        assert result.memoized_step_keys == ["load"]
+        assert result.output_for_node("load") == [1, 2, 3]

@@ -6,6 +6,11 @@ is in that run's events), or when it was stored after ``older_than``. Everything
 index entry, then its data, deleted by ``IOManager.delete``. Dry run by default. The index entry
 is deleted before the data, so a crash in between leaves an orphan, never a dangling entry.
 
+One stored file is judged once, whatever names it: every index entry and run event naming it
+(the versioned layout is not scoped by job, so jobs sharing an op and version share a file), by
+any spelling (a relative path, a symlinked folder: compared by real path). It goes only when all
+of them are unreachable, and then all the index entries naming it go with it.
+
 Which io manager: one built from a job the caller supplies (``jobs``: the run's job, its
 resource definition for the address's key, the run's resource config), else a built-in path
 manager rebuilt from the address (a file path, ``memory://`` or ``s3://`` URI recorded with a
@@ -13,7 +18,7 @@ serializer, which only path managers record). An output whose manager cannot be 
 in ``GcReport.unavailable`` and kept: gc never unlinks what it cannot attribute to a manager.
 
 Orphans are files under a run's folder (the run-keyed layout of the path managers) that no
-recorded address names: attempts killed before their outcome was recorded, attempts that
+recorded address of any run names, by real path or by their ``<run_id>/<name>`` tail: attempts killed before their outcome was recorded, attempts that
 failed, temporary files of interrupted writes. They go once their run has ended or its process
 is known dead, never while it may still be writing. See docs/storage.md, "Garbage collection".
 """
@@ -37,6 +42,9 @@ from memodag.storage.liveness import process_alive
 from memodag.versioning.memoize import ABSENT, CODE_PARTS
 
 _OBJECT_STORE_PROTOCOLS = ("s3", "s3a")
+#: what names a stored file: an address, when it was stored (or its run started), and the
+#: ``(output_key, version)`` of its index entry (None: only a run's events name it)
+_Namer = tuple[Address, float | None, tuple[str, str] | None]
 #: index rows the memoizer writes that hold no data (a dynamic output's manifest, an optional
 #: output not yielded, what a mapped op's code hashes: ``versioning.memoize``): left as they are
 _METADATA_SERIALIZERS = frozenset({"manifest", ABSENT, CODE_PARTS})
@@ -71,7 +79,16 @@ class GcReport:
 
     @property
     def total_bytes(self) -> int:
-        return sum(i.size_bytes or 0 for i in self.items)
+        """Bytes freed: a file several index entries share is counted once."""
+        seen: set[str] = set()
+        total = 0
+        for item in self.items:
+            if item.uri is not None:
+                if item.uri in seen:
+                    continue
+                seen.add(item.uri)
+            total += item.size_bytes or 0
+        return total
 
 
 class _Gone(IOManager):
@@ -230,6 +247,46 @@ def _identity(address: Address) -> tuple[Any, ...]:
     )
 
 
+def _local_path(uri: str) -> str | None:
+    """The local file a recorded URI names (a plain path or ``file://``), None for other stores."""
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    return None if "://" in uri else uri
+
+
+class _Places:
+    """Names each stored file once whatever spelling recorded it: a local path by its real
+    folder (relative paths and symlinked folders resolved), any other URI as it is.
+
+    Only folders are resolved, each once: an output's own name is what gc would unlink.
+    """
+
+    def __init__(self) -> None:
+        self._real_folders: dict[str, str] = {}
+
+    def real_path(self, path: str) -> str:
+        folder, name = os.path.split(os.path.abspath(path))
+        real = self._real_folders.get(folder)
+        if real is None:
+            real = self._real_folders[folder] = os.path.realpath(folder)
+        return os.path.join(real, name)
+
+    def of_uri(self, uri: str) -> tuple[str, ...]:
+        local = _local_path(uri)
+        return ("file", self.real_path(local)) if local is not None else (uri,)
+
+    def of(self, address: Address) -> tuple[Any, ...]:
+        return self.of_uri(address.uri) if address.uri else _identity(address)
+
+
+def _tails(uri: str) -> tuple[str, str]:
+    """The last two and three parts of a recorded path: ``<run_id>/<name>`` and, for a piece of
+    a fan-out, ``<run_id>/<name>/<piece>``, whatever base folder and spelling precede them."""
+    path = _local_path(uri)
+    parts = (uri.split("://", 1)[-1] if path is None else path).replace(os.sep, "/").split("/")
+    return "/".join(parts[-2:]), "/".join(parts[-3:])
+
+
 def _size(manager: IOManager, uri: str | None) -> int | None:
     """The stored size, for the report only: None when the store cannot say."""
     if not isinstance(manager, PathIOManager) or not uri:
@@ -289,83 +346,96 @@ def _collect(
     runs.sort(key=lambda r: r.start_time or 0, reverse=True)
     runs_by_id = {r.run_id: r for r in runs}
     addresses_of = {r.run_id: instance.get_output_addresses(r.run_id) for r in runs}
+    places = _Places()
     kept_runs = runs[:keep_runs] if keep_runs is not None else []
     keep: set[tuple[Any, ...]] = set()
     for run in kept_runs:
-        keep.update(_identity(a) for a in addresses_of[run.run_id].values())
+        keep.update(places.of(a) for a in addresses_of[run.run_id].values())
 
-    def reachable(address: Address, created_at: float | None) -> bool:
-        if keep_runs is not None and _identity(address) in keep:
+    def reachable(place: tuple[Any, ...], created_at: float | None) -> bool:
+        if keep_runs is not None and place in keep:
             return True
         return bool(older_than is not None and (created_at is None or created_at >= older_than))
 
     report = GcReport(dry_run=dry_run)
-    # (item, its address, its manager), for what gc drops
-    dropping: dict[tuple[Any, ...], tuple[GcItem, Address, IOManager]] = {}
-    indexed: set[tuple[Any, ...]] = set()  # judged by their index entry's time, not a run's
+    # per stored file gc drops: (an item per index entry naming it, the address to delete it
+    # by, its manager)
+    dropping: dict[tuple[Any, ...], tuple[list[GcItem], Address, IOManager]] = {}
 
-    def consider(address: Address, created_at: float | None, index_key: Any) -> None:
-        ident = _identity(address)
-        run = runs_by_id.get(address.run_id)
-        manager = managers.for_address(address, run)
-        item = GcItem(
-            address.uri,
-            address.step_key,
-            address.output_name,
-            address.run_id,
-            created_at,
-            None,
-            index_key,
-            address.io_manager_key,
-        )
-        if isinstance(manager, str) or not can_delete(manager):
-            reason = (
+    def consider(place: tuple[Any, ...], namers: list[_Namer]) -> None:
+        """Drop the file every one of ``namers`` (address, time, index key) names, through the
+        first of their managers that can delete it; with none, report them all and keep it."""
+        items = [
+            GcItem(a.uri, a.step_key, a.output_name, a.run_id, t, None, key, a.io_manager_key)
+            for a, t, key in namers
+        ]
+        chosen: tuple[Address, IOManager] | None = None
+        reasons: list[str] = []
+        for address, _, _ in namers:
+            manager = managers.for_address(address, runs_by_id.get(address.run_id))
+            if not isinstance(manager, str) and can_delete(manager):
+                chosen = address, manager
+                break
+            reasons.append(
                 manager
                 if isinstance(manager, str)
                 else f"io manager '{address.io_manager_key}' ({type(manager).__name__}) "
                 "does not implement delete()"
             )
-            report.unavailable.append(_replace(item, reason=reason))
+        if chosen is None:
+            report.unavailable.extend(
+                _replace(item, reason=reason) for item, reason in zip(items, reasons, strict=True)
+            )
             return
-        if index_key is None:
-            # an address only a run's events name: drop it only if something is there
+        address, manager = chosen
+        if namers[0][2] is None:
+            # an address only runs' events name: drop it only if something is there
             try:
                 if not manager.exists(address):
                     return
             except NotImplementedError:
                 pass
             except Exception as exc:
-                report.errors.append(f"{address.uri or ident}: {type(exc).__name__}: {exc}")
+                report.errors.append(f"{address.uri or place}: {type(exc).__name__}: {exc}")
                 return
-        dropping[ident] = (_replace(item, size_bytes=_size(manager, address.uri)), address, manager)
+            items = items[:1]  # one file, named by several runs: one line
+        size = _size(manager, address.uri)
+        dropping[place] = ([_replace(i, size_bytes=size) for i in items], address, manager)
 
+    # index entries, grouped by the file they name: judged by their entries' times
+    indexed: dict[tuple[Any, ...], list[_Namer]] = {}
     for entry in instance.index_entries():
         if entry.address.uri is None and entry.address.serializer in _METADATA_SERIALIZERS:
             continue
-        ident = _identity(entry.address)
-        indexed.add(ident)
-        if reachable(entry.address, entry.created_at):
-            report.kept += 1
-            continue
-        consider(entry.address, entry.created_at, (entry.output_key, entry.version))
-    kept_ids = {r.run_id for r in kept_runs}
+        namer = (entry.address, entry.created_at, (entry.output_key, entry.version))
+        indexed.setdefault(places.of(entry.address), []).append(namer)
+    for place, namers in indexed.items():
+        if any(reachable(place, created_at) for _, created_at, _ in namers):
+            report.kept += len(namers)
+        else:
+            consider(place, namers)
+    # what only runs' events name, grouped the same way: judged by the times of those runs
+    named: dict[tuple[Any, ...], list[_Namer]] = {}
     for run in runs:
-        if run.run_id in kept_ids:
-            continue
         for address in addresses_of[run.run_id].values():
-            ident = _identity(address)
-            if ident in indexed or ident in dropping or reachable(address, run.start_time):
-                continue
-            consider(address, run.start_time, None)
+            place = places.of(address)
+            if place not in indexed:
+                named.setdefault(place, []).append((address, run.start_time, None))
+    for place, namers in named.items():
+        if not any(reachable(place, started) for _, started, _ in namers):
+            consider(place, namers)
     report.unavailable = _unique(report.unavailable)
 
-    orphans = _orphans(instance, runs, addresses_of, indexed, managers)
-    items = sorted((i for i, _, _ in dropping.values()), key=lambda i: (i.created_at or 0, i.uri))
+    orphans = _orphans(instance, runs, {*indexed, *named}, places, managers)
+    items = sorted(
+        (i for group, _, _ in dropping.values() for i in group),
+        key=lambda i: (i.created_at or 0, i.uri or ""),
+    )
     report.items = items + [item for item, _ in orphans]
     if not dry_run:
         instance.delete_index_entries(i.index_key for i in items if i.index_key)
-        for item, address, manager in dropping.values():
-            _attempt(report, item, lambda m=manager, a=address: m.delete(a))
+        for group, address, manager in dropping.values():
+            _attempt(report, group[0], lambda m=manager, a=address: m.delete(a))
         for item, path_manager in orphans:
             _attempt(report, item, lambda m=path_manager, u=item.uri: m.delete_uri(u or ""))
     return report
@@ -401,21 +471,28 @@ def _attempt(report: GcReport, item: GcItem, delete: Any) -> None:
 def _orphans(
     instance: Any,
     runs: list[Any],
-    addresses_of: Mapping[str, Mapping[Any, Address]],
-    indexed: set[tuple[Any, ...]],
+    recorded: set[tuple[Any, ...]],
+    places: _Places,
     managers: _Managers,
 ) -> list[tuple[GcItem, PathIOManager]]:
-    """Files under the run folders of runs that are over that no recorded address names."""
-    recorded = set(indexed)
-    for addresses in addresses_of.values():
-        recorded.update(_identity(a) for a in addresses.values())
+    """Files under the run folders of runs that are over that no recorded address names.
+
+    ``recorded``: the places every index entry and every run's events name. A file whose
+    ``<run_id>/<name>`` tail a recorded address ends with is kept too, even if its folder is
+    spelled differently (a relative path resolved from another working directory): keeping an
+    orphan costs some disk, deleting an output loses data.
+    """
+    tails: set[str] = set()
+    for place in recorded:
+        if place and isinstance(place[-1], str) and len(place) <= 2:
+            tails.update(_tails(place[-1]))
     found: list[tuple[GcItem, PathIOManager]] = []
     for run in runs:
         if not run_is_over(instance, run):
             continue
         for manager in list(managers.path_managers.values()):
             for uri in _run_files(manager, run.run_id):
-                if (uri,) in recorded:
+                if places.of_uri(uri) in recorded or _run_tail(uri, run.run_id) in tails:
                     continue
                 name = os.path.basename(uri)
                 item = GcItem(
@@ -423,6 +500,13 @@ def _orphans(
                 )
                 found.append((item, manager))
     return found
+
+
+def _run_tail(uri: str, run_id: str) -> str:
+    """``<run_id>/<path in the run's folder>`` of a file listed under that folder."""
+    path = "/" + uri.replace(os.sep, "/")
+    index = path.rfind(f"/{run_id}/")
+    return path[index + 1 :] if index >= 0 else path
 
 
 def _run_files(manager: PathIOManager, run_id: str) -> Iterator[str]:
