@@ -64,3 +64,24 @@ def test_memodag_home_wins_over_the_folder_search(project, monkeypatch, tmp_path
 
     assert find_home() == tmp_path / "team"
     assert Instance.get().home == tmp_path / "team"
+
+
+def test_a_relative_storage_dir_stores_outputs_that_load_from_any_directory(tmp_path, monkeypatch):
+
+    @op
+    def answer():
+        return 42
+
+    @job
+    def one():
+        answer()
+
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    with Instance.from_url(
+        "sqlite:///.memodag/instance.db", storage_dir=".memodag/storage"
+    ) as inst:
+        result = one.execute_in_process(instance=inst)
+        monkeypatch.chdir(tmp_path)  # a later command, from another folder
+        assert result.output_for_node("answer") == 42

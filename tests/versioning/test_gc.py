@@ -133,3 +133,30 @@ def test_a_shared_file_one_entry_still_keeps_is_not_deleted(instance, tmp_path):
         result = again.execute_in_process(instance=instance)
         assert result.memoized_step_keys == ["load"]
         assert result.output_for_node("load") == [1, 2, 3]
+
+
+def test_a_kept_reexecution_keeps_the_outputs_it_loaded_from_its_parent(instance):
+    @op(version="1")
+    def a():
+        return 41
+
+    @op(version="1")
+    def b(x):
+        return x + 1
+
+    @job(tags={MEMOIZED_RUN_TAG: "true"})
+    def pair():
+        b(a())
+
+    first = pair.execute_in_process(instance=instance)
+    pair.execute_in_process(instance=instance)  # everything memoized
+    child = pair.execute_in_process(
+        instance=instance, parent_run_id=first.run_id, step_selection=["b"]
+    )
+    # the newest run is the re-execution: it loaded `a` from its parent, which gc must keep
+    report = collect_garbage(instance, keep_runs=1, dry_run=False)
+    assert "a" not in {item.step_key for item in report.items}
+    again = pair.execute_in_process(
+        instance=instance, parent_run_id=child.run_id, step_selection=["b"]
+    )
+    assert again.output_for_node("b") == 42

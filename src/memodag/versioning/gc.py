@@ -1,9 +1,10 @@
 """``collect_garbage``: drop stored outputs no run worth keeping still points at, and the files
 runs never recorded (orphans), through the io manager that stored each of them.
 
-An output is kept when one of the newest ``keep_runs`` runs produced or reused it (its address
-is in that run's events), or when it was stored after ``older_than``. Everything else goes: its
-index entry, then its data, deleted by ``IOManager.delete``. Dry run by default. The index entry
+An output is kept when one of the newest ``keep_runs`` runs, or an ancestor of one that is a
+re-execution, produced or reused it (its address is in that run's events), or when it was stored
+after ``older_than``. Everything else goes: its index entry, then its data, deleted by
+``IOManager.delete``. Dry run by default. The index entry
 is deleted before the data, so a crash in between leaves an orphan, never a dangling entry.
 
 One stored file is judged once, whatever names it: every index entry and run event naming it
@@ -350,7 +351,14 @@ def _collect(
     kept_runs = runs[:keep_runs] if keep_runs is not None else []
     keep: set[tuple[Any, ...]] = set()
     for run in kept_runs:
-        keep.update(places.of(a) for a in addresses_of[run.run_id].values())
+        # a kept re-execution may have loaded any output of its ancestors (and a re-execution
+        # of it will): they stay with it
+        lineage: Any = run
+        seen: set[str] = set()
+        while lineage is not None and lineage.run_id not in seen:
+            seen.add(lineage.run_id)
+            keep.update(places.of(a) for a in addresses_of.get(lineage.run_id, {}).values())
+            lineage = runs_by_id.get(lineage.parent_run_id) if lineage.parent_run_id else None
 
     def reachable(place: tuple[Any, ...], created_at: float | None) -> bool:
         if keep_runs is not None and place in keep:

@@ -67,7 +67,8 @@ class Instance:
         self, storage: InstanceStorage, storage_dir: Path, home: Path | None = None
     ) -> None:
         self._storage = storage
-        self.storage_dir = storage_dir
+        # absolute: addresses recorded under it must name the same files from any directory
+        self.storage_dir = Path(storage_dir).resolve()
         self.home = home
         self._default_key: tuple[str, str | None, int] | None = None  # set by Instance.get()
 
