@@ -246,3 +246,35 @@ def test_a_reused_output_is_recorded_before_a_later_step_runs(executor, tmp_path
         result = reuse.execute_in_process(config("again"), instance=instance)
     assert result.step_status["first"] == "memoized"
     assert result.output_for_node("looks") == 1
+
+
+def test_log_lines_of_an_in_process_step_are_heard_as_they_are_logged(tmp_path):
+    heard: list[tuple[str, str]] = []
+    heard_while_running: list[list[tuple[str, str]]] = []
+
+    @op
+    def slow(context) -> int:
+        context.log.info("started")
+        heard_while_running.append(list(heard))
+        context.log.warning("halfway")
+        heard_while_running.append(list(heard))
+        return 1
+
+    @job
+    def logs():
+        slow()
+
+    with Instance.from_url(
+        f"sqlite:///{tmp_path / 'instance.db'}", storage_dir=tmp_path / "storage"
+    ) as instance:
+        result = execute_job(
+            logs,
+            instance=instance,
+            listeners=[lambda e: heard.append((e.event_type.value, e.message))],
+        )
+        stored = [e.message for e in result.all_events if e.event_type is EventType.LOG]
+    assert heard_while_running[0][-1] == ("LOG", "started")
+    assert heard_while_running[1][-1] == ("LOG", "halfway")
+    # heard once each, and stored with the step's outcome
+    assert [m for kind, m in heard if kind == "LOG"] == ["started", "halfway"]
+    assert stored == ["started", "halfway"]

@@ -36,6 +36,8 @@ class EventLog:
         self.count = 0
         #: called with each batch of events once it is stored (the storage lifecycle)
         self.on_stored: list[Callable[[list[Event]], Any]] = []
+        #: events listeners already heard before their attempt's outcome (``shown_now``)
+        self._shown: set[int] = set()
 
     def append(self, event: Event) -> None:
         """Buffer one event (stored with the next commit) and tell listeners."""
@@ -48,6 +50,12 @@ class EventLog:
         """Commit what is buffered, if anything (before the engine starts or awaits an attempt)."""
         if self._events or self._index:
             self.flush()
+
+    def shown_now(self, event: Event) -> None:
+        """Tell listeners about an event of an attempt still running (a ``context.log`` line);
+        it is stored with the attempt's outcome, and listeners do not hear it again then."""
+        self._shown.add(id(event))
+        self.notify(event)
 
     def notify(self, event: Event) -> None:
         """Tell listeners about ``event`` without storing it (a step being handed to an executor:
@@ -81,8 +89,12 @@ class EventLog:
         self._index.extend(index_entries)
         self.count += len(events)
         self.flush()
-        for listener in self.listeners:
-            for event in events:
+        shown = self._shown
+        for event in events:
+            if shown and id(event) in shown:
+                shown.discard(id(event))
+                continue
+            for listener in self.listeners:
                 listener(event)
 
     def flush(self) -> None:

@@ -119,7 +119,12 @@ def execute_job(
             ) as resources,
         ):
             runtime = (
-                StepRuntime(resources, resolved.resource_config, instance)
+                StepRuntime(
+                    resources,
+                    resolved.resource_config,
+                    instance,
+                    event_log.shown_now if event_log.listeners else None,
+                )
                 if executor.in_process
                 else None
             )

@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,27 +36,35 @@ class Resources(SimpleNamespace):
 class RunLogger:
     """``context.log``: Python logging plus a LOG event in the run's event log."""
 
-    __slots__ = ("_events", "_run_id", "_step_key")
+    __slots__ = ("_events", "_live", "_run_id", "_step_key")
 
-    def __init__(self, run_id: str, step_key: str | None, events: list[Event] | None) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        step_key: str | None,
+        events: list[Event] | None,
+        live: Callable[[Event], Any] | None = None,
+    ) -> None:
         self._run_id = run_id
         self._step_key = step_key
         self._events = events
+        self._live = live
 
     def _log(self, level: int, msg: str, *args: Any) -> None:
         text = msg % args if args else str(msg)
         _LOGGER.log(level, "%s - %s", self._step_key or self._run_id[:8], text)
         if self._events is not None:
-            self._events.append(
-                Event(
-                    EventType.LOG,
-                    self._run_id,
-                    time.time(),
-                    self._step_key,
-                    text,
-                    {"level": logging.getLevelName(level)},
-                )
+            event = Event(
+                EventType.LOG,
+                self._run_id,
+                time.time(),
+                self._step_key,
+                text,
+                {"level": logging.getLevelName(level)},
             )
+            self._events.append(event)
+            if self._live is not None:
+                self._live(event)  # shown now; stored with the attempt's outcome
 
     def debug(self, msg: str, *args: Any) -> None:
         self._log(logging.DEBUG, msg, *args)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,9 @@ class StepRuntime:
     resources: Resources
     resource_config: Mapping[str, Any]
     instance: Any = None
+    #: where ``context.log`` messages go as they are logged (the driver's listeners, for
+    #: attempts run in the driver); they are stored with the attempt's outcome either way
+    live_log: Callable[[Event], Any] | None = None
     _scoped: dict[frozenset[str], Resources] = field(default_factory=dict)
 
     def io_manager(self, key: str, step_key: str) -> IOManager:
@@ -117,7 +120,7 @@ def run_step(task: StepTask, runtime: StepRuntime) -> StepOutcome:
     events: list[Event] = [
         Event(EventType.STEP_START, run_id, started, step_key, "", {"attempt": task.attempt})
     ]
-    log = RunLogger(run_id, step_key, events)
+    log = RunLogger(run_id, step_key, events, runtime.live_log)
     stored: list[StoredOutput] = []
     try:
         kwargs = _load_inputs(task, runtime, events, log)
