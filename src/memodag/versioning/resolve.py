@@ -122,6 +122,7 @@ class VersionResolver:
         self._code_parts: dict[int, tuple[tuple[str, str], ...]] = {}
         self._config_jsons: dict[str, str] = {}
         self._nodes: dict[tuple[str, bool], _NodeParts | None] = {}
+        self._shared_nodes: dict[tuple[int, str, bool], _NodeParts | None] = {}
 
     def op_version(self, op_def: Any, config: Any, config_json: str | None = None) -> str | None:
         if op_def.version is not None:
@@ -200,6 +201,16 @@ class VersionResolver:
         config_json = self._config_jsons.get(step.node.path)
         if config_json is None:
             config_json = self._config_jsons[step.node.path] = _config_json(step.config)
+        # nodes of one op with one config (an op called many times) share everything here
+        shared_key = (id(step.op_def), config_json, mapped)
+        if shared_key in self._shared_nodes:
+            return self._shared_nodes[shared_key]
+        found = self._shared_nodes[shared_key] = self._new_node_parts(step, mapped, config_json)
+        return found
+
+    def _new_node_parts(
+        self, step: ExecutionStep, mapped: bool, config_json: str
+    ) -> _NodeParts | None:
         code = self.op_version(step.op_def, step.config, config_json)
         if code is None:
             return None
