@@ -235,7 +235,9 @@ class RunProgress:
                 self._step_line("memoized", f"{key} memoized", quiet=True)
         else:
             self._step_line(
-                "memoized", f"{len(burst)} steps memoized ({burst[0]} {self._ellipsis} {burst[-1]})", quiet=True
+                "memoized",
+                f"{len(burst)} steps memoized ({burst[0]} {self._ellipsis} {burst[-1]})",
+                quiet=True,
             )
         self._refresh()
 

@@ -88,6 +88,52 @@ class _NodeParts:
     prefix: Any  # a hashlib object fed code, config and resources
 
 
+class StepVersion:
+    """A step's version, with the parts to build its ``Recipe`` from when one is needed."""
+
+    __slots__ = ("inputs", "node", "version")
+
+    def __init__(
+        self, version: str, node: _NodeParts, inputs: tuple[tuple[str, tuple[str, ...]], ...]
+    ) -> None:
+        self.version = version
+        self.node = node
+        self.inputs = inputs
+
+    def recipe(self) -> Recipe:
+        node = self.node
+        return Recipe(
+            node.code, node.config, node.resources, self.inputs, node.code_parts, self.version
+        )
+
+    def output_versions(self, names: tuple[str, ...]) -> dict[str, str]:
+        """``output_version(version, name)`` of each name, with the names' framing done once."""
+        framed = _FRAMED_VERSION_LENGTH + self.version.encode()
+        suffixes = _output_suffixes(names)
+        return {
+            name: hashlib.sha256(framed + suffix).hexdigest()[:VERSION_LENGTH]
+            for name, suffix in suffixes
+        }
+
+
+_FRAMED_VERSION_LENGTH = VERSION_LENGTH.to_bytes(8, "little")
+_SUFFIXES: dict[tuple[str, ...], tuple[tuple[str, bytes], ...]] = {}
+
+
+def _output_suffixes(names: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
+    """Per output name, what ``output_version`` hashes after the step version (framed as
+    ``hash_strings`` frames it; no mapping key)."""
+    found = _SUFFIXES.get(names)
+    if found is None:
+        empty = (0).to_bytes(8, "little")
+        found = tuple(
+            (name, len(name.encode()).to_bytes(8, "little") + name.encode() + empty)
+            for name in names
+        )
+        _SUFFIXES[names] = found
+    return found
+
+
 def _default_version(value: Any) -> str:
     """An input default by content; one that does not pickle counts by its type alone."""
     try:
@@ -162,6 +208,14 @@ class VersionResolver:
         self, step: ExecutionStep, upstream_version: Callable[[StepOutputHandle], str | None]
     ) -> Recipe | None:
         """The step's recipe, or None when its op or an input has no version."""
+        found = self.step_version(step, upstream_version)
+        return None if found is None else found.recipe()
+
+    def step_version(
+        self, step: ExecutionStep, upstream_version: Callable[[StepOutputHandle], str | None]
+    ) -> StepVersion | None:
+        """The step's version and what it is made of (a ``Recipe`` only when asked: a memoized
+        step needs the version alone), or None when its op or an input has no version."""
         # code, config and resources are per node (clones share them): worked out and hashed
         # once per node, so a step hashes only its inputs on top
         mapped = bool(step.mapping_keys)
@@ -187,15 +241,9 @@ class VersionResolver:
                     found.append(version)
                 versions = tuple(found)
             inputs.append((spec.name, versions))
-            _feed(h, f"i:{spec.name}=" + ",".join(versions))
-        return Recipe(
-            node.code,
-            node.config,
-            node.resources,
-            tuple(inputs),
-            node.code_parts,
-            h.hexdigest()[:VERSION_LENGTH],
-        )
+            data = (f"i:{spec.name}=" + ",".join(versions)).encode()
+            h.update(len(data).to_bytes(8, "little") + data)
+        return StepVersion(h.hexdigest()[:VERSION_LENGTH], node, tuple(inputs))
 
     def _node_parts(self, step: ExecutionStep, mapped: bool) -> _NodeParts | None:
         config_json = self._config_jsons.get(step.node.path)
