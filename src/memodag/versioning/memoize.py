@@ -62,7 +62,9 @@ class IndexMemoizer(Memoizer):
         self.resolver = VersionResolver(job, plan.run_config.resource_config, job.version_strategy)
         self.io_managers: Mapping[str, IOManager] = {}
         self._entries: dict[tuple[str, str], IndexEntry] = {}
+        self._fetched_entries: list[IndexEntry] = []  # in fetch order; only explain groups them
         self._by_key: dict[str, list[IndexEntry]] = {}
+        self._grouped = 0  # how many of ``_fetched_entries`` ``_by_key`` holds
         self._code_parts_recorded: set[tuple[str, str]] = set()
         self._fetched: set[str] = set()
         self._made: dict[str, StepVersion | None] = {}
@@ -128,7 +130,7 @@ class IndexMemoizer(Memoizer):
         pair = (entry.output_key, entry.version)
         # ``stored_versions_of`` answers with what the index held before this walk only
         if fetched and pair not in self._entries:
-            self._by_key.setdefault(entry.output_key, []).append(entry)
+            self._fetched_entries.append(entry)
         self._entries[pair] = entry
 
     def notices(self) -> list[str]:
@@ -291,6 +293,10 @@ class IndexMemoizer(Memoizer):
 
     def stored_versions_of(self, step: ExecutionStep, name: str) -> list[IndexEntry]:
         """Every stored version of one output (``explain`` picks the closest recipe)."""
+        fetched = self._fetched_entries
+        for entry in fetched[self._grouped :]:
+            self._by_key.setdefault(entry.output_key, []).append(entry)
+        self._grouped = len(fetched)
         return list(self._by_key.get(self._key(step, name), ()))
 
     def resource_configs(self, step: ExecutionStep) -> dict[str, Any]:
