@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TypeAlias
 
 from memodag.errors import DefinitionError
 from memodag.plan.plan import (
@@ -89,7 +90,7 @@ def expand_mapped(
             mapping_keys = (*prefix, key)
             for node, wiring in wirings:
                 inputs = tuple(
-                    make(mapping_keys) if make is not None else fixed for fixed, make in wiring
+                    wire if isinstance(wire, StepInput) else wire(mapping_keys) for wire in wiring
                 )
                 created.append(
                     ExecutionStep(
@@ -129,7 +130,7 @@ def _gathers(plan: ExecutionPlan, node: OpNode, fan_out: tuple[str, str]) -> boo
     )
 
 
-_Wire = tuple["StepInput | None", "Callable[[tuple[str, ...]], StepInput] | None"]
+_Wire: TypeAlias = "StepInput | Callable[[tuple[str, ...]], StepInput]"
 
 
 def _clone_wiring(plan: ExecutionPlan, node: OpNode) -> list[_Wire]:
@@ -139,17 +140,17 @@ def _clone_wiring(plan: ExecutionPlan, node: OpNode) -> list[_Wire]:
     wiring: list[_Wire] = []
     for name, source in node.inputs.items():
         if isinstance(source, DefaultSource):
-            wiring.append((StepInput(name, default=source.value), None))
+            wiring.append(StepInput(name, default=source.value))
             continue
         upstream = plan.nodes[source.node]
         up_depth = len(upstream.mapped_over)
         output = source.output
         if source.mode == "piece":
-            wiring.append((None, _piece_input(name, upstream.path, up_depth, output)))
+            wiring.append(_piece_input(name, upstream.path, up_depth, output))
         elif up_depth == 0:
-            wiring.append((StepInput(name, (StepOutputHandle(upstream.path, output),)), None))
+            wiring.append(StepInput(name, (StepOutputHandle(upstream.path, output),)))
         else:
-            wiring.append((None, _value_input(name, upstream.path, up_depth, output)))
+            wiring.append(_value_input(name, upstream.path, up_depth, output))
     return wiring
 
 
