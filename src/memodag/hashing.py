@@ -19,12 +19,12 @@ VERSION_LENGTH = 20
 
 def hash_strings(*parts: str) -> str:
     """A short hex digest of ordered strings (length-prefixed, so ("ab","c") != ("a","bc"))."""
-    h = hashlib.sha256()
+    framed = bytearray()  # one update: hashing many short strings is call-bound
     for part in parts:
         data = part.encode()
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()[:VERSION_LENGTH]
+        framed += len(data).to_bytes(8, "little")
+        framed += data
+    return hashlib.sha256(framed).hexdigest()[:VERSION_LENGTH]
 
 
 def canonical_json(value: Any) -> str:

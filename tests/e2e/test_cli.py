@@ -457,3 +457,49 @@ def test_an_unexpected_error_says_how_to_see_its_traceback(tmp_path):
     assert "memodag --debug" in hint, out.stderr
     debug = run_memodag("--debug", "job", "execute", "-f", "broken.py", cwd=tmp_path, check=False)
     assert "Traceback (most recent call last)" in debug.stderr
+
+
+def test_a_burst_of_memoized_steps_prints_one_line_and_executed_steps_still_print_theirs(
+    cli: Cli,
+) -> None:
+    job_file = cli.write(
+        "burst.py",
+        """
+        import os
+        from memodag import op, job
+
+        @op(version=os.environ.get("TAIL_VERSION", "1"))
+        def tail(x):
+            return x + 1
+
+        @op(version="1")
+        def inc(x):
+            return x + 1
+
+        @op(version="1")
+        def source():
+            return 0
+
+        @job
+        def burst():
+            value = source()
+            for i in range(30):
+                value = inc.alias(f"inc{i}")(value)
+            tail(value)
+        """,
+    )
+    _ok(cli("job", "execute", "-f", str(job_file), "--memoize"))
+    rerun = _ok(cli("job", "execute", "-f", str(job_file), "--memoize"))
+    lines = rerun.stdout.splitlines()
+    assert [line for line in lines if line.startswith("○")] == [
+        "○ 32 steps memoized (source … tail)"
+    ], rerun.stdout
+    assert "0 executed, 32 memoized" in rerun.stdout
+
+    changed = _ok(
+        cli("job", "execute", "-f", str(job_file), "--memoize", env={"TAIL_VERSION": "2"})
+    )
+    lines = changed.stdout.splitlines()
+    burst = lines.index("○ 31 steps memoized (source … inc29)")
+    assert lines[burst + 1].startswith("✓ tail "), changed.stdout
+    assert "1 executed, 31 memoized" in changed.stdout

@@ -5,12 +5,18 @@ failures, retries and skips printed above it. Elsewhere (pipes, CI logs): one pl
 event, e.g. ``✓ load 0.12s`` or ``✗ train: ValueError: ...``. It also keeps each step's state,
 from which the end-of-run summary is drawn.
 
+Memoized steps cost next to nothing, so a rerun may report thousands of them in a burst: a burst
+of more than ``MEMOIZED_LINES`` consecutive memoized steps prints one summary line (and updates
+the bar once every ``_BAR_EVERY`` steps), never a line each. Executed steps still print their line
+as they end. Per-event work is O(1): counts are kept per status, never recounted.
+
 The total starts at the plan's step count and grows as mapped (dynamic) steps appear. A listener
 runs inside the engine loop, so nothing here may raise or block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +29,10 @@ if TYPE_CHECKING:
     from memodag.storage.instance.records import Event
 
 DONE = frozenset({"success", "failed", "skipped", "memoized"})
+
+#: a burst of at most this many consecutive memoized steps prints a line per step
+MEMOIZED_LINES = 10
+_BAR_EVERY = 500  # memoized steps between two bar updates within a burst
 
 _UNICODE_SYMBOLS = {"success": "✓", "failed": "✗", "skipped": "-", "memoized": "○", "retry": "↻"}
 _ASCII_SYMBOLS = {"success": "ok", "failed": "X", "skipped": "-", "memoized": "o", "retry": "~"}
@@ -69,11 +79,14 @@ class RunProgress:
         self.started = time.monotonic()
         self.ended: float | None = None
         self._discovered = 0
+        self._by_status: dict[str, int] = {}
+        self._memoized_burst: list[str] = []  # consecutive memoized steps not printed yet
         self._last = ""
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         utf = (console.encoding or "").lower().replace("-", "").startswith("utf")
         self._symbols = _UNICODE_SYMBOLS if utf else _ASCII_SYMBOLS
+        self._ellipsis = "…" if utf else "..."
 
     # -- counts for the summary ---------------------------------------------------------------
 
@@ -83,17 +96,16 @@ class RunProgress:
 
     @property
     def done(self) -> int:
-        return sum(1 for s in self.steps.values() if s.status in DONE)
+        return sum(n for status, n in self._by_status.items() if status in DONE)
 
     def counts(self) -> dict[str, int]:
-        result = {"executed": 0, "memoized": 0, "failed": 0, "skipped": 0}
-        names = {"success": "executed", "memoized": "memoized", "failed": "failed"}
-        for state in self.steps.values():
-            if state.status in names:
-                result[names[state.status]] += 1
-            elif state.status == "skipped":
-                result["skipped"] += 1
-        return result
+        by_status = self._by_status
+        return {
+            "executed": by_status.get("success", 0),
+            "memoized": by_status.get("memoized", 0),
+            "failed": by_status.get("failed", 0),
+            "skipped": by_status.get("skipped", 0),
+        }
 
     def failures(self) -> list[tuple[str, StepState]]:
         return [(k, s) for k, s in self.steps.items() if s.status == "failed"]
@@ -126,6 +138,8 @@ class RunProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.ended = time.monotonic()
+        with contextlib.suppress(Exception):
+            self._end_memoized_burst()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -142,6 +156,11 @@ class RunProgress:
     def _handle(self, event: Event) -> None:
         kind = event.event_type.value
         key = event.step_key
+        if kind == "STEP_MEMOIZED" and key is not None:
+            self._memoized(key)
+            return
+        if self._memoized_burst:
+            self._end_memoized_burst()
         data = event.data or {}
         if kind == "RUN_START":
             self.run_id = event.run_id
@@ -155,39 +174,71 @@ class RunProgress:
             return
         if key is None:
             return
-        state = self.steps.get(key)
-        if state is None:
-            state = self.steps[key] = StepState()
-            if key not in self.planned:
-                self._discovered += 1
+        state = self._state(key)
         if kind == "STEP_START":
-            state.status = "running"
+            self._set(state, "running")
             state.attempts = int(data.get("attempt", 0)) + 1
         elif kind == "STEP_SUCCESS":
-            state.status = "success"
+            self._set(state, "success")
             state.duration = data.get("duration")
             state.attempts = max(state.attempts, int(data.get("attempt", 0)) + 1)
             self._step_line("success", f"{key} {_seconds(state.duration)}".rstrip(), quiet=True)
         elif kind == "STEP_FAILURE":
-            state.status = "failed"
+            self._set(state, "failed")
             state.duration = data.get("duration")
             state.error = dict(data.get("error") or {})
             state.message = event.message
             state.attempts = max(state.attempts, int(data.get("attempt", 0)) + 1)
             self._step_line("failed", f"{key}: {event.message}")
         elif kind == "STEP_RETRY":
-            state.status = "retrying"
+            self._set(state, "retrying")
             self._step_line("retry", f"{key}: {event.message}")
         elif kind == "STEP_SKIPPED":
-            state.status = "skipped"
+            self._set(state, "skipped")
             state.message = event.message
             self._step_line("skipped", f"{key} skipped: {event.message}")
-        elif kind == "STEP_MEMOIZED":
-            state.status = "memoized"
-            self._step_line("memoized", f"{key} memoized", quiet=True)
         else:
             return
         self._last = key
+        self._refresh()
+
+    def _state(self, key: str) -> StepState:
+        state = self.steps.get(key)
+        if state is None:
+            state = self.steps[key] = StepState()
+            self._by_status["running"] = self._by_status.get("running", 0) + 1
+            if key not in self.planned:
+                self._discovered += 1
+        return state
+
+    def _set(self, state: StepState, status: str) -> None:
+        by_status = self._by_status
+        by_status[state.status] -= 1
+        by_status[status] = by_status.get(status, 0) + 1
+        state.status = status
+
+    def _memoized(self, key: str) -> None:
+        """A memoized step: counted now, printed with the rest of its burst when it ends."""
+        self._set(self._state(key), "memoized")
+        self._last = key
+        burst = self._memoized_burst
+        burst.append(key)
+        if len(burst) % _BAR_EVERY == 1:
+            self._refresh()
+
+    def _end_memoized_burst(self) -> None:
+        burst, self._memoized_burst = self._memoized_burst, []
+        if not burst:
+            return
+        if len(burst) <= MEMOIZED_LINES:
+            for key in burst:
+                self._step_line("memoized", f"{key} memoized", quiet=True)
+        else:
+            self._step_line(
+                "memoized",
+                f"{len(burst)} steps memoized ({burst[0]} {self._ellipsis} {burst[-1]})",
+                quiet=True,
+            )
         self._refresh()
 
     # -- drawing ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Declaring an op runs no user code. Calling an op inside a ``@job``/``@graph`` bo
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -55,8 +56,9 @@ class OpDefinition:
     def output_names(self) -> tuple[str, ...]:
         return tuple(self.outs)
 
-    @property
+    @functools.cached_property
     def has_dynamic_output(self) -> bool:
+        # asked for every step a run finishes: worked out once (outs never change)
         return any(o.is_dynamic for o in self.outs.values())
 
     def alias(self, name: str) -> PendingNode:

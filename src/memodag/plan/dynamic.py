@@ -10,7 +10,8 @@ run), which the caller owns. See docs/dynamic.md.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TypeAlias
 
 from memodag.errors import DefinitionError
 from memodag.plan.plan import (
@@ -82,10 +83,24 @@ def expand_mapped(
             and n.mapped_over[depth] == fan_out
             and not _has_collect(n)
         ]
+        # each clone's inputs differ only by its mapping keys: wire each node once, then clone
+        wirings = [(node, _clone_wiring(plan, node)) for node in clones]
+        config = plan.run_config.op_config
         for key in keys:
             mapping_keys = (*prefix, key)
-            for node in clones:
-                created.append(_make_step(plan, node, mapping_keys, pieces_of=None))
+            for node, wiring in wirings:
+                inputs = tuple(
+                    wire if isinstance(wire, StepInput) else wire(mapping_keys) for wire in wiring
+                )
+                created.append(
+                    ExecutionStep(
+                        step_key_for(node.path, mapping_keys),
+                        node,
+                        inputs,
+                        config.get(node.path),
+                        mapping_keys,
+                    )
+                )
         for node in plan.nodes.values():
             if (
                 len(node.mapped_over) == depth
@@ -113,6 +128,51 @@ def _gathers(plan: ExecutionPlan, node: OpNode, fan_out: tuple[str, str]) -> boo
         and gathered_fan_out(plan.nodes, source) == fan_out
         for source in node.inputs.values()
     )
+
+
+_Wire: TypeAlias = "StepInput | Callable[[tuple[str, ...]], StepInput]"
+
+
+def _clone_wiring(plan: ExecutionPlan, node: OpNode) -> list[_Wire]:
+    """Per input of a clone of ``node``: the same ``StepInput`` for every clone (a default, an
+    unmapped upstream), or how to make it from the clone's mapping keys. Collect inputs never
+    occur here (collectors are made by ``_make_step``)."""
+    wiring: list[_Wire] = []
+    for name, source in node.inputs.items():
+        if isinstance(source, DefaultSource):
+            wiring.append(StepInput(name, default=source.value))
+            continue
+        upstream = plan.nodes[source.node]
+        up_depth = len(upstream.mapped_over)
+        output = source.output
+        if source.mode == "piece":
+            wiring.append(_piece_input(name, upstream.path, up_depth, output))
+        elif up_depth == 0:
+            wiring.append(StepInput(name, (StepOutputHandle(upstream.path, output),)))
+        else:
+            wiring.append(_value_input(name, upstream.path, up_depth, output))
+    return wiring
+
+
+def _piece_input(
+    name: str, path: str, depth: int, output: str
+) -> Callable[[tuple[str, ...]], StepInput]:
+    def make(mapping_keys: tuple[str, ...]) -> StepInput:
+        # the dynamic output of a node one level up: this clone's own piece
+        key = step_key_for(path, mapping_keys[:depth])
+        return StepInput(name, (StepOutputHandle(key, output, mapping_keys[-1]),))
+
+    return make
+
+
+def _value_input(
+    name: str, path: str, depth: int, output: str
+) -> Callable[[tuple[str, ...]], StepInput]:
+    def make(mapping_keys: tuple[str, ...]) -> StepInput:
+        key = step_key_for(path, mapping_keys[:depth])
+        return StepInput(name, (StepOutputHandle(key, output),))
+
+    return make
 
 
 def _make_step(

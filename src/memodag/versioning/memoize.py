@@ -23,7 +23,7 @@ from memodag.storage.instance.records import IndexEntry
 from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
 from memodag.versioning import scheme
 from memodag.versioning.memoizer import AddressKey, Memoizer
-from memodag.versioning.resolve import Recipe, VersionResolver, output_version
+from memodag.versioning.resolve import Recipe, StepVersion, VersionResolver
 from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 
 ABSENT = "absent"  # the serializer of an index entry recording an optional output not yielded
@@ -62,13 +62,18 @@ class IndexMemoizer(Memoizer):
         self.resolver = VersionResolver(job, plan.run_config.resource_config, job.version_strategy)
         self.io_managers: Mapping[str, IOManager] = {}
         self._entries: dict[tuple[str, str], IndexEntry] = {}
+        self._fetched_entries: list[IndexEntry] = []  # in fetch order; only explain groups them
         self._by_key: dict[str, list[IndexEntry]] = {}
+        self._grouped = 0  # how many of ``_fetched_entries`` ``_by_key`` holds
         self._code_parts_recorded: set[tuple[str, str]] = set()
         self._fetched: set[str] = set()
+        self._made: dict[str, StepVersion | None] = {}
         self._recipes: dict[str, Recipe | None] = {}
         self._versions: dict[str, dict[str, str] | None] = {}
         self._effective: dict[AddressKey, str] = {}
         self._cutoff: dict[str, frozenset[str]] = {}
+        #: step key -> ``(output name, Out, index key)`` per output, worked out once per step
+        self._outputs: dict[str, tuple[tuple[str, Any, str], ...]] = {}
         self._manager_ids: dict[str, str] = {}
         self._older_scheme: set[str] = set()  # output keys with entries of another version scheme
         self._noticed = False
@@ -99,7 +104,15 @@ class IndexMemoizer(Memoizer):
     def prepare(self, steps: Iterable[ExecutionStep]) -> None:
         if not self.enabled:
             return
-        self._fetch(self._key(s, name) for s in steps for name in s.op_def.outs)
+        self._fetch(key for s in steps for _, _, key in self._outputs_of(s))
+
+    def _outputs_of(self, step: ExecutionStep) -> tuple[tuple[str, Any, str], ...]:
+        found = self._outputs.get(step.key)
+        if found is None:
+            found = self._outputs[step.key] = tuple(
+                (name, out, self._key(step, name)) for name, out in step.op_def.outs.items()
+            )
+        return found
 
     def _fetch(self, keys: Iterable[str]) -> None:
         wanted = [k for k in keys if k not in self._fetched]
@@ -117,7 +130,7 @@ class IndexMemoizer(Memoizer):
         pair = (entry.output_key, entry.version)
         # ``stored_versions_of`` answers with what the index held before this walk only
         if fetched and pair not in self._entries:
-            self._by_key.setdefault(entry.output_key, []).append(entry)
+            self._fetched_entries.append(entry)
         self._entries[pair] = entry
 
     def notices(self) -> list[str]:
@@ -133,7 +146,9 @@ class IndexMemoizer(Memoizer):
     # -- versions ------------------------------------------------------------------------------
 
     def cutoff_outputs(self, step_key: str) -> frozenset[str]:
-        path = parse_step_key(step_key)[0]
+        return self._cutoff_of(parse_step_key(step_key)[0])
+
+    def _cutoff_of(self, path: str) -> frozenset[str]:
         found = self._cutoff.get(path)
         if found is None:
             node = self.plan.nodes.get(path)
@@ -149,7 +164,8 @@ class IndexMemoizer(Memoizer):
 
     def _effective_version(self, step_key: str, address: Address) -> str | None:
         """What consumers see of an output: its data hash under early cutoff, else its version
-        (None: it has neither, so its consumers have no version either)."""
+        (None: it has neither, so its consumers have no version either). ``stored`` inlines
+        this rule."""
         if address.data_hash and address.output_name in self.cutoff_outputs(step_key):
             return "data:" + address.data_hash
         return address.version
@@ -157,27 +173,34 @@ class IndexMemoizer(Memoizer):
     def _upstream(self, handle: StepOutputHandle) -> str | None:
         return self._effective.get((handle.step_key, handle.output_name, handle.mapping_key))
 
+    def _step_version(self, step: ExecutionStep) -> StepVersion | None:
+        key = step.key
+        if key in self._made:
+            return self._made[key]
+        made = self._made[key] = self.resolver.step_version(step, self._upstream)
+        return made
+
     def recipe(self, step: ExecutionStep) -> Recipe | None:
+        # built only when asked (recording an executed step, explain): a memoized step never is
         if step.key not in self._recipes:
-            self._recipes[step.key] = self.resolver.recipe(step, self._upstream)
+            made = self._step_version(step)
+            self._recipes[step.key] = made.recipe() if made is not None else None
         return self._recipes[step.key]
 
     def versions(self, step: ExecutionStep) -> dict[str, str] | None:
-        if step.key not in self._versions:
-            recipe = self.recipe(step)
-            if recipe is None:
-                self._versions[step.key] = None
-            else:
-                step_version = recipe.step_version
-                self._versions[step.key] = {
-                    name: output_version(step_version, name) for name in step.op_def.outs
-                }
-        return self._versions[step.key]
+        key = step.key
+        if key in self._versions:
+            return self._versions[key]
+        made = self._step_version(step)
+        found = self._versions[key] = (
+            made.output_versions(tuple(step.op_def.outs)) if made is not None else None
+        )
+        return found
 
     def hash_outputs(self, step: ExecutionStep) -> frozenset[str]:  # type: ignore[override]
         if self.versions(step) is None:
             return frozenset()
-        return self.cutoff_outputs(step.key)
+        return self._cutoff_of(step.node.path)
 
     # -- stored? -------------------------------------------------------------------------------
 
@@ -186,15 +209,21 @@ class IndexMemoizer(Memoizer):
         if versions is None:
             return None
         found: list[Address] = []
-        for name, out in step.op_def.outs.items():
-            addresses = self._stored_output(step, name, out, versions[name])
+        for name, out, key in self._outputs_of(step):
+            addresses = self._stored_output(step, name, out, versions[name], key)
             if addresses is None:
                 return None
             found.extend(addresses)
+        cutoff = self._cutoff_of(step.node.path)
+        effective = self._effective
+        step_key = step.key
         for address in found:
-            effective = self._effective_version(step.key, address)
-            if effective is not None:
-                self._effective[(step.key, address.output_name, address.mapping_key)] = effective
+            if address.data_hash and address.output_name in cutoff:
+                effective[(step_key, address.output_name, address.mapping_key)] = (
+                    "data:" + address.data_hash
+                )
+            elif address.version is not None:
+                effective[(step_key, address.output_name, address.mapping_key)] = address.version
         return found
 
     def stored_entry(self, step: ExecutionStep, name: str) -> IndexEntry | None:
@@ -204,9 +233,8 @@ class IndexMemoizer(Memoizer):
         return self._entries.get((self._key(step, name), versions[name]))
 
     def _stored_output(
-        self, step: ExecutionStep, name: str, out: Any, version: str
+        self, step: ExecutionStep, name: str, out: Any, version: str, key: str
     ) -> list[Address] | None:
-        key = self._key(step, name)
         manager = self.io_managers.get(out.io_manager_key)
         if out.is_dynamic:
             entry = self._entries.get((key, version))
@@ -265,6 +293,10 @@ class IndexMemoizer(Memoizer):
 
     def stored_versions_of(self, step: ExecutionStep, name: str) -> list[IndexEntry]:
         """Every stored version of one output (``explain`` picks the closest recipe)."""
+        fetched = self._fetched_entries
+        for entry in fetched[self._grouped :]:
+            self._by_key.setdefault(entry.output_key, []).append(entry)
+        self._grouped = len(fetched)
         return list(self._by_key.get(self._key(step, name), ()))
 
     def resource_configs(self, step: ExecutionStep) -> dict[str, Any]:
@@ -312,7 +344,7 @@ class IndexMemoizer(Memoizer):
         versions = self._versions.get(step.key)
         now = time.time()
         entries: list[IndexEntry] = []
-        recipe = self._recipes.get(step.key)
+        recipe = self.recipe(step) if versions is not None else None
         recipe_dict = recipe.to_dict() if recipe is not None else None
         if recipe_dict is not None and step.op_def.required_resource_keys:
             recipe_dict["resource_configs"] = self.resource_configs(step)

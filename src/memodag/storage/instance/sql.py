@@ -345,7 +345,7 @@ class SqlInstanceStorage(InstanceStorage):
             rows = self._execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM output_index WHERE output_key IN ({marks})", chunk
             )
-            found.extend(_entry_from_row(r) for r in rows)
+            found.extend(_entries_from_rows(rows))
         return found
 
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
@@ -370,6 +370,27 @@ def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
         recipe_json=recipe,
         version_scheme=scheme,
     )
+
+
+def _entries_from_rows(rows: Sequence[Sequence[Any]]) -> list[IndexEntry]:
+    # one JSON document for the chunk's addresses: a memoized run reads thousands of entries,
+    # and decoding them one json.loads call at a time is most of the cost
+    addresses = json.loads("[" + ",".join(r[2] for r in rows) + "]") if rows else []
+    from_dict = Address.from_dict
+    return [
+        IndexEntry(
+            key,
+            version,
+            from_dict(address),
+            created,
+            size,
+            recipe_json=recipe,
+            version_scheme=scheme,
+        )
+        for (key, version, _, created, size, recipe, scheme), address in zip(
+            rows, addresses, strict=True
+        )
+    ]
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
