@@ -108,6 +108,14 @@ def test_clones_fold_into_one_row_and_filters_narrow_the_table(tmp_path: Path) -
     assert any(line.startswith("total.result") for line in lines)
     assert not any(line.startswith(("double", "pieces", "report")) for line in lines)
 
+    for command in ("list-versions", "explain"):
+        misspelt = run_memodag(
+            "job", command, *args, "--step", "totl", cwd=tmp_path, home=home, check=False
+        )
+        assert misspelt.returncode == 2, misspelt.stdout
+        assert "--step 'totl' matches no step of job 'fanned'" in misspelt.stderr
+        assert "did you mean 'total'?" in misspelt.stderr
+
     as_json = json.loads(
         memodag(home, "job", "list-versions", *args, "--json", cwd=tmp_path).stdout
     )["outputs"]

@@ -53,6 +53,24 @@ def _select(rows: list[Any], statuses: Sequence[str], steps: Sequence[str]) -> l
     return rows
 
 
+def _check_steps(job_name: str, rows: list[Any], steps: Sequence[str]) -> None:
+    """A ``--step`` that names no step of the job is a mistake, not an empty table."""
+    for pattern in steps:
+        if not any(_step_matches(r.step_key, pattern) for r in rows):
+            import difflib
+
+            from memodag.cli.errors import CliError
+
+            names = sorted({r.step_key.split("[", 1)[0] for r in rows})
+            close = difflib.get_close_matches(pattern, names, n=3)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
+            shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+            raise CliError(
+                f"--step {pattern!r} matches no step of job '{job_name}' (its steps: {shown})",
+                hint=hint,
+            )
+
+
 def _step_matches(step_key: str, pattern: str) -> bool:
     node = step_key.split("[", 1)[0]
     escaped = pattern.replace("[", "[[]")
@@ -206,6 +224,7 @@ def list_versions_cmd(
       memodag job list-versions -f pipeline.py -c prod.yaml --status to-be-recomputed
     """
     job_name, rows = _rows(spec, explain=why)
+    _check_steps(job_name, rows, steps)
     shown = _select(rows, statuses, steps)
     _print(job_name, shown, why, as_json, unfold, len(rows))
 
@@ -223,6 +242,7 @@ def explain_cmd(spec: JobSpec, steps: tuple[str, ...], unfold: bool, as_json: bo
     inputs first), so explaining an older config blames what differs from that config's run.
     """
     job_name, rows = _rows(spec, explain=True)
+    _check_steps(job_name, rows, steps)
     will_run = [r for r in rows if r.status != "stored"]
     shown = _select(will_run, (), steps)
     if not as_json and not shown:
