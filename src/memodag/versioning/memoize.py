@@ -76,6 +76,8 @@ class IndexMemoizer(Memoizer):
         self._outputs: dict[str, tuple[tuple[str, Any, str], ...]] = {}
         self._manager_ids: dict[str, str] = {}
         self._older_scheme: set[str] = set()  # output keys with entries of another version scheme
+        self._resource_configs: dict[frozenset[str], dict[str, Any]] = {}
+        self._current_keys: set[str] = set()  # output keys with an entry of this version scheme
         self._noticed = False
 
     # -- set-up --------------------------------------------------------------------------------
@@ -132,13 +134,15 @@ class IndexMemoizer(Memoizer):
         if fetched and pair not in self._entries:
             self._fetched_entries.append(entry)
         self._entries[pair] = entry
+        self._current_keys.add(entry.output_key)
 
     def notices(self) -> list[str]:
         """Once per run: some outputs seen so far are stored only by an older version scheme."""
         if self._noticed or not self._older_scheme:
             return []
-        current = {key for key, _ in self._entries}
-        if self._older_scheme <= current:
+        # keys stored by this scheme too are fine; only what is left can make the notice
+        self._older_scheme = {k for k in self._older_scheme if k not in self._current_keys}
+        if not self._older_scheme:
             return []
         self._noticed = True
         return [scheme.older_scheme_notice(self.job.name)]
@@ -302,11 +306,13 @@ class IndexMemoizer(Memoizer):
     def resource_configs(self, step: ExecutionStep) -> dict[str, Any]:
         """The configs of the resources ``step`` requires, as kept in its recipe for ``explain``
         (secret-looking fields masked)."""
-        config = self.plan.run_config.resource_config
-        return {
-            k: _masked(config_to_plain(config.get(k)))
-            for k in sorted(step.op_def.required_resource_keys)
-        }
+        keys = step.op_def.required_resource_keys
+        found = self._resource_configs.get(keys)
+        if found is None:  # once per run and set of keys: the same for every step needing them
+            config = self.plan.run_config.resource_config
+            found = {k: _masked(config_to_plain(config.get(k))) for k in sorted(keys)}
+            self._resource_configs[keys] = found
+        return found
 
     def code_parts_at(self, step: ExecutionStep, code: str) -> dict[str, str]:
         """What the op of a mapped ``step`` hashed at code version ``code``, if a run recorded
