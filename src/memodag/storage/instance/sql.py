@@ -92,6 +92,7 @@ class SqlInstanceStorage(InstanceStorage):
         self._lock = threading.RLock()
         self._conn: Any = None
         self._closed = False
+        self._store_statements: tuple[str, str] | None = None
         ensure_schema(self._run, dialect, url)
 
     @property
@@ -280,27 +281,20 @@ class SqlInstanceStorage(InstanceStorage):
     # -- events and index -------------------------------------------------------------------
 
     def store_events(self, events: Sequence[Event], index_entries: Sequence[IndexEntry]) -> None:
+        # called once per executed step (each commits as it ends): the statements are built once
+        # per storage, values are encoded by a reused encoder, and nothing is sorted for one row
         event_rows = [
             (
                 e.run_id,
                 e.step_key,
-                e.event_type.value,
+                _TYPE_VALUES[e.event_type],
                 e.timestamp,
                 e.message,
                 _encode(e.data),
             )
             for e in events
         ]
-        upsert = (
-            f"INSERT INTO output_index ({_ENTRY_COLUMNS}, run_id) VALUES (?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (output_key, version) DO UPDATE SET "
-            "address = excluded.address, run_id = excluded.run_id, created_at = excluded.created_at, "
-            "size_bytes = excluded.size_bytes, recipe = excluded.recipe, "
-            "version_scheme = excluded.version_scheme"
-        )
-        # rows in key order: two writers upserting overlapping keys then lock them in the same
-        # order, so Postgres never has to pick a deadlock victim
-        index_rows = sorted(
+        index_rows = [
             (
                 e.output_key,
                 e.version,
@@ -312,9 +306,31 @@ class SqlInstanceStorage(InstanceStorage):
                 e.address.run_id,
             )
             for e in index_entries
-        )
-        insert_events = "INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) VALUES (?,?,?,?,?,?)"
-        self._write_many([(insert_events, event_rows), (upsert, index_rows)])
+        ]
+        if len(index_rows) > 1:
+            # rows in key order: two writers upserting overlapping keys then lock them in the
+            # same order, so Postgres never has to pick a deadlock victim
+            index_rows.sort()
+        statements = self._store_statements
+        if statements is None:
+            statements = self._store_statements = (
+                self._sql(_INSERT_EVENTS),
+                self._sql(_UPSERT_INDEX),
+            )
+        insert_events, upsert = statements
+
+        def work(cur: Any) -> None:
+            if len(event_rows) == 1:
+                cur.execute(insert_events, event_rows[0])
+            elif event_rows:
+                cur.executemany(insert_events, event_rows)
+            if len(index_rows) == 1:
+                cur.execute(upsert, index_rows[0])
+            elif index_rows:
+                cur.executemany(upsert, index_rows)
+
+        if event_rows or index_rows:
+            self._run(work, write=True)
 
     def get_events(
         self, run_id: str, event_types: Sequence[EventType] | None = None
@@ -353,10 +369,39 @@ class SqlInstanceStorage(InstanceStorage):
         self._write_many([(delete, [tuple(k) for k in keys])])
 
 
-# one encoder for every event and index row: json.dumps(default=...) builds a new one per call
-_encode = json.JSONEncoder(default=str).encode
-
+_INSERT_EVENTS = (
+    "INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) "
+    "VALUES (?,?,?,?,?,?)"
+)
 _ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe, version_scheme"
+_UPSERT_INDEX = (
+    f"INSERT INTO output_index ({_ENTRY_COLUMNS}, run_id) VALUES (?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (output_key, version) DO UPDATE SET "
+    "address = excluded.address, run_id = excluded.run_id, created_at = excluded.created_at, "
+    "size_bytes = excluded.size_bytes, recipe = excluded.recipe, "
+    "version_scheme = excluded.version_scheme"
+)
+_TYPE_VALUES = {t: t.value for t in EventType}
+
+_slow_encode = json.JSONEncoder(default=str).encode
+# the same output as ``_slow_encode``, without building an encoder per call (a few encodes per
+# executed step): no circular-reference check, so a cycle falls back to the checking encoder
+_iterencode = getattr(json.encoder, "c_make_encoder", None)
+_fast = (
+    _iterencode(None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    if _iterencode is not None
+    else None
+)
+
+
+def _encode(value: Any) -> str:
+    """``value`` as JSON (anything JSON does not know as its ``str``)."""
+    if _fast is None or not isinstance(value, dict):
+        return _slow_encode(value)
+    try:
+        return "".join(_fast(value, 0))
+    except RecursionError:
+        return _slow_encode(value)  # raises: the value contains itself
 
 
 def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
