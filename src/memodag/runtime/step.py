@@ -21,6 +21,7 @@ from memodag.hashing import piece_version
 from memodag.runtime.context import OpExecutionContext, Resources, RunLogger
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address, InputContext, IOManager, OutputContext
+from memodag.storage.jsonenc import quote
 
 
 @dataclass(slots=True)
@@ -212,6 +213,7 @@ def _load_inputs(
                     task.step_key,
                     "",
                     {"input": load.name, "address": address.to_dict()},
+                    f'{{"input": {quote(load.name)}, "address": {address.to_json()}}}',
                 )
             )
         kwargs[load.name] = values if load.collect else values[0]
@@ -296,6 +298,7 @@ def _store_outputs(
                 step_key,
                 "",
                 {"output": name, "address": address.to_dict()},
+                f'{{"output": {quote(name)}, "address": {address.to_json()}}}',
             )
         )
     missing = [

@@ -29,6 +29,7 @@ from memodag.storage.instance.base import InstanceStorage
 from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
 from memodag.storage.instance.schema import ensure_schema
 from memodag.storage.io_manager import Address
+from memodag.storage.jsonenc import encode as _encode
 
 T = TypeVar("T")
 
@@ -290,7 +291,7 @@ class SqlInstanceStorage(InstanceStorage):
                 _TYPE_VALUES[e.event_type],
                 e.timestamp,
                 e.message,
-                _encode(e.data),
+                _encode(e.data) if e.encoded is None else e.encoded,
             )
             for e in events
         ]
@@ -298,7 +299,7 @@ class SqlInstanceStorage(InstanceStorage):
             (
                 e.output_key,
                 e.version,
-                _encode(e.address.to_dict()),
+                e.address.to_json(),
                 e.created_at,
                 e.size_bytes,
                 _encode(e.recipe) if e.recipe is not None else None,
@@ -382,27 +383,6 @@ _UPSERT_INDEX = (
     "version_scheme = excluded.version_scheme"
 )
 _TYPE_VALUES = {t: t.value for t in EventType}
-
-_slow_encode = json.JSONEncoder(default=str).encode
-# the same output as ``_slow_encode``, without building an encoder per call (a few encodes per
-# executed step): no circular-reference check, so a cycle falls back to the checking encoder
-_iterencode = getattr(json.encoder, "c_make_encoder", None)
-_fast = (
-    _iterencode(None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
-    if _iterencode is not None
-    else None
-)
-
-
-def _encode(value: Any) -> str:
-    """``value`` as JSON (anything JSON does not know as its ``str``)."""
-    if _fast is None or not isinstance(value, dict):
-        return _slow_encode(value)
-    try:
-        return "".join(_fast(value, 0))
-    except RecursionError:
-        return _slow_encode(value)  # raises: the value contains itself
-
 
 def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
     key, version, address, created, size, recipe, scheme = row
