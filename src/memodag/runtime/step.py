@@ -93,14 +93,21 @@ class StepRuntime:
     resource_config: Mapping[str, Any]
     instance: Any = None
     _scoped: dict[frozenset[str], Resources] = field(default_factory=dict)
+    _managers: dict[str, IOManager] = field(default_factory=dict)
 
     def io_manager(self, key: str, step_key: str) -> IOManager:
-        manager = getattr(self.resources, key, None) if key in self.resources else None
-        if not isinstance(manager, IOManager):
+        # looked up per input and output of every step: checked once per key (resources are
+        # fixed for the run)
+        manager = self._managers.get(key)
+        if manager is not None:
+            return manager
+        found = getattr(self.resources, key, None) if key in self.resources else None
+        if not isinstance(found, IOManager):
             raise StorageError(
                 f"step '{step_key}': io manager '{key}' is not available in this run (is it in the job's resource_defs?)"
             )
-        return manager
+        self._managers[key] = found
+        return found
 
     def scoped(self, keys: frozenset[str]) -> Resources:
         """Only the resources an op declared, built once per distinct key set."""
@@ -301,6 +308,8 @@ def _store_outputs(
                 f'{{"output": {quote(name)}, "address": {address.to_json()}}}',
             )
         )
+    if len(seen) == len(op_def.outs):
+        return  # every output was produced
     missing = [
         n for n, o in op_def.outs.items() if o.is_required and not o.is_dynamic and n not in seen
     ]
