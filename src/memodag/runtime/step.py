@@ -122,8 +122,19 @@ def run_step(task: StepTask, runtime: StepRuntime) -> StepOutcome:
     """Run one attempt of a step. Never raises for user or storage errors: they become a failed outcome."""
     started = time.time()
     run_id, step_key, op_def = task.run_id, task.step_key, task.op_def
+    attempt = task.attempt
+    # each event's data is also written as JSON text here, where its shape is known: the
+    # instance stores it as is (a JSON encoder call per event is a measurable part of a step)
     events: list[Event] = [
-        Event(EventType.STEP_START, run_id, started, step_key, "", {"attempt": task.attempt})
+        Event(
+            EventType.STEP_START,
+            run_id,
+            started,
+            step_key,
+            "",
+            {"attempt": attempt},
+            f'{{"attempt": {attempt:d}}}',
+        )
     ]
     log = RunLogger(run_id, step_key, events)
     stored: list[StoredOutput] = []
@@ -165,6 +176,7 @@ def run_step(task: StepTask, runtime: StepRuntime) -> StepOutcome:
             step_key, False, events, stored, info, exc, task.attempt, ended - started
         )
     ended = time.time()
+    duration = ended - started
     events.append(
         Event(
             EventType.STEP_SUCCESS,
@@ -172,10 +184,11 @@ def run_step(task: StepTask, runtime: StepRuntime) -> StepOutcome:
             ended,
             step_key,
             "",
-            {"duration": ended - started, "attempt": task.attempt},
+            {"duration": duration, "attempt": attempt},
+            f'{{"duration": {float.__repr__(duration)}, "attempt": {attempt:d}}}',
         )
     )
-    return StepOutcome(step_key, True, events, stored, None, None, task.attempt, ended - started)
+    return StepOutcome(step_key, True, events, stored, None, None, attempt, duration)
 
 
 def _load_inputs(
