@@ -384,6 +384,7 @@ _UPSERT_INDEX = (
 )
 _TYPE_VALUES = {t: t.value for t in EventType}
 
+
 def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
     key, version, address, created, size, recipe, scheme = row
     return IndexEntry(
