@@ -480,13 +480,15 @@ class _AutocommitSqlite:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.closed = False
+        # COMMIT once per executed step: through one cursor, not a new one per commit
+        self._committer = conn.cursor()
 
     def cursor(self) -> sqlite3.Cursor:
         return self._conn.cursor()
 
     def commit(self) -> None:
         if self._conn.in_transaction:
-            self._conn.execute("COMMIT")
+            self._committer.execute("COMMIT")
 
     def rollback(self) -> None:
         if self._conn.in_transaction:
