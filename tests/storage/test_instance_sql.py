@@ -396,3 +396,18 @@ def test_stored_events_carry_exactly_the_data_the_run_made(any_instance):
     for address in loaded:
         key = (address["step_key"], address["output_name"], address["mapping_key"])
         assert handled[key] == address
+
+
+def test_a_large_batch_of_events_keeps_its_order(any_instance):
+    """Events stored in one call read back in the order given, across the statements a large
+    batch is split into (a fan-out step reports one event per piece)."""
+    events = [
+        Event(EventType.LOG, "run-order", 1000.0 - i, f"s{i % 7}", f"line {i}", {"i": i})
+        for i in range(257)
+    ]
+    any_instance.store_events(events[:1])
+    any_instance.store_events(events[1:])
+    stored = any_instance.get_events("run-order")
+    assert [(e.message, e.data, e.step_key, e.timestamp) for e in stored] == [
+        (e.message, e.data, e.step_key, e.timestamp) for e in events
+    ]

@@ -93,7 +93,9 @@ class SqlInstanceStorage(InstanceStorage):
         self._lock = threading.RLock()
         self._conn: Any = None
         self._closed = False
-        self._store_statements: tuple[str, str] | None = None
+        self._upsert_index: str | None = None
+        #: the event INSERT for n rows, by n (built once each)
+        self._event_statements: dict[int, str] = {}
         ensure_schema(self._run, dialect, url)
 
     @property
@@ -282,8 +284,9 @@ class SqlInstanceStorage(InstanceStorage):
     # -- events and index -------------------------------------------------------------------
 
     def store_events(self, events: Sequence[Event], index_entries: Sequence[IndexEntry]) -> None:
-        # called once per executed step (each commits as it ends): the statements are built once
-        # per storage, values are encoded by a reused encoder, and nothing is sorted for one row
+        # called once per executed step (each commits as it ends): statements are built once,
+        # values encoded by a reused encoder (or already encoded by the attempt), nothing is
+        # sorted for one row, and SQLite gets a step's events in one multi-row INSERT
         event_rows = [
             (
                 e.run_id,
@@ -312,19 +315,13 @@ class SqlInstanceStorage(InstanceStorage):
             # rows in key order: two writers upserting overlapping keys then lock them in the
             # same order, so Postgres never has to pick a deadlock victim
             index_rows.sort()
-        statements = self._store_statements
-        if statements is None:
-            statements = self._store_statements = (
-                self._sql(_INSERT_EVENTS),
-                self._sql(_UPSERT_INDEX),
-            )
-        insert_events, upsert = statements
+        if self._upsert_index is None:
+            self._upsert_index = self._sql(_UPSERT_INDEX)
+        upsert = self._upsert_index
+        insert_events = self._insert_events
 
         def work(cur: Any) -> None:
-            if len(event_rows) == 1:
-                cur.execute(insert_events, event_rows[0])
-            elif event_rows:
-                cur.executemany(insert_events, event_rows)
+            insert_events(cur, event_rows)
             if len(index_rows) == 1:
                 cur.execute(upsert, index_rows[0])
             elif index_rows:
@@ -332,6 +329,29 @@ class SqlInstanceStorage(InstanceStorage):
 
         if event_rows or index_rows:
             self._run(work, write=True)
+
+    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Insert event rows in order (their ids follow it). SQLite: up to ``_EVENT_CHUNK`` rows
+        per statement, several times cheaper per row than one execution each; PostgreSQL keeps
+        ``executemany`` (psycopg pipelines it) so ids certainly follow the rows' order."""
+        if not rows:
+            return
+        if self.dialect.name != "sqlite" or len(rows) == 1:
+            sql = self._event_statements.get(1)
+            if sql is None:
+                sql = self._event_statements[1] = self._sql(_INSERT_EVENTS)
+            if len(rows) == 1:
+                cur.execute(sql, rows[0])
+            else:
+                cur.executemany(sql, rows)
+            return
+        for start in range(0, len(rows), _EVENT_CHUNK):
+            chunk = rows[start : start + _EVENT_CHUNK]
+            sql = self._event_statements.get(len(chunk))
+            if sql is None:
+                sql = _INSERT_EVENTS_HEAD + ",".join(["(?,?,?,?,?,?)"] * len(chunk))
+                self._event_statements[len(chunk)] = sql
+            cur.execute(sql, [value for row in chunk for value in row])
 
     def get_events(
         self, run_id: str, event_types: Sequence[EventType] | None = None
@@ -370,10 +390,12 @@ class SqlInstanceStorage(InstanceStorage):
         self._write_many([(delete, [tuple(k) for k in keys])])
 
 
-_INSERT_EVENTS = (
-    "INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) "
-    "VALUES (?,?,?,?,?,?)"
+_INSERT_EVENTS_HEAD = (
+    "INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) VALUES "
 )
+_INSERT_EVENTS = _INSERT_EVENTS_HEAD + "(?,?,?,?,?,?)"
+# event rows per SQLite INSERT: 6 parameters each, under the 999 of SQLite before 3.32
+_EVENT_CHUNK = 100
 _ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe, version_scheme"
 _UPSERT_INDEX = (
     f"INSERT INTO output_index ({_ENTRY_COLUMNS}, run_id) VALUES (?,?,?,?,?,?,?,?) "
