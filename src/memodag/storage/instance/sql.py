@@ -93,9 +93,8 @@ class SqlInstanceStorage(InstanceStorage):
         self._lock = threading.RLock()
         self._conn: Any = None
         self._closed = False
-        self._upsert_index: str | None = None
-        #: the event INSERT for n rows, by n (built once each)
-        self._event_statements: dict[int, str] = {}
+        #: the INSERT of n rows, by (its head, n): built once each
+        self._statements: dict[tuple[str, int], str] = {}
         ensure_schema(self._run, dialect, url)
 
     @property
@@ -315,42 +314,39 @@ class SqlInstanceStorage(InstanceStorage):
             # rows in key order: two writers upserting overlapping keys then lock them in the
             # same order, so Postgres never has to pick a deadlock victim
             index_rows.sort()
-        if self._upsert_index is None:
-            self._upsert_index = self._sql(_UPSERT_INDEX)
-        upsert = self._upsert_index
-        insert_events = self._insert_events
+        insert = self._insert_rows
 
         def work(cur: Any) -> None:
-            insert_events(cur, event_rows)
-            if len(index_rows) == 1:
-                cur.execute(upsert, index_rows[0])
-            elif index_rows:
-                cur.executemany(upsert, index_rows)
+            insert(cur, _INSERT_EVENTS_HEAD, "", event_rows)
+            insert(cur, _UPSERT_INDEX_HEAD, _UPSERT_INDEX_TAIL, index_rows)
 
         if event_rows or index_rows:
             self._run(work, write=True)
 
-    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
-        """Insert event rows in order (their ids follow it). SQLite: up to ``_EVENT_CHUNK`` rows
-        per statement, several times cheaper per row than one execution each; PostgreSQL keeps
-        ``executemany`` (psycopg pipelines it) so ids certainly follow the rows' order."""
+    def _insert_rows(self, cur: Any, head: str, tail: str, rows: list[tuple[Any, ...]]) -> None:
+        """``head VALUES (...) tail`` for each row, in order (event ids follow it). SQLite: up
+        to ``_ROWS_PER_INSERT`` rows per statement, several times cheaper per row than one
+        execution each. PostgreSQL keeps ``executemany`` (psycopg pipelines it): ids certainly
+        follow the rows' order, and an upsert never meets its own key twice in one statement."""
         if not rows:
             return
+        width = len(rows[0])
         if self.dialect.name != "sqlite" or len(rows) == 1:
-            sql = self._event_statements.get(1)
+            sql = self._statements.get((head, 1))
             if sql is None:
-                sql = self._event_statements[1] = self._sql(_INSERT_EVENTS)
+                sql = self._statements[(head, 1)] = self._sql(f"{head}{_marks(width, 1)}{tail}")
             if len(rows) == 1:
                 cur.execute(sql, rows[0])
             else:
                 cur.executemany(sql, rows)
             return
-        for start in range(0, len(rows), _EVENT_CHUNK):
-            chunk = rows[start : start + _EVENT_CHUNK]
-            sql = self._event_statements.get(len(chunk))
+        per = _PARAMETERS_PER_INSERT // width
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            sql = self._statements.get((head, len(chunk)))
             if sql is None:
-                sql = _INSERT_EVENTS_HEAD + ",".join(["(?,?,?,?,?,?)"] * len(chunk))
-                self._event_statements[len(chunk)] = sql
+                sql = f"{head}{_marks(width, len(chunk))}{tail}"
+                self._statements[(head, len(chunk))] = sql
             cur.execute(sql, [value for row in chunk for value in row])
 
     def get_events(
@@ -393,17 +389,23 @@ class SqlInstanceStorage(InstanceStorage):
 _INSERT_EVENTS_HEAD = (
     "INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) VALUES "
 )
-_INSERT_EVENTS = _INSERT_EVENTS_HEAD + "(?,?,?,?,?,?)"
-# event rows per SQLite INSERT: 6 parameters each, under the 999 of SQLite before 3.32
-_EVENT_CHUNK = 100
 _ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe, version_scheme"
-_UPSERT_INDEX = (
-    f"INSERT INTO output_index ({_ENTRY_COLUMNS}, run_id) VALUES (?,?,?,?,?,?,?,?) "
-    "ON CONFLICT (output_key, version) DO UPDATE SET "
+_UPSERT_INDEX_HEAD = f"INSERT INTO output_index ({_ENTRY_COLUMNS}, run_id) VALUES "
+_UPSERT_INDEX_TAIL = (
+    " ON CONFLICT (output_key, version) DO UPDATE SET "
     "address = excluded.address, run_id = excluded.run_id, created_at = excluded.created_at, "
     "size_bytes = excluded.size_bytes, recipe = excluded.recipe, "
     "version_scheme = excluded.version_scheme"
 )
+# parameters per multi-row SQLite INSERT: under the 999 of SQLite before 3.32
+_PARAMETERS_PER_INSERT = 960
+
+
+def _marks(width: int, rows: int) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return ",".join([row] * rows)
+
+
 _TYPE_VALUES = {t: t.value for t in EventType}
 
 
