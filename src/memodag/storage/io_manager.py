@@ -62,7 +62,7 @@ class Address:
         try:
             return cls(**data)
         except TypeError:  # written by another memodag version: fewer or other keys
-            return cls(**{k: data.get(k) for k in _ADDRESS_FIELDS})
+            return cls(**{k: data.get(k) for k in _ADDRESS_FIELDS})  # type: ignore[arg-type]
 
 
 _ADDRESS_FIELDS = tuple(f for f in Address.__slots__ if f != "_json")  # type: ignore[attr-defined]
