@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -9,9 +10,13 @@ import pytest
 
 from memodag import (
     Address,
+    DynamicOut,
+    DynamicOutput,
     Event,
     EventType,
     Instance,
+    Out,
+    RetryPolicy,
     RunRecord,
     RunStatus,
     StorageError,
@@ -313,3 +318,96 @@ def test_a_database_from_before_the_recipe_column_is_upgraded(tmp_path):
 def test_unsupported_instance_url():
     with pytest.raises(StorageError, match="expected sqlite:///PATH or postgresql://"):
         Instance.from_url("mysql://root:pw@localhost/db")
+
+
+# -- what a run's events look like once stored --------------------------------------------------
+
+_flaky_calls: list[str] = []
+
+
+@op(version="1", out={"low": Out(), "high": Out()})
+def split_pair(context):
+    context.log.info("splitting %s", 'a "quoted" pair é')
+    return 1, 2
+
+
+@op(version="1", out=DynamicOut())
+def fan_pieces(low: int, high: int):
+    for i in range(low, high + 2):
+        yield DynamicOutput(i, mapping_key=f"k_{i}")
+
+
+@op(version="1", retry_policy=RetryPolicy(max_retries=1))
+def flaky_double(context, x: int) -> int:
+    if context.mapping_key not in _flaky_calls:
+        _flaky_calls.append(context.mapping_key)
+        raise ValueError(f"first try of {context.mapping_key} fails")
+    return x * 2
+
+
+@op(version="1")
+def gather(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@job
+def events_job():
+    low, high = split_pair()
+    gather(fan_pieces(low, high).map(flaky_double).collect())
+
+
+def test_stored_events_carry_exactly_the_data_the_run_made(any_instance):
+    """Every event the run stored reads back with the data the engine and the attempts built
+    (addresses, attempts, durations, errors, log lines), whichever way its JSON was written."""
+    from memodag.engine.execute import execute_job
+
+    _flaky_calls.clear()
+    made: list[Event] = []
+    result = execute_job(events_job, instance=any_instance, listeners=[made.append])
+    assert result.success and result.output_for_node("gather") == (1 + 2 + 3) * 2
+
+    by_identity = {(e.event_type, e.step_key, e.timestamp, e.message): e for e in made}
+    stored = any_instance.get_events(result.run_id)
+    assert {e.event_type for e in stored} >= {
+        EventType.STEP_START,
+        EventType.STEP_FAILURE,
+        EventType.STEP_RETRY,
+        EventType.STEP_SUCCESS,
+        EventType.HANDLED_OUTPUT,
+        EventType.LOADED_INPUT,
+        EventType.LOG,
+    }
+    for event in stored:
+        original = by_identity.get(
+            (event.event_type, event.step_key, event.timestamp, event.message)
+        )
+        if original is None:
+            assert event.event_type in (EventType.RUN_START, EventType.RUN_SUCCESS), event
+            continue
+        assert event.data == json.loads(json.dumps(original.data)), event
+    # a consumer's LOADED_INPUT names exactly the address its producer's HANDLED_OUTPUT stored
+    handled = {
+        (e.step_key, e.data["output"], e.data["address"]["mapping_key"]): e.data["address"]
+        for e in stored
+        if e.event_type is EventType.HANDLED_OUTPUT
+    }
+    loaded = [e.data["address"] for e in stored if e.event_type is EventType.LOADED_INPUT]
+    assert len(loaded) == 2 + 3 * 2 + 3  # fan_pieces, each clone twice (a retry), gather
+    for address in loaded:
+        key = (address["step_key"], address["output_name"], address["mapping_key"])
+        assert handled[key] == address
+
+
+def test_a_large_batch_of_events_keeps_its_order(any_instance):
+    """Events stored in one call read back in the order given, across the statements a large
+    batch is split into (a fan-out step reports one event per piece)."""
+    events = [
+        Event(EventType.LOG, "run-order", 1000.0 - i, f"s{i % 7}", f"line {i}", {"i": i})
+        for i in range(257)
+    ]
+    any_instance.store_events(events[:1])
+    any_instance.store_events(events[1:])
+    stored = any_instance.get_events("run-order")
+    assert [(e.message, e.data, e.step_key, e.timestamp) for e in stored] == [
+        (e.message, e.data, e.step_key, e.timestamp) for e in events
+    ]

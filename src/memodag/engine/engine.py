@@ -143,7 +143,8 @@ class Engine:
             while True:
                 while self._ready and executor.can_submit():
                     self._start(self._ready.popleft())
-                self._submit_due_retries()
+                if self._retries:
+                    self._submit_due_retries()
                 if not self._ready and not executor.in_flight and not self._retries:
                     break
                 timeout = None

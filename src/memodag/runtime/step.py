@@ -21,6 +21,7 @@ from memodag.hashing import piece_version
 from memodag.runtime.context import OpExecutionContext, Resources, RunLogger
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address, InputContext, IOManager, OutputContext
+from memodag.storage.jsonenc import quote
 
 
 @dataclass(slots=True)
@@ -95,14 +96,21 @@ class StepRuntime:
     #: attempts run in the driver); they are stored with the attempt's outcome either way
     live_log: Callable[[Event], Any] | None = None
     _scoped: dict[frozenset[str], Resources] = field(default_factory=dict)
+    _managers: dict[str, IOManager] = field(default_factory=dict)
 
     def io_manager(self, key: str, step_key: str) -> IOManager:
-        manager = getattr(self.resources, key, None) if key in self.resources else None
-        if not isinstance(manager, IOManager):
+        # looked up per input and output of every step: checked once per key (resources are
+        # fixed for the run)
+        manager = self._managers.get(key)
+        if manager is not None:
+            return manager
+        found = getattr(self.resources, key, None) if key in self.resources else None
+        if not isinstance(found, IOManager):
             raise StorageError(
                 f"step '{step_key}': io manager '{key}' is not available in this run (is it in the job's resource_defs?)"
             )
-        return manager
+        self._managers[key] = found
+        return found
 
     def scoped(self, keys: frozenset[str]) -> Resources:
         """Only the resources an op declared, built once per distinct key set."""
@@ -117,8 +125,19 @@ def run_step(task: StepTask, runtime: StepRuntime) -> StepOutcome:
     """Run one attempt of a step. Never raises for user or storage errors: they become a failed outcome."""
     started = time.time()
     run_id, step_key, op_def = task.run_id, task.step_key, task.op_def
+    attempt = task.attempt
+    # each event's data is also written as JSON text here, where its shape is known: the
+    # instance stores it as is (a JSON encoder call per event is a measurable part of a step)
     events: list[Event] = [
-        Event(EventType.STEP_START, run_id, started, step_key, "", {"attempt": task.attempt})
+        Event(
+            EventType.STEP_START,
+            run_id,
+            started,
+            step_key,
+            "",
+            {"attempt": attempt},
+            f'{{"attempt": {attempt:d}}}',
+        )
     ]
     log = RunLogger(run_id, step_key, events, runtime.live_log)
     stored: list[StoredOutput] = []
@@ -160,6 +179,7 @@ def run_step(task: StepTask, runtime: StepRuntime) -> StepOutcome:
             step_key, False, events, stored, info, exc, task.attempt, ended - started
         )
     ended = time.time()
+    duration = ended - started
     events.append(
         Event(
             EventType.STEP_SUCCESS,
@@ -167,10 +187,11 @@ def run_step(task: StepTask, runtime: StepRuntime) -> StepOutcome:
             ended,
             step_key,
             "",
-            {"duration": ended - started, "attempt": task.attempt},
+            {"duration": duration, "attempt": attempt},
+            f'{{"duration": {float.__repr__(duration)}, "attempt": {attempt:d}}}',
         )
     )
-    return StepOutcome(step_key, True, events, stored, None, None, task.attempt, ended - started)
+    return StepOutcome(step_key, True, events, stored, None, None, attempt, duration)
 
 
 def _load_inputs(
@@ -215,6 +236,7 @@ def _load_inputs(
                     task.step_key,
                     "",
                     {"input": load.name, "address": address.to_dict()},
+                    f'{{"input": {quote(load.name)}, "address": {address.to_json()}}}',
                 )
             )
         kwargs[load.name] = values if load.collect else values[0]
@@ -299,8 +321,11 @@ def _store_outputs(
                 step_key,
                 "",
                 {"output": name, "address": address.to_dict()},
+                f'{{"output": {quote(name)}, "address": {address.to_json()}}}',
             )
         )
+    if len(seen) == len(op_def.outs):
+        return  # every output was produced
     missing = [
         n for n, o in op_def.outs.items() if o.is_required and not o.is_dynamic and n not in seen
     ]

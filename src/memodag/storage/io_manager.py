@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from memodag.storage.jsonenc import encode
+
 
 @dataclass(frozen=True, slots=True)
 class Address:
@@ -30,6 +32,17 @@ class Address:
     mapping_key: str | None = None
     version: str | None = None
     data_hash: str | None = None
+    #: ``to_json()``'s text, made once: an address is written up to three times per output
+    #: (stored, loaded, indexed)
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def to_json(self) -> str:
+        """``to_dict()`` as JSON text (computed once per address)."""
+        text = self._json
+        if text is None:
+            text = encode(self.to_dict())
+            object.__setattr__(self, "_json", text)
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,7 +62,10 @@ class Address:
         try:
             return cls(**data)
         except TypeError:  # written by another memodag version: fewer or other keys
-            return cls(**{k: data.get(k) for k in cls.__slots__})  # type: ignore[arg-type]
+            return cls(**{k: data.get(k) for k in _ADDRESS_FIELDS})  # type: ignore[arg-type]
+
+
+_ADDRESS_FIELDS = tuple(f for f in Address.__slots__ if f != "_json")  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)

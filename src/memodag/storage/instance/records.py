@@ -44,6 +44,9 @@ class Event:
     step_key: str | None = None
     message: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: ``data`` as JSON text, when whoever made the event had it at hand (an address's cached
+    #: JSON): the instance stores it as is instead of encoding ``data`` again
+    encoded: str | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return f"<Event {self.event_type.value} {self.step_key or ''}>"

@@ -29,6 +29,7 @@ from memodag.storage.instance.base import InstanceStorage
 from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
 from memodag.storage.instance.schema import ensure_schema
 from memodag.storage.io_manager import Address
+from memodag.storage.jsonenc import encode as _encode
 
 T = TypeVar("T")
 
@@ -92,6 +93,8 @@ class SqlInstanceStorage(InstanceStorage):
         self._lock = threading.RLock()
         self._conn: Any = None
         self._closed = False
+        #: the INSERT of n rows, by (its head, n): built once each
+        self._statements: dict[tuple[str, int], str] = {}
         ensure_schema(self._run, dialect, url)
 
     @property
@@ -280,31 +283,25 @@ class SqlInstanceStorage(InstanceStorage):
     # -- events and index -------------------------------------------------------------------
 
     def store_events(self, events: Sequence[Event], index_entries: Sequence[IndexEntry]) -> None:
+        # called once per executed step (each commits as it ends): statements are built once,
+        # values encoded by a reused encoder (or already encoded by the attempt), nothing is
+        # sorted for one row, and SQLite gets a step's events in one multi-row INSERT
         event_rows = [
             (
                 e.run_id,
                 e.step_key,
-                e.event_type.value,
+                _TYPE_VALUES[e.event_type],
                 e.timestamp,
                 e.message,
-                _encode(e.data),
+                _encode(e.data) if e.encoded is None else e.encoded,
             )
             for e in events
         ]
-        upsert = (
-            f"INSERT INTO output_index ({_ENTRY_COLUMNS}, run_id) VALUES (?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (output_key, version) DO UPDATE SET "
-            "address = excluded.address, run_id = excluded.run_id, created_at = excluded.created_at, "
-            "size_bytes = excluded.size_bytes, recipe = excluded.recipe, "
-            "version_scheme = excluded.version_scheme"
-        )
-        # rows in key order: two writers upserting overlapping keys then lock them in the same
-        # order, so Postgres never has to pick a deadlock victim
-        index_rows = sorted(
+        index_rows = [
             (
                 e.output_key,
                 e.version,
-                _encode(e.address.to_dict()),
+                e.address.to_json(),
                 e.created_at,
                 e.size_bytes,
                 _encode(e.recipe) if e.recipe is not None else None,
@@ -312,9 +309,45 @@ class SqlInstanceStorage(InstanceStorage):
                 e.address.run_id,
             )
             for e in index_entries
-        )
-        insert_events = "INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) VALUES (?,?,?,?,?,?)"
-        self._write_many([(insert_events, event_rows), (upsert, index_rows)])
+        ]
+        if len(index_rows) > 1:
+            # rows in key order: two writers upserting overlapping keys then lock them in the
+            # same order, so Postgres never has to pick a deadlock victim
+            index_rows.sort()
+        insert = self._insert_rows
+
+        def work(cur: Any) -> None:
+            insert(cur, _INSERT_EVENTS_HEAD, "", event_rows)
+            insert(cur, _UPSERT_INDEX_HEAD, _UPSERT_INDEX_TAIL, index_rows)
+
+        if event_rows or index_rows:
+            self._run(work, write=True)
+
+    def _insert_rows(self, cur: Any, head: str, tail: str, rows: list[tuple[Any, ...]]) -> None:
+        """``head VALUES (...) tail`` for each row, in order (event ids follow it). SQLite: up
+        to ``_ROWS_PER_INSERT`` rows per statement, several times cheaper per row than one
+        execution each. PostgreSQL keeps ``executemany`` (psycopg pipelines it): ids certainly
+        follow the rows' order, and an upsert never meets its own key twice in one statement."""
+        if not rows:
+            return
+        width = len(rows[0])
+        if self.dialect.name != "sqlite" or len(rows) == 1:
+            sql = self._statements.get((head, 1))
+            if sql is None:
+                sql = self._statements[(head, 1)] = self._sql(f"{head}{_marks(width, 1)}{tail}")
+            if len(rows) == 1:
+                cur.execute(sql, rows[0])
+            else:
+                cur.executemany(sql, rows)
+            return
+        per = _PARAMETERS_PER_INSERT // width
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            sql = self._statements.get((head, len(chunk)))
+            if sql is None:
+                sql = f"{head}{_marks(width, len(chunk))}{tail}"
+                self._statements[(head, len(chunk))] = sql
+            cur.execute(sql, [value for row in chunk for value in row])
 
     def get_events(
         self, run_id: str, event_types: Sequence[EventType] | None = None
@@ -353,10 +386,27 @@ class SqlInstanceStorage(InstanceStorage):
         self._write_many([(delete, [tuple(k) for k in keys])])
 
 
-# one encoder for every event and index row: json.dumps(default=...) builds a new one per call
-_encode = json.JSONEncoder(default=str).encode
-
+_INSERT_EVENTS_HEAD = (
+    "INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) VALUES "
+)
 _ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe, version_scheme"
+_UPSERT_INDEX_HEAD = f"INSERT INTO output_index ({_ENTRY_COLUMNS}, run_id) VALUES "
+_UPSERT_INDEX_TAIL = (
+    " ON CONFLICT (output_key, version) DO UPDATE SET "
+    "address = excluded.address, run_id = excluded.run_id, created_at = excluded.created_at, "
+    "size_bytes = excluded.size_bytes, recipe = excluded.recipe, "
+    "version_scheme = excluded.version_scheme"
+)
+# parameters per multi-row SQLite INSERT: under the 999 of SQLite before 3.32
+_PARAMETERS_PER_INSERT = 960
+
+
+def _marks(width: int, rows: int) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return ",".join([row] * rows)
+
+
+_TYPE_VALUES = {t: t.value for t in EventType}
 
 
 def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
@@ -475,13 +525,15 @@ class _AutocommitSqlite:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.closed = False
+        # COMMIT once per executed step: through one cursor, not a new one per commit
+        self._committer = conn.cursor()
 
     def cursor(self) -> sqlite3.Cursor:
         return self._conn.cursor()
 
     def commit(self) -> None:
         if self._conn.in_transaction:
-            self._conn.execute("COMMIT")
+            self._committer.execute("COMMIT")
 
     def rollback(self) -> None:
         if self._conn.in_transaction:

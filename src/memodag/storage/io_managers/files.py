@@ -9,6 +9,7 @@ process, not a crashed machine (an fsync per output would cost more than the who
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 import uuid
@@ -70,13 +71,24 @@ class LocalFileStore(FileStore):
     def __init__(self) -> None:
         # directories already made by this store: saves a makedirs syscall per output
         self._made: set[str] = set()
+        self._tmp_pid = 0
+        self._tmp_tag = ""
+        self._tmp_count = itertools.count()
+
+    def _tmp_name(self, path: str) -> str:
+        """A temporary name beside ``path`` no other writer uses: the process id and a random
+        tag drawn once per process (not per write), then a counter."""
+        pid = os.getpid()
+        if pid != self._tmp_pid:  # first write, or a forked child
+            self._tmp_pid, self._tmp_tag = pid, f"{pid}-{uuid.uuid4().hex[:8]}-"
+        return f"{path}{TMP_MARK}{self._tmp_tag}{next(self._tmp_count)}"
 
     def write(self, path: str, dump: Callable[[BinaryIO], None]) -> None:
         directory = os.path.dirname(path)
         if directory not in self._made:
             os.makedirs(directory, exist_ok=True)
             self._made.add(directory)
-        tmp = f"{path}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = self._tmp_name(path)
         file = _create(tmp, directory)
         try:
             with file:
