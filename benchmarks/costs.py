@@ -8,6 +8,8 @@ One command runs them all (``python benchmarks/run.py --only costs``):
   moment it ends costs at the least.
 - ``chain_step_fs`` / ``chain_step_mem``: the same chain in memodag, cold, ``fs_io_manager`` /
   ``mem_io_manager``, SQLite instance; per step against the floor.
+- ``chain_step_all_mem``: the same with the instance in memory too (``Instance.ephemeral()``):
+  what a step costs when nothing it records touches the disk.
 - ``fanout_piece_fs``: W1 N = 1,000 cold, per piece against ``chain_step_fs`` (the cost of a piece
   of a fan-out should be that of a chain step).
 - ``memo_rerun_10k_ops`` / ``memo_rerun_10k_pieces``: define + memoized rerun of a 10,000-op chain
@@ -34,7 +36,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks._shapes import INSTANCE_SQLITE, IO_FS, IO_MEM, cold_run
+from benchmarks._shapes import INSTANCE_EPHEMERAL, INSTANCE_SQLITE, IO_FS, IO_MEM, cold_run
 from benchmarks.harness import Metrics, Target, Workload, timed, timed_cpu
 from benchmarks.memoization import big_rerun
 from benchmarks.w1_fanout import cold as w1_cold
@@ -224,6 +226,16 @@ WORKLOADS = [
             cold_run, shape="chain", n=STEPS, io=IO_MEM, instance_kind=INSTANCE_SQLITE
         ),
         description="200-op chain cold, mem_io_manager, SQLite instance",
+        baseline="step_floor",
+        steps=STEPS,
+        targets=(Target("per step < 0.05 ms", "per_step_s", max_value=0.05e-3),),
+    ),
+    Workload(
+        "chain_step_all_mem",
+        functools.partial(
+            cold_run, shape="chain", n=STEPS, io=IO_MEM, instance_kind=INSTANCE_EPHEMERAL
+        ),
+        description="200-op chain cold, mem_io_manager, in-memory instance (nothing on disk)",
         baseline="step_floor",
         steps=STEPS,
         targets=(Target("per step < 0.05 ms", "per_step_s", max_value=0.05e-3),),
