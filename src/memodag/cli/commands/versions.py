@@ -117,7 +117,8 @@ def _fold(rows: list[Any], why: bool) -> list[tuple[str, str, str, str]]:
         node, output = item
         status = ", ".join(f"{n} {_color(s)}" for s, n in counts.items())
         because = "; ".join(
-            f"{text} ({n} clones)" if len(reasons) > 1 else text for text, n in reasons.items()
+            f"{text} ({n} clone{'s' if n != 1 else ''})" if len(reasons) > 1 else text
+            for text, n in reasons.items()
         )
         folded.append((f"{node}[...].{output} ({len(members)} clones)", "-", status, because))
     return folded
