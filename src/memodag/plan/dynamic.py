@@ -105,7 +105,7 @@ def expand_mapped(
             if (
                 len(node.mapped_over) == depth
                 and node.mapped_over == source.node.mapped_over
-                and _gathers(plan, node, fan_out)
+                and gathers(plan, node, fan_out)
             ):
                 created.append(_make_step(plan, node, prefix, pieces_of=(fan_out, list(keys))))
     for step in created:
@@ -121,7 +121,8 @@ def _has_collect(node: OpNode) -> bool:
     return any(isinstance(s, NodeSource) and s.mode == "collect" for s in node.inputs.values())
 
 
-def _gathers(plan: ExecutionPlan, node: OpNode, fan_out: tuple[str, str]) -> bool:
+def gathers(plan: ExecutionPlan, node: OpNode, fan_out: tuple[str, str]) -> bool:
+    """Whether ``node`` collects the pieces of ``fan_out`` (its node path and output)."""
     return any(
         isinstance(source, NodeSource)
         and source.mode == "collect"

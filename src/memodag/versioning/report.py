@@ -14,8 +14,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from memodag.plan.dynamic import gathered_fan_out, step_key_for
-from memodag.plan.plan import ExecutionPlan, ExecutionStep, NodeSource, OpNode
+from memodag.plan.dynamic import gathers, step_key_for
+from memodag.plan.plan import ExecutionPlan, ExecutionStep
 from memodag.storage.instance.records import IndexEntry
 from memodag.versioning.memoize import IndexMemoizer
 
@@ -210,7 +210,7 @@ def _unexpanded_rows(
             scope = node.mapped_over
             if len(scope) > depth and scope[depth] == fan_out:
                 key = f"{node.path}[{','.join((*prefix, *('*' * (len(scope) - depth))))}]"
-            elif scope == source.node.mapped_over and _gathers(plan, node, fan_out):
+            elif scope == source.node.mapped_over and gathers(plan, node, fan_out):
                 key = step_key_for(node.path, prefix)
             else:
                 continue
@@ -222,15 +222,6 @@ def _unexpanded_rows(
                 for name in node.op_def.outs
             )
     return rows
-
-
-def _gathers(plan: ExecutionPlan, node: OpNode, fan_out: tuple[str, str]) -> bool:
-    return any(
-        isinstance(source, NodeSource)
-        and source.mode == "collect"
-        and gathered_fan_out(plan.nodes, source) == fan_out
-        for source in node.inputs.values()
-    )
 
 
 def _unversioned_reason(step: ExecutionStep, memoizer: IndexMemoizer) -> str:
