@@ -166,7 +166,11 @@ class RunProgress:
             self.run_id = event.run_id
             steps = f"{self.total} step{'s' if self.total != 1 else ''}"
             if self.steps_pending:
-                steps += ", more as fan-outs produce their pieces"
+                steps = (
+                    f"{steps}, more as fan-outs produce their pieces"
+                    if self.total
+                    else "steps counted as fan-outs produce their pieces"
+                )
             self._line(f"Run {event.run_id} started: job {self.job_name} ({steps})")
             return
         if kind == "LOG":
