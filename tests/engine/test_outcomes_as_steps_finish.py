@@ -18,6 +18,7 @@ from memodag import (
     DynamicOutput,
     EventType,
     Instance,
+    RetryPolicy,
     RunStatus,
     in_process_executor,
     job,
@@ -278,3 +279,42 @@ def test_log_lines_of_an_in_process_step_are_heard_as_they_are_logged(tmp_path):
     # heard once each, and stored with the step's outcome
     assert [m for kind, m in heard if kind == "LOG"] == ["started", "halfway"]
     assert stored == ["started", "halfway"]
+
+
+def test_a_retry_run_in_process_starts_after_what_came_before_it_is_recorded(tmp_path):
+    url = f"sqlite:///{tmp_path / 'instance.db'}"
+    attempts: list[int] = []
+
+    @op(version="1")
+    def first():
+        return 41
+
+    @op(version="1", config_schema={"label": str}, retry_policy=RetryPolicy(max_retries=1))
+    def flaky(context):
+        attempts.append(1)
+        if len(attempts) % 2 == 1:
+            raise RuntimeError("first attempt fails")
+        with Instance.from_url(url, storage_dir=tmp_path / "storage") as other:
+            return sorted(
+                e.event_type.value
+                for e in other.get_events(context.run_id)
+                if e.event_type in (EventType.STEP_MEMOIZED, EventType.STEP_RETRY)
+            )
+
+    @op(version="1")
+    def last(x, y):
+        return y
+
+    @job(tags={MEMOIZED_RUN_TAG: "true"})
+    def retried():
+        last(first(), flaky())
+
+    with Instance.from_url(url, storage_dir=tmp_path / "storage") as instance:
+        retried.execute_in_process(
+            {"ops": {"flaky": {"config": {"label": "a"}}}}, instance=instance
+        )
+        result = retried.execute_in_process(
+            {"ops": {"flaky": {"config": {"label": "b"}}}}, instance=instance
+        )
+        assert result.step_status["first"] == "memoized"
+        assert result.output_for_node("last") == ["STEP_MEMOIZED", "STEP_RETRY"]

@@ -21,8 +21,13 @@ def shows():
 
 @pytest.mark.parametrize(
     "values",
-    [(1, True, 1.0), ({"a": 1, "b": 2}, {"b": 2, "a": 1})],
-    ids=["equal numbers of other types", "reordered mapping"],
+    [
+        (1, True, 1.0),
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}),
+        ([1, 2], (1, 2)),
+        ({1: "a"}, {"1": "a"}),
+    ],
+    ids=["equal numbers of other types", "reordered mapping", "list then tuple", "key types"],
 )
 def test_runs_of_one_job_in_one_process_see_their_own_config(values):
     # configs that compare equal (1 == True == 1.0, dicts in another order) are still different

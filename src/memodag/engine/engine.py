@@ -282,6 +282,7 @@ class Engine:
         now = time.monotonic()
         while self._retries and self._retries[0][0] <= now and self.executor.can_submit():
             _, _, task = heapq.heappop(self._retries)
+            self.log.flush_buffered()  # as in _start: an in-process submit runs the attempt
             self.executor.submit(task)
 
     def _after_success(

@@ -9,7 +9,6 @@ run's own steps once the pieces are known (docs/dynamic.md): a plan never change
 from __future__ import annotations
 
 import fnmatch
-import json
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -184,13 +183,24 @@ _last_plan: tuple[weakref.ref[Any], ExecutionPlan] | None = None
 
 
 def _same_op_config(a: ResolvedRunConfig, b: ResolvedRunConfig) -> bool:
-    if a.op_config is b.op_config:
-        return True
-    try:
-        # as JSON, not ==: 1 == True == 1.0 and {a, b} == {b, a}, but an op sees the difference
-        return json.dumps(a.op_config) == json.dumps(b.op_config)
-    except (TypeError, ValueError):  # a value JSON cannot say (an array, a model): build anew
+    return a.op_config is b.op_config or _exactly_equal(a.op_config, b.op_config)
+
+
+def _exactly_equal(a: Any, b: Any) -> bool:
+    """Equal as an op sees it: same types all the way down, mappings in the same order
+    (``1 == True == 1.0``, ``(1,) != [1]`` only by type, ``{1: x}`` and ``{"1": x}`` by key)."""
+    if type(a) is not type(b):
         return False
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(
+            _exactly_equal(ka, kb) and _exactly_equal(va, vb)
+            for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
+        )
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_exactly_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, str | int | float | bytes) or a is None:
+        return bool(a == b)
+    return a is b  # anything else (a model, an array): only the very same object
 
 
 def build_plan(job: JobDefinition, run_config: ResolvedRunConfig) -> ExecutionPlan:
