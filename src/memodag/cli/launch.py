@@ -41,7 +41,7 @@ def launch_run(
     from memodag.plan.run_config import resolve_run_config
 
     job = loaded.job
-    # Validated up front (execute_job validates again) to know the plan's size for the display.
+    # Validated and planned up front to size the display; the run reuses the plan.
     plan = build_plan(job, resolve_run_config(job, run_config))
     planned: set[str] = set(plan.steps)
     steps_pending = len(plan.nodes) > len(plan.steps)
@@ -68,6 +68,7 @@ def launch_run(
                 parent_run_id=parent_run_id,
                 step_selection=list(step_selection) if step_selection else None,
                 listeners=[display],
+                plan=plan,
             )
         except KeyboardInterrupt:
             interrupted = True

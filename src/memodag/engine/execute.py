@@ -47,13 +47,19 @@ def execute_job(
     step_selection: Sequence[str] | None = None,
     run_id: str | None = None,
     listeners: Iterable[Callable[[Event], Any]] = (),
+    plan: ExecutionPlan | None = None,
 ) -> ExecuteInProcessResult:
-    """Run ``job`` and return its result (see ``JobDefinition.execute_in_process``)."""
+    """Run ``job`` and return its result (see ``JobDefinition.execute_in_process``).
+
+    ``plan``: one already built from ``job`` and ``run_config`` (the CLI builds it first to size
+    its progress display), so it is not built twice.
+    """
     _refuse_in_starting_worker()
     if _importing:
         raise ExecutionError(_started_at_import(_importing[-1]))
-    resolved = resolve_run_config(job, run_config)
-    plan = build_plan(job, resolved)
+    if plan is None:
+        plan = build_plan(job, resolve_run_config(job, run_config))
+    resolved = plan.run_config
     executor = _executor(resolved)  # before any storage is touched (its config: checked above)
     _check_storage_fits_executor(job, plan, executor, resolved)
     instance = instance or Instance.get()

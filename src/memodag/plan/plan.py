@@ -9,7 +9,6 @@ run's own steps once the pieces are known (docs/dynamic.md): a plan never change
 from __future__ import annotations
 
 import fnmatch
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -177,40 +176,10 @@ def _flatten(
         out[path] = OpNode(path, op_def, inputs, tags, scope)
 
 
-# The last plan built. ``memodag job execute`` builds the plan to size its display, then the run
-# builds it again from an equal config: a plan never changes once built, so that one is reused.
-_last_plan: tuple[weakref.ref[Any], ExecutionPlan] | None = None
-
-
-def _same_op_config(a: ResolvedRunConfig, b: ResolvedRunConfig) -> bool:
-    return a.op_config is b.op_config or _exactly_equal(a.op_config, b.op_config)
-
-
-def _exactly_equal(a: Any, b: Any) -> bool:
-    """Equal as an op sees it: same types all the way down, mappings in the same order
-    (``1 == True == 1.0``, ``(1,) != [1]`` only by type, ``{1: x}`` and ``{"1": x}`` by key)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return len(a) == len(b) and all(
-            _exactly_equal(ka, kb) and _exactly_equal(va, vb)
-            for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
-        )
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_exactly_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, str | int | float | bytes) or a is None:
-        return bool(a == b)
-    return a is b  # anything else (a model, an array): only the very same object
-
-
 def build_plan(job: JobDefinition, run_config: ResolvedRunConfig) -> ExecutionPlan:
     """Build the plan: one step per unmapped op node; mapped nodes wait as templates."""
-    global _last_plan
     from memodag.plan.dynamic import check_collectors
 
-    last = _last_plan
-    if last is not None and last[0]() is job and _same_op_config(last[1].run_config, run_config):
-        return ExecutionPlan(job.name, last[1].nodes, last[1].steps, run_config)
     nodes = flatten_graph(job.graph)
     check_collectors(nodes)
     steps: dict[str, ExecutionStep] = {}
@@ -220,9 +189,7 @@ def build_plan(job: JobDefinition, run_config: ResolvedRunConfig) -> ExecutionPl
         steps[path] = ExecutionStep(
             path, node, _static_inputs(node), run_config.op_config.get(path)
         )
-    plan = ExecutionPlan(job.name, nodes, steps, run_config)
-    _last_plan = (weakref.ref(job), plan)
-    return plan
+    return ExecutionPlan(job.name, nodes, steps, run_config)
 
 
 def _collects(node: OpNode) -> bool:
