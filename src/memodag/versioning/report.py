@@ -343,6 +343,7 @@ def _config_diff(old_json: Any, new_json: str) -> list[str]:
 
 def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
+        before = len(out)
         for key in sorted(set(old) | set(new)):
             sub = f"{path}.{key}" if path else str(key)
             if key not in old:
@@ -351,6 +352,11 @@ def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
                 out.append(f"field '{sub}' removed (was {old[key]!r})")
             else:
                 _diff(old[key], new[key], sub, out)
+        if len(out) == before and list(old) != list(new):
+            # mapping order is data (an op iterating the mapping sees it)
+            out.append(
+                f"field '{path or '(whole config)'}' order changed ({list(old)} -> {list(new)})"
+            )
     elif old != new:
         out.append(f"field '{path or '(whole config)'}' changed ({old!r} -> {new!r})")
 
