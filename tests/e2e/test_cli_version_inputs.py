@@ -8,9 +8,11 @@ value with a cold run's (a fresh instance)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import subprocess
 from pathlib import Path
+
+import pytest
 
 from cli_process import run_memodag
 
@@ -145,3 +147,164 @@ def test_explain_names_a_reordered_config_mapping(tmp_path: Path) -> None:
     assert reasons["weights.result"] == [
         "config field 'weights' order changed (['a', 'b'] -> ['b', 'a'])"
     ]
+
+
+DATA_VERSIONED = """
+import hashlib
+import json
+from pathlib import Path
+
+from memodag import MEMOIZED_RUN_TAG, job, op, resource
+
+
+def ran(name):
+    with open("ran.log", "a") as log:
+        log.write(name + "\\n")
+
+
+@resource(config_schema={"root": str})
+def data_dir(context):
+    return Path(context.resource_config["root"])
+
+
+def prices_version(context):
+    # the content of the file the op reads; memodag cannot see it any other way
+    path = context.resources.data_dir / context.op_config["file"]
+    context.log.info("data version of %s", path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+@op(
+    version="1",
+    config_schema={"file": str},
+    required_resource_keys={"data_dir"},
+    data_version=prices_version,
+)
+def load(context):
+    ran("load")
+    text = (context.resources.data_dir / context.op_config["file"]).read_text()
+    return [int(line) for line in text.split()]
+
+
+@op(version="1")
+def total(prices):
+    ran("total")
+    return sum(prices)
+
+
+@op(version="1")
+def unrelated():
+    ran("unrelated")
+    return "same"
+
+
+@op(version="1")
+def report(total, other):
+    ran("report")
+    Path("result.json").write_text(json.dumps({"total": total, "other": other}))
+    return total
+
+
+@job(tags={MEMOIZED_RUN_TAG: "true"}, resource_defs={"data_dir": data_dir})
+def priced():
+    report(total(load()), unrelated())
+"""
+
+DATA_CONFIG = """
+ops:
+  load:
+    config:
+      file: prices.txt
+resources:
+  data_dir:
+    config:
+      root: data
+"""
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+@pytest.mark.parametrize("executor", ["in_process", "multiprocess"])
+def test_a_declared_data_version_reruns_the_op_when_the_file_it_reads_changes(
+    tmp_path: Path, executor: str
+) -> None:
+    project = _project(tmp_path, DATA_VERSIONED)
+    home = tmp_path / "home"
+    (project / "data").mkdir()
+    prices = project / "data" / "prices.txt"
+    prices.write_text("1\n2\n3\n")
+    config = DATA_CONFIG + f"execution:\n  {executor}: {{}}\n"
+    _write_config(project, config)
+    assert _execute(project, home, "run.yaml") == {"load", "total", "unrelated", "report"}
+    assert _execute(project, home, "run.yaml") == set()  # the file did not change
+
+    old = _sha(prices)
+    prices.write_text("1\n2\n3\n40\n")  # same name, same config: other content
+    listed = run_memodag(
+        "job",
+        "list-versions",
+        "-f",
+        "pipeline.py",
+        "-c",
+        "run.yaml",
+        "--why",
+        "--json",
+        cwd=project,
+        home=home,
+    )
+    rows = {o["step_output"]: o for o in json.loads(listed.stdout)["outputs"]}
+    assert {k: o["status"] for k, o in rows.items()} == {
+        "load.result": "to-be-recomputed",
+        "total.result": "to-be-recomputed",
+        "unrelated.result": "stored",
+        "report.result": "to-be-recomputed",
+    }
+    assert rows["load.result"]["reasons"] == [
+        f"data version of op 'load' changed ({old} -> {_sha(prices)})"
+    ]
+    assert _execute(project, home, "run.yaml") == {"load", "total", "report"}
+    assert _result(project) == {"total": 46, "other": "same"}
+    assert _result(project) == _cold(project, tmp_path, "run.yaml")
+    assert _execute(project, home, "run.yaml") == set()
+
+
+def _run_failing(project: Path, home: Path) -> str:
+    done = run_memodag(
+        "job",
+        "execute",
+        "-f",
+        "pipeline.py",
+        "-c",
+        "run.yaml",
+        cwd=project,
+        home=home,
+        check=False,
+    )
+    assert done.returncode != 0, done.stdout
+    return done.stdout + done.stderr
+
+
+def test_a_failing_data_version_is_a_clear_error_naming_the_op(tmp_path: Path) -> None:
+    project = _project(tmp_path, DATA_VERSIONED)
+    home = tmp_path / "home"
+    (project / "data").mkdir()  # no prices.txt: the data version cannot read it
+    _write_config(project, DATA_CONFIG)
+    output = _run_failing(project, home)
+    assert "data_version of op 'load' (prices_version) failed: FileNotFoundError" in output
+    assert "Traceback" not in output
+
+
+def test_a_data_version_that_is_not_json_is_a_clear_error(tmp_path: Path) -> None:
+    source = DATA_VERSIONED.replace(
+        "return hashlib.sha256(path.read_bytes()).hexdigest()[:12]", "return path.stat()"
+    )
+    project = _project(tmp_path, source)
+    home = tmp_path / "home"
+    (project / "data").mkdir()
+    (project / "data" / "prices.txt").write_text("1\n")
+    _write_config(project, DATA_CONFIG)
+    output = _run_failing(project, home)
+    assert "data_version of op 'load' (prices_version) returned os.stat_result(" in output
+    assert "which is not a JSON value" in output

@@ -263,6 +263,11 @@ def explain_output(
         reasons.append(_code_reason(step, now, old, memoizer))
     if now["config"] != old.get("config"):
         reasons.extend(_config_diff(old.get("config"), now["config"]))
+    if now.get("data_version", "") != old.get("data_version", ""):
+        reasons.append(
+            f"data version of op '{step.op_def.name}' changed "
+            f"({_data_text(old.get('data_version'))} -> {_data_text(now.get('data_version'))})"
+        )
     now_configs = memoizer.resource_configs(step)
     old_resources = old.get("resources", {})
     for res_key in sorted(set(now["resources"]) | set(old_resources)):
@@ -281,6 +286,7 @@ def explain_output(
 def _distance(now: Mapping[str, Any], old: Mapping[str, Any]) -> int:
     """How many parts of two recipes differ: code, config, each resource, each input."""
     count = int(now["code"] != old.get("code")) + int(now["config"] != old.get("config"))
+    count += int(now.get("data_version", "") != old.get("data_version", ""))
     for part in ("resources", "inputs"):
         mine, theirs = now[part], old.get(part) or {}
         count += sum(1 for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
@@ -323,6 +329,18 @@ def _code_diff(old: Any, new: Any) -> str:
         + [f"{k} no longer used" for k in removed]
     )
     return ", ".join(parts[:5]) + (f" (+{len(parts) - 5} more)" if len(parts) > 5 else "")
+
+
+def _data_text(stored: Any) -> str:
+    """A declared data version as ``explain`` shows it: a string as it is, other JSON compact."""
+    if not stored:
+        return "none"
+    try:
+        value = json.loads(stored)
+    except (TypeError, ValueError):
+        value = stored
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _short(value: Any) -> str:
