@@ -414,8 +414,8 @@ class VersionResolver:
 
 
 def _name(obj: Any) -> str:
-    """How an error names a function (its qualified name) or a strategy (its class's)."""
-    return getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    """How an error names a function or a strategy (by its class)."""
+    return getattr(obj, "__name__", None) or type(obj).__name__
 
 
 def _checked(version: Any, what: str, strategy: Any, method: str) -> str:
