@@ -308,3 +308,119 @@ def test_a_data_version_that_is_not_json_is_a_clear_error(tmp_path: Path) -> Non
     output = _run_failing(project, home)
     assert "data_version of op 'load' (prices_version) returned os.stat_result(" in output
     assert "which is not a JSON value" in output
+
+
+CUSTOM = '''
+import json
+import pickle
+from pathlib import Path
+
+from memodag import (
+    MEMOIZED_RUN_TAG, MemoizableIOManager, VersionStrategy, io_manager, job, op, resource
+)
+
+
+def ran(name):
+    with open("ran.log", "a") as log:
+        log.write(name + "\\n")
+
+
+class ConfigVersions(VersionStrategy):
+    """Written for this job's database resource: versions it by its config's release."""
+
+    def get_op_version(self, context):
+        return "ops-1"
+
+    def get_resource_version(self, context):
+        return context.resource_config["release"]
+
+
+@resource(config_schema={"release": str, "rows": int})
+def database(context):
+    return list(range(context.resource_config["rows"]))
+
+
+@resource(config_schema={"root": str})
+def store_dir(context):
+    return Path(context.resource_config["root"])
+
+
+class DirectoryManager(MemoizableIOManager):
+    """Files by version under a directory another resource names."""
+
+    def _path(self, resources, step_key, version):
+        return resources.store_dir / f"{step_key}-{version}.pkl"
+
+    def handle_output(self, context, obj):
+        path = self._path(context.resources, context.step_key, context.version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(obj))
+        return str(path)
+
+    def load_input(self, context):
+        return pickle.loads(Path(context.address.uri).read_bytes())
+
+    def has_output(self, context):
+        context.log.info("looking in %s", context.resource_config["label"])
+        return self._path(context.resources, context.step_key, context.version).exists()
+
+
+@io_manager(config_schema={"label": str}, required_resource_keys={"store_dir"})
+def directory_manager(_):
+    return DirectoryManager()
+
+
+@op(required_resource_keys={"database"})
+def query(context):
+    ran("query")
+    return context.resources.database
+
+
+@op
+def total(rows):
+    ran("total")
+    return sum(rows)
+
+
+@op
+def report(total):
+    ran("report")
+    Path("result.json").write_text(json.dumps(total))
+    return total
+
+
+@job(
+    tags={MEMOIZED_RUN_TAG: "true"},
+    version_strategy=ConfigVersions(),
+    resource_defs={
+        "database": database, "store_dir": store_dir, "io_manager": directory_manager
+    },
+)
+def custom():
+    report(total(query()))
+'''
+
+CUSTOM_CONFIG = """
+resources:
+  database: {config: {release: "%s", rows: %d}}
+  store_dir: {config: {root: %s}}
+  io_manager: {config: {label: the store}}
+"""
+
+
+def test_a_strategy_for_the_job_s_resources_and_a_custom_manager_memoize_across_processes(
+    tmp_path: Path,
+) -> None:
+    # the strategy knows the database, not the io manager; the manager's has_output needs the
+    # resource naming its directory, its config and a log, as handle_output does
+    project = _project(tmp_path, CUSTOM)
+    home = tmp_path / "home"
+    _write_config(project, CUSTOM_CONFIG % ("r1", 4, "stored"))
+    assert _execute(project, home, "run.yaml") == {"query", "total", "report"}
+    assert _execute(project, home, "run.yaml") == set()
+    _write_config(project, CUSTOM_CONFIG % ("r2", 5, "stored"))  # a new database release
+    assert _execute(project, home, "run.yaml") == {"query", "total", "report"}
+    assert _execute(project, home, "run.yaml") == set()
+    assert _result(project) == 10
+    _write_config(project, CUSTOM_CONFIG % ("r2", 5, "cold-stored"))  # nothing stored there
+    assert _cold(project, tmp_path, "run.yaml") == 10
