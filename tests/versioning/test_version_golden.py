@@ -111,3 +111,20 @@ def test_versions_are_the_released_ones(instance: Instance) -> None:
     assert {r.status for r in rows} == {"stored"}
     rerun = pinned.execute_in_process(run_config=RUN_CONFIG, instance=instance)
     assert rerun.executed_step_keys == [] and len(rerun.memoized_step_keys) == 8
+
+
+def test_mapping_order_and_the_data_version_are_in_the_version(instance: Instance) -> None:
+    # scheme 2: a reordered mapping is another config, another data version another version
+    def version(weights: dict[str, int], table: str) -> str | None:
+        config = {"ops": {"weighted": {"config": {"table": table, "weights": weights}}}}
+        (row,) = list_versions(weighted_only, config, instance)
+        return row.version
+
+    assert version({"b": 2, "a": 1}, "t") == GOLDEN["weighted.result"]
+    assert version({"a": 1, "b": 2}, "t") != GOLDEN["weighted.result"]
+    assert version({"b": 2, "a": 1}, "u") != GOLDEN["weighted.result"]
+
+
+@job(name="pinned", tags={MEMOIZED_RUN_TAG: "true"})
+def weighted_only():
+    weighted()
