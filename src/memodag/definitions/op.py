@@ -47,6 +47,9 @@ class OpDefinition:
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
     takes_context: bool = False
+    #: ``fn(context) -> JSON value``: what the op reads outside memodag (a file or table named by
+    #: config), hashed into its version (docs/versioning.md, "Declared data versions")
+    data_version: Callable[[Any], Any] | None = None
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -177,6 +180,7 @@ def op(
     retry_policy: RetryPolicy | None = None,
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
+    data_version: Callable[[Any], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], OpDefinition]: ...
 
 
@@ -192,11 +196,17 @@ def op(
     retry_policy: RetryPolicy | None = None,
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
+    data_version: Callable[[Any], Any] | None = None,
 ) -> OpDefinition | Callable[[Callable[..., Any]], OpDefinition]:
     """Declare an op. Use bare (``@op``) or with arguments (``@op(out=..., config_schema=...)``).
 
     The function's first parameter may be ``context``; the other parameters are the inputs.
     Return a value (one output), a tuple (several outputs, in ``out`` order), or yield ``Output``s.
+
+    ``data_version=fn``: ``fn(context)`` (the op's config, resources and log) returns a JSON
+    value saying which version of outside data the op reads (a file's size and mtime, a table's
+    last update); it is hashed into the op's version, so a change re-runs the op (memoization)
+    and ``explain`` says so. It runs in the driver when the step is about to be decided.
     """
 
     def decorate(func: Callable[..., Any]) -> OpDefinition:
@@ -204,6 +214,17 @@ def op(
         takes_context, op_ins = _build_ins(func, ins, op_name)
         if version is not None and not isinstance(version, str):
             raise DefinitionError(f"op '{op_name}': version must be a string, got {version!r}")
+        if version is not None and not version.strip():
+            raise DefinitionError(
+                f"op '{op_name}': version={version!r} is empty; give a non-empty string "
+                "(any text: versions are hashed) or leave version out to use the job's "
+                "version_strategy"
+            )
+        if data_version is not None and not callable(data_version):
+            raise DefinitionError(
+                f"op '{op_name}': data_version must be a function of the op's context returning "
+                f"a JSON value, got {data_version!r}"
+            )
         return OpDefinition(
             name=op_name,
             compute_fn=func,
@@ -217,6 +238,7 @@ def op(
             tags=dict(tags or {}),
             description=description or inspect.getdoc(func),
             takes_context=takes_context,
+            data_version=data_version,
         )
 
     if fn is not None:

@@ -117,7 +117,7 @@ def execute_job(
     try:
         # in-process: every resource the steps need; otherwise the io managers (and what they
         # require) only, which the driver needs for memoization, the lifecycle and results
-        keys = resource_keys if executor.in_process else _io_manager_keys(job, resource_keys)
+        keys = resource_keys if executor.in_process else _driver_keys(job, plan, resource_keys)
         with (
             _sigterm_cancels_run(),
             initialized_resources(
@@ -140,6 +140,7 @@ def execute_job(
                 if isinstance(getattr(resources, k, None), IOManager)
             }
             memoizer.attach_io_managers(io_managers)
+            memoizer.attach_resources(resources)
             hooks = RunHooks(run_id, job.name, run_tags, vars(resources))
             if hooks.listens_for_outputs:
                 event_log.on_stored.append(hooks.stored)
@@ -500,5 +501,11 @@ def _resource_keys(
     return keys
 
 
-def _io_manager_keys(job: JobDefinition, keys: set[str]) -> set[str]:
-    return {k for k in keys if job.resource_defs[k].is_io_manager}
+def _driver_keys(job: JobDefinition, plan: ExecutionPlan, keys: set[str]) -> set[str]:
+    """What the driver builds when steps run elsewhere: io managers, and the resources of ops
+    with a declared data version (computed in the driver, with versions)."""
+    found = {k for k in keys if job.resource_defs[k].is_io_manager}
+    for node in plan.nodes.values():
+        if node.op_def.data_version is not None:
+            found |= node.op_def.required_resource_keys
+    return found

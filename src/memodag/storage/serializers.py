@@ -73,7 +73,7 @@ class JsonSerializer(Serializer):
 
     def dump(self, obj: Any, file: BinaryIO) -> None:
         try:
-            text = json.dumps(obj, sort_keys=True)
+            text = json.dumps(obj)  # mapping order is data: it loads back in the order stored
         except (TypeError, ValueError) as exc:
             raise StorageError(
                 f"JSON serializer cannot store a {type(obj).__name__} value: {exc}; "
