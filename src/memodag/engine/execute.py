@@ -212,8 +212,7 @@ def execute_job(
     if raise_on_error and hook_error is not None:
         raise ExecutionError(f"run {run_id[:8]} failed: {hook_error}")
     if raise_on_error and not engine.result.success:
-        skipped = [k for k, s in engine.result.status.items() if s == "skipped"]
-        raise ExecutionError(f"run {run_id[:8]} did not complete: steps skipped {skipped[:10]}")
+        raise ExecutionError(f"run {run_id[:8]} failed: {_unaccounted_message(engine)}")
     return result
 
 
@@ -295,13 +294,27 @@ def _run_status(
         return RunStatus.CANCELED, EventType.RUN_CANCELED, message
     if run_error is not None or engine is None or not engine.result.success:
         failed = engine.result.failures if engine else []
-        message = (
-            f"{type(run_error).__name__}: {run_error}"
-            if run_error
-            else f"steps failed: {[f.step_key for f in failed][:10]}"
-        )
+        if run_error:
+            message = f"{type(run_error).__name__}: {run_error}"
+        elif failed or engine is None:
+            message = f"steps failed: {[f.step_key for f in failed][:10]}"
+        else:
+            message = _unaccounted_message(engine)
         return RunStatus.FAILURE, EventType.RUN_FAILURE, message
     return RunStatus.SUCCESS, EventType.RUN_SUCCESS, ""
+
+
+def _unaccounted_message(engine: Engine) -> str:
+    """Names the steps the run did not do, nor skip for a reason that leaves it a success."""
+    unaccounted = engine.result.unaccounted
+    lines = [f"  - {key}: {why}" for key, why in list(unaccounted.items())[:10]]
+    more = f"\n  ... and {len(unaccounted) - 10} more" if len(unaccounted) > 10 else ""
+    return (
+        f"{len(unaccounted)} step(s) neither ran, were memoized, were loaded from the parent "
+        "run, nor were skipped for an optional output (a bug in memodag: please report it):\n"
+        + "\n".join(lines)
+        + more
+    )
 
 
 def _finish_run(
