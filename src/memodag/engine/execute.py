@@ -23,7 +23,12 @@ from memodag.engine.lifecycle import RunHooks
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import ExecutionError, StepExecutionError
 from memodag.executors.base import Executor, RunPayload
-from memodag.plan.dynamic import drop_expansions_of, expand_from_addresses
+from memodag.plan.dynamic import (
+    drop_expansions_of,
+    expand_from_addresses,
+    parse_step_key,
+    reexpanded_inputs,
+)
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, build_plan, select_steps
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
 from memodag.runtime.resources import initialized_resources
@@ -371,8 +376,21 @@ def _selection(
     # are expanded afresh by the engine from their new pieces
     created_by = expand_from_addresses(plan, steps, parent_addresses, completed)
     selected = select_steps(plan, step_selection, steps)
-    drop_expansions_of(steps, created_by, selected)
+    dropped = drop_expansions_of(steps, created_by, selected)
+    _refuse_clones_of_rerun_fan_outs(step_selection, dropped)
     external: dict[AddressKey, Address] = {}
+    rerun = {steps[k].node.path for k in selected if steps[k].op_def.has_dynamic_output}
+    if rerun:
+        # what the fan-outs' fresh clones and collectors will read beside their pieces
+        feeding = reexpanded_inputs(plan, rerun)
+        for address_key, address in parent_addresses.items():
+            step_key, output, _ = address_key
+            if (
+                step_key not in selected
+                and step_key in steps
+                and (parse_step_key(step_key)[0], output) in feeding
+            ):
+                external[address_key] = address
     missing: list[str] = []
     for key in sorted(selected):
         for spec in steps[key].inputs:
@@ -397,6 +415,24 @@ def _selection(
             + "\n".join(f"  - {m}" for m in missing)
         )
     return steps, selected, external
+
+
+def _refuse_clones_of_rerun_fan_outs(
+    step_selection: Sequence[str], dropped: Mapping[str, str]
+) -> None:
+    """A clone named in the selection beside its fan-out's source (``["emit", "double[1]"]``)
+    is refused, as Dagster does: the source re-runs and yields new pieces, so the parent's
+    clone no longer exists, and every clone of the new pieces runs anyway."""
+    named = sorted({item.strip().strip("*+") for item in step_selection} & dropped.keys())
+    if not named:
+        return
+    sources = sorted({dropped[key] for key in named})
+    raise ExecutionError(
+        f"step selection names {named}, clone(s) of the parent run's fan-out, and its source "
+        f"{sources}, which re-runs: its new pieces are cloned afresh and every clone runs. "
+        f"Select {[s + '*' for s in sources]} to re-run the fan-out and what follows it, or leave "
+        f"{sources} out to re-run the clone(s) from the parent run's pieces"
+    )
 
 
 def _kept_in_process(job: JobDefinition, resolved: ResolvedRunConfig, key: str) -> bool:
