@@ -23,7 +23,7 @@ from typing import Any
 
 from memodag.engine.events import EventLog
 from memodag.executors.base import Executor
-from memodag.plan.dynamic import expand_mapped, pieces_from_addresses
+from memodag.plan.dynamic import expand_mapped, made_by, pieces_from_addresses
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
 from memodag.runtime.step import InputLoad, StepOutcome, StepTask
 from memodag.storage.instance.records import Event, EventType
@@ -206,6 +206,40 @@ class Engine:
                 unaccounted[key] = "never decided"
             elif state == StepStatus.SKIPPED and self._skip_cause.get(key) == SkipCause.LOST:
                 unaccounted[key] = self._lost.get(key, "skipped without a cause")
+        self._account_templates(unaccounted)
+
+    def _account_templates(self, unaccounted: dict[str, str]) -> None:
+        """A mapped node or collector with no step at all, although the fan-out that creates
+        it ran here (with pieces, for a clone): its expansion was silently dropped."""
+        present = {step.node.path for step in self.steps.values()}
+        missing = [n for n in self.plan.nodes.values() if n.path not in present]
+        if not missing:
+            return
+        ran: dict[tuple[str, str], bool] = {}  # fan-out (path, output) -> yielded a piece
+        for key, state in self.status.items():
+            if state in (StepStatus.SUCCESS, StepStatus.MEMOIZED):
+                step = self.steps[key]
+                for name, out in step.op_def.outs.items():
+                    if out.is_dynamic:
+                        ran.setdefault((step.node.path, name), False)
+        for key, output, mapping_key in self.addresses:
+            if mapping_key is not None and self.status.get(key) in (
+                StepStatus.SUCCESS,
+                StepStatus.MEMOIZED,
+            ):
+                ran[(self.steps[key].node.path, output)] = True
+        for source, output in self.unexpanded:  # a dry run could not tell the pieces
+            ran.pop((self.steps[source].node.path, output), None)
+        for node in missing:
+            creation = made_by(self.plan, node)
+            if creation is None:
+                continue
+            fan_out, needs_piece = creation
+            if fan_out in ran and (ran[fan_out] or not needs_piece):
+                unaccounted[node.path] = (
+                    f"no step was made for it, although fan-out '{fan_out[0]}' "
+                    f"(output '{fan_out[1]}') ran"
+                )
 
     def _start(self, key: str) -> None:
         step = self.steps[key]

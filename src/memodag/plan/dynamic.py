@@ -117,6 +117,18 @@ def expand_mapped(
     return created
 
 
+def made_by(plan: ExecutionPlan, node: OpNode) -> tuple[tuple[str, str], bool] | None:
+    """The fan-out (node path, output) whose expansion creates ``node``'s steps, and whether it
+    takes at least one piece (a clone does; a collector exists even for zero pieces). None for
+    a node whose step is in the plan from the start."""
+    for source in node.inputs.values():
+        if isinstance(source, NodeSource) and source.mode == "collect":
+            return gathered_fan_out(plan.nodes, source), False
+    if node.mapped_over:
+        return node.mapped_over[-1], True
+    return None
+
+
 def _has_collect(node: OpNode) -> bool:
     return any(isinstance(s, NodeSource) and s.mode == "collect" for s in node.inputs.values())
 
