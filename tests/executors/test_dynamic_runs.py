@@ -70,9 +70,7 @@ def test_a_collector_gathers_the_pieces_that_exist(executor, instance):
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_a_returned_bare_dynamic_output_fails_naming_the_op(executor, instance):
     with pytest.raises(StepExecutionError) as err:
-        bare_dynamic_output.execute_in_process(
-            run_config=_run_config(executor), instance=instance
-        )
+        bare_dynamic_output.execute_in_process(run_config=_run_config(executor), instance=instance)
     message = str(err.value)
     assert "op 'returns_one_piece' returned a single DynamicOutput" in message
     assert "yield" in message and "list" in message
@@ -103,4 +101,3 @@ def test_a_reexecution_result_holds_only_the_pieces_it_produced(executor, instan
     )
     assert collector.output_for_node("multiply_by_two") == {}
     assert collector.output_for_node("sum_numbers") == _total(3) // 2
-

@@ -339,7 +339,9 @@ class Engine:
         if self._skip_cause.get(upstream) != SkipCause.OPTIONAL:
             return False
         return all(
-            spec.collect for spec in step.inputs if any(h.step_key == upstream for h in spec.upstream)
+            spec.collect
+            for spec in step.inputs
+            if any(h.step_key == upstream for h in spec.upstream)
         )
 
     def _cause_from(self, upstream: str) -> str:
