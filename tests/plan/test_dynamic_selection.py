@@ -72,10 +72,15 @@ def test_a_clone_named_beside_its_re_running_source_is_refused(instance, parent)
     assert len(instance.get_runs()) == runs_before  # refused before any run is recorded
 
 
-def test_the_source_with_everything_below_it_is_no_conflict(instance, parent):
-    # "emit*" reaches the parent's clones too: they are replaced by the new ones, not refused
-    child = _reexecute(instance, parent, ["emit*"])
+@pytest.mark.parametrize(
+    "selection", [["emit*"], ["emit", "sum_numbers"], ["emit", "multiply_by_two"]]
+)
+def test_the_source_with_what_follows_it_is_no_conflict(instance, parent, selection):
+    # "emit*" reaches the parent's clones too, and a mapped node's name means its clones: they
+    # are replaced by the new ones, not refused; the collector is made afresh and runs
+    child = _reexecute(instance, parent, selection)
     assert child.success
+    assert child.step_status["multiply_by_two[k2]"] == "success"
     assert child.output_for_node("sum_numbers") == 2 * 10 * (0 + 1 + 2)
 
 

@@ -423,7 +423,12 @@ def _refuse_clones_of_rerun_fan_outs(
     """A clone named in the selection beside its fan-out's source (``["emit", "double[1]"]``)
     is refused, as Dagster does: the source re-runs and yields new pieces, so the parent's
     clone no longer exists, and every clone of the new pieces runs anyway."""
-    named = sorted({item.strip().strip("*+") for item in step_selection} & dropped.keys())
+    # a collector outside the fan-out keeps its key: it is made afresh and runs, no conflict
+    named = sorted(
+        key
+        for key in {item.strip().strip("*+") for item in step_selection} & dropped.keys()
+        if parse_step_key(key)[1]
+    )
     if not named:
         return
     sources = sorted({dropped[key] for key in named})
