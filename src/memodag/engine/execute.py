@@ -433,8 +433,9 @@ def _refuse_clones_of_rerun_fan_outs(
         return
     sources = sorted({dropped[key] for key in named})
     raise ExecutionError(
-        f"step selection names {named}, clone(s) of the parent run's fan-out, and its source "
-        f"{sources}, which re-runs: its new pieces are cloned afresh and every clone runs. "
+        f"step selection names {named}, made from the parent run's pieces of fan-out "
+        f"{sources}, and that fan-out too: it re-runs, its new pieces are cloned afresh and "
+        "every new clone runs, so the parent's clones no longer exist. "
         f"Select {[s + '*' for s in sources]} to re-run the fan-out and what follows it, or leave "
         f"{sources} out to re-run the clone(s) from the parent run's pieces"
     )
