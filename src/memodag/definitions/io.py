@@ -137,6 +137,15 @@ class DynamicOutput(Generic[T]):
     output_name: str = DEFAULT_OUTPUT
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # refused where it is built, so the traceback points at the op's own line
+        if not valid_mapping_key(self.mapping_key):
+            raise DefinitionError(
+                f"DynamicOutput(mapping_key={self.mapping_key!r}) for output "
+                f"'{self.output_name}': a mapping key is a non-empty str of letters, digits and "
+                "'_' only (^[A-Za-z0-9_]+$); it names the piece in step keys like 'op[key]'"
+            )
+
 
 def valid_mapping_key(key: object) -> bool:
     return isinstance(key, str) and bool(_MAPPING_KEY_RE.match(key))

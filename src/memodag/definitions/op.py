@@ -269,7 +269,16 @@ def iterate_outputs(op_def: OpDefinition, result: Any, step_key: str) -> Iterato
         else:
             yield from _returned_generator(op_def, result, step_key)
         return
-    if isinstance(result, Output | DynamicOutput):
+    if isinstance(result, DynamicOutput):
+        # as in Dagster: one returned piece is almost always a missing list or a `return` meant
+        # as `yield`, and would silently make a fan-out of one
+        raise StepExecutionError(
+            step_key,
+            f"op '{op_def.name}' returned a single DynamicOutput (mapping_key "
+            f"{result.mapping_key!r}); a DynamicOut op yields its pieces "
+            "(`yield DynamicOutput(...)`) or returns a list of them",
+        )
+    if isinstance(result, Output):
         yield _one(op_def, result, step_key, None)
         return
     if len(outs) == 1:
@@ -398,7 +407,13 @@ def invoke_directly(op_def: OpDefinition, args: tuple[Any, ...], kwargs: dict[st
     )
     produced = list(iterate_outputs(op_def, result, op_def.name))
     if op_def.has_dynamic_output:
-        return [DynamicOutput(p.value, p.mapping_key or "", p.output_name) for p in produced]
+        # a static output beside the dynamic ones comes back as an Output (it has no piece key)
+        return [
+            DynamicOutput(p.value, p.mapping_key, p.output_name)
+            if p.mapping_key is not None
+            else Output(p.value, p.output_name)
+            for p in produced
+        ]
     if len(op_def.outs) == 1:
         return produced[0].value if produced else None
     by_name = {p.output_name: p.value for p in produced}

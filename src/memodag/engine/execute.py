@@ -23,7 +23,12 @@ from memodag.engine.lifecycle import RunHooks
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import ExecutionError, StepExecutionError
 from memodag.executors.base import Executor, RunPayload
-from memodag.plan.dynamic import drop_expansions_of, expand_from_addresses
+from memodag.plan.dynamic import (
+    drop_expansions_of,
+    expand_from_addresses,
+    parse_step_key,
+    reexpanded_inputs,
+)
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, build_plan, select_steps
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
 from memodag.runtime.resources import initialized_resources
@@ -213,8 +218,7 @@ def execute_job(
     if raise_on_error and hook_error is not None:
         raise ExecutionError(f"run {run_id[:8]} failed: {hook_error}")
     if raise_on_error and not engine.result.success:
-        skipped = [k for k, s in engine.result.status.items() if s == "skipped"]
-        raise ExecutionError(f"run {run_id[:8]} did not complete: steps skipped {skipped[:10]}")
+        raise ExecutionError(f"run {run_id[:8]} failed: {_unaccounted_message(engine)}")
     return result
 
 
@@ -296,13 +300,27 @@ def _run_status(
         return RunStatus.CANCELED, EventType.RUN_CANCELED, message
     if run_error is not None or engine is None or not engine.result.success:
         failed = engine.result.failures if engine else []
-        message = (
-            f"{type(run_error).__name__}: {run_error}"
-            if run_error
-            else f"steps failed: {[f.step_key for f in failed][:10]}"
-        )
+        if run_error:
+            message = f"{type(run_error).__name__}: {run_error}"
+        elif failed or engine is None:
+            message = f"steps failed: {[f.step_key for f in failed][:10]}"
+        else:
+            message = _unaccounted_message(engine)
         return RunStatus.FAILURE, EventType.RUN_FAILURE, message
     return RunStatus.SUCCESS, EventType.RUN_SUCCESS, ""
+
+
+def _unaccounted_message(engine: Engine) -> str:
+    """Names the steps the run did not do, nor skip for a reason that leaves it a success."""
+    unaccounted = engine.result.unaccounted
+    lines = [f"  - {key}: {why}" for key, why in list(unaccounted.items())[:10]]
+    more = f"\n  ... and {len(unaccounted) - 10} more" if len(unaccounted) > 10 else ""
+    return (
+        f"{len(unaccounted)} step(s) neither ran, were memoized, were loaded from the parent "
+        "run, nor were skipped for an optional output (a bug in memodag: please report it):\n"
+        + "\n".join(lines)
+        + more
+    )
 
 
 def _finish_run(
@@ -359,8 +377,21 @@ def _selection(
     # are expanded afresh by the engine from their new pieces
     created_by = expand_from_addresses(plan, steps, parent_addresses, completed)
     selected = select_steps(plan, step_selection, steps)
-    drop_expansions_of(steps, created_by, selected)
+    dropped = drop_expansions_of(steps, created_by, selected)
+    _refuse_clones_of_rerun_fan_outs(step_selection, dropped)
     external: dict[AddressKey, Address] = {}
+    rerun = {steps[k].node.path for k in selected if steps[k].op_def.has_dynamic_output}
+    if rerun:
+        # what the fan-outs' fresh clones and collectors will read beside their pieces
+        feeding = reexpanded_inputs(plan, rerun)
+        for address_key, address in parent_addresses.items():
+            step_key, output, _ = address_key
+            if (
+                step_key not in selected
+                and step_key in steps
+                and (parse_step_key(step_key)[0], output) in feeding
+            ):
+                external[address_key] = address
     missing: list[str] = []
     for key in sorted(selected):
         for spec in steps[key].inputs:
@@ -385,6 +416,30 @@ def _selection(
             + "\n".join(f"  - {m}" for m in missing)
         )
     return steps, selected, external
+
+
+def _refuse_clones_of_rerun_fan_outs(
+    step_selection: Sequence[str], dropped: Mapping[str, str]
+) -> None:
+    """A clone named in the selection beside its fan-out's source (``["emit", "double[1]"]``)
+    is refused, as Dagster does: the source re-runs and yields new pieces, so the parent's
+    clone no longer exists, and every clone of the new pieces runs anyway."""
+    # a collector outside the fan-out keeps its key: it is made afresh and runs, no conflict
+    named = sorted(
+        key
+        for key in {item.strip().strip("*+") for item in step_selection} & dropped.keys()
+        if parse_step_key(key)[1]
+    )
+    if not named:
+        return
+    sources = sorted({dropped[key] for key in named})
+    raise ExecutionError(
+        f"step selection names {named}, made from the parent run's pieces of fan-out "
+        f"{sources}, and that fan-out too: it re-runs, its new pieces are cloned afresh and "
+        "every new clone runs, so the parent's clones no longer exist. "
+        f"Select {[s + '*' for s in sources]} to re-run the fan-out and what follows it, or leave "
+        f"{sources} out to re-run the clone(s) from the parent run's pieces"
+    )
 
 
 def _kept_in_process(job: JobDefinition, resolved: ResolvedRunConfig, key: str) -> bool:

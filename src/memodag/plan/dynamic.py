@@ -117,6 +117,18 @@ def expand_mapped(
     return created
 
 
+def made_by(plan: ExecutionPlan, node: OpNode) -> tuple[tuple[str, str], bool] | None:
+    """The fan-out (node path, output) whose expansion creates ``node``'s steps, and whether it
+    takes at least one piece (a clone does; a collector exists even for zero pieces). None for
+    a node whose step is in the plan from the start."""
+    for source in node.inputs.values():
+        if isinstance(source, NodeSource) and source.mode == "collect":
+            return gathered_fan_out(plan.nodes, source), False
+    if node.mapped_over:
+        return node.mapped_over[-1], True
+    return None
+
+
 def _has_collect(node: OpNode) -> bool:
     return any(isinstance(s, NodeSource) and s.mode == "collect" for s in node.inputs.values())
 
@@ -269,12 +281,13 @@ def expand_from_addresses(
 
 def drop_expansions_of(
     steps: dict[str, ExecutionStep], created_by: Mapping[str, str], selected: set[str]
-) -> None:
+) -> dict[str, str]:
     """Remove what was expanded from the parent's pieces of fan-outs that will re-run (they are
-    expanded again from the new pieces), and those steps from ``selected``."""
+    expanded again from the new pieces), and those steps from ``selected``. Returns each removed
+    step key -> the re-running fan-out source it came from."""
     rerun = {key for key in selected if steps[key].op_def.has_dynamic_output}
     if not rerun:
-        return
+        return {}
     doomed = set()
     changed = True
     while changed:
@@ -283,6 +296,45 @@ def drop_expansions_of(
             if key not in doomed and (source in rerun or source in doomed):
                 doomed.add(key)
                 changed = True
+    dropped = {}
     for key in doomed:
+        source = created_by[key]
+        while source not in rerun:
+            source = created_by[source]
+        dropped[key] = source
         steps.pop(key, None)
         selected.discard(key)
+    return dropped
+
+
+def reexpanded_inputs(plan: ExecutionPlan, rerun: Collection[str]) -> set[tuple[str, str]]:
+    """``(node path, output)`` of the nodes whose outputs feed templates that a re-execution
+    expands afresh (mapped nodes and collectors below the re-running fan-out sources ``rerun``,
+    node paths) and that are not re-created themselves: a static ``ten()`` beside the piece. The
+    run must load those from the parent run although no selected step names them yet."""
+    consumers: dict[str, list[str]] = {}
+    for node in plan.nodes.values():
+        for source in node.inputs.values():
+            if isinstance(source, NodeSource):
+                consumers.setdefault(source.node, []).append(node.path)
+    below: set[str] = set()
+    frontier = list(rerun)
+    while frontier:
+        path = frontier.pop()
+        for consumer in consumers.get(path, ()):
+            if consumer not in below:
+                below.add(consumer)
+                frontier.append(consumer)
+    needed: set[tuple[str, str]] = set()
+    for path in below:
+        node = plan.nodes[path]
+        if not (node.is_mapped or _has_collect(node)):
+            continue  # a static step: selected, or loaded from the parent like any other
+        for source in node.inputs.values():
+            if not isinstance(source, NodeSource) or source.node in rerun:
+                continue
+            upstream = plan.nodes[source.node]
+            if source.node in below and (upstream.is_mapped or _has_collect(upstream)):
+                continue  # re-created from the new pieces
+            needed.add((source.node, source.output))
+    return needed

@@ -214,8 +214,9 @@ def select_steps(
 ) -> set[str]:
     """Resolve a step selection among ``steps`` (default: the plan's; a re-execution passes its
     steps with the parent's fan-outs expanded): exact keys or globs, ``*op`` (op and all
-    upstream), ``op*`` (op and all downstream), ``+op`` / ``op+`` (one level). Unknown selections
-    raise, naming them."""
+    upstream), ``op*`` (op and all downstream), ``+op`` / ``op+`` (one level). A mapped node's
+    clones are selected one by one by key (``double[k7]``), all together by the node's name or
+    Dagster's ``double[?]``. Unknown selections raise, naming them."""
     all_steps = plan.steps if steps is None else steps
     downstream: dict[str, set[str]] = {k: set() for k in all_steps}
     for key, step in all_steps.items():
@@ -228,6 +229,14 @@ def select_steps(
         up = _depth(item, prefix=True)
         down = _depth(item, prefix=False)
         matches = [k for k in all_steps if k == core]
+        if not matches and core.endswith("[?]"):
+            # Dagster's name for a mapped node's clones yet to be made: all of them; a node
+            # whose fan-out yielded no piece has none, which is no mistake
+            base = core[: -len("[?]")]
+            matches = [k for k in all_steps if _clone_of(k, base)]
+            node = plan.nodes.get(base)
+            if not matches and node is not None and node.is_mapped:
+                continue
         if not matches:
             # a mapped node by its name: every clone of it ("double*" = all of double's clones
             # and what is downstream of them)
