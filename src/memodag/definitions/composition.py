@@ -68,11 +68,26 @@ class NodeInvocation:
     mapped_over: tuple[tuple[str, str], ...] = ()
 
 
+Scope = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class GraphOutputShape:
+    """What a graph output is to the graph's caller, for outputs that are not one plain value:
+    ``dynamic`` (a ``DynamicOut`` to ``.map``/``.collect``) and/or ``mapped_over`` (one value per
+    piece of those fan-outs, named by op paths relative to the graph, outermost first)."""
+
+    mapped_over: Scope = ()
+    dynamic: bool = False
+
+
 @dataclass(frozen=True, eq=False)
 class GraphDefinition:
     """A set of nodes wired together. Graphs nest as nodes of other graphs.
 
-    ``output_mappings`` maps each graph output name to the (node, output) that provides it.
+    ``output_mappings`` maps each graph output name to the (node, output) that provides it; the
+    node may be a dotted path into a nested graph (``inner.op``), see ``resolve_output``.
+    ``output_shapes`` holds the outputs that are dynamic or mapped (absent: one plain value).
     """
 
     name: str
@@ -80,6 +95,20 @@ class GraphDefinition:
     input_names: tuple[str, ...] = ()
     output_mappings: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     description: str | None = None
+    output_shapes: Mapping[str, GraphOutputShape] = field(default_factory=dict)
+
+    def resolve_output(self, node: str, output: str, prefix: str = "") -> tuple[str, str]:
+        """The op node path (under ``prefix``) and op output behind ``node``'s ``output``, where
+        ``node`` is a node of this graph or a dotted path into its nested graphs."""
+        head, _, rest = node.partition(".")
+        invocation = self.nodes[head]
+        if isinstance(invocation.definition, GraphDefinition):
+            inner: GraphDefinition = invocation.definition
+            if rest:
+                return inner.resolve_output(rest, output, f"{prefix}{head}.")
+            inner_node, inner_output = inner.output_mappings[output]
+            return inner.resolve_output(inner_node, inner_output, f"{prefix}{head}.")
+        return f"{prefix}{head}", output
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -280,6 +309,7 @@ class CompositionBuilder:
             given[key] = value
         sources: dict[str, InputSource] = {}
         mapped: tuple[tuple[str, str], ...] = ()
+        collects: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         for input_name in input_names:
             if input_name not in given:
                 spec = node_def.ins[input_name]
@@ -290,6 +320,8 @@ class CompositionBuilder:
                 )
             source, scope = self._source(name, input_name, given[input_name])
             sources[input_name] = source
+            if isinstance(source, FromNode) and source.mode == "collect":
+                collects.append((input_name, scope))
             if len(scope) > len(mapped):
                 if mapped and scope[: len(mapped)] != mapped:
                     raise DefinitionError(
@@ -300,12 +332,26 @@ class CompositionBuilder:
                 raise DefinitionError(
                     f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first"
                 )
-        if mapped and isinstance(node_def, GraphDefinition):
-            raise DefinitionError(
-                f"{self._where(name)}: mapping a whole graph over a dynamic output is not supported; map its ops"
-            )
+        for input_name, scope in collects:
+            if scope != mapped:
+                self._refuse_collect_in_map(name, input_name, sources[input_name], mapped)
         self.nodes[name] = NodeInvocation(name, node_def, sources, dict(tags), mapped)
         return self._handles(name, node_def, mapped)
+
+    def _refuse_collect_in_map(
+        self, node: str, input_name: str, source: Any, mapped: tuple[tuple[str, str], ...]
+    ) -> None:
+        """A clone that gathers a whole fan-out would wait on pieces its own fan-out makes (or on
+        an unrelated fan-out); as in Dagster, it is refused rather than left never to run."""
+        fan_out = ".".join(mapped[-1])
+        raise DefinitionError(
+            f"{self._where(node)} input '{input_name}': collects '{source.node}.{source.output}' "
+            f"inside the .map over '{fan_out}', so each clone would need every piece; collecting "
+            f"inside a .map is only for a fan-out started inside that same .map. Collect it in an "
+            f"op outside the .map and pass that op's output in, e.g. "
+            f"`everything = gather(fan_out.collect())` then "
+            f"`fan_out.map(lambda piece: {node}(piece, everything))`"
+        )
 
     def _where(self, node: str) -> str:
         return f"{self.graph_name}: node '{node}'"
@@ -372,8 +418,9 @@ class CompositionBuilder:
             return FromGraphInput(value.name), ()
         if isinstance(value, DynamicHandle):
             raise DefinitionError(
-                f"{where}: got dynamic output '{value.node}.{value.output}' directly; use "
-                f"{value.node}().map(lambda piece: op(piece)) or .collect()"
+                f"{where}: got dynamic output '{value.node}.{value.output}' directly, which has "
+                "one value per piece; map over its pieces with .map(lambda piece: op(piece)) or "
+                "gather them with .collect()"
             )
         if isinstance(value, MultipleOutputs):
             raise DefinitionError(
@@ -408,20 +455,37 @@ class CompositionBuilder:
             )
 
     def _handles(self, name: str, node_def: Any, mapped: tuple[tuple[str, str], ...]) -> Any:
+        names = node_def.output_names
         if isinstance(node_def, GraphDefinition):
-            names = node_def.output_names
-            is_dynamic = {n: False for n in names}
+            handles = tuple(self._graph_output_handle(name, node_def, n, mapped) for n in names)
         else:
-            names = node_def.output_names
-            is_dynamic = {n: o.is_dynamic for n, o in node_def.outs.items()}
-        handles = tuple(
-            (DynamicHandle if is_dynamic[n] else OutputHandle)(self, name, n, mapped) for n in names
-        )
+            handles = tuple(
+                (DynamicHandle if node_def.outs[n].is_dynamic else OutputHandle)(
+                    self, name, n, mapped
+                )
+                for n in names
+            )
         if not handles:
             return None
         if len(handles) == 1:
             return handles[0]
         return MultipleOutputs(name, names, handles)
+
+
+    def _graph_output_handle(
+        self, name: str, graph_def: GraphDefinition, output: str, mapped: Scope
+    ) -> Any:
+        """What a graph node's output is in the caller: a plain, mapped or dynamic handle. Fan-outs
+        inside the graph are named by their op path below the node (``node.op``), so one fan-out
+        has one name in the caller however it is reached."""
+        shape = graph_def.output_shapes.get(output)
+        if shape is None:
+            return OutputHandle(self, name, output, mapped)
+        scope = (*mapped, *((f"{name}.{n}", o) for n, o in shape.mapped_over))
+        if shape.dynamic:
+            inner_node, inner_output = graph_def.output_mappings[output]
+            return DynamicHandle(self, f"{name}.{inner_node}", inner_output, scope)
+        return OutputHandle(self, name, output, scope)
 
 
 def _source_of(node_def: Any) -> Any:
@@ -463,34 +527,40 @@ def build_graph(
         returned = fn(*[GraphInputHandle(builder, p) for p in params])
     finally:
         _BUILDER.reset(token)
-    output_mappings = _output_mappings(graph_name, returned)
+    handles = _returned_handles(graph_name, returned)
     return GraphDefinition(
         graph_name,
         dict(builder.nodes),
         tuple(params),
-        output_mappings,
+        {name: (h.node, h.output) for name, h in handles.items()},
         description or inspect.getdoc(fn),
+        {
+            name: GraphOutputShape(h.mapped_over, isinstance(h, DynamicHandle))
+            for name, h in handles.items()
+            if h.mapped_over or isinstance(h, DynamicHandle)
+        },
     )
 
 
-def _output_mappings(graph_name: str, returned: Any) -> dict[str, tuple[str, str]]:
+def _returned_handles(graph_name: str, returned: Any) -> dict[str, OutputHandle | DynamicHandle]:
+    """The graph's outputs by name, from what its body returned. A dynamic output stays dynamic
+    and a mapped output stays mapped: the caller ``.map``s or ``.collect``s them."""
     if returned is None:
         return {}
     if isinstance(returned, OutputHandle | DynamicHandle):
-        if returned.mapped_over:
-            raise DefinitionError(
-                f"graph '{graph_name}' returns a mapped output; .collect() it first"
-            )
-        return {DEFAULT_OUTPUT: (returned.node, returned.output)}
-    if isinstance(returned, Mapping):
-        result = {}
-        for key, handle in returned.items():
-            if not isinstance(handle, OutputHandle):
-                raise DefinitionError(f"graph '{graph_name}': returned '{key}' is not an op output")
-            result[check_name(key, "graph output")] = (handle.node, handle.output)
-        return result
+        return {DEFAULT_OUTPUT: returned}
     if isinstance(returned, MultipleOutputs):
-        return {n: (h.node, h.output) for n, h in zip(returned._names, returned, strict=True)}
+        return dict(zip(returned._names, returned, strict=True))
+    if isinstance(returned, Mapping):
+        result: dict[str, OutputHandle | DynamicHandle] = {}
+        for key, handle in returned.items():
+            if not isinstance(handle, OutputHandle | DynamicHandle):
+                what = "a graph input" if isinstance(handle, GraphInputHandle) else repr(handle)
+                raise DefinitionError(
+                    f"graph '{graph_name}': returned '{key}' is {what}, not an op output"
+                )
+            result[check_name(key, "graph output")] = handle
+        return result
     raise DefinitionError(
         f"graph '{graph_name}' must return an op output, a dict of them, or nothing; got {returned!r}"
     )

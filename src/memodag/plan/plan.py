@@ -128,11 +128,7 @@ def flatten_graph(graph: GraphDefinition) -> dict[str, OpNode]:
 def _resolve_output(
     graph: GraphDefinition, prefix: str, node_name: str, output: str
 ) -> tuple[str, str]:
-    node = graph.nodes[node_name]
-    if isinstance(node.definition, GraphDefinition):
-        inner_node, inner_output = node.definition.output_mappings[output]
-        return _resolve_output(node.definition, f"{prefix}{node_name}.", inner_node, inner_output)
-    return f"{prefix}{node_name}", output
+    return graph.resolve_output(node_name, output, prefix)
 
 
 def _flatten(
@@ -160,10 +156,7 @@ def _flatten(
             else outer_scope
         )
         if isinstance(node.definition, GraphDefinition):
-            if node.mapped_over:
-                raise DefinitionError(
-                    f"graph node '{prefix}{name}': mapping a whole graph over a dynamic output is not supported; map its ops"
-                )
+            # a mapped graph: every op inside is cloned per piece (its scope starts with the graph's)
             _flatten(node.definition, f"{prefix}{name}.", inputs, scope, out)
             continue
         op_def: OpDefinition = node.definition
