@@ -471,7 +471,6 @@ class CompositionBuilder:
             return handles[0]
         return MultipleOutputs(name, names, handles)
 
-
     def _graph_output_handle(
         self, name: str, graph_def: GraphDefinition, output: str, mapped: Scope
     ) -> Any:
