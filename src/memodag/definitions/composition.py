@@ -50,7 +50,14 @@ class FromGraphInput:
     name: str
 
 
-InputSource = FromNode | FromGraphInput
+@dataclass(frozen=True)
+class FromList:
+    """A fan-in: the input gets a list of these members' values, in order (``op([a(), b()])``)."""
+
+    members: tuple[FromNode | FromGraphInput, ...]
+
+
+InputSource = FromNode | FromGraphInput | FromList
 
 
 @dataclass(frozen=True)
@@ -256,9 +263,35 @@ class MultipleOutputs(tuple):
             ) from None
 
 
+def _describe(values: Any) -> str:
+    """``outputs 'a.result', 'b.result'``-style text for a container of handles, for messages."""
+    items = values.values() if isinstance(values, Mapping) else values
+    names = []
+    for v in items:
+        if isinstance(v, OutputHandle | DynamicHandle):
+            names.append(f"'{v.node}.{v.output}'")
+        elif isinstance(v, _PieceHandle):
+            names.append(f"a piece of '{v.source.node}.{v.source.output}'")
+        elif isinstance(v, _CollectHandle):
+            names.append(f"'{v.source.node}.{v.source.output}' collected")
+        elif isinstance(v, GraphInputHandle):
+            names.append(f"graph input '{v.name}'")
+        elif isinstance(v, MultipleOutputs):
+            names.append(f"all outputs of '{v._node}'")
+        else:
+            names.append(repr(v))
+    return "op outputs " + ", ".join(names)
+
+
 def _is_handle(value: Any) -> bool:
     return isinstance(
-        value, OutputHandle | DynamicHandle | _PieceHandle | _CollectHandle | GraphInputHandle
+        value,
+        OutputHandle
+        | DynamicHandle
+        | _PieceHandle
+        | _CollectHandle
+        | GraphInputHandle
+        | MultipleOutputs,
     )
 
 
@@ -322,21 +355,26 @@ class CompositionBuilder:
             sources[input_name] = source
             if isinstance(source, FromNode) and source.mode == "collect":
                 collects.append((input_name, scope))
-            if len(scope) > len(mapped):
-                if mapped and scope[: len(mapped)] != mapped:
-                    raise DefinitionError(
-                        f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first"
-                    )
-                mapped = scope
-            elif scope and mapped[: len(scope)] != scope:
-                raise DefinitionError(
-                    f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first"
-                )
+            mapped = self._merge_scopes(self._where(name), mapped, scope)
         for input_name, scope in collects:
             if scope != mapped:
                 self._refuse_collect_in_map(name, input_name, sources[input_name], mapped)
         self.nodes[name] = NodeInvocation(name, node_def, sources, dict(tags), mapped)
         return self._handles(name, node_def, mapped)
+
+    @staticmethod
+    def _merge_scopes(where: str, mapped: Scope, scope: Scope) -> Scope:
+        """The deeper of two fan-out scopes, when one is inside the other (a node is cloned over
+        the innermost fan-out of its inputs)."""
+        if len(scope) > len(mapped):
+            mapped, scope = scope, mapped
+        if mapped[: len(scope)] != scope:
+            names = [".".join(s[-1]) for s in (mapped, scope)]
+            raise DefinitionError(
+                f"{where}: inputs come from two unrelated fan-outs '{names[1]}' and '{names[0]}'; "
+                "collect one first"
+            )
+        return mapped
 
     def _refuse_collect_in_map(
         self, node: str, input_name: str, source: Any, mapped: tuple[tuple[str, str], ...]
@@ -427,17 +465,40 @@ class CompositionBuilder:
                 f"{where}: got all outputs of node '{value._node}', which has several outputs "
                 f"{list(value._names)}; pick one: `{', '.join(value._names)} = {value._node}()`"
             )
+        if isinstance(value, list) and value and all(_is_handle(v) for v in value):
+            return self._fan_in(node, input_name, value)
         if isinstance(value, tuple | list | set | Mapping) and any(
             _is_handle(v) for v in (value.values() if isinstance(value, Mapping) else value)
         ):
             raise DefinitionError(
-                f"{where}: got a {type(value).__name__} of op outputs {value!r}; an input takes one "
-                "output. Give the op one input per output, or return one combined value from an op"
+                f"{where}: got a {type(value).__name__} of {_describe(value)}; an input takes one "
+                "output, or a list of outputs (a fan-in: the op gets their values as a list). "
+                "Pass [out1, out2, ...], or give the op one input per output"
             )
         raise DefinitionError(
             f"{where}: got a plain value {value!r}; inside a job or graph body, inputs come from other "
             "ops' outputs. Pass constants through op config, a resource, or In(default_value=...)"
         )
+
+    def _fan_in(self, node: str, input_name: str, members: list[Any]) -> tuple[FromList, Scope]:
+        """A list of outputs: the input gets their values in order. A member not produced (its
+        optional output not yielded) is left out, as in Dagster."""
+        sources: list[FromNode | FromGraphInput] = []
+        scope: Scope = ()
+        for i, member in enumerate(members):
+            source, member_scope = self._source(node, f"{input_name}[{i}]", member)
+            if isinstance(source, FromNode) and source.mode == "collect":
+                raise DefinitionError(
+                    f"{self._where(node)} input '{input_name}[{i}]': got {_describe([member])[11:]}, "
+                    "a whole list; each member of a fan-in list is one output. Pass the collected "
+                    "list through an op of its own, or give the op a separate input for it"
+                )
+            assert isinstance(source, FromNode | FromGraphInput)
+            sources.append(source)
+            scope = self._merge_scopes(
+                f"{self._where(node)} input '{input_name}'", scope, member_scope
+            )
+        return FromList(tuple(sources)), scope
 
     def _check_in_scope(self, scope: tuple[tuple[str, str], ...], what: str, where: str) -> None:
         """A value with one copy per piece may only be used inside the ``.map`` body of its fan-out."""

@@ -18,6 +18,7 @@ from memodag.plan.plan import (
     DefaultSource,
     ExecutionPlan,
     ExecutionStep,
+    ListSource,
     NodeSource,
     OpNode,
     StepInput,
@@ -143,35 +144,41 @@ def _clone_wiring(plan: ExecutionPlan, node: OpNode) -> list[_Wire]:
         if isinstance(source, DefaultSource):
             wiring.append(StepInput(name, default=source.value))
             continue
-        upstream = plan.nodes[source.node]
-        up_depth = len(upstream.mapped_over)
-        output = source.output
-        if source.mode == "piece":
-            wiring.append(_piece_input(name, upstream.path, up_depth, output))
-        elif up_depth == 0:
-            wiring.append(StepInput(name, (StepOutputHandle(upstream.path, output),)))
+        members = source.members if isinstance(source, ListSource) else (source,)
+        if all(_static_member(plan, m) for m in members):
+            handles = tuple(_member_handle(plan, m, ()) for m in members)
+            wiring.append(StepInput(name, handles, collect=isinstance(source, ListSource)))
         else:
-            wiring.append(_value_input(name, upstream.path, up_depth, output))
+            wiring.append(_keyed_input(plan, name, source))
     return wiring
 
 
-def _piece_input(
-    name: str, path: str, depth: int, output: str
+def _static_member(plan: ExecutionPlan, source: NodeSource) -> bool:
+    """Whether every clone reads the same output for ``source`` (an unmapped node's value)."""
+    return source.mode == "value" and not plan.nodes[source.node].mapped_over
+
+
+def _member_handle(
+    plan: ExecutionPlan, source: NodeSource, mapping_keys: tuple[str, ...]
+) -> StepOutputHandle:
+    """The output a step with ``mapping_keys`` reads for a ``value`` or ``piece`` source: the
+    upstream's own clone (its keys are a prefix of the step's) and, for a piece, the key of that
+    fan-out's level, which need not be the step's last (an outer piece in a nested map)."""
+    depth = len(plan.nodes[source.node].mapped_over)
+    key = step_key_for(source.node, mapping_keys[:depth])
+    if source.mode == "piece":
+        return StepOutputHandle(key, source.output, mapping_keys[depth])
+    return StepOutputHandle(key, source.output)
+
+
+def _keyed_input(
+    plan: ExecutionPlan, name: str, source: NodeSource | ListSource
 ) -> Callable[[tuple[str, ...]], StepInput]:
     def make(mapping_keys: tuple[str, ...]) -> StepInput:
-        # the dynamic output of a node one level up: this clone's own piece
-        key = step_key_for(path, mapping_keys[:depth])
-        return StepInput(name, (StepOutputHandle(key, output, mapping_keys[-1]),))
-
-    return make
-
-
-def _value_input(
-    name: str, path: str, depth: int, output: str
-) -> Callable[[tuple[str, ...]], StepInput]:
-    def make(mapping_keys: tuple[str, ...]) -> StepInput:
-        key = step_key_for(path, mapping_keys[:depth])
-        return StepInput(name, (StepOutputHandle(key, output),))
+        if isinstance(source, ListSource):
+            handles = tuple(_member_handle(plan, m, mapping_keys) for m in source.members)
+            return StepInput(name, handles, collect=True)
+        return StepInput(name, (_member_handle(plan, source, mapping_keys),))
 
     return make
 
@@ -186,20 +193,13 @@ def _make_step(
     for name, source in node.inputs.items():
         if isinstance(source, DefaultSource):
             inputs.append(StepInput(name, default=source.value))
-            continue
-        upstream = plan.nodes[source.node]
-        up_depth = len(upstream.mapped_over)
-        if source.mode == "piece":
-            # the dynamic output of a node one level up: this clone's own piece
-            handle = StepOutputHandle(
-                step_key_for(upstream.path, mapping_keys[:up_depth]),
-                source.output,
-                mapping_keys[-1],
-            )
-            inputs.append(StepInput(name, (handle,)))
+        elif isinstance(source, ListSource):
+            handles = tuple(_member_handle(plan, m, mapping_keys) for m in source.members)
+            inputs.append(StepInput(name, handles, collect=True))
         elif source.mode == "collect":
             assert pieces_of is not None, f"collector '{node.path}' created outside its fan-out"
             _, keys = pieces_of
+            upstream = plan.nodes[source.node]
             if upstream.op_def.outs[source.output].is_dynamic:
                 handles = tuple(
                     StepOutputHandle(step_key_for(upstream.path, mapping_keys), source.output, k)
@@ -212,10 +212,7 @@ def _make_step(
                 )
             inputs.append(StepInput(name, handles, collect=True))
         else:
-            handle = StepOutputHandle(
-                step_key_for(upstream.path, mapping_keys[:up_depth]), source.output
-            )
-            inputs.append(StepInput(name, (handle,)))
+            inputs.append(StepInput(name, (_member_handle(plan, source, mapping_keys),)))
     key = step_key_for(node.path, mapping_keys)
     return ExecutionStep(
         key, node, tuple(inputs), plan.run_config.op_config.get(node.path), mapping_keys

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memodag.definitions.composition import FromGraphInput, FromNode, GraphDefinition
+from memodag.definitions.composition import FromGraphInput, FromList, FromNode, GraphDefinition
 from memodag.definitions.config import NO_DEFAULT
 from memodag.definitions.op import OpDefinition
 from memodag.errors import DefinitionError, ExecutionError
@@ -38,13 +38,24 @@ class DefaultSource:
     value: Any
 
 
+@dataclass(frozen=True, slots=True)
+class ListSource:
+    """A fan-in input: the values of ``members`` (each ``value`` or ``piece`` mode), as a list in
+    order. Its step input is a ``collect`` one: a member not produced is left out."""
+
+    members: tuple[NodeSource, ...]
+
+
+Source = NodeSource | DefaultSource | ListSource
+
+
 @dataclass(frozen=True)
 class OpNode:
     """A flattened op node: the template of its step(s)."""
 
     path: str
     op_def: OpDefinition
-    inputs: Mapping[str, NodeSource | DefaultSource]
+    inputs: Mapping[str, Source]
     tags: Mapping[str, str]
     mapped_over: tuple[tuple[str, str], ...] = ()
 
@@ -134,22 +145,24 @@ def _resolve_output(
 def _flatten(
     graph: GraphDefinition,
     prefix: str,
-    graph_inputs: Mapping[str, NodeSource | DefaultSource],
+    graph_inputs: Mapping[str, Source],
     outer_scope: tuple[tuple[str, str], ...],
     out: dict[str, OpNode],
 ) -> None:
     for name, node in graph.nodes.items():
-        inputs: dict[str, NodeSource | DefaultSource] = {}
+        inputs: dict[str, Source] = {}
         for input_name, source in node.inputs.items():
-            if isinstance(source, FromGraphInput):
-                if source.name not in graph_inputs:
-                    raise DefinitionError(
-                        f"graph '{graph.name}': input '{source.name}' is not connected where the graph is used"
+            if isinstance(source, FromList):
+                members = []
+                for member in source.members:
+                    found = _flat_source(
+                        graph, prefix, graph_inputs, member, f"{prefix}{name}", input_name
                     )
-                inputs[input_name] = graph_inputs[source.name]
-            elif isinstance(source, FromNode):
-                node_path, output = _resolve_output(graph, prefix, source.node, source.output)
-                inputs[input_name] = NodeSource(node_path, output, source.mode)
+                    assert isinstance(found, NodeSource)  # _flat_source refuses anything else
+                    members.append(found)
+                inputs[input_name] = ListSource(tuple(members))
+            else:
+                inputs[input_name] = _flat_source(graph, prefix, graph_inputs, source, "", "")
         scope = (
             outer_scope + tuple(_resolve_output(graph, prefix, n, o) for n, o in node.mapped_over)
             if node.mapped_over
@@ -167,6 +180,33 @@ def _flatten(
         # most nodes add no tags: they share their op's (tags are never changed once built)
         tags = {**op_def.tags, **node.tags} if node.tags else op_def.tags
         out[path] = OpNode(path, op_def, inputs, tags, scope)
+
+
+def _flat_source(
+    graph: GraphDefinition,
+    prefix: str,
+    graph_inputs: Mapping[str, Source],
+    source: FromNode | FromGraphInput,
+    fan_in_node: str,
+    fan_in_input: str,
+) -> Source:
+    """Where ``source`` comes from in op terms. For a member of a fan-in list (``fan_in_node``
+    given), it must be one value: a graph input given a default or a list cannot be a member."""
+    if isinstance(source, FromNode):
+        node_path, output = _resolve_output(graph, prefix, source.node, source.output)
+        return NodeSource(node_path, output, source.mode)
+    if source.name not in graph_inputs:
+        raise DefinitionError(
+            f"graph '{graph.name}': input '{source.name}' is not connected where the graph is used"
+        )
+    found = graph_inputs[source.name]
+    if fan_in_node and not (isinstance(found, NodeSource) and found.mode != "collect"):
+        raise DefinitionError(
+            f"node '{fan_in_node}' input '{fan_in_input}': graph input '{source.name}' of graph "
+            f"'{graph.name}' is a member of a fan-in list but is given a default, a list or a "
+            "collected list where the graph is used; pass one op output to it"
+        )
+    return found
 
 
 def build_plan(job: JobDefinition, run_config: ResolvedRunConfig) -> ExecutionPlan:
@@ -195,6 +235,9 @@ def _static_inputs(node: OpNode) -> tuple[StepInput, ...]:
     for name, source in node.inputs.items():
         if isinstance(source, DefaultSource):
             result.append(StepInput(name, default=source.value))
+        elif isinstance(source, ListSource):
+            handles = tuple(StepOutputHandle(m.node, m.output) for m in source.members)
+            result.append(StepInput(name, handles, collect=True))
         else:
             result.append(StepInput(name, (StepOutputHandle(source.node, source.output),)))
     return tuple(result)
