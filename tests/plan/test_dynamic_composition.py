@@ -231,15 +231,18 @@ def test_a_fan_in_inside_a_map_mixes_the_piece_and_static_outputs(instance):
     assert result.output_for_node("outer") == [[0, 1, 0], [1, 1, 2]]
 
 
+@op
+def pair(a, b):
+    return [a, b]
+
+
 def test_an_outer_piece_used_inside_a_nested_map_is_its_own_piece(instance):
     # inside split(p).map(...), p is still the outer piece: its key is the outer level's, not
     # the inner one's (was: no such piece, every clone skipped, the run a success)
     @job
     def outer_piece():
         as_list.alias("outer")(
-            pieces()
-            .map(lambda p: as_list(split(p).map(lambda q: as_list.alias("pair")([p, q])).collect()))
-            .collect()
+            pieces().map(lambda p: as_list(split(p).map(lambda q: pair(p, q)).collect())).collect()
         )
 
     result = outer_piece.execute_in_process(run_config=n_pieces(2), instance=instance)
