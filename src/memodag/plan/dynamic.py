@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import TypeAlias
 
 from memodag.errors import DefinitionError
@@ -40,17 +41,30 @@ def parse_step_key(step_key: str) -> tuple[str, tuple[str, ...]]:
 
 
 def check_collectors(nodes: Mapping[str, OpNode]) -> None:
-    """A node may gather (``.collect()``) pieces of one fan-out only."""
+    """A collect gathers a fan-out started at the collector's own level: a clone that gathered a
+    whole fan-out would wait on every piece (refused where the body is defined too; this also
+    catches a collected list handed to a graph input and used inside a ``.map`` in the graph)."""
     for node in nodes.values():
-        gathered = {
-            gathered_fan_out(nodes, s)
-            for s in node.inputs.values()
-            if isinstance(s, NodeSource) and s.mode == "collect"
-        }
-        if len(gathered) > 1:
-            raise DefinitionError(
-                f"node '{node.path}' collects from several fan-outs {sorted(gathered)}; collect each in its own op first"
-            )
+        for name, source in node.inputs.items():
+            if not (isinstance(source, NodeSource) and source.mode == "collect"):
+                continue
+            fan_out = gathered_fan_out(nodes, source)
+            if _enclosing_scope(nodes, source) != node.mapped_over:
+                raise DefinitionError(
+                    f"node '{node.path}' input '{name}': collects '{'.'.join(fan_out)}' inside the "
+                    f".map over '{'.'.join(node.mapped_over[-1])}', so each clone would need every "
+                    "piece; collect it in an op outside the .map and pass that op's output in"
+                )
+
+
+def _enclosing_scope(
+    nodes: Mapping[str, OpNode], source: NodeSource
+) -> tuple[tuple[str, str], ...]:
+    """The fan-outs around the one a collect input gathers (where its collector is made)."""
+    collected = nodes[source.node]
+    if collected.op_def.outs[source.output].is_dynamic:
+        return collected.mapped_over
+    return collected.mapped_over[:-1]
 
 
 def gathered_fan_out(nodes: Mapping[str, OpNode], source: NodeSource) -> tuple[str, str]:
@@ -102,13 +116,21 @@ def expand_mapped(
                         mapping_keys,
                     )
                 )
+    # this fan-out's pieces are known now: run state, kept on the run's copy of the step
+    known = {name: tuple(keys) for name, keys in pieces.items()}
+    steps[source.key] = replace(source, pieces=known)
+    for output in pieces:
+        fan_out = (source.node.path, output)
         for node in plan.nodes.values():
             if (
                 len(node.mapped_over) == depth
                 and node.mapped_over == source.node.mapped_over
                 and gathers(plan, node, fan_out)
             ):
-                created.append(_make_step(plan, node, prefix, pieces_of=(fan_out, list(keys))))
+                gathered = _known_pieces(plan, steps, node, prefix)
+                # made once, when the last fan-out it gathers is known
+                if gathered is not None and _last_gathered(plan, node, fan_out, pieces):
+                    created.append(_make_step(plan, node, prefix, gathered))
     for step in created:
         if step.key in steps:
             raise DefinitionError(
@@ -116,6 +138,42 @@ def expand_mapped(
             )
         steps[step.key] = step
     return created
+
+
+def _known_pieces(
+    plan: ExecutionPlan, steps: Mapping[str, ExecutionStep], node: OpNode, prefix: tuple[str, ...]
+) -> dict[tuple[str, str], tuple[str, ...]] | None:
+    """The mapping keys of every fan-out ``node`` gathers at ``prefix``, or None while one of
+    them is not known yet."""
+    found: dict[tuple[str, str], tuple[str, ...]] = {}
+    for source in node.inputs.values():
+        if not (isinstance(source, NodeSource) and source.mode == "collect"):
+            continue
+        path, output = gathered_fan_out(plan.nodes, source)
+        fan_out_step = steps.get(step_key_for(path, prefix))
+        keys = (
+            None
+            if fan_out_step is None or fan_out_step.pieces is None
+            else fan_out_step.pieces.get(output)
+        )
+        if keys is None:
+            return None
+        found[(path, output)] = keys
+    return found
+
+
+def _last_gathered(
+    plan: ExecutionPlan, node: OpNode, fan_out: tuple[str, str], pieces: Mapping[str, object]
+) -> bool:
+    """Whether ``fan_out`` is the last of ``node``'s gathered fan-outs among the outputs of the
+    step just expanded (a step with two dynamic outputs gathered by one op makes it once)."""
+    mine = [
+        gathered_fan_out(plan.nodes, s)
+        for s in node.inputs.values()
+        if isinstance(s, NodeSource) and s.mode == "collect"
+    ]
+    same_step = [f for f in mine if f[0] == fan_out[0] and f[1] in pieces]
+    return max(same_step, key=lambda f: list(pieces).index(f[1])) == fan_out
 
 
 def _has_collect(node: OpNode) -> bool:
@@ -187,8 +245,10 @@ def _make_step(
     plan: ExecutionPlan,
     node: OpNode,
     mapping_keys: tuple[str, ...],
-    pieces_of: tuple[tuple[str, str], list[str]] | None,
+    pieces_of: Mapping[tuple[str, str], Sequence[str]],
 ) -> ExecutionStep:
+    """A collector at ``mapping_keys``, its collect inputs wired to the pieces ``pieces_of``
+    gives per gathered fan-out."""
     inputs = []
     for name, source in node.inputs.items():
         if isinstance(source, DefaultSource):
@@ -197,8 +257,7 @@ def _make_step(
             handles = tuple(_member_handle(plan, m, mapping_keys) for m in source.members)
             inputs.append(StepInput(name, handles, collect=True))
         elif source.mode == "collect":
-            assert pieces_of is not None, f"collector '{node.path}' created outside its fan-out"
-            _, keys = pieces_of
+            keys = pieces_of[gathered_fan_out(plan.nodes, source)]
             upstream = plan.nodes[source.node]
             if upstream.op_def.outs[source.output].is_dynamic:
                 handles = tuple(
@@ -214,8 +273,14 @@ def _make_step(
         else:
             inputs.append(StepInput(name, (_member_handle(plan, source, mapping_keys),)))
     key = step_key_for(node.path, mapping_keys)
+    gathered_from = tuple(sorted({step_key_for(path, mapping_keys) for path, _ in pieces_of}))
     return ExecutionStep(
-        key, node, tuple(inputs), plan.run_config.op_config.get(node.path), mapping_keys
+        key,
+        node,
+        tuple(inputs),
+        plan.run_config.op_config.get(node.path),
+        mapping_keys,
+        gathered_from=gathered_from,
     )
 
 
@@ -277,9 +342,14 @@ def drop_expansions_of(
     while changed:
         changed = False
         for key, source in created_by.items():
-            if key not in doomed and (source in rerun or source in doomed):
+            # a collector of several fan-outs is made again if any of them re-runs
+            sources = (source, *steps[key].gathered_from)
+            if key not in doomed and any(s in rerun or s in doomed for s in sources):
                 doomed.add(key)
                 changed = True
     for key in doomed:
         steps.pop(key, None)
         selected.discard(key)
+    for key in rerun:
+        # its pieces come from the new run: collectors wait for them, not the parent's
+        steps[key] = replace(steps[key], pieces=None)

@@ -89,13 +89,20 @@ class StepInput:
 
 @dataclass(slots=True)
 class ExecutionStep:
-    """One unit of work: an op node (or one clone of a mapped node) with its inputs resolved."""
+    """One unit of work: an op node (or one clone of a mapped node) with its inputs resolved.
+
+    ``pieces`` is set, in a run's own steps only, once a step with a dynamic output has been
+    expanded: its mapping keys per dynamic output (a collector of several fan-outs is made when
+    the last of them is known). ``gathered_from``: a collector's fan-out source step keys.
+    """
 
     key: str
     node: OpNode
     inputs: tuple[StepInput, ...]
     config: Any
     mapping_keys: tuple[str, ...] = ()
+    pieces: Mapping[str, tuple[str, ...]] | None = None
+    gathered_from: tuple[str, ...] = ()
 
     @property
     def op_def(self) -> OpDefinition:
