@@ -483,3 +483,96 @@ def test_a_collected_list_handed_to_a_graph_and_used_inside_its_map_is_refused(i
     message = str(info.value)
     assert "node 'uses_everything.add' input 'b'" in message
     assert "collects 'pieces.result' inside the .map over 'uses_everything.inner.result'" in message
+
+
+# -- memoization and re-execution through graphs -------------------------------------------------
+
+
+def _graph_fan_job(calls: list[str], values: list[int]):
+    """A graph returning a dynamic output, mapped over by a graph with a fan-out inside, gathered
+    by a fan-in of two collectors: every composition feature at once, versioned."""
+
+    # its code "changes" with the values it yields
+    @op(version="-".join(map(str, values)), out=DynamicOut())
+    def source():
+        calls.append("source")
+        for i, v in enumerate(values):
+            yield DynamicOutput(v, mapping_key=f"k{i}")
+
+    @op(version="1", out=DynamicOut())
+    def halves(x):
+        calls.append(f"halves{x}")
+        yield DynamicOutput(x, mapping_key="a")
+        yield DynamicOutput(x + 1, mapping_key="b")
+
+    @op(version="1")
+    def work(x):
+        calls.append(f"work{x}")
+        return x * 2
+
+    @op(version="1")
+    def gather(xs):
+        calls.append("gather")
+        return sum(xs)
+
+    @op(version="1")
+    def both(xs):
+        calls.append("both")
+        return xs
+
+    @graph
+    def emitted():
+        return source()
+
+    @graph
+    def per_piece(x):
+        return gather(halves(x).map(work).collect())
+
+    @job(name="graph_fan", tags={MEMOIZED_RUN_TAG: "true"}, early_cutoff=True)
+    def graph_fan():
+        sums = emitted().map(per_piece)
+        both([gather.alias("all")(sums.collect()), gather.alias("count")(sums.collect())])
+
+    return graph_fan
+
+
+def test_memoized_through_graphs_and_one_changed_piece_reruns_only_its_clones(instance):
+    calls: list[str] = []
+    first = _graph_fan_job(calls, [10, 20]).execute_in_process(instance=instance)
+    assert first.output_for_node("both") == [2 * (10 + 11 + 20 + 21)] * 2
+    assert "per_piece.work[k1,b]" in first.step_status
+    calls.clear()
+    again = _graph_fan_job(calls, [10, 20]).execute_in_process(instance=instance)
+    assert again.success and calls == []
+    assert again.output_for_node("both") == first.output_for_node("both")
+    # the source re-runs and one piece changes: only that piece's clones, and what gathers them
+    result = _graph_fan_job(calls, [10, 30]).execute_in_process(instance=instance)
+    assert calls == ["source", "halves30", "work30", "work31", "gather", "gather", "gather", "both"]
+    assert result.output_for_node("both") == [2 * (10 + 11 + 30 + 31)] * 2
+
+
+def test_list_versions_predicts_a_run_through_graphs(instance):
+    from memodag import list_versions
+
+    calls: list[str] = []
+    _graph_fan_job(calls, [10, 20]).execute_in_process(instance=instance)
+    rows = list_versions(_graph_fan_job(calls, [10, 20]), None, instance)
+    assert {r.status for r in rows} == {"stored"}
+    assert "per_piece.work[k0,a].result" in {r.step_output for r in rows}
+    assert "both.result" in {r.step_output for r in rows}
+
+
+def test_reexecuting_one_clone_inside_a_mapped_graph(instance):
+    calls: list[str] = []
+    graph_fan = _graph_fan_job(calls, [10, 20])
+    parent = graph_fan.execute_in_process(instance=instance)
+    calls.clear()
+    child = graph_fan.execute_in_process(
+        instance=instance,
+        parent_run_id=parent.run_id,
+        step_selection=["per_piece.work[k1,a]*"],
+        tags={MEMOIZED_RUN_TAG: "false"},
+    )
+    assert calls == ["work20", "gather", "gather", "gather", "both"]
+    assert child.step_status["per_piece.halves[k1]"] == "external"
+    assert child.output_for_node("both") == parent.output_for_node("both")
