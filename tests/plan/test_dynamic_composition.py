@@ -598,3 +598,27 @@ def test_reexecuting_one_clone_inside_a_mapped_graph(instance):
     assert calls == ["work20", "gather", "gather", "gather", "both"]
     assert child.step_status["per_piece.halves[k1]"] == "external"
     assert child.output_for_node("both") == parent.output_for_node("both")
+
+
+@pytest.mark.parametrize(
+    ("returned", "shown"),
+    [
+        ("collected", "'pieces.result' collected"),
+        ("piece", "a piece of 'pieces.result'"),
+        ("input", "graph input 'x'"),
+    ],
+)
+def test_a_graph_returning_what_is_not_an_op_output_names_it(returned, shown):
+    with pytest.raises(DefinitionError) as info:
+
+        @graph
+        def wrong(x):
+            if returned == "collected":
+                return {"out": pieces().collect()}
+            if returned == "piece":
+                return pieces().map(lambda p: p)
+            return x
+
+    message = str(info.value)
+    assert "graph 'wrong'" in message and shown in message and "as_list(x.collect())" in message
+    assert "builder" not in message and "<" not in message

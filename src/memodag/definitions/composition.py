@@ -615,15 +615,29 @@ def _returned_handles(graph_name: str, returned: Any) -> dict[str, OutputHandle 
         result: dict[str, OutputHandle | DynamicHandle] = {}
         for key, handle in returned.items():
             if not isinstance(handle, OutputHandle | DynamicHandle):
-                what = "a graph input" if isinstance(handle, GraphInputHandle) else repr(handle)
                 raise DefinitionError(
-                    f"graph '{graph_name}': returned '{key}' is {what}, not an op output"
+                    f"graph '{graph_name}': returned '{key}' is {_describe_returned(handle)}, not "
+                    f"an op output{_RETURN_HINT}"
                 )
             result[check_name(key, "graph output")] = handle
         return result
     raise DefinitionError(
-        f"graph '{graph_name}' must return an op output, a dict of them, or nothing; got {returned!r}"
+        f"graph '{graph_name}' must return an op output, a dict of them, or nothing; got "
+        f"{_describe_returned(returned)}{_RETURN_HINT}"
     )
+
+
+_RETURN_HINT = (
+    ". A collected list, a piece or a graph input is returned through an op "
+    "(`return as_list(x.collect())`)"
+)
+
+
+def _describe_returned(value: Any) -> str:
+    """A returned value for a message: handles by the outputs they name, never their repr."""
+    if _is_handle(value):
+        return _describe([value]).removeprefix("op outputs ")
+    return repr(value)
 
 
 def graph(
