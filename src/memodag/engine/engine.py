@@ -237,12 +237,10 @@ class Engine:
             creation = made_by(self.plan, node)
             if creation is None:
                 continue
-            fan_out, needs_piece = creation
-            if fan_out in ran and (ran[fan_out] or not needs_piece):
-                unaccounted[node.path] = (
-                    f"no step was made for it, although fan-out '{fan_out[0]}' "
-                    f"(output '{fan_out[1]}') ran"
-                )
+            fan_outs, needs_piece = creation
+            if all(f in ran and (ran[f] or not needs_piece) for f in fan_outs):
+                named = ", ".join(f"'{path}' (output '{output}')" for path, output in fan_outs)
+                unaccounted[node.path] = f"no step was made for it, although fan-out {named} ran"
 
     def _start(self, key: str) -> None:
         step = self.steps[key]

@@ -259,11 +259,7 @@ class ExecuteInProcessResult:
     def _resolve_in(
         self, graph: GraphDefinition, prefix: str, node: str, output: str
     ) -> tuple[str, str]:
-        invocation = graph.nodes[node]
-        if isinstance(invocation.definition, GraphDefinition):
-            inner, inner_out = invocation.definition.output_mappings[output]
-            return self._resolve_in(invocation.definition, f"{prefix}{node}.", inner, inner_out)
-        return f"{prefix}{node}", output
+        return graph.resolve_output(node, output, prefix)
 
     @contextlib.contextmanager
     def _live_managers(self, keys: Iterable[str]) -> Iterator[dict[str, IOManager]]:

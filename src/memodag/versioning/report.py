@@ -275,12 +275,29 @@ def explain_output(
             reasons.append(_resource_reason(res_key, old, now_configs))
     sources = {spec.name: spec.upstream for spec in step.inputs}
     for input_name in now["inputs"]:
-        if now["inputs"][input_name] != old.get("inputs", {}).get(input_name):
+        was = old.get("inputs", {}).get(input_name)
+        if now["inputs"][input_name] != was:
             upstream = sources.get(input_name) or ()
+            members = _changed_members(now["inputs"][input_name], was, upstream)
+            if members:
+                reasons.append(f"input '{input_name}' changed: {members}")
+                continue
             names = sorted({f"{h.step_key}.{h.output_name}" for h in upstream})
             via = f" from {', '.join(names[:3])}{'...' if len(names) > 3 else ''}" if names else ""
             reasons.append(f"input '{input_name}' changed{via}")
     return reasons or [f"version changed ({closest.version[:8]} -> {version[:8]})"]
+
+
+def _changed_members(now: Any, was: Any, upstream: Sequence[Any]) -> str | None:
+    """For a list input (a fan-in, a collect) of unchanged length: which members changed,
+    ``member 1 (b.result)``; None when the lists cannot be compared member by member."""
+    if not isinstance(now, list | tuple) or not isinstance(was, list | tuple):
+        return None
+    if len(upstream) < 2 or len(now) != len(was) or len(now) != len(upstream):
+        return None
+    changed = [i for i, (a, b) in enumerate(zip(now, was, strict=True)) if a != b]
+    shown = ", ".join(f"member {i} ({upstream[i]})" for i in changed[:3])
+    return shown + ("..." if len(changed) > 3 else "")
 
 
 def _distance(now: Mapping[str, Any], old: Mapping[str, Any]) -> int:
