@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import posixpath
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
@@ -63,6 +64,11 @@ class FileStore(ABC):
     def walk(self, path: str) -> list[str]:
         """Every file under the directory ``path`` (none if it does not exist)."""
         return []
+
+    def is_inside(self, path: str, base: str) -> bool:
+        """Whether ``path``, once normalized, lies strictly under the folder ``base``."""
+        path, base = posixpath.normpath(path), posixpath.normpath(base)
+        return path.startswith(base.rstrip("/") + "/")
 
 
 class LocalFileStore(FileStore):
@@ -138,6 +144,13 @@ class LocalFileStore(FileStore):
 
     def walk(self, path: str) -> list[str]:
         return [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names]
+
+    def is_inside(self, path: str, base: str) -> bool:
+        path, base = (
+            os.path.normpath(os.path.abspath(path)),
+            os.path.normpath(os.path.abspath(base)),
+        )
+        return path.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def _create(path: str, directory: str) -> BinaryIO:
@@ -238,23 +251,43 @@ class PathIOManager(MemoizableIOManager):
             raise DefinitionError(f"output '{context.step_key}.{context.name}': {exc}") from None
 
     def path_for(self, context: OutputContext, serializer: Serializer | None = None) -> str:
-        """Where the output named by ``context`` is (or would be) stored."""
+        """Where the output named by ``context`` is (or would be) stored: always under the base.
+
+        Raises ``StorageError`` if a name (run id, step key, output, piece key) would lead out
+        of it, whatever let that name through.
+        """
         ext = (serializer or self._serializer(context)).extension
         if not self.versioned:
             # flat within the run: a directory per step would cost a mkdir per step
             name = f"{context.step_key}.{context.name}"
             if context.mapping_key is not None:
-                return self.store.join(self.base, context.run_id, name, context.mapping_key + ext)
-            return self.store.join(self.base, context.run_id, name + ext)
-        parts = [context.step_key, context.name]
-        if context.mapping_key is not None:
-            parts.append(context.mapping_key)
-        if not context.version:
-            raise StorageError(
-                f"versioned io manager needs a version for output '{context.step_key}.{context.name}'; "
-                "give the op a version or the job a version_strategy"
-            )
-        return self.store.join(self.base, *parts, context.version + ext)
+                parts = [context.run_id, name, context.mapping_key + ext]
+            else:
+                parts = [context.run_id, name + ext]
+        else:
+            parts = [context.step_key, context.name]
+            if context.mapping_key is not None:
+                parts.append(context.mapping_key)
+            if not context.version:
+                raise StorageError(
+                    f"versioned io manager needs a version for output '{context.step_key}.{context.name}'; "
+                    "give the op a version or the job a version_strategy"
+                )
+            parts.append(context.version + ext)
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part or os.sep in part or "\\" in part:
+                raise self._outside(context, part)
+        path = self.store.join(self.base, *parts)
+        if not self.store.is_inside(path, self.base):
+            raise self._outside(context, path)
+        return path
+
+    def _outside(self, context: OutputContext, what: str) -> StorageError:
+        return StorageError(
+            f"output '{context.step_key}.{context.name}' of run {context.run_id!r}: the name "
+            f"{what!r} would put it outside the io manager's base {self.base!r}; run ids, op, "
+            "output and mapping key names must not contain path separators or be '.' or '..'"
+        )
 
     def storage_identity(self) -> str:
         store = self.store.protocol if isinstance(self.store, FsspecFileStore) else "file"
