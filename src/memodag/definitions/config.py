@@ -8,11 +8,11 @@ value, collects *every* problem with its dotted path, and returns the value with
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from memodag.errors import DefinitionError
+from memodag.errors import ConfigError, DefinitionError
 
 
 class _NoDefault:
@@ -334,3 +334,90 @@ def config_to_plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [config_to_plain(v) for v in value]
     return value
+
+
+#: how deep a config may nest (a mapping or list in another counts one level); far beyond any
+#: real config, and far below what the recursive code that reads a config can take
+MAX_CONFIG_DEPTH = 100
+#: how large a config may be once every shared part (a YAML alias, a dict referenced twice) is
+#: expanded: each key, value and container counts 1, each character of a string 1 more. Bounds
+#: what recording the run writes (about that many bytes of JSON) however small the YAML was.
+MAX_CONFIG_SIZE = 10_000_000
+
+
+def check_config_limits(
+    value: Any, what: str = "run config", parts: Callable[[Any], Any] | None = None
+) -> None:
+    """Raise ``ConfigError`` if ``value`` nests deeper than ``MAX_CONFIG_DEPTH``, expands to more
+    than ``MAX_CONFIG_SIZE`` or contains itself; quick however large its expansion would be.
+
+    ``parts(item)`` gives a container's children as a list, or a leaf's size as an int (default:
+    mappings, lists and tuples are containers); a parser passes its own to check a document
+    before building it. Each distinct container is walked once (the size of a shared one is
+    remembered), without recursion.
+    """
+    parts = parts or _python_parts
+    first = parts(value)
+    if not isinstance(first, list):
+        return
+    sizes: dict[int, int] = {}
+    # the path from the top: (container, its children not visited yet, its size so far)
+    stack: list[tuple[Any, list[Any], int]] = [(value, first, 1)]
+    on_path = {id(value)}
+    while stack:
+        container, todo, size = stack.pop()
+        child: Any = None
+        while todo:
+            item = todo.pop()
+            known = sizes.get(id(item))
+            if known is not None:
+                size += known
+            elif id(item) in on_path:
+                raise ConfigError([f"{what}: contains itself (a recursive YAML alias?)"], what)
+            else:
+                found = parts(item)
+                if isinstance(found, list):
+                    child = (item, found)
+                    break
+                size += found
+            if size > MAX_CONFIG_SIZE:
+                raise _too_large(what)
+        if child is not None:
+            if len(stack) + 2 > MAX_CONFIG_DEPTH:  # the child's depth; the top is 1
+                raise ConfigError(
+                    [
+                        f"{what}: nested more than {MAX_CONFIG_DEPTH} levels deep (mappings and "
+                        "lists inside each other); flatten it"
+                    ],
+                    what,
+                )
+            stack.append((container, todo, size))
+            stack.append((child[0], child[1], 1))
+            on_path.add(id(child[0]))
+            continue
+        on_path.discard(id(container))
+        sizes[id(container)] = size
+        if stack:
+            parent, parent_todo, parent_size = stack.pop()
+            if parent_size + size > MAX_CONFIG_SIZE:
+                raise _too_large(what)
+            stack.append((parent, parent_todo, parent_size + size))
+
+
+def _python_parts(item: Any) -> Any:
+    if isinstance(item, Mapping):
+        return [part for pair in item.items() for part in pair]
+    if isinstance(item, list | tuple):
+        return list(item)
+    return 1 + len(item) if isinstance(item, str | bytes) else 1
+
+
+def _too_large(what: str) -> ConfigError:
+    return ConfigError(
+        [
+            f"{what}: expands to more than {MAX_CONFIG_SIZE:,} values and characters once shared "
+            "parts (YAML aliases, objects referenced twice) are written out in full; make it "
+            "smaller"
+        ],
+        what,
+    )
