@@ -4,10 +4,13 @@ store, and stored pickles from a store that does not allow them (issue 14, bad i
 
 from __future__ import annotations
 
+import os
+import textwrap
 from pathlib import Path
 
 import pytest
 
+from cli_process import run_memodag
 from memodag import (
     ExecutionError,
     InitResourceContext,
@@ -126,3 +129,96 @@ def test_an_object_store_refuses_a_key_outside_its_prefix(tmp_path):
         manager.handle_output(OutputContext("make_number", "result", "../other"), 1)
     with pytest.raises(StorageError, match="outside the io manager's base"):
         manager.handle_output(OutputContext("make_number", "result", "/abs"), 1)
+
+
+# -- storage locations that cannot hold outputs --------------------------------------------
+
+
+def _unwritable_dir(tmp_path: Path) -> Path:
+    """A directory this process cannot write into: a read-only one, or, for root (who ignores
+    permissions), /proc/self."""
+    if os.geteuid() == 0:
+        return Path("/proc/self")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["dev-null", "file", "under-a-file", "read-only"])
+def test_a_storage_path_that_is_not_a_writable_directory_fails_the_run_before_any_step(
+    tmp_path, instance, kind
+):
+    regular = tmp_path / "a-file"
+    regular.write_text("not a folder")
+    base = {
+        "dev-null": Path("/dev/null"),
+        "file": regular,
+        "under-a-file": regular / "base",
+        "read-only": _unwritable_dir(tmp_path),
+    }[kind]
+    ran: list[str] = []
+
+    @op
+    def first() -> int:
+        ran.append("first")
+        return 1
+
+    @job(resource_defs={"io_manager": fs_io_manager.configured({"base_dir": str(base)})})
+    def one_step():
+        first()
+
+    with pytest.raises(ExecutionError) as raised:
+        one_step.execute_in_process(instance=instance)
+    message = str(raised.value)
+    assert "io manager 'io_manager'" in message and str(base) in message, message
+    assert "cannot store outputs" in message
+    assert ran == []  # refused before the step ran, not at its output
+    assert regular.read_text() == "not a folder"
+
+
+def test_the_cli_reports_an_unusable_storage_path_before_any_step(tmp_path):
+    (tmp_path / "job.py").write_text(
+        textwrap.dedent(
+            """
+            from memodag import fs_io_manager, job, op
+
+            @op
+            def first() -> int:
+                print("STEP RAN")
+                return 1
+
+            @job(resource_defs={"io_manager": fs_io_manager.configured({"base_dir": "/dev/null"})})
+            def one_step():
+                first()
+            """
+        )
+    )
+    result = run_memodag(
+        "job", "execute", "-f", "job.py", cwd=tmp_path, home=tmp_path / "home", check=False
+    )
+    assert result.returncode == 1, result.stdout + result.stderr  # a run that failed at its start
+    assert "/dev/null is not a directory" in result.stdout + result.stderr
+    assert "STEP RAN" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("manager", "config"),
+    [
+        (object_store_io_manager, {"base_url": ""}),
+        (object_store_io_manager, {"base_url": "file://"}),
+        (fs_io_manager, {"base_dir": ""}),
+    ],
+    ids=["base_url-empty", "base_url-file-scheme-only", "base_dir-empty"],
+)
+def test_an_empty_storage_location_is_an_error_not_the_current_directory(
+    tmp_path, monkeypatch, instance, manager, config
+):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    numbers = _job(manager.configured(config))
+    with pytest.raises(Exception, match=r"names no location|base_dir is empty") as raised:
+        numbers.execute_in_process(instance=instance)
+    assert isinstance(raised.value, StorageError | ExecutionError)
+    assert list(cwd.iterdir()) == []

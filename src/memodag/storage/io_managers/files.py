@@ -24,6 +24,7 @@ from memodag.storage.io_manager import (
     InputContext,
     MemoizableIOManager,
     OutputContext,
+    RunInfo,
 )
 from memodag.storage.serializers import CUSTOM, Serializer, get_serializer, serializer_for_out
 
@@ -64,6 +65,11 @@ class FileStore(ABC):
     def walk(self, path: str) -> list[str]:
         """Every file under the directory ``path`` (none if it does not exist)."""
         return []
+
+    def check_base(self, base: str) -> str | None:
+        """Why outputs cannot be written under ``base`` (checked once per run, before any step),
+        or None. Remote stores are not probed: a request per run is not worth it."""
+        return None
 
     def is_inside(self, path: str, base: str) -> bool:
         """Whether ``path``, once normalized, lies strictly under the folder ``base``."""
@@ -144,6 +150,20 @@ class LocalFileStore(FileStore):
 
     def walk(self, path: str) -> list[str]:
         return [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names]
+
+    def check_base(self, base: str) -> str | None:
+        if os.path.exists(base) and not os.path.isdir(base):
+            return f"{base} is not a directory"
+        try:
+            os.makedirs(base, exist_ok=True)
+            # a write is the only honest test: a read-only mount, or permissions root ignores
+            fd, probe = tempfile.mkstemp(prefix=".memodag-probe-", dir=base)
+        except OSError as exc:
+            return f"cannot write under {base}: {exc.strerror or exc}"
+        os.close(fd)
+        os.unlink(probe)
+        self._made.add(base)
+        return None
 
     def is_inside(self, path: str, base: str) -> bool:
         path, base = (
@@ -288,6 +308,16 @@ class PathIOManager(MemoizableIOManager):
             f"{what!r} would put it outside the io manager's base {self.base!r}; run ids, op, "
             "output and mapping key names must not contain path separators or be '.' or '..'"
         )
+
+    def on_run_start(self, run: RunInfo) -> None:
+        """Refuse a run whose base folder cannot hold outputs (a file, ``/dev/null``, a
+        read-only folder), before any step runs rather than at its first output."""
+        problem = self.store.check_base(self.base)
+        if problem is not None:
+            raise StorageError(
+                f"cannot store outputs: {problem}; give it a "
+                "writable directory (base_dir, or base_url for object_store_io_manager)"
+            )
 
     def storage_identity(self) -> str:
         store = self.store.protocol if isinstance(self.store, FsspecFileStore) else "file"

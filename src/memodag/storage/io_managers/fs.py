@@ -7,6 +7,7 @@ from typing import Any
 
 from memodag.definitions.config import Field
 from memodag.definitions.resources import InitResourceContext, io_manager
+from memodag.errors import StorageError
 from memodag.storage.io_managers.files import LocalFileStore, PathIOManager
 
 _CONFIG = {
@@ -23,8 +24,15 @@ _CONFIG = {
 
 def _base_dir(context: InitResourceContext) -> str:
     config = context.resource_config or {}
-    if config.get("base_dir"):
-        return os.path.abspath(os.path.expanduser(config["base_dir"]))
+    base_dir = config.get("base_dir")
+    if base_dir is not None:
+        if not base_dir.strip():
+            # most likely an unset variable: never a silent choice of folder
+            raise StorageError(
+                "fs_io_manager: base_dir is empty; give a directory, or leave base_dir out to "
+                "use the instance's storage directory"
+            )
+        return os.path.abspath(os.path.expanduser(base_dir))
     if context.instance is not None:
         return str(context.instance.storage_dir)
     return os.path.abspath(os.path.join(".memodag", "storage"))

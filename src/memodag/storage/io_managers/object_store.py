@@ -37,6 +37,13 @@ def make_object_store_manager(
     """A path io manager writing under ``base_url``; local URLs use atomic renames on disk."""
     from fsspec.core import url_to_fs
 
+    if not base_url.strip() or base_url.strip().lower() in ("file://", "file:"):
+        # fsspec reads these as the current directory: outputs would land wherever the run
+        # happened to start
+        raise StorageError(
+            f"object_store_io_manager: base_url {base_url!r} names no location; give "
+            "file:///absolute/path, memory://name or s3://bucket/prefix"
+        )
     protocol = base_url.split("://", 1)[0].lower() if "://" in base_url else "file"
     try:
         fs, root = url_to_fs(base_url, **_filesystem_options(protocol, storage_options))
