@@ -5,15 +5,21 @@ store, and stored pickles from a store that does not allow them (issue 14, bad i
 from __future__ import annotations
 
 import os
+import socket
 import textwrap
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cli_process import run_memodag
 from memodag import (
+    EventType,
     ExecutionError,
     InitResourceContext,
+    RetryPolicy,
     StorageError,
     fs_io_manager,
     job,
@@ -222,3 +228,76 @@ def test_an_empty_storage_location_is_an_error_not_the_current_directory(
         numbers.execute_in_process(instance=instance)
     assert isinstance(raised.value, StorageError | ExecutionError)
     assert list(cwd.iterdir()) == []
+
+
+# -- a hung object store --------------------------------------------------------------------
+
+
+@pytest.fixture
+def hung_store() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a server that accepts every connection and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # held open, never read from or written to
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    server.close()
+
+
+def test_a_hung_object_store_fails_the_step_after_its_timeout_and_retries(hung_store, instance):
+    pytest.importorskip("s3fs")
+    attempts: list[int] = []
+
+    @op(retry_policy=RetryPolicy(max_retries=1))
+    def produce() -> int:
+        attempts.append(1)
+        return 1
+
+    store = object_store_io_manager.configured(
+        {
+            "base_url": "s3://bucket/prefix",
+            "storage_options": {"endpoint_url": hung_store, "key": "k", "secret": "s"},
+            "timeout": 1.0,
+        }
+    )
+
+    @job(resource_defs={"io_manager": store})
+    def one_output():
+        produce()
+
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        outcome["result"] = one_output.execute_in_process(instance=instance, raise_on_error=False)
+
+    # in a thread: without a timeout the run would hang for minutes, and the test must end
+    runner = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "the run against a hung store did not end within 60 s"
+    assert time.monotonic() - started < 30
+    result = outcome["result"]
+    assert not result.success
+    assert len(attempts) == 2  # the step's retry policy tried once more
+    failure = result.run_failure or ""
+    events = instance.get_events(result.run_id)
+    assert any(e.event_type is EventType.STEP_RETRY for e in events)
+    messages = " ".join(str(e.message) for e in events if e.step_key == "produce")
+    assert "did not answer within 1s" in messages + failure, messages

@@ -192,24 +192,51 @@ class FsspecFileStore(FileStore):
     before asking about it, so an object written by another process is never reported missing.
     """
 
-    def __init__(self, fs: Any, protocol: str) -> None:
+    def __init__(self, fs: Any, protocol: str, timeout: float | None = None) -> None:
         self.fs = fs
         self.protocol = protocol
+        #: seconds one call (its internal retries included) may take on an asynchronous
+        #: filesystem (S3); None waits as long as the filesystem's own timeouts let it
+        self.timeout = timeout or None
+
+    def _call(self, method: str, *args: Any, path: str) -> Any:
+        """``fs.<method>(*args)``, given up after ``timeout`` seconds: a store that accepts the
+        connection and never answers must fail the attempt (its retry policy then decides),
+        not hold the run forever. Only asynchronous filesystems can be cut off mid-call."""
+        if self.timeout is None or not getattr(self.fs, "async_impl", False):
+            return getattr(self.fs, method)(*args)
+        from fsspec.asyn import sync
+        from fsspec.exceptions import FSTimeoutError
+
+        try:
+            return sync(self.fs.loop, getattr(self.fs, "_" + method), *args, timeout=self.timeout)
+        except FSTimeoutError:
+            raise StorageError(
+                f"the object store did not answer within {self.timeout:g}s ({method} "
+                f"{self.uri(path)}); raise the io manager's `timeout` if the store is only "
+                "slow, or give the op a RetryPolicy to try again"
+            ) from None
 
     def write(self, path: str, dump: Callable[[BinaryIO], None]) -> None:
         with tempfile.NamedTemporaryFile(prefix="memodag-", suffix=".part") as tmp:
             dump(tmp)  # type: ignore[arg-type]
             tmp.flush()
-            self.fs.put_file(tmp.name, path)
+            self._call("put_file", tmp.name, path, path=path)
         self.fs.invalidate_cache(path)
 
     def open_read(self, path: str) -> BinaryIO:
         self.fs.invalidate_cache(path)
-        return self.fs.open(path, "rb")
+        if self.timeout is None or not getattr(self.fs, "async_impl", False):
+            return self.fs.open(path, "rb")
+        # a lazily read remote file would make calls outside any deadline: fetch it whole
+        # into a local temporary file within one
+        with tempfile.NamedTemporaryFile(prefix="memodag-", suffix=".part") as tmp:
+            self._call("get_file", path, tmp.name, path=path)
+            return open(tmp.name, "rb")  # readable after the name is removed
 
     def exists(self, path: str) -> bool:
         self.fs.invalidate_cache(path)
-        return bool(self.fs.exists(path))
+        return bool(self._call("exists", path, path=path))
 
     def join(self, *parts: str) -> str:
         return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
@@ -224,19 +251,19 @@ class FsspecFileStore(FileStore):
 
     def size(self, path: str) -> int | None:
         try:
-            return int(self.fs.size(path))
+            return int(self._call("size", path, path=path))
         except OSError:
             return None
 
     def delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(path)
+            self._call("rm_file", path, path=path)
         self.fs.invalidate_cache(path)
 
     def walk(self, path: str) -> list[str]:
         self.fs.invalidate_cache(path)
         try:
-            return [str(p) for p in self.fs.find(path)]
+            return [str(p) for p in self._call("find", path, path=path)]
         except FileNotFoundError:
             return []
 

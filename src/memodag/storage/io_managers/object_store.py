@@ -6,12 +6,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from memodag.definitions.config import Field
+from memodag.definitions.config import Field, Noneable
 from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.errors import StorageError
 from memodag.storage.io_managers.files import FsspecFileStore, LocalFileStore, PathIOManager
 
 _S3_PROTOCOLS = ("s3", "s3a")
+#: seconds one object-store call may take, retries inside s3fs/botocore included
+DEFAULT_TIMEOUT = 120.0
 
 
 def _filesystem_options(protocol: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
@@ -33,6 +35,7 @@ def make_object_store_manager(
     storage_options: dict[str, Any] | None = None,
     serializer: Any = None,
     versioned: bool = False,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> PathIOManager:
     """A path io manager writing under ``base_url``; local URLs use atomic renames on disk."""
     from fsspec.core import url_to_fs
@@ -67,7 +70,7 @@ def make_object_store_manager(
         raise StorageError(
             f"object_store_io_manager: base_url {base_url!r} names no bucket or directory"
         )
-    return PathIOManager(FsspecFileStore(fs, protocol), root, serializer, versioned)
+    return PathIOManager(FsspecFileStore(fs, protocol, timeout), root, serializer, versioned)
 
 
 @io_manager(
@@ -89,6 +92,12 @@ def make_object_store_manager(
             default_value=False,
             description="Store under the output's version instead of the run id.",
         ),
+        "timeout": Field(
+            Noneable(float),
+            default_value=DEFAULT_TIMEOUT,
+            description="Seconds one call to an S3 store may take (an upload or download of a "
+            "whole object, retries included) before the step fails; null waits forever.",
+        ),
     }
 )
 def object_store_io_manager(context: InitResourceContext) -> PathIOManager:
@@ -99,6 +108,7 @@ def object_store_io_manager(context: InitResourceContext) -> PathIOManager:
         dict(config["storage_options"]),
         config["serializer"],
         config["versioned"],
+        config.get("timeout", DEFAULT_TIMEOUT),  # absent when built without schema defaults
     )
 
 
