@@ -4,7 +4,9 @@ store, and stored pickles from a store that does not allow them (issue 14, bad i
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import socket
 import textwrap
 import threading
@@ -19,6 +21,7 @@ from memodag import (
     EventType,
     ExecutionError,
     InitResourceContext,
+    Out,
     RetryPolicy,
     StorageError,
     fs_io_manager,
@@ -301,3 +304,149 @@ def test_a_hung_object_store_fails_the_step_after_its_timeout_and_retries(hung_s
     assert any(e.event_type is EventType.STEP_RETRY for e in events)
     messages = " ".join(str(e.message) for e in events if e.step_key == "produce")
     assert "did not answer within 1s" in messages + failure, messages
+
+
+# -- pickles: who can write the store can run code ---------------------------------------
+
+
+class _Payload:
+    """A pickle that, when loaded, creates a file: any code could run in its place."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _store(base: Path, **config) -> object:
+    return fs_io_manager.configured({"base_dir": str(base), **config})
+
+
+def _pipeline(io_manager, value_fn):
+    @op
+    def produce():
+        return value_fn()
+
+    @op
+    def consume(value) -> str:
+        return repr(value)
+
+    @job(resource_defs={"io_manager": io_manager})
+    def pipeline():
+        consume(produce())
+
+    return pipeline
+
+
+def test_a_store_without_pickle_writes_plain_data_as_json_and_frames_as_parquet(tmp_path, instance):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    base = tmp_path / "base"
+    data = {"n": 1, "names": ["a", "b"], "ok": True, "ratio": 0.5, "none": None}
+    result = _pipeline(_store(base, allow_pickle=False), lambda: data).execute_in_process(
+        instance=instance
+    )
+    stored = base / result.run_id / "produce.result"
+    assert json.loads(stored.read_text()) == data  # plain JSON on disk, no pickle
+    assert result.output_for_node("consume") == repr(data)
+
+    frame = pd.DataFrame({"x": [1, 2], "y": ["a", "b"]})
+    result = _pipeline(_store(base, allow_pickle=False), lambda: frame).execute_in_process(
+        instance=instance
+    )
+    stored = base / result.run_id / "produce.result"
+    assert stored.read_bytes()[:4] == b"PAR1"
+    assert result.output_for_node("produce").equals(frame)
+
+
+def test_writing_a_value_that_needs_pickle_to_a_store_without_pickle_names_the_output(
+    tmp_path, instance
+):
+    pipeline = _pipeline(_store(tmp_path / "base", allow_pickle=False), lambda: {1, 2})
+    with pytest.raises(ExecutionError) as raised:
+        pipeline.execute_in_process(instance=instance)
+    message = str(raised.value)
+    assert "op 'produce' could not store output 'result'" in message, message
+    assert "allow_pickle: false" in message
+    assert "Out(write=..., read=...)" in message  # the way out
+
+    # asking for pickle by name is refused the same way
+    @op(out=Out(serializer="pickle"))
+    def produce_pickle() -> int:
+        return 1
+
+    @job(resource_defs={"io_manager": _store(tmp_path / "base", allow_pickle=False)})
+    def explicit():
+        produce_pickle()
+
+    with pytest.raises(ExecutionError, match="asks for pickle, and this io manager does not"):
+        explicit.execute_in_process(instance=instance)
+
+
+def test_a_store_without_pickle_refuses_to_load_a_stored_pickle(tmp_path, instance):
+    base = tmp_path / "base"
+    marker = tmp_path / "code-ran"
+    # a run with pickle allowed stores a pickle; someone who can write the store replaces it
+    parent = _pipeline(_store(base), lambda: {1, 2}).execute_in_process(instance=instance)
+    stored = base / parent.run_id / "produce.result.pkl"
+    stored.write_bytes(pickle.dumps(_Payload(str(marker))))
+
+    strict = _pipeline(_store(base, allow_pickle=False), lambda: {1, 2})
+    with pytest.raises(ExecutionError) as raised:
+        strict.execute_in_process(
+            instance=instance, parent_run_id=parent.run_id, step_selection=["consume"]
+        )
+    message = str(raised.value)
+    assert "produce.result" in message and "allow_pickle: false" in message, message
+    assert not marker.exists()  # the pickle was never loaded
+
+    # the same file under the auto format (what a store without pickle writes) is refused too
+    auto = _store(base, serializer="auto", allow_pickle=False)
+    parent = _pipeline(auto, lambda: [1]).execute_in_process(instance=instance)
+    (base / parent.run_id / "produce.result").write_bytes(pickle.dumps(_Payload(str(marker))))
+    with pytest.raises(ExecutionError, match=r"is a pickle.*allow_pickle: false"):
+        _pipeline(auto, lambda: [1]).execute_in_process(
+            instance=instance, parent_run_id=parent.run_id, step_selection=["consume"]
+        )
+    assert not marker.exists()
+
+
+def test_the_cli_fails_a_step_whose_value_needs_pickle_in_a_store_without_pickle(tmp_path):
+    (tmp_path / "job.py").write_text(
+        textwrap.dedent(
+            """
+            from memodag import fs_io_manager, job, op
+
+            @op
+            def produce():
+                return {1, 2}
+
+            store = fs_io_manager.configured({"base_dir": "out", "allow_pickle": False})
+
+            @job(resource_defs={"io_manager": store})
+            def strict():
+                produce()
+            """
+        )
+    )
+    result = run_memodag(
+        "job", "execute", "-f", "job.py", cwd=tmp_path, home=tmp_path / "home", check=False
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "allow_pickle: false" in output and "produce" in output, output
+
+
+def test_the_auto_format_keeps_types_json_cannot_say_by_falling_back_to_pickle(tmp_path, instance):
+    base = tmp_path / "base"
+    value = {"pair": (1, 2), 3: "int key"}
+    result = _pipeline(_store(base, serializer="auto"), lambda: value).execute_in_process(
+        instance=instance
+    )
+    assert (base / result.run_id / "produce.result").read_bytes()[:1] == b"\x80"
+    assert result.output_for_node("produce") == value
+    result = _pipeline(_store(base, serializer="auto"), lambda: [1, "a"]).execute_in_process(
+        instance=instance
+    )
+    assert json.loads((base / result.run_id / "produce.result").read_text()) == [1, "a"]

@@ -26,7 +26,15 @@ from memodag.storage.io_manager import (
     OutputContext,
     RunInfo,
 )
-from memodag.storage.serializers import CUSTOM, Serializer, get_serializer, serializer_for_out
+from memodag.storage.serializers import (
+    AUTO,
+    CUSTOM,
+    AutoSerializer,
+    Serializer,
+    get_serializer,
+    refused_pickle,
+    serializer_for_out,
+)
 
 #: marks a local temporary file; a crashed writer may leave one beside the target, never at it
 TMP_MARK = ".tmp-"
@@ -275,25 +283,44 @@ class PathIOManager(MemoizableIOManager):
 
     The format of an output is, in order: its ``Out(write=, read=)`` pair, its
     ``Out(serializer=)``, the manager's default. Loading uses the format recorded in the address.
+
+    With ``allow_pickle=False`` the manager never writes or loads a pickle (loading one runs
+    whatever code it holds): its default format becomes ``auto`` without pickle, and an output
+    that needs pickle fails its step.
     """
 
     #: outputs recorded in the instance index can be trusted to exist at their address
     uses_instance_index = True
 
     def __init__(
-        self, store: FileStore, base: str, default_serializer: Any = None, versioned: bool = False
+        self,
+        store: FileStore,
+        base: str,
+        default_serializer: Any = None,
+        versioned: bool = False,
+        allow_pickle: bool = True,
     ) -> None:
         self.store = store
         self.base = base
-        self.default_serializer = get_serializer(default_serializer)
+        self.allow_pickle = allow_pickle
+        self.default_serializer = self._safe(get_serializer(default_serializer), default=True)
         self.versioned = versioned
+
+    def _safe(self, serializer: Serializer, default: bool = False) -> Serializer:
+        """``serializer`` as this manager may use it: ``auto`` without its pickle fallback when
+        pickle is not allowed (and, for the manager's default, instead of pickle)."""
+        if self.allow_pickle:
+            return serializer
+        if serializer.name == AUTO or (default and serializer.name == "pickle"):
+            return AutoSerializer(allow_pickle=False)
+        return serializer
 
     def _serializer(self, context: OutputContext) -> Serializer:
         out = context.out
         if out is None or (out.write is None and out.serializer is None):
             return self.default_serializer
         try:
-            return serializer_for_out(out)
+            return self._safe(serializer_for_out(out))
         except DefinitionError as exc:
             raise DefinitionError(f"output '{context.step_key}.{context.name}': {exc}") from None
 
@@ -352,6 +379,12 @@ class PathIOManager(MemoizableIOManager):
 
     def handle_output(self, context: OutputContext, obj: Any) -> str:
         serializer = self._serializer(context)
+        if serializer.name == "pickle" and not self.allow_pickle:
+            raise refused_pickle(
+                "Out(serializer='pickle') asks for pickle",
+                "choose serializer 'json', 'parquet' or 'auto' (JSON or Parquet where the value "
+                "allows), or Out(write=..., read=...)",
+            )
         path = self.path_for(context, serializer)
         self.store.write(path, lambda file: serializer.dump(obj, file))
         return self.store.uri(path)
@@ -370,7 +403,14 @@ class PathIOManager(MemoizableIOManager):
                     "by a custom write function; reading it needs the Out(write=..., read=...) "
                     "that wrote it"
                 )
-            serializer = get_serializer(address.serializer)
+            serializer = self._safe(get_serializer(address.serializer))
+        if serializer.name == "pickle" and not self.allow_pickle:
+            where = address.uri if address is not None else self.path_for(upstream, serializer)
+            raise refused_pickle(
+                f"output '{upstream.step_key}.{upstream.name}' at {where} is stored as a pickle",
+                "re-run its step with this store (it writes JSON or Parquet), or load it with "
+                "a store that allows pickle if you trust everyone who can write to it",
+            )
         path = (
             self.store.path_of(address.uri)
             if address is not None and address.uri

@@ -17,7 +17,13 @@ _CONFIG = {
         description="Directory for outputs; default: the instance's storage directory.",
     ),
     "serializer": Field(
-        str, default_value="pickle", description="Default format: pickle, json or parquet."
+        str, default_value="pickle", description="Default format: pickle, json, parquet or auto."
+    ),
+    "allow_pickle": Field(
+        bool,
+        default_value=True,
+        description="false: never write or load a pickle (loading one runs any code it holds); "
+        "the default format becomes auto without pickle.",
     ),
 }
 
@@ -42,14 +48,29 @@ def _serializer(context: InitResourceContext) -> Any:
     return (context.resource_config or {}).get("serializer", "pickle")
 
 
+def _allow_pickle(context: InitResourceContext) -> bool:
+    return bool((context.resource_config or {}).get("allow_pickle", True))
+
+
 @io_manager(config_schema=_CONFIG)
 def fs_io_manager(context: InitResourceContext) -> PathIOManager:
     """Stores each output as a file under ``<base_dir>/<run_id>/<step_key>.<output>``."""
-    return PathIOManager(LocalFileStore(), _base_dir(context), _serializer(context))
+    return PathIOManager(
+        LocalFileStore(),
+        _base_dir(context),
+        _serializer(context),
+        allow_pickle=_allow_pickle(context),
+    )
 
 
 @io_manager(config_schema=_CONFIG)
 def versioned_filesystem_io_manager(context: InitResourceContext) -> PathIOManager:
     """Stores each output under its version (``<base_dir>/<step_key>/<output>/<version>``), so
     a memoized run's index entries point at files named by version, and ``has_output`` answers by looking for the file."""
-    return PathIOManager(LocalFileStore(), _base_dir(context), _serializer(context), versioned=True)
+    return PathIOManager(
+        LocalFileStore(),
+        _base_dir(context),
+        _serializer(context),
+        versioned=True,
+        allow_pickle=_allow_pickle(context),
+    )

@@ -36,6 +36,7 @@ def make_object_store_manager(
     serializer: Any = None,
     versioned: bool = False,
     timeout: float | None = DEFAULT_TIMEOUT,
+    allow_pickle: bool = True,
 ) -> PathIOManager:
     """A path io manager writing under ``base_url``; local URLs use atomic renames on disk."""
     from fsspec.core import url_to_fs
@@ -65,12 +66,14 @@ def make_object_store_manager(
             f"(expected file:///path, memory://name or s3://bucket/prefix): {exc}"
         ) from exc
     if protocol == "file":
-        return PathIOManager(LocalFileStore(), root, serializer, versioned)
+        return PathIOManager(LocalFileStore(), root, serializer, versioned, allow_pickle)
     if protocol != "memory" and not root.strip("/"):
         raise StorageError(
             f"object_store_io_manager: base_url {base_url!r} names no bucket or directory"
         )
-    return PathIOManager(FsspecFileStore(fs, protocol, timeout), root, serializer, versioned)
+    return PathIOManager(
+        FsspecFileStore(fs, protocol, timeout), root, serializer, versioned, allow_pickle
+    )
 
 
 @io_manager(
@@ -85,7 +88,15 @@ def make_object_store_manager(
             description="fsspec options, e.g. {endpoint_url: ..., key: ..., secret: ...} for S3.",
         ),
         "serializer": Field(
-            str, default_value="pickle", description="Default format: pickle, json or parquet."
+            str,
+            default_value="pickle",
+            description="Default format: pickle, json, parquet or auto.",
+        ),
+        "allow_pickle": Field(
+            bool,
+            default_value=True,
+            description="false: never write or load a pickle (loading one runs any code it "
+            "holds); the default format becomes auto without pickle.",
         ),
         "versioned": Field(
             bool,
@@ -109,6 +120,7 @@ def object_store_io_manager(context: InitResourceContext) -> PathIOManager:
         config["serializer"],
         config["versioned"],
         config.get("timeout", DEFAULT_TIMEOUT),  # absent when built without schema defaults
+        config.get("allow_pickle", True),
     )
 
 
