@@ -354,54 +354,63 @@ def check_config_limits(
     ``parts(item)`` gives a container's children as a list, or a leaf's size as an int (default:
     mappings, lists and tuples are containers); a parser passes its own to check a document
     before building it. Each distinct container is walked once (the size of a shared one is
-    remembered), without recursion.
+    remembered); the recursion stops at ``MAX_CONFIG_DEPTH`` frames, far inside Python's limit.
     """
     parts = parts or _python_parts
-    first = parts(value)
-    if not isinstance(first, list):
-        return
     sizes: dict[int, int] = {}
-    # the path from the top: (container, its children not visited yet, its size so far)
-    stack: list[tuple[Any, list[Any], int]] = [(value, first, 1)]
-    on_path = {id(value)}
-    while stack:
-        container, todo, size = stack.pop()
-        child: Any = None
-        while todo:
-            item = todo.pop()
-            known = sizes.get(id(item))
-            if known is not None:
-                size += known
-            elif id(item) in on_path:
-                raise ConfigError([f"{what}: contains itself (a recursive YAML alias?)"], what)
+    on_path: set[int] = set()
+
+    def size_of(children: list[Any], depth: int) -> int:
+        size = 1
+        for item in children:
+            kind = type(item)
+            if kind is str:  # the common leaves first, without a call
+                size += 1 + len(item)
+            elif kind in _PLAIN_LEAVES:
+                size += 1
             else:
-                found = parts(item)
-                if isinstance(found, list):
-                    child = (item, found)
-                    break
-                size += found
+                key = id(item)
+                known = sizes.get(key)
+                if known is None:
+                    found = parts(item)
+                    if not isinstance(found, list):
+                        size += found
+                        continue
+                    if key in on_path:
+                        raise ConfigError(
+                            [f"{what}: contains itself (a recursive YAML alias?)"], what
+                        )
+                    if depth >= MAX_CONFIG_DEPTH:
+                        raise ConfigError(
+                            [
+                                f"{what}: nested more than {MAX_CONFIG_DEPTH} levels deep "
+                                "(mappings and lists inside each other); flatten it"
+                            ],
+                            what,
+                        )
+                    on_path.add(key)
+                    known = size_of(found, depth + 1)
+                    on_path.discard(key)
+                    sizes[key] = known
+                size += known
             if size > MAX_CONFIG_SIZE:
-                raise _too_large(what)
-        if child is not None:
-            if len(stack) + 2 > MAX_CONFIG_DEPTH:  # the child's depth; the top is 1
                 raise ConfigError(
                     [
-                        f"{what}: nested more than {MAX_CONFIG_DEPTH} levels deep (mappings and "
-                        "lists inside each other); flatten it"
+                        f"{what}: expands to more than {MAX_CONFIG_SIZE:,} values and characters "
+                        "once shared parts (YAML aliases, objects referenced twice) are written "
+                        "out in full; make it smaller"
                     ],
                     what,
                 )
-            stack.append((container, todo, size))
-            stack.append((child[0], child[1], 1))
-            on_path.add(id(child[0]))
-            continue
-        on_path.discard(id(container))
-        sizes[id(container)] = size
-        if stack:
-            parent, parent_todo, parent_size = stack.pop()
-            if parent_size + size > MAX_CONFIG_SIZE:
-                raise _too_large(what)
-            stack.append((parent, parent_todo, parent_size + size))
+        return size
+
+    top = parts(value)
+    if isinstance(top, list):
+        on_path.add(id(value))
+        size_of(top, 1)
+
+
+_PLAIN_LEAVES = frozenset((int, float, bool, type(None)))
 
 
 def _python_parts(item: Any) -> Any:
@@ -410,14 +419,3 @@ def _python_parts(item: Any) -> Any:
     if isinstance(item, list | tuple):
         return list(item)
     return 1 + len(item) if isinstance(item, str | bytes) else 1
-
-
-def _too_large(what: str) -> ConfigError:
-    return ConfigError(
-        [
-            f"{what}: expands to more than {MAX_CONFIG_SIZE:,} values and characters once shared "
-            "parts (YAML aliases, objects referenced twice) are written out in full; make it "
-            "smaller"
-        ],
-        what,
-    )

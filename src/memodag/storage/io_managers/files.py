@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import posixpath
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
@@ -35,6 +34,9 @@ from memodag.storage.serializers import (
     refused_pickle,
     serializer_for_out,
 )
+
+#: path parts that name no file of their own: joined into a path, they would leave the base
+_NOT_NAMES = frozenset(("", ".", ".."))
 
 #: marks a local temporary file; a crashed writer may leave one beside the target, never at it
 TMP_MARK = ".tmp-"
@@ -78,11 +80,6 @@ class FileStore(ABC):
         """Why outputs cannot be written under ``base`` (checked once per run, before any step),
         or None. Remote stores are not probed: a request per run is not worth it."""
         return None
-
-    def is_inside(self, path: str, base: str) -> bool:
-        """Whether ``path``, once normalized, lies strictly under the folder ``base``."""
-        path, base = posixpath.normpath(path), posixpath.normpath(base)
-        return path.startswith(base.rstrip("/") + "/")
 
 
 class LocalFileStore(FileStore):
@@ -172,13 +169,6 @@ class LocalFileStore(FileStore):
         os.unlink(probe)
         self._made.add(base)
         return None
-
-    def is_inside(self, path: str, base: str) -> bool:
-        path, base = (
-            os.path.normpath(os.path.abspath(path)),
-            os.path.normpath(os.path.abspath(base)),
-        )
-        return path.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def _create(path: str, directory: str) -> BinaryIO:
@@ -349,12 +339,10 @@ class PathIOManager(MemoizableIOManager):
                 )
             parts.append(context.version + ext)
         for part in parts:
-            if part in ("", ".", "..") or "/" in part or os.sep in part or "\\" in part:
+            # a part with no separator that is not '.' or '..' cannot lead out of the base
+            if part in _NOT_NAMES or "/" in part or "\\" in part:
                 raise self._outside(context, part)
-        path = self.store.join(self.base, *parts)
-        if not self.store.is_inside(path, self.base):
-            raise self._outside(context, path)
-        return path
+        return self.store.join(self.base, *parts)
 
     def _outside(self, context: OutputContext, what: str) -> StorageError:
         return StorageError(
