@@ -95,7 +95,10 @@ def _load_yaml(text: str, where: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        check_config_limits(node, where, _yaml_parts)
+        try:
+            check_config_limits(node, where, _yaml_parts)
+        except ConfigError as exc:
+            raise ConfigError(exc.errors, "config file") from None
         return loader.construct_document(node)
     except RecursionError:
         raise ConfigError(
