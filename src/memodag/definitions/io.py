@@ -23,7 +23,7 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 #: the formats an ``Out`` or an io manager may name; storage/serializers.py implements each
-SERIALIZER_NAMES = ("pickle", "json", "parquet")
+SERIALIZER_NAMES = ("pickle", "json", "parquet", "auto")
 
 
 def check_serializer_name(name: str) -> str:

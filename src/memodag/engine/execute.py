@@ -7,6 +7,7 @@ are all checked before the run is recorded or any step starts.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import sys
 import threading
@@ -62,6 +63,8 @@ def execute_job(
     _refuse_in_starting_worker()
     if _importing:
         raise ExecutionError(_started_at_import(_importing[-1]))
+    if run_id is not None:
+        check_run_id(run_id)
     if plan is None:
         plan = build_plan(job, resolve_run_config(job, run_config))
     resolved = plan.run_config
@@ -220,6 +223,23 @@ def execute_job(
     if raise_on_error and not engine.result.success:
         raise ExecutionError(f"run {run_id[:8]} failed: {_unaccounted_message(engine)}")
     return result
+
+
+#: a run id names a folder in path io managers' layout: nothing that could leave it
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def check_run_id(run_id: object) -> None:
+    """Refuse a run id that is not 1 to 128 letters, digits, ``-`` or ``_`` (a uuid4 passes).
+
+    Io managers join the run id into paths (``<base>/<run_id>/...``): ``/abs`` or ``../x``
+    would write outside their base folder.
+    """
+    if not isinstance(run_id, str) or _RUN_ID.fullmatch(run_id) is None:
+        raise ExecutionError(
+            f"run_id {run_id!r} is not valid: use 1 to 128 letters, digits, '-' and '_' "
+            "(e.g. str(uuid.uuid4()), the default when run_id is not given)"
+        )
 
 
 #: what the CLI is importing to find its jobs (a run started meanwhile is a mistake)
