@@ -89,6 +89,21 @@ def apply(x, fn=add_one):
     return fn(x)
 
 
+@functools.singledispatch
+def describe(value):
+    return "thing"
+
+
+@describe.register
+def _(value: int):
+    return "int"
+
+
+@describe.register(str)
+def _describe_text(value):
+    return "text"
+
+
 class Tree:
     kind = "oak"
 
@@ -165,9 +180,61 @@ def uses_cached(text: str):
     return helpers.cached_len(text)
 
 
+@op
+def imports_inside(x: int):
+    from proj.inner import quad
+
+    return quad(x)
+
+
+@op
+def imports_module_inside(x: int):
+    import proj.inner
+
+    return proj.inner.quad(x) + 1
+
+
+@op
+def imports_relative_inside(x: int):
+    from . import inner as imported
+
+    return imported.quad(x) + 2
+
+
+@op
+def uses_dispatch(value):
+    return helpers.describe(value)
+
+
+@op
+def with_locals(xs: list):
+    total = 0
+    for item in xs:
+        total += item
+    squares = [v * v for v in xs]
+    try:
+        first = xs[0]
+    except IndexError as error:
+        first = error
+
+    def scaled(k):
+        return [k * s for s in squares]
+
+    return total, scaled(2), first
+
+
 @resource
 def store(init_context):
     return {"limit": helpers.LIMIT}
+"""
+
+INNER = """
+def quad(x):
+    return 4 * x
+
+
+def other(x):
+    return -x
 """
 
 NAMES = [
@@ -182,10 +249,20 @@ NAMES = [
     "uses_default",
     "uses_decorated",
     "uses_cached",
+    "imports_inside",
+    "imports_module_inside",
+    "imports_relative_inside",
+    "uses_dispatch",
+    "with_locals",
     "store",
 ]
 
-BASE = {"proj/__init__.py": "", "proj/helpers.py": HELPERS, "proj/ops.py": OPS}
+BASE = {
+    "proj/__init__.py": "",
+    "proj/helpers.py": HELPERS,
+    "proj/ops.py": OPS,
+    "proj/inner.py": INNER,
+}
 
 
 def write_project(root: Path, files: dict[str, str]) -> Path:
@@ -245,6 +322,10 @@ def changed(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
 def base_versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return compute(write_project(tmp_path_factory.mktemp("base"), BASE))[0]
 
+
+LOCALS_BODY = OPS[
+    OPS.index("    total = 0") : OPS.index("scaled(2), first") + len("scaled(2), first")
+]
 
 REFORMATTED_HELPERS = (
     HELPERS.replace("def clean(text):\n", "# a comment\n\n\ndef clean( text ) :\n")
@@ -350,6 +431,56 @@ EDITS = [
         set(),
     ),
     ("formatting, comments and docstrings", "proj/helpers.py", HELPERS, REFORMATTED_HELPERS, set()),
+    (
+        "helper imported inside op bodies",
+        "proj/inner.py",
+        "4 * x",
+        "5 * x",
+        {"imports_inside", "imports_module_inside", "imports_relative_inside"},
+    ),
+    ("unused function of a module imported inside", "proj/inner.py", "-x", "x", set()),
+    (
+        "singledispatch registered implementation",
+        "proj/helpers.py",
+        'return "int"',
+        'return "integer"',
+        {"uses_dispatch"},
+    ),
+    (
+        "singledispatch registered type",
+        "proj/helpers.py",
+        "@describe.register(str)",
+        "@describe.register(bytes)",
+        {"uses_dispatch"},
+    ),
+    (
+        "local variables renamed",
+        "proj/ops.py",
+        LOCALS_BODY,
+        LOCALS_BODY.replace("total", "running")
+        .replace("item", "element")
+        .replace("v * v for v", "w * w for w")
+        .replace("squares", "sq")
+        .replace("first", "head")
+        .replace("error", "exc")
+        .replace("for s in", "for t in")
+        .replace("k * s", "k * t"),
+        set(),
+    ),
+    (
+        "two locals swapped (not a rename)",
+        "proj/ops.py",
+        "return total, scaled(2), first",
+        "return first, scaled(2), total",
+        {"with_locals"},
+    ),
+    (
+        "parameter renamed (the op's interface)",
+        "proj/ops.py",
+        "def with_locals(xs: list):",
+        "def with_locals(values: list):\n    xs = values",
+        {"with_locals"},
+    ),
 ]
 
 

@@ -31,20 +31,56 @@ def classify_module(module_name: str, local_roots: Iterable[str]) -> tuple[str, 
     module = sys.modules.get(module_name)
     file = safe_getattr(module, "__file__") if module is not None else None
     if isinstance(file, str):
-        path = real_path(file)
-        if _under(path, _site_dirs()) or any(
-            p in ("site-packages", "dist-packages") for p in path.split(os.sep)
-        ):
-            return "package", _distribution_label(top)
-        if _under(path, _stdlib_dirs()):
-            return "stdlib", module_name
-        if _under(path, local_roots):
-            return "local", module_name
+        found = _classify_path(real_path(file), module_name, local_roots)
+        if found is not None:
+            return found
     elif top in sys.stdlib_module_names or top in sys.builtin_module_names:
         return "stdlib", module_name
     if _distributions().get(top):
         return "package", _distribution_label(top)
     return "local", module_name
+
+
+def classify_unimported(module_name: str, local_roots: Iterable[str]) -> tuple[str, str] | None:
+    """``classify_module`` for a module not imported yet, from where its top-level package would
+    be found (nothing is imported); None when it cannot be found."""
+    import importlib.util
+
+    top = module_name.partition(".")[0]
+    if top == "memodag":
+        return "package", _distribution_label(top)
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return "stdlib", module_name
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    locations = list(spec.submodule_search_locations or ())
+    origin = spec.origin if spec.has_location else None
+    path = origin or (locations[0] if locations else None)
+    if isinstance(path, str):
+        found = _classify_path(real_path(path), module_name, local_roots)
+        if found is not None:
+            return found
+    if _distributions().get(top):
+        return "package", _distribution_label(top)
+    return "local", module_name
+
+
+def _classify_path(
+    path: str, module_name: str, local_roots: Iterable[str]
+) -> tuple[str, str] | None:
+    if _under(path, _site_dirs()) or any(
+        p in ("site-packages", "dist-packages") for p in path.split(os.sep)
+    ):
+        return "package", _distribution_label(module_name.partition(".")[0])
+    if _under(path, _stdlib_dirs()):
+        return "stdlib", module_name
+    if _under(path, local_roots):
+        return "local", module_name
+    return None
 
 
 def safe_getattr(obj: Any, name: str) -> Any:

@@ -72,6 +72,8 @@ from __future__ import annotations
 import builtins
 import enum
 import functools
+import importlib
+import importlib.util
 import os
 import sys
 import types
@@ -86,6 +88,7 @@ from memodag.hashing import hash_strings
 from memodag.versioning.code_origin import (
     MISSING,
     classify_module,
+    classify_unimported,
     display_module,
     dotted_name,
     module_of,
@@ -263,7 +266,7 @@ class _Walker:
                 children.append(self.external(origin, label if origin == "package" else module))
             else:
                 children.append(self.describe(type(target), module, "<type>"))
-            return type_name(type(target)), children
+            return type_name(type(target)) + self._dispatch_registry(target, children), children
         if kind == "constant":
             refs = []
             return self.canonical(target, refs, ref.label, "<item>", set()), refs
@@ -271,12 +274,16 @@ class _Walker:
 
     def _expand_function(self, fn: Any, *, drop_decorators: bool) -> tuple[str, list[_Ref]]:
         code = fn.__code__
-        own, decorator_chains = function_digest(fn, drop_decorators)
+        own, decorator_chains, imports = function_digest(fn, drop_decorators)
         namespace = fn.__globals__
         owner = namespace.get("__name__") or module_of(fn)
         children: list[_Ref] = []
         for chain in (*code_chains(code), *decorator_chains):
             ref = self.resolve_chain(chain, namespace, owner)
+            if ref is not None:
+                children.append(ref)
+        for level, path in imports:
+            ref = self.resolve_import(level, path, namespace, owner)
             if ref is not None:
                 children.append(ref)
         label = object_label(fn)
@@ -322,7 +329,89 @@ class _Walker:
                 children.append(self.describe(member, cls.__module__, name))
         return own, children
 
+    def _dispatch_registry(self, target: Any, children: list[_Ref]) -> str:
+        """A ``functools.singledispatch`` function's registered implementations (each followed
+        like any reached function) and which type picks which: ``__wrapped__`` is only the
+        fallback for ``object``."""
+        registry = safe_getattr(target, "registry")
+        if not isinstance(registry, Mapping) or not callable(safe_getattr(target, "dispatch")):
+            return ""
+        module = module_of(target)
+        pairs = []
+        for kind, implementation in list(registry.items()):
+            kind_ref = self.describe(kind, module, "<dispatch type>")
+            implementation_ref = self.describe(implementation, module, "<dispatch>")
+            children += (kind_ref, implementation_ref)
+            pairs.append(
+                f"{kind_ref.kind}:{kind_ref.label}->{implementation_ref.kind}:"
+                f"{implementation_ref.label}"
+            )
+        return "\x1f" + "\x1f".join(sorted(pairs))
+
     # -- naming what is reached -------------------------------------------------------------
+
+    def resolve_import(
+        self, level: int, path: tuple[str, ...], namespace: Mapping[str, Any], owner: str
+    ) -> _Ref | None:
+        """What an import inside a function body reaches (``source_index.ImportRef``): the
+        module is imported if it is project code and not imported yet (the op imports it when
+        it runs anyway); installed and stdlib modules are never imported here."""
+        if level:
+            package = namespace.get("__package__")
+            if not isinstance(package, str) or not package:
+                return None
+            try:
+                first = importlib.util.resolve_name("." * level, package)
+            except (ImportError, ValueError):
+                return None
+            rest = path
+        else:
+            first, rest = path[0], path[1:]
+        module = self.import_module(first, owner)
+        if not isinstance(module, types.ModuleType):
+            return module
+        obj: Any = module
+        owner, name = module.__name__, module.__name__
+        for attr in rest:
+            if not isinstance(obj, types.ModuleType):
+                break
+            origin = self.origin(obj.__name__)[0]
+            if origin == "stdlib":
+                return self.external(origin, f"{obj.__name__}.{attr}")
+            if origin != "local":
+                break
+            nxt = vars(obj).get(attr, MISSING)
+            if nxt is MISSING:  # ``from package import submodule`` not imported yet
+                nxt = self.import_module(f"{obj.__name__}.{attr}", owner)
+                if not isinstance(nxt, types.ModuleType):
+                    return nxt
+            owner, name, obj = obj.__name__, attr, nxt
+        return self.describe(obj, owner, name)
+
+    def import_module(self, name: str, owner: str) -> types.ModuleType | _Ref | None:
+        """The module ``name``, imported if it is project code; a reference for installed and
+        stdlib code (by distribution or name, without importing it); None if not found."""
+        module = sys.modules.get(name)
+        if module is not None:
+            return module
+        origin = classify_unimported(name, self.strategy.local_roots)
+        if origin is None:
+            return None  # the import fails when the op runs, whatever its version
+        if origin[0] != "local":
+            return self.external(*origin)
+        try:
+            return importlib.import_module(name)
+        except Exception as exc:  # the op's own import raises this when it runs
+            warnings.warn(
+                f"SourceHashVersionStrategy could not import {name!r}, imported by "
+                f"{display_module(owner)} inside a function ({type(exc).__name__}: {exc}); "
+                "what it holds does not count in the version",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+
+    # -- naming what is reached (by name) ---------------------------------------------------
 
     def resolve_chain(
         self, chain: tuple[str, ...], namespace: Mapping[str, Any], owner: str

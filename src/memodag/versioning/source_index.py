@@ -15,6 +15,7 @@ import dis
 import functools
 import linecache
 import os
+import symtable
 import sys
 import time
 import types
@@ -27,9 +28,15 @@ from memodag.versioning.code_origin import MISSING, safe_getattr, type_name
 
 SCALARS = (type(None), bool, int, float, complex, str, bytes)
 
+#: ``(level, dotted path)`` reached through an import inside a function body: ``from .helpers
+#: import quad`` and a call ``quad(x)`` give ``(1, ("helpers", "quad"))``.
+ImportRef = tuple[int, tuple[str, ...]]
+
 # Process-wide caches: parsing is the expensive part and does not depend on strategy settings.
 # Keys hold the code objects, so an id is never reused while its entry lives.
-_SOURCE_DIGESTS: dict[tuple[Any, ...], tuple[str, tuple[tuple[str, ...], ...]]] = {}
+_SOURCE_DIGESTS: dict[
+    tuple[Any, ...], tuple[str, tuple[tuple[str, ...], ...], tuple[ImportRef, ...]]
+] = {}
 _CLASS_DIGESTS: dict[int, tuple[type, str, tuple[tuple[str, ...], ...]]] = {}
 _MODULE_DIGESTS: dict[int, tuple[types.ModuleType, str]] = {}
 _CODE_CHAINS: dict[tuple[Any, str], tuple[tuple[str, ...], ...]] = {}
@@ -41,31 +48,47 @@ _FRESHNESS_INTERVAL = 1.0
 _freshness = {"generation": 0, "checked": 0.0}
 
 
-def function_digest(fn: Any, drop_decorators: bool) -> tuple[str, tuple[tuple[str, ...], ...]]:
-    """``(digest, dotted names used in decorator lines)`` of a function, from source if possible."""
+def function_digest(
+    fn: Any, drop_decorators: bool
+) -> tuple[str, tuple[tuple[str, ...], ...], tuple[ImportRef, ...]]:
+    """``(digest, dotted names used in decorator lines, what the body's imports reach)`` of a
+    function, from source if possible. Local variables are renamed to placeholders first
+    (``_normalize_locals``), so a pure rename keeps the digest."""
     code = fn.__code__
     key = (code, code.co_filename, code.co_qualname, drop_decorators)
     hit = _SOURCE_DIGESTS.get(key)
     if hit is None:
-        nodes = _find_function(code, fn.__globals__)
-        if nodes is None:
-            hit = ("code:" + _code_digest(code), ())
+        found = _find_function(code, fn.__globals__)
+        if found is None:
+            hit = ("code:" + _code_digest(code), (), ())
         else:
+            index, nodes = found
             chains: list[tuple[str, ...]] = []
+            imports: list[ImportRef] = []
             for i, node in enumerate(nodes):
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    imports += _import_refs(node)
+                    node = _normalize_locals(node, index)  # a copy when anything is renamed
                     if drop_decorators:
-                        nodes[i] = node = copy.copy(node)  # the index's tree is shared
+                        node = copy.copy(node)  # the index's tree is shared
                         node.decorator_list = []
+                    nodes[i] = node
                     for decorator in node.decorator_list:
                         chains += _ast_chains(decorator)
-            hit = ("ast:" + hash_strings(*map(_dump, nodes)), tuple(dict.fromkeys(chains)))
+            hit = (
+                "ast:" + hash_strings(*map(_dump, nodes)),
+                tuple(dict.fromkeys(chains)),
+                tuple(dict.fromkeys(imports)),
+            )
         _SOURCE_DIGESTS[key] = hit
     return hit
 
 
-def _find_function(code: types.CodeType, namespace: dict[str, Any]) -> list[ast.AST] | None:
-    """The def (or the matching lambdas on its line) of ``code``; None when it cannot be had."""
+def _find_function(
+    code: types.CodeType, namespace: dict[str, Any]
+) -> tuple[_SourceIndex, list[ast.AST]] | None:
+    """The def (or the matching lambdas on its line) of ``code`` and the file's index; None when
+    it cannot be had."""
     index = _source_index(code.co_filename, namespace)
     if index is None:
         return None
@@ -76,12 +99,12 @@ def _find_function(code: types.CodeType, namespace: dict[str, Any]) -> list[ast.
             for n in index.lambdas.get(code.co_firstlineno, ())
             if [a.arg for a in (*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs)] == wanted
         ]
-        return list[ast.AST](lambdas) or None
+        return (index, list[ast.AST](lambdas)) if lambdas else None
     for node in index.definitions.get(code.co_qualname, ()):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == code.co_name:
             first_line = min([d.lineno for d in node.decorator_list] + [node.lineno])
             if first_line == code.co_firstlineno:
-                return [node]
+                return index, [node]
     return None  # the file changed since import: never hash the wrong text
 
 
@@ -91,7 +114,9 @@ class _SourceIndex:
 
     tree: ast.Module
     definitions: dict[str, list[ast.AST]]
+    source: str = ""
     lambdas_by_line: dict[int, list[ast.Lambda]] | None = None
+    scopes_by_line: dict[tuple[str, int], symtable.SymbolTable] | None = None
 
     @property
     def lambdas(self) -> dict[int, list[ast.Lambda]]:
@@ -101,6 +126,22 @@ class _SourceIndex:
                 if isinstance(node, ast.Lambda):
                     self.lambdas_by_line.setdefault(node.lineno, []).append(node)
         return self.lambdas_by_line
+
+    def scope(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> symtable.SymbolTable | None:
+        """The symbol table of a def (built for the whole file on first use)."""
+        if self.scopes_by_line is None:
+            self.scopes_by_line = {}
+            try:
+                top = symtable.symtable(self.source, "<source>", "exec")
+            except (SyntaxError, ValueError):
+                return None
+            tables = [top]
+            while tables:
+                table = tables.pop()
+                if table.get_type() == "function":
+                    self.scopes_by_line[(table.get_name(), table.get_lineno())] = table
+                tables.extend(table.get_children())
+        return self.scopes_by_line.get((node.name, node.lineno))
 
 
 def _source_index(filename: str, namespace: dict[str, Any] | None) -> _SourceIndex | None:
@@ -119,7 +160,7 @@ def _source_index(filename: str, namespace: dict[str, Any] | None) -> _SourceInd
         except (SyntaxError, ValueError):
             tree = None
         if tree is not None:
-            index = _SourceIndex(tree, {})
+            index = _SourceIndex(tree, {}, "".join(lines))
             _index_block(tree, "", index)
     _SOURCE_INDEXES[filename] = (signature, index)
     return index
@@ -238,6 +279,102 @@ def module_digest(module: types.ModuleType) -> str:
         )
         hit = _MODULE_DIGESTS[id(module)] = (module, digest)
     return hit[1]
+
+
+def _import_refs(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ImportRef]:
+    """What imports inside a function body reach: each name an import binds, followed by the
+    attributes the body loads from it (``import helpers`` then ``helpers.quad(x)`` reaches
+    ``helpers.quad``, not the whole module); a bound name never loaded counts as itself."""
+    bindings: dict[str, ImportRef] = {}
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Import):
+            for alias in sub.names:
+                if alias.asname:
+                    bindings[alias.asname] = (0, tuple(alias.name.split(".")))
+                else:  # ``import a.b`` binds ``a``; ``a.b.c`` in the body walks down from it
+                    top = alias.name.partition(".")[0]
+                    bindings[top] = (0, (top,))
+        elif isinstance(sub, ast.ImportFrom):
+            base = tuple(sub.module.split(".")) if sub.module else ()
+            for alias in sub.names:
+                if alias.name != "*":
+                    bindings[alias.asname or alias.name] = (sub.level, (*base, alias.name))
+    if not bindings:
+        return []
+    refs: list[ImportRef] = []
+    used: set[str] = set()
+    for statement in node.body:
+        for chain in _ast_chains(statement):
+            bound = bindings.get(chain[0])
+            if bound is not None:
+                used.add(chain[0])
+                refs.append((bound[0], bound[1] + chain[1:]))
+    refs += [bound for name, bound in bindings.items() if name not in used]
+    return refs
+
+
+def _normalize_locals(
+    node: ast.FunctionDef | ast.AsyncFunctionDef, index: _SourceIndex
+) -> ast.FunctionDef | ast.AsyncFunctionDef:
+    """``node`` with its local variables renamed ``#0``, ``#1``, ... in order of appearance, so
+    renaming one is no change. Renamed: names assigned in the body (comprehension variables,
+    ``except ... as``, ``with ... as``, walrus and match captures, cells inner functions close
+    over). Kept: parameters of the function and of anything nested in it (they are its
+    interface: keyword callers, memodag's input names), names of nested defs and classes and of
+    imports (visible as ``__name__``), globals, class attributes, and any name that is one of
+    those in some scope of the body. Returns ``node`` itself when nothing is renamed."""
+    table = index.scope(node)
+    if table is None:
+        return node
+    candidates: set[str] = set()
+    kept: set[str] = set()
+    tables = [table]
+    while tables:
+        scope = tables.pop()
+        if scope.get_type() != "function":  # class bodies: names are attributes
+            kept.update(scope.get_identifiers())
+            tables.extend(scope.get_children())
+            continue
+        for symbol in scope.get_symbols():
+            name = symbol.get_name()
+            if symbol.is_parameter() or symbol.is_global() or symbol.is_imported():
+                kept.add(name)
+            elif symbol.is_free():
+                if scope is table:  # bound outside the op: a closure cell of its factory
+                    kept.add(name)
+            elif symbol.is_local():
+                candidates.add(name)
+        tables.extend(scope.get_children())
+    for sub in ast.walk(node):
+        if (
+            isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and sub is not node
+        ):
+            kept.add(sub.name)
+    renamable = candidates - kept
+    if not renamable:
+        return node
+    body = copy.deepcopy(node.body)
+    names: dict[str, str] = {}
+
+    def placeholder(name: str) -> str:
+        if name not in renamable:
+            return name
+        return names.setdefault(name, f"#{len(names)}")
+
+    for statement in body:
+        for sub in ast.walk(statement):
+            if isinstance(sub, ast.Name):
+                sub.id = placeholder(sub.id)
+            elif isinstance(sub, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and sub.name:
+                sub.name = placeholder(sub.name)
+            elif isinstance(sub, ast.MatchMapping) and sub.rest:
+                sub.rest = placeholder(sub.rest)
+            elif isinstance(sub, ast.Nonlocal):
+                sub.names = [placeholder(n) for n in sub.names]
+    renamed = copy.copy(node)
+    renamed.body = body
+    return renamed
 
 
 def _dump(node: ast.AST) -> str:
@@ -387,6 +524,9 @@ def _const_text(value: Any) -> str:
 def member_functions(member: Any) -> Iterator[Any]:
     """The callables a class attribute holds: a method, or those under static/class methods
     and properties (which may be any callable, e.g. an ``lru_cache`` wrapper)."""
+    if isinstance(member, functools.singledispatchmethod):
+        yield member.dispatcher  # its registry is followed like a singledispatch function's
+        return
     if isinstance(member, staticmethod | classmethod):
         member = member.__func__
     if isinstance(member, property):
