@@ -2,7 +2,8 @@
 
 Owns classifying a module as project-local, stdlib or installed (labelled ``Dist==version``) and
 the stable names of objects (module as the user sees it, qualified name). Reads no source and
-hashes nothing; ``importlib.metadata`` is imported only when a version is first computed.
+hashes nothing; installed distributions are looked up in ``distributions`` when a version is first
+computed.
 """
 
 from __future__ import annotations
@@ -175,24 +176,16 @@ def _stdlib_dirs() -> tuple[str, ...]:
     return tuple(dict.fromkeys(real_path(d) for d in dirs))
 
 
-@functools.cache
-def _distributions() -> Mapping[str, list[str]]:
-    import importlib.metadata  # only when a version is first computed: it costs import time
+def _distributions() -> Mapping[str, tuple[str, ...]]:
+    from memodag.versioning.distributions import distributions_by_top_level
 
-    return importlib.metadata.packages_distributions()
+    return distributions_by_top_level()
 
 
 @functools.cache
 def _distribution_label(top: str) -> str:
     """``Dist==version`` for a top-level module (several joined by '+', sorted)."""
-    import importlib.metadata
-
-    labels = []
-    for dist in sorted(set(_distributions().get(top, ()))):
-        try:
-            labels.append(f"{dist}=={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    labels = _distributions().get(top)
     if labels:
         return "+".join(labels)
     module = sys.modules.get(top)
