@@ -137,18 +137,21 @@ def test_an_instance_of_the_previous_release_upgrades_and_memoizes(old_instance_
         # every stored version was computed by the only scheme memodag 0.1 had
         assert {e.version_scheme for e in entries} == {1}
 
+        # this memodag computes versions by a newer scheme: everything is recomputed, once
+        first = release_job.execute_in_process(run_config=_label("east"), instance=inst)
+        assert len(first.executed_step_keys) == 6  # regions, double x3, total, report
         rerun = release_job.execute_in_process(run_config=_label("east"), instance=inst)
         assert rerun.executed_step_keys == []
-        assert len(rerun.memoized_step_keys) == 6  # regions, double x3, total, report
+        assert len(rerun.memoized_step_keys) == 6
 
-        # a new label re-runs only the report, which loads total as memodag 0.1 stored it
+        # a new label re-runs only the report, which loads total as the upgraded run stored it
         relabeled = release_job.execute_in_process(run_config=_label("new"), instance=inst)
         assert relabeled.executed_step_keys == ["report"]
         doubled = sum(2 * len(name) for name in ("north", "south", "west"))
         assert relabeled.output_for_node("report") == f"new: {doubled}"
     # upgraded in place: reopened, nothing is migrated again
     with Instance.from_url(old_instance_url) as inst:
-        assert len(inst.get_runs()) == 5
+        assert len(inst.get_runs()) == 6  # 3 of memodag 0.1's, 3 of this test's
     assert _schema_rows(old_instance_url) == [2]
 
 
@@ -160,9 +163,11 @@ def test_the_cli_lists_and_memoizes_from_an_instance_of_the_previous_release(old
     listed = _memodag(old_home, "runs", "list", "--json")
     assert sorted(r["run_id"] for r in json.loads(listed.stdout)) == RELEASE_RUN_IDS
 
-    rerun = _memodag(
-        old_home, "job", "execute", "-f", str(JOB_FILE), "-c", str(RELEASE_HOME / "sum.yaml")
-    )
+    args = ("job", "execute", "-f", str(JOB_FILE), "-c", str(RELEASE_HOME / "sum.yaml"))
+    upgraded = _memodag(old_home, *args)  # versions of an older scheme: recomputed, said once
+    assert "Steps: 6 executed, 0 memoized, 0 failed" in upgraded.stdout
+    assert (upgraded.stdout + upgraded.stderr).count("version scheme") == 1
+    rerun = _memodag(old_home, *args)
     assert "Steps: 0 executed, 6 memoized, 0 failed" in rerun.stdout
     assert "version scheme" not in rerun.stdout + rerun.stderr  # same scheme: nothing to say
 
