@@ -104,6 +104,19 @@ def _describe_text(value):
     return "text"
 
 
+class Formatter:
+    @functools.singledispatchmethod
+    def fmt(self, value):
+        return str(value)
+
+
+def _fmt_float(self, value):
+    return f"{value:.2f}"
+
+
+Formatter.fmt.register(float, _fmt_float)
+
+
 class Tree:
     kind = "oak"
 
@@ -207,6 +220,11 @@ def uses_dispatch(value):
 
 
 @op
+def uses_dispatch_method(value):
+    return helpers.Formatter().fmt(value)
+
+
+@op
 def with_locals(xs: list):
     total = 0
     for item in xs:
@@ -253,6 +271,7 @@ NAMES = [
     "imports_module_inside",
     "imports_relative_inside",
     "uses_dispatch",
+    "uses_dispatch_method",
     "with_locals",
     "store",
 ]
@@ -452,6 +471,13 @@ EDITS = [
         "@describe.register(str)",
         "@describe.register(bytes)",
         {"uses_dispatch"},
+    ),
+    (
+        "singledispatchmethod implementation registered outside the class",
+        "proj/helpers.py",
+        "{value:.2f}",
+        "{value:.3f}",
+        {"uses_dispatch_method"},
     ),
     (
         "local variables renamed",
