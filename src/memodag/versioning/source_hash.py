@@ -11,6 +11,12 @@ project-local object the code can reach by name:
   lambdas, inner functions), attribute chains through modules (``helpers.clean(x)`` reaches
   ``helpers.clean``, not the whole ``helpers`` module), closure cells, default argument values,
   ``__wrapped__`` of decorated functions and the names used in a helper's decorator lines;
+- imports inside a function body (``from helpers import quad`` or ``import helpers`` in the op,
+  relative ones too), followed like globals: ``quad(x)`` or ``helpers.quad(x)`` reaches
+  ``helpers.quad``. A project module not imported yet is imported to be hashed (the op imports it
+  when it runs anyway); installed and stdlib ones are never imported, only named;
+- every implementation registered on a ``functools.singledispatch`` function (or
+  ``singledispatchmethod``), with the type that picks it;
 - project-local classes as a whole (class source, bases, every method, names used in the body);
 - module constants, by a canonical form of simple values (see ``_Walker.canonical``).
 
@@ -39,8 +45,15 @@ separately by the version resolver, and the rest (description, tags, io manager 
 where data goes, not what it is. Helpers keep their decorators, and names used in them are
 followed, because a helper's decorator changes what the helper does. Module names are taken as
 the user sees them: a script run as ``__main__`` and the same file loaded by the CLI hash alike.
+Local variables are renamed to placeholders before hashing (``source_index._normalize_locals``),
+so a pure rename of one (assignments, loop, comprehension, ``except``/``with`` targets, cells
+that inner functions close over) is no change. Parameters keep their names: they are a
+function's interface (keyword callers, an op's input names), so renaming one is a change.
 
 Limits (by design, and what to do about them):
+- Imports inside a function are followed only where its source can be read; a local variable
+  renamed in a lambda or a class method still counts as a change (only ``def`` functions are
+  normalised), and so does the name of a nested ``def``/``class`` or of an imported module.
 - Source unavailable (REPL, ``exec``, a file changed or deleted since import): the code object's
   parts are hashed instead (``co_consts`` recursively, ``co_names``, ``co_varnames``, the
   qualified name and the sequence of operation names, which tells ``x + 1`` from ``x - 1`` but
