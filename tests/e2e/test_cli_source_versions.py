@@ -146,3 +146,22 @@ def test_an_edit_reruns_exactly_what_it_concerns_and_serves_cold_values(
     _, fresh = _run(project, tmp_path / "cold-home", cold)
     assert executed == must_run
     assert served == fresh
+
+
+def test_a_module_run_by_file_by_name_or_renamed_has_one_version(
+    project: Path, tmp_path: Path
+) -> None:
+    """Versions name project code without its module, whose name depends on how it is loaded."""
+    package = project / "pipe"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (project / "job.py").rename(package / "job.py")
+    home, out = tmp_path / "home", tmp_path / "out"
+    out.mkdir()
+    first, _ = _run(project, home, out, "-f", "pipe/job.py")
+    assert len(first) == 5
+    by_name, _ = _run(project, home, out, "-m", "pipe.job")
+    assert by_name == set()
+    (package / "job.py").rename(package / "daily.py")  # a renamed file holds the same code
+    renamed, _ = _run(project, home, out, "-f", "pipe/daily.py")
+    assert renamed == set()

@@ -134,7 +134,7 @@ OPS = """
 import yaml
 
 from memodag import op, resource
-from proj import helpers
+from proj import helpers, left, mid, right
 from proj.helpers import Tree, clean
 
 
@@ -220,6 +220,11 @@ def uses_dispatch(value):
 
 
 @op
+def uses_same_names(x: int):
+    return left.norm(x), right.norm(x), mid.via(x)
+
+
+@op
 def uses_dispatch_method(value):
     return helpers.Formatter().fmt(value)
 
@@ -272,6 +277,7 @@ NAMES = [
     "imports_relative_inside",
     "uses_dispatch",
     "uses_dispatch_method",
+    "uses_same_names",
     "with_locals",
     "store",
 ]
@@ -281,6 +287,9 @@ BASE = {
     "proj/helpers.py": HELPERS,
     "proj/ops.py": OPS,
     "proj/inner.py": INNER,
+    "proj/left.py": "def norm(x):\n    return x + 1\n",
+    "proj/right.py": "def norm(x):\n    return x - 1\n",
+    "proj/mid.py": "from proj.left import norm\n\n\ndef via(x):\n    return norm(x)\n",
 }
 
 
@@ -478,6 +487,15 @@ EDITS = [
         "{value:.2f}",
         "{value:.3f}",
         {"uses_dispatch_method"},
+    ),
+    (
+        # versions name project code without its module; two reached functions called alike are
+        # still told apart, or this edit (no function's source changes) would go unseen
+        "a reference switched between two functions of one name",
+        "proj/mid.py",
+        "from proj.left import norm",
+        "from proj.right import norm",
+        {"uses_same_names"},
     ),
     (
         "local variables renamed",

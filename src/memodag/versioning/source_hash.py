@@ -21,7 +21,7 @@ project-local object the code can reach by name:
 - module constants, by a canonical form of simple values (see ``_Walker.canonical``).
 
 Each reached object becomes a node ``(kind, name, digest)``; the version is the digest of the
-sorted node list, so it depends only on module names, qualified names and contents: never on
+sorted node list, so it depends only on qualified names and contents: never on
 ``hash()``, memory addresses, dict/set iteration order or absolute file paths. The walk keeps a
 seen-set, so recursion and cycles terminate.
 
@@ -43,8 +43,11 @@ without changing it, and rewording one must not recompute an expensive pipeline.
 decorator lines (``@op(...)``) are dropped too: its config and hand-set version are hashed
 separately by the version resolver, and the rest (description, tags, io manager keys) decides
 where data goes, not what it is. Helpers keep their decorators, and names used in them are
-followed, because a helper's decorator changes what the helper does. Module names are taken as
-the user sees them: a script run as ``__main__`` and the same file loaded by the CLI hash alike.
+followed, because a helper's decorator changes what the helper does. Project code is named
+in versions by its qualified name without its module (``hashed_label``): a module's name depends
+on how it was loaded (a script as ``__main__``, ``-f pipe/job.py`` as ``job``, ``-m pipe.job``),
+and renaming a file changes no code. Where two reached objects share such a name, their full
+names count too, so a reference switched from one to the other is still seen.
 Local variables are renamed to placeholders before hashing (``source_index._normalize_locals``),
 so a pure rename of one (assignments, loop, comprehension, ``except``/``with`` targets, cells
 that inner functions close over) is no change. Parameters keep their names: they are a
@@ -135,6 +138,10 @@ class _Ref:
     label: str
     target: Any = None
 
+    @property
+    def hashed(self) -> str:
+        return hashed_label(self.kind, self.label)
+
 
 @dataclass(frozen=True, slots=True)
 class _Node:
@@ -142,8 +149,25 @@ class _Node:
     label: str
     digest: str
 
+    @property
+    def hashed(self) -> str:
+        return hashed_label(self.kind, self.label)
+
     def material(self) -> str:
-        return f"{self.kind}\x1f{self.label}\x1f{self.digest}"
+        return f"{self.kind}\x1f{self.hashed}\x1f{self.digest}"
+
+
+def hashed_label(kind: str, label: str) -> str:
+    """What of a label goes into versions: project code by its qualified name without its
+    module, whose name depends on how the code was loaded (``-f pipe/job.py`` loads ``job``,
+    ``-m pipe.job`` loads ``pipe.job``) and on the file's name; installed and stdlib code by its
+    label (``Dist==version``, a stdlib name). Two reached objects with one such name are told
+    apart by ``SourceHashVersionStrategy._ambiguous``."""
+    if kind in ("package", "stdlib"):
+        return label
+    if kind == "module":
+        return label.rpartition(".")[2]
+    return label.partition(":")[2] or label
 
 
 class SourceHashVersionStrategy(VersionStrategy):
@@ -189,6 +213,29 @@ class SourceHashVersionStrategy(VersionStrategy):
         """Like ``explain_op``, for a resource's function."""
         return self._explain(resource_def.resource_fn, "resource")
 
+    def _ambiguous(self, nodes: list[tuple[tuple[Any, ...], _Node]]) -> list[str]:
+        """Versions name project code without its module (``hashed_label``); when two objects
+        reached from one op share a name, which one each reference points to is told by their
+        full labels (only then does the version depend on module names)."""
+        counts: dict[tuple[str, str], int] = {}
+        for _, node in nodes:
+            counts[(node.kind, node.hashed)] = counts.get((node.kind, node.hashed), 0) + 1
+        shared = {name for name, count in counts.items() if count > 1}
+        if not shared:
+            return []
+        extra = [
+            f"\x1e{node.kind}\x1f{node.label}\x1f{node.digest}"
+            for _, node in nodes
+            if (node.kind, node.hashed) in shared
+        ]
+        for key, node in nodes:
+            extra += [
+                f"\x1e{node.material()}\x1f{child.kind}:{child.label}"
+                for child in self._walker.children(key)
+                if (child.kind, child.hashed) in shared
+            ]
+        return sorted(extra)
+
     def _explain(self, fn: Any, kind: str) -> list[ExplainEntry]:
         _, nodes = self._result(fn, kind)
         return [(n.kind, n.label, n.digest) for n in nodes]
@@ -207,7 +254,9 @@ class SourceHashVersionStrategy(VersionStrategy):
             first = next(n for k, n in nodes if k == root.key)
             rest = sorted((n for k, n in nodes if k != root.key), key=_Node.material)
             ordered = [first, *rest]
-            version = hash_strings(SCHEME, *(n.material() for n in ordered))
+            version = hash_strings(
+                SCHEME, *(n.material() for n in ordered), *self._ambiguous(nodes)
+            )
             hit = self._results[key] = (fn, version, ordered)
         return hit[1], hit[2]
 
@@ -242,6 +291,10 @@ class _Walker:
             stack.extend(c for c in children if c.key not in seen)
         return list(seen.items())
 
+    def children(self, key: tuple[Any, ...]) -> tuple[_Ref, ...]:
+        """What an expanded object references (after ``reachable`` walked it)."""
+        return self._expanded[key][2]
+
     def expand(self, ref: _Ref) -> tuple[_Node, tuple[_Ref, ...]]:
         hit = self._expanded.get(ref.key)
         if hit is None:
@@ -255,7 +308,7 @@ class _Walker:
                     stacklevel=2,
                 )
                 own, children = f"unhashable:{type(exc).__name__}", []
-            edges = sorted({f"{c.kind}:{c.label}" for c in children})
+            edges = sorted({f"{c.kind}:{c.hashed}" for c in children})
             node = _Node(ref.kind, ref.label, hash_strings(ref.kind, own, *edges))
             hit = self._expanded[ref.key] = (ref.target, node, tuple(children))
         return hit[1], hit[2]
@@ -356,8 +409,8 @@ class _Walker:
             implementation_ref = self.describe(implementation, module, "<dispatch>")
             children += (kind_ref, implementation_ref)
             pairs.append(
-                f"{kind_ref.kind}:{kind_ref.label}->{implementation_ref.kind}:"
-                f"{implementation_ref.label}"
+                f"{kind_ref.kind}:{kind_ref.hashed}->{implementation_ref.kind}:"
+                f"{implementation_ref.hashed}"
             )
         return "\x1f" + "\x1f".join(sorted(pairs))
 
@@ -501,7 +554,7 @@ class _Walker:
         if isinstance(value, enum.Enum):
             ref = self.describe(kind, owner, name)
             refs.append(ref)
-            return f"enum {ref.label}.{value.name}"
+            return f"enum {ref.hashed}.{value.name}"
         if id(value) in stack:
             return "<cycle>"
         stack = stack | {id(value)}
@@ -524,13 +577,13 @@ class _Walker:
         ref = self.describe(value, owner, name)
         if ref.kind != "constant":
             refs.append(ref)
-            return f"ref {ref.kind}:{ref.label}"
+            return f"ref {ref.kind}:{ref.hashed}"
         simple = _simple_stdlib_value(value)
         if simple is not None:
             return simple
         type_ref = self.describe(kind, owner, f"{name}.<type>")
         refs.append(type_ref)
-        text = f"object {type_name(kind)}"
+        text = f"object {type_ref.hashed if type_ref.kind == 'class' else type_name(kind)}"
         if isinstance(value, tuple | list):
             text += canon(list(value))
         elif isinstance(value, dict):
