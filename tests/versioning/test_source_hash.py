@@ -739,7 +739,7 @@ def test_source_is_parsed_once_per_file_and_hashed_once_per_function(
     module = importlib.import_module(package)
     read: list[str] = []
     dumped: list[str] = []
-    real_getlines, real_dump = source_index.linecache.getlines, source_index.ast.dump
+    real_getlines, real_dump = source_index.linecache.getlines, source_index._dump_function
 
     def counting_getlines(filename: str, *args: Any) -> list[str]:
         read.append(Path(filename).name)
@@ -750,7 +750,7 @@ def test_source_is_parsed_once_per_file_and_hashed_once_per_function(
         return real_dump(node, *args, **kwargs)
 
     monkeypatch.setattr(source_index.linecache, "getlines", counting_getlines)
-    monkeypatch.setattr(source_index.ast, "dump", counting_dump)
+    monkeypatch.setattr(source_index, "_dump_function", counting_dump)
     first = SourceHashVersionStrategy(local_roots=[tmp_path])
     ops_defs = [getattr(module, f"op_{i}") for i in range(50)]
     versions = {first.get_op_version(OpVersionContext(d, None)) for d in ops_defs}

@@ -10,7 +10,6 @@ hashed and why: see ``memodag.versioning.source_hash``. Never decides what is pr
 from __future__ import annotations
 
 import ast
-import copy
 import dis
 import functools
 import linecache
@@ -53,7 +52,7 @@ def function_digest(
 ) -> tuple[str, tuple[tuple[str, ...], ...], tuple[ImportRef, ...]]:
     """``(digest, dotted names used in decorator lines, what the body's imports reach)`` of a
     function, from source if possible. Local variables are renamed to placeholders first
-    (``_normalize_locals``), so a pure rename keeps the digest."""
+    (``_local_names``), so a pure rename keeps the digest."""
     code = fn.__code__
     key = (code, code.co_filename, code.co_qualname, drop_decorators)
     hit = _SOURCE_DIGESTS.get(key)
@@ -65,18 +64,20 @@ def function_digest(
             index, nodes = found
             chains: list[tuple[str, ...]] = []
             imports: list[ImportRef] = []
-            for i, node in enumerate(nodes):
+            dumps = []
+            for node in nodes:
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                    imports += _import_refs(node)
-                    node = _normalize_locals(node, index)  # a copy when anything is renamed
-                    if drop_decorators:
-                        node = copy.copy(node)  # the index's tree is shared
-                        node.decorator_list = []
-                    nodes[i] = node
-                    for decorator in node.decorator_list:
-                        chains += _ast_chains(decorator)
+                    renamable, has_imports = _local_names(node, index)
+                    if has_imports:
+                        imports += _import_refs(node)
+                    dumps.append(_dump_function(node, renamable, drop_decorators))
+                    if not drop_decorators:
+                        for decorator in node.decorator_list:
+                            chains += _ast_chains(decorator)
+                else:
+                    dumps.append(_dump(node))
             hit = (
-                "ast:" + hash_strings(*map(_dump, nodes)),
+                "ast:" + hash_strings(*dumps),
                 tuple(dict.fromkeys(chains)),
                 tuple(dict.fromkeys(imports)),
             )
@@ -313,68 +314,100 @@ def _import_refs(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ImportRef
     return refs
 
 
-def _normalize_locals(
+def _local_names(
     node: ast.FunctionDef | ast.AsyncFunctionDef, index: _SourceIndex
-) -> ast.FunctionDef | ast.AsyncFunctionDef:
-    """``node`` with its local variables renamed ``#0``, ``#1``, ... in order of appearance, so
-    renaming one is no change. Renamed: names assigned in the body (comprehension variables,
-    ``except ... as``, ``with ... as``, walrus and match captures, cells inner functions close
-    over). Kept: parameters of the function and of anything nested in it (they are its
-    interface: keyword callers, memodag's input names), names of nested defs and classes and of
-    imports (visible as ``__name__``), globals, class attributes, and any name that is one of
-    those in some scope of the body. Returns ``node`` itself when nothing is renamed."""
+) -> tuple[frozenset[str], bool]:
+    """``(names renamed before hashing, whether the body imports anything)``.
+
+    Renamed: the function's local variables, so renaming one is no change: names assigned in
+    the body (comprehension variables, ``except ... as``, ``with ... as``, walrus and match
+    captures, cells inner functions close over). Kept: parameters of the function and of
+    anything nested in it (they are its interface: keyword callers, memodag's input names),
+    names of nested defs and classes and of imports (visible as ``__name__``), globals, class
+    attributes, and any name that is one of those in some scope of the body. From the file's
+    symbol tables (``symtable``), which say exactly which name is local where."""
     table = index.scope(node)
     if table is None:
-        return node
+        return frozenset(), True
     candidates: set[str] = set()
     kept: set[str] = set()
+    has_imports = False
     tables = [table]
     while tables:
         scope = tables.pop()
+        tables.extend(scope.get_children())
         if scope.get_type() != "function":  # class bodies: names are attributes
             kept.update(scope.get_identifiers())
-            tables.extend(scope.get_children())
             continue
         for symbol in scope.get_symbols():
             name = symbol.get_name()
-            if symbol.is_parameter() or symbol.is_global() or symbol.is_imported():
+            if symbol.is_imported():
+                has_imports = True
+                kept.add(name)
+            elif symbol.is_parameter() or symbol.is_global() or symbol.is_namespace():
                 kept.add(name)
             elif symbol.is_free():
-                if scope is table:  # bound outside the op: a closure cell of its factory
+                if scope is table:  # bound outside the function: a cell of its factory
                     kept.add(name)
             elif symbol.is_local():
                 candidates.add(name)
-        tables.extend(scope.get_children())
-    for sub in ast.walk(node):
-        if (
-            isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-            and sub is not node
-        ):
-            kept.add(sub.name)
-    renamable = candidates - kept
-    if not renamable:
-        return node
-    body = copy.deepcopy(node.body)
+    return frozenset(candidates - kept), has_imports
+
+
+_IDENTIFIER_FIELDS = {
+    ast.Name: "id",
+    ast.ExceptHandler: "name",
+    ast.MatchAs: "name",
+    ast.MatchStar: "name",
+    ast.MatchMapping: "rest",
+}
+
+
+def _dump_function(
+    node: ast.FunctionDef | ast.AsyncFunctionDef, renamable: frozenset[str], drop_decorators: bool
+) -> str:
+    """A def as ``_dump`` writes it, with the names in ``renamable`` replaced in its body by
+    ``#0``, ``#1``, ... in order of first appearance (no identifier starts with ``#``)."""
     names: dict[str, str] = {}
 
-    def placeholder(name: str) -> str:
-        if name not in renamable:
-            return name
-        return names.setdefault(name, f"#{len(names)}")
+    def name(value: str) -> str:
+        if value not in renamable:
+            return value
+        return names.setdefault(value, f"#{len(names)}")
 
-    for statement in body:
-        for sub in ast.walk(statement):
-            if isinstance(sub, ast.Name):
-                sub.id = placeholder(sub.id)
-            elif isinstance(sub, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and sub.name:
-                sub.name = placeholder(sub.name)
-            elif isinstance(sub, ast.MatchMapping) and sub.rest:
-                sub.rest = placeholder(sub.rest)
-            elif isinstance(sub, ast.Nonlocal):
-                sub.names = [placeholder(n) for n in sub.names]
-    renamed = copy.copy(node)
-    renamed.body = body
-    return renamed
+    def dump(item: Any) -> str:
+        if isinstance(item, ast.AST):
+            kind = type(item)
+            renamed = _IDENTIFIER_FIELDS.get(kind)
+            parts = []
+            for field in item._fields:
+                value = getattr(item, field, None)
+                if field == renamed and isinstance(value, str):
+                    parts.append(repr(name(value)))
+                elif kind is ast.Nonlocal and field == "names":
+                    parts.append(repr([name(v) for v in value or ()]))
+                else:
+                    parts.append(dump(value))
+            return f"{kind.__name__}({', '.join(parts)})"
+        if isinstance(item, list):
+            return "[" + ", ".join(map(dump, item)) + "]"
+        return repr(item)
+
+    def plain(item: Any) -> str:
+        return _dump(item) if isinstance(item, ast.AST) else repr(item)
+
+    parts = []
+    for field in node._fields:
+        value: Any = getattr(node, field, None)
+        if field == "body" and renamable:
+            parts.append(dump(value))
+        elif field == "decorator_list" and drop_decorators:
+            parts.append("[]")
+        elif isinstance(value, list):
+            parts.append("[" + ", ".join(map(plain, value)) + "]")
+        else:
+            parts.append(plain(value))
+    return f"{type(node).__name__}({', '.join(parts)})"
 
 
 def _dump(node: ast.AST) -> str:
