@@ -78,6 +78,16 @@ def make_scaler(factor):
 
 
 scale = make_scaler(3)
+
+
+def make_adder(amount):
+    def add(x):
+        return x + amount
+
+    return add
+
+
+add_two = make_adder(2)
 square = lambda x: x * x  # noqa: E731
 
 
@@ -220,6 +230,11 @@ def uses_dispatch(value):
 
 
 @op
+def uses_factory_closure(x: int):
+    return helpers.add_two(x)
+
+
+@op
 def uses_same_names(x: int):
     return left.norm(x), right.norm(x), mid.via(x)
 
@@ -278,6 +293,7 @@ NAMES = [
     "uses_dispatch",
     "uses_dispatch_method",
     "uses_same_names",
+    "uses_factory_closure",
     "with_locals",
     "store",
 ]
@@ -510,6 +526,20 @@ EDITS = [
         .replace("for s in", "for t in")
         .replace("k * s", "k * t"),
         set(),
+    ),
+    (
+        "closure variable of a factory renamed",
+        "proj/helpers.py",
+        "def make_adder(amount):\n    def add(x):\n        return x + amount",
+        "def make_adder(delta):\n    def add(x):\n        return x + delta",
+        set(),
+    ),
+    (
+        "closure value changed",
+        "proj/helpers.py",
+        "make_adder(2)",
+        "make_adder(3)",
+        {"uses_factory_closure"},
     ),
     (
         "two locals swapped (not a rename)",

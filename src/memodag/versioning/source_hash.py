@@ -340,7 +340,7 @@ class _Walker:
 
     def _expand_function(self, fn: Any, *, drop_decorators: bool) -> tuple[str, list[_Ref]]:
         code = fn.__code__
-        own, decorator_chains, imports = function_digest(fn, drop_decorators)
+        own, decorator_chains, imports, cells = function_digest(fn, drop_decorators)
         namespace = fn.__globals__
         owner = namespace.get("__name__") or module_of(fn)
         children: list[_Ref] = []
@@ -358,7 +358,9 @@ class _Walker:
                 value = cell.cell_contents
             except ValueError:  # an empty cell: the variable is assigned after this def
                 continue
-            children.append(self.describe(value, owner, f"{label}.<closure>.{var}"))
+            # named by its placeholder: renaming the factory's variable is no change
+            name = dict(cells).get(var, var)
+            children.append(self.describe(value, owner, f"{label}.<closure>.{name}"))
         if fn.__defaults__ or fn.__kwdefaults__:
             defaults = (fn.__defaults__ or (), fn.__kwdefaults__ or {})
             children.append(self.describe(defaults, owner, f"{label}.<defaults>"))

@@ -33,9 +33,10 @@ ImportRef = tuple[int, tuple[str, ...]]
 
 # Process-wide caches: parsing is the expensive part and does not depend on strategy settings.
 # Keys hold the code objects, so an id is never reused while its entry lives.
-_SOURCE_DIGESTS: dict[
-    tuple[Any, ...], tuple[str, tuple[tuple[str, ...], ...], tuple[ImportRef, ...]]
-] = {}
+FunctionDigest = tuple[
+    str, tuple[tuple[str, ...], ...], tuple[ImportRef, ...], tuple[tuple[str, str], ...]
+]
+_SOURCE_DIGESTS: dict[tuple[Any, ...], FunctionDigest] = {}
 _CLASS_DIGESTS: dict[int, tuple[type, str, tuple[tuple[str, ...], ...]]] = {}
 _MODULE_DIGESTS: dict[int, tuple[types.ModuleType, str]] = {}
 _CODE_CHAINS: dict[tuple[Any, str], tuple[tuple[str, ...], ...]] = {}
@@ -47,30 +48,31 @@ _FRESHNESS_INTERVAL = 1.0
 _freshness = {"generation": 0, "checked": 0.0}
 
 
-def function_digest(
-    fn: Any, drop_decorators: bool
-) -> tuple[str, tuple[tuple[str, ...], ...], tuple[ImportRef, ...]]:
-    """``(digest, dotted names used in decorator lines, what the body's imports reach)`` of a
-    function, from source if possible. Local variables are renamed to placeholders first
-    (``_local_names``), so a pure rename keeps the digest."""
+def function_digest(fn: Any, drop_decorators: bool) -> FunctionDigest:
+    """``(digest, dotted names used in decorator lines, what the body's imports reach, closure
+    variable -> its placeholder)`` of a function, from source if possible. Local variables are
+    renamed to placeholders first (``_local_names``), so a pure rename keeps the digest."""
     code = fn.__code__
     key = (code, code.co_filename, code.co_qualname, drop_decorators)
     hit = _SOURCE_DIGESTS.get(key)
     if hit is None:
         found = _find_function(code, fn.__globals__)
         if found is None:
-            hit = ("code:" + _code_digest(code), (), ())
+            hit = ("code:" + _code_digest(code), (), (), ())
         else:
             index, nodes = found
             chains: list[tuple[str, ...]] = []
             imports: list[ImportRef] = []
             dumps = []
+            cells: tuple[tuple[str, str], ...] = ()
             for node in nodes:
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                     renamable, has_imports = _local_names(node, index)
                     if has_imports:
                         imports += _import_refs(node)
-                    dumps.append(_dump_function(node, renamable, drop_decorators))
+                    text, names = _dump_function(node, renamable, drop_decorators)
+                    dumps.append(text)
+                    cells = tuple((v, names[v]) for v in code.co_freevars if v in names)
                     if not drop_decorators:
                         for decorator in node.decorator_list:
                             chains += _ast_chains(decorator)
@@ -80,6 +82,7 @@ def function_digest(
                 "ast:" + hash_strings(*dumps),
                 tuple(dict.fromkeys(chains)),
                 tuple(dict.fromkeys(imports)),
+                cells,
             )
         _SOURCE_DIGESTS[key] = hit
     return hit
@@ -346,10 +349,10 @@ def _local_names(
                 kept.add(name)
             elif symbol.is_parameter() or symbol.is_global() or symbol.is_namespace():
                 kept.add(name)
-            elif symbol.is_free():
-                if scope is table:  # bound outside the function: a cell of its factory
-                    kept.add(name)
-            elif symbol.is_local():
+            elif symbol.is_free() or symbol.is_local():
+                # free in the function itself: a cell of the factory that made it, whose value
+                # counts under the placeholder's name (``function_digest``'s cells)
+                candidates.add(name)
                 candidates.add(name)
     return frozenset(candidates - kept), has_imports
 
@@ -365,9 +368,10 @@ _IDENTIFIER_FIELDS = {
 
 def _dump_function(
     node: ast.FunctionDef | ast.AsyncFunctionDef, renamable: frozenset[str], drop_decorators: bool
-) -> str:
+) -> tuple[str, dict[str, str]]:
     """A def as ``_dump`` writes it, with the names in ``renamable`` replaced in its body by
-    ``#0``, ``#1``, ... in order of first appearance (no identifier starts with ``#``)."""
+    ``#0``, ``#1``, ... in order of first appearance (no identifier starts with ``#``), and
+    those replacements."""
     names: dict[str, str] = {}
 
     def name(value: str) -> str:
@@ -407,7 +411,7 @@ def _dump_function(
             parts.append("[" + ", ".join(map(plain, value)) + "]")
         else:
             parts.append(plain(value))
-    return f"{type(node).__name__}({', '.join(parts)})"
+    return f"{type(node).__name__}({', '.join(parts)})", names
 
 
 def _dump(node: ast.AST) -> str:
