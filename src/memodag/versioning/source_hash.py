@@ -50,7 +50,8 @@ and renaming a file changes no code. Where two reached objects share such a name
 names count too, so a reference switched from one to the other is still seen.
 Local variables are renamed to placeholders before hashing (``source_index._normalize_locals``),
 so a pure rename of one (assignments, loop, comprehension, ``except``/``with`` targets, cells
-that inner functions close over) is no change. Parameters keep their names: they are a
+that inner functions close over, a factory's variable the function closes over, whose value
+counts under its placeholder) is no change. Parameters keep their names: they are a
 function's interface (keyword callers, an op's input names), so renaming one is a change.
 
 Limits (by design, and what to do about them):
