@@ -528,6 +528,13 @@ EDITS = [
         set(),
     ),
     (
+        "local variable renamed in a class method",
+        "proj/helpers.py",
+        "sum(c.size() for c in self.children)",
+        "sum(child.size() for child in self.children)",
+        set(),
+    ),
+    (
         "closure variable of a factory renamed",
         "proj/helpers.py",
         "def make_adder(amount):\n    def add(x):\n        return x + amount",

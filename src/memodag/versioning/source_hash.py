@@ -55,9 +55,9 @@ counts under its placeholder) is no change. Parameters keep their names: they ar
 function's interface (keyword callers, an op's input names), so renaming one is a change.
 
 Limits (by design, and what to do about them):
-- Imports inside a function are followed only where its source can be read; a local variable
-  renamed in a lambda or a class method still counts as a change (only ``def`` functions are
-  normalised), and so does the name of a nested ``def``/``class`` or of an imported module.
+- Imports inside a function are followed only where its source can be read; a variable renamed
+  in a lambda still counts as a change (``def`` functions and methods are normalised, lambdas are
+  found by line only), and so does the name of a nested ``def``/``class`` or of an imported module.
 - Source unavailable (REPL, ``exec``, a file changed or deleted since import): the code object's
   parts are hashed instead (``co_consts`` recursively, ``co_names``, ``co_varnames``, the
   qualified name and the sequence of operation names, which tells ``x + 1`` from ``x - 1`` but

@@ -231,10 +231,11 @@ def class_digest(cls: type) -> tuple[str, tuple[tuple[str, ...], ...]]:
     """``(digest, dotted names the class statement loads outside method bodies)`` of a class."""
     hit = _CLASS_DIGESTS.get(id(cls))
     if hit is None:
-        node = _find_class(cls)
-        if node is not None:
+        found = _find_class(cls)
+        if found is not None:
+            index, node = found
             chains = tuple(dict.fromkeys(_class_body_chains(node)))
-            digest = "ast:" + hash_strings(_dump(node))
+            digest = "ast:" + hash_strings(_dump_class(node, index))
         else:  # no source: the members' code and simple attributes stand in for it
             parts = [cls.__qualname__]
             for name, member in vars(cls).items():
@@ -248,7 +249,7 @@ def class_digest(cls: type) -> tuple[str, tuple[tuple[str, ...], ...]]:
     return hit[1], hit[2]
 
 
-def _find_class(cls: type) -> ast.ClassDef | None:
+def _find_class(cls: type) -> tuple[_SourceIndex, ast.ClassDef] | None:
     methods = [c for m in vars(cls).values() for c in _member_code(m)]
     module = sys.modules.get(cls.__module__)
     filename = safe_getattr(module, "__file__") if module is not None else MISSING
@@ -269,7 +270,7 @@ def _find_class(cls: type) -> ast.ClassDef | None:
         candidates = [
             n for n in candidates if any(n.lineno <= x <= (n.end_lineno or 0) for x in lines)
         ]
-    return candidates[0] if len(candidates) == 1 else None
+    return (index, candidates[0]) if len(candidates) == 1 else None
 
 
 def module_digest(module: types.ModuleType) -> str:
@@ -412,6 +413,35 @@ def _dump_function(
         else:
             parts.append(plain(value))
     return f"{type(node).__name__}({', '.join(parts)})", names
+
+
+def _dump_class(node: ast.ClassDef, index: _SourceIndex) -> str:
+    """A class statement as ``_dump`` writes it, its methods (and nested classes') with their
+    local variables renamed as ``_dump_function`` does for a def."""
+    parts = []
+    for field in node._fields:
+        value: Any = getattr(node, field, None)
+        if field == "body":
+            items = []
+            for statement in value:
+                if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
+                    items.append(
+                        _dump_function(statement, _local_names(statement, index)[0], False)[0]
+                    )
+                elif isinstance(statement, ast.ClassDef):
+                    items.append(_dump_class(statement, index))
+                else:
+                    items.append(_dump(statement))
+            parts.append("[" + ", ".join(items) + "]")
+        elif isinstance(value, list):
+            parts.append(
+                "["
+                + ", ".join(_dump(v) if isinstance(v, ast.AST) else repr(v) for v in value)
+                + "]"
+            )
+        else:
+            parts.append(_dump(value) if isinstance(value, ast.AST) else repr(value))
+    return f"ClassDef({', '.join(parts)})"
 
 
 def _dump(node: ast.AST) -> str:
