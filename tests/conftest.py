@@ -13,6 +13,13 @@ from memodag import Instance
 POSTGRES_ENV = "MEMODAG_TEST_POSTGRES_URL"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def memodag_cache_dir(tmp_path_factory):
+    """Source-hash versions cache what they read of installed distributions in the user's cache
+    folder: the tests (and the processes they start) use one of their own."""
+    os.environ["MEMODAG_CACHE_DIR"] = str(tmp_path_factory.mktemp("memodag_cache"))
+
+
 @pytest.fixture(autouse=True)
 def memodag_home(tmp_path, monkeypatch):
     """Runs started without an explicit instance use ``Instance.get()``: point it at a temporary

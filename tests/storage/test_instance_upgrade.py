@@ -127,14 +127,7 @@ def _schema_rows(url: str) -> list[int]:
         return [r[0] for r in conn.execute("SELECT version FROM memodag_schema ORDER BY 1")]
 
 
-def test_an_instance_of_the_previous_release_upgrades_and_memoizes(
-    old_instance_url, old_home, monkeypatch
-):
-    # versions computed as memodag 0.1 did (scheme 1): its stored outputs are reused and read;
-    # a memodag of a later scheme recomputes them once (the CLI test below)
-    from memodag.versioning import scheme
-
-    monkeypatch.setattr(scheme, "VERSION_SCHEME", 1)
+def test_an_instance_of_the_previous_release_upgrades_and_memoizes(old_instance_url, old_home):
     release_job = _load_release_job()
     with Instance.from_url(old_instance_url, storage_dir=old_home / "storage") as inst:
         assert sorted(r.run_id for r in inst.get_runs()) == RELEASE_RUN_IDS
@@ -144,18 +137,21 @@ def test_an_instance_of_the_previous_release_upgrades_and_memoizes(
         # every stored version was computed by the only scheme memodag 0.1 had
         assert {e.version_scheme for e in entries} == {1}
 
+        # this memodag computes versions by a newer scheme: everything is recomputed, once
+        first = release_job.execute_in_process(run_config=_label("east"), instance=inst)
+        assert len(first.executed_step_keys) == 6  # regions, double x3, total, report
         rerun = release_job.execute_in_process(run_config=_label("east"), instance=inst)
         assert rerun.executed_step_keys == []
-        assert len(rerun.memoized_step_keys) == 6  # regions, double x3, total, report
+        assert len(rerun.memoized_step_keys) == 6
 
-        # a new label re-runs only the report, which loads total as memodag 0.1 stored it
+        # a new label re-runs only the report, which loads total as the upgraded run stored it
         relabeled = release_job.execute_in_process(run_config=_label("new"), instance=inst)
         assert relabeled.executed_step_keys == ["report"]
         doubled = sum(2 * len(name) for name in ("north", "south", "west"))
         assert relabeled.output_for_node("report") == f"new: {doubled}"
     # upgraded in place: reopened, nothing is migrated again
     with Instance.from_url(old_instance_url) as inst:
-        assert len(inst.get_runs()) == 5
+        assert len(inst.get_runs()) == 6  # 3 of memodag 0.1's, 3 of this test's
     assert _schema_rows(old_instance_url) == [2]
 
 

@@ -78,6 +78,16 @@ def make_scaler(factor):
 
 
 scale = make_scaler(3)
+
+
+def make_adder(amount):
+    def add(x):
+        return x + amount
+
+    return add
+
+
+add_two = make_adder(2)
 square = lambda x: x * x  # noqa: E731
 
 
@@ -87,6 +97,34 @@ def add_one(x):
 
 def apply(x, fn=add_one):
     return fn(x)
+
+
+@functools.singledispatch
+def describe(value):
+    return "thing"
+
+
+@describe.register
+def _(value: int):
+    return "int"
+
+
+@describe.register(str)
+def _describe_text(value):
+    return "text"
+
+
+class Formatter:
+    @functools.singledispatchmethod
+    def fmt(self, value):
+        return str(value)
+
+
+def _fmt_float(self, value):
+    return f"{value:.2f}"
+
+
+Formatter.fmt.register(float, _fmt_float)
 
 
 class Tree:
@@ -106,7 +144,7 @@ OPS = """
 import yaml
 
 from memodag import op, resource
-from proj import helpers
+from proj import helpers, left, mid, right
 from proj.helpers import Tree, clean
 
 
@@ -165,9 +203,76 @@ def uses_cached(text: str):
     return helpers.cached_len(text)
 
 
+@op
+def imports_inside(x: int):
+    from proj.inner import quad
+
+    return quad(x)
+
+
+@op
+def imports_module_inside(x: int):
+    import proj.inner
+
+    return proj.inner.quad(x) + 1
+
+
+@op
+def imports_relative_inside(x: int):
+    from . import inner as imported
+
+    return imported.quad(x) + 2
+
+
+@op
+def uses_dispatch(value):
+    return helpers.describe(value)
+
+
+@op
+def uses_factory_closure(x: int):
+    return helpers.add_two(x)
+
+
+@op
+def uses_same_names(x: int):
+    return left.norm(x), right.norm(x), mid.via(x)
+
+
+@op
+def uses_dispatch_method(value):
+    return helpers.Formatter().fmt(value)
+
+
+@op
+def with_locals(xs: list):
+    total = 0
+    for item in xs:
+        total += item
+    squares = [v * v for v in xs]
+    try:
+        first = xs[0]
+    except IndexError as error:
+        first = error
+
+    def scaled(k):
+        return [k * s for s in squares]
+
+    return total, scaled(2), first
+
+
 @resource
 def store(init_context):
     return {"limit": helpers.LIMIT}
+"""
+
+INNER = """
+def quad(x):
+    return 4 * x
+
+
+def other(x):
+    return -x
 """
 
 NAMES = [
@@ -182,10 +287,26 @@ NAMES = [
     "uses_default",
     "uses_decorated",
     "uses_cached",
+    "imports_inside",
+    "imports_module_inside",
+    "imports_relative_inside",
+    "uses_dispatch",
+    "uses_dispatch_method",
+    "uses_same_names",
+    "uses_factory_closure",
+    "with_locals",
     "store",
 ]
 
-BASE = {"proj/__init__.py": "", "proj/helpers.py": HELPERS, "proj/ops.py": OPS}
+BASE = {
+    "proj/__init__.py": "",
+    "proj/helpers.py": HELPERS,
+    "proj/ops.py": OPS,
+    "proj/inner.py": INNER,
+    "proj/left.py": "def norm(x):\n    return x + 1\n",
+    "proj/right.py": "def norm(x):\n    return x - 1\n",
+    "proj/mid.py": "from proj.left import norm\n\n\ndef via(x):\n    return norm(x)\n",
+}
 
 
 def write_project(root: Path, files: dict[str, str]) -> Path:
@@ -245,6 +366,10 @@ def changed(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
 def base_versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return compute(write_project(tmp_path_factory.mktemp("base"), BASE))[0]
 
+
+LOCALS_BODY = OPS[
+    OPS.index("    total = 0") : OPS.index("scaled(2), first") + len("scaled(2), first")
+]
 
 REFORMATTED_HELPERS = (
     HELPERS.replace("def clean(text):\n", "# a comment\n\n\ndef clean( text ) :\n")
@@ -350,6 +475,93 @@ EDITS = [
         set(),
     ),
     ("formatting, comments and docstrings", "proj/helpers.py", HELPERS, REFORMATTED_HELPERS, set()),
+    (
+        "helper imported inside op bodies",
+        "proj/inner.py",
+        "4 * x",
+        "5 * x",
+        {"imports_inside", "imports_module_inside", "imports_relative_inside"},
+    ),
+    ("unused function of a module imported inside", "proj/inner.py", "-x", "x", set()),
+    (
+        "singledispatch registered implementation",
+        "proj/helpers.py",
+        'return "int"',
+        'return "integer"',
+        {"uses_dispatch"},
+    ),
+    (
+        "singledispatch registered type",
+        "proj/helpers.py",
+        "@describe.register(str)",
+        "@describe.register(bytes)",
+        {"uses_dispatch"},
+    ),
+    (
+        "singledispatchmethod implementation registered outside the class",
+        "proj/helpers.py",
+        "{value:.2f}",
+        "{value:.3f}",
+        {"uses_dispatch_method"},
+    ),
+    (
+        # versions name project code without its module; two reached functions called alike are
+        # still told apart, or this edit (no function's source changes) would go unseen
+        "a reference switched between two functions of one name",
+        "proj/mid.py",
+        "from proj.left import norm",
+        "from proj.right import norm",
+        {"uses_same_names"},
+    ),
+    (
+        "local variables renamed",
+        "proj/ops.py",
+        LOCALS_BODY,
+        LOCALS_BODY.replace("total", "running")
+        .replace("item", "element")
+        .replace("v * v for v", "w * w for w")
+        .replace("squares", "sq")
+        .replace("first", "head")
+        .replace("error", "exc")
+        .replace("for s in", "for t in")
+        .replace("k * s", "k * t"),
+        set(),
+    ),
+    (
+        "local variable renamed in a class method",
+        "proj/helpers.py",
+        "sum(c.size() for c in self.children)",
+        "sum(child.size() for child in self.children)",
+        set(),
+    ),
+    (
+        "closure variable of a factory renamed",
+        "proj/helpers.py",
+        "def make_adder(amount):\n    def add(x):\n        return x + amount",
+        "def make_adder(delta):\n    def add(x):\n        return x + delta",
+        set(),
+    ),
+    (
+        "closure value changed",
+        "proj/helpers.py",
+        "make_adder(2)",
+        "make_adder(3)",
+        {"uses_factory_closure"},
+    ),
+    (
+        "two locals swapped (not a rename)",
+        "proj/ops.py",
+        "return total, scaled(2), first",
+        "return first, scaled(2), total",
+        {"with_locals"},
+    ),
+    (
+        "parameter renamed (the op's interface)",
+        "proj/ops.py",
+        "def with_locals(xs: list):",
+        "def with_locals(values: list):\n    xs = values",
+        {"with_locals"},
+    ),
 ]
 
 
@@ -564,7 +776,7 @@ def test_source_is_parsed_once_per_file_and_hashed_once_per_function(
     module = importlib.import_module(package)
     read: list[str] = []
     dumped: list[str] = []
-    real_getlines, real_dump = source_index.linecache.getlines, source_index.ast.dump
+    real_getlines, real_dump = source_index.linecache.getlines, source_index._dump_function
 
     def counting_getlines(filename: str, *args: Any) -> list[str]:
         read.append(Path(filename).name)
@@ -575,7 +787,7 @@ def test_source_is_parsed_once_per_file_and_hashed_once_per_function(
         return real_dump(node, *args, **kwargs)
 
     monkeypatch.setattr(source_index.linecache, "getlines", counting_getlines)
-    monkeypatch.setattr(source_index.ast, "dump", counting_dump)
+    monkeypatch.setattr(source_index, "_dump_function", counting_dump)
     first = SourceHashVersionStrategy(local_roots=[tmp_path])
     ops_defs = [getattr(module, f"op_{i}") for i in range(50)]
     versions = {first.get_op_version(OpVersionContext(d, None)) for d in ops_defs}

@@ -2,7 +2,8 @@
 
 Owns classifying a module as project-local, stdlib or installed (labelled ``Dist==version``) and
 the stable names of objects (module as the user sees it, qualified name). Reads no source and
-hashes nothing; ``importlib.metadata`` is imported only when a version is first computed.
+hashes nothing; installed distributions are looked up in ``distributions`` when a version is first
+computed.
 """
 
 from __future__ import annotations
@@ -31,20 +32,56 @@ def classify_module(module_name: str, local_roots: Iterable[str]) -> tuple[str, 
     module = sys.modules.get(module_name)
     file = safe_getattr(module, "__file__") if module is not None else None
     if isinstance(file, str):
-        path = real_path(file)
-        if _under(path, _site_dirs()) or any(
-            p in ("site-packages", "dist-packages") for p in path.split(os.sep)
-        ):
-            return "package", _distribution_label(top)
-        if _under(path, _stdlib_dirs()):
-            return "stdlib", module_name
-        if _under(path, local_roots):
-            return "local", module_name
+        found = _classify_path(real_path(file), module_name, local_roots)
+        if found is not None:
+            return found
     elif top in sys.stdlib_module_names or top in sys.builtin_module_names:
         return "stdlib", module_name
     if _distributions().get(top):
         return "package", _distribution_label(top)
     return "local", module_name
+
+
+def classify_unimported(module_name: str, local_roots: Iterable[str]) -> tuple[str, str] | None:
+    """``classify_module`` for a module not imported yet, from where its top-level package would
+    be found (nothing is imported); None when it cannot be found."""
+    import importlib.util
+
+    top = module_name.partition(".")[0]
+    if top == "memodag":
+        return "package", _distribution_label(top)
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return "stdlib", module_name
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    locations = list(spec.submodule_search_locations or ())
+    origin = spec.origin if spec.has_location else None
+    path = origin or (locations[0] if locations else None)
+    if isinstance(path, str):
+        found = _classify_path(real_path(path), module_name, local_roots)
+        if found is not None:
+            return found
+    if _distributions().get(top):
+        return "package", _distribution_label(top)
+    return "local", module_name
+
+
+def _classify_path(
+    path: str, module_name: str, local_roots: Iterable[str]
+) -> tuple[str, str] | None:
+    if _under(path, _site_dirs()) or any(
+        p in ("site-packages", "dist-packages") for p in path.split(os.sep)
+    ):
+        return "package", _distribution_label(module_name.partition(".")[0])
+    if _under(path, _stdlib_dirs()):
+        return "stdlib", module_name
+    if _under(path, local_roots):
+        return "local", module_name
+    return None
 
 
 def safe_getattr(obj: Any, name: str) -> Any:
@@ -139,24 +176,16 @@ def _stdlib_dirs() -> tuple[str, ...]:
     return tuple(dict.fromkeys(real_path(d) for d in dirs))
 
 
-@functools.cache
-def _distributions() -> Mapping[str, list[str]]:
-    import importlib.metadata  # only when a version is first computed: it costs import time
+def _distributions() -> Mapping[str, tuple[str, ...]]:
+    from memodag.versioning.distributions import distributions_by_top_level
 
-    return importlib.metadata.packages_distributions()
+    return distributions_by_top_level()
 
 
 @functools.cache
 def _distribution_label(top: str) -> str:
     """``Dist==version`` for a top-level module (several joined by '+', sorted)."""
-    import importlib.metadata
-
-    labels = []
-    for dist in sorted(set(_distributions().get(top, ()))):
-        try:
-            labels.append(f"{dist}=={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    labels = _distributions().get(top)
     if labels:
         return "+".join(labels)
     module = sys.modules.get(top)

@@ -10,7 +10,8 @@ version that may now mean something else), and the run says so once. See docs/ve
 from __future__ import annotations
 
 #: bump on every change to how versions are computed; 1 is every release up to memodag 0.1;
-#: 2: mapping order counts in config and data hashes, declared data versions (``data_version=``)
+#: 2: mapping order counts in config and data hashes, declared data versions (``data_version=``),
+#: source hashes follow imports in op bodies and singledispatch, ignore local names and modules
 VERSION_SCHEME = 2
 
 

@@ -11,11 +11,17 @@ project-local object the code can reach by name:
   lambdas, inner functions), attribute chains through modules (``helpers.clean(x)`` reaches
   ``helpers.clean``, not the whole ``helpers`` module), closure cells, default argument values,
   ``__wrapped__`` of decorated functions and the names used in a helper's decorator lines;
+- imports inside a function body (``from helpers import quad`` or ``import helpers`` in the op,
+  relative ones too), followed like globals: ``quad(x)`` or ``helpers.quad(x)`` reaches
+  ``helpers.quad``. A project module not imported yet is imported to be hashed (the op imports it
+  when it runs anyway); installed and stdlib ones are never imported, only named;
+- every implementation registered on a ``functools.singledispatch`` function (or
+  ``singledispatchmethod``), with the type that picks it;
 - project-local classes as a whole (class source, bases, every method, names used in the body);
 - module constants, by a canonical form of simple values (see ``_Walker.canonical``).
 
 Each reached object becomes a node ``(kind, name, digest)``; the version is the digest of the
-sorted node list, so it depends only on module names, qualified names and contents: never on
+sorted node list, so it depends only on qualified names and contents: never on
 ``hash()``, memory addresses, dict/set iteration order or absolute file paths. The walk keeps a
 seen-set, so recursion and cycles terminate.
 
@@ -37,10 +43,21 @@ without changing it, and rewording one must not recompute an expensive pipeline.
 decorator lines (``@op(...)``) are dropped too: its config and hand-set version are hashed
 separately by the version resolver, and the rest (description, tags, io manager keys) decides
 where data goes, not what it is. Helpers keep their decorators, and names used in them are
-followed, because a helper's decorator changes what the helper does. Module names are taken as
-the user sees them: a script run as ``__main__`` and the same file loaded by the CLI hash alike.
+followed, because a helper's decorator changes what the helper does. Project code is named
+in versions by its qualified name without its module (``hashed_label``): a module's name depends
+on how it was loaded (a script as ``__main__``, ``-f pipe/job.py`` as ``job``, ``-m pipe.job``),
+and renaming a file changes no code. Where two reached objects share such a name, their full
+names count too, so a reference switched from one to the other is still seen.
+Local variables are renamed to placeholders before hashing (``source_index._normalize_locals``),
+so a pure rename of one (assignments, loop, comprehension, ``except``/``with`` targets, cells
+that inner functions close over, a factory's variable the function closes over, whose value
+counts under its placeholder) is no change. Parameters keep their names: they are a
+function's interface (keyword callers, an op's input names), so renaming one is a change.
 
 Limits (by design, and what to do about them):
+- Imports inside a function are followed only where its source can be read; a variable renamed
+  in a lambda still counts as a change (``def`` functions and methods are normalised, lambdas are
+  found by line only), and so does the name of a nested ``def``/``class`` or of an imported module.
 - Source unavailable (REPL, ``exec``, a file changed or deleted since import): the code object's
   parts are hashed instead (``co_consts`` recursively, ``co_names``, ``co_varnames``, the
   qualified name and the sequence of operation names, which tells ``x + 1`` from ``x - 1`` but
@@ -72,6 +89,8 @@ from __future__ import annotations
 import builtins
 import enum
 import functools
+import importlib
+import importlib.util
 import os
 import sys
 import types
@@ -86,6 +105,7 @@ from memodag.hashing import hash_strings
 from memodag.versioning.code_origin import (
     MISSING,
     classify_module,
+    classify_unimported,
     display_module,
     dotted_name,
     module_of,
@@ -119,6 +139,10 @@ class _Ref:
     label: str
     target: Any = None
 
+    @property
+    def hashed(self) -> str:
+        return hashed_label(self.kind, self.label)
+
 
 @dataclass(frozen=True, slots=True)
 class _Node:
@@ -126,8 +150,25 @@ class _Node:
     label: str
     digest: str
 
+    @property
+    def hashed(self) -> str:
+        return hashed_label(self.kind, self.label)
+
     def material(self) -> str:
-        return f"{self.kind}\x1f{self.label}\x1f{self.digest}"
+        return f"{self.kind}\x1f{self.hashed}\x1f{self.digest}"
+
+
+def hashed_label(kind: str, label: str) -> str:
+    """What of a label goes into versions: project code by its qualified name without its
+    module, whose name depends on how the code was loaded (``-f pipe/job.py`` loads ``job``,
+    ``-m pipe.job`` loads ``pipe.job``) and on the file's name; installed and stdlib code by its
+    label (``Dist==version``, a stdlib name). Two reached objects with one such name are told
+    apart by ``SourceHashVersionStrategy._ambiguous``."""
+    if kind in ("package", "stdlib"):
+        return label
+    if kind == "module":
+        return label.rpartition(".")[2]
+    return label.partition(":")[2] or label
 
 
 class SourceHashVersionStrategy(VersionStrategy):
@@ -173,6 +214,29 @@ class SourceHashVersionStrategy(VersionStrategy):
         """Like ``explain_op``, for a resource's function."""
         return self._explain(resource_def.resource_fn, "resource")
 
+    def _ambiguous(self, nodes: list[tuple[tuple[Any, ...], _Node]]) -> list[str]:
+        """Versions name project code without its module (``hashed_label``); when two objects
+        reached from one op share a name, which one each reference points to is told by their
+        full labels (only then does the version depend on module names)."""
+        counts: dict[tuple[str, str], int] = {}
+        for _, node in nodes:
+            counts[(node.kind, node.hashed)] = counts.get((node.kind, node.hashed), 0) + 1
+        shared = {name for name, count in counts.items() if count > 1}
+        if not shared:
+            return []
+        extra = [
+            f"\x1e{node.kind}\x1f{node.label}\x1f{node.digest}"
+            for _, node in nodes
+            if (node.kind, node.hashed) in shared
+        ]
+        for key, node in nodes:
+            extra += [
+                f"\x1e{node.material()}\x1f{child.kind}:{child.label}"
+                for child in self._walker.children(key)
+                if (child.kind, child.hashed) in shared
+            ]
+        return sorted(extra)
+
     def _explain(self, fn: Any, kind: str) -> list[ExplainEntry]:
         _, nodes = self._result(fn, kind)
         return [(n.kind, n.label, n.digest) for n in nodes]
@@ -191,7 +255,9 @@ class SourceHashVersionStrategy(VersionStrategy):
             first = next(n for k, n in nodes if k == root.key)
             rest = sorted((n for k, n in nodes if k != root.key), key=_Node.material)
             ordered = [first, *rest]
-            version = hash_strings(SCHEME, *(n.material() for n in ordered))
+            version = hash_strings(
+                SCHEME, *(n.material() for n in ordered), *self._ambiguous(nodes)
+            )
             hit = self._results[key] = (fn, version, ordered)
         return hit[1], hit[2]
 
@@ -226,6 +292,10 @@ class _Walker:
             stack.extend(c for c in children if c.key not in seen)
         return list(seen.items())
 
+    def children(self, key: tuple[Any, ...]) -> tuple[_Ref, ...]:
+        """What an expanded object references (after ``reachable`` walked it)."""
+        return self._expanded[key][2]
+
     def expand(self, ref: _Ref) -> tuple[_Node, tuple[_Ref, ...]]:
         hit = self._expanded.get(ref.key)
         if hit is None:
@@ -239,7 +309,7 @@ class _Walker:
                     stacklevel=2,
                 )
                 own, children = f"unhashable:{type(exc).__name__}", []
-            edges = sorted({f"{c.kind}:{c.label}" for c in children})
+            edges = sorted({f"{c.kind}:{c.hashed}" for c in children})
             node = _Node(ref.kind, ref.label, hash_strings(ref.kind, own, *edges))
             hit = self._expanded[ref.key] = (ref.target, node, tuple(children))
         return hit[1], hit[2]
@@ -263,7 +333,7 @@ class _Walker:
                 children.append(self.external(origin, label if origin == "package" else module))
             else:
                 children.append(self.describe(type(target), module, "<type>"))
-            return type_name(type(target)), children
+            return type_name(type(target)) + self._dispatch_registry(target, children), children
         if kind == "constant":
             refs = []
             return self.canonical(target, refs, ref.label, "<item>", set()), refs
@@ -271,12 +341,16 @@ class _Walker:
 
     def _expand_function(self, fn: Any, *, drop_decorators: bool) -> tuple[str, list[_Ref]]:
         code = fn.__code__
-        own, decorator_chains = function_digest(fn, drop_decorators)
+        own, decorator_chains, imports, cells = function_digest(fn, drop_decorators)
         namespace = fn.__globals__
         owner = namespace.get("__name__") or module_of(fn)
         children: list[_Ref] = []
         for chain in (*code_chains(code), *decorator_chains):
             ref = self.resolve_chain(chain, namespace, owner)
+            if ref is not None:
+                children.append(ref)
+        for level, path in imports:
+            ref = self.resolve_import(level, path, namespace, owner)
             if ref is not None:
                 children.append(ref)
         label = object_label(fn)
@@ -285,7 +359,9 @@ class _Walker:
                 value = cell.cell_contents
             except ValueError:  # an empty cell: the variable is assigned after this def
                 continue
-            children.append(self.describe(value, owner, f"{label}.<closure>.{var}"))
+            # named by its placeholder: renaming the factory's variable is no change
+            name = dict(cells).get(var, var)
+            children.append(self.describe(value, owner, f"{label}.<closure>.{name}"))
         if fn.__defaults__ or fn.__kwdefaults__:
             defaults = (fn.__defaults__ or (), fn.__kwdefaults__ or {})
             children.append(self.describe(defaults, owner, f"{label}.<defaults>"))
@@ -322,7 +398,89 @@ class _Walker:
                 children.append(self.describe(member, cls.__module__, name))
         return own, children
 
+    def _dispatch_registry(self, target: Any, children: list[_Ref]) -> str:
+        """A ``functools.singledispatch`` function's registered implementations (each followed
+        like any reached function) and which type picks which: ``__wrapped__`` is only the
+        fallback for ``object``."""
+        registry = safe_getattr(target, "registry")
+        if not isinstance(registry, Mapping) or not callable(safe_getattr(target, "dispatch")):
+            return ""
+        module = module_of(target)
+        pairs = []
+        for kind, implementation in list(registry.items()):
+            kind_ref = self.describe(kind, module, "<dispatch type>")
+            implementation_ref = self.describe(implementation, module, "<dispatch>")
+            children += (kind_ref, implementation_ref)
+            pairs.append(
+                f"{kind_ref.kind}:{kind_ref.hashed}->{implementation_ref.kind}:"
+                f"{implementation_ref.hashed}"
+            )
+        return "\x1f" + "\x1f".join(sorted(pairs))
+
     # -- naming what is reached -------------------------------------------------------------
+
+    def resolve_import(
+        self, level: int, path: tuple[str, ...], namespace: Mapping[str, Any], owner: str
+    ) -> _Ref | None:
+        """What an import inside a function body reaches (``source_index.ImportRef``): the
+        module is imported if it is project code and not imported yet (the op imports it when
+        it runs anyway); installed and stdlib modules are never imported here."""
+        if level:
+            package = namespace.get("__package__")
+            if not isinstance(package, str) or not package:
+                return None
+            try:
+                first = importlib.util.resolve_name("." * level, package)
+            except (ImportError, ValueError):
+                return None
+            rest = path
+        else:
+            first, rest = path[0], path[1:]
+        module = self.import_module(first, owner)
+        if not isinstance(module, types.ModuleType):
+            return module
+        obj: Any = module
+        owner, name = module.__name__, module.__name__
+        for attr in rest:
+            if not isinstance(obj, types.ModuleType):
+                break
+            origin = self.origin(obj.__name__)[0]
+            if origin == "stdlib":
+                return self.external(origin, f"{obj.__name__}.{attr}")
+            if origin != "local":
+                break
+            nxt = vars(obj).get(attr, MISSING)
+            if nxt is MISSING:  # ``from package import submodule`` not imported yet
+                nxt = self.import_module(f"{obj.__name__}.{attr}", owner)
+                if not isinstance(nxt, types.ModuleType):
+                    return nxt
+            owner, name, obj = obj.__name__, attr, nxt
+        return self.describe(obj, owner, name)
+
+    def import_module(self, name: str, owner: str) -> types.ModuleType | _Ref | None:
+        """The module ``name``, imported if it is project code; a reference for installed and
+        stdlib code (by distribution or name, without importing it); None if not found."""
+        module = sys.modules.get(name)
+        if module is not None:
+            return module
+        origin = classify_unimported(name, self.strategy.local_roots)
+        if origin is None:
+            return None  # the import fails when the op runs, whatever its version
+        if origin[0] != "local":
+            return self.external(*origin)
+        try:
+            return importlib.import_module(name)
+        except Exception as exc:  # the op's own import raises this when it runs
+            warnings.warn(
+                f"SourceHashVersionStrategy could not import {name!r}, imported by "
+                f"{display_module(owner)} inside a function ({type(exc).__name__}: {exc}); "
+                "what it holds does not count in the version",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+
+    # -- naming what is reached (by name) ---------------------------------------------------
 
     def resolve_chain(
         self, chain: tuple[str, ...], namespace: Mapping[str, Any], owner: str
@@ -399,7 +557,7 @@ class _Walker:
         if isinstance(value, enum.Enum):
             ref = self.describe(kind, owner, name)
             refs.append(ref)
-            return f"enum {ref.label}.{value.name}"
+            return f"enum {ref.hashed}.{value.name}"
         if id(value) in stack:
             return "<cycle>"
         stack = stack | {id(value)}
@@ -422,13 +580,13 @@ class _Walker:
         ref = self.describe(value, owner, name)
         if ref.kind != "constant":
             refs.append(ref)
-            return f"ref {ref.kind}:{ref.label}"
+            return f"ref {ref.kind}:{ref.hashed}"
         simple = _simple_stdlib_value(value)
         if simple is not None:
             return simple
         type_ref = self.describe(kind, owner, f"{name}.<type>")
         refs.append(type_ref)
-        text = f"object {type_name(kind)}"
+        text = f"object {type_ref.hashed if type_ref.kind == 'class' else type_name(kind)}"
         if isinstance(value, tuple | list):
             text += canon(list(value))
         elif isinstance(value, dict):

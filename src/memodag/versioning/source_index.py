@@ -10,11 +10,11 @@ hashed and why: see ``memodag.versioning.source_hash``. Never decides what is pr
 from __future__ import annotations
 
 import ast
-import copy
 import dis
 import functools
 import linecache
 import os
+import symtable
 import sys
 import time
 import types
@@ -27,9 +27,16 @@ from memodag.versioning.code_origin import MISSING, safe_getattr, type_name
 
 SCALARS = (type(None), bool, int, float, complex, str, bytes)
 
+#: ``(level, dotted path)`` reached through an import inside a function body: ``from .helpers
+#: import quad`` and a call ``quad(x)`` give ``(1, ("helpers", "quad"))``.
+ImportRef = tuple[int, tuple[str, ...]]
+
 # Process-wide caches: parsing is the expensive part and does not depend on strategy settings.
 # Keys hold the code objects, so an id is never reused while its entry lives.
-_SOURCE_DIGESTS: dict[tuple[Any, ...], tuple[str, tuple[tuple[str, ...], ...]]] = {}
+FunctionDigest = tuple[
+    str, tuple[tuple[str, ...], ...], tuple[ImportRef, ...], tuple[tuple[str, str], ...]
+]
+_SOURCE_DIGESTS: dict[tuple[Any, ...], FunctionDigest] = {}
 _CLASS_DIGESTS: dict[int, tuple[type, str, tuple[tuple[str, ...], ...]]] = {}
 _MODULE_DIGESTS: dict[int, tuple[types.ModuleType, str]] = {}
 _CODE_CHAINS: dict[tuple[Any, str], tuple[tuple[str, ...], ...]] = {}
@@ -41,31 +48,51 @@ _FRESHNESS_INTERVAL = 1.0
 _freshness = {"generation": 0, "checked": 0.0}
 
 
-def function_digest(fn: Any, drop_decorators: bool) -> tuple[str, tuple[tuple[str, ...], ...]]:
-    """``(digest, dotted names used in decorator lines)`` of a function, from source if possible."""
+def function_digest(fn: Any, drop_decorators: bool) -> FunctionDigest:
+    """``(digest, dotted names used in decorator lines, what the body's imports reach, closure
+    variable -> its placeholder)`` of a function, from source if possible. Local variables are
+    renamed to placeholders first (``_local_names``), so a pure rename keeps the digest."""
     code = fn.__code__
     key = (code, code.co_filename, code.co_qualname, drop_decorators)
     hit = _SOURCE_DIGESTS.get(key)
     if hit is None:
-        nodes = _find_function(code, fn.__globals__)
-        if nodes is None:
-            hit = ("code:" + _code_digest(code), ())
+        found = _find_function(code, fn.__globals__)
+        if found is None:
+            hit = ("code:" + _code_digest(code), (), (), ())
         else:
+            index, nodes = found
             chains: list[tuple[str, ...]] = []
-            for i, node in enumerate(nodes):
+            imports: list[ImportRef] = []
+            dumps = []
+            cells: tuple[tuple[str, str], ...] = ()
+            for node in nodes:
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                    if drop_decorators:
-                        nodes[i] = node = copy.copy(node)  # the index's tree is shared
-                        node.decorator_list = []
-                    for decorator in node.decorator_list:
-                        chains += _ast_chains(decorator)
-            hit = ("ast:" + hash_strings(*map(_dump, nodes)), tuple(dict.fromkeys(chains)))
+                    renamable, has_imports = _local_names(node, index)
+                    if has_imports:
+                        imports += _import_refs(node)
+                    text, names = _dump_function(node, renamable, drop_decorators)
+                    dumps.append(text)
+                    cells = tuple((v, names[v]) for v in code.co_freevars if v in names)
+                    if not drop_decorators:
+                        for decorator in node.decorator_list:
+                            chains += _ast_chains(decorator)
+                else:
+                    dumps.append(_dump(node))
+            hit = (
+                "ast:" + hash_strings(*dumps),
+                tuple(dict.fromkeys(chains)),
+                tuple(dict.fromkeys(imports)),
+                cells,
+            )
         _SOURCE_DIGESTS[key] = hit
     return hit
 
 
-def _find_function(code: types.CodeType, namespace: dict[str, Any]) -> list[ast.AST] | None:
-    """The def (or the matching lambdas on its line) of ``code``; None when it cannot be had."""
+def _find_function(
+    code: types.CodeType, namespace: dict[str, Any]
+) -> tuple[_SourceIndex, list[ast.AST]] | None:
+    """The def (or the matching lambdas on its line) of ``code`` and the file's index; None when
+    it cannot be had."""
     index = _source_index(code.co_filename, namespace)
     if index is None:
         return None
@@ -76,12 +103,12 @@ def _find_function(code: types.CodeType, namespace: dict[str, Any]) -> list[ast.
             for n in index.lambdas.get(code.co_firstlineno, ())
             if [a.arg for a in (*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs)] == wanted
         ]
-        return list[ast.AST](lambdas) or None
+        return (index, list[ast.AST](lambdas)) if lambdas else None
     for node in index.definitions.get(code.co_qualname, ()):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == code.co_name:
             first_line = min([d.lineno for d in node.decorator_list] + [node.lineno])
             if first_line == code.co_firstlineno:
-                return [node]
+                return index, [node]
     return None  # the file changed since import: never hash the wrong text
 
 
@@ -91,7 +118,9 @@ class _SourceIndex:
 
     tree: ast.Module
     definitions: dict[str, list[ast.AST]]
+    source: str = ""
     lambdas_by_line: dict[int, list[ast.Lambda]] | None = None
+    scopes_by_line: dict[tuple[str, int], symtable.SymbolTable] | None = None
 
     @property
     def lambdas(self) -> dict[int, list[ast.Lambda]]:
@@ -101,6 +130,22 @@ class _SourceIndex:
                 if isinstance(node, ast.Lambda):
                     self.lambdas_by_line.setdefault(node.lineno, []).append(node)
         return self.lambdas_by_line
+
+    def scope(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> symtable.SymbolTable | None:
+        """The symbol table of a def (built for the whole file on first use)."""
+        if self.scopes_by_line is None:
+            self.scopes_by_line = {}
+            try:
+                top = symtable.symtable(self.source, "<source>", "exec")
+            except (SyntaxError, ValueError):
+                return None
+            tables = [top]
+            while tables:
+                table = tables.pop()
+                if table.get_type() == "function":
+                    self.scopes_by_line[(table.get_name(), table.get_lineno())] = table
+                tables.extend(table.get_children())
+        return self.scopes_by_line.get((node.name, node.lineno))
 
 
 def _source_index(filename: str, namespace: dict[str, Any] | None) -> _SourceIndex | None:
@@ -119,7 +164,7 @@ def _source_index(filename: str, namespace: dict[str, Any] | None) -> _SourceInd
         except (SyntaxError, ValueError):
             tree = None
         if tree is not None:
-            index = _SourceIndex(tree, {})
+            index = _SourceIndex(tree, {}, "".join(lines))
             _index_block(tree, "", index)
     _SOURCE_INDEXES[filename] = (signature, index)
     return index
@@ -186,10 +231,11 @@ def class_digest(cls: type) -> tuple[str, tuple[tuple[str, ...], ...]]:
     """``(digest, dotted names the class statement loads outside method bodies)`` of a class."""
     hit = _CLASS_DIGESTS.get(id(cls))
     if hit is None:
-        node = _find_class(cls)
-        if node is not None:
+        found = _find_class(cls)
+        if found is not None:
+            index, node = found
             chains = tuple(dict.fromkeys(_class_body_chains(node)))
-            digest = "ast:" + hash_strings(_dump(node))
+            digest = "ast:" + hash_strings(_dump_class(node, index))
         else:  # no source: the members' code and simple attributes stand in for it
             parts = [cls.__qualname__]
             for name, member in vars(cls).items():
@@ -203,7 +249,7 @@ def class_digest(cls: type) -> tuple[str, tuple[tuple[str, ...], ...]]:
     return hit[1], hit[2]
 
 
-def _find_class(cls: type) -> ast.ClassDef | None:
+def _find_class(cls: type) -> tuple[_SourceIndex, ast.ClassDef] | None:
     methods = [c for m in vars(cls).values() for c in _member_code(m)]
     module = sys.modules.get(cls.__module__)
     filename = safe_getattr(module, "__file__") if module is not None else MISSING
@@ -224,7 +270,7 @@ def _find_class(cls: type) -> ast.ClassDef | None:
         candidates = [
             n for n in candidates if any(n.lineno <= x <= (n.end_lineno or 0) for x in lines)
         ]
-    return candidates[0] if len(candidates) == 1 else None
+    return (index, candidates[0]) if len(candidates) == 1 else None
 
 
 def module_digest(module: types.ModuleType) -> str:
@@ -238,6 +284,164 @@ def module_digest(module: types.ModuleType) -> str:
         )
         hit = _MODULE_DIGESTS[id(module)] = (module, digest)
     return hit[1]
+
+
+def _import_refs(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ImportRef]:
+    """What imports inside a function body reach: each name an import binds, followed by the
+    attributes the body loads from it (``import helpers`` then ``helpers.quad(x)`` reaches
+    ``helpers.quad``, not the whole module); a bound name never loaded counts as itself."""
+    bindings: dict[str, ImportRef] = {}
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Import):
+            for alias in sub.names:
+                if alias.asname:
+                    bindings[alias.asname] = (0, tuple(alias.name.split(".")))
+                else:  # ``import a.b`` binds ``a``; ``a.b.c`` in the body walks down from it
+                    top = alias.name.partition(".")[0]
+                    bindings[top] = (0, (top,))
+        elif isinstance(sub, ast.ImportFrom):
+            base = tuple(sub.module.split(".")) if sub.module else ()
+            for alias in sub.names:
+                if alias.name != "*":
+                    bindings[alias.asname or alias.name] = (sub.level, (*base, alias.name))
+    if not bindings:
+        return []
+    refs: list[ImportRef] = []
+    used: set[str] = set()
+    for statement in node.body:
+        for chain in _ast_chains(statement):
+            bound = bindings.get(chain[0])
+            if bound is not None:
+                used.add(chain[0])
+                refs.append((bound[0], bound[1] + chain[1:]))
+    refs += [bound for name, bound in bindings.items() if name not in used]
+    return refs
+
+
+def _local_names(
+    node: ast.FunctionDef | ast.AsyncFunctionDef, index: _SourceIndex
+) -> tuple[frozenset[str], bool]:
+    """``(names renamed before hashing, whether the body imports anything)``.
+
+    Renamed: the function's local variables, so renaming one is no change: names assigned in
+    the body (comprehension variables, ``except ... as``, ``with ... as``, walrus and match
+    captures, cells inner functions close over). Kept: parameters of the function and of
+    anything nested in it (they are its interface: keyword callers, memodag's input names),
+    names of nested defs and classes and of imports (visible as ``__name__``), globals, class
+    attributes, and any name that is one of those in some scope of the body. From the file's
+    symbol tables (``symtable``), which say exactly which name is local where."""
+    table = index.scope(node)
+    if table is None:
+        return frozenset(), True
+    candidates: set[str] = set()
+    kept: set[str] = set()
+    has_imports = False
+    tables = [table]
+    while tables:
+        scope = tables.pop()
+        tables.extend(scope.get_children())
+        if scope.get_type() != "function":  # class bodies: names are attributes
+            kept.update(scope.get_identifiers())
+            continue
+        for symbol in scope.get_symbols():
+            name = symbol.get_name()
+            if symbol.is_imported():
+                has_imports = True
+                kept.add(name)
+            elif symbol.is_parameter() or symbol.is_global() or symbol.is_namespace():
+                kept.add(name)
+            elif symbol.is_free() or symbol.is_local():
+                # free in the function itself: a cell of the factory that made it, whose value
+                # counts under the placeholder's name (``function_digest``'s cells)
+                candidates.add(name)
+                candidates.add(name)
+    return frozenset(candidates - kept), has_imports
+
+
+_IDENTIFIER_FIELDS = {
+    ast.Name: "id",
+    ast.ExceptHandler: "name",
+    ast.MatchAs: "name",
+    ast.MatchStar: "name",
+    ast.MatchMapping: "rest",
+}
+
+
+def _dump_function(
+    node: ast.FunctionDef | ast.AsyncFunctionDef, renamable: frozenset[str], drop_decorators: bool
+) -> tuple[str, dict[str, str]]:
+    """A def as ``_dump`` writes it, with the names in ``renamable`` replaced in its body by
+    ``#0``, ``#1``, ... in order of first appearance (no identifier starts with ``#``), and
+    those replacements."""
+    names: dict[str, str] = {}
+
+    def name(value: str) -> str:
+        if value not in renamable:
+            return value
+        return names.setdefault(value, f"#{len(names)}")
+
+    def dump(item: Any) -> str:
+        if isinstance(item, ast.AST):
+            kind = type(item)
+            renamed = _IDENTIFIER_FIELDS.get(kind)
+            parts = []
+            for field in item._fields:
+                value = getattr(item, field, None)
+                if field == renamed and isinstance(value, str):
+                    parts.append(repr(name(value)))
+                elif kind is ast.Nonlocal and field == "names":
+                    parts.append(repr([name(v) for v in value or ()]))
+                else:
+                    parts.append(dump(value))
+            return f"{kind.__name__}({', '.join(parts)})"
+        if isinstance(item, list):
+            return "[" + ", ".join(map(dump, item)) + "]"
+        return repr(item)
+
+    def plain(item: Any) -> str:
+        return _dump(item) if isinstance(item, ast.AST) else repr(item)
+
+    parts = []
+    for field in node._fields:
+        value: Any = getattr(node, field, None)
+        if field == "body" and renamable:
+            parts.append(dump(value))
+        elif field == "decorator_list" and drop_decorators:
+            parts.append("[]")
+        elif isinstance(value, list):
+            parts.append("[" + ", ".join(map(plain, value)) + "]")
+        else:
+            parts.append(plain(value))
+    return f"{type(node).__name__}({', '.join(parts)})", names
+
+
+def _dump_class(node: ast.ClassDef, index: _SourceIndex) -> str:
+    """A class statement as ``_dump`` writes it, its methods (and nested classes') with their
+    local variables renamed as ``_dump_function`` does for a def."""
+    parts = []
+    for field in node._fields:
+        value: Any = getattr(node, field, None)
+        if field == "body":
+            items = []
+            for statement in value:
+                if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
+                    items.append(
+                        _dump_function(statement, _local_names(statement, index)[0], False)[0]
+                    )
+                elif isinstance(statement, ast.ClassDef):
+                    items.append(_dump_class(statement, index))
+                else:
+                    items.append(_dump(statement))
+            parts.append("[" + ", ".join(items) + "]")
+        elif isinstance(value, list):
+            parts.append(
+                "["
+                + ", ".join(_dump(v) if isinstance(v, ast.AST) else repr(v) for v in value)
+                + "]"
+            )
+        else:
+            parts.append(_dump(value) if isinstance(value, ast.AST) else repr(value))
+    return f"ClassDef({', '.join(parts)})"
 
 
 def _dump(node: ast.AST) -> str:
@@ -387,6 +591,9 @@ def _const_text(value: Any) -> str:
 def member_functions(member: Any) -> Iterator[Any]:
     """The callables a class attribute holds: a method, or those under static/class methods
     and properties (which may be any callable, e.g. an ``lru_cache`` wrapper)."""
+    if isinstance(member, functools.singledispatchmethod):
+        yield member.dispatcher  # its registry is followed like a singledispatch function's
+        return
     if isinstance(member, staticmethod | classmethod):
         member = member.__func__
     if isinstance(member, property):
