@@ -243,9 +243,14 @@ def _load_inputs(
             )
             try:
                 values.append(manager.load_input(context))
-            except MemodagError as exc:
-                if isinstance(exc, OutputLostError):
-                    lost.append(address)
+            except OutputLostError as exc:
+                lost.append(address)
+                raise OutputLostError(
+                    f"step '{task.step_key}' could not load input '{load.name}' (io manager "
+                    f"'{address.io_manager_key}'): {exc}",
+                    address,
+                ) from exc
+            except MemodagError:
                 raise
             except Exception as exc:
                 # gone or unreadable (FileNotFoundError, a truncated pickle): the engine may
