@@ -331,7 +331,8 @@ def _store_outputs(
         try:
             uri = manager.handle_output(context, produced.value)
             if isinstance(uri, StoredData):
-                uri, size, content_hash = str(uri), uri.size, uri.content_hash
+                written: StoredData = uri
+                size, content_hash, uri = written.size, written.content_hash, str(written)
         except StorageError as exc:
             # a user's own exception (a custom write function's) keeps its class; memodag's
             # storage errors gain the op, output and io manager they happened in

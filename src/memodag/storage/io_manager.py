@@ -49,7 +49,7 @@ class Address:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        found = {
+        found: dict[str, Any] = {
             "io_manager_key": self.io_manager_key,
             "uri": self.uri,
             "serializer": self.serializer,
