@@ -327,7 +327,23 @@ def _finish_run(
     if engine is not None:
         data = {"executed": engine.result.executed, "memoized": engine.result.memoized}
     event_log.append(Event(event_type, run_id, now, None, message, data))
-    event_log.flush()
+    try:
+        event_log.flush()
+    except Exception as exc:
+        # the run's events cannot be stored (a full disk, a database gone): its status must
+        # still say that it ended, and why, wherever that can be recorded
+        lost = event_log.discard()
+        status = RunStatus.FAILURE
+        message = (
+            f"{message + '; ' if message else ''}{lost} event(s) of the run could not be "
+            f"recorded: {type(exc).__name__}: {exc}"
+        )
+        with contextlib.suppress(Exception):
+            event_log.append(Event(EventType.RUN_FAILURE, run_id, now, None, message, data))
+            event_log.flush()
+        event_log.discard()
+        instance.update_run_status(run_id, status, now)
+        raise
     instance.update_run_status(run_id, status, now)
 
 
