@@ -2,13 +2,13 @@
 
 A run records ``process_identity()`` in its RUN_START event; ``memodag gc`` asks
 ``process_alive`` before removing files a run never recorded, so it never touches a live run's.
-Never decides anything itself, never signals a process.
+``mark_dead_runs`` records such runs as DIED. Never signals a process.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -62,3 +62,32 @@ def process_alive(identity: Mapping[str, Any] | None) -> bool | None:
         return True
     current = _start_ticks(pid)
     return current is None or current == recorded
+
+
+def mark_dead_runs(instance: Any, runs: Iterable[Any]) -> set[str]:
+    """Record as DIED every STARTED run in ``runs`` whose process is known to be gone (this host
+    can tell: ``process_alive``), with a RUN_FAILURE event saying so; return their ids. Runs on
+    other hosts, or recorded without a process, are left as they are."""
+    from memodag.storage.instance.records import Event, EventType, RunStatus
+
+    died: set[str] = set()
+    for run in runs:
+        if run.status is not RunStatus.STARTED:
+            continue
+        events = instance.get_events(run.run_id)
+        starts = [e for e in events if e.event_type is EventType.RUN_START]
+        identity = starts[0].data.get("process") if starts else None
+        if process_alive(identity) is not False:
+            continue
+        # it died some time after its last record: the best end time there is
+        ended = max((e.timestamp for e in events), default=run.start_time)
+        message = (
+            f"run died: its process (pid {identity.get('pid')} on {identity.get('host')}) "  # type: ignore[union-attr]
+            "ended without recording how the run ended (killed, or the machine stopped)"
+        )
+        instance.store_events([Event(EventType.RUN_FAILURE, run.run_id, ended, None, message)])
+        instance.update_run_status(run.run_id, RunStatus.DIED, ended)
+        run.status = RunStatus.DIED
+        run.end_time = ended
+        died.add(run.run_id)
+    return died

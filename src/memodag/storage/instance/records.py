@@ -14,6 +14,8 @@ class RunStatus(enum.StrEnum):
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
     CANCELED = "CANCELED"
+    #: recorded as STARTED by a process found gone: it will never record an end
+    DIED = "DIED"
 
 
 class EventType(enum.StrEnum):

@@ -34,6 +34,7 @@ from memodag.storage.jsonenc import encode as _encode
 
 T = TypeVar("T")
 
+
 def storable(text: str) -> str:
     """``text`` as every backend stores it: PostgreSQL refuses a NUL character in text (and
     would lose the whole batch of events with it), so NUL is written as the four characters
