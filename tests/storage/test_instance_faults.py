@@ -138,3 +138,49 @@ def test_an_instance_deleted_mid_run_fails_the_run_loudly(tmp_path):
     with pytest.raises(StorageError, match="was deleted while this process used it"):
         vanishing.execute_in_process(instance=instance)
     instance.close()
+
+
+def test_a_long_run_records_heartbeats(any_instance, monkeypatch):
+    import time
+
+    from memodag.storage import liveness
+
+    monkeypatch.setattr(liveness, "HEARTBEAT_SECONDS", 0.05)
+
+    @op
+    def slow() -> int:
+        time.sleep(0.5)
+        return 1
+
+    @job
+    def long_run():
+        slow()
+
+    result = long_run.execute_in_process(instance=any_instance)
+    run = any_instance.get_run(result.run_id)
+    assert run.heartbeat is not None and run.heartbeat - run.start_time > 0.3
+
+
+def test_a_run_on_another_host_whose_heartbeat_stopped_is_found_died(any_instance):
+    import time
+
+    from memodag.storage.instance.records import Event, RunRecord
+    from memodag.storage.liveness import HEARTBEAT_EXPIRY_SECONDS, mark_dead_runs
+
+    now = time.time()
+    elsewhere = {"host": "another-machine.example", "pid": 4242, "pid_start": 1}
+    for run_id, beat in (("silent", now - HEARTBEAT_EXPIRY_SECONDS - 5), ("beating", now - 1)):
+        any_instance.add_run(
+            RunRecord(run_id, "remote_job", RunStatus.STARTED, start_time=now - 600)
+        )
+        any_instance.store_events(
+            [Event(EventType.RUN_START, run_id, now - 600, None, "", {"process": elsewhere})]
+        )
+        any_instance.record_heartbeat(run_id, beat)
+
+    assert mark_dead_runs(any_instance, any_instance.get_runs()) == {"silent"}
+    assert any_instance.get_run("silent").status is RunStatus.DIED
+    assert any_instance.get_run("beating").status is RunStatus.STARTED
+    # a run that ended is never given a heartbeat (nor found dead) again
+    any_instance.record_heartbeat("silent", time.time())
+    assert any_instance.get_run("silent").status is RunStatus.DIED

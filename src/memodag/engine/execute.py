@@ -31,7 +31,7 @@ from memodag.runtime.step import StepRuntime
 from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
 from memodag.storage.io_manager import Address, IOManager
-from memodag.storage.liveness import process_identity
+from memodag.storage.liveness import heartbeat, process_identity
 
 if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition
@@ -85,6 +85,7 @@ def execute_job(
         step_selection=list(step_selection) if step_selection else None,
         start_time=time.time(),
     )
+    record.heartbeat = record.start_time  # its first heartbeat: no write of its own
     instance.add_run(record)
     event_log = EventLog(instance, listeners)
     event_log.append(
@@ -119,6 +120,7 @@ def execute_job(
         # require) only, which the driver needs for memoization, the lifecycle and results
         keys = resource_keys if executor.in_process else _io_manager_keys(job, resource_keys)
         with (
+            heartbeat(instance, run_id),
             _sigterm_cancels_run(),
             initialized_resources(
                 job.resource_defs, resolved.resource_config, keys, instance, run_id

@@ -7,9 +7,17 @@ A run records ``process_identity()`` in its RUN_START event; ``memodag gc`` asks
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+
+#: how often a run's driver records that it is alive (``Instance.record_heartbeat``)
+HEARTBEAT_SECONDS = 30.0
+#: a STARTED run whose process this host cannot check, silent this long, is found DIED
+HEARTBEAT_EXPIRY_SECONDS = 4 * HEARTBEAT_SECONDS
 
 
 def _hostname() -> str:
@@ -77,13 +85,20 @@ def mark_dead_runs(instance: Any, runs: Iterable[Any]) -> set[str]:
         events = instance.get_events(run.run_id)
         starts = [e for e in events if e.event_type is EventType.RUN_START]
         identity = starts[0].data.get("process") if starts else None
-        if process_alive(identity) is not False:
+        alive = process_alive(identity)
+        if alive is None and run.heartbeat is not None:
+            # another host: its heartbeat tells, once it is long overdue
+            alive = time.time() - run.heartbeat < HEARTBEAT_EXPIRY_SECONDS
+        if alive is not False:
             continue
         # it died some time after its last record: the best end time there is
-        ended = max((e.timestamp for e in events), default=run.start_time)
+        ended = max((e.timestamp for e in events), default=run.start_time or 0.0)
+        if run.heartbeat is not None:
+            ended = max(ended, run.heartbeat)
+        who = identity or {}
         message = (
-            f"run died: its process (pid {identity.get('pid')} on {identity.get('host')}) "  # type: ignore[union-attr]
-            "ended without recording how the run ended (killed, or the machine stopped)"
+            f"run died: its process (pid {who.get('pid')} on {who.get('host')}) ended without "
+            "recording how the run ended (killed, or its machine stopped or lost the instance)"
         )
         instance.store_events([Event(EventType.RUN_FAILURE, run.run_id, ended, None, message)])
         instance.update_run_status(run.run_id, RunStatus.DIED, ended)
@@ -91,3 +106,25 @@ def mark_dead_runs(instance: Any, runs: Iterable[Any]) -> set[str]:
         run.end_time = ended
         died.add(run.run_id)
     return died
+
+
+@contextlib.contextmanager
+def heartbeat(instance: Any, run_id: str, every: float | None = None) -> Iterator[None]:
+    """Record ``run_id``'s heartbeat every ``every`` seconds (``HEARTBEAT_SECONDS``) until the
+    block ends (the run's record holds the first), from a daemon thread: a run busy in one long step still says it is
+    alive. A failed heartbeat is skipped; the run's own commits report storage errors."""
+    interval = HEARTBEAT_SECONDS if every is None else every
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            with contextlib.suppress(Exception):
+                instance.record_heartbeat(run_id, time.time())
+
+    thread = threading.Thread(target=beat, name=f"memodag-heartbeat-{run_id[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

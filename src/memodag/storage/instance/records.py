@@ -68,6 +68,8 @@ class RunRecord:
     step_selection: list[str] | None = None
     start_time: float | None = None
     end_time: float | None = None
+    #: when the run's driver last said it is alive (STARTED runs; None before memodag kept it)
+    heartbeat: float | None = None
 
     @property
     def duration(self) -> float | None:

@@ -44,7 +44,7 @@ def storable(text: str) -> str:
 
 _RUN_COLUMNS = (
     "run_id, job_name, status, tags, run_config, parent_run_id, root_run_id, step_selection, "
-    "start_time, end_time"
+    "start_time, end_time, heartbeat"
 )
 
 # SQLite before 3.32 allows 999 parameters per statement; keys per look-up stay well below
@@ -244,9 +244,10 @@ class SqlInstanceStorage(InstanceStorage):
             json.dumps(run.step_selection) if run.step_selection is not None else None,
             run.start_time,
             run.end_time,
+            run.heartbeat,
         )
         self._write_many(
-            [(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", [row])]
+            [(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", [row])]
         )
 
     def update_run_status(self, run_id: str, status: RunStatus, end_time: float | None) -> None:
@@ -255,6 +256,16 @@ class SqlInstanceStorage(InstanceStorage):
                 (
                     "UPDATE runs SET status = ?, end_time = ? WHERE run_id = ?",
                     [(status.value, end_time, run_id)],
+                )
+            ]
+        )
+
+    def record_heartbeat(self, run_id: str, when: float) -> None:
+        self._write_many(
+            [
+                (
+                    "UPDATE runs SET heartbeat = ? WHERE run_id = ? AND status = ?",
+                    [(when, run_id, RunStatus.STARTED.value)],
                 )
             ]
         )
@@ -458,7 +469,7 @@ def _entries_from_rows(rows: Sequence[Sequence[Any]]) -> list[IndexEntry]:
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
-    run_id, job_name, status, tags, run_config, parent, root, selection, start, end = row
+    run_id, job_name, status, tags, run_config, parent, root, selection, start, end, beat = row
     return RunRecord(
         run_id=run_id,
         job_name=job_name,
@@ -470,6 +481,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         step_selection=json.loads(selection) if selection else None,
         start_time=start,
         end_time=end,
+        heartbeat=beat,
     )
 
 
