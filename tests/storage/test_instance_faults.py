@@ -184,3 +184,36 @@ def test_a_run_on_another_host_whose_heartbeat_stopped_is_found_died(any_instanc
     # a run that ended is never given a heartbeat (nor found dead) again
     any_instance.record_heartbeat("silent", time.time())
     assert any_instance.get_run("silent").status is RunStatus.DIED
+
+
+DELETING_JOB = """
+import os
+from memodag import job, op
+
+@op
+def delete_instance():
+    home = os.environ["MEMODAG_HOME"]
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{home}/instance.db{suffix}"):
+            os.unlink(f"{home}/instance.db{suffix}")
+    return 1
+
+@op
+def later(delete_instance):
+    return delete_instance + 1
+
+@job
+def vanishing():
+    later(delete_instance())
+"""
+
+
+def test_the_cli_exits_non_zero_when_the_instance_is_deleted_mid_run(tmp_path):
+    from cli_process import run_memodag
+
+    (tmp_path / "vanishing.py").write_text(DELETING_JOB)
+    result = run_memodag(
+        "job", "execute", "-f", "vanishing.py", cwd=tmp_path, home=tmp_path / "home", check=False
+    )
+    assert result.returncode != 0
+    assert "was deleted while this process used it" in result.stdout + result.stderr
