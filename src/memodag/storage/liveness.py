@@ -74,16 +74,16 @@ def process_alive(identity: Mapping[str, Any] | None) -> bool | None:
 
 def mark_dead_runs(instance: Any, runs: Iterable[Any]) -> set[str]:
     """Record as DIED every STARTED run in ``runs`` whose process is known to be gone (this host
-    can tell: ``process_alive``), with a RUN_FAILURE event saying so; return their ids. Runs on
-    other hosts, or recorded without a process, are left as they are."""
+    can tell: ``process_alive``; another host's run: a heartbeat older than
+    ``HEARTBEAT_EXPIRY_SECONDS``), with a RUN_FAILURE event saying so; return their ids. Runs on
+    other hosts without a heartbeat, or recorded without a process, are left as they are."""
     from memodag.storage.instance.records import Event, EventType, RunStatus
 
     died: set[str] = set()
     for run in runs:
         if run.status is not RunStatus.STARTED:
             continue
-        events = instance.get_events(run.run_id)
-        starts = [e for e in events if e.event_type is EventType.RUN_START]
+        starts = instance.get_events(run.run_id, [EventType.RUN_START])
         identity = starts[0].data.get("process") if starts else None
         alive = process_alive(identity)
         if alive is None and run.heartbeat is not None:
@@ -91,8 +91,13 @@ def mark_dead_runs(instance: Any, runs: Iterable[Any]) -> set[str]:
             alive = time.time() - run.heartbeat < HEARTBEAT_EXPIRY_SECONDS
         if alive is not False:
             continue
-        # it died some time after its last record: the best end time there is
-        ended = max((e.timestamp for e in events), default=run.start_time or 0.0)
+        died.add(run.run_id)
+        # it died some time after its last record: the best end time there is (all its
+        # events are read once, when it is found dead)
+        ended = max(
+            (e.timestamp for e in instance.get_events(run.run_id)),
+            default=run.start_time or 0.0,
+        )
         if run.heartbeat is not None:
             ended = max(ended, run.heartbeat)
         who = identity or {}
@@ -100,11 +105,11 @@ def mark_dead_runs(instance: Any, runs: Iterable[Any]) -> set[str]:
             f"run died: its process (pid {who.get('pid')} on {who.get('host')}) ended without "
             "recording how the run ended (killed, or its machine stopped or lost the instance)"
         )
-        instance.store_events([Event(EventType.RUN_FAILURE, run.run_id, ended, None, message)])
-        instance.update_run_status(run.run_id, RunStatus.DIED, ended)
-        run.status = RunStatus.DIED
-        run.end_time = ended
-        died.add(run.run_id)
+        run.status, run.end_time = RunStatus.DIED, ended
+        # a read-only instance: shown as DIED here, recorded by the next look that can write
+        with contextlib.suppress(Exception):
+            instance.store_events([Event(EventType.RUN_FAILURE, run.run_id, ended, None, message)])
+            instance.update_run_status(run.run_id, RunStatus.DIED, ended)
     return died
 
 
