@@ -28,13 +28,18 @@ def hash_strings(*parts: str) -> str:
 
 
 def canonical_json(value: Any) -> str:
-    """Deterministic JSON (sorted keys) of config-like values; non-JSON leaves as their repr."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+    """Deterministic JSON of config-like values; non-JSON leaves as their repr.
+
+    Mapping order is kept, not sorted: it is data (an op iterating a config mapping sees it), so
+    a reordered mapping is another config. Schema-declared fields are in schema order already.
+    """
+    return json.dumps(value, separators=(",", ":"), default=repr)
 
 
 def _plain(value: Any) -> Any:
     """A JSON form of plain data that keeps types apart (a tuple is not a list, ``1`` is not
-    ``"1"`` as a key); raises TypeError for anything else, which is then hashed by its pickle."""
+    ``"1"`` as a key) and mapping order (a reordered dict is other data: a consumer iterating
+    it sees the order); raises TypeError for anything else, which is then hashed by its pickle."""
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int | float):
@@ -50,7 +55,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict) and type(value) is dict:
         if all(type(k) is str for k in value):
             return {"~dict": {k: _plain(v) for k, v in value.items()}}
-        return {"~items": sorted(([_plain(k), _plain(v)] for k, v in value.items()), key=repr)}
+        return {"~items": [[_plain(k), _plain(v)] for k, v in value.items()]}
     return _not_plain(value)
 
 
@@ -63,9 +68,9 @@ def hash_value(value: Any) -> str:
     never shares a hash through a shortened ``repr`` (containers of non-plain values are pickled)."""
     h = hashlib.sha256()
     try:
-        h.update(
-            b"json:" + json.dumps(_plain(value), sort_keys=True, separators=(",", ":")).encode()
-        )
+        # not sort_keys: the only objects ``_plain`` makes are its tags and ``~dict``s, whose
+        # key order is the value's own
+        h.update(b"json:" + json.dumps(_plain(value), separators=(",", ":")).encode())
         return h.hexdigest()[:VERSION_LENGTH]
     except (TypeError, ValueError):
         pass

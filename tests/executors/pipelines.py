@@ -16,6 +16,7 @@ from memodag import (
     JobDefinition,
     OpDefinition,
     RetryPolicy,
+    graph,
     job,
     op,
     resource,
@@ -239,3 +240,33 @@ def slow_square(context: Any, x: int) -> int:
 @job(resource_defs={"marks": marks_with_teardown})
 def grows_mid_run() -> None:
     total(split_after_go().map(slow_square).collect())
+
+
+# -- dynamic outputs through composition (issue 12) ------------------------------------------
+
+
+@graph
+def split_in_graph() -> Any:
+    """A graph returning a dynamic output: its caller maps and collects it."""
+    return split()
+
+
+@graph
+def square_twice(x: Any) -> Any:
+    """Mapped over pieces by its caller: each op inside is cloned per piece."""
+    return square.alias("square_again")(square(x))
+
+
+@op
+def as_pair(left: list[int], right: list[int]) -> list[list[int]]:
+    return [left, right]
+
+
+@job(resource_defs={"marks": marks})
+def composed_fan_out() -> None:
+    """Graphs in fan-outs, one op collecting two fan-outs, and a fan-in list, on any executor."""
+    squares = split_in_graph().map(square_twice)
+    pair = as_pair(squares.collect(), split.alias("other")().collect())
+    as_pair.alias("fan_in")(
+        [total(squares.collect()), total.alias("total_2")(squares.collect())], pair
+    )

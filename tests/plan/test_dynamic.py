@@ -388,19 +388,3 @@ def test_a_reexecuted_fan_out_with_no_pieces_leaves_none_of_the_older_ones(insta
         step_selection=["as_list"],
     )
     assert grandchild.output_for_node("as_list") == []
-
-
-def test_mapping_a_graph_is_refused_where_the_job_is_defined():
-    from memodag import graph
-
-    @graph
-    def twice(x):
-        return double(double(x))
-
-    with pytest.raises(
-        DefinitionError, match=r"node 'twice': mapping a whole graph .* map its ops"
-    ):
-
-        @job
-        def mapped_graph():
-            total(pieces().map(twice).collect())

@@ -127,7 +127,14 @@ def _schema_rows(url: str) -> list[int]:
         return [r[0] for r in conn.execute("SELECT version FROM memodag_schema ORDER BY 1")]
 
 
-def test_an_instance_of_the_previous_release_upgrades_and_memoizes(old_instance_url, old_home):
+def test_an_instance_of_the_previous_release_upgrades_and_memoizes(
+    old_instance_url, old_home, monkeypatch
+):
+    # versions computed as memodag 0.1 did (scheme 1): its stored outputs are reused and read;
+    # a memodag of a later scheme recomputes them once (the CLI test below)
+    from memodag.versioning import scheme
+
+    monkeypatch.setattr(scheme, "VERSION_SCHEME", 1)
     release_job = _load_release_job()
     with Instance.from_url(old_instance_url, storage_dir=old_home / "storage") as inst:
         assert sorted(r.run_id for r in inst.get_runs()) == RELEASE_RUN_IDS
@@ -167,8 +174,14 @@ def test_the_cli_lists_and_memoizes_from_an_instance_of_the_previous_release(old
     rerun = _memodag(
         old_home, "job", "execute", "-f", str(JOB_FILE), "-c", str(RELEASE_HOME / "sum.yaml")
     )
-    assert "Steps: 0 executed, 6 memoized, 0 failed" in rerun.stdout
-    assert "version scheme" not in rerun.stdout + rerun.stderr  # same scheme: nothing to say
+    # memodag 0.1 computed versions by scheme 1: recomputed once, said once, then memoized
+    assert "Steps: 6 executed, 0 memoized, 0 failed" in rerun.stdout
+    assert (rerun.stdout + rerun.stderr).count("version scheme") == 1
+    again = _memodag(
+        old_home, "job", "execute", "-f", str(JOB_FILE), "-c", str(RELEASE_HOME / "sum.yaml")
+    )
+    assert "Steps: 0 executed, 6 memoized, 0 failed" in again.stdout
+    assert "version scheme" not in again.stdout + again.stderr  # same scheme: nothing to say
 
 
 def test_two_processes_opening_an_old_instance_at_once_upgrade_it_once(old_instance_url):

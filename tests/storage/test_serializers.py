@@ -67,6 +67,27 @@ def test_json_chosen_on_the_out(instance):
     assert result.output_for_node("make")["name"] == "x"
 
 
+def test_json_keeps_mapping_order(instance):
+    # mapping order is data (docs/versioning.md): a consumer iterating a mapping loaded from
+    # JSON sees the order the producer made
+    @op(out=Out(serializer="json"))
+    def make():
+        return {"zebra": 1, "apple": 2}
+
+    @op
+    def keys(make):
+        return list(make)
+
+    @job
+    def pipeline():
+        keys(make())
+
+    assert pipeline.execute_in_process(instance=instance).output_for_node("keys") == [
+        "zebra",
+        "apple",
+    ]
+
+
 def test_manager_default_serializer_from_configured_and_run_config(tmp_path, instance):
     @op
     def make():

@@ -49,14 +49,28 @@ def report(numbers, total):
     return f"{len(numbers)}: {total}"
 
 
+def _table_state(context):
+    return {"table": context.op_config["table"], "rows": 3, "updated": [2026, 1, 2.5]}
+
+
+# version scheme 2: a declared data version, and a mapping whose order is data
+@op(version="1", config_schema={"table": str, "weights": dict}, data_version=_table_state)
+def weighted(context):
+    return list(context.op_config["weights"])
+
+
 @job(tags={MEMOIZED_RUN_TAG: "true"}, resource_defs={"database": database})
 def pinned():
     xs = numbers()
     report(xs, total(split(xs).map(scale).collect()))
+    weighted()
 
 
 RUN_CONFIG = {
-    "ops": {"numbers": {"config": {"n": 3}}},
+    "ops": {
+        "numbers": {"config": {"n": 3}},
+        "weighted": {"config": {"table": "t", "weights": {"b": 2, "a": 1}}},
+    },
     "resources": {"database": {"config": {"url": "sqlite://"}}},
 }
 
@@ -66,7 +80,8 @@ PIECES = {
     "split.result[k2]": "2d9fa10ab24b763e09e2",
 }
 
-# computed by the version scheme as released; see the module docstring before changing one
+# computed by the version scheme as released (scheme 1 for all but ``weighted``, which scheme 2
+# added; scheme 2 computes the others alike); see the module docstring before changing one
 GOLDEN = {
     "numbers.result": "9f5ccacaa58fb859cc27",
     "split.result": "7a4c20e30dacd5cff88b",
@@ -75,6 +90,7 @@ GOLDEN = {
     "scale[k2].result": "c67698d30d9a7cd62bc3",
     "total.result": "e0661044651dbde04215",
     "report.result": "bca785b078f1c78fdc5e",
+    "weighted.result": "a574bb9bea88dcbbf91b",
 }
 
 
@@ -94,4 +110,21 @@ def test_versions_are_the_released_ones(instance: Instance) -> None:
     assert {r.step_output: r.version for r in rows} == GOLDEN
     assert {r.status for r in rows} == {"stored"}
     rerun = pinned.execute_in_process(run_config=RUN_CONFIG, instance=instance)
-    assert rerun.executed_step_keys == [] and len(rerun.memoized_step_keys) == 7
+    assert rerun.executed_step_keys == [] and len(rerun.memoized_step_keys) == 8
+
+
+def test_mapping_order_and_the_data_version_are_in_the_version(instance: Instance) -> None:
+    # scheme 2: a reordered mapping is another config, another data version another version
+    def version(weights: dict[str, int], table: str) -> str | None:
+        config = {"ops": {"weighted": {"config": {"table": table, "weights": weights}}}}
+        (row,) = list_versions(weighted_only, config, instance)
+        return row.version
+
+    assert version({"b": 2, "a": 1}, "t") == GOLDEN["weighted.result"]
+    assert version({"a": 1, "b": 2}, "t") != GOLDEN["weighted.result"]
+    assert version({"b": 2, "a": 1}, "u") != GOLDEN["weighted.result"]
+
+
+@job(name="pinned", tags={MEMOIZED_RUN_TAG: "true"})
+def weighted_only():
+    weighted()

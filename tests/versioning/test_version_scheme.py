@@ -126,10 +126,15 @@ def test_the_cli_says_once_that_outputs_of_the_older_scheme_are_recomputed(tmp_p
     assert "version scheme" not in again and "Steps: 0 executed, 6 memoized" in again
 
 
-def test_an_entry_written_by_the_previous_release_into_an_upgraded_instance_is_reused(tmp_path):
+def test_an_entry_written_by_the_previous_release_into_an_upgraded_instance_is_reused(
+    tmp_path, monkeypatch
+):
     # during an upgrade a memodag 0.1 process may still write to the (now upgraded) instance: its
-    # INSERT names no scheme, and 0.1 computed versions by scheme 1, so the entry is reused
+    # INSERT names no scheme, and 0.1 computed versions by scheme 1, so a memodag computing by
+    # scheme 1 reuses the entry (one computing by a later scheme recomputes it, as any other)
     import sqlite3
+
+    monkeypatch.setattr(scheme, "VERSION_SCHEME", 1)
 
     db = tmp_path / "instance.db"
     calls: list[str] = []

@@ -50,7 +50,14 @@ class FromGraphInput:
     name: str
 
 
-InputSource = FromNode | FromGraphInput
+@dataclass(frozen=True)
+class FromList:
+    """A fan-in: the input gets a list of these members' values, in order (``op([a(), b()])``)."""
+
+    members: tuple[FromNode | FromGraphInput, ...]
+
+
+InputSource = FromNode | FromGraphInput | FromList
 
 
 @dataclass(frozen=True)
@@ -68,11 +75,26 @@ class NodeInvocation:
     mapped_over: tuple[tuple[str, str], ...] = ()
 
 
+Scope = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class GraphOutputShape:
+    """What a graph output is to the graph's caller, for outputs that are not one plain value:
+    ``dynamic`` (a ``DynamicOut`` to ``.map``/``.collect``) and/or ``mapped_over`` (one value per
+    piece of those fan-outs, named by op paths relative to the graph, outermost first)."""
+
+    mapped_over: Scope = ()
+    dynamic: bool = False
+
+
 @dataclass(frozen=True, eq=False)
 class GraphDefinition:
     """A set of nodes wired together. Graphs nest as nodes of other graphs.
 
-    ``output_mappings`` maps each graph output name to the (node, output) that provides it.
+    ``output_mappings`` maps each graph output name to the (node, output) that provides it; the
+    node may be a dotted path into a nested graph (``inner.op``), see ``resolve_output``.
+    ``output_shapes`` holds the outputs that are dynamic or mapped (absent: one plain value).
     """
 
     name: str
@@ -80,6 +102,20 @@ class GraphDefinition:
     input_names: tuple[str, ...] = ()
     output_mappings: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     description: str | None = None
+    output_shapes: Mapping[str, GraphOutputShape] = field(default_factory=dict)
+
+    def resolve_output(self, node: str, output: str, prefix: str = "") -> tuple[str, str]:
+        """The op node path (under ``prefix``) and op output behind ``node``'s ``output``, where
+        ``node`` is a node of this graph or a dotted path into its nested graphs."""
+        head, _, rest = node.partition(".")
+        invocation = self.nodes[head]
+        if isinstance(invocation.definition, GraphDefinition):
+            inner: GraphDefinition = invocation.definition
+            if rest:
+                return inner.resolve_output(rest, output, f"{prefix}{head}.")
+            inner_node, inner_output = inner.output_mappings[output]
+            return inner.resolve_output(inner_node, inner_output, f"{prefix}{head}.")
+        return f"{prefix}{head}", output
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -227,9 +263,35 @@ class MultipleOutputs(tuple):
             ) from None
 
 
+def _describe(values: Any) -> str:
+    """``outputs 'a.result', 'b.result'``-style text for a container of handles, for messages."""
+    items = values.values() if isinstance(values, Mapping) else values
+    names = []
+    for v in items:
+        if isinstance(v, OutputHandle | DynamicHandle):
+            names.append(f"'{v.node}.{v.output}'")
+        elif isinstance(v, _PieceHandle):
+            names.append(f"a piece of '{v.source.node}.{v.source.output}'")
+        elif isinstance(v, _CollectHandle):
+            names.append(f"'{v.source.node}.{v.source.output}' collected")
+        elif isinstance(v, GraphInputHandle):
+            names.append(f"graph input '{v.name}'")
+        elif isinstance(v, MultipleOutputs):
+            names.append(f"all outputs of '{v._node}'")
+        else:
+            names.append(repr(v))
+    return "op outputs " + ", ".join(names)
+
+
 def _is_handle(value: Any) -> bool:
     return isinstance(
-        value, OutputHandle | DynamicHandle | _PieceHandle | _CollectHandle | GraphInputHandle
+        value,
+        OutputHandle
+        | DynamicHandle
+        | _PieceHandle
+        | _CollectHandle
+        | GraphInputHandle
+        | MultipleOutputs,
     )
 
 
@@ -280,6 +342,7 @@ class CompositionBuilder:
             given[key] = value
         sources: dict[str, InputSource] = {}
         mapped: tuple[tuple[str, str], ...] = ()
+        collects: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         for input_name in input_names:
             if input_name not in given:
                 spec = node_def.ins[input_name]
@@ -290,22 +353,43 @@ class CompositionBuilder:
                 )
             source, scope = self._source(name, input_name, given[input_name])
             sources[input_name] = source
-            if len(scope) > len(mapped):
-                if mapped and scope[: len(mapped)] != mapped:
-                    raise DefinitionError(
-                        f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first"
-                    )
-                mapped = scope
-            elif scope and mapped[: len(scope)] != scope:
-                raise DefinitionError(
-                    f"{self._where(name)}: inputs come from two unrelated fan-outs {mapped} and {scope}; collect one first"
-                )
-        if mapped and isinstance(node_def, GraphDefinition):
-            raise DefinitionError(
-                f"{self._where(name)}: mapping a whole graph over a dynamic output is not supported; map its ops"
-            )
+            if isinstance(source, FromNode) and source.mode == "collect":
+                collects.append((input_name, scope))
+            mapped = self._merge_scopes(self._where(name), mapped, scope)
+        for input_name, scope in collects:
+            if scope != mapped:
+                self._refuse_collect_in_map(name, input_name, sources[input_name], mapped)
         self.nodes[name] = NodeInvocation(name, node_def, sources, dict(tags), mapped)
         return self._handles(name, node_def, mapped)
+
+    @staticmethod
+    def _merge_scopes(where: str, mapped: Scope, scope: Scope) -> Scope:
+        """The deeper of two fan-out scopes, when one is inside the other (a node is cloned over
+        the innermost fan-out of its inputs)."""
+        if len(scope) > len(mapped):
+            mapped, scope = scope, mapped
+        if mapped[: len(scope)] != scope:
+            names = [".".join(s[-1]) for s in (mapped, scope)]
+            raise DefinitionError(
+                f"{where}: inputs come from two unrelated fan-outs '{names[1]}' and '{names[0]}'; "
+                "collect one first"
+            )
+        return mapped
+
+    def _refuse_collect_in_map(
+        self, node: str, input_name: str, source: Any, mapped: tuple[tuple[str, str], ...]
+    ) -> None:
+        """A clone that gathers a whole fan-out would wait on pieces its own fan-out makes (or on
+        an unrelated fan-out); as in Dagster, it is refused rather than left never to run."""
+        fan_out = ".".join(mapped[-1])
+        raise DefinitionError(
+            f"{self._where(node)} input '{input_name}': collects '{source.node}.{source.output}' "
+            f"inside the .map over '{fan_out}', so each clone would need every piece; collecting "
+            f"inside a .map is only for a fan-out started inside that same .map. Collect it in an "
+            f"op outside the .map and pass that op's output in, e.g. "
+            f"`everything = gather(fan_out.collect())` then "
+            f"`fan_out.map(lambda piece: {node}(piece, everything))`"
+        )
 
     def _where(self, node: str) -> str:
         return f"{self.graph_name}: node '{node}'"
@@ -372,25 +456,49 @@ class CompositionBuilder:
             return FromGraphInput(value.name), ()
         if isinstance(value, DynamicHandle):
             raise DefinitionError(
-                f"{where}: got dynamic output '{value.node}.{value.output}' directly; use "
-                f"{value.node}().map(lambda piece: op(piece)) or .collect()"
+                f"{where}: got dynamic output '{value.node}.{value.output}' directly, which has "
+                "one value per piece; map over its pieces with .map(lambda piece: op(piece)) or "
+                "gather them with .collect()"
             )
         if isinstance(value, MultipleOutputs):
             raise DefinitionError(
                 f"{where}: got all outputs of node '{value._node}', which has several outputs "
                 f"{list(value._names)}; pick one: `{', '.join(value._names)} = {value._node}()`"
             )
+        if isinstance(value, list) and value and all(_is_handle(v) for v in value):
+            return self._fan_in(node, input_name, value)
         if isinstance(value, tuple | list | set | Mapping) and any(
             _is_handle(v) for v in (value.values() if isinstance(value, Mapping) else value)
         ):
             raise DefinitionError(
-                f"{where}: got a {type(value).__name__} of op outputs {value!r}; an input takes one "
-                "output. Give the op one input per output, or return one combined value from an op"
+                f"{where}: got a {type(value).__name__} of {_describe(value)}; an input takes one "
+                "output, or a list of outputs (a fan-in: the op gets their values as a list). "
+                "Pass [out1, out2, ...], or give the op one input per output"
             )
         raise DefinitionError(
             f"{where}: got a plain value {value!r}; inside a job or graph body, inputs come from other "
             "ops' outputs. Pass constants through op config, a resource, or In(default_value=...)"
         )
+
+    def _fan_in(self, node: str, input_name: str, members: list[Any]) -> tuple[FromList, Scope]:
+        """A list of outputs: the input gets their values in order. A member not produced (its
+        optional output not yielded) is left out, as in Dagster."""
+        sources: list[FromNode | FromGraphInput] = []
+        scope: Scope = ()
+        for i, member in enumerate(members):
+            source, member_scope = self._source(node, f"{input_name}[{i}]", member)
+            if isinstance(source, FromNode) and source.mode == "collect":
+                raise DefinitionError(
+                    f"{self._where(node)} input '{input_name}[{i}]': got {_describe([member])[11:]}, "
+                    "a whole list; each member of a fan-in list is one output. Pass the collected "
+                    "list through an op of its own, or give the op a separate input for it"
+                )
+            assert isinstance(source, FromNode | FromGraphInput)
+            sources.append(source)
+            scope = self._merge_scopes(
+                f"{self._where(node)} input '{input_name}'", scope, member_scope
+            )
+        return FromList(tuple(sources)), scope
 
     def _check_in_scope(self, scope: tuple[tuple[str, str], ...], what: str, where: str) -> None:
         """A value with one copy per piece may only be used inside the ``.map`` body of its fan-out."""
@@ -408,20 +516,36 @@ class CompositionBuilder:
             )
 
     def _handles(self, name: str, node_def: Any, mapped: tuple[tuple[str, str], ...]) -> Any:
+        names = node_def.output_names
         if isinstance(node_def, GraphDefinition):
-            names = node_def.output_names
-            is_dynamic = {n: False for n in names}
+            handles = tuple(self._graph_output_handle(name, node_def, n, mapped) for n in names)
         else:
-            names = node_def.output_names
-            is_dynamic = {n: o.is_dynamic for n, o in node_def.outs.items()}
-        handles = tuple(
-            (DynamicHandle if is_dynamic[n] else OutputHandle)(self, name, n, mapped) for n in names
-        )
+            handles = tuple(
+                (DynamicHandle if node_def.outs[n].is_dynamic else OutputHandle)(
+                    self, name, n, mapped
+                )
+                for n in names
+            )
         if not handles:
             return None
         if len(handles) == 1:
             return handles[0]
         return MultipleOutputs(name, names, handles)
+
+    def _graph_output_handle(
+        self, name: str, graph_def: GraphDefinition, output: str, mapped: Scope
+    ) -> Any:
+        """What a graph node's output is in the caller: a plain, mapped or dynamic handle. Fan-outs
+        inside the graph are named by their op path below the node (``node.op``), so one fan-out
+        has one name in the caller however it is reached."""
+        shape = graph_def.output_shapes.get(output)
+        if shape is None:
+            return OutputHandle(self, name, output, mapped)
+        scope = (*mapped, *((f"{name}.{n}", o) for n, o in shape.mapped_over))
+        if shape.dynamic:
+            inner_node, inner_output = graph_def.output_mappings[output]
+            return DynamicHandle(self, f"{name}.{inner_node}", inner_output, scope)
+        return OutputHandle(self, name, output, scope)
 
 
 def _source_of(node_def: Any) -> Any:
@@ -463,37 +587,57 @@ def build_graph(
         returned = fn(*[GraphInputHandle(builder, p) for p in params])
     finally:
         _BUILDER.reset(token)
-    output_mappings = _output_mappings(graph_name, returned)
+    handles = _returned_handles(graph_name, returned)
     return GraphDefinition(
         graph_name,
         dict(builder.nodes),
         tuple(params),
-        output_mappings,
+        {name: (h.node, h.output) for name, h in handles.items()},
         description or inspect.getdoc(fn),
+        {
+            name: GraphOutputShape(h.mapped_over, isinstance(h, DynamicHandle))
+            for name, h in handles.items()
+            if h.mapped_over or isinstance(h, DynamicHandle)
+        },
     )
 
 
-def _output_mappings(graph_name: str, returned: Any) -> dict[str, tuple[str, str]]:
+def _returned_handles(graph_name: str, returned: Any) -> dict[str, OutputHandle | DynamicHandle]:
+    """The graph's outputs by name, from what its body returned. A dynamic output stays dynamic
+    and a mapped output stays mapped: the caller ``.map``s or ``.collect``s them."""
     if returned is None:
         return {}
     if isinstance(returned, OutputHandle | DynamicHandle):
-        if returned.mapped_over:
-            raise DefinitionError(
-                f"graph '{graph_name}' returns a mapped output; .collect() it first"
-            )
-        return {DEFAULT_OUTPUT: (returned.node, returned.output)}
-    if isinstance(returned, Mapping):
-        result = {}
-        for key, handle in returned.items():
-            if not isinstance(handle, OutputHandle):
-                raise DefinitionError(f"graph '{graph_name}': returned '{key}' is not an op output")
-            result[check_name(key, "graph output")] = (handle.node, handle.output)
-        return result
+        return {DEFAULT_OUTPUT: returned}
     if isinstance(returned, MultipleOutputs):
-        return {n: (h.node, h.output) for n, h in zip(returned._names, returned, strict=True)}
+        return dict(zip(returned._names, returned, strict=True))
+    if isinstance(returned, Mapping):
+        result: dict[str, OutputHandle | DynamicHandle] = {}
+        for key, handle in returned.items():
+            if not isinstance(handle, OutputHandle | DynamicHandle):
+                raise DefinitionError(
+                    f"graph '{graph_name}': returned '{key}' is {_describe_returned(handle)}, not "
+                    f"an op output{_RETURN_HINT}"
+                )
+            result[check_name(key, "graph output")] = handle
+        return result
     raise DefinitionError(
-        f"graph '{graph_name}' must return an op output, a dict of them, or nothing; got {returned!r}"
+        f"graph '{graph_name}' must return an op output, a dict of them, or nothing; got "
+        f"{_describe_returned(returned)}{_RETURN_HINT}"
     )
+
+
+_RETURN_HINT = (
+    ". A collected list, a piece or a graph input is returned through an op "
+    "(`return as_list(x.collect())`)"
+)
+
+
+def _describe_returned(value: Any) -> str:
+    """A returned value for a message: handles by the outputs they name, never their repr."""
+    if _is_handle(value):
+        return _describe([value]).removeprefix("op outputs ")
+    return repr(value)
 
 
 def graph(

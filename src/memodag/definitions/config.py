@@ -8,11 +8,11 @@ value, collects *every* problem with its dotted path, and returns the value with
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from memodag.errors import DefinitionError
+from memodag.errors import ConfigError, DefinitionError
 
 
 class _NoDefault:
@@ -334,3 +334,88 @@ def config_to_plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [config_to_plain(v) for v in value]
     return value
+
+
+#: how deep a config may nest (a mapping or list in another counts one level); far beyond any
+#: real config, and far below what the recursive code that reads a config can take
+MAX_CONFIG_DEPTH = 100
+#: how large a config may be once every shared part (a YAML alias, a dict referenced twice) is
+#: expanded: each key, value and container counts 1, each character of a string 1 more. Bounds
+#: what recording the run writes (about that many bytes of JSON) however small the YAML was.
+MAX_CONFIG_SIZE = 10_000_000
+
+
+def check_config_limits(
+    value: Any, what: str = "run config", parts: Callable[[Any], Any] | None = None
+) -> None:
+    """Raise ``ConfigError`` if ``value`` nests deeper than ``MAX_CONFIG_DEPTH``, expands to more
+    than ``MAX_CONFIG_SIZE`` or contains itself; quick however large its expansion would be.
+
+    ``parts(item)`` gives a container's children as a list, or a leaf's size as an int (default:
+    mappings, lists and tuples are containers); a parser passes its own to check a document
+    before building it. Each distinct container is walked once (the size of a shared one is
+    remembered); the recursion stops at ``MAX_CONFIG_DEPTH`` frames, far inside Python's limit.
+    """
+    parts = parts or _python_parts
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size_of(children: list[Any], depth: int) -> int:
+        size = 1
+        for item in children:
+            kind = type(item)
+            if kind is str:  # the common leaves first, without a call
+                size += 1 + len(item)
+            elif kind in _PLAIN_LEAVES:
+                size += 1
+            else:
+                key = id(item)
+                known = sizes.get(key)
+                if known is None:
+                    found = parts(item)
+                    if not isinstance(found, list):
+                        size += found
+                        continue
+                    if key in on_path:
+                        raise ConfigError(
+                            [f"{what}: contains itself (a recursive YAML alias?)"], what
+                        )
+                    if depth >= MAX_CONFIG_DEPTH:
+                        raise ConfigError(
+                            [
+                                f"{what}: nested more than {MAX_CONFIG_DEPTH} levels deep "
+                                "(mappings and lists inside each other); flatten it"
+                            ],
+                            what,
+                        )
+                    on_path.add(key)
+                    known = size_of(found, depth + 1)
+                    on_path.discard(key)
+                    sizes[key] = known
+                size += known
+            if size > MAX_CONFIG_SIZE:
+                raise ConfigError(
+                    [
+                        f"{what}: expands to more than {MAX_CONFIG_SIZE:,} values and characters "
+                        "once shared parts (YAML aliases, objects referenced twice) are written "
+                        "out in full; make it smaller"
+                    ],
+                    what,
+                )
+        return size
+
+    top = parts(value)
+    if isinstance(top, list):
+        on_path.add(id(value))
+        size_of(top, 1)
+
+
+_PLAIN_LEAVES = frozenset((int, float, bool, type(None)))
+
+
+def _python_parts(item: Any) -> Any:
+    if isinstance(item, Mapping):
+        return [part for pair in item.items() for part in pair]
+    if isinstance(item, list | tuple):
+        return list(item)
+    return 1 + len(item) if isinstance(item, str | bytes) else 1

@@ -23,7 +23,7 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 #: the formats an ``Out`` or an io manager may name; storage/serializers.py implements each
-SERIALIZER_NAMES = ("pickle", "json", "parquet")
+SERIALIZER_NAMES = ("pickle", "json", "parquet", "auto")
 
 
 def check_serializer_name(name: str) -> str:
@@ -136,6 +136,15 @@ class DynamicOutput(Generic[T]):
     mapping_key: str
     output_name: str = DEFAULT_OUTPUT
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # refused where it is built, so the traceback points at the op's own line
+        if not valid_mapping_key(self.mapping_key):
+            raise DefinitionError(
+                f"DynamicOutput(mapping_key={self.mapping_key!r}) for output "
+                f"'{self.output_name}': a mapping key is a non-empty str of letters, digits and "
+                "'_' only (^[A-Za-z0-9_]+$); it names the piece in step keys like 'op[key]'"
+            )
 
 
 def valid_mapping_key(key: object) -> bool:

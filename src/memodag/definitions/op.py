@@ -47,6 +47,9 @@ class OpDefinition:
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
     takes_context: bool = False
+    #: ``fn(context) -> JSON value``: what the op reads outside memodag (a file or table named by
+    #: config), hashed into its version (docs/versioning.md, "Declared data versions")
+    data_version: Callable[[Any], Any] | None = None
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -177,6 +180,7 @@ def op(
     retry_policy: RetryPolicy | None = None,
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
+    data_version: Callable[[Any], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], OpDefinition]: ...
 
 
@@ -192,11 +196,17 @@ def op(
     retry_policy: RetryPolicy | None = None,
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
+    data_version: Callable[[Any], Any] | None = None,
 ) -> OpDefinition | Callable[[Callable[..., Any]], OpDefinition]:
     """Declare an op. Use bare (``@op``) or with arguments (``@op(out=..., config_schema=...)``).
 
     The function's first parameter may be ``context``; the other parameters are the inputs.
     Return a value (one output), a tuple (several outputs, in ``out`` order), or yield ``Output``s.
+
+    ``data_version=fn``: ``fn(context)`` (the op's config, resources and log) returns a JSON
+    value saying which version of outside data the op reads (a file's size and mtime, a table's
+    last update); it is hashed into the op's version, so a change re-runs the op (memoization)
+    and ``explain`` says so. It runs in the driver when the step is about to be decided.
     """
 
     def decorate(func: Callable[..., Any]) -> OpDefinition:
@@ -204,6 +214,17 @@ def op(
         takes_context, op_ins = _build_ins(func, ins, op_name)
         if version is not None and not isinstance(version, str):
             raise DefinitionError(f"op '{op_name}': version must be a string, got {version!r}")
+        if version is not None and not version.strip():
+            raise DefinitionError(
+                f"op '{op_name}': version={version!r} is empty; give a non-empty string "
+                "(any text: versions are hashed) or leave version out to use the job's "
+                "version_strategy"
+            )
+        if data_version is not None and not callable(data_version):
+            raise DefinitionError(
+                f"op '{op_name}': data_version must be a function of the op's context returning "
+                f"a JSON value, got {data_version!r}"
+            )
         return OpDefinition(
             name=op_name,
             compute_fn=func,
@@ -217,6 +238,7 @@ def op(
             tags=dict(tags or {}),
             description=description or inspect.getdoc(func),
             takes_context=takes_context,
+            data_version=data_version,
         )
 
     if fn is not None:
@@ -247,7 +269,16 @@ def iterate_outputs(op_def: OpDefinition, result: Any, step_key: str) -> Iterato
         else:
             yield from _returned_generator(op_def, result, step_key)
         return
-    if isinstance(result, Output | DynamicOutput):
+    if isinstance(result, DynamicOutput):
+        # as in Dagster: one returned piece is almost always a missing list or a `return` meant
+        # as `yield`, and would silently make a fan-out of one
+        raise StepExecutionError(
+            step_key,
+            f"op '{op_def.name}' returned a single DynamicOutput (mapping_key "
+            f"{result.mapping_key!r}); a DynamicOut op yields its pieces "
+            "(`yield DynamicOutput(...)`) or returns a list of them",
+        )
+    if isinstance(result, Output):
         yield _one(op_def, result, step_key, None)
         return
     if len(outs) == 1:
@@ -376,7 +407,13 @@ def invoke_directly(op_def: OpDefinition, args: tuple[Any, ...], kwargs: dict[st
     )
     produced = list(iterate_outputs(op_def, result, op_def.name))
     if op_def.has_dynamic_output:
-        return [DynamicOutput(p.value, p.mapping_key or "", p.output_name) for p in produced]
+        # a static output beside the dynamic ones comes back as an Output (it has no piece key)
+        return [
+            DynamicOutput(p.value, p.mapping_key, p.output_name)
+            if p.mapping_key is not None
+            else Output(p.value, p.output_name)
+            for p in produced
+        ]
     if len(op_def.outs) == 1:
         return produced[0].value if produced else None
     by_name = {p.output_name: p.value for p in produced}

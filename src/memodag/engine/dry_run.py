@@ -147,10 +147,18 @@ def list_versions(
     io_keys = {
         out.io_manager_key for node in plan.nodes.values() for out in node.op_def.outs.values()
     }
+    # declared data versions run here as in a run: they see the resources their op requires
+    data_keys = {
+        k
+        for node in plan.nodes.values()
+        if node.op_def.data_version is not None
+        for k in node.op_def.required_resource_keys
+    }
     with initialized_resources(
-        job.resource_defs, resolved.resource_config, io_keys, instance, "list-versions"
+        job.resource_defs, resolved.resource_config, io_keys | data_keys, instance, "list-versions"
     ) as resources:
         memoizer.attach_io_managers({k: getattr(resources, k) for k in io_keys})
+        memoizer.attach_resources(resources)
         executor = PredictingExecutor(memoizer.manifest_pieces)
         engine = Engine(plan, "list-versions", executor, _DiscardingLog(), memoizer)
         engine.add_steps(list(engine.steps.values()))

@@ -4,6 +4,9 @@ Single-threaded in the driver. For each ready step it asks the memoizer whether 
 stored at its current version (then it records the stored addresses and moves on) or builds a
 ``StepTask`` and hands it to the executor. Outcomes come back through ``executor.wait``; each
 success releases its consumers, each failure is retried per policy or skips everything downstream.
+When the loop ends every step must be accounted for (``Engine.account``): a step neither run,
+memoized, loaded from the parent run, nor skipped for an optional output or a failure fails the
+run, named, so a gap anywhere can never pass as a success (docs/dynamic.md, "No silent drops").
 ``list-versions``/``explain`` run this same loop with an executor that predicts outcomes instead
 of running ops (``engine.dry_run``), so what they report cannot drift from what a run does.
 Per-step work is O(1) in the size of the job: counters, not scans. Fan-out clones are run state
@@ -23,14 +26,14 @@ from typing import Any
 
 from memodag.engine.events import EventLog
 from memodag.executors.base import Executor
-from memodag.plan.dynamic import expand_mapped, pieces_from_addresses
+from memodag.plan.dynamic import expand_mapped, made_by, pieces_from_addresses
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
 from memodag.runtime.step import InputLoad, StepOutcome, StepTask
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address
 from memodag.versioning.memoizer import AddressKey, Memoizer
 
-__all__ = ["AddressKey", "Engine", "EngineResult", "Memoizer", "StepStatus"]
+__all__ = ["AddressKey", "Engine", "EngineResult", "Memoizer", "SkipCause", "StepStatus"]
 
 
 class StepStatus:
@@ -43,6 +46,14 @@ class StepStatus:
     DONE_OK = frozenset({SUCCESS, MEMOIZED, EXTERNAL})
 
 
+class SkipCause:
+    """Why a step was skipped; only ``LOST`` makes a run fail by itself (``FAILED`` already did)."""
+
+    OPTIONAL = "optional"  # an optional output was not yielded upstream: a success, as in Dagster
+    FAILED = "failed"  # an upstream step failed
+    LOST = "lost"  # an input had no source the run could find: never a success
+
+
 @dataclass
 class EngineResult:
     status: dict[str, str]
@@ -50,13 +61,17 @@ class EngineResult:
     failures: list[StepOutcome] = field(default_factory=list)
     executed: int = 0
     memoized: int = 0
+    #: steps still waiting when the loop ended (an upstream never came to exist)
     unfinished: list[str] = field(default_factory=list)
+    #: steps neither executed, memoized, loaded from the parent run, nor skipped for an optional
+    #: output or a failure, with why (``Engine.account``): each one fails the run
+    unaccounted: dict[str, str] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
         # steps skipped only because an optional output was not yielded leave the run a success
         # (as in Dagster); skips caused by a failure already count through ``failures``
-        return not self.failures and not self.unfinished
+        return not self.failures and not self.unfinished and not self.unaccounted
 
 
 class Engine:
@@ -91,6 +106,9 @@ class Engine:
         self.selected = selected
         self.addresses: dict[AddressKey, Address] = dict(external_addresses or {})
         self.status: dict[str, str] = {}
+        #: why each skipped step was skipped (``SkipCause``) and, for ``LOST``, the message
+        self._skip_cause: dict[str, str] = {}
+        self._lost: dict[str, str] = {}
         self._waiting_on: dict[str, int] = {}
         self._consumers: dict[str, list[str]] = {}
         self._ready: deque[str] = deque()
@@ -125,10 +143,14 @@ class Engine:
                 if state is None:
                     waiting += 1
                     self._consumers.setdefault(upstream, []).append(key)
-                elif state not in StepStatus.DONE_OK:
+                elif state not in StepStatus.DONE_OK and not self._gathers_past(step, upstream):
                     blocked = upstream
             if blocked is not None:
-                self._skip(key, f"upstream step '{blocked}' did not succeed")
+                self._skip(
+                    key,
+                    f"upstream step '{blocked}' did not succeed",
+                    self._cause_from(blocked),
+                )
                 continue
             self._waiting_on[key] = waiting
             if waiting == 0:
@@ -169,9 +191,61 @@ class Engine:
         for key, waiting in self._waiting_on.items():
             if waiting and key not in self.status:
                 # an upstream never came to exist: the run did not do all it was asked to
-                self._skip(key, "an upstream step was never produced")
+                self._skip(key, "an upstream step was never produced", SkipCause.LOST)
                 self.result.unfinished.append(key)
+        self.account()
         return self.result
+
+    def account(self) -> None:
+        """The final check: every step of the run is executed, memoized, loaded from the parent
+        run, failed, or skipped for an optional output not yielded or a failure upstream. Any
+        other step (never decided, or skipped for want of an input) is recorded in
+        ``result.unaccounted`` and fails the run, so no future silent drop passes as success."""
+        unaccounted = self.result.unaccounted
+        # the steps that lost an input first: their consumers were skipped because of them
+        for key, why in self._lost.items():
+            if not why.startswith("upstream step"):
+                unaccounted[key] = why
+        for key in self.steps:
+            if key in unaccounted:
+                continue
+            state = self.status.get(key)
+            if state is None:
+                unaccounted[key] = "never decided"
+            elif state == StepStatus.SKIPPED and self._skip_cause.get(key) == SkipCause.LOST:
+                unaccounted[key] = self._lost.get(key, "skipped without a cause")
+        self._account_templates(unaccounted)
+
+    def _account_templates(self, unaccounted: dict[str, str]) -> None:
+        """A mapped node or collector with no step at all, although the fan-out that creates
+        it ran here (with pieces, for a clone): its expansion was silently dropped."""
+        present = {step.node.path for step in self.steps.values()}
+        missing = [n for n in self.plan.nodes.values() if n.path not in present]
+        if not missing:
+            return
+        ran: dict[tuple[str, str], bool] = {}  # fan-out (path, output) -> yielded a piece
+        for key, state in self.status.items():
+            if state in (StepStatus.SUCCESS, StepStatus.MEMOIZED):
+                step = self.steps[key]
+                for name, out in step.op_def.outs.items():
+                    if out.is_dynamic:
+                        ran.setdefault((step.node.path, name), False)
+        for key, output, mapping_key in self.addresses:
+            if mapping_key is not None and self.status.get(key) in (
+                StepStatus.SUCCESS,
+                StepStatus.MEMOIZED,
+            ):
+                ran[(self.steps[key].node.path, output)] = True
+        for source, output in self.unexpanded:  # a dry run could not tell the pieces
+            ran.pop((self.steps[source].node.path, output), None)
+        for node in missing:
+            creation = made_by(self.plan, node)
+            if creation is None:
+                continue
+            fan_outs, needs_piece = creation
+            if all(f in ran and (ran[f] or not needs_piece) for f in fan_outs):
+                named = ", ".join(f"'{path}' (output '{output}')" for path, output in fan_outs)
+                unaccounted[node.path] = f"no step was made for it, although fan-out {named} ran"
 
     def _start(self, key: str) -> None:
         step = self.steps[key]
@@ -218,10 +292,23 @@ class Engine:
                     (handle.step_key, handle.output_name, handle.mapping_key)
                 )
                 if address is None:
-                    self._skip(
-                        step.key,
-                        f"input '{spec.name}' needs {handle}, which was not produced (optional output not yielded)",
-                    )
+                    not_yielded = self._not_yielded(handle)
+                    if spec.collect and not_yielded:
+                        continue  # a collector gathers the pieces that exist (as in Dagster)
+                    if not_yielded:
+                        self._skip(
+                            step.key,
+                            f"input '{spec.name}' needs {handle}, which was not produced (optional output not yielded)",
+                            SkipCause.OPTIONAL,
+                        )
+                    else:
+                        state = self.status.get(handle.step_key, "not in the run")
+                        self._skip(
+                            step.key,
+                            f"input '{spec.name}' needs {handle}, which the run has no address "
+                            f"for (step '{handle.step_key}': {state})",
+                            SkipCause.LOST,
+                        )
                     return None
                 addresses.append(address)
                 outs.append(self._out_def(handle))
@@ -242,6 +329,33 @@ class Engine:
     def _out_def(self, handle: StepOutputHandle) -> Any:
         step = self.steps.get(handle.step_key)
         return step.op_def.outs.get(handle.output_name) if step is not None else None
+
+    def _not_yielded(self, handle: StepOutputHandle) -> bool:
+        """Whether a missing output is an optional one its step, run here, chose not to yield
+        (or a piece of a clone skipped for that reason), rather than an output that was lost."""
+        state = self.status.get(handle.step_key)
+        if state == StepStatus.SKIPPED:
+            return self._skip_cause.get(handle.step_key) == SkipCause.OPTIONAL
+        if state in (StepStatus.SUCCESS, StepStatus.MEMOIZED):
+            out = self._out_def(handle)
+            return out is not None and not out.is_required
+        return False
+
+    def _gathers_past(self, step: ExecutionStep, upstream: str) -> bool:
+        """Whether ``step`` only collects from ``upstream`` and ``upstream`` was skipped for an
+        optional output: the collector then goes on without that piece."""
+        if self._skip_cause.get(upstream) != SkipCause.OPTIONAL:
+            return False
+        return all(
+            spec.collect
+            for spec in step.inputs
+            if any(h.step_key == upstream for h in spec.upstream)
+        )
+
+    def _cause_from(self, upstream: str) -> str:
+        if self.status.get(upstream) == StepStatus.FAILED:
+            return SkipCause.FAILED
+        return self._skip_cause.get(upstream, SkipCause.FAILED)
 
     def _finish(self, outcome: StepOutcome) -> None:
         key = outcome.step_key
@@ -279,7 +393,7 @@ class Engine:
             return
         self.status[key] = StepStatus.FAILED
         self.result.failures.append(outcome)
-        self._skip_consumers(key, f"upstream step '{key}' failed")
+        self._skip_consumers(key, f"upstream step '{key}' failed", SkipCause.FAILED)
 
     def _recompute_lost(self, step: ExecutionStep, outcome: StepOutcome) -> bool:
         """An attempt could not load inputs that memoized steps of this run reused (gone,
@@ -372,22 +486,35 @@ class Engine:
             if remaining == 0:
                 self._ready.append(consumer)
 
-    def _skip(self, key: str, reason: str) -> None:
+    def _skip(self, key: str, reason: str, cause: str) -> None:
         if key in self.status:
             return
         self.status[key] = StepStatus.SKIPPED
+        self._skip_cause[key] = cause
+        if cause == SkipCause.LOST:
+            self._lost[key] = reason
         self.log.append(Event(EventType.STEP_SKIPPED, self.run_id, time.time(), key, reason))
-        self._skip_consumers(key, f"upstream step '{key}' was skipped")
+        self._skip_consumers(key, f"upstream step '{key}' was skipped", cause)
 
-    def _skip_consumers(self, key: str, reason: str) -> None:
-        stack = [(c, reason) for c in self._consumers.pop(key, ())]
+    def _skip_consumers(self, key: str, reason: str, cause: str) -> None:
+        stack = [(key, c, reason) for c in self._consumers.pop(key, ())]
         while stack:
-            consumer, why = stack.pop()
+            upstream, consumer, why = stack.pop()
             if consumer in self.status:
                 continue
+            if cause == SkipCause.OPTIONAL and self._gathers_past(self.steps[consumer], upstream):
+                # a collector missing one piece still runs, with the pieces that exist
+                remaining = self._waiting_on[consumer] - 1
+                self._waiting_on[consumer] = remaining
+                if remaining == 0:
+                    self._ready.append(consumer)
+                continue
             self.status[consumer] = StepStatus.SKIPPED
+            self._skip_cause[consumer] = cause
+            if cause == SkipCause.LOST:
+                self._lost[consumer] = why
             self.log.append(Event(EventType.STEP_SKIPPED, self.run_id, time.time(), consumer, why))
             stack.extend(
-                (c, f"upstream step '{consumer}' was skipped")
+                (consumer, c, f"upstream step '{consumer}' was skipped")
                 for c in self._consumers.pop(consumer, ())
             )

@@ -7,6 +7,7 @@ are all checked before the run is recorded or any step starts.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import sys
 import threading
@@ -23,7 +24,12 @@ from memodag.engine.lifecycle import RunHooks
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import ExecutionError, StepExecutionError
 from memodag.executors.base import Executor, RunPayload
-from memodag.plan.dynamic import drop_expansions_of, expand_from_addresses
+from memodag.plan.dynamic import (
+    drop_expansions_of,
+    expand_from_addresses,
+    parse_step_key,
+    reexpanded_inputs,
+)
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, build_plan, select_steps
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
 from memodag.runtime.resources import initialized_resources
@@ -57,6 +63,8 @@ def execute_job(
     _refuse_in_starting_worker()
     if _importing:
         raise ExecutionError(_started_at_import(_importing[-1]))
+    if run_id is not None:
+        check_run_id(run_id)
     if plan is None:
         plan = build_plan(job, resolve_run_config(job, run_config))
     resolved = plan.run_config
@@ -118,7 +126,7 @@ def execute_job(
     try:
         # in-process: every resource the steps need; otherwise the io managers (and what they
         # require) only, which the driver needs for memoization, the lifecycle and results
-        keys = resource_keys if executor.in_process else _io_manager_keys(job, resource_keys)
+        keys = resource_keys if executor.in_process else _driver_keys(job, plan, resource_keys)
         with (
             heartbeat(instance, run_id),
             _sigterm_cancels_run(),
@@ -142,6 +150,7 @@ def execute_job(
                 if isinstance(getattr(resources, k, None), IOManager)
             }
             memoizer.attach_io_managers(io_managers)
+            memoizer.attach_resources(resources)
             hooks = RunHooks(run_id, job.name, run_tags, vars(resources))
             if hooks.listens_for_outputs:
                 event_log.on_stored.append(hooks.stored)
@@ -214,9 +223,25 @@ def execute_job(
     if raise_on_error and hook_error is not None:
         raise ExecutionError(f"run {run_id[:8]} failed: {hook_error}")
     if raise_on_error and not engine.result.success:
-        skipped = [k for k, s in engine.result.status.items() if s == "skipped"]
-        raise ExecutionError(f"run {run_id[:8]} did not complete: steps skipped {skipped[:10]}")
+        raise ExecutionError(f"run {run_id[:8]} failed: {_unaccounted_message(engine)}")
     return result
+
+
+#: a run id names a folder in path io managers' layout: nothing that could leave it
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def check_run_id(run_id: object) -> None:
+    """Refuse a run id that is not 1 to 128 letters, digits, ``-`` or ``_`` (a uuid4 passes).
+
+    Io managers join the run id into paths (``<base>/<run_id>/...``): ``/abs`` or ``../x``
+    would write outside their base folder.
+    """
+    if not isinstance(run_id, str) or _RUN_ID.fullmatch(run_id) is None:
+        raise ExecutionError(
+            f"run_id {run_id!r} is not valid: use 1 to 128 letters, digits, '-' and '_' "
+            "(e.g. str(uuid.uuid4()), the default when run_id is not given)"
+        )
 
 
 #: what the CLI is importing to find its jobs (a run started meanwhile is a mistake)
@@ -297,13 +322,27 @@ def _run_status(
         return RunStatus.CANCELED, EventType.RUN_CANCELED, message
     if run_error is not None or engine is None or not engine.result.success:
         failed = engine.result.failures if engine else []
-        message = (
-            f"{type(run_error).__name__}: {run_error}"
-            if run_error
-            else f"steps failed: {[f.step_key for f in failed][:10]}"
-        )
+        if run_error:
+            message = f"{type(run_error).__name__}: {run_error}"
+        elif failed or engine is None:
+            message = f"steps failed: {[f.step_key for f in failed][:10]}"
+        else:
+            message = _unaccounted_message(engine)
         return RunStatus.FAILURE, EventType.RUN_FAILURE, message
     return RunStatus.SUCCESS, EventType.RUN_SUCCESS, ""
+
+
+def _unaccounted_message(engine: Engine) -> str:
+    """Names the steps the run did not do, nor skip for a reason that leaves it a success."""
+    unaccounted = engine.result.unaccounted
+    lines = [f"  - {key}: {why}" for key, why in list(unaccounted.items())[:10]]
+    more = f"\n  ... and {len(unaccounted) - 10} more" if len(unaccounted) > 10 else ""
+    return (
+        f"{len(unaccounted)} step(s) neither ran, were memoized, were loaded from the parent "
+        "run, nor were skipped for an optional output (a bug in memodag: please report it):\n"
+        + "\n".join(lines)
+        + more
+    )
 
 
 def _finish_run(
@@ -376,8 +415,21 @@ def _selection(
     # are expanded afresh by the engine from their new pieces
     created_by = expand_from_addresses(plan, steps, parent_addresses, completed)
     selected = select_steps(plan, step_selection, steps)
-    drop_expansions_of(steps, created_by, selected)
+    dropped = drop_expansions_of(steps, created_by, selected)
+    _refuse_clones_of_rerun_fan_outs(step_selection, dropped)
     external: dict[AddressKey, Address] = {}
+    rerun = {steps[k].node.path for k in selected if steps[k].op_def.has_dynamic_output}
+    if rerun:
+        # what the fan-outs' fresh clones and collectors will read beside their pieces
+        feeding = reexpanded_inputs(plan, rerun)
+        for address_key, address in parent_addresses.items():
+            step_key, output, _ = address_key
+            if (
+                step_key not in selected
+                and step_key in steps
+                and (parse_step_key(step_key)[0], output) in feeding
+            ):
+                external[address_key] = address
     missing: list[str] = []
     for key in sorted(selected):
         for spec in steps[key].inputs:
@@ -402,6 +454,30 @@ def _selection(
             + "\n".join(f"  - {m}" for m in missing)
         )
     return steps, selected, external
+
+
+def _refuse_clones_of_rerun_fan_outs(
+    step_selection: Sequence[str], dropped: Mapping[str, str]
+) -> None:
+    """A clone named in the selection beside its fan-out's source (``["emit", "double[1]"]``)
+    is refused, as Dagster does: the source re-runs and yields new pieces, so the parent's
+    clone no longer exists, and every clone of the new pieces runs anyway."""
+    # a collector outside the fan-out keeps its key: it is made afresh and runs, no conflict
+    named = sorted(
+        key
+        for key in {item.strip().strip("*+") for item in step_selection} & dropped.keys()
+        if parse_step_key(key)[1]
+    )
+    if not named:
+        return
+    sources = sorted({dropped[key] for key in named})
+    raise ExecutionError(
+        f"step selection names {named}, made from the parent run's pieces of fan-out "
+        f"{sources}, and that fan-out too: it re-runs, its new pieces are cloned afresh and "
+        "every new clone runs, so the parent's clones no longer exist. "
+        f"Select {[s + '*' for s in sources]} to re-run the fan-out and what follows it, or leave "
+        f"{sources} out to re-run the clone(s) from the parent run's pieces"
+    )
 
 
 def _kept_in_process(job: JobDefinition, resolved: ResolvedRunConfig, key: str) -> bool:
@@ -518,5 +594,11 @@ def _resource_keys(
     return keys
 
 
-def _io_manager_keys(job: JobDefinition, keys: set[str]) -> set[str]:
-    return {k for k in keys if job.resource_defs[k].is_io_manager}
+def _driver_keys(job: JobDefinition, plan: ExecutionPlan, keys: set[str]) -> set[str]:
+    """What the driver builds when steps run elsewhere: io managers, and the resources of ops
+    with a declared data version (computed in the driver, with versions)."""
+    found = {k for k in keys if job.resource_defs[k].is_io_manager}
+    for node in plan.nodes.values():
+        if node.op_def.data_version is not None:
+            found |= node.op_def.required_resource_keys
+    return found

@@ -105,7 +105,9 @@ class ExecuteInProcessResult:
 
     def output_for_node(self, node: str, output_name: str = DEFAULT_OUTPUT) -> Any:
         """The value of ``node``'s output. For a mapped node (or a dynamic output), a dict
-        ``{mapping_key: value}`` in emission order."""
+        ``{mapping_key: value}`` in emission order, of the pieces this run produced (executed
+        or memoized): a re-execution leaves out those it loaded from its parent run, as Dagster
+        does (``step_status`` tells them as ``external``)."""
         step_key, output = self._resolve(node, output_name)
         pieces = self._pieces(step_key, output)
         if pieces is not None:
@@ -202,7 +204,9 @@ class ExecuteInProcessResult:
         return found
 
     def _address_items(self) -> list[tuple[AddressKey, Address]]:
-        return list(self._result.addresses.items())
+        """The outputs this run produced: not those a re-execution loaded from its parent."""
+        status = self._result.status
+        return [(k, a) for k, a in self._result.addresses.items() if status.get(k[0]) != "external"]
 
     def _plan_node(self, step_key: str) -> Any:
         from memodag.plan.plan import flatten_graph
@@ -255,11 +259,7 @@ class ExecuteInProcessResult:
     def _resolve_in(
         self, graph: GraphDefinition, prefix: str, node: str, output: str
     ) -> tuple[str, str]:
-        invocation = graph.nodes[node]
-        if isinstance(invocation.definition, GraphDefinition):
-            inner, inner_out = invocation.definition.output_mappings[output]
-            return self._resolve_in(invocation.definition, f"{prefix}{node}.", inner, inner_out)
-        return f"{prefix}{node}", output
+        return graph.resolve_output(node, output, prefix)
 
     @contextlib.contextmanager
     def _live_managers(self, keys: Iterable[str]) -> Iterator[dict[str, IOManager]]:

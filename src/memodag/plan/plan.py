@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memodag.definitions.composition import FromGraphInput, FromNode, GraphDefinition
+from memodag.definitions.composition import FromGraphInput, FromList, FromNode, GraphDefinition
 from memodag.definitions.config import NO_DEFAULT
 from memodag.definitions.op import OpDefinition
 from memodag.errors import DefinitionError, ExecutionError
@@ -38,13 +38,24 @@ class DefaultSource:
     value: Any
 
 
+@dataclass(frozen=True, slots=True)
+class ListSource:
+    """A fan-in input: the values of ``members`` (each ``value`` or ``piece`` mode), as a list in
+    order. Its step input is a ``collect`` one: a member not produced is left out."""
+
+    members: tuple[NodeSource, ...]
+
+
+Source = NodeSource | DefaultSource | ListSource
+
+
 @dataclass(frozen=True)
 class OpNode:
     """A flattened op node: the template of its step(s)."""
 
     path: str
     op_def: OpDefinition
-    inputs: Mapping[str, NodeSource | DefaultSource]
+    inputs: Mapping[str, Source]
     tags: Mapping[str, str]
     mapped_over: tuple[tuple[str, str], ...] = ()
 
@@ -78,13 +89,20 @@ class StepInput:
 
 @dataclass(slots=True)
 class ExecutionStep:
-    """One unit of work: an op node (or one clone of a mapped node) with its inputs resolved."""
+    """One unit of work: an op node (or one clone of a mapped node) with its inputs resolved.
+
+    ``pieces`` is set, in a run's own steps only, once a step with a dynamic output has been
+    expanded: its mapping keys per dynamic output (a collector of several fan-outs is made when
+    the last of them is known). ``gathered_from``: a collector's fan-out source step keys.
+    """
 
     key: str
     node: OpNode
     inputs: tuple[StepInput, ...]
     config: Any
     mapping_keys: tuple[str, ...] = ()
+    pieces: Mapping[str, tuple[str, ...]] | None = None
+    gathered_from: tuple[str, ...] = ()
 
     @property
     def op_def(self) -> OpDefinition:
@@ -128,42 +146,37 @@ def flatten_graph(graph: GraphDefinition) -> dict[str, OpNode]:
 def _resolve_output(
     graph: GraphDefinition, prefix: str, node_name: str, output: str
 ) -> tuple[str, str]:
-    node = graph.nodes[node_name]
-    if isinstance(node.definition, GraphDefinition):
-        inner_node, inner_output = node.definition.output_mappings[output]
-        return _resolve_output(node.definition, f"{prefix}{node_name}.", inner_node, inner_output)
-    return f"{prefix}{node_name}", output
+    return graph.resolve_output(node_name, output, prefix)
 
 
 def _flatten(
     graph: GraphDefinition,
     prefix: str,
-    graph_inputs: Mapping[str, NodeSource | DefaultSource],
+    graph_inputs: Mapping[str, Source],
     outer_scope: tuple[tuple[str, str], ...],
     out: dict[str, OpNode],
 ) -> None:
     for name, node in graph.nodes.items():
-        inputs: dict[str, NodeSource | DefaultSource] = {}
+        inputs: dict[str, Source] = {}
         for input_name, source in node.inputs.items():
-            if isinstance(source, FromGraphInput):
-                if source.name not in graph_inputs:
-                    raise DefinitionError(
-                        f"graph '{graph.name}': input '{source.name}' is not connected where the graph is used"
+            if isinstance(source, FromList):
+                members = []
+                for member in source.members:
+                    found = _flat_source(
+                        graph, prefix, graph_inputs, member, f"{prefix}{name}", input_name
                     )
-                inputs[input_name] = graph_inputs[source.name]
-            elif isinstance(source, FromNode):
-                node_path, output = _resolve_output(graph, prefix, source.node, source.output)
-                inputs[input_name] = NodeSource(node_path, output, source.mode)
+                    assert isinstance(found, NodeSource)  # _flat_source refuses anything else
+                    members.append(found)
+                inputs[input_name] = ListSource(tuple(members))
+            else:
+                inputs[input_name] = _flat_source(graph, prefix, graph_inputs, source, "", "")
         scope = (
             outer_scope + tuple(_resolve_output(graph, prefix, n, o) for n, o in node.mapped_over)
             if node.mapped_over
             else outer_scope
         )
         if isinstance(node.definition, GraphDefinition):
-            if node.mapped_over:
-                raise DefinitionError(
-                    f"graph node '{prefix}{name}': mapping a whole graph over a dynamic output is not supported; map its ops"
-                )
+            # a mapped graph: every op inside is cloned per piece (its scope starts with the graph's)
             _flatten(node.definition, f"{prefix}{name}.", inputs, scope, out)
             continue
         op_def: OpDefinition = node.definition
@@ -174,6 +187,33 @@ def _flatten(
         # most nodes add no tags: they share their op's (tags are never changed once built)
         tags = {**op_def.tags, **node.tags} if node.tags else op_def.tags
         out[path] = OpNode(path, op_def, inputs, tags, scope)
+
+
+def _flat_source(
+    graph: GraphDefinition,
+    prefix: str,
+    graph_inputs: Mapping[str, Source],
+    source: FromNode | FromGraphInput,
+    fan_in_node: str,
+    fan_in_input: str,
+) -> Source:
+    """Where ``source`` comes from in op terms. For a member of a fan-in list (``fan_in_node``
+    given), it must be one value: a graph input given a default or a list cannot be a member."""
+    if isinstance(source, FromNode):
+        node_path, output = _resolve_output(graph, prefix, source.node, source.output)
+        return NodeSource(node_path, output, source.mode)
+    if source.name not in graph_inputs:
+        raise DefinitionError(
+            f"graph '{graph.name}': input '{source.name}' is not connected where the graph is used"
+        )
+    found = graph_inputs[source.name]
+    if fan_in_node and not (isinstance(found, NodeSource) and found.mode != "collect"):
+        raise DefinitionError(
+            f"node '{fan_in_node}' input '{fan_in_input}': graph input '{source.name}' of graph "
+            f"'{graph.name}' is a member of a fan-in list but is given a default, a list or a "
+            "collected list where the graph is used; pass one op output to it"
+        )
+    return found
 
 
 def build_plan(job: JobDefinition, run_config: ResolvedRunConfig) -> ExecutionPlan:
@@ -202,6 +242,9 @@ def _static_inputs(node: OpNode) -> tuple[StepInput, ...]:
     for name, source in node.inputs.items():
         if isinstance(source, DefaultSource):
             result.append(StepInput(name, default=source.value))
+        elif isinstance(source, ListSource):
+            handles = tuple(StepOutputHandle(m.node, m.output) for m in source.members)
+            result.append(StepInput(name, handles, collect=True))
         else:
             result.append(StepInput(name, (StepOutputHandle(source.node, source.output),)))
     return tuple(result)
@@ -214,8 +257,9 @@ def select_steps(
 ) -> set[str]:
     """Resolve a step selection among ``steps`` (default: the plan's; a re-execution passes its
     steps with the parent's fan-outs expanded): exact keys or globs, ``*op`` (op and all
-    upstream), ``op*`` (op and all downstream), ``+op`` / ``op+`` (one level). Unknown selections
-    raise, naming them."""
+    upstream), ``op*`` (op and all downstream), ``+op`` / ``op+`` (one level). A mapped node's
+    clones are selected one by one by key (``double[k7]``), all together by the node's name or
+    Dagster's ``double[?]``. Unknown selections raise, naming them."""
     all_steps = plan.steps if steps is None else steps
     downstream: dict[str, set[str]] = {k: set() for k in all_steps}
     for key, step in all_steps.items():
@@ -228,6 +272,14 @@ def select_steps(
         up = _depth(item, prefix=True)
         down = _depth(item, prefix=False)
         matches = [k for k in all_steps if k == core]
+        if not matches and core.endswith("[?]"):
+            # Dagster's name for a mapped node's clones yet to be made: all of them; a node
+            # whose fan-out yielded no piece has none, which is no mistake
+            base = core[: -len("[?]")]
+            matches = [k for k in all_steps if _clone_of(k, base)]
+            node = plan.nodes.get(base)
+            if not matches and node is not None and node.is_mapped:
+                continue
         if not matches:
             # a mapped node by its name: every clone of it ("double*" = all of double's clones
             # and what is downstream of them)

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.composition import GraphDefinition
-from memodag.definitions.config import NO_DEFAULT, config_is_required, validate_config
+from memodag.definitions.config import (
+    MAX_CONFIG_DEPTH,
+    NO_DEFAULT,
+    check_config_limits,
+    config_is_required,
+    validate_config,
+)
 from memodag.definitions.executor import ExecutorDefinition, resolve_executor
 from memodag.errors import ConfigError
 
@@ -36,7 +42,11 @@ class ResolvedRunConfig:
 
 
 def load_run_config_files(paths: Sequence[str | Path]) -> dict[str, Any]:
-    """Read and deep-merge YAML run config files (later files win)."""
+    """Read and deep-merge YAML run config files (later files win).
+
+    A file nested deeper than ``MAX_CONFIG_DEPTH`` or expanding (aliases written out) beyond
+    ``MAX_CONFIG_SIZE`` is refused with a ``ConfigError`` before it is built in memory.
+    """
     import yaml
 
     merged: dict[str, Any] = {}
@@ -45,7 +55,7 @@ def load_run_config_files(paths: Sequence[str | Path]) -> dict[str, Any]:
         if not p.exists():
             raise ConfigError([f"{p}: config file not found"], "config file")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = _load_yaml(p.read_text(), str(p)) or {}
         except yaml.YAMLError as exc:
             raise ConfigError([f"{p}: not valid YAML: {exc}"], "config file") from exc
         if not isinstance(data, Mapping):
@@ -54,6 +64,62 @@ def load_run_config_files(paths: Sequence[str | Path]) -> dict[str, Any]:
             )
         merged = deep_merge(merged, data)
     return merged
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with the config limits applied to the parsed nodes, before any object
+    is built: an alias bomb is refused in milliseconds, not after gigabytes."""
+    import yaml
+
+    class LimitedLoader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.depth += 1
+            if self.depth > MAX_CONFIG_DEPTH + 1:  # a scalar is one level below its container
+                raise ConfigError(
+                    [
+                        f"{where}: nested more than {MAX_CONFIG_DEPTH} levels deep (mappings and "
+                        f"lists inside each other, line {self.peek_event().start_mark.line + 1}); "
+                        "flatten it"
+                    ],
+                    "config file",
+                )
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    loader = LimitedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            check_config_limits(node, where, _yaml_parts)
+        except ConfigError as exc:
+            raise ConfigError(exc.errors, "config file") from None
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(
+            [f"{where}: nested too deeply to read (the limit is {MAX_CONFIG_DEPTH} levels)"],
+            "config file",
+        ) from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_parts(node: Any) -> Any:
+    """A parsed YAML node as ``check_config_limits`` sees it: a scalar's size, or the nodes a
+    sequence or mapping holds (an alias is the very node it names, so it is counted expanded;
+    merge keys are counted as the mappings they merge)."""
+    import yaml
+
+    if isinstance(node, yaml.ScalarNode):
+        return 1 + len(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value)
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,6 +154,8 @@ def resolve_run_config(
     ``ConfigError`` listing every problem with its path."""
     if run_config is not None and not isinstance(run_config, Mapping):
         raise ConfigError([f"run config: expected a mapping, got {type(run_config).__name__}"])
+    check_config_limits(run_config)
+    check_config_limits(job.config, f"job '{job.name}' default config")
     raw = deep_merge(job.config or {}, run_config or {})
     errors: list[str] = []
     for key in raw:

@@ -1,4 +1,5 @@
-"""How a value becomes bytes in a file or object: pickle (default), JSON, Parquet, or a custom pair.
+"""How a value becomes bytes in a file or object: pickle (default), JSON, Parquet, ``auto`` (JSON
+or Parquet where the value allows, else pickle), or a custom pair.
 
 Serializers are chosen per output (``Out(serializer=...)`` or ``Out(write=..., read=...)``) or as an
 io manager's default, never by the value's type. Heavy libraries are imported only when used.
@@ -73,7 +74,7 @@ class JsonSerializer(Serializer):
 
     def dump(self, obj: Any, file: BinaryIO) -> None:
         try:
-            text = json.dumps(obj, sort_keys=True)
+            text = json.dumps(obj)  # mapping order is data: it loads back in the order stored
         except (TypeError, ValueError) as exc:
             raise StorageError(
                 f"JSON serializer cannot store a {type(obj).__name__} value: {exc}; "
@@ -150,6 +151,111 @@ def _to_arrow(obj: Any, pa: Any) -> tuple[str, Any]:
     )
 
 
+#: what a pickle (protocol 2 and later, all memodag writes) and a Parquet file begin with
+_PICKLE_MAGIC = b"\x80"
+_PARQUET_MAGIC = b"PAR1"
+
+
+def refused_pickle(what: str, fix: str) -> StorageError:
+    """The error for a pickle a store that refuses them (``allow_pickle: false``) was given."""
+    return StorageError(
+        f"{what}, and this io manager does not allow pickle (allow_pickle: false; loading a "
+        f"pickle runs whatever code it contains): {fix}"
+    )
+
+
+@dataclass(frozen=True)
+class AutoSerializer(Serializer):
+    """The safest format the value allows: JSON for plain data that loads back equal (dict with
+    str keys, list, str, int, float, bool, None), Parquet for pandas/polars DataFrames and Arrow
+    tables when pyarrow is installed, pickle for anything else (or, with ``allow_pickle=False``,
+    a ``StorageError``). Loading tells the format from the file's first bytes."""
+
+    allow_pickle: bool = True
+    name: str = "auto"
+    extension: str = ""
+
+    def dump(self, obj: Any, file: BinaryIO) -> None:
+        if _is_table(obj) and _has_pyarrow():
+            _BUILTIN["parquet"].dump(obj, file)
+            return
+        text = _exact_json(obj)
+        if text is not None:
+            file.write(text.encode())
+            return
+        if not self.allow_pickle:
+            raise refused_pickle(
+                f"a {type(obj).__module__}.{type(obj).__name__} can be stored only as a pickle "
+                "(JSON would not load it back equal; Parquet takes DataFrames and Arrow tables)",
+                "return plain data (dicts with str keys, lists, str, numbers) or a DataFrame, "
+                "write it yourself with Out(write=..., read=...), or store it with another io "
+                "manager (Out(io_manager_key=...))",
+            )
+        _BUILTIN["pickle"].dump(obj, file)
+
+    def load(self, file: BinaryIO) -> Any:
+        data = file.read()
+        if data.startswith(_PARQUET_MAGIC):
+            import io
+
+            return _BUILTIN["parquet"].load(io.BytesIO(data))
+        if data.startswith(_PICKLE_MAGIC):
+            if not self.allow_pickle:
+                raise refused_pickle(
+                    "the stored output is a pickle",
+                    "re-run the step that made it with this store, which writes JSON or Parquet",
+                )
+            return pickle.loads(data)
+        return json.loads(data)
+
+
+def _is_table(obj: Any) -> bool:
+    module = type(obj).__module__.split(".")[0]
+    name = type(obj).__name__
+    return (module in ("pandas", "polars") and name == "DataFrame") or (
+        module == "pyarrow" and name in ("Table", "RecordBatch")
+    )
+
+
+def _has_pyarrow() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _exact_json(obj: Any) -> str | None:
+    """``obj`` as JSON text if it loads back equal and of the same types, else None (a tuple,
+    an int key, a NaN, a subclass of str would come back as something else)."""
+    stack = [obj]
+    seen: set[int] = set()  # a container met again (shared, or containing itself) is not redone
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind in (dict, list):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+        if kind is dict:
+            if any(type(k) is not str for k in item):
+                return None
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif (
+            kind not in _JSON_SCALARS
+            or (kind is float and item != item)
+            or (kind is float and item in (float("inf"), float("-inf")))
+        ):
+            return None
+    try:
+        return json.dumps(obj, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None  # a list that contains itself, or nested too deep for JSON
+
+
 @dataclass(frozen=True)
 class CallableSerializer(Serializer):
     """A custom ``write(obj, file)`` / ``read(file)`` pair attached to one ``Out``."""
@@ -167,9 +273,10 @@ class CallableSerializer(Serializer):
 
 
 CUSTOM = CallableSerializer.name
+AUTO = AutoSerializer.name
 
 _BUILTIN: dict[str, Serializer] = {
-    s.name: s for s in (PickleSerializer(), JsonSerializer(), ParquetSerializer())
+    s.name: s for s in (PickleSerializer(), JsonSerializer(), ParquetSerializer(), AutoSerializer())
 }
 
 

@@ -18,6 +18,7 @@ from memodag.errors import MemoizationError
 from memodag.hashing import hash_strings, piece_version
 from memodag.plan.dynamic import parse_step_key
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
+from memodag.runtime.context import RunLogger
 from memodag.runtime.step import StepOutcome
 from memodag.storage.instance.records import IndexEntry
 from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
@@ -64,7 +65,10 @@ class IndexMemoizer(Memoizer):
         self.enabled = enabled
         self.run_id = run_id
         self.resolver = VersionResolver(job, plan.run_config.resource_config, job.version_strategy)
+        self.resolver.run_id = run_id
+        self.resolver.instance = instance
         self.io_managers: Mapping[str, IOManager] = {}
+        self.resources: Any = None
         self._entries: dict[tuple[str, str], IndexEntry] = {}
         self._fetched_entries: list[IndexEntry] = []  # in fetch order; only explain groups them
         self._by_key: dict[str, list[IndexEntry]] = {}
@@ -103,6 +107,10 @@ class IndexMemoizer(Memoizer):
 
     def attach_io_managers(self, io_managers: Mapping[str, IOManager]) -> None:
         self.io_managers = io_managers
+
+    def attach_resources(self, resources: Any) -> None:
+        self.resources = resources
+        self.resolver.resources = resources
 
     def note_addresses(self, addresses: Mapping[AddressKey, Address]) -> None:
         """Outputs this run did not compute (re-execution): their versions feed consumers."""
@@ -319,7 +327,20 @@ class IndexMemoizer(Memoizer):
                 return []  # an optional output the step chose not to yield at this version
             return [entry.address]
         if isinstance(manager, MemoizableIOManager):
-            context = OutputContext(step.key, name, self.run_id, step.op_def, out, None, version)
+            # what handle_output gets too: the manager's config, the run's resources, a log
+            context = OutputContext(
+                step.key,
+                name,
+                self.run_id,
+                step.op_def,
+                out,
+                None,
+                version,
+                {},
+                self.plan.run_config.resource_config.get(out.io_manager_key),
+                self.resources,
+                RunLogger(self.run_id, step.key, None),
+            )
             if manager.has_output(context):
                 return [
                     Address(

@@ -33,6 +33,10 @@ class Memoizer:
     def attach_io_managers(self, io_managers: Mapping[str, Any]) -> None:
         """The run's io managers, for custom managers that answer ``has_output`` themselves."""
 
+    def attach_resources(self, resources: Any) -> None:
+        """The resources the driver built for the run (``Resources``): what declared data
+        versions and custom io managers' ``has_output`` see."""
+
     def note_addresses(self, addresses: Mapping[AddressKey, Address]) -> None:
         """Outputs the run takes from elsewhere (a parent run)."""
 

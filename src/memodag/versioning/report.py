@@ -263,6 +263,11 @@ def explain_output(
         reasons.append(_code_reason(step, now, old, memoizer))
     if now["config"] != old.get("config"):
         reasons.extend(_config_diff(old.get("config"), now["config"]))
+    if now.get("data_version", "") != old.get("data_version", ""):
+        reasons.append(
+            f"data version of op '{step.op_def.name}' changed "
+            f"({_data_text(old.get('data_version'))} -> {_data_text(now.get('data_version'))})"
+        )
     now_configs = memoizer.resource_configs(step)
     old_resources = old.get("resources", {})
     for res_key in sorted(set(now["resources"]) | set(old_resources)):
@@ -270,17 +275,35 @@ def explain_output(
             reasons.append(_resource_reason(res_key, old, now_configs))
     sources = {spec.name: spec.upstream for spec in step.inputs}
     for input_name in now["inputs"]:
-        if now["inputs"][input_name] != old.get("inputs", {}).get(input_name):
+        was = old.get("inputs", {}).get(input_name)
+        if now["inputs"][input_name] != was:
             upstream = sources.get(input_name) or ()
+            members = _changed_members(now["inputs"][input_name], was, upstream)
+            if members:
+                reasons.append(f"input '{input_name}' changed: {members}")
+                continue
             names = sorted({f"{h.step_key}.{h.output_name}" for h in upstream})
             via = f" from {', '.join(names[:3])}{'...' if len(names) > 3 else ''}" if names else ""
             reasons.append(f"input '{input_name}' changed{via}")
     return reasons or [f"version changed ({closest.version[:8]} -> {version[:8]})"]
 
 
+def _changed_members(now: Any, was: Any, upstream: Sequence[Any]) -> str | None:
+    """For a list input (a fan-in, a collect) of unchanged length: which members changed,
+    ``member 1 (b.result)``; None when the lists cannot be compared member by member."""
+    if not isinstance(now, list | tuple) or not isinstance(was, list | tuple):
+        return None
+    if len(upstream) < 2 or len(now) != len(was) or len(now) != len(upstream):
+        return None
+    changed = [i for i, (a, b) in enumerate(zip(now, was, strict=True)) if a != b]
+    shown = ", ".join(f"member {i} ({upstream[i]})" for i in changed[:3])
+    return shown + ("..." if len(changed) > 3 else "")
+
+
 def _distance(now: Mapping[str, Any], old: Mapping[str, Any]) -> int:
     """How many parts of two recipes differ: code, config, each resource, each input."""
     count = int(now["code"] != old.get("code")) + int(now["config"] != old.get("config"))
+    count += int(now.get("data_version", "") != old.get("data_version", ""))
     for part in ("resources", "inputs"):
         mine, theirs = now[part], old.get(part) or {}
         count += sum(1 for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
@@ -325,6 +348,18 @@ def _code_diff(old: Any, new: Any) -> str:
     return ", ".join(parts[:5]) + (f" (+{len(parts) - 5} more)" if len(parts) > 5 else "")
 
 
+def _data_text(stored: Any) -> str:
+    """A declared data version as ``explain`` shows it: a string as it is, other JSON compact."""
+    if not stored:
+        return "none"
+    try:
+        value = json.loads(stored)
+    except (TypeError, ValueError):
+        value = stored
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _short(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 12 else text[:10] + ".."
@@ -343,6 +378,7 @@ def _config_diff(old_json: Any, new_json: str) -> list[str]:
 
 def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
+        before = len(out)
         for key in sorted(set(old) | set(new)):
             sub = f"{path}.{key}" if path else str(key)
             if key not in old:
@@ -351,6 +387,11 @@ def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
                 out.append(f"field '{sub}' removed (was {old[key]!r})")
             else:
                 _diff(old[key], new[key], sub, out)
+        if len(out) == before and list(old) != list(new):
+            # mapping order is data (an op iterating the mapping sees it)
+            out.append(
+                f"field '{path or '(whole config)'}' order changed ({list(old)} -> {list(new)})"
+            )
     elif old != new:
         out.append(f"field '{path or '(whole config)'}' changed ({old!r} -> {new!r})")
 

@@ -1,18 +1,23 @@
 """Version computation: a pure function of definitions, config and upstream versions.
 
-``version(output) = H(op code version, config, resource versions, input versions, output name
-[, mapping key])`` (docs/versioning.md). Op and resource versions come from ``version=`` or the
-job's ``VersionStrategy``, asked once per definition per run.
+``version(output) = H(op code version, config, [declared data version,] resource versions,
+input versions, output name [, mapping key])`` (docs/versioning.md). Op and resource versions
+come from ``version=`` or the job's ``VersionStrategy``, asked once per definition per run; an
+op's declared data version (``@op(data_version=fn)``) from ``fn(context)``, once per op and config
+per run. Never runs an op body.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.config import config_to_plain
+from memodag.errors import MemodagError, MemoizationError
 from memodag.hashing import (
     VERSION_LENGTH,
     UnhashableValue,
@@ -38,6 +43,8 @@ class Recipe:
     #: what the code version hashes (function -> digest), when the strategy can say: lets
     #: ``explain`` name the function that changed. Not part of the version (``code`` covers it).
     code_parts: tuple[tuple[str, str], ...] = ()
+    #: canonical JSON of the op's declared data version (``@op(data_version=fn)``), if any
+    data_version: str = ""
     #: the step version when the resolver computed it already (from a per-node hash prefix)
     known_version: str = field(default="", compare=False)
 
@@ -45,7 +52,9 @@ class Recipe:
     def step_version(self) -> str:
         if self.known_version:
             return self.known_version
-        return hash_strings(*_version_parts(self.code, self.config, self.resources, self.inputs))
+        return hash_strings(
+            *_version_parts(self.code, self.config, self.resources, self.inputs, self.data_version)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +63,7 @@ class Recipe:
             "resources": dict(self.resources),
             "inputs": {n: list(vs) for n, vs in self.inputs},
             **({"code_parts": dict(self.code_parts)} if self.code_parts else {}),
+            **({"data_version": self.data_version} if self.data_version else {}),
         }
 
 
@@ -62,9 +72,12 @@ def _version_parts(
     config: str,
     resources: tuple[tuple[str, str], ...],
     inputs: tuple[tuple[str, tuple[str, ...]], ...],
+    data_version: str = "",
 ) -> list[str]:
     """What a step version hashes, in order: this order is the version scheme."""
     parts = [code, config]
+    if data_version:
+        parts.append(f"d:{data_version}")
     parts += [f"r:{k}={v}" for k, v in resources]
     parts += [f"i:{n}=" + ",".join(vs) for n, vs in inputs]
     return parts
@@ -85,7 +98,8 @@ class _NodeParts:
     config: str
     resources: tuple[tuple[str, str], ...]
     code_parts: tuple[tuple[str, str], ...]
-    prefix: Any  # a hashlib object fed code, config and resources
+    prefix: Any  # a hashlib object fed code, config, data version and resources
+    data_version: str = ""
 
 
 class StepVersion:
@@ -103,7 +117,13 @@ class StepVersion:
     def recipe(self) -> Recipe:
         node = self.node
         return Recipe(
-            node.code, node.config, node.resources, self.inputs, node.code_parts, self.version
+            node.code,
+            node.config,
+            node.resources,
+            self.inputs,
+            node.code_parts,
+            node.data_version,
+            self.version,
         )
 
     def output_versions(self, names: tuple[str, ...]) -> dict[str, str]:
@@ -169,6 +189,11 @@ class VersionResolver:
         self._config_jsons: dict[str, str] = {}
         self._nodes: dict[tuple[str, bool], _NodeParts | None] = {}
         self._shared_nodes: dict[tuple[int, str, bool], _NodeParts | None] = {}
+        self._plain_resource_versions: dict[str, str] = {}
+        #: what ``data_version`` functions receive: set by the run (``attach_resources``)
+        self.resources: Any = None
+        self.run_id = ""
+        self.instance: Any = None
 
     def op_version(self, op_def: Any, config: Any, config_json: str | None = None) -> str | None:
         if op_def.version is not None:
@@ -178,18 +203,44 @@ class VersionResolver:
         # a strategy may look at the config, so its answer is cached per (op, config)
         key = (id(op_def), config_json if config_json is not None else _config_json(config))
         if key not in self._op_versions:
-            self._op_versions[key] = self.strategy.get_op_version(OpVersionContext(op_def, config))
+            strategy = self.strategy
+            try:
+                found = strategy.get_op_version(OpVersionContext(op_def, config))
+            except MemoizationError:
+                raise
+            except Exception as exc:
+                raise MemoizationError(
+                    f"version strategy {_name(strategy)} failed on op '{op_def.name}': "
+                    f"{type(exc).__name__}: {exc}; fix get_op_version, or give the op "
+                    "@op(version=...)"
+                ) from exc
+            self._op_versions[key] = _checked(
+                found, f"op '{op_def.name}'", strategy, "get_op_version"
+            )
         return self._op_versions[key]
 
     def resource_version(self, key: str) -> str:
         """A resource counts by its version (or the strategy's) and its config; an unversioned
-        resource counts by its config alone."""
+        resource counts by its config alone. The strategy is asked only about resources ops
+        require (and what those are built from), never about io managers."""
         if key not in self._resource_versions:
             rdef = self.job.resource_defs[key]
             config = self.resource_config.get(key)
             version = rdef.version
-            if version is None and self.strategy is not None:
-                version = self.strategy.get_resource_version(ResourceVersionContext(rdef, config))
+            strategy = self.strategy
+            if version is None and strategy is not None:
+                try:
+                    found = strategy.get_resource_version(ResourceVersionContext(rdef, config))
+                except MemoizationError:
+                    raise
+                except Exception as exc:
+                    raise MemoizationError(
+                        f"version strategy {_name(strategy)} failed on resource '{key}': "
+                        f"{type(exc).__name__}: {exc}; fix get_resource_version (return None "
+                        f"for an unversioned resource), or give the resource version=..."
+                    ) from exc
+                if found is not None:
+                    version = _checked(found, f"resource '{key}'", strategy, "get_resource_version")
             # a resource built from other resources changes when they do (resources form no
             # cycles: job definition refuses them)
             needs = [f"{k}={self.resource_version(k)}" for k in sorted(rdef.required_resource_keys)]
@@ -198,11 +249,80 @@ class VersionResolver:
             )
         return self._resource_versions[key]
 
+    def _plain_resource_version(self, key: str) -> str:
+        """A resource by its own ``version=`` and config, and what it is built from, the same
+        way: no strategy asked (io managers; docs/versioning.md)."""
+        found = self._plain_resource_versions.get(key)
+        if found is None:
+            rdef = self.job.resource_defs[key]
+            config = self.resource_config.get(key)
+            needs = [
+                f"{k}={self._plain_resource_version(k)}"
+                for k in sorted(rdef.required_resource_keys)
+            ]
+            found = hash_strings(
+                rdef.version or "unversioned", canonical_json(config_to_plain(config)), *needs
+            )
+            self._plain_resource_versions[key] = found
+        return found
+
     def io_manager_identity(self, key: str) -> str:
         """What an index entry's io manager must still be for the entry to count as stored: the
-        definition (by name) and its version and config, not just its resource key."""
+        definition (by name) and its ``version=`` and config, not just its resource key. No
+        version strategy is asked: io managers are not code an op's result depends on, and a
+        strategy written for the op's resources need not know them."""
         rdef = self.job.resource_defs[key]
-        return hash_strings(rdef.name or type(rdef).__name__, self.resource_version(key))
+        return hash_strings(rdef.name or type(rdef).__name__, self._plain_resource_version(key))
+
+    def data_version(self, step: ExecutionStep) -> str:
+        """Canonical JSON of what the op's ``data_version(context)`` returns ("" without one).
+
+        Raises:
+            MemoizationError: the function raised or returned something that is not JSON.
+        """
+        op_def = step.op_def
+        fn = op_def.data_version
+        if fn is None:
+            return ""
+        from memodag.runtime.context import OpExecutionContext, Resources, RunLogger
+
+        available = self.resources
+        keys = op_def.required_resource_keys
+        resources = Resources(
+            **{k: available[k] for k in keys if available is not None and k in available}
+        )
+        context = OpExecutionContext(
+            step.config,
+            resources,
+            RunLogger(self.run_id, step.node.path, None),
+            self.run_id,
+            step.node.path,
+            op_def,
+            None,
+            self.instance,
+            0,
+            step.node.tags,
+        )
+        where = f"data_version of op '{op_def.name}' ({_name(fn)})"
+        try:
+            value = fn(context)
+        except MemodagError as exc:
+            raise MemoizationError(f"{where} failed: {exc}") from exc
+        except Exception as exc:
+            raise MemoizationError(
+                f"{where} failed: {type(exc).__name__}: {exc}; it runs before the op to say "
+                "which version of outside data the op reads"
+            ) from exc
+        try:
+            return json.dumps(
+                _json_value(value), sort_keys=True, separators=(",", ":"), allow_nan=False
+            )
+        except (TypeError, ValueError) as exc:
+            raise MemoizationError(
+                f"{where} returned {_short_repr(value)}, which is not a JSON value ({exc}): "
+                "return a str, number, bool, None, or a list/dict of them (str keys), e.g. "
+                "a file's size and mtime or a table's last update time"
+            ) from None
 
     def recipe(
         self, step: ExecutionStep, upstream_version: Callable[[StepOutputHandle], str | None]
@@ -265,12 +385,14 @@ class VersionResolver:
         resources = tuple(
             (k, self.resource_version(k)) for k in sorted(step.op_def.required_resource_keys)
         )
+        # once per op and config (nodes sharing them share this): it reads no input
+        data = self.data_version(step)
         # parts only for unmapped steps: thousands of clones would repeat the same list
         parts = () if mapped else self.code_parts(step.op_def)
         h = hashlib.sha256()
-        for part in _version_parts(code, config_json, resources, ()):
+        for part in _version_parts(code, config_json, resources, (), data):
             _feed(h, part)
-        return _NodeParts(code, config_json, resources, parts, h)
+        return _NodeParts(code, config_json, resources, parts, h, data)
 
     def code_parts(self, op_def: Any) -> tuple[tuple[str, str], ...]:
         """``(kind name, digest)`` pairs behind a strategy-computed code version, if it tells."""
@@ -289,3 +411,42 @@ class VersionResolver:
         if self.strategy is not None:
             return []
         return sorted(n.path for n in nodes if n.op_def.version is None)
+
+
+def _name(obj: Any) -> str:
+    """How an error names a function or a strategy (by its class)."""
+    return getattr(obj, "__name__", None) or type(obj).__name__
+
+
+def _checked(version: Any, what: str, strategy: Any, method: str) -> str:
+    """A strategy's answer, refused unless it is a non-empty string (versions are hashed, so
+    any text works; ``None`` or a number is a strategy bug that would pass unnoticed)."""
+    if isinstance(version, str) and version.strip():
+        return version
+    raise MemoizationError(
+        f"version strategy {_name(strategy)}.{method} returned {version!r} for {what}: a "
+        "version must be a non-empty string (any text: it is hashed, never used as a path)"
+    )
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` if it is JSON (a tuple counts as a list); raises TypeError naming what is not."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float) and type(value) in (int, float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a JSON number")
+        return value
+    if isinstance(value, list | tuple) and type(value) in (list, tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict) and type(value) is dict:
+        for key in value:
+            if type(key) is not str:
+                raise TypeError(f"key {key!r} of type {type(key).__name__} is not a str")
+        return {k: _json_value(v) for k, v in value.items()}
+    raise TypeError(f"{type(value).__module__}.{type(value).__qualname__} is not JSON")
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -9,8 +9,9 @@ version that may now mean something else), and the run says so once. See docs/ve
 
 from __future__ import annotations
 
-#: bump on every change to how versions are computed; 1 is every release up to memodag 0.1
-VERSION_SCHEME = 1
+#: bump on every change to how versions are computed; 1 is every release up to memodag 0.1;
+#: 2: mapping order counts in config and data hashes, declared data versions (``data_version=``)
+VERSION_SCHEME = 2
 
 
 def older_scheme_notice(job_name: str) -> str:

@@ -6,6 +6,7 @@ added elsewhere (``list-versions``, ``explain``) are registered lazily in ``JOB_
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -117,7 +118,8 @@ def execute(
     multiple=True,
     metavar="STEP",
     help="Steps to run again (repeat, or comma-separate): a key or glob, 'op*' adds everything "
-    "downstream, '*op' everything upstream. Other inputs load from the parent run. "
+    "downstream, '*op' everything upstream; a mapped op's clone by its key 'op[k0]', all its "
+    "clones by 'op' or 'op[?]'. Other inputs load from the parent run. "
     "Default: the whole job.",
 )
 @job_options(required=False)
@@ -150,7 +152,8 @@ def reexecute(
     from memodag.storage.instance import Instance
 
     tags = parse_tags(tag_values)
-    selection = [s.strip() for item in steps for s in item.split(",") if s.strip()]
+    # a comma inside brackets belongs to a nested clone's key ('double[k0,j1]'), not a list
+    selection = [s.strip() for item in steps for s in re.split(r",(?![^\[]*\])", item) if s.strip()]
     instance = Instance.get()
     try:
         parent = instance.get_run(run_id)

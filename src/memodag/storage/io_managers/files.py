@@ -24,9 +24,21 @@ from memodag.storage.io_manager import (
     InputContext,
     MemoizableIOManager,
     OutputContext,
+    RunInfo,
     StoredData,
 )
-from memodag.storage.serializers import CUSTOM, Serializer, get_serializer, serializer_for_out
+from memodag.storage.serializers import (
+    AUTO,
+    CUSTOM,
+    AutoSerializer,
+    Serializer,
+    get_serializer,
+    refused_pickle,
+    serializer_for_out,
+)
+
+#: path parts that name no file of their own: joined into a path, they would leave the base
+_NOT_NAMES = frozenset(("", ".", ".."))
 
 #: marks a local temporary file; a crashed writer may leave one beside the target, never at it
 TMP_MARK = ".tmp-"
@@ -66,6 +78,11 @@ class FileStore(ABC):
     def walk(self, path: str) -> list[str]:
         """Every file under the directory ``path`` (none if it does not exist)."""
         return []
+
+    def check_base(self, base: str) -> str | None:
+        """Why outputs cannot be written under ``base`` (checked once per run, before any step),
+        or None. Remote stores are not probed: a request per run is not worth it."""
+        return None
 
 
 class LocalFileStore(FileStore):
@@ -142,6 +159,20 @@ class LocalFileStore(FileStore):
     def walk(self, path: str) -> list[str]:
         return [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names]
 
+    def check_base(self, base: str) -> str | None:
+        if os.path.exists(base) and not os.path.isdir(base):
+            return f"{base} is not a directory"
+        try:
+            os.makedirs(base, exist_ok=True)
+            # a write is the only honest test: a read-only mount, or permissions root ignores
+            fd, probe = tempfile.mkstemp(prefix=".memodag-probe-", dir=base)
+        except OSError as exc:
+            return f"cannot write under {base}: {exc.strerror or exc}"
+        os.close(fd)
+        os.unlink(probe)
+        self._made.add(base)
+        return None
+
 
 def _create(path: str, directory: str) -> BinaryIO:
     """Open a new file for writing, making its directory again if it went away since we made it
@@ -162,24 +193,51 @@ class FsspecFileStore(FileStore):
     before asking about it, so an object written by another process is never reported missing.
     """
 
-    def __init__(self, fs: Any, protocol: str) -> None:
+    def __init__(self, fs: Any, protocol: str, timeout: float | None = None) -> None:
         self.fs = fs
         self.protocol = protocol
+        #: seconds one call (its internal retries included) may take on an asynchronous
+        #: filesystem (S3); None waits as long as the filesystem's own timeouts let it
+        self.timeout = timeout or None
+
+    def _call(self, method: str, *args: Any, path: str) -> Any:
+        """``fs.<method>(*args)``, given up after ``timeout`` seconds: a store that accepts the
+        connection and never answers must fail the attempt (its retry policy then decides),
+        not hold the run forever. Only asynchronous filesystems can be cut off mid-call."""
+        if self.timeout is None or not getattr(self.fs, "async_impl", False):
+            return getattr(self.fs, method)(*args)
+        from fsspec.asyn import sync
+        from fsspec.exceptions import FSTimeoutError
+
+        try:
+            return sync(self.fs.loop, getattr(self.fs, "_" + method), *args, timeout=self.timeout)
+        except FSTimeoutError:
+            raise StorageError(
+                f"the object store did not answer within {self.timeout:g}s ({method} "
+                f"{self.uri(path)}); raise the io manager's `timeout` if the store is only "
+                "slow, or give the op a RetryPolicy to try again"
+            ) from None
 
     def write(self, path: str, dump: Callable[[BinaryIO], None]) -> None:
         with tempfile.NamedTemporaryFile(prefix="memodag-", suffix=".part") as tmp:
             dump(tmp)  # type: ignore[arg-type]
             tmp.flush()
-            self.fs.put_file(tmp.name, path)
+            self._call("put_file", tmp.name, path, path=path)
         self.fs.invalidate_cache(path)
 
     def open_read(self, path: str) -> BinaryIO:
         self.fs.invalidate_cache(path)
-        return self.fs.open(path, "rb")
+        if self.timeout is None or not getattr(self.fs, "async_impl", False):
+            return self.fs.open(path, "rb")
+        # a lazily read remote file would make calls outside any deadline: fetch it whole
+        # into a local temporary file within one
+        with tempfile.NamedTemporaryFile(prefix="memodag-", suffix=".part") as tmp:
+            self._call("get_file", path, tmp.name, path=path)
+            return open(tmp.name, "rb")  # readable after the name is removed
 
     def exists(self, path: str) -> bool:
         self.fs.invalidate_cache(path)
-        return bool(self.fs.exists(path))
+        return bool(self._call("exists", path, path=path))
 
     def join(self, *parts: str) -> str:
         return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
@@ -195,19 +253,19 @@ class FsspecFileStore(FileStore):
     def size(self, path: str) -> int | None:
         self.fs.invalidate_cache(path)
         try:
-            return int(self.fs.size(path))
+            return int(self._call("size", path, path=path))
         except OSError:
             return None
 
     def delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(path)
+            self._call("rm_file", path, path=path)
         self.fs.invalidate_cache(path)
 
     def walk(self, path: str) -> list[str]:
         self.fs.invalidate_cache(path)
         try:
-            return [str(p) for p in self.fs.find(path)]
+            return [str(p) for p in self._call("find", path, path=path)]
         except FileNotFoundError:
             return []
 
@@ -219,46 +277,93 @@ class PathIOManager(MemoizableIOManager):
 
     The format of an output is, in order: its ``Out(write=, read=)`` pair, its
     ``Out(serializer=)``, the manager's default. Loading uses the format recorded in the address.
+
+    With ``allow_pickle=False`` the manager never writes or loads a pickle (loading one runs
+    whatever code it holds): its default format becomes ``auto`` without pickle, and an output
+    that needs pickle fails its step.
     """
 
     #: outputs recorded in the instance index can be trusted to exist at their address
     uses_instance_index = True
 
     def __init__(
-        self, store: FileStore, base: str, default_serializer: Any = None, versioned: bool = False
+        self,
+        store: FileStore,
+        base: str,
+        default_serializer: Any = None,
+        versioned: bool = False,
+        allow_pickle: bool = True,
     ) -> None:
         self.store = store
         self.base = base
-        self.default_serializer = get_serializer(default_serializer)
+        self.allow_pickle = allow_pickle
+        self.default_serializer = self._safe(get_serializer(default_serializer), default=True)
         self.versioned = versioned
+
+    def _safe(self, serializer: Serializer, default: bool = False) -> Serializer:
+        """``serializer`` as this manager may use it: ``auto`` without its pickle fallback when
+        pickle is not allowed (and, for the manager's default, instead of pickle)."""
+        if self.allow_pickle:
+            return serializer
+        if serializer.name == AUTO or (default and serializer.name == "pickle"):
+            return AutoSerializer(allow_pickle=False)
+        return serializer
 
     def _serializer(self, context: OutputContext) -> Serializer:
         out = context.out
         if out is None or (out.write is None and out.serializer is None):
             return self.default_serializer
         try:
-            return serializer_for_out(out)
+            return self._safe(serializer_for_out(out))
         except DefinitionError as exc:
             raise DefinitionError(f"output '{context.step_key}.{context.name}': {exc}") from None
 
     def path_for(self, context: OutputContext, serializer: Serializer | None = None) -> str:
-        """Where the output named by ``context`` is (or would be) stored."""
+        """Where the output named by ``context`` is (or would be) stored: always under the base.
+
+        Raises ``StorageError`` if a name (run id, step key, output, piece key) would lead out
+        of it, whatever let that name through.
+        """
         ext = (serializer or self._serializer(context)).extension
         if not self.versioned:
             # flat within the run: a directory per step would cost a mkdir per step
             name = f"{context.step_key}.{context.name}"
             if context.mapping_key is not None:
-                return self.store.join(self.base, context.run_id, name, context.mapping_key + ext)
-            return self.store.join(self.base, context.run_id, name + ext)
-        parts = [context.step_key, context.name]
-        if context.mapping_key is not None:
-            parts.append(context.mapping_key)
-        if not context.version:
+                parts = [context.run_id, name, context.mapping_key + ext]
+            else:
+                parts = [context.run_id, name + ext]
+        else:
+            parts = [context.step_key, context.name]
+            if context.mapping_key is not None:
+                parts.append(context.mapping_key)
+            if not context.version:
+                raise StorageError(
+                    f"versioned io manager needs a version for output '{context.step_key}.{context.name}'; "
+                    "give the op a version or the job a version_strategy"
+                )
+            parts.append(context.version + ext)
+        for part in parts:
+            # a part with no separator that is not '.' or '..' cannot lead out of the base
+            if part in _NOT_NAMES or "/" in part or "\\" in part:
+                raise self._outside(context, part)
+        return self.store.join(self.base, *parts)
+
+    def _outside(self, context: OutputContext, what: str) -> StorageError:
+        return StorageError(
+            f"output '{context.step_key}.{context.name}' of run {context.run_id!r}: the name "
+            f"{what!r} would put it outside the io manager's base {self.base!r}; run ids, op, "
+            "output and mapping key names must not contain path separators or be '.' or '..'"
+        )
+
+    def on_run_start(self, run: RunInfo) -> None:
+        """Refuse a run whose base folder cannot hold outputs (a file, ``/dev/null``, a
+        read-only folder), before any step runs rather than at its first output."""
+        problem = self.store.check_base(self.base)
+        if problem is not None:
             raise StorageError(
-                f"versioned io manager needs a version for output '{context.step_key}.{context.name}'; "
-                "give the op a version or the job a version_strategy"
+                f"cannot store outputs: {problem}; give it a "
+                "writable directory (base_dir, or base_url for object_store_io_manager)"
             )
-        return self.store.join(self.base, *parts, context.version + ext)
 
     def storage_identity(self) -> str:
         store = self.store.protocol if isinstance(self.store, FsspecFileStore) else "file"
@@ -266,6 +371,12 @@ class PathIOManager(MemoizableIOManager):
 
     def handle_output(self, context: OutputContext, obj: Any) -> StoredData:
         serializer = self._serializer(context)
+        if serializer.name == "pickle" and not self.allow_pickle:
+            raise refused_pickle(
+                "Out(serializer='pickle') asks for pickle",
+                "choose serializer 'json', 'parquet' or 'auto' (JSON or Parquet where the value "
+                "allows), or Out(write=..., read=...)",
+            )
         path = self.path_for(context, serializer)
         written: list[_HashingWriter] = []
 
@@ -293,7 +404,14 @@ class PathIOManager(MemoizableIOManager):
                     "by a custom write function; reading it needs the Out(write=..., read=...) "
                     "that wrote it"
                 )
-            serializer = get_serializer(address.serializer)
+            serializer = self._safe(get_serializer(address.serializer))
+        if serializer.name == "pickle" and not self.allow_pickle:
+            where = address.uri if address is not None else self.path_for(upstream, serializer)
+            raise refused_pickle(
+                f"output '{upstream.step_key}.{upstream.name}' at {where} is stored as a pickle",
+                "re-run its step with this store (it writes JSON or Parquet), or load it with "
+                "a store that allows pickle if you trust everyone who can write to it",
+            )
         path = (
             self.store.path_of(address.uri)
             if address is not None and address.uri

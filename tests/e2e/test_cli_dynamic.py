@@ -1,0 +1,64 @@
+"""``memodag job reexecute`` on fan-outs, end to end: a nested clone by its key, and a fan-out
+re-run with everything after it (docs/dynamic.md, "Re-execution")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cli_process import run_memodag
+
+NESTED = """
+from memodag import DynamicOut, DynamicOutput, job, op
+
+@op(out=DynamicOut(), config_schema={"n": int})
+def emit(context):
+    for i in range(context.op_config["n"]):
+        yield DynamicOutput(i, mapping_key=f"k{i}")
+
+@op(out=DynamicOut())
+def inner(x):
+    for j in range(2):
+        yield DynamicOutput(x * 10 + j, mapping_key=f"j{j}")
+
+@op
+def ten():
+    return 10
+
+@op
+def scale(x, factor):
+    return x * factor
+
+@op
+def total(xs):
+    return sum(xs)
+
+@job(config={"ops": {"emit": {"config": {"n": 2}}}})
+def nested():
+    factor = ten()
+    sums = emit().map(lambda p: total.alias("inner_total")(inner(p).map(lambda q: scale(q, factor)).collect()))
+    total(sums.collect())
+"""
+
+
+def _execute(tmp_path: Path, *args: str) -> dict:
+    result = run_memodag(*args, "--json", cwd=tmp_path, home=tmp_path / "home")
+    return json.loads(result.stdout)
+
+
+def test_reexecute_a_nested_clone_by_its_key_and_a_fan_out_with_what_follows(tmp_path):
+    (tmp_path / "jobs.py").write_text(NESTED)
+    parent = _execute(tmp_path, "job", "execute", "-f", "jobs.py")
+    assert parent["status"] == "SUCCESS"
+
+    # the comma inside the brackets is part of the clone's key, not a list of two steps
+    one = _execute(tmp_path, "job", "reexecute", parent["run_id"], "--steps", "scale[k1,j0]")
+    assert one["status"] == "SUCCESS"
+    assert one["steps"]["executed"] == 1
+
+    # the fan-out re-runs: every new clone runs (each reading the parent's `ten`), and both
+    # levels of collectors
+    again = _execute(tmp_path, "job", "reexecute", parent["run_id"], "--steps", "emit*")
+    assert again["status"] == "SUCCESS"
+    # emit, inner x2, scale x4, inner_total x2, total
+    assert again["steps"] == {"executed": 10, "memoized": 0, "failed": 0, "skipped": 0}
