@@ -40,6 +40,7 @@ from memodag.errors import (
     ExecutionError,
     MemodagError,
     MemoizationError,
+    OutputLostError,
     StepExecutionError,
     StorageError,
 )
@@ -55,6 +56,7 @@ from memodag.storage.io_manager import (
     RunEnd,
     RunInfo,
     RunLifecycle,
+    StoredData,
 )
 from memodag.storage.io_managers.fs import fs_io_manager, versioned_filesystem_io_manager
 from memodag.storage.io_managers.memory import mem_io_manager
@@ -111,6 +113,7 @@ __all__ = [
     "Out",
     "Output",
     "OutputContext",
+    "OutputLostError",
     "OutputVersion",
     "ParquetSerializer",
     "PickleSerializer",
@@ -126,6 +129,7 @@ __all__ = [
     "SourceHashVersionStrategy",
     "StepExecutionError",
     "StorageError",
+    "StoredData",
     "VersionStrategy",
     "build_op_context",
     "dask_executor",

@@ -110,3 +110,10 @@ class UnhashableValue(TypeError):
 def piece_version(output_version: str, mapping_key: str) -> str:
     """The version of one piece of a dynamic output."""
     return hash_strings(output_version, "piece", mapping_key)
+
+
+def content_hasher() -> Any:
+    """A fresh hasher of stored bytes (``update(bytes)``, ``hexdigest()``): what io managers
+    record as an output's ``content_hash`` and check it against. BLAKE2b: fast, and 128 bits
+    are plenty to tell an altered file from the one written."""
+    return hashlib.blake2b(digest_size=16)

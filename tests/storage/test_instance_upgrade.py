@@ -152,7 +152,11 @@ def test_an_instance_of_the_previous_release_upgrades_and_memoizes(old_instance_
     # upgraded in place: reopened, nothing is migrated again
     with Instance.from_url(old_instance_url) as inst:
         assert len(inst.get_runs()) == 6  # 3 of memodag 0.1's, 3 of this test's
-    assert _schema_rows(old_instance_url) == [2]
+        # runs of memodag 0.1 have no heartbeat (schema 3); runs since record one
+        old_run = inst.get_run(RELEASE_RUN_IDS[0])
+        assert old_run is not None and old_run.heartbeat is None
+        assert inst.get_run(relabeled.run_id).heartbeat is not None
+    assert _schema_rows(old_instance_url) == [2, 3]
 
 
 def _memodag(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -196,7 +200,7 @@ def test_two_processes_opening_an_old_instance_at_once_upgrade_it_once(old_insta
         proc.join(timeout=60)
     assert [p.exitcode for p in procs] == [0] * openers, "an opener failed (see its stderr)"
     assert sorted(reported) == [(i, len(RELEASE_RUN_IDS)) for i in range(openers)]
-    assert _schema_rows(old_instance_url) == [2]  # migrated once, by one of them
+    assert _schema_rows(old_instance_url) == [2, 3]  # migrated once, by one of them
 
 
 def test_a_database_of_a_newer_memodag_is_refused_not_downgraded(old_instance_url):
@@ -218,4 +222,4 @@ def test_a_database_of_a_newer_memodag_is_refused_not_downgraded(old_instance_ur
     message = str(caught.value)
     assert f"schema version {newer}, written by a newer memodag" in message
     assert "never downgrades" in message and "pip install -U memodag" in message
-    assert _schema_rows(old_instance_url) == [2, newer]
+    assert _schema_rows(old_instance_url) == [2, 3, newer]

@@ -115,6 +115,8 @@ class Engine:
         self._arrived: deque[StepOutcome] = deque()  # outcomes read from the executor, not recorded
         self._retries: list[tuple[float, int, StepTask]] = []
         self._seq = itertools.count()
+        #: memoized steps recomputed because a consumer could not load what they stored
+        self._recomputed: set[str] = set()
         self.result = EngineResult(self.status, self.addresses)
         # a dry run's log keeps nothing: building its events would be wasted work
         self._records_events: bool = getattr(event_log, "stores_events", True)
@@ -126,10 +128,7 @@ class Engine:
         """Enter steps into the run, in topological order (a step after its upstreams)."""
         steps = list(steps)
         self.memoizer.prepare(steps)
-        for notice in self.memoizer.notices():
-            self.log.append(
-                Event(EventType.LOG, self.run_id, time.time(), None, notice, {"level": "WARNING"})
-            )
+        self._log_notices()
         for step in steps:
             key = step.key
             if self.selected is not None and key not in self.selected:
@@ -156,6 +155,12 @@ class Engine:
             self._waiting_on[key] = waiting
             if waiting == 0:
                 self._ready.append(key)
+
+    def _log_notices(self) -> None:
+        for notice in self.memoizer.notices():
+            self.log.append(
+                Event(EventType.LOG, self.run_id, time.time(), None, notice, {"level": "WARNING"})
+            )
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -263,6 +268,8 @@ class Engine:
             self.result.memoized += 1
             self._after_success(step, stored)
             return
+        if self.memoizer.enabled:
+            self._log_notices()  # a stored output found gone or altered says so
         task = self._task(step)
         if task is not None:
             if self.log.listeners:
@@ -364,6 +371,8 @@ class Engine:
                 self.addresses[(key, stored.output_name, stored.mapping_key)] = stored.address
             self._after_success(step, [o.address for o in outcome.outputs], outcome.unknown_pieces)
             return
+        if outcome.lost_inputs and self._recompute_lost(step, outcome):
+            return
         policy = step.op_def.retry_policy
         if policy is not None and outcome.attempt < policy.max_retries:
             attempt = outcome.attempt + 1
@@ -385,6 +394,57 @@ class Engine:
         self.status[key] = StepStatus.FAILED
         self.result.failures.append(outcome)
         self._skip_consumers(key, f"upstream step '{key}' failed", SkipCause.FAILED)
+
+    def _recompute_lost(self, step: ExecutionStep, outcome: StepOutcome) -> bool:
+        """An attempt could not load inputs that memoized steps of this run reused (gone,
+        unreadable, altered): recompute those steps, once each, and run ``step`` again after
+        them. False if that cannot help (an input this run computed itself, a fan-out)."""
+        waits: set[str] = set()
+        restart: list[str] = []
+        for address in outcome.lost_inputs:
+            producer = address.step_key
+            current = self.addresses.get((producer, address.output_name, address.mapping_key))
+            if producer in self._recomputed:
+                if producer not in self.status:
+                    waits.add(producer)  # still being recomputed
+                elif current is None or current == address:
+                    return False  # recomputed, and what it stored cannot be loaded either
+                continue
+            state = self.status.get(producer)
+            source = self.steps.get(producer)
+            if state != StepStatus.MEMOIZED or source is None or source.op_def.has_dynamic_output:
+                return False
+            restart.append(producer)
+            waits.add(producer)
+        key = step.key
+        for producer in restart:
+            self._recomputed.add(producer)
+            self.log.append(
+                Event(
+                    EventType.LOG,
+                    self.run_id,
+                    time.time(),
+                    key,
+                    f"step '{key}' could not load what memoized step '{producer}' stored "
+                    f"({outcome.error.message if outcome.error else 'unreadable'}); "
+                    f"recomputing step '{producer}'",
+                    {"level": "WARNING"},
+                )
+            )
+            del self.status[producer]
+            self.result.memoized -= 1
+            for output_key in [k for k in self.addresses if k[0] == producer]:
+                del self.addresses[output_key]
+            self._waiting_on[producer] = 0
+            self._ready.append(producer)
+        for address in outcome.lost_inputs:
+            self.memoizer.distrust(address.step_key, (key,))
+        self._waiting_on[key] = len(waits)
+        for producer in waits:
+            self._consumers.setdefault(producer, []).append(key)
+        if not waits:
+            self._ready.append(key)
+        return True
 
     def record_finished(self) -> None:
         """Record the attempts that ended but were not recorded yet (the run is being canceled)."""

@@ -97,18 +97,23 @@ class EventLog:
             for listener in self.listeners:
                 listener(event)
 
+    def discard(self) -> int:
+        """Drop what is buffered (it cannot be stored); return how many events that was."""
+        lost = len(self._events)
+        self._events, self._index = [], []
+        return lost
+
     def flush(self) -> None:
-        """Commit everything buffered in one transaction."""
+        """Commit everything buffered in one transaction; on failure the batch stays buffered."""
         if self._events or self._index:
             events, index = self._events, self._index
             self._events, self._index = [], []
             try:
                 self.instance.store_events(events, index)
-            except BaseException as exc:
-                if isinstance(exc, Exception):
-                    raise  # a storage error: the run fails; retrying the same batch would too
-                # interrupted (Ctrl-C, SIGTERM) before the commit ended: keep the batch, so the
-                # run's final flush stores it (at worst twice: index entries are upserts)
+            except BaseException:
+                # not stored (a storage error, or Ctrl-C/SIGTERM before the commit ended): keep
+                # the batch, so the run's final flush stores it (at worst twice: index entries
+                # are upserts), or, if it cannot, ``discard`` reports what was lost
                 self._events[:0], self._index[:0] = events, index
                 raise
             for callback in self.on_stored:

@@ -37,7 +37,7 @@ from memodag.runtime.step import StepRuntime
 from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
 from memodag.storage.io_manager import Address, IOManager
-from memodag.storage.liveness import process_identity
+from memodag.storage.liveness import heartbeat, process_identity
 
 if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition
@@ -93,6 +93,7 @@ def execute_job(
         step_selection=list(step_selection) if step_selection else None,
         start_time=time.time(),
     )
+    record.heartbeat = record.start_time  # its first heartbeat: no write of its own
     instance.add_run(record)
     event_log = EventLog(instance, listeners)
     event_log.append(
@@ -127,6 +128,7 @@ def execute_job(
         # require) only, which the driver needs for memoization, the lifecycle and results
         keys = resource_keys if executor.in_process else _driver_keys(job, plan, resource_keys)
         with (
+            heartbeat(instance, run_id),
             _sigterm_cancels_run(),
             initialized_resources(
                 job.resource_defs, resolved.resource_config, keys, instance, run_id
@@ -366,7 +368,23 @@ def _finish_run(
     if engine is not None:
         data = {"executed": engine.result.executed, "memoized": engine.result.memoized}
     event_log.append(Event(event_type, run_id, now, None, message, data))
-    event_log.flush()
+    try:
+        event_log.flush()
+    except Exception as exc:
+        # the run's events cannot be stored (a full disk, a database gone): its status must
+        # still say that it ended, and why, wherever that can be recorded
+        lost = event_log.discard()
+        status = RunStatus.FAILURE
+        message = (
+            f"{message + '; ' if message else ''}{lost} event(s) of the run could not be "
+            f"recorded: {type(exc).__name__}: {exc}"
+        )
+        with contextlib.suppress(Exception):
+            event_log.append(Event(EventType.RUN_FAILURE, run_id, now, None, message, data))
+            event_log.flush()
+        event_log.discard()
+        instance.update_run_status(run_id, status, now)
+        raise
     instance.update_run_status(run_id, status, now)
 
 

@@ -29,6 +29,10 @@ from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 
 ABSENT = "absent"  # the serializer of an index entry recording an optional output not yielded
 CODE_PARTS = "code-parts"  # the serializer of an entry naming what a mapped op's code hashes
+MANIFEST = "manifest"  # the serializer of a dynamic output's manifest entry
+#: bytes up to which a memoized run reads and hashes a stored output that nothing in the job reads
+FINAL_HASH_LIMIT = 16 << 20
+_NO_DATA = frozenset({ABSENT, CODE_PARTS, MANIFEST})  # index entries that name no stored data
 
 # resource config fields whose values ``explain`` must never keep in the index
 _SECRET_FIELD = re.compile(r"pass|secret|token|credential|private|api_?key", re.IGNORECASE)
@@ -83,6 +87,10 @@ class IndexMemoizer(Memoizer):
         self._resource_configs: dict[frozenset[str], dict[str, Any]] = {}
         self._current_keys: set[str] = set()  # output keys with an entry of this version scheme
         self._noticed = False
+        #: steps whose stored outputs this run found gone or altered: never served again here
+        self._distrusted: set[str] = set()
+        self._lost_notices: list[str] = []
+        self._consumed: frozenset[str] | None = None  # node paths some step reads from
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -145,7 +153,11 @@ class IndexMemoizer(Memoizer):
         self._current_keys.add(entry.output_key)
 
     def notices(self) -> list[str]:
-        """Once per run: some outputs seen so far are stored only by an older version scheme."""
+        """Stored outputs found gone or altered (each once), and, once per run, that some
+        outputs seen so far are stored only by an older version scheme."""
+        if self._lost_notices:
+            lost, self._lost_notices = self._lost_notices, []
+            return lost + self.notices()
         if self._noticed or not self._older_scheme:
             return []
         # keys stored by this scheme too are fine; only what is left can make the notice
@@ -218,7 +230,7 @@ class IndexMemoizer(Memoizer):
 
     def stored(self, step: ExecutionStep) -> list[Address] | None:
         versions = self.versions(step)
-        if versions is None:
+        if versions is None or step.key in self._distrusted:
             return None
         found: list[Address] = []
         for name, out, key in self._outputs_of(step):
@@ -226,6 +238,8 @@ class IndexMemoizer(Memoizer):
             if addresses is None:
                 return None
             found.extend(addresses)
+        if found and not self._verified(step, found):
+            return None
         cutoff = self._cutoff_of(step.node.path)
         effective = self._effective
         step_key = step.key
@@ -237,6 +251,50 @@ class IndexMemoizer(Memoizer):
             elif address.version is not None:
                 effective[(step_key, address.output_name, address.mapping_key)] = address.version
         return found
+
+    def _verified(self, step: ExecutionStep, found: list[Address]) -> bool:
+        """Whether every indexed output in ``found`` is still there as written: one stat each
+        (``IOManager.verify``); outputs nothing in the job reads are also read and hashed, since
+        no consumer's load would notice they were altered. A failure is noted for the run's log."""
+        leaf = step.node.path not in self._consumed_paths()
+        for address in found:
+            if address.serializer in _NO_DATA:
+                continue
+            manager = self.io_managers.get(address.io_manager_key)
+            if not _indexed(manager):
+                continue
+            # a final output's hash is checked only up to a bound: a memoized run stays cheap,
+            # and larger ones are checked when they are loaded (``output_for_node``)
+            deep = leaf and address.size is not None and address.size <= FINAL_HASH_LIMIT
+            try:
+                problem = manager.verify(address, read=deep)  # type: ignore[union-attr]
+            except Exception as exc:  # an unreachable store: not something a run may reuse
+                problem = f"cannot be checked: {type(exc).__name__}: {exc}"
+            if problem:
+                self._lost_notices.append(
+                    f"{address.describe()} cannot be reused ({problem}); "
+                    f"recomputing step '{step.key}'"
+                )
+                self._distrusted.add(step.key)
+                return False
+        return True
+
+    def _consumed_paths(self) -> frozenset[str]:
+        found = self._consumed
+        if found is None:
+            found = self._consumed = frozenset(
+                parse_step_key(upstream)[0]
+                for s in self.plan.steps.values()
+                for upstream in s.upstream_step_keys
+            )
+        return found
+
+    def distrust(self, step_key: str, consumers: Iterable[str] = ()) -> None:
+        self._distrusted.add(step_key)
+        for key in consumers:
+            self._made.pop(key, None)
+            self._versions.pop(key, None)
+            self._recipes.pop(key, None)
 
     def stored_entry(self, step: ExecutionStep, name: str) -> IndexEntry | None:
         versions = self.versions(step)

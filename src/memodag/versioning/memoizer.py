@@ -59,8 +59,12 @@ class Memoizer:
 
     def notices(self) -> list[str]:
         """Warnings about the stored outputs seen so far, each given once per run (outputs of an
-        older version scheme that will be recomputed)."""
+        older version scheme that will be recomputed, stored outputs found gone or altered)."""
         return []
+
+    def distrust(self, step_key: str, consumers: Iterable[str] = ()) -> None:
+        """Stop serving ``step_key``'s stored outputs in this run (one could not be loaded: the
+        engine recomputes the step); ``consumers`` get their versions worked out afresh."""
 
 
 __all__ = ["AddressKey", "Memoizer"]

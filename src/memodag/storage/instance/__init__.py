@@ -139,6 +139,11 @@ class Instance:
         """Record a run as it starts."""
         self._storage.add_run(run)
 
+    def record_heartbeat(self, run_id: str, when: float) -> None:
+        """Record that STARTED run ``run_id`` is alive (its driver does so every
+        ``liveness.HEARTBEAT_SECONDS``)."""
+        self._storage.record_heartbeat(run_id, when)
+
     def update_run_status(
         self, run_id: str, status: RunStatus, end_time: float | None = None
     ) -> None:

@@ -56,6 +56,10 @@ class InstanceStorage(ABC):
     def update_run_status(self, run_id: str, status: RunStatus, end_time: float | None) -> None:
         """Set a stored run's status and end time (seconds since the epoch, or None)."""
 
+    def record_heartbeat(self, run_id: str, when: float) -> None:
+        """Record that STARTED run ``run_id`` is alive at ``when`` (seconds since the epoch);
+        a run that ended is left as it is. The default records nothing."""
+
     @abstractmethod
     def get_run(self, run_id: str) -> RunRecord | None:
         """One run.

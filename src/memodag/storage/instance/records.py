@@ -14,6 +14,8 @@ class RunStatus(enum.StrEnum):
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
     CANCELED = "CANCELED"
+    #: recorded as STARTED by a process found gone: it will never record an end
+    DIED = "DIED"
 
 
 class EventType(enum.StrEnum):
@@ -66,6 +68,8 @@ class RunRecord:
     step_selection: list[str] | None = None
     start_time: float | None = None
     end_time: float | None = None
+    #: when the run's driver last said it is alive (STARTED runs; None before memodag kept it)
+    heartbeat: float | None = None
 
     @property
     def duration(self) -> float | None:

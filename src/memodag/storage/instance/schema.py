@@ -39,7 +39,8 @@ _TABLES = [
     """CREATE TABLE runs (
         run_id TEXT PRIMARY KEY, job_name TEXT NOT NULL, status TEXT NOT NULL,
         tags TEXT NOT NULL, run_config TEXT NOT NULL, parent_run_id TEXT, root_run_id TEXT,
-        step_selection TEXT, start_time DOUBLE PRECISION, end_time DOUBLE PRECISION)""",
+        step_selection TEXT, start_time DOUBLE PRECISION, end_time DOUBLE PRECISION,
+        heartbeat DOUBLE PRECISION)""",
     "CREATE INDEX runs_by_start ON runs (start_time)",
     """CREATE TABLE events (
         id {autoinc}, run_id TEXT NOT NULL, step_key TEXT, event_type TEXT NOT NULL,
@@ -100,6 +101,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             # instance during an upgrade names no scheme, and computes versions by scheme 1
             "ALTER TABLE output_index ADD COLUMN version_scheme INTEGER NOT NULL DEFAULT 1",
         ),
+    ),
+    Migration(
+        3,
+        "runs.heartbeat: when a STARTED run's driver last said it is alive (a run on another "
+        "host whose heartbeat is old is found DIED); runs of older memodags have none",
+        ("ALTER TABLE runs ADD COLUMN heartbeat DOUBLE PRECISION",),
     ),
 )
 

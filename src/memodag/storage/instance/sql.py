@@ -14,6 +14,7 @@ every other driver error becomes a ``StorageError`` naming the database (never i
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -33,9 +34,17 @@ from memodag.storage.jsonenc import encode as _encode
 
 T = TypeVar("T")
 
+
+def storable(text: str) -> str:
+    """``text`` as every backend stores it: PostgreSQL refuses a NUL character in text (and
+    would lose the whole batch of events with it), so NUL is written as the four characters
+    ``\\x00``. Everything else is kept as it is (JSON data escapes NUL itself)."""
+    return text.replace("\x00", "\\x00")
+
+
 _RUN_COLUMNS = (
     "run_id, job_name, status, tags, run_config, parent_run_id, root_run_id, step_selection, "
-    "start_time, end_time"
+    "start_time, end_time, heartbeat"
 )
 
 # SQLite before 3.32 allows 999 parameters per statement; keys per look-up stay well below
@@ -95,6 +104,9 @@ class SqlInstanceStorage(InstanceStorage):
         self._closed = False
         #: the INSERT of n rows, by (its head, n): built once each
         self._statements: dict[tuple[str, int], str] = {}
+        #: raises if the database was deleted or replaced under the open connection (SQLite: a
+        #: connection keeps writing to a deleted file, and every write would seem to succeed)
+        self.check_present: Callable[[], None] | None = None
         ensure_schema(self._run, dialect, url)
 
     @property
@@ -232,9 +244,10 @@ class SqlInstanceStorage(InstanceStorage):
             json.dumps(run.step_selection) if run.step_selection is not None else None,
             run.start_time,
             run.end_time,
+            run.heartbeat,
         )
         self._write_many(
-            [(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", [row])]
+            [(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", [row])]
         )
 
     def update_run_status(self, run_id: str, status: RunStatus, end_time: float | None) -> None:
@@ -243,6 +256,16 @@ class SqlInstanceStorage(InstanceStorage):
                 (
                     "UPDATE runs SET status = ?, end_time = ? WHERE run_id = ?",
                     [(status.value, end_time, run_id)],
+                )
+            ]
+        )
+
+    def record_heartbeat(self, run_id: str, when: float) -> None:
+        self._write_many(
+            [
+                (
+                    "UPDATE runs SET heartbeat = ? WHERE run_id = ? AND status = ?",
+                    [(when, run_id, RunStatus.STARTED.value)],
                 )
             ]
         )
@@ -292,7 +315,7 @@ class SqlInstanceStorage(InstanceStorage):
                 e.step_key,
                 _TYPE_VALUES[e.event_type],
                 e.timestamp,
-                e.message,
+                e.message if "\x00" not in e.message else storable(e.message),
                 _encode(e.data) if e.encoded is None else e.encoded,
             )
             for e in events
@@ -321,6 +344,8 @@ class SqlInstanceStorage(InstanceStorage):
             insert(cur, _UPSERT_INDEX_HEAD, _UPSERT_INDEX_TAIL, index_rows)
 
         if event_rows or index_rows:
+            if self.check_present is not None:
+                self.check_present()  # one stat per commit
             self._run(work, write=True)
 
     def _insert_rows(self, cur: Any, head: str, tail: str, rows: list[tuple[Any, ...]]) -> None:
@@ -444,7 +469,7 @@ def _entries_from_rows(rows: Sequence[Sequence[Any]]) -> list[IndexEntry]:
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
-    run_id, job_name, status, tags, run_config, parent, root, selection, start, end = row
+    run_id, job_name, status, tags, run_config, parent, root, selection, start, end, beat = row
     return RunRecord(
         run_id=run_id,
         job_name=job_name,
@@ -456,6 +481,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         step_selection=json.loads(selection) if selection else None,
         start_time=start,
         end_time=end,
+        heartbeat=beat,
     )
 
 
@@ -514,7 +540,31 @@ def sqlite_storage(path: str) -> SqlInstanceStorage:
             raise
         return _AutocommitSqlite(conn)
 
-    return SqlInstanceStorage(connect, SQLITE, f"sqlite:///{path}")
+    storage = SqlInstanceStorage(connect, SQLITE, f"sqlite:///{path}")
+    if path != ":memory:":
+        storage.check_present = _file_check(path, storage.url)
+    return storage
+
+
+def _file_check(path: str, url: str) -> Callable[[], None]:
+    """A check that the database file opened at ``path`` is still the one there."""
+    opened = os.stat(path)
+    identity = (opened.st_dev, opened.st_ino)
+
+    def check() -> None:
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StorageError(
+                f"instance database {url} was {what} while this process used it: nothing it "
+                "records from now on would be kept. Stop deleting the instance of a running "
+                "pipeline; run again to recompute what was lost"
+            )
+
+    return check
 
 
 class _AutocommitSqlite:
