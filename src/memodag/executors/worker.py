@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -37,6 +37,8 @@ from memodag.storage.instance.records import (
     Event,
     EventType,
     IndexEntry,
+    Lease,
+    Pin,
     RunRecord,
     RunStatus,
 )
@@ -460,6 +462,38 @@ class WorkerInstanceStorage(InstanceStorage):
 
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
         self._storage("delete_index_entries").delete_index_entries(keys)
+
+    def pinned_index_entries(self, output_keys: Iterable[str], run_id: str) -> list[IndexEntry]:
+        return self._storage("pinned_index_entries").pinned_index_entries(output_keys, run_id)
+
+    def add_pins(
+        self, run_id: str, kind: str, targets: Iterable[str], unless_held: str | None = None
+    ) -> Lease | None:
+        return self._storage("add_pins").add_pins(run_id, kind, targets, unless_held)
+
+    def pins(self) -> list[Pin]:
+        return self._storage("pins").pins()
+
+    def delete_unpinned_index_entries(
+        self,
+        entries: Sequence[tuple[str, str, float]],
+        spare: Callable[[list[Pin]], Collection[tuple[str, str]]],
+        lease: Lease | None = None,
+    ) -> list[tuple[str, str]]:
+        storage = self._storage("delete_unpinned_index_entries")
+        return storage.delete_unpinned_index_entries(entries, spare, lease)
+
+    def acquire_lease(self, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
+        return self._storage("acquire_lease").acquire_lease(lease, expired)
+
+    def release_lease(self, lease_key: str, run_id: str) -> None:
+        self._storage("release_lease").release_lease(lease_key, run_id)
+
+    def heartbeat(self, run_id: str, now: float) -> None:
+        self._storage("heartbeat").heartbeat(run_id, now)
+
+    def release_run(self, run_ids: Iterable[str]) -> None:
+        self._storage("release_run").release_run(run_ids)
 
     def close(self) -> None:
         if self._opened is not None:
