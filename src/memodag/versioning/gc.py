@@ -42,6 +42,7 @@ from memodag.storage.io_managers.files import (
     base_of,
 )
 from memodag.storage.liveness import process_alive, process_identity
+from memodag.versioning.leases import lease_expired
 from memodag.versioning.memoize import ABSENT, CODE_PARTS
 
 _OBJECT_STORE_PROTOCOLS = ("s3", "s3a")
@@ -535,6 +536,22 @@ def _collect(
         if lease is not None:
             instance.release_lease(GC_LEASE, lease.run_id)
     return report
+
+
+def pin_runs(instance: Any, run_id: str, ancestors: list[str], poll: float = 0.05) -> None:
+    """Pin, for ``run_id``, every output the ``ancestors`` recorded (a re-execution loads them).
+
+    Waits while a gc is deleting (its decision was made without this pin), unless that gc's
+    lease expired (``versioning.leases``): then it is dropped.
+    """
+    while True:
+        holder = instance.add_pins(run_id, "run", ancestors, unless_held=GC_LEASE)
+        if holder is None:
+            return
+        if lease_expired(holder):
+            instance.release_lease(GC_LEASE, holder.run_id)
+            continue
+        time.sleep(poll)
 
 
 def _pairs(entries: list[tuple[str, str, float]]) -> list[tuple[str, str]]:

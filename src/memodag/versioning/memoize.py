@@ -52,9 +52,18 @@ class IndexMemoizer(Memoizer):
     """Versions every versionable step; with memoization on, skips steps stored at their version."""
 
     def __init__(
-        self, job: Any, plan: ExecutionPlan, instance: Any, enabled: bool, run_id: str = ""
+        self,
+        job: Any,
+        plan: ExecutionPlan,
+        instance: Any,
+        enabled: bool,
+        run_id: str = "",
+        pin: bool = False,
     ) -> None:
         self.job = job
+        #: a real run pins what it reads from the index, in the reading transaction, so gc
+        #: keeps it until the run ends (dry runs and benchmarks read without pinning)
+        self.pin = pin
         self.plan = plan
         self.instance = instance
         self.enabled = enabled
@@ -121,7 +130,11 @@ class IndexMemoizer(Memoizer):
         if not wanted:
             return
         self._fetched.update(wanted)
-        for entry in self.instance.entries_for_keys(wanted):
+        if self.pin:
+            found = self.instance.pinned_entries_for_keys(wanted, self.run_id)
+        else:
+            found = self.instance.entries_for_keys(wanted)
+        for entry in found:
             if entry.version_scheme != scheme.VERSION_SCHEME:
                 # computed another way: its version may mean something else now (scheme.py)
                 self._older_scheme.add(entry.output_key)
@@ -474,7 +487,9 @@ def _indexed(manager: IOManager | None) -> bool:
 def build_memoizer(
     job: Any, plan: ExecutionPlan, tags: Mapping[str, str], instance: Any, run_id: str = ""
 ) -> IndexMemoizer:
-    memoizer = IndexMemoizer(job, plan, instance, memoization_enabled(job, tags), run_id)
+    memoizer = IndexMemoizer(
+        job, plan, instance, memoization_enabled(job, tags), run_id, pin=bool(run_id)
+    )
     memoizer.check()
     return memoizer
 
