@@ -151,6 +151,7 @@ class Engine:
                 if self._retries:
                     timeout = max(0.0, self._retries[0][0] - time.monotonic())
                 # memoized steps and skips recorded before waiting on a step that may run for hours
+                self.memoizer.settle()
                 self.log.flush_buffered()
                 self._arrived.extend(executor.wait(timeout))
                 while self._arrived:
@@ -195,6 +196,7 @@ class Engine:
                 self.log.notify(
                     Event(EventType.STEP_START, self.run_id, time.time(), key, "", {"attempt": 0})
                 )
+            self.memoizer.settle()
             self.log.flush_buffered()  # an in-process submit runs the step before it returns
             self.executor.submit(task)
 

@@ -471,6 +471,11 @@ class WorkerInstanceStorage(InstanceStorage):
     ) -> Lease | None:
         return self._storage("add_pins").add_pins(run_id, kind, targets, unless_held)
 
+    def settle_pins(
+        self, run_id: str, entries: Iterable[tuple[str, str]], release_keys: Iterable[str]
+    ) -> None:
+        self._storage("settle_pins").settle_pins(run_id, entries, release_keys)
+
     def pins(self) -> list[Pin]:
         return self._storage("pins").pins()
 

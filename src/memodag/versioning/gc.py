@@ -43,7 +43,7 @@ from memodag.storage.io_managers.files import (
 )
 from memodag.storage.liveness import process_alive, process_identity
 from memodag.versioning.leases import lease_expired
-from memodag.versioning.memoize import ABSENT, CODE_PARTS
+from memodag.versioning.memoize import ABSENT, CODE_PARTS, output_key
 
 _OBJECT_STORE_PROTOCOLS = ("s3", "s3a")
 #: what names a stored file: an address, when it was stored (or its run started), and the
@@ -473,10 +473,25 @@ def _collect(
         if (key := i.index_key) is not None
     }
     spared_places: set[tuple[Any, ...]] = set()
+    event_only = {
+        place: {
+            (
+                output_key(runs_by_id[a.run_id].job_name, a.step_key, a.output_name, a.mapping_key)
+                if a.run_id in runs_by_id
+                else "",
+                a.version,
+            )
+            for a, _, _ in named[place]
+        }
+        for place in dropping
+        if place in named
+    }
 
     def spare(pins: list[Any]) -> set[tuple[str, str]]:
         now = time.time()
         keys: set[str] = set()
+        exact: set[tuple[Any, ...]] = set()  # pinned entries with no file (manifests)
+        exact_all: set[tuple[Any, ...]] = set()
         for pin in pins:
             run = runs_by_id.get(pin.run_id)
             if run is None:
@@ -486,6 +501,13 @@ def _collect(
                 continue  # pins expire with their run
             if pin.kind == "key":
                 keys.add(pin.target)
+            elif pin.kind == "entry":
+                pair = tuple(json.loads(pin.target))
+                exact_all.add(pair)
+                if pair in place_of_pair:
+                    spared_places.add(place_of_pair[pair])
+                else:
+                    exact.add(pair)
             elif pin.kind == "run" and pin.target in runs_by_id:
                 for ancestor in _lineage(runs_by_id[pin.target], runs_by_id):
                     spared_places.update(
@@ -494,8 +516,19 @@ def _collect(
         for (key, _version), place in place_of_pair.items():
             if key in keys:
                 spared_places.add(place)
+        # a file only events name now (its entry was stored again elsewhere since): a run that
+        # pinned the entry may have read the old address (job-scoped names, any io manager)
+        bases = {key.rpartition("@")[0] for key in keys}
+        bases.update((key.rpartition("@")[0], version) for key, version in exact_all)
+        for place, named_as in event_only.items():
+            if any(base in bases or (base, version) in bases for base, version in named_as):
+                spared_places.add(place)
         spared = {pair for pair, place in place_of_pair.items() if place in spared_places}
-        spared.update((e.output_key, e.version) for e in dropped_manifests if e.output_key in keys)
+        spared.update(
+            (e.output_key, e.version)
+            for e in dropped_manifests
+            if e.output_key in keys or (e.output_key, e.version) in exact
+        )
         return spared
 
     entries = [(key[0], key[1], created[key]) for key in place_of_pair] + [

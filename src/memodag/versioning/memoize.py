@@ -64,6 +64,9 @@ class IndexMemoizer(Memoizer):
         #: a real run pins what it reads from the index, in the reading transaction, so gc
         #: keeps it until the run ends (dry runs and benchmarks read without pinning)
         self.pin = pin
+        #: decided since the last ``settle``: entries reused, keys whose pins can go
+        self._reused: list[tuple[str, str]] = []
+        self._decided_keys: list[str] = []
         self.plan = plan
         self.instance = instance
         self.enabled = enabled
@@ -229,8 +232,12 @@ class IndexMemoizer(Memoizer):
         for name, out, key in self._outputs_of(step):
             addresses = self._stored_output(step, name, out, versions[name], key)
             if addresses is None:
+                if self.pin:
+                    self._decided(step, versions, None)
                 return None
             found.extend(addresses)
+        if self.pin:
+            self._decided(step, versions, found)
         cutoff = self._cutoff_of(step.node.path)
         effective = self._effective
         step_key = step.key
@@ -242,6 +249,28 @@ class IndexMemoizer(Memoizer):
             elif address.version is not None:
                 effective[(step_key, address.output_name, address.mapping_key)] = address.version
         return found
+
+    def _decided(
+        self, step: ExecutionStep, versions: Mapping[str, str], found: list[Address] | None
+    ) -> None:
+        """Note what ``step`` reuses (``found``; None: it runs) for the next ``settle``."""
+        for name, out, key in self._outputs_of(step):
+            self._decided_keys.append(key)
+            entry = self._entries.get((key, versions[name]))
+            pieces = (entry.recipe or {}).get("manifest", []) if out.is_dynamic and entry else []
+            piece_keys = [(self._key(step, name, k), v) for k, v in pieces]
+            self._decided_keys.extend(k for k, _ in piece_keys)
+            if found is not None and entry is not None:
+                self._reused.append((key, versions[name]))
+                self._reused.extend(piece_keys)
+
+    def settle(self) -> None:
+        """Narrow this run's pins to what it decided to reuse (one transaction), so gc may
+        take the other versions of those outputs while the run goes on."""
+        if self._reused or self._decided_keys:
+            reused, decided = self._reused, self._decided_keys
+            self._reused, self._decided_keys = [], []
+            self.instance.settle_pins(self.run_id, reused, decided)
 
     def stored_entry(self, step: ExecutionStep, name: str) -> IndexEntry | None:
         versions = self.versions(step)

@@ -49,6 +49,10 @@ class Memoizer:
         at their current version, else None."""
         return None
 
+    def settle(self) -> None:
+        """Called before the engine hands an attempt over or waits: store what the decisions
+        since the last call let go of or keep (the index memoizer narrows the run's pins)."""
+
     def record(self, step: ExecutionStep, outcome: StepOutcome) -> list[Any]:
         """Index entries for what a successful attempt stored."""
         return []

@@ -235,6 +235,13 @@ class Instance:
         ``unless_held`` is held; then nothing is pinned and its holder is returned."""
         return self._storage.add_pins(run_id, kind, targets, unless_held)
 
+    def settle_pins(
+        self, run_id: str, entries: Iterable[tuple[str, str]], release_keys: Iterable[str]
+    ) -> None:
+        """Narrow a run's pins once it has decided: exactly the ``(output_key, version)``
+        entries it reuses stay pinned; its pins on ``release_keys`` go (one transaction)."""
+        self._storage.settle_pins(run_id, entries, release_keys)
+
     def pins(self) -> list[Pin]:
         """Every pin of every run (gc)."""
         return self._storage.pins()

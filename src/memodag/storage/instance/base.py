@@ -146,6 +146,14 @@ class InstanceStorage(ABC):
         ``unless_held`` is held: then nothing is pinned and its holder is returned."""
 
     @abstractmethod
+    def settle_pins(
+        self, run_id: str, entries: Iterable[tuple[str, str]], release_keys: Iterable[str]
+    ) -> None:
+        """Once a run has decided: pin exactly the ``(output_key, version)`` ``entries`` it
+        reuses (kind ``"entry"``) and drop its ``"key"`` pins on ``release_keys``, in one
+        transaction (what it reuses is never unpinned in between)."""
+
+    @abstractmethod
     def pins(self) -> list[Pin]:
         """Every pin of every run."""
 

@@ -146,7 +146,8 @@ class Pin:
     """Something a run relies on while it lives, which gc must keep.
 
     ``kind`` is ``"key"`` (every stored version of the output key ``target``, which the run read
-    from the index) or ``"run"`` (every output the run ``target`` recorded: an ancestor whose
+    from the index and has not decided about yet), ``"entry"`` (one version it reuses: ``target``
+    is the JSON ``[output_key, version]``) or ``"run"`` (every output the run ``target`` recorded: an ancestor whose
     outputs a re-execution loads). ``created_at``: seconds since the epoch.
     """
 

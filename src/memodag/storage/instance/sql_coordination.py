@@ -79,6 +79,28 @@ class PinsAndLeases:
 
         return self._run(work, write=True)
 
+    def settle_pins(
+        self, run_id: str, entries: Iterable[tuple[str, str]], release_keys: Iterable[str]
+    ) -> None:
+        now = time.time()
+        rows = [(run_id, "entry", entry_target(k, v), now) for k, v in dict.fromkeys(entries)]
+        released = [(run_id, k) for k in dict.fromkeys(release_keys)]
+        if not rows and not released:
+            return
+        pin = self._sql(_INSERT_PIN)
+        unpin = self._sql("DELETE FROM run_pins WHERE run_id = ? AND kind = 'key' AND target = ?")
+        lock = self.dialect.pin_lock
+
+        def work(cur: Any) -> None:
+            if lock:
+                cur.execute(lock)
+            if rows:
+                cur.executemany(pin, rows)
+            if released:
+                cur.executemany(unpin, released)
+
+        self._run(work, write=True)
+
     def pins(self) -> list[Pin]:
         rows = self._execute("SELECT run_id, kind, target, created_at FROM run_pins")
         return [Pin(*row) for row in rows]
@@ -186,6 +208,11 @@ _INSERT_PIN = (
     "INSERT INTO run_pins (run_id, kind, target, created_at) VALUES (?,?,?,?) "
     "ON CONFLICT (run_id, kind, target) DO NOTHING"
 )
+
+
+def entry_target(output_key: str, version: str) -> str:
+    """The target of an ``"entry"`` pin: one stored version of one output."""
+    return json.dumps([output_key, version])
 
 
 def _lease_row(lease: Lease) -> tuple[Any, ...]:
