@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from memodag import MEMOIZED_RUN_TAG, DynamicOut, DynamicOutput, job, op
-from memodag.storage.instance.records import Lease
 from memodag.storage.liveness import process_identity
-from memodag.versioning.gc import GC_LEASE, collect_garbage
+from memodag.versioning.gc import collect_garbage
 
 RACE_SIZE = ["--workers", "4", "--runs", "8", "--interval", "0.1"]
 RACE_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fault_gc_race.py"
@@ -153,6 +152,9 @@ def test_older_than_keeps_what_a_newer_reexecution_loaded_from_its_parent(instan
 
 
 def test_a_reexecution_waits_for_a_live_gc_and_not_for_a_dead_one(instance):
+    from memodag.storage.instance.records import Lease
+    from memodag.versioning.gc import GC_LEASE
+
     parent = pair.execute_in_process(instance=instance)
     now = time.time()
     live = Lease(GC_LEASE, "gc-live", None, process_identity(), now, now)
