@@ -32,6 +32,10 @@ from memodag.versioning.memoizer import AddressKey, Memoizer
 
 __all__ = ["AddressKey", "Engine", "EngineResult", "Memoizer", "StepStatus"]
 
+#: how often a run looks again at steps another run is computing, and says it is alive
+WAIT_POLL_SECONDS = 0.2
+HEARTBEAT_SECONDS = 10.0
+
 
 class StepStatus:
     SUCCESS = "success"
@@ -96,6 +100,11 @@ class Engine:
         self._ready: deque[str] = deque()
         self._arrived: deque[StepOutcome] = deque()  # outcomes read from the executor, not recorded
         self._retries: list[tuple[float, int, StepTask]] = []
+        #: steps another live run is computing at the same version: looked at again when due
+        self._waiting: dict[str, str] = {}
+        self._told_waiting: set[str] = set()
+        self._next_look = 0.0
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         self._seq = itertools.count()
         self.result = EngineResult(self.status, self.addresses)
         # a dry run's log keeps nothing: building its events would be wasted work
@@ -145,11 +154,26 @@ class Engine:
                     self._start(self._ready.popleft())
                 if self._retries:
                     self._submit_due_retries()
-                if not self._ready and not executor.in_flight and not self._retries:
+                if self._waiting:
+                    self._look_at_waiting()
+                    if self._ready:
+                        continue
+                if (
+                    not self._ready
+                    and not executor.in_flight
+                    and not self._retries
+                    and not self._waiting
+                ):
                     break
                 timeout = None
                 if self._retries:
                     timeout = max(0.0, self._retries[0][0] - time.monotonic())
+                if self._waiting:
+                    until = max(0.0, self._next_look - time.monotonic())
+                    timeout = until if timeout is None else min(timeout, until)
+                if time.monotonic() >= self._next_heartbeat:
+                    self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+                    self.memoizer.heartbeat()
                 # memoized steps and skips recorded before waiting on a step that may run for hours
                 self.memoizer.settle()
                 self.log.flush_buffered()
@@ -172,6 +196,15 @@ class Engine:
     def _start(self, key: str) -> None:
         step = self.steps[key]
         stored = self.memoizer.stored(step) if self.memoizer.enabled else None
+        if stored is None and self.memoizer.enabled:
+            holder = self.memoizer.claim(step)
+            if holder is not None:
+                self._wait_for(key, holder)
+                return
+            # the claim read the index again: another run may have stored it just before
+            stored = self.memoizer.stored(step)
+            if stored is not None:
+                self.memoizer.release(step)
         if stored is not None:
             for address in stored:
                 self.addresses[(key, address.output_name, address.mapping_key)] = address
@@ -246,6 +279,7 @@ class Engine:
             outcome.events, self.memoizer.record(step, outcome) if outcome.success else ()
         )
         if outcome.success:
+            self.memoizer.release(step)  # after its index entries: waiters find them stored
             self.status[key] = StepStatus.SUCCESS
             self.result.executed += 1
             for stored in outcome.outputs:
@@ -270,9 +304,39 @@ class Engine:
             if task is not None:
                 heapq.heappush(self._retries, (time.monotonic() + delay, next(self._seq), task))
             return
+        self.memoizer.release(step)
         self.status[key] = StepStatus.FAILED
         self.result.failures.append(outcome)
         self._skip_consumers(key, f"upstream step '{key}' failed")
+
+    def _wait_for(self, key: str, holder: str) -> None:
+        """Another live run computes ``key`` at the same version: wait for it, then reuse it."""
+        self._waiting[key] = holder
+        if key in self._told_waiting:
+            return
+        self._told_waiting.add(key)
+        self.log.append(
+            Event(
+                EventType.LOG,
+                self.run_id,
+                time.time(),
+                key,
+                f"waiting for {holder}, which is computing this step at the same version",
+                {"level": "INFO"},
+            )
+        )
+
+    def _look_at_waiting(self) -> None:
+        """Steps other runs were computing: stored now (memoized), or free to take (their
+        holder ended without storing them, or died): back to ready, where ``_start`` decides."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + WAIT_POLL_SECONDS
+        waiting, self._waiting = self._waiting, {}
+        for key in waiting:
+            self.memoizer.refresh(self.steps[key])
+            self._ready.append(key)
 
     def record_finished(self) -> None:
         """Record the attempts that ended but were not recorded yet (the run is being canceled)."""

@@ -472,9 +472,14 @@ class WorkerInstanceStorage(InstanceStorage):
         return self._storage("add_pins").add_pins(run_id, kind, targets, unless_held)
 
     def settle_pins(
-        self, run_id: str, entries: Iterable[tuple[str, str]], release_keys: Iterable[str]
+        self,
+        run_id: str,
+        entries: Iterable[tuple[str, str]],
+        release_keys: Iterable[str],
+        release_leases: Iterable[str] = (),
     ) -> None:
-        self._storage("settle_pins").settle_pins(run_id, entries, release_keys)
+        storage = self._storage("settle_pins")
+        storage.settle_pins(run_id, entries, release_keys, release_leases)
 
     def pins(self) -> list[Pin]:
         return self._storage("pins").pins()
@@ -490,6 +495,11 @@ class WorkerInstanceStorage(InstanceStorage):
 
     def acquire_lease(self, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
         return self._storage("acquire_lease").acquire_lease(lease, expired)
+
+    def claim_step(
+        self, lease: Lease, expired: Callable[[Lease], bool], output_keys: Sequence[str]
+    ) -> tuple[Lease | None, list[IndexEntry]]:
+        return self._storage("claim_step").claim_step(lease, expired, output_keys)
 
     def release_lease(self, lease_key: str, run_id: str) -> None:
         self._storage("release_lease").release_lease(lease_key, run_id)

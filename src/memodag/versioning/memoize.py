@@ -64,9 +64,13 @@ class IndexMemoizer(Memoizer):
         #: a real run pins what it reads from the index, in the reading transaction, so gc
         #: keeps it until the run ends (dry runs and benchmarks read without pinning)
         self.pin = pin
+        #: step key -> lease key, for the steps whose computation this run holds
+        self._leases: dict[str, str] = {}
+        self._identity: dict[str, Any] | None = None
         #: decided since the last ``settle``: entries reused, keys whose pins can go
         self._reused: list[tuple[str, str]] = []
         self._decided_keys: list[str] = []
+        self._released_leases: list[str] = []
         self.plan = plan
         self.instance = instance
         self.enabled = enabled
@@ -128,8 +132,8 @@ class IndexMemoizer(Memoizer):
             )
         return found
 
-    def _fetch(self, keys: Iterable[str]) -> None:
-        wanted = [k for k in keys if k not in self._fetched]
+    def _fetch(self, keys: Iterable[str], again: bool = False) -> None:
+        wanted = list(keys) if again else [k for k in keys if k not in self._fetched]
         if not wanted:
             return
         self._fetched.update(wanted)
@@ -265,12 +269,71 @@ class IndexMemoizer(Memoizer):
                 self._reused.extend(piece_keys)
 
     def settle(self) -> None:
-        """Narrow this run's pins to what it decided to reuse (one transaction), so gc may
-        take the other versions of those outputs while the run goes on."""
-        if self._reused or self._decided_keys:
-            reused, decided = self._reused, self._decided_keys
-            self._reused, self._decided_keys = [], []
-            self.instance.settle_pins(self.run_id, reused, decided)
+        """Narrow this run's pins to what it decided to reuse, and give up the leases of steps
+        whose outcome is recorded (one transaction), so gc may take the other versions of
+        those outputs while the run goes on, and runs waiting for those steps reuse them."""
+        if self._reused or self._decided_keys or self._released_leases:
+            reused, decided, leases = self._reused, self._decided_keys, self._released_leases
+            self._reused, self._decided_keys, self._released_leases = [], [], []
+            self.instance.settle_pins(self.run_id, reused, decided, leases)
+
+    # -- leases: one live run computes a version, the others wait for it -----------------------
+
+    def claim(self, step: ExecutionStep) -> str | None:
+        if not (self.pin and self.enabled) or step.key in self._leases:
+            return None
+        versions = self.versions(step)
+        if versions is None:
+            return None
+        from memodag.storage.instance.records import Lease
+        from memodag.storage.liveness import process_identity
+        from memodag.versioning.leases import lease_expired
+
+        lease_key = "step:" + hash_strings(
+            *(f"{key}={versions[name]}" for name, _, key in self._outputs_of(step))
+        )
+        if self._identity is None:
+            self._identity = process_identity()
+        now = time.time()
+        lease = Lease(lease_key, self.run_id, step.key, self._identity, now, now)
+        keys = [key for _, _, key in self._outputs_of(step)]
+        holder, entries = self.instance.claim_step(lease, lease_expired, keys)
+        if holder is None:
+            self._leases[step.key] = lease_key
+            # read with the lease: what a run stored before giving it up is seen now
+            self._fetched.update(keys)
+            for entry in entries:
+                if entry.version_scheme == scheme.VERSION_SCHEME:
+                    self._remember(entry)
+            if step.op_def.has_dynamic_output:
+                self._refresh_pieces(step)
+            return None
+        process = holder.process
+        return f"run {holder.run_id[:8]} (pid {process.get('pid')} on {process.get('host')})"
+
+    def refresh(self, step: ExecutionStep) -> None:
+        if not self.enabled:
+            return
+        self._fetch((key for _, _, key in self._outputs_of(step)), again=True)
+        self._refresh_pieces(step)
+
+    def _refresh_pieces(self, step: ExecutionStep) -> None:
+        """Read again the pieces the stored manifests of ``step``'s fan-outs name."""
+        for name, out, key in self._outputs_of(step):
+            versions = self.versions(step) or {}
+            entry = self._entries.get((key, versions.get(name, "")))
+            if out.is_dynamic and entry is not None and entry.recipe:
+                manifest = entry.recipe.get("manifest", [])
+                self._fetch((self._key(step, name, k) for k, _ in manifest), again=True)
+
+    def release(self, step: ExecutionStep) -> None:
+        lease_key = self._leases.pop(step.key, None)
+        if lease_key is not None:
+            self._released_leases.append(lease_key)  # given up with the next ``settle``
+
+    def heartbeat(self) -> None:
+        if self._leases:
+            self.instance.heartbeat(self.run_id, time.time())
 
     def stored_entry(self, step: ExecutionStep, name: str) -> IndexEntry | None:
         versions = self.versions(step)

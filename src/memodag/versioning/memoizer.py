@@ -53,6 +53,21 @@ class Memoizer:
         """Called before the engine hands an attempt over or waits: store what the decisions
         since the last call let go of or keep (the index memoizer narrows the run's pins)."""
 
+    def claim(self, step: ExecutionStep) -> str | None:
+        """Called before ``step`` is handed to an executor: None when this run may compute it;
+        else who is computing the same version now (another live run), and the engine waits,
+        then asks ``stored`` and ``claim`` again (after ``refresh``)."""
+        return None
+
+    def refresh(self, step: ExecutionStep) -> None:
+        """Read again what is stored for ``step`` (another run may have stored it meanwhile)."""
+
+    def release(self, step: ExecutionStep) -> None:
+        """``step``'s attempts are over (its outcome is recorded): give up what ``claim`` took."""
+
+    def heartbeat(self) -> None:
+        """Called now and then while the run lives: say that what it claimed is still alive."""
+
     def record(self, step: ExecutionStep, outcome: StepOutcome) -> list[Any]:
         """Index entries for what a successful attempt stored."""
         return []

@@ -236,11 +236,16 @@ class Instance:
         return self._storage.add_pins(run_id, kind, targets, unless_held)
 
     def settle_pins(
-        self, run_id: str, entries: Iterable[tuple[str, str]], release_keys: Iterable[str]
+        self,
+        run_id: str,
+        entries: Iterable[tuple[str, str]],
+        release_keys: Iterable[str],
+        release_leases: Iterable[str] = (),
     ) -> None:
         """Narrow a run's pins once it has decided: exactly the ``(output_key, version)``
-        entries it reuses stay pinned; its pins on ``release_keys`` go (one transaction)."""
-        self._storage.settle_pins(run_id, entries, release_keys)
+        entries it reuses stay pinned; its pins on ``release_keys`` and its leases
+        ``release_leases`` go (one transaction)."""
+        self._storage.settle_pins(run_id, entries, release_keys, release_leases)
 
     def pins(self) -> list[Pin]:
         """Every pin of every run (gc)."""
@@ -259,6 +264,13 @@ class Instance:
     def acquire_lease(self, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
         """Take a lease unless a holder that is not ``expired`` has it (then: that holder)."""
         return self._storage.acquire_lease(lease, expired)
+
+    def claim_step(
+        self, lease: Lease, expired: Callable[[Lease], bool], output_keys: Sequence[str]
+    ) -> tuple[Lease | None, list[IndexEntry]]:
+        """Take a step's lease and, once taken, read (and pin) its outputs' index entries in
+        the same transaction; ``(holder, [])`` when another live run holds it."""
+        return self._storage.claim_step(lease, expired, output_keys)
 
     def release_lease(self, lease_key: str, run_id: str) -> None:
         """Give a lease up (if ``run_id`` holds it)."""

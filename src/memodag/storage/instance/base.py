@@ -147,11 +147,15 @@ class InstanceStorage(ABC):
 
     @abstractmethod
     def settle_pins(
-        self, run_id: str, entries: Iterable[tuple[str, str]], release_keys: Iterable[str]
+        self,
+        run_id: str,
+        entries: Iterable[tuple[str, str]],
+        release_keys: Iterable[str],
+        release_leases: Iterable[str] = (),
     ) -> None:
         """Once a run has decided: pin exactly the ``(output_key, version)`` ``entries`` it
-        reuses (kind ``"entry"``) and drop its ``"key"`` pins on ``release_keys``, in one
-        transaction (what it reuses is never unpinned in between)."""
+        reuses (kind ``"entry"``), drop its ``"key"`` pins on ``release_keys`` and its leases
+        ``release_leases``, in one transaction (what it reuses is never unpinned in between)."""
 
     @abstractmethod
     def pins(self) -> list[Pin]:
@@ -180,6 +184,17 @@ class InstanceStorage(ABC):
 
         Returns:
             None when taken; else the lease that holds it.
+        """
+
+    @abstractmethod
+    def claim_step(
+        self, lease: Lease, expired: Callable[[Lease], bool], output_keys: Sequence[str]
+    ) -> tuple[Lease | None, list[IndexEntry]]:
+        """``acquire_lease``, and once taken, ``pinned_index_entries(output_keys)`` in the same
+        transaction: what another run stored before giving the lease up is seen.
+
+        Returns:
+            ``(holder, [])`` when another holder keeps it; ``(None, entries)`` when taken.
         """
 
     @abstractmethod

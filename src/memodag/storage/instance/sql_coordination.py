@@ -37,27 +37,29 @@ class PinsAndLeases:
         keys = list(dict.fromkeys(output_keys))
         if not keys:
             return []
-        select = self._sql(f"SELECT {_ENTRY_COLUMNS} FROM output_index WHERE output_key IN ")
-        pin = self._sql(_INSERT_PIN)
         lock = self.dialect.pin_lock
-        now = time.time()
 
         def work(cur: Any) -> list[Any]:
             if lock:
                 cur.execute(lock)
-            rows: list[Any] = []
-            for i in range(0, len(keys), _LOOKUP_CHUNK):
-                chunk = keys[i : i + _LOOKUP_CHUNK]
-                cur.execute(
-                    select + "(" + ",".join([self.dialect.placeholder] * len(chunk)) + ")", chunk
-                )
-                rows.extend(cur.fetchall())
-            found = sorted({r[0] for r in rows})
-            if found:
-                cur.executemany(pin, [(run_id, "key", k, now) for k in found])
-            return rows
+            return self._read_and_pin(cur, keys, run_id)
 
         return _entries(self._run(work, write=True))
+
+    def _read_and_pin(self, cur: Any, keys: list[str], run_id: str) -> list[Any]:
+        """The index rows of ``keys``, each key found pinned for ``run_id``."""
+        select = self._sql(f"SELECT {_ENTRY_COLUMNS} FROM output_index WHERE output_key IN ")
+        rows: list[Any] = []
+        for i in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[i : i + _LOOKUP_CHUNK]
+            marks = ",".join([self.dialect.placeholder] * len(chunk))
+            cur.execute(f"{select}({marks})", chunk)
+            rows.extend(cur.fetchall())
+        found = sorted({r[0] for r in rows})
+        if found:
+            now = time.time()
+            cur.executemany(self._sql(_INSERT_PIN), [(run_id, "key", k, now) for k in found])
+        return rows
 
     def add_pins(
         self, run_id: str, kind: str, targets: Iterable[str], unless_held: str | None = None
@@ -80,13 +82,19 @@ class PinsAndLeases:
         return self._run(work, write=True)
 
     def settle_pins(
-        self, run_id: str, entries: Iterable[tuple[str, str]], release_keys: Iterable[str]
+        self,
+        run_id: str,
+        entries: Iterable[tuple[str, str]],
+        release_keys: Iterable[str],
+        release_leases: Iterable[str] = (),
     ) -> None:
         now = time.time()
         rows = [(run_id, "entry", entry_target(k, v), now) for k, v in dict.fromkeys(entries)]
         released = [(run_id, k) for k in dict.fromkeys(release_keys)]
-        if not rows and not released:
+        leases = [(k, run_id) for k in dict.fromkeys(release_leases)]
+        if not rows and not released and not leases:
             return
+        give_up = self._sql("DELETE FROM leases WHERE lease_key = ? AND run_id = ?")
         pin = self._sql(_INSERT_PIN)
         unpin = self._sql("DELETE FROM run_pins WHERE run_id = ? AND kind = 'key' AND target = ?")
         lock = self.dialect.pin_lock
@@ -98,6 +106,8 @@ class PinsAndLeases:
                 cur.executemany(pin, rows)
             if released:
                 cur.executemany(unpin, released)
+            if leases:
+                cur.executemany(give_up, leases)
 
         self._run(work, write=True)
 
@@ -136,6 +146,26 @@ class PinsAndLeases:
         return self._run(work, write=True)
 
     def acquire_lease(self, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
+        return self._run(lambda cur: self._acquire(cur, lease, expired), write=True)
+
+    def claim_step(
+        self, lease: Lease, expired: Callable[[Lease], bool], output_keys: Sequence[str]
+    ) -> tuple[Lease | None, list[IndexEntry]]:
+        keys = list(dict.fromkeys(output_keys))
+        lock = self.dialect.pin_lock
+
+        def work(cur: Any) -> tuple[Lease | None, list[Any]]:
+            if lock and keys:
+                cur.execute(lock)
+            holder = self._acquire(cur, lease, expired)
+            if holder is not None or not keys:
+                return holder, []
+            return None, self._read_and_pin(cur, keys, lease.run_id)
+
+        holder, rows = self._run(work, write=True)
+        return holder, _entries(rows)
+
+    def _acquire(self, cur: Any, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
         insert = self._sql(
             "INSERT INTO leases (lease_key, run_id, step_key, process, acquired_at, heartbeat_at) "
             "VALUES (?,?,?,?,?,?) ON CONFLICT (lease_key) DO NOTHING"
@@ -145,22 +175,18 @@ class PinsAndLeases:
             "heartbeat_at = ? WHERE lease_key = ? AND run_id = ? AND acquired_at = ?"
         )
         row = _lease_row(lease)
-
-        def work(cur: Any) -> Lease | None:
+        cur.execute(insert, row)
+        if cur.rowcount:
+            return None
+        holder = self._lease(cur, lease.lease_key)
+        if holder is None:  # released in between: take it
             cur.execute(insert, row)
-            if cur.rowcount:
-                return None
-            holder = self._lease(cur, lease.lease_key)
-            if holder is None:  # released in between: take it
-                cur.execute(insert, row)
-                return None if cur.rowcount else self._lease(cur, lease.lease_key)
-            if holder.run_id != lease.run_id and not expired(holder):
-                return holder
-            # compare and set: of two runs taking over the same expired lease, one wins
-            cur.execute(take, (*row[1:], lease.lease_key, holder.run_id, holder.acquired_at))
             return None if cur.rowcount else self._lease(cur, lease.lease_key)
-
-        return self._run(work, write=True)
+        if holder.run_id != lease.run_id and not expired(holder):
+            return holder
+        # compare and set: of two runs taking over the same expired lease, one wins
+        cur.execute(take, (*row[1:], lease.lease_key, holder.run_id, holder.acquired_at))
+        return None if cur.rowcount else self._lease(cur, lease.lease_key)
 
     def release_lease(self, lease_key: str, run_id: str) -> None:
         delete = "DELETE FROM leases WHERE lease_key = ? AND run_id = ?"
