@@ -114,6 +114,16 @@ def test_six_runs_started_together_execute_each_step_once(tmp_path, url):
     assert sum(len(keys) for keys in executed) == STEPS
 
 
+def _says_it_waits(instance) -> bool:
+    from memodag import EventType
+
+    runs = instance.get_runs()
+    if len(runs) < 2:
+        return False
+    logs = instance.get_events(runs[0].run_id, [EventType.LOG])
+    return any(e.step_key == "source" and e.message.startswith("waiting for run") for e in logs)
+
+
 def test_a_run_whose_holder_is_killed_takes_the_step_over(tmp_path, url, monkeypatch):
     from memodag import Instance
 
@@ -125,8 +135,11 @@ def test_a_run_whose_holder_is_killed_takes_the_step_over(tmp_path, url, monkeyp
         assert holder.poll() is None and time.monotonic() < deadline, holder.communicate()
         time.sleep(0.05)
     waiter = _start(tmp_path, url)
-    time.sleep(1.0)
-    assert waiter.poll() is None  # waiting for the holder, not computing the step itself
+    with Instance.from_url(url, storage_dir=tmp_path / "storage") as instance:
+        # the second run says it waits for the first, and does not compute the step itself
+        while not _says_it_waits(instance):
+            assert waiter.poll() is None and time.monotonic() < deadline, waiter.communicate()
+            time.sleep(0.05)
     assert _executions(tmp_path)["source"] == 1
     os.kill(holder.pid, signal.SIGKILL)
     holder.communicate()
