@@ -497,9 +497,14 @@ class WorkerInstanceStorage(InstanceStorage):
         return self._storage("acquire_lease").acquire_lease(lease, expired)
 
     def claim_step(
-        self, lease: Lease, expired: Callable[[Lease], bool], output_keys: Sequence[str]
+        self,
+        lease: Lease,
+        expired: Callable[[Lease], bool],
+        output_keys: Sequence[str],
+        release_leases: Sequence[str] = (),
     ) -> tuple[Lease | None, list[IndexEntry]]:
-        return self._storage("claim_step").claim_step(lease, expired, output_keys)
+        storage = self._storage("claim_step")
+        return storage.claim_step(lease, expired, output_keys, release_leases)
 
     def release_lease(self, lease_key: str, run_id: str) -> None:
         self._storage("release_lease").release_lease(lease_key, run_id)

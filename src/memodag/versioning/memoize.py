@@ -29,6 +29,9 @@ from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 ABSENT = "absent"  # the serializer of an index entry recording an optional output not yielded
 CODE_PARTS = "code-parts"  # the serializer of an entry naming what a mapped op's code hashes
 
+#: how often a run narrows its pins (``IndexMemoizer.settle``), in seconds
+NARROW_PINS_SECONDS = 2.0
+
 # resource config fields whose values ``explain`` must never keep in the index
 _SECRET_FIELD = re.compile(r"pass|secret|token|credential|private|api_?key", re.IGNORECASE)
 
@@ -71,6 +74,8 @@ class IndexMemoizer(Memoizer):
         self._reused: list[tuple[str, str]] = []
         self._decided_keys: list[str] = []
         self._released_leases: list[str] = []
+        # a short run's pins go with it: narrowing them is for runs that last
+        self._next_narrowing = time.monotonic() + NARROW_PINS_SECONDS
         self.plan = plan
         self.instance = instance
         self.enabled = enabled
@@ -269,12 +274,19 @@ class IndexMemoizer(Memoizer):
                 self._reused.extend(piece_keys)
 
     def settle(self) -> None:
-        """Narrow this run's pins to what it decided to reuse, and give up the leases of steps
-        whose outcome is recorded (one transaction), so gc may take the other versions of
-        those outputs while the run goes on, and runs waiting for those steps reuse them."""
-        if self._reused or self._decided_keys or self._released_leases:
-            reused, decided, leases = self._reused, self._decided_keys, self._released_leases
-            self._reused, self._decided_keys, self._released_leases = [], [], []
+        """Give up the leases of steps whose outcome is recorded (waiting runs reuse them), and
+        every ``NARROW_PINS_SECONDS`` narrow this run's pins to what it decided to reuse (gc may
+        take the other versions of those outputs while a long run goes on): one transaction,
+        none when there is nothing to give up yet."""
+        now = time.monotonic()
+        narrow = (self._reused or self._decided_keys) and now >= self._next_narrowing
+        if narrow or self._released_leases:
+            reused, decided = (self._reused, self._decided_keys) if narrow else ([], [])
+            leases = self._released_leases
+            self._released_leases = []
+            if narrow:
+                self._reused, self._decided_keys = [], []
+                self._next_narrowing = now + NARROW_PINS_SECONDS
             self.instance.settle_pins(self.run_id, reused, decided, leases)
 
     # -- leases: one live run computes a version, the others wait for it -----------------------
@@ -297,7 +309,9 @@ class IndexMemoizer(Memoizer):
         now = time.time()
         lease = Lease(lease_key, self.run_id, step.key, self._identity, now, now)
         keys = [key for _, _, key in self._outputs_of(step)]
-        holder, entries = self.instance.claim_step(lease, lease_expired, keys)
+        # leases of steps that ended since are given up in the same transaction
+        released, self._released_leases = self._released_leases, []
+        holder, entries = self.instance.claim_step(lease, lease_expired, keys, released)
         if holder is None:
             self._leases[step.key] = lease_key
             # read with the lease: what a run stored before giving it up is seen now

@@ -266,11 +266,16 @@ class Instance:
         return self._storage.acquire_lease(lease, expired)
 
     def claim_step(
-        self, lease: Lease, expired: Callable[[Lease], bool], output_keys: Sequence[str]
+        self,
+        lease: Lease,
+        expired: Callable[[Lease], bool],
+        output_keys: Sequence[str],
+        release_leases: Sequence[str] = (),
     ) -> tuple[Lease | None, list[IndexEntry]]:
         """Take a step's lease and, once taken, read (and pin) its outputs' index entries in
-        the same transaction; ``(holder, [])`` when another live run holds it."""
-        return self._storage.claim_step(lease, expired, output_keys)
+        the same transaction (giving up ``release_leases`` of the same run in it too);
+        ``(holder, [])`` when another live run holds it."""
+        return self._storage.claim_step(lease, expired, output_keys, release_leases)
 
     def release_lease(self, lease_key: str, run_id: str) -> None:
         """Give a lease up (if ``run_id`` holds it)."""

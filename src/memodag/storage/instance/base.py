@@ -188,10 +188,15 @@ class InstanceStorage(ABC):
 
     @abstractmethod
     def claim_step(
-        self, lease: Lease, expired: Callable[[Lease], bool], output_keys: Sequence[str]
+        self,
+        lease: Lease,
+        expired: Callable[[Lease], bool],
+        output_keys: Sequence[str],
+        release_leases: Sequence[str] = (),
     ) -> tuple[Lease | None, list[IndexEntry]]:
         """``acquire_lease``, and once taken, ``pinned_index_entries(output_keys)`` in the same
-        transaction: what another run stored before giving the lease up is seen.
+        transaction: what another run stored before giving the lease up is seen. The run's
+        ``release_leases`` are given up in that transaction too.
 
         Returns:
             ``(holder, [])`` when another holder keeps it; ``(None, entries)`` when taken.

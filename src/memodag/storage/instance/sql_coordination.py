@@ -149,14 +149,23 @@ class PinsAndLeases:
         return self._run(lambda cur: self._acquire(cur, lease, expired), write=True)
 
     def claim_step(
-        self, lease: Lease, expired: Callable[[Lease], bool], output_keys: Sequence[str]
+        self,
+        lease: Lease,
+        expired: Callable[[Lease], bool],
+        output_keys: Sequence[str],
+        release_leases: Sequence[str] = (),
     ) -> tuple[Lease | None, list[IndexEntry]]:
         keys = list(dict.fromkeys(output_keys))
         lock = self.dialect.pin_lock
 
+        give_up = self._sql("DELETE FROM leases WHERE lease_key = ? AND run_id = ?")
+        released = [(k, lease.run_id) for k in release_leases]
+
         def work(cur: Any) -> tuple[Lease | None, list[Any]]:
             if lock and keys:
                 cur.execute(lock)
+            if released:
+                cur.executemany(give_up, released)
             holder = self._acquire(cur, lease, expired)
             if holder is not None or not keys:
                 return holder, []
