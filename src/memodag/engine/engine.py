@@ -196,7 +196,7 @@ class Engine:
     def _start(self, key: str) -> None:
         step = self.steps[key]
         stored = self.memoizer.stored(step) if self.memoizer.enabled else None
-        if stored is None and self.memoizer.enabled:
+        if stored is None and self.memoizer.shares_work:
             holder = self.memoizer.claim(step)
             if holder is not None:
                 self._wait_for(key, holder)

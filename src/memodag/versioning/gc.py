@@ -518,7 +518,7 @@ def _collect(
                 spared_places.add(place)
         # a file only events name now (its entry was stored again elsewhere since): a run that
         # pinned the entry may have read the old address (job-scoped names, any io manager)
-        bases = {key.rpartition("@")[0] for key in keys}
+        bases: set[Any] = {key.rpartition("@")[0] for key in keys}
         bases.update((key.rpartition("@")[0], version) for key, version in exact_all)
         for place, named_as in event_only.items():
             if any(base in bases or (base, version) in bases for base, version in named_as):

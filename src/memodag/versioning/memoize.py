@@ -291,6 +291,10 @@ class IndexMemoizer(Memoizer):
 
     # -- leases: one live run computes a version, the others wait for it -----------------------
 
+    @property
+    def shares_work(self) -> bool:  # type: ignore[override]
+        return self.pin and self.enabled
+
     def claim(self, step: ExecutionStep) -> str | None:
         if not (self.pin and self.enabled) or step.key in self._leases:
             return None

@@ -26,6 +26,8 @@ class Memoizer:
     """
 
     enabled = False
+    #: whether ``claim`` may make the run wait for another (only real, memoized runs share work)
+    shares_work = False
 
     def prepare(self, steps: Iterable[ExecutionStep]) -> None:
         """Called with every batch of steps entering the run (batched index look-ups go here)."""
