@@ -74,8 +74,9 @@ class IndexMemoizer(Memoizer):
         self._reused: list[tuple[str, str]] = []
         self._decided_keys: list[str] = []
         self._released_leases: list[str] = []
-        # a short run's pins go with it: narrowing them is for runs that last
-        self._next_narrowing = time.monotonic() + NARROW_PINS_SECONDS
+        # narrowed once the first decisions are made (before the first step runs), then at
+        # most every NARROW_PINS_SECONDS: a bounded cost per run, not one write per step
+        self._next_narrowing = 0.0
         self.plan = plan
         self.instance = instance
         self.enabled = enabled
