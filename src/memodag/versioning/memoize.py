@@ -70,9 +70,9 @@ class IndexMemoizer(Memoizer):
         #: step key -> lease key, for the steps whose computation this run holds
         self._leases: dict[str, str] = {}
         self._identity: dict[str, Any] | None = None
-        #: decided since the last ``settle``: entries reused, keys whose pins can go
-        self._reused: list[tuple[str, str]] = []
-        self._decided_keys: list[str] = []
+        #: output keys of steps that run: their pins go with the next narrowing
+        self._unpin: dict[str, None] = {}
+        #: leases of steps whose outcome is recorded, given up with the next write
         self._released_leases: list[str] = []
         # narrowed once the first decisions are made (before the first step runs), then at
         # most every NARROW_PINS_SECONDS: a bounded cost per run, not one write per step
@@ -263,32 +263,37 @@ class IndexMemoizer(Memoizer):
     def _decided(
         self, step: ExecutionStep, versions: Mapping[str, str], found: list[Address] | None
     ) -> None:
-        """Note what ``step`` reuses (``found``; None: it runs) for the next ``settle``."""
+        """Note for the next ``settle`` whether ``step`` runs (``found`` None: its pins on the
+        old versions can go) or reuses what it found (they stay until the run ends: a memoized
+        step costs no pin write beyond the read's)."""
+        keys = []
         for name, out, key in self._outputs_of(step):
-            self._decided_keys.append(key)
+            keys.append(key)
             entry = self._entries.get((key, versions[name]))
-            pieces = (entry.recipe or {}).get("manifest", []) if out.is_dynamic and entry else []
-            piece_keys = [(self._key(step, name, k), v) for k, v in pieces]
-            self._decided_keys.extend(k for k, _ in piece_keys)
-            if found is not None and entry is not None:
-                self._reused.append((key, versions[name]))
-                self._reused.extend(piece_keys)
+            if out.is_dynamic and entry is not None:
+                pieces = (entry.recipe or {}).get("manifest", [])
+                keys.extend(self._key(step, name, k) for k, _ in pieces)
+        for key in keys:
+            if found is None:
+                self._unpin[key] = None
+            else:
+                self._unpin.pop(key, None)  # decided again (the claim read it): it is reused
 
     def settle(self) -> None:
         """Give up the leases of steps whose outcome is recorded (waiting runs reuse them), and
-        every ``NARROW_PINS_SECONDS`` narrow this run's pins to what it decided to reuse (gc may
-        take the other versions of those outputs while a long run goes on): one transaction,
-        none when there is nothing to give up yet."""
+        at the run's first decisions, then every ``NARROW_PINS_SECONDS``, the pins on outputs of
+        steps that run (gc may take their old versions while a long run goes on): one
+        transaction, none when there is nothing to give up."""
         now = time.monotonic()
-        narrow = (self._reused or self._decided_keys) and now >= self._next_narrowing
+        narrow = bool(self._unpin) and now >= self._next_narrowing
         if narrow or self._released_leases:
-            reused, decided = (self._reused, self._decided_keys) if narrow else ([], [])
+            unpin = list(self._unpin) if narrow else []
             leases = self._released_leases
             self._released_leases = []
             if narrow:
-                self._reused, self._decided_keys = [], []
+                self._unpin = {}
                 self._next_narrowing = now + NARROW_PINS_SECONDS
-            self.instance.settle_pins(self.run_id, reused, decided, leases)
+            self.instance.settle_pins(self.run_id, [], unpin, leases)
 
     # -- leases: one live run computes a version, the others wait for it -----------------------
 
