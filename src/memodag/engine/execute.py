@@ -447,7 +447,7 @@ def _lineage_addresses(
         run = instance.get_run(run.parent_run_id) if run.parent_run_id else None
     if run_id:
         # before reading what they stored: gc keeps it until this run ends (or dies)
-        from memodag.versioning.gc import pin_runs
+        from memodag.versioning.gc_pins import pin_runs
 
         pin_runs(instance, run_id, [r.run_id for r in chain])
     addresses: dict[AddressKey, Address] = {}

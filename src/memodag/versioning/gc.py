@@ -1,11 +1,13 @@
 """``collect_garbage``: drop stored outputs no run worth keeping still points at, and the files
 runs never recorded (orphans), through the io manager that stored each of them.
 
-An output is kept when one of the newest ``keep_runs`` runs, or an ancestor of one that is a
-re-execution, produced or reused it (its address is in that run's events), or when it was stored
-after ``older_than``. Everything else goes: its index entry, then its data, deleted by
-``IOManager.delete``. Dry run by default. The index entry
-is deleted before the data, so a crash in between leaves an orphan, never a dangling entry.
+An output is kept when one of the newest ``keep_runs`` runs, a run still live, or (with
+``older_than``) a run started since, or an ancestor of any of them that is a re-execution,
+produced or reused it (its address is in that run's events), or when it was stored after
+``older_than``, or when a live run pinned it (``gc_pins``). Everything else goes: its index
+entry, in one transaction that spares what is pinned, then its data, deleted by
+``IOManager.delete``. Dry run by default. The index entry is deleted before the data, so a crash
+in between leaves an orphan, never a dangling entry.
 
 One stored file is judged once, whatever names it: every index entry and run event naming it
 (the versioned layout is not scoped by job, so jobs sharing an op and version share a file), by
@@ -42,8 +44,16 @@ from memodag.storage.io_managers.files import (
     base_of,
 )
 from memodag.storage.liveness import process_alive, process_identity
-from memodag.versioning.leases import lease_expired
-from memodag.versioning.memoize import ABSENT, CODE_PARTS, output_key
+from memodag.versioning.gc_pins import (
+    GC_LEASE,
+    PinnedSpare,
+    lineage,
+    pin_runs,
+    unreachable_manifests,
+)
+from memodag.versioning.memoize import ABSENT, CODE_PARTS
+
+__all__ = ["GC_LEASE", "GcItem", "GcReport", "collect_garbage", "pin_runs", "run_is_over"]
 
 _OBJECT_STORE_PROTOCOLS = ("s3", "s3a")
 #: what names a stored file: an address, when it was stored (or its run started), and the
@@ -341,15 +351,6 @@ def collect_garbage(
         return _collect(instance, managers, keep_runs, older_than, dry_run)
 
 
-#: the lease gc holds while it deletes: a re-execution pinning its ancestors' outputs waits
-#: for it (their files are named by events gc does not change, so a pin must come before gc
-#: decides, or after it is done)
-GC_LEASE = "gc"
-#: a pin whose run was never recorded (its validation failed before the run was stored, and
-#: the process died before releasing it) counts as dead after this many seconds
-_UNRECORDED_PIN_SECONDS = 3600.0
-
-
 def _collect(
     instance: Any,
     managers: _Managers,
@@ -377,10 +378,10 @@ def _collect(
     for run in roots:
         # a kept re-execution may have loaded any output of its ancestors (and a re-execution
         # of it will): they stay with it
-        for lineage in _lineage(run, runs_by_id):
-            if lineage.run_id not in kept_run_ids:
-                kept_run_ids.add(lineage.run_id)
-                keep.update(places.of(a) for a in addresses_of.get(lineage.run_id, {}).values())
+        for ancestor in lineage(run, runs_by_id):
+            if ancestor.run_id not in kept_run_ids:
+                kept_run_ids.add(ancestor.run_id)
+                keep.update(places.of(a) for a in addresses_of.get(ancestor.run_id, {}).values())
 
     def reachable(place: tuple[Any, ...], created_at: float | None) -> bool:
         if place in keep:
@@ -460,7 +461,7 @@ def _collect(
         if not any(reachable(place, started) for _, started, _ in namers):
             consider(place, namers)
     report.unavailable = _unique(report.unavailable)
-    dropped_manifests = _unreachable_manifests(
+    dropped_manifests = unreachable_manifests(
         manifests, dropping, created, kept_run_ids, older_than
     )
 
@@ -472,64 +473,11 @@ def _collect(
         for i in group
         if (key := i.index_key) is not None
     }
-    spared_places: set[tuple[Any, ...]] = set()
-    event_only = {
-        place: {
-            (
-                output_key(runs_by_id[a.run_id].job_name, a.step_key, a.output_name, a.mapping_key)
-                if a.run_id in runs_by_id
-                else "",
-                a.version,
-            )
-            for a, _, _ in named[place]
-        }
-        for place in dropping
-        if place in named
-    }
-
-    def spare(pins: list[Any]) -> set[tuple[str, str]]:
-        now = time.time()
-        keys: set[str] = set()
-        exact: set[tuple[Any, ...]] = set()  # pinned entries with no file (manifests)
-        exact_all: set[tuple[Any, ...]] = set()
-        for pin in pins:
-            run = runs_by_id.get(pin.run_id)
-            if run is None:
-                if pin.created_at < now - _UNRECORDED_PIN_SECONDS:
-                    continue  # never recorded, long ago: its process died before releasing it
-            elif over[pin.run_id]:
-                continue  # pins expire with their run
-            if pin.kind == "key":
-                keys.add(pin.target)
-            elif pin.kind == "entry":
-                pair = tuple(json.loads(pin.target))
-                exact_all.add(pair)
-                if pair in place_of_pair:
-                    spared_places.add(place_of_pair[pair])
-                else:
-                    exact.add(pair)
-            elif pin.kind == "run" and pin.target in runs_by_id:
-                for ancestor in _lineage(runs_by_id[pin.target], runs_by_id):
-                    spared_places.update(
-                        places.of(a) for a in addresses_of.get(ancestor.run_id, {}).values()
-                    )
-        for (key, _version), place in place_of_pair.items():
-            if key in keys:
-                spared_places.add(place)
-        # a file only events name now (its entry was stored again elsewhere since): a run that
-        # pinned the entry may have read the old address (job-scoped names, any io manager)
-        bases: set[Any] = {key.rpartition("@")[0] for key in keys}
-        bases.update((key.rpartition("@")[0], version) for key, version in exact_all)
-        for place, named_as in event_only.items():
-            if any(base in bases or (base, version) in bases for base, version in named_as):
-                spared_places.add(place)
-        spared = {pair for pair, place in place_of_pair.items() if place in spared_places}
-        spared.update(
-            (e.output_key, e.version)
-            for e in dropped_manifests
-            if e.output_key in keys or (e.output_key, e.version) in exact
-        )
-        return spared
+    spare = PinnedSpare(runs_by_id, over, addresses_of, places, place_of_pair, dropped_manifests)
+    spare.note_event_only(
+        {place: [a for a, _, _ in named[place]] for place in dropping if place in named}
+    )
+    spared_places = spare.places
 
     entries = [(key[0], key[1], created[key]) for key in place_of_pair] + [
         (e.output_key, e.version, e.created_at) for e in dropped_manifests
@@ -571,60 +519,8 @@ def _collect(
     return report
 
 
-def pin_runs(instance: Any, run_id: str, ancestors: list[str], poll: float = 0.05) -> None:
-    """Pin, for ``run_id``, every output the ``ancestors`` recorded (a re-execution loads them).
-
-    Waits while a gc is deleting (its decision was made without this pin), unless that gc's
-    lease expired (``versioning.leases``): then it is dropped.
-    """
-    while True:
-        holder = instance.add_pins(run_id, "run", ancestors, unless_held=GC_LEASE)
-        if holder is None:
-            return
-        if lease_expired(holder):
-            instance.release_lease(GC_LEASE, holder.run_id)
-            continue
-        time.sleep(poll)
-
-
 def _pairs(entries: list[tuple[str, str, float]]) -> list[tuple[str, str]]:
     return [(key, version) for key, version, _ in entries]
-
-
-def _lineage(run: Any, runs_by_id: Mapping[str, Any]) -> Iterator[Any]:
-    """``run`` and its ancestors, nearest first (a cycle or a missing parent ends it)."""
-    seen: set[str] = set()
-    while run is not None and run.run_id not in seen:
-        seen.add(run.run_id)
-        yield run
-        run = runs_by_id.get(run.parent_run_id) if run.parent_run_id else None
-
-
-def _unreachable_manifests(
-    manifests: list[Any],
-    dropping: Mapping[tuple[Any, ...], tuple[list[GcItem], Address, IOManager]],
-    created: Mapping[tuple[str, str], float],
-    kept_run_ids: set[str],
-    older_than: float | None,
-) -> list[Any]:
-    """Manifest entries (a fan-out's piece list, no data of their own) whose every piece goes or
-    is gone, recorded by no kept run and, with ``older_than``, before it: with them the fan-out is
-    computed again, instead of a manifest naming pieces no run can load."""
-    going = {i.index_key for group, _, _ in dropping.values() for i in group if i.index_key}
-    found = []
-    for entry in manifests:
-        if entry.address.run_id in kept_run_ids:
-            continue
-        if older_than is not None and entry.created_at >= older_than:
-            continue
-        base, _, identity = entry.output_key.rpartition("@")
-        pieces = [
-            (f"{base}[{piece_key}]@{identity}", version)
-            for piece_key, version in (entry.recipe or {}).get("manifest", [])
-        ]
-        if all(p in going or p not in created for p in pieces):
-            found.append(entry)
-    return found
 
 
 def _replace(item: GcItem, **changes: Any) -> GcItem:
