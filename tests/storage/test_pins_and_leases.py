@@ -64,10 +64,13 @@ def test_a_lease_has_one_holder_until_it_expires_or_is_released(any_instance):
     assert holder is not None and holder.run_id == "run-1"
     # an expired holder is taken over; the claim reads the index in the same transaction
     any_instance.store_events([], [_entry("job/x")])
-    taken, entries = any_instance.claim_step(second, lambda holder: True, ["job/x"])
-    assert taken is None and [e.output_key for e in entries] == ["job/x"]
+    taken, entries = any_instance.claim_steps([second], lambda holder: True, ["job/x"])
+    assert taken == {} and [e.output_key for e in entries] == ["job/x"]
     third = dataclasses.replace(first, run_id="run-3")
-    assert any_instance.claim_step(third, lambda holder: False, ["job/x"])[0].run_id == "run-2"
+    assert (
+        any_instance.claim_steps([third], lambda holder: False, ["job/x"])[0]["step:x"].run_id
+        == "run-2"
+    )
     any_instance.release_lease("step:x", "run-1")  # not its holder any more: nothing happens
     assert any_instance.acquire_lease(third, lambda holder: False).run_id == "run-2"
     any_instance.settle_pins("run-2", [], [], ["step:x"])

@@ -35,6 +35,8 @@ __all__ = ["AddressKey", "Engine", "EngineResult", "Memoizer", "StepStatus"]
 #: how often a run looks again at steps another run is computing, and says it is alive
 WAIT_POLL_SECONDS = 0.2
 HEARTBEAT_SECONDS = 10.0
+#: ready steps claimed in one transaction
+CLAIM_AHEAD = 256
 
 
 class StepStatus:
@@ -103,6 +105,8 @@ class Engine:
         #: steps another live run is computing at the same version: looked at again when due
         self._waiting: dict[str, str] = {}
         self._told_waiting: set[str] = set()
+        #: ready steps claimed ahead: their holder, or "" (taken by this run, or stored)
+        self._claims: dict[str, str] = {}
         self._next_look = 0.0
         self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         self._seq = itertools.count()
@@ -150,6 +154,8 @@ class Engine:
         executor = self.executor
         try:
             while True:
+                if self._ready and self.memoizer.shares_work and self._ready[0] not in self._claims:
+                    self._claim_ahead()
                 while self._ready and executor.can_submit():
                     self._start(self._ready.popleft())
                 if self._retries:
@@ -196,9 +202,10 @@ class Engine:
     def _start(self, key: str) -> None:
         step = self.steps[key]
         stored = self.memoizer.stored(step) if self.memoizer.enabled else None
+        claimed = self._claims.pop(key, None)
         if stored is None and self.memoizer.shares_work:
-            holder = self.memoizer.claim(step)
-            if holder is not None:
+            holder = claimed if claimed is not None else self.memoizer.claim(step)
+            if holder:
                 self._wait_for(key, holder)
                 return
             # the claim read the index again: another run may have stored it just before
@@ -224,7 +231,9 @@ class Engine:
             self._after_success(step, stored)
             return
         task = self._task(step)
-        if task is not None:
+        if task is None:
+            self.memoizer.release(step)  # skipped: nothing to compute
+        else:
             if self.log.listeners:
                 self.log.notify(
                     Event(EventType.STEP_START, self.run_id, time.time(), key, "", {"attempt": 0})
@@ -308,6 +317,23 @@ class Engine:
         self.status[key] = StepStatus.FAILED
         self.result.failures.append(outcome)
         self._skip_consumers(key, f"upstream step '{key}' failed")
+
+    def _claim_ahead(self) -> None:
+        """Claim the next ready steps that are not stored in one transaction (a write per
+        ``CLAIM_AHEAD`` steps, not per step): ``_claims`` maps each to its holder ("": taken by
+        this run, or stored and needing no claim)."""
+        batch = []
+        for key in itertools.islice(self._ready, CLAIM_AHEAD):
+            if key in self._claims:
+                continue
+            step = self.steps[key]
+            if self.memoizer.stored(step) is not None:
+                self._claims[key] = ""
+            else:
+                batch.append(step)
+        holders = self.memoizer.claim_many(batch) if batch else {}
+        for step in batch:
+            self._claims[step.key] = holders.get(step.key, "")
 
     def _wait_for(self, key: str, holder: str) -> None:
         """Another live run computes ``key`` at the same version: wait for it, then reuse it."""

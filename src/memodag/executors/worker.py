@@ -496,15 +496,15 @@ class WorkerInstanceStorage(InstanceStorage):
     def acquire_lease(self, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
         return self._storage("acquire_lease").acquire_lease(lease, expired)
 
-    def claim_step(
+    def claim_steps(
         self,
-        lease: Lease,
+        leases: Sequence[Lease],
         expired: Callable[[Lease], bool],
         output_keys: Sequence[str],
         release_leases: Sequence[str] = (),
-    ) -> tuple[Lease | None, list[IndexEntry]]:
-        storage = self._storage("claim_step")
-        return storage.claim_step(lease, expired, output_keys, release_leases)
+    ) -> tuple[dict[str, Lease], list[IndexEntry]]:
+        storage = self._storage("claim_steps")
+        return storage.claim_steps(leases, expired, output_keys, release_leases)
 
     def release_lease(self, lease_key: str, run_id: str) -> None:
         self._storage("release_lease").release_lease(lease_key, run_id)

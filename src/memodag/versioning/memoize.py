@@ -302,38 +302,58 @@ class IndexMemoizer(Memoizer):
         return self.pin and self.enabled
 
     def claim(self, step: ExecutionStep) -> str | None:
-        if not (self.pin and self.enabled) or step.key in self._leases:
-            return None
-        versions = self.versions(step)
-        if versions is None:
-            return None
+        return self.claim_many([step]).get(step.key)
+
+    def claim_many(self, steps: list[ExecutionStep]) -> dict[str, str]:
+        """``claim`` for several ready steps in one transaction (the engine claims its ready
+        queue ahead, not one write per step); the holders of those another run computes."""
+        if not (self.pin and self.enabled):
+            return {}
         from memodag.storage.instance.records import Lease
         from memodag.storage.liveness import process_identity
         from memodag.versioning.leases import lease_expired
 
-        lease_key = "step:" + hash_strings(
-            *(f"{key}={versions[name]}" for name, _, key in self._outputs_of(step))
-        )
         if self._identity is None:
             self._identity = process_identity()
         now = time.time()
-        lease = Lease(lease_key, self.run_id, step.key, self._identity, now, now)
-        keys = [key for _, _, key in self._outputs_of(step)]
+        leases: dict[str, tuple[ExecutionStep, Lease]] = {}
+        keys: list[str] = []
+        for step in steps:
+            versions = self.versions(step)
+            if versions is None or step.key in self._leases:
+                continue
+            outputs = self._outputs_of(step)
+            lease_key = "step:" + hash_strings(*(f"{k}={versions[n]}" for n, _, k in outputs))
+            leases[lease_key] = (
+                step,
+                Lease(lease_key, self.run_id, step.key, self._identity, now, now),
+            )
+            keys.extend(k for _, _, k in outputs)
+        if not leases:
+            return {}
         # leases of steps that ended since are given up in the same transaction
         released, self._released_leases = self._released_leases, []
-        holder, entries = self.instance.claim_step(lease, lease_expired, keys, released)
-        if holder is None:
-            self._leases[step.key] = lease_key
-            # read with the lease: what a run stored before giving it up is seen now
-            self._fetched.update(keys)
-            for entry in entries:
-                if entry.version_scheme == scheme.VERSION_SCHEME:
-                    self._remember(entry)
-            if step.op_def.has_dynamic_output:
-                self._refresh_pieces(step)
-            return None
-        process = holder.process
-        return f"run {holder.run_id[:8]} (pid {process.get('pid')} on {process.get('host')})"
+        holders, entries = self.instance.claim_steps(
+            [lease for _, lease in leases.values()], lease_expired, keys, released
+        )
+        # read with the leases: what a run stored before giving one up is seen now
+        self._fetched.update(keys)
+        for entry in entries:
+            if entry.version_scheme == scheme.VERSION_SCHEME:
+                self._remember(entry)
+        waiting: dict[str, str] = {}
+        for lease_key, (step, _) in leases.items():
+            holder = holders.get(lease_key)
+            if holder is None:
+                self._leases[step.key] = lease_key
+                if step.op_def.has_dynamic_output:
+                    self._refresh_pieces(step)
+            else:
+                process = holder.process
+                waiting[step.key] = (
+                    f"run {holder.run_id[:8]} (pid {process.get('pid')} on {process.get('host')})"
+                )
+        return waiting
 
     def refresh(self, step: ExecutionStep) -> None:
         if not self.enabled:

@@ -61,6 +61,11 @@ class Memoizer:
         then asks ``stored`` and ``claim`` again (after ``refresh``)."""
         return None
 
+    def claim_many(self, steps: list[ExecutionStep]) -> dict[str, str]:
+        """``claim`` for several steps at once; the holders of those another run computes,
+        by step key (steps left out may run)."""
+        return {}
+
     def refresh(self, step: ExecutionStep) -> None:
         """Read again what is stored for ``step`` (another run may have stored it meanwhile)."""
 

@@ -265,17 +265,17 @@ class Instance:
         """Take a lease unless a holder that is not ``expired`` has it (then: that holder)."""
         return self._storage.acquire_lease(lease, expired)
 
-    def claim_step(
+    def claim_steps(
         self,
-        lease: Lease,
+        leases: Sequence[Lease],
         expired: Callable[[Lease], bool],
         output_keys: Sequence[str],
         release_leases: Sequence[str] = (),
-    ) -> tuple[Lease | None, list[IndexEntry]]:
-        """Take a step's lease and, once taken, read (and pin) its outputs' index entries in
-        the same transaction (giving up ``release_leases`` of the same run in it too);
-        ``(holder, [])`` when another live run holds it."""
-        return self._storage.claim_step(lease, expired, output_keys, release_leases)
+    ) -> tuple[dict[str, Lease], list[IndexEntry]]:
+        """Take these leases of one run, giving up its ``release_leases``, and read (and pin)
+        ``output_keys``' index entries, in one transaction; returns the holders of the leases
+        another live run keeps (by lease key) and the entries."""
+        return self._storage.claim_steps(leases, expired, output_keys, release_leases)
 
     def release_lease(self, lease_key: str, run_id: str) -> None:
         """Give a lease up (if ``run_id`` holds it)."""

@@ -187,19 +187,19 @@ class InstanceStorage(ABC):
         """
 
     @abstractmethod
-    def claim_step(
+    def claim_steps(
         self,
-        lease: Lease,
+        leases: Sequence[Lease],
         expired: Callable[[Lease], bool],
         output_keys: Sequence[str],
         release_leases: Sequence[str] = (),
-    ) -> tuple[Lease | None, list[IndexEntry]]:
-        """``acquire_lease``, and once taken, ``pinned_index_entries(output_keys)`` in the same
-        transaction: what another run stored before giving the lease up is seen. The run's
-        ``release_leases`` are given up in that transaction too.
+    ) -> tuple[dict[str, Lease], list[IndexEntry]]:
+        """``acquire_lease`` for each of ``leases`` (one run's), and ``pinned_index_entries(
+        output_keys)``, in one transaction: a step whose lease is taken sees what another run
+        stored before giving it up. The run's ``release_leases`` are given up in it too.
 
         Returns:
-            ``(holder, [])`` when another holder keeps it; ``(None, entries)`` when taken.
+            The holders of the leases not taken, by lease key; the entries read.
         """
 
     @abstractmethod

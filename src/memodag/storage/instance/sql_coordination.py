@@ -148,31 +148,33 @@ class PinsAndLeases:
     def acquire_lease(self, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
         return self._run(lambda cur: self._acquire(cur, lease, expired), write=True)
 
-    def claim_step(
+    def claim_steps(
         self,
-        lease: Lease,
+        leases: Sequence[Lease],
         expired: Callable[[Lease], bool],
         output_keys: Sequence[str],
         release_leases: Sequence[str] = (),
-    ) -> tuple[Lease | None, list[IndexEntry]]:
+    ) -> tuple[dict[str, Lease], list[IndexEntry]]:
         keys = list(dict.fromkeys(output_keys))
         lock = self.dialect.pin_lock
-
+        run_id = leases[0].run_id if leases else ""
         give_up = self._sql("DELETE FROM leases WHERE lease_key = ? AND run_id = ?")
-        released = [(k, lease.run_id) for k in release_leases]
+        released = [(k, run_id) for k in release_leases]
 
-        def work(cur: Any) -> tuple[Lease | None, list[Any]]:
+        def work(cur: Any) -> tuple[dict[str, Lease], list[Any]]:
             if lock and keys:
                 cur.execute(lock)
             if released:
                 cur.executemany(give_up, released)
-            holder = self._acquire(cur, lease, expired)
-            if holder is not None or not keys:
-                return holder, []
-            return None, self._read_and_pin(cur, keys, lease.run_id)
+            holders = {}
+            for lease in leases:
+                holder = self._acquire(cur, lease, expired)
+                if holder is not None:
+                    holders[lease.lease_key] = holder
+            return holders, self._read_and_pin(cur, keys, run_id) if keys else []
 
-        holder, rows = self._run(work, write=True)
-        return holder, _entries(rows)
+        holders, rows = self._run(work, write=True)
+        return holders, _entries(rows)
 
     def _acquire(self, cur: Any, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
         insert = self._sql(
