@@ -181,7 +181,9 @@ class Engine:
                     self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
                     self.memoizer.heartbeat()
                 # memoized steps and skips recorded before waiting on a step that may run for hours
-                self.memoizer.settle()
+                again = self.memoizer.settle()
+                if again is not None:
+                    timeout = again if timeout is None else min(timeout, again)
                 self.log.flush_buffered()
                 self._arrived.extend(executor.wait(timeout))
                 while self._arrived:

@@ -29,8 +29,10 @@ from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 ABSENT = "absent"  # the serializer of an index entry recording an optional output not yielded
 CODE_PARTS = "code-parts"  # the serializer of an entry naming what a mapped op's code hashes
 
-#: how often a run narrows its pins (``IndexMemoizer.settle``), in seconds
+#: how often a run narrows its pins, and gives up the leases of steps it has finished
+#: (``IndexMemoizer.settle``), in seconds
 NARROW_PINS_SECONDS = 2.0
+RELEASE_LEASES_SECONDS = 0.2
 
 # resource config fields whose values ``explain`` must never keep in the index
 _SECRET_FIELD = re.compile(r"pass|secret|token|credential|private|api_?key", re.IGNORECASE)
@@ -77,6 +79,7 @@ class IndexMemoizer(Memoizer):
         # narrowed once the first decisions are made (before the first step runs), then at
         # most every NARROW_PINS_SECONDS: a bounded cost per run, not one write per step
         self._next_narrowing = 0.0
+        self._next_release = 0.0
         self.plan = plan
         self.instance = instance
         self.enabled = enabled
@@ -279,21 +282,30 @@ class IndexMemoizer(Memoizer):
             else:
                 self._unpin.pop(key, None)  # decided again (the claim read it): it is reused
 
-    def settle(self) -> None:
-        """Give up the leases of steps whose outcome is recorded (waiting runs reuse them), and
-        at the run's first decisions, then every ``NARROW_PINS_SECONDS``, the pins on outputs of
-        steps that run (gc may take their old versions while a long run goes on): one
-        transaction, none when there is nothing to give up."""
+    def settle(self) -> float | None:
+        """Give up, at most every ``RELEASE_LEASES_SECONDS``, the leases of steps whose outcome
+        is recorded (runs waiting for them look again as often), and at the run's first
+        decisions, then every ``NARROW_PINS_SECONDS``, the pins on outputs of steps that run
+        (gc may take their old versions while a long run goes on): one transaction for both,
+        none when nothing is due. A claim gives released leases up on its way, too.
+
+        Returns:
+            Seconds until leases given up meanwhile are due (the engine waits no longer).
+        """
         now = time.monotonic()
         narrow = bool(self._unpin) and now >= self._next_narrowing
-        if narrow or self._released_leases:
+        release = bool(self._released_leases) and now >= self._next_release
+        if narrow or release:
             unpin = list(self._unpin) if narrow else []
-            leases = self._released_leases
-            self._released_leases = []
+            leases = self._released_leases if release else []
             if narrow:
                 self._unpin = {}
                 self._next_narrowing = now + NARROW_PINS_SECONDS
+            if release:
+                self._released_leases = []
+                self._next_release = now + RELEASE_LEASES_SECONDS
             self.instance.settle_pins(self.run_id, [], unpin, leases)
+        return max(0.0, self._next_release - now) if self._released_leases else None
 
     # -- leases: one live run computes a version, the others wait for it -----------------------
 

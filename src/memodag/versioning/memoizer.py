@@ -51,9 +51,11 @@ class Memoizer:
         at their current version, else None."""
         return None
 
-    def settle(self) -> None:
+    def settle(self) -> float | None:
         """Called before the engine hands an attempt over or waits: store what the decisions
-        since the last call let go of or keep (the index memoizer narrows the run's pins)."""
+        since the last call let go of or keep (the index memoizer narrows the run's pins and
+        gives up leases). Returns how soon it wants to be called again, if it does."""
+        return None
 
     def claim(self, step: ExecutionStep) -> str | None:
         """Called before ``step`` is handed to an executor: None when this run may compute it;
