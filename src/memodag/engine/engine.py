@@ -37,6 +37,8 @@ WAIT_POLL_SECONDS = 0.2
 HEARTBEAT_SECONDS = 10.0
 #: ready steps claimed in one transaction
 CLAIM_AHEAD = 256
+#: a step found stored when the engine claimed ahead (no lease needed)
+STORED = "\x00stored"
 
 
 class StepStatus:
@@ -105,7 +107,7 @@ class Engine:
         #: steps another live run is computing at the same version: looked at again when due
         self._waiting: dict[str, str] = {}
         self._told_waiting: set[str] = set()
-        #: ready steps claimed ahead: their holder, or "" (taken by this run, or stored)
+        #: ready steps claimed ahead: their holder, "" (taken by this run) or STORED
         self._claims: dict[str, str] = {}
         self._next_look = 0.0
         self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
@@ -203,10 +205,12 @@ class Engine:
 
     def _start(self, key: str) -> None:
         step = self.steps[key]
-        stored = self.memoizer.stored(step) if self.memoizer.enabled else None
         claimed = self._claims.pop(key, None)
+        # a step claimed ahead was not stored then: the claim's own read is looked at below
+        stored = self.memoizer.stored(step) if self.memoizer.enabled and claimed != "" else None
         if stored is None and self.memoizer.shares_work:
-            holder = claimed if claimed is not None else self.memoizer.claim(step)
+            taken = claimed is not None and claimed != STORED
+            holder = claimed if taken else self.memoizer.claim(step)
             if holder:
                 self._wait_for(key, holder)
                 return
@@ -323,14 +327,14 @@ class Engine:
     def _claim_ahead(self) -> None:
         """Claim the next ready steps that are not stored in one transaction (a write per
         ``CLAIM_AHEAD`` steps, not per step): ``_claims`` maps each to its holder ("": taken by
-        this run, or stored and needing no claim)."""
+        this run; ``STORED``: stored, nothing to claim)."""
         batch = []
         for key in itertools.islice(self._ready, CLAIM_AHEAD):
             if key in self._claims:
                 continue
             step = self.steps[key]
             if self.memoizer.stored(step) is not None:
-                self._claims[key] = ""
+                self._claims[key] = STORED
             else:
                 batch.append(step)
         holders = self.memoizer.claim_many(batch) if batch else {}
