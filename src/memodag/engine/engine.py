@@ -4,6 +4,8 @@ Single-threaded in the driver. For each ready step it asks the memoizer whether 
 stored at its current version (then it records the stored addresses and moves on) or builds a
 ``StepTask`` and hands it to the executor. Outcomes come back through ``executor.wait``; each
 success releases its consumers, each failure is retried per policy or skips everything downstream.
+A step another live run is computing at the same version (the memoizer's ``claim``) waits aside,
+looked at again every ``WAIT_POLL_SECONDS``, and is reused once stored (docs/reliability.md).
 ``list-versions``/``explain`` run this same loop with an executor that predicts outcomes instead
 of running ops (``engine.dry_run``), so what they report cannot drift from what a run does.
 Per-step work is O(1) in the size of the job: counters, not scans. Fan-out clones are run state
