@@ -74,9 +74,14 @@ def execute_job(
     run_id = run_id or str(uuid.uuid4())
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
     parent = _parent_run(instance, parent_run_id)
-    steps, selected, external = _selection(plan, instance, parent, step_selection)
-    _check_external_addresses(job, external, executor)
-    memoizer = _memoizer(job, plan, run_tags, instance, run_id)
+    try:
+        steps, selected, external = _selection(plan, instance, parent, step_selection, run_id)
+        _check_external_addresses(job, external, executor)
+        memoizer = _memoizer(job, plan, run_tags, instance, run_id)
+    except BaseException:
+        if parent is not None and step_selection:
+            instance.release_run(run_id)  # the ancestors it pinned: no run will load them
+        raise
     if parent is not None:
         # a re-execution runs what it selects, even when it is stored: that is what it is for
         # (its outputs are still versioned and indexed, so later memoized runs can reuse them)
@@ -386,6 +391,8 @@ def _finish_run(
         instance.update_run_status(run_id, status, now)
         raise
     instance.update_run_status(run_id, status, now)
+    # what it pinned (gc keeps it) and the steps it held are free once it has ended
+    instance.release_run(run_id)
 
 
 def _parent_run(instance: Instance, parent_run_id: str | None) -> RunRecord | None:
@@ -404,13 +411,16 @@ def _selection(
     instance: Instance,
     parent: RunRecord | None,
     step_selection: Sequence[str] | None,
+    run_id: str = "",
 ) -> tuple[dict[str, ExecutionStep], set[str] | None, dict[AddressKey, Address]]:
     """The run's steps (the plan's, plus the parent's fan-outs expanded so their clones can be
     selected), the selected step keys, and the outputs taken from the parent run."""
     steps = dict(plan.steps)
     if not step_selection:
         return steps, None, {}
-    parent_addresses, completed = _lineage_addresses(instance, parent) if parent else ({}, set())
+    parent_addresses, completed = (
+        _lineage_addresses(instance, parent, run_id) if parent else ({}, set())
+    )
     # clones of the parent's fan-outs become selectable ("double[k7]"); fan-outs that re-run
     # are expanded afresh by the engine from their new pieces
     created_by = expand_from_addresses(plan, steps, parent_addresses, completed)
@@ -519,7 +529,7 @@ def _check_external_addresses(
 
 
 def _lineage_addresses(
-    instance: Instance, parent: RunRecord
+    instance: Instance, parent: RunRecord, run_id: str = ""
 ) -> tuple[dict[AddressKey, Address], set[str]]:
     """Outputs stored by the parent run or, for what it did not re-run, by its own ancestors
     (nearest run wins), so a re-execution of a re-execution still finds every input; and the
@@ -529,6 +539,11 @@ def _lineage_addresses(
     while run is not None and run.run_id not in {r.run_id for r in chain}:
         chain.append(run)
         run = instance.get_run(run.parent_run_id) if run.parent_run_id else None
+    if run_id:
+        # before reading what they stored: gc keeps it until this run ends (or dies)
+        from memodag.versioning.gc_pins import pin_runs
+
+        pin_runs(instance, run_id, [r.run_id for r in chain])
     addresses: dict[AddressKey, Address] = {}
     completed: set[str] = set()
     for ancestor in reversed(chain):
