@@ -26,6 +26,7 @@ from instance_workers import open_instance
 
 from cli_process import run_memodag
 from memodag import Instance, StorageError
+from memodag.storage.instance.schema import SCHEMA_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RELEASE_HOME = FIXTURES / "release_0_1"
@@ -69,6 +70,9 @@ def _release_rows(table: str) -> list[tuple[Any, ...]]:
 
 
 RELEASE_RUN_IDS = sorted(row[0] for row in _release_rows("runs"))
+# the fixture's database is at schema version 1 (it has output_index.recipe): an upgrade stamps
+# each later version once
+UPGRADED_ROWS = list(range(2, SCHEMA_VERSION + 1))
 
 
 def _load_release_job() -> Any:
@@ -149,7 +153,7 @@ def test_an_instance_of_the_previous_release_upgrades_and_memoizes(old_instance_
     # upgraded in place: reopened, nothing is migrated again
     with Instance.from_url(old_instance_url) as inst:
         assert len(inst.get_runs()) == 5
-    assert _schema_rows(old_instance_url) == [2]
+    assert _schema_rows(old_instance_url) == UPGRADED_ROWS
 
 
 def _memodag(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -187,7 +191,7 @@ def test_two_processes_opening_an_old_instance_at_once_upgrade_it_once(old_insta
         proc.join(timeout=60)
     assert [p.exitcode for p in procs] == [0] * openers, "an opener failed (see its stderr)"
     assert sorted(reported) == [(i, len(RELEASE_RUN_IDS)) for i in range(openers)]
-    assert _schema_rows(old_instance_url) == [2]  # migrated once, by one of them
+    assert _schema_rows(old_instance_url) == UPGRADED_ROWS  # migrated once, by one of them
 
 
 def test_a_database_of_a_newer_memodag_is_refused_not_downgraded(old_instance_url):
@@ -209,4 +213,4 @@ def test_a_database_of_a_newer_memodag_is_refused_not_downgraded(old_instance_ur
     message = str(caught.value)
     assert f"schema version {newer}, written by a newer memodag" in message
     assert "never downgrades" in message and "pip install -U memodag" in message
-    assert _schema_rows(old_instance_url) == [2, newer]
+    assert _schema_rows(old_instance_url) == [*UPGRADED_ROWS, newer]

@@ -101,6 +101,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE output_index ADD COLUMN version_scheme INTEGER NOT NULL DEFAULT 1",
         ),
     ),
+    Migration(
+        3,
+        "events: one row may hold several events (event_type PACKED or PACKED_Z, its data the "
+        "list of them); rows already stored are read as they are. Nothing to change in the "
+        "tables: the version makes an older memodag refuse the instance instead of misreading it",
+        (),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

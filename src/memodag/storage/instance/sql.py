@@ -4,6 +4,12 @@ Writes are batched: a run's events and index entries are stored in one transacti
 An index entry is written only after its data is stored, so a crash loses at most index entries
 (the step re-runs), never points at missing data.
 
+A run's events are stored packed: the events of one commit (an executed step's outcome with the
+memoized steps buffered before it, or a burst of memoized steps) go in one row of ``events``, its
+``data`` the list of them (``_pack``), compressed when large; ``get_events`` unpacks them, so the
+instance grows by one row per commit, not one per event. Rows written unpacked by earlier versions
+read as before.
+
 Every statement goes through ``_run``, which owns the connection's transaction state: whatever
 fails, the transaction is rolled back so the connection stays usable; transient conflicts
 (SQLite busy/locked, Postgres serialization failures and deadlocks) are retried; a Postgres
@@ -13,11 +19,13 @@ every other driver error becomes a ``StorageError`` naming the database (never i
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +38,7 @@ from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRe
 from memodag.storage.instance.schema import ensure_schema
 from memodag.storage.io_manager import Address
 from memodag.storage.jsonenc import encode as _encode
+from memodag.storage.jsonenc import quote as _quote
 
 T = TypeVar("T")
 
@@ -285,18 +294,8 @@ class SqlInstanceStorage(InstanceStorage):
     def store_events(self, events: Sequence[Event], index_entries: Sequence[IndexEntry]) -> None:
         # called once per executed step (each commits as it ends): statements are built once,
         # values encoded by a reused encoder (or already encoded by the attempt), nothing is
-        # sorted for one row, and SQLite gets a step's events in one multi-row INSERT
-        event_rows = [
-            (
-                e.run_id,
-                e.step_key,
-                _TYPE_VALUES[e.event_type],
-                e.timestamp,
-                e.message,
-                _encode(e.data) if e.encoded is None else e.encoded,
-            )
-            for e in events
-        ]
+        # sorted for one row, and a run's events of one call are one packed row
+        event_rows = self._event_rows(events)
         index_rows = [
             (
                 e.output_key,
@@ -349,22 +348,70 @@ class SqlInstanceStorage(InstanceStorage):
                 self._statements[(head, len(chunk))] = sql
             cur.execute(sql, [value for row in chunk for value in row])
 
+    def _event_rows(self, events: Sequence[Event]) -> list[tuple[Any, ...]]:
+        """The rows of ``events``: one per run they belong to (consecutive events of the same run
+        share a row), a lone event as a plain row."""
+        rows: list[tuple[Any, ...]] = []
+        start, count = 0, len(events)
+        while start < count:
+            run_id = events[start].run_id
+            end = start + 1
+            while end < count and events[end].run_id == run_id:
+                end += 1
+            if end - start == 1:
+                e = events[start]
+                data = _encode(e.data) if e.encoded is None else e.encoded
+                rows.append(
+                    (run_id, e.step_key, _TYPE_VALUES[e.event_type], e.timestamp, e.message, data)
+                )
+            else:
+                rows.append(self._packed_row(events[start:end]))
+            start = end
+        return rows
+
+    def _packed_row(self, events: Sequence[Event]) -> tuple[Any, ...]:
+        first = events[0]
+        step_key = first.step_key
+        for e in events:
+            if e.step_key != step_key:
+                step_key = None  # several steps (a memoized burst): the row names none
+                break
+        text = _pack(events)
+        kind, data = _PACKED, text
+        if len(text) > _COMPRESS_OVER:
+            packed = zlib.compress(text.encode(), _COMPRESS_LEVEL)
+            kind = _PACKED_COMPRESSED
+            # SQLite keeps bytes as a BLOB in the TEXT column; PostgreSQL's text takes no bytes
+            data = packed if self.dialect.name == "sqlite" else base64.b64encode(packed).decode()
+        return (first.run_id, step_key, kind, first.timestamp, "", data)
+
     def get_events(
         self, run_id: str, event_types: Sequence[EventType] | None = None
     ) -> list[Event]:
         columns = "run_id, step_key, event_type, timestamp, message, data"
         if event_types:
-            marks = ",".join("?" * len(event_types))
+            wanted = {t.value for t in event_types}
+            # packed rows hold events of any type: they are unpacked, then filtered
+            kinds = [*wanted, _PACKED, _PACKED_COMPRESSED]
+            marks = ",".join("?" * len(kinds))
             rows = self._execute(
                 f"SELECT {columns} FROM events WHERE run_id = ? AND event_type IN ({marks}) "
                 "ORDER BY id",
-                (run_id, *[t.value for t in event_types]),
+                (run_id, *kinds),
             )
         else:
+            wanted = None
             rows = self._execute(
                 f"SELECT {columns} FROM events WHERE run_id = ? ORDER BY id", (run_id,)
             )
-        return [Event(EventType(r[2]), r[0], r[3], r[1], r[4], json.loads(r[5])) for r in rows]
+        found: list[Event] = []
+        for r in rows:
+            kind = r[2]
+            if kind in (_PACKED, _PACKED_COMPRESSED):
+                found.extend(_unpack(r[0], kind, r[5], wanted))
+            else:
+                found.append(Event(EventType(kind), r[0], r[3], r[1], r[4], json.loads(r[5])))
+        return found
 
     def index_entries(self, output_keys: Iterable[str] | None = None) -> list[IndexEntry]:
         if output_keys is None:
@@ -407,6 +454,41 @@ def _marks(width: int, rows: int) -> str:
 
 
 _TYPE_VALUES = {t: t.value for t in EventType}
+
+# The event_type of a row that holds several events (never an EventType: older readers, which
+# refuse this schema version, would not know it): JSON text, or zlib-compressed JSON (bytes on
+# SQLite, base64 text on PostgreSQL).
+_PACKED = "PACKED"
+_PACKED_COMPRESSED = "PACKED_Z"
+# Rows of more text than this are compressed: a burst of memoized steps shrinks ~15x, while an
+# executed step's row (~1 kB) is left as text, where compressing costs more time than it saves.
+_COMPRESS_OVER = 4096
+_COMPRESS_LEVEL = 1
+
+
+def _pack(events: Sequence[Event]) -> str:
+    """``events`` as one JSON list of ``[type, timestamp, step_key, message, data]``."""
+    parts = []
+    for e in events:
+        step = "null" if e.step_key is None else _quote(e.step_key)
+        data = _encode(e.data) if e.encoded is None else e.encoded
+        parts.append(
+            f'["{_TYPE_VALUES[e.event_type]}",{float.__repr__(e.timestamp)},{step},'
+            f"{_quote(e.message)},{data}]"
+        )
+    return "[" + ",".join(parts) + "]"
+
+
+def _unpack(run_id: str, kind: str, data: Any, wanted: set[str] | None) -> list[Event]:
+    """The events of a packed row (only those of the ``wanted`` types, if given)."""
+    if kind == _PACKED_COMPRESSED:
+        raw = data if isinstance(data, bytes) else base64.b64decode(data)
+        data = zlib.decompress(raw)
+    return [
+        Event(EventType(t), run_id, ts, step, message, payload)
+        for t, ts, step, message, payload in json.loads(data)
+        if wanted is None or t in wanted
+    ]
 
 
 def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
