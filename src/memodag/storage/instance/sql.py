@@ -377,7 +377,8 @@ class SqlInstanceStorage(InstanceStorage):
                 step_key = None  # several steps (a memoized burst): the row names none
                 break
         text = _pack(events)
-        kind, data = _PACKED, text
+        kind = _PACKED
+        data: str | bytes = text
         if len(text) > _COMPRESS_OVER:
             packed = zlib.compress(text.encode(), _COMPRESS_LEVEL)
             kind = _PACKED_COMPRESSED
