@@ -230,7 +230,8 @@ def test_events_stored_one_row_each_by_the_previous_release_still_read(old_insta
                 (r[1], r[2], r[3], json.loads(r[5])) for r in stored
             ]
         first = min(inst.get_runs(), key=lambda r: r.start_time or 0).run_id
-        assert len(inst.get_output_addresses(first)) == 6  # regions' 3 pieces... every output
+        # its 3 region pieces, their 3 doubles, total and report
+        assert len(inst.get_output_addresses(first)) == 8
 
         new = release_job.execute_in_process(run_config=_label("again"), instance=inst)
         assert new.executed_step_keys == ["report"]
