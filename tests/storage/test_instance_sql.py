@@ -411,3 +411,19 @@ def test_a_large_batch_of_events_keeps_its_order(any_instance):
     assert [(e.message, e.data, e.step_key, e.timestamp) for e in stored] == [
         (e.message, e.data, e.step_key, e.timestamp) for e in events
     ]
+
+
+def test_index_entries_read_together_share_their_repeated_strings(any_instance):
+    """A memoized run keeps every address it reads: the run id, io manager key, serializer,
+    step key and output name repeated across them are one string each, not one per entry."""
+    entries = [
+        IndexEntry(f"j/s.result[k{i}]@x", f"v{i}", _address("run-shared", "s", f"v{i}"), 1.0)
+        for i in range(3)
+    ]
+    any_instance.store_events([], entries)
+    found = any_instance.entries_for_keys(e.output_key for e in entries)
+    assert {e.address for e in found} == {e.address for e in entries}
+    first, *others = [e.address for e in found]
+    for other in others:
+        for name in ("run_id", "io_manager_key", "serializer", "step_key", "output_name"):
+            assert getattr(other, name) is getattr(first, name), name

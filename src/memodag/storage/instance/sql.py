@@ -509,21 +509,33 @@ def _entries_from_rows(rows: Sequence[Sequence[Any]]) -> list[IndexEntry]:
     # one JSON document for the chunk's addresses: a memoized run reads thousands of entries,
     # and decoding them one json.loads call at a time is most of the cost
     addresses = json.loads("[" + ",".join(r[2] for r in rows) + "]") if rows else []
-    from_dict = Address.from_dict
-    return [
-        IndexEntry(
-            key,
-            version,
-            from_dict(address),
-            created,
-            size,
-            recipe_json=recipe,
-            version_scheme=scheme,
+    # the decoder makes a new string for every value: the few distinct io manager keys,
+    # serializers, run ids, step keys and output names are shared instead (a memoized rerun
+    # of 100,000 pieces keeps every address it reads for the whole run)
+    shared: dict[str, str] = {}
+    share = shared.setdefault
+    found = []
+    for (key, version, _, created, size, recipe, scheme), data in zip(rows, addresses, strict=True):
+        try:
+            address = Address(
+                share(data["io_manager_key"], data["io_manager_key"]),
+                data["uri"],
+                share(data["serializer"], data["serializer"]) if data["serializer"] else None,
+                share(data["run_id"], data["run_id"]),
+                share(data["step_key"], data["step_key"]),
+                share(data["output_name"], data["output_name"]),
+                data["mapping_key"],
+                data["version"],
+                data["data_hash"],
+            )
+        except (KeyError, TypeError):  # written by another memodag version: other keys
+            address = Address.from_dict(data)
+        found.append(
+            IndexEntry(
+                key, version, address, created, size, recipe_json=recipe, version_scheme=scheme
+            )
         )
-        for (key, version, _, created, size, recipe, scheme), address in zip(
-            rows, addresses, strict=True
-        )
-    ]
+    return found
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
