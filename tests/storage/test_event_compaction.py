@@ -7,7 +7,18 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from memodag import MEMOIZED_RUN_TAG, DynamicOut, DynamicOutput, Event, EventType, Instance, job, op
+from memodag import (
+    MEMOIZED_RUN_TAG,
+    Address,
+    DynamicOut,
+    DynamicOutput,
+    Event,
+    EventType,
+    Instance,
+    job,
+    op,
+)
+from memodag.storage.instance import IndexEntry
 
 PIECES = 300
 
@@ -105,3 +116,28 @@ def test_events_of_any_kind_read_back_filtered_in_order(any_instance):
         [e for e in a if e.event_type in kinds]
     )
     assert any_instance.get_events("run-a", [EventType.RUN_START]) == []
+
+
+def test_text_that_looks_like_what_is_compacted_reads_back_unchanged(any_instance):
+    """Messages and data holding a run id, an address's field names or control characters, in
+    packed rows and index entries alike, read back exactly as they were stored."""
+    run_id = "run-5"
+    tricky = [
+        f'see {run_id} and "{run_id}"',
+        '{"io_manager_key": , "uri": , "run_id": ',
+        "control \x01\x02\x0e\x0f characters",
+        "",
+    ]
+    events = [
+        Event(EventType.LOG, run_id, 1.0 + i, f"s{i}", text, {"text": text, "run": run_id})
+        for i, text in enumerate(tricky)
+    ]
+    address = Address(
+        "io\x02manager", f"/store/{run_id}/x.pkl", None, run_id, "s", "result", "k", "v", None
+    )
+    any_instance.store_events(events, [IndexEntry("j/s.result[k]@x", "v", address, 1.0)])
+    stored = any_instance.get_events(run_id)
+    assert [(e.step_key, e.message, e.data) for e in stored] == [
+        (e.step_key, e.message, dict(e.data)) for e in events
+    ]
+    assert [e.address for e in any_instance.entries_for_keys(["j/s.result[k]@x"])] == [address]

@@ -6,9 +6,10 @@ An index entry is written only after its data is stored, so a crash loses at mos
 
 A run's events are stored packed: the events of one commit (an executed step's outcome with the
 memoized steps buffered before it, or a burst of memoized steps) go in one row of ``events``, its
-``data`` the list of them (``_pack``), compressed when large; ``get_events`` unpacks them, so the
-instance grows by one row per commit, not one per event. Rows written unpacked by earlier versions
-read as before.
+``data`` the list of them (``_pack``) with the names every address repeats, and the run id, each
+written as one character (``_compact``; index entries' addresses too), compressed when large;
+``get_events`` unpacks them, so the instance grows by one row per commit, not one per event.
+Rows written one event each by earlier versions read as before.
 
 Every statement goes through ``_run``, which owns the connection's transaction state: whatever
 fails, the transaction is rolled back so the connection stays usable; transient conflicts
@@ -300,7 +301,7 @@ class SqlInstanceStorage(InstanceStorage):
             (
                 e.output_key,
                 e.version,
-                e.address.to_json(),
+                _compact(e.address.to_json()) or e.address.to_json(),
                 e.created_at,
                 e.size_bytes,
                 _encode(e.recipe) if e.recipe is not None else None,
@@ -378,8 +379,11 @@ class SqlInstanceStorage(InstanceStorage):
                 break
         text = _pack(events)
         kind = _PACKED
+        compact = _compact(text, first.run_id)
+        if compact is not None:
+            text, kind = compact, _PACKED_COMPACT
         data: str | bytes = text
-        if len(text) > _COMPRESS_OVER:
+        if len(text) > _COMPRESS_OVER and kind == _PACKED_COMPACT:
             packed = zlib.compress(text.encode(), _COMPRESS_LEVEL)
             kind = _PACKED_COMPRESSED
             # SQLite keeps bytes as a BLOB in the TEXT column; PostgreSQL's text takes no bytes
@@ -393,7 +397,7 @@ class SqlInstanceStorage(InstanceStorage):
         if event_types:
             wanted = {t.value for t in event_types}
             # packed rows hold events of any type: they are unpacked, then filtered
-            kinds = [*wanted, _PACKED, _PACKED_COMPRESSED]
+            kinds = [*wanted, *_PACKED_KINDS]
             marks = ",".join("?" * len(kinds))
             rows = self._execute(
                 f"SELECT {columns} FROM events WHERE run_id = ? AND event_type IN ({marks}) "
@@ -408,7 +412,7 @@ class SqlInstanceStorage(InstanceStorage):
         found: list[Event] = []
         for r in rows:
             kind = r[2]
-            if kind in (_PACKED, _PACKED_COMPRESSED):
+            if kind in _PACKED_KINDS:
                 found.extend(_unpack(r[0], kind, r[5], wanted))
             else:
                 found.append(Event(EventType(kind), r[0], r[3], r[1], r[4], json.loads(r[5])))
@@ -460,11 +464,52 @@ _TYPE_VALUES = {t: t.value for t in EventType}
 # refuse this schema version, would not know it): JSON text, or zlib-compressed JSON (bytes on
 # SQLite, base64 text on PostgreSQL).
 _PACKED = "PACKED"
-_PACKED_COMPRESSED = "PACKED_Z"
+_PACKED_COMPACT = "PACKED_C"  # the text is _compact()ed with the row's run id
+_PACKED_COMPRESSED = "PACKED_Z"  # the text is _compact()ed, then compressed
+_PACKED_KINDS = (_PACKED, _PACKED_COMPACT, _PACKED_COMPRESSED)
 # Rows of more text than this are compressed: a burst of memoized steps shrinks ~15x, while an
 # executed step's row (~1 kB) is left as text, where compressing costs more time than it saves.
 _COMPRESS_OVER = 4096
 _COMPRESS_LEVEL = 1
+
+# A packed row's text, and an index entry's address, are stored with the field names of an
+# address, and a packed row's run id, each replaced by one control character. The JSON memodag
+# writes never holds a raw control character (its strings escape them), so the replacement is
+# undone exactly; text that somehow holds one is stored as it is. Half the bytes of an executed
+# step's row are these names, and a few str.replace calls cost far less than compressing it.
+_ADDRESS_NAMES = (
+    ("\x02", '{"io_manager_key": '),
+    ("\x03", ', "uri": '),
+    ("\x04", ', "serializer": '),
+    ("\x05", ', "run_id": '),
+    ("\x06", ', "step_key": '),
+    ("\x07", ', "output_name": '),
+    ("\x08", ', "mapping_key": '),
+    ("\x0e", ', "version": '),
+    ("\x0f", ', "data_hash": '),
+)
+_RUN_ID = "\x01"
+_MARKERS = re.compile("[\x01-\x08\x0e\x0f]")
+
+
+def _compact(text: str, run_id: str | None = None) -> str | None:
+    """``text`` with address field names (and ``run_id``) replaced; None if it cannot be."""
+    if _MARKERS.search(text) is not None:
+        return None
+    for marker, name in _ADDRESS_NAMES:
+        text = text.replace(name, marker)
+    if run_id:
+        text = text.replace(run_id, _RUN_ID)
+    return text
+
+
+def _expand(text: str, run_id: str | None = None) -> str:
+    """What ``_compact`` replaced, put back (text without markers is returned as it is)."""
+    if run_id:
+        text = text.replace(_RUN_ID, run_id)
+    for marker, name in _ADDRESS_NAMES:
+        text = text.replace(marker, name)
+    return text
 
 
 def _pack(events: Sequence[Event]) -> str:
@@ -484,7 +529,9 @@ def _unpack(run_id: str, kind: str, data: Any, wanted: set[str] | None) -> list[
     """The events of a packed row (only those of the ``wanted`` types, if given)."""
     if kind == _PACKED_COMPRESSED:
         raw = data if isinstance(data, bytes) else base64.b64decode(data)
-        data = zlib.decompress(raw)
+        data = zlib.decompress(raw).decode()
+    if kind != _PACKED:
+        data = _expand(data, run_id)
     return [
         Event(EventType(t), run_id, ts, step, message, payload)
         for t, ts, step, message, payload in json.loads(data)
@@ -497,7 +544,7 @@ def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
     return IndexEntry(
         key,
         version,
-        Address.from_dict(json.loads(address)),
+        Address.from_dict(json.loads(_expand(address))),
         created,
         size,
         recipe_json=recipe,
@@ -508,7 +555,7 @@ def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
 def _entries_from_rows(rows: Sequence[Sequence[Any]]) -> list[IndexEntry]:
     # one JSON document for the chunk's addresses: a memoized run reads thousands of entries,
     # and decoding them one json.loads call at a time is most of the cost
-    addresses = json.loads("[" + ",".join(r[2] for r in rows) + "]") if rows else []
+    addresses = json.loads(_expand("[" + ",".join(r[2] for r in rows) + "]")) if rows else []
     # the decoder makes a new string for every value: the few distinct io manager keys,
     # serializers, run ids, step keys and output names are shared instead (a memoized rerun
     # of 100,000 pieces keeps every address it reads for the whole run)
