@@ -7,7 +7,7 @@ An index entry is written only after its data is stored, so a crash loses at mos
 A run's events are stored packed: the events of one commit (an executed step's outcome with the
 memoized steps buffered before it, or a burst of memoized steps) go in one row of ``events``, its
 ``data`` the list of them (``_pack``) with the names every address repeats, and the run id, each
-written as one character (``_compact``; index entries' addresses too), compressed when large;
+written as one character (``_compact``), or compressed when large;
 ``get_events`` unpacks them, so the instance grows by one row per commit, not one per event.
 Rows written one event each by earlier versions read as before.
 
@@ -301,7 +301,7 @@ class SqlInstanceStorage(InstanceStorage):
             (
                 e.output_key,
                 e.version,
-                _compact(e.address.to_json()) or e.address.to_json(),
+                e.address.to_json(),
                 e.created_at,
                 e.size_bytes,
                 _encode(e.recipe) if e.recipe is not None else None,
@@ -379,15 +379,18 @@ class SqlInstanceStorage(InstanceStorage):
                 break
         text = _pack(events)
         kind = _PACKED
-        compact = _compact(text, first.run_id)
-        if compact is not None:
-            text, kind = compact, _PACKED_COMPACT
         data: str | bytes = text
-        if len(text) > _COMPRESS_OVER and kind == _PACKED_COMPACT:
+        if len(text) > _COMPRESS_OVER:
+            # a batch of memoized steps: zlib finds the repeats itself
             packed = zlib.compress(text.encode(), _COMPRESS_LEVEL)
             kind = _PACKED_COMPRESSED
             # SQLite keeps bytes as a BLOB in the TEXT column; PostgreSQL's text takes no bytes
             data = packed if self.dialect.name == "sqlite" else base64.b64encode(packed).decode()
+        else:
+            # an executed step's row: too small for compressing to pay
+            compact = _compact(text, first.run_id)
+            if compact is not None:
+                kind, data = _PACKED_COMPACT, compact
         return (first.run_id, step_key, kind, first.timestamp, "", data)
 
     def get_events(
@@ -465,18 +468,20 @@ _TYPE_VALUES = {t: t.value for t in EventType}
 # SQLite, base64 text on PostgreSQL).
 _PACKED = "PACKED"
 _PACKED_COMPACT = "PACKED_C"  # the text is _compact()ed with the row's run id
-_PACKED_COMPRESSED = "PACKED_Z"  # the text is _compact()ed, then compressed
+_PACKED_COMPRESSED = "PACKED_Z"  # the text, zlib-compressed
 _PACKED_KINDS = (_PACKED, _PACKED_COMPACT, _PACKED_COMPRESSED)
 # Rows of more text than this are compressed: a burst of memoized steps shrinks ~15x, while an
 # executed step's row (~1 kB) is left as text, where compressing costs more time than it saves.
 _COMPRESS_OVER = 4096
 _COMPRESS_LEVEL = 1
 
-# A packed row's text, and an index entry's address, are stored with the field names of an
-# address, and a packed row's run id, each replaced by one control character. The JSON memodag
-# writes never holds a raw control character (its strings escape them), so the replacement is
-# undone exactly; text that somehow holds one is stored as it is. Half the bytes of an executed
-# step's row are these names, and a few str.replace calls cost far less than compressing it.
+# A packed row's text that is not compressed is stored with the field names of an address, and
+# the row's run id, each replaced by one control character. The JSON memodag writes never holds
+# a raw control character (its strings escape them), so the replacement is undone exactly; text
+# that somehow holds one is stored as it is. Half the bytes of an executed step's row are these
+# names, and a few str.replace calls cost less than starting a zlib stream per step. (Index
+# entries keep plain JSON: a memoized run reads thousands, and expanding them would cost as
+# much again as decoding them.)
 _ADDRESS_NAMES = (
     ("\x02", '{"io_manager_key": '),
     ("\x03", ', "uri": '),
@@ -530,8 +535,8 @@ def _unpack(run_id: str, kind: str, data: Any, wanted: set[str] | None) -> list[
     """The events of a packed row (only those of the ``wanted`` types, if given)."""
     if kind == _PACKED_COMPRESSED:
         raw = data if isinstance(data, bytes) else base64.b64decode(data)
-        data = zlib.decompress(raw).decode()
-    if kind != _PACKED:
+        data = zlib.decompress(raw)
+    elif kind == _PACKED_COMPACT:
         data = _expand(data, run_id)
     return [
         Event(EventType(t), run_id, ts, step, message, payload)
@@ -545,7 +550,7 @@ def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
     return IndexEntry(
         key,
         version,
-        Address.from_dict(json.loads(_expand(address))),
+        Address.from_dict(json.loads(address)),
         created,
         size,
         recipe_json=recipe,
@@ -556,7 +561,7 @@ def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
 def _entries_from_rows(rows: Sequence[Sequence[Any]]) -> list[IndexEntry]:
     # one JSON document for the chunk's addresses: a memoized run reads thousands of entries,
     # and decoding them one json.loads call at a time is most of the cost
-    addresses = json.loads(_expand("[" + ",".join(r[2] for r in rows) + "]")) if rows else []
+    addresses = json.loads("[" + ",".join(r[2] for r in rows) + "]") if rows else []
     # the decoder makes a new string for every value: the few distinct io manager keys,
     # serializers, run ids, step keys and output names are shared instead (a memoized rerun
     # of 100,000 pieces keeps every address it reads for the whole run)
