@@ -414,8 +414,8 @@ def test_a_large_batch_of_events_keeps_its_order(any_instance):
 
 
 def test_index_entries_read_together_share_their_repeated_strings(any_instance):
-    """A memoized run keeps every address it reads: the run id, io manager key, serializer,
-    step key and output name repeated across them are one string each, not one per entry."""
+    """A memoized run keeps every entry it reads: the run id, io manager key, serializer, step
+    key and output name repeated across addresses are one string each, not one per entry."""
     entries = [
         IndexEntry(f"j/s.result[k{i}]@x", f"v{i}", _address("run-shared", "s", f"v{i}"), 1.0)
         for i in range(3)
@@ -427,3 +427,5 @@ def test_index_entries_read_together_share_their_repeated_strings(any_instance):
     for other in others:
         for name in ("run_id", "io_manager_key", "serializer", "step_key", "output_name"):
             assert getattr(other, name) is getattr(first, name), name
+    # an entry's version and its address's are one string
+    assert all(e.address.version is e.version for e in found)

@@ -578,7 +578,8 @@ def _entries_from_rows(rows: Sequence[Sequence[Any]]) -> list[IndexEntry]:
                 share(data["step_key"], data["step_key"]),
                 share(data["output_name"], data["output_name"]),
                 data["mapping_key"],
-                data["version"],
+                # the same text as the entry's version, almost always: one string for both
+                version if data["version"] == version else data["version"],
                 data["data_hash"],
             )
         except (KeyError, TypeError):  # written by another memodag version: other keys
