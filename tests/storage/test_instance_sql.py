@@ -429,7 +429,12 @@ def test_index_entries_read_together_share_their_repeated_strings(any_instance):
         for i in range(3)
     ]
     any_instance.store_events([], entries)
-    found = any_instance.entries_for_keys(e.output_key for e in entries)
+    asked = [
+        f"j/s.result[k{i}]@x" for i in range(3)
+    ]  # strings equal to, not the same as, those stored
+    found = any_instance.entries_for_keys(asked)
+    # each entry's key is the caller's own string
+    assert sorted(id(e.output_key) for e in found) == sorted(id(k) for k in asked)
     assert {e.address for e in found} == {e.address for e in entries}
     first, *others = [e.address for e in found]
     for other in others:
