@@ -19,7 +19,7 @@ from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, IndexEntry
 
 FLUSH_SECONDS = 0.5
-FLUSH_EVENTS = 5000
+FLUSH_EVENTS = 1000
 
 
 class EventLog:
