@@ -70,6 +70,9 @@ def _release_rows(table: str) -> list[tuple[Any, ...]]:
 
 
 RELEASE_RUN_IDS = sorted(row[0] for row in _release_rows("runs"))
+# the fixture's database is at schema version 1 (it has output_index.recipe): an upgrade stamps
+# each later version once
+_UPGRADED = list(range(2, SCHEMA_VERSION + 1))
 
 
 def _load_release_job() -> Any:
@@ -112,10 +115,6 @@ def old_instance_url(request: pytest.FixtureRequest, old_home: Path) -> Iterator
                     f"INSERT INTO {table} ({columns}) VALUES ({marks})", _release_rows(table)
                 )
     yield url
-
-
-#: the versions an upgraded 0.1 database records (it was at 1: every migration after it)
-_UPGRADED = list(range(2, SCHEMA_VERSION + 1))
 
 
 def _schema_rows(url: str) -> list[int]:
@@ -228,3 +227,28 @@ def test_a_database_of_a_newer_memodag_is_refused_not_downgraded(old_instance_ur
     assert f"schema version {newer}, written by a newer memodag" in message
     assert "never downgrades" in message and "pip install -U memodag" in message
     assert _schema_rows(old_instance_url) == [*_UPGRADED, newer]
+
+
+def test_events_stored_one_row_each_by_the_previous_release_still_read(old_instance_url, old_home):
+    """After the upgrade, a release run's events read back as that release stored them, one row
+    each, beside the packed rows of new runs; a re-execution of a release run takes the outputs
+    it does not run from that run's events."""
+    release_job = _load_release_job()
+    old_rows = _release_rows("events")
+    with Instance.from_url(old_instance_url, storage_dir=old_home / "storage") as inst:
+        for run_id in RELEASE_RUN_IDS:
+            events = inst.get_events(run_id)
+            stored = [r for r in old_rows if r[0] == run_id]
+            assert [(e.step_key, e.event_type.value, e.timestamp, e.data) for e in events] == [
+                (r[1], r[2], r[3], json.loads(r[5])) for r in stored
+            ]
+        first = min(inst.get_runs(), key=lambda r: r.start_time or 0).run_id
+        # its 3 region pieces, their 3 doubles, total and report
+        assert len(inst.get_output_addresses(first)) == 8
+
+        # this memodag computes versions by a newer scheme: the first run recomputes everything
+        release_job.execute_in_process(run_config=_label("again"), instance=inst)
+        new = release_job.execute_in_process(run_config=_label("once more"), instance=inst)
+        assert new.executed_step_keys == ["report"]
+        assert new.output_for_node("report").startswith("once more: ")
+        assert any(e.event_type.value == "STEP_MEMOIZED" for e in inst.get_events(new.run_id))

@@ -19,7 +19,7 @@ from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, IndexEntry
 
 FLUSH_SECONDS = 0.5
-FLUSH_EVENTS = 5000
+FLUSH_EVENTS = 1000
 
 
 class EventLog:
@@ -40,11 +40,17 @@ class EventLog:
         self._shown: set[int] = set()
 
     def append(self, event: Event) -> None:
-        """Buffer one event (stored with the next commit) and tell listeners."""
-        self._events.append(event)
+        """Buffer one event (stored with the next commit, at the latest ``FLUSH_EVENTS`` events
+        later) and tell listeners."""
+        events = self._events
+        events.append(event)
         self.count += 1
         for listener in self.listeners:
             listener(event)
+        if len(events) >= FLUSH_EVENTS:
+            # a run of memoized steps between two commits is bounded too: its events are
+            # written (and freed) in batches, not held until the run's end
+            self.flush()
 
     def flush_buffered(self) -> None:
         """Commit what is buffered, if anything (before the engine starts or awaits an attempt)."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from memodag.definitions.executor import ExecutorDefinition
 from memodag.engine.engine import AddressKey, Engine, Memoizer
 from memodag.engine.events import EventLog
+from memodag.engine.gc_threshold import with_fewer_collections
 from memodag.engine.lifecycle import RunHooks
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import ExecutionError, StepExecutionError
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition
 
 
+@with_fewer_collections
 def execute_job(
     job: JobDefinition,
     run_config: Mapping[str, Any] | None = None,

@@ -131,6 +131,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "live run is computing (concurrent runs wait for them instead of computing them again)",
         _PINS_AND_LEASES,
     ),
+    Migration(
+        5,
+        "events: one row may hold several events (event_type PACKED or PACKED_Z, its data the "
+        "list of them); rows already stored are read as they are. Nothing to change in the "
+        "tables: the version makes an older memodag refuse the instance instead of misreading it",
+        (),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
