@@ -66,7 +66,9 @@ def distributions_by_top_level() -> Mapping[str, tuple[str, ...]]:
     for path, _ in entries:
         entry = fresh[path]
         name = entry.get("name")
-        if not isinstance(name, str):
+        # an entry without a version (a broken METADATA) provides nothing, as importlib.metadata
+        # cannot say its version either; another one of its name may
+        if not isinstance(name, str) or _normalized(name) not in versions:
             continue
         for top in entry.get("top_level", ()):
             labels.setdefault(top, set()).add(versions[_normalized(name)])

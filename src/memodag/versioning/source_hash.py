@@ -101,6 +101,7 @@ from typing import Any
 
 from memodag.definitions.op import OpDefinition
 from memodag.definitions.resources import ResourceDefinition
+from memodag.errors import MemoizationError
 from memodag.hashing import hash_strings
 from memodag.versioning.code_origin import (
     MISSING,
@@ -197,10 +198,25 @@ class SourceHashVersionStrategy(VersionStrategy):
         self._generation = source_generation()
 
     def get_op_version(self, context: OpVersionContext) -> str:
-        return self._result(context.op_def.compute_fn, "op")[0]
+        op_def = context.op_def
+        try:
+            return self._result(op_def.compute_fn, "op")[0]
+        except _Unversionable as exc:
+            raise MemoizationError(
+                f"SourceHashVersionStrategy cannot version op '{op_def.name}': {exc}; what it "
+                "reaches must count, or edits to it would serve stale outputs. Give the op "
+                "@op(version=...) (and bump it on every change), or make the object plain"
+            ) from exc.__cause__
 
     def get_resource_version(self, context: ResourceVersionContext) -> str | None:
-        return self._result(context.resource_def.resource_fn, "resource")[0]
+        try:
+            return self._result(context.resource_def.resource_fn, "resource")[0]
+        except _Unversionable as exc:
+            raise MemoizationError(
+                f"SourceHashVersionStrategy cannot version {context.resource_def!r}: {exc}; "
+                "give the "
+                "resource version=... (and bump it on every change)"
+            ) from exc.__cause__
 
     def explain_op(self, op_def: Any) -> list[ExplainEntry]:
         """What the op's version is made of: ``(kind, name, digest)``, the op first, then sorted.
@@ -262,6 +278,10 @@ class SourceHashVersionStrategy(VersionStrategy):
         return hit[1], hit[2]
 
 
+class _Unversionable(Exception):
+    """Something an op reaches could not be hashed: the op cannot be versioned by its source."""
+
+
 class _Walker:
     """Turns objects into nodes and follows their references; one per strategy (origins differ)."""
 
@@ -301,14 +321,13 @@ class _Walker:
         if hit is None:
             try:
                 own, children = self._expand(ref)
-            except Exception as exc:  # odd user objects must not fail a run; say what was lost
-                warnings.warn(
-                    f"SourceHashVersionStrategy could not hash {ref.kind} {ref.label} "
-                    f"({type(exc).__name__}: {exc}); it counts by name only",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                own, children = f"unhashable:{type(exc).__name__}", []
+            except _Unversionable:
+                raise
+            except Exception as exc:
+                # never count it by name only: its edits would then serve stale outputs
+                raise _Unversionable(
+                    f"could not hash {ref.kind} {ref.label} ({type(exc).__name__}: {exc})"
+                ) from exc
             edges = sorted({f"{c.kind}:{c.hashed}" for c in children})
             node = _Node(ref.kind, ref.label, hash_strings(ref.kind, own, *edges))
             hit = self._expanded[ref.key] = (ref.target, node, tuple(children))

@@ -1,0 +1,167 @@
+"""Edits that once served stale values from memoized runs, each seen as a user sees it: a project
+on disk, edited between runs of ``memodag job execute`` (each a fresh process). After the edit
+the steps that run must be those the edit concerns, and the values served those of a cold run."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+from cli_process import run_memodag
+
+PRELUDE = """
+import json
+import os
+
+from memodag import Out, SourceHashVersionStrategy, job, op
+
+
+def ran(name):
+    with open(os.environ["SIDE_EFFECTS"], "a") as f:
+        f.write(name + "\\n")
+
+
+@op
+def report(v):
+    ran("report")
+    with open(os.environ["RESULT"], "w") as f:
+        json.dump(v, f)
+    return v
+"""
+
+
+class Project:
+    """A project directory with its own instance, cache directory and extra ``sys.path``."""
+
+    def __init__(self, tmp_path: Path, files: dict[str, str], site: Path | None = None) -> None:
+        self.root = tmp_path / "project"
+        self.tmp = tmp_path
+        self.site = site
+        for name, text in files.items():
+            path = self.root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = textwrap.dedent(text)
+            path.write_text(PRELUDE + text if name == "job.py" else text)
+
+    def run(self, home: str = "home") -> tuple[set[str], object]:
+        """Steps executed and the value ``report`` last received (in any run)."""
+        side_effects, result = self.tmp / "ran.txt", self.tmp / "result.json"
+        side_effects.unlink(missing_ok=True)
+        env = {
+            "SIDE_EFFECTS": str(side_effects),
+            "RESULT": str(result),
+            "MEMODAG_CACHE_DIR": str(self.tmp / f"cache-{home}"),
+        }
+        if self.site is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(self.site), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
+        run_memodag("job", "execute", "-f", "job.py", cwd=self.root, home=self.tmp / home, env=env)
+        executed = set(side_effects.read_text().split()) if side_effects.exists() else set()
+        return executed, json.loads(result.read_text())
+
+    def edit(self, name: str, old: str, new: str) -> None:
+        path = self.root / name
+        text = path.read_text()
+        assert old in text, f"edit target {old!r} not in {name}"
+        path.write_text(text.replace(old, new))
+
+    def check_edit(self, name: str, old: str, new: str, must_run: set[str]) -> None:
+        """Cold run, edit, memoized run: exactly ``must_run`` runs and serves the cold value."""
+        first, _ = self.run()
+        assert "report" in first
+        self.edit(name, old, new)
+        executed, served = self.run()
+        _, fresh = self.run("cold-home")
+        assert served == fresh
+        assert executed == must_run
+
+
+def test_swapping_the_order_of_declared_outputs_reruns_the_op(tmp_path: Path) -> None:
+    # a tuple return fills outputs in declaration order: ``a`` now holds what ``b`` held
+    job = """
+    @op(out={"a": Out(), "b": Out()})
+    def two():
+        ran("two")
+        return 1, 2
+
+
+    @job(version_strategy=SourceHashVersionStrategy())
+    def pipeline():
+        a, b = two()
+        report(a)
+    """
+    project = Project(tmp_path, {"job.py": job})
+    project.check_edit(
+        "job.py", '{"a": Out(), "b": Out()}', '{"b": Out(), "a": Out()}', {"two", "report"}
+    )
+
+
+def test_an_op_edit_counts_beside_a_broken_installed_distribution(tmp_path: Path) -> None:
+    # a dist-info whose METADATA has a name and no version once made every op reaching an
+    # installed package count "by name only": edits to it were never seen
+    site = tmp_path / "site"
+    (site / "brokenpkg").mkdir(parents=True)
+    (site / "brokenpkg" / "__init__.py").write_text("VALUE = 1\n")
+    info = site / "brokenpkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenpkg\n")
+    (info / "top_level.txt").write_text("brokenpkg\n")
+    job = """
+    import brokenpkg
+
+
+    @op
+    def one():
+        ran("one")
+        return [brokenpkg.VALUE, 1]
+
+
+    @job(version_strategy=SourceHashVersionStrategy())
+    def pipeline():
+        report(one())
+    """
+    project = Project(tmp_path, {"job.py": job}, site=site)
+    project.check_edit("job.py", "[brokenpkg.VALUE, 1]", "[brokenpkg.VALUE, 41]", {"one", "report"})
+
+
+def test_an_op_reaching_what_cannot_be_hashed_fails_naming_it(tmp_path: Path) -> None:
+    # it once counted "by name only", so every later edit of the op served stale outputs
+    job = """
+    class Odd(list):
+        def __iter__(self):
+            raise RuntimeError("no iterating me")
+
+
+    ODD = Odd([1])
+
+
+    @op
+    def one():
+        ran("one")
+        return len(ODD)
+
+
+    @job(version_strategy=SourceHashVersionStrategy())
+    def pipeline():
+        report(one())
+    """
+    project = Project(tmp_path, {"job.py": job})
+    env = {"MEMODAG_CACHE_DIR": str(tmp_path / "cache")}
+    result = run_memodag(
+        "job",
+        "execute",
+        "-f",
+        "job.py",
+        cwd=project.root,
+        home=tmp_path / "h",
+        env=env,
+        check=False,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "cannot version op 'one'" in output
+    assert "constant job:ODD" in output and "no iterating me" in output
+    assert "@op(version=...)" in output
