@@ -9,6 +9,8 @@ import os
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from cli_process import run_memodag
 
 PRELUDE = """
@@ -165,3 +167,93 @@ def test_an_op_reaching_what_cannot_be_hashed_fails_naming_it(tmp_path: Path) ->
     assert "cannot version op 'one'" in output
     assert "constant job:ODD" in output and "no iterating me" in output
     assert "@op(version=...)" in output
+
+
+def test_reordering_a_module_constant_mapping_reruns_its_users(tmp_path: Path) -> None:
+    # a mapping's order is data: the op returns its keys in order
+    job = """
+    WEIGHTS = {"a": 1, "b": 2}
+
+
+    @op
+    def used():
+        ran("used")
+        return list(WEIGHTS)
+
+
+    @job(version_strategy=SourceHashVersionStrategy())
+    def pipeline():
+        report(used())
+    """
+    project = Project(tmp_path, {"job.py": job})
+    project.check_edit("job.py", '{"a": 1, "b": 2}', '{"b": 2, "a": 1}', {"used", "report"})
+
+
+LOCALS_JOBS = {
+    "locals()": "return dict(locals())",
+    "vars()": "return dict(vars())",
+    "eval": 'return eval("spread")',
+    "a frame": "return dict(sys._getframe().f_locals)",
+    "inspect": "return dict(inspect.currentframe().f_locals)",
+}
+
+
+@pytest.mark.parametrize("body", LOCALS_JOBS.values(), ids=list(LOCALS_JOBS))
+def test_swapping_local_names_the_op_reads_by_name_reruns_it(tmp_path: Path, body: str) -> None:
+    # elsewhere a pure rename is no change; a function that sees its local names as data
+    # computes something else after one
+    job = f"""
+    import inspect
+    import sys
+
+
+    @op
+    def stats():
+        ran("stats")
+        mean = 2
+        spread = 3
+        {body}
+
+
+    @job(version_strategy=SourceHashVersionStrategy())
+    def pipeline():
+        report(stats())
+    """
+    project = Project(tmp_path, {"job.py": job})
+    project.check_edit(
+        "job.py",
+        "mean = 2\n    spread = 3",
+        "spread = 2\n    mean = 3",
+        {"stats", "report"},
+    )
+
+
+def test_editing_a_slots_dataclass_constant_reruns_its_users(tmp_path: Path) -> None:
+    helpers = """
+    from dataclasses import dataclass
+
+
+    @dataclass(frozen=True, slots=True)
+    class Settings:
+        x: int
+        y: int
+
+
+    ORIGIN = Settings(1, 2)
+    """
+    job = """
+    from helpers import ORIGIN
+
+
+    @op
+    def used():
+        ran("used")
+        return [ORIGIN.x, ORIGIN.y]
+
+
+    @job(version_strategy=SourceHashVersionStrategy())
+    def pipeline():
+        report(used())
+    """
+    project = Project(tmp_path, {"job.py": job, "helpers.py": helpers})
+    project.check_edit("helpers.py", "Settings(1, 2)", "Settings(1, 3)", {"used", "report"})

@@ -586,10 +586,8 @@ class _Walker:
 
         if kind in (tuple, list):
             return kind.__name__ + "(" + ",".join(canon(v) for v in value) + ")"
-        if kind is dict:
-            return (
-                "dict(" + ",".join(sorted(f"{canon(k)}:{canon(v)}" for k, v in value.items())) + ")"
-            )
+        if kind is dict:  # in order: a mapping's order is data (iteration, json.dumps, zip)
+            return "dict(" + ",".join(f"{canon(k)}:{canon(v)}" for k, v in value.items()) + ")"
         if kind in (set, frozenset):
             return kind.__name__ + "(" + ",".join(sorted(canon(v) for v in value)) + ")"
         if isinstance(value, functools.partial):
@@ -614,6 +612,9 @@ class _Walker:
             state = safe_getattr(value, "__dict__")
             if isinstance(state, dict):
                 text += canon(state)
+            slots = _slot_values(value)
+            if slots:  # a slots class (``@dataclass(slots=True)``) keeps its state here
+                text += "slots" + canon(slots)
         return text
 
     def origin(self, module_name: str) -> tuple[str, str]:
@@ -636,6 +637,22 @@ def _definition_function(value: Any) -> Any:
     if isinstance(value, ResourceDefinition):
         return value.resource_fn
     return None
+
+
+def _slot_values(value: Any) -> dict[str, Any]:
+    """The attributes an instance keeps in ``__slots__`` (of its class and bases), by name."""
+    found: dict[str, Any] = {}
+    for klass in type(value).__mro__:
+        slots = vars(klass).get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if not isinstance(name, str) or name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__"):  # stored under a mangled name
+                name = f"_{klass.__name__.lstrip('_')}{name}"
+            item = safe_getattr(value, name)
+            if item is not MISSING:
+                found.setdefault(name, item)
+    return found
 
 
 def _simple_stdlib_value(value: Any) -> str | None:

@@ -329,9 +329,11 @@ def _local_names(
     anything nested in it (they are its interface: keyword callers, memodag's input names),
     names of nested defs and classes and of imports (visible as ``__name__``), globals, class
     attributes, and any name that is one of those in some scope of the body. From the file's
-    symbol tables (``symtable``), which say exactly which name is local where."""
+    symbol tables (``symtable``), which say exactly which name is local where. Nothing is
+    renamed in a function that can see its local names as data (``locals()``, ``eval``, a
+    frame's ``f_locals``, ...): there a rename can change what it computes."""
     table = index.scope(node)
-    if table is None:
+    if table is None or _reads_local_names(node):
         return frozenset(), True
     candidates: set[str] = set()
     kept: set[str] = set()
@@ -356,6 +358,36 @@ def _local_names(
                 candidates.add(name)
                 candidates.add(name)
     return frozenset(candidates - kept), has_imports
+
+
+# Names and attributes through which code sees its local variables' names: ``locals()``,
+# ``vars()``/``dir()`` without arguments, ``eval``/``exec`` of text naming them, and frames.
+_LOCALS_NAMES = frozenset(
+    {"locals", "vars", "dir", "eval", "exec", "currentframe", "_getframe", "stack", "trace"}
+)
+_LOCALS_ATTRIBUTES = frozenset(
+    {"_getframe", "currentframe", "f_locals", "f_back", "tb_frame"}
+    | {"getouterframes", "getinnerframes", "getargvalues"}
+)
+# ``inspect.stack()`` and ``inspect.trace()``, not ``np.stack`` or ``df.stack()``
+_INSPECT_ATTRIBUTES = frozenset({"stack", "trace"})
+
+
+def _reads_local_names(node: ast.AST) -> bool:
+    """Whether code in ``node`` may read its local variables by name (``_LOCALS_NAMES``)."""
+    for item in ast.walk(node):
+        if isinstance(item, ast.Name) and item.id in _LOCALS_NAMES:
+            return True
+        if isinstance(item, ast.Attribute) and (
+            item.attr in _LOCALS_ATTRIBUTES
+            or (
+                item.attr in _INSPECT_ATTRIBUTES
+                and isinstance(item.value, ast.Name)
+                and item.value.id == "inspect"
+            )
+        ):
+            return True
+    return False
 
 
 _IDENTIFIER_FIELDS = {
