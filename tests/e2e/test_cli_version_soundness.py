@@ -257,3 +257,35 @@ def test_editing_a_slots_dataclass_constant_reruns_its_users(tmp_path: Path) -> 
     """
     project = Project(tmp_path, {"job.py": job, "helpers.py": helpers})
     project.check_edit("helpers.py", "Settings(1, 2)", "Settings(1, 3)", {"used", "report"})
+
+
+def test_an_index_name_set_on_a_frame_passes_early_cutoff(tmp_path: Path) -> None:
+    # equal values, another index name: ``reset_index`` gives other columns downstream
+    job = """
+    import pandas as pd
+
+
+    @op
+    def frame():
+        ran("frame")
+        df = pd.DataFrame({"x": [1, 2]})
+        return df
+
+
+    @op
+    def columns(df):
+        ran("columns")
+        return list(df.reset_index().columns)
+
+
+    @job(version_strategy=SourceHashVersionStrategy(), early_cutoff=True)
+    def pipeline():
+        report(columns(frame()))
+    """
+    project = Project(tmp_path, {"job.py": job})
+    project.check_edit(
+        "job.py",
+        "    return df\n",
+        '    df.index.name = "id"\n    return df\n',
+        {"frame", "columns", "report"},
+    )
