@@ -64,17 +64,17 @@ class Project:
         executed = set(side_effects.read_text().split()) if side_effects.exists() else set()
         return executed, json.loads(result.read_text())
 
-    def edit(self, name: str, old: str, new: str) -> None:
-        path = self.root / name
-        text = path.read_text()
-        assert old in text, f"edit target {old!r} not in {name}"
-        path.write_text(text.replace(old, new))
-
     def check_edit(self, name: str, old: str, new: str, must_run: set[str]) -> None:
         """Cold run, edit, memoized run: exactly ``must_run`` runs and serves the cold value."""
+        self.check_edit_of(self.root / name, old, new, must_run)
+
+    def check_edit_of(self, path: Path, old: str, new: str, must_run: set[str]) -> None:
+        """``check_edit`` of any file (one outside the project too)."""
         first, _ = self.run()
         assert "report" in first
-        self.edit(name, old, new)
+        text = path.read_text()
+        assert old in text, f"edit target {old!r} not in {path}"
+        path.write_text(text.replace(old, new))
         executed, served = self.run()
         _, fresh = self.run("cold-home")
         assert served == fresh
@@ -127,6 +127,42 @@ def test_an_op_edit_counts_beside_a_broken_installed_distribution(tmp_path: Path
     """
     project = Project(tmp_path, {"job.py": job}, site=site)
     project.check_edit("job.py", "[brokenpkg.VALUE, 1]", "[brokenpkg.VALUE, 41]", {"one", "report"})
+
+
+def _installed(site: Path, name: str, body: str, direct_url: str | None) -> None:
+    """A distribution ``name`` 1.0 of one module, installed into ``site`` (``direct_url.json``
+    as PEP 610 writes it, if given)."""
+    (site / name).mkdir(parents=True)
+    (site / name / "__init__.py").write_text(textwrap.dedent(body))
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "top_level.txt").write_text(f"{name}\n")
+    if direct_url is not None:
+        (info / "direct_url.json").write_text(direct_url)
+
+
+def test_an_edit_to_a_library_installed_editable_reruns_its_users(tmp_path: Path) -> None:
+    # ``pip install -e``: the library's source is the user's to edit, its version never changes
+    site = tmp_path / "site"
+    editable = '{"url": "file:///src/mylib", "dir_info": {"editable": true}}'
+    _installed(site, "mylib", "def scale(x):\n    return 2 * x\n", editable)
+    job = """
+    import mylib
+
+
+    @op
+    def one():
+        ran("one")
+        return mylib.scale(21)
+
+
+    @job(version_strategy=SourceHashVersionStrategy())
+    def pipeline():
+        report(one())
+    """
+    project = Project(tmp_path, {"job.py": job}, site=site)
+    project.check_edit_of(site / "mylib" / "__init__.py", "2 * x", "3 * x", {"one", "report"})
 
 
 def test_an_op_reaching_what_cannot_be_hashed_fails_naming_it(tmp_path: Path) -> None:
