@@ -198,6 +198,9 @@ class VersionResolver:
         self.job = job
         self.resource_config = resource_config
         self.strategy = strategy
+        begin_run = getattr(strategy, "begin_run", None)
+        if callable(begin_run):  # a strategy need not subclass VersionStrategy
+            begin_run()
         self._op_versions: dict[tuple[int, str], str | None] = {}
         self._resource_versions: dict[str, str] = {}
         self._code_parts: dict[int, tuple[tuple[str, str], ...]] = {}

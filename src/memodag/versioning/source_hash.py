@@ -197,6 +197,11 @@ class SourceHashVersionStrategy(VersionStrategy):
         self._results: dict[tuple[Any, ...], tuple[Any, str, list[_Node]]] = {}
         self._generation = source_generation()
 
+    def begin_run(self) -> None:
+        """Re-check every parsed source file now, not within ``_FRESHNESS_INTERVAL``: in a
+        long-lived process a module edited and reloaded just before this run must count."""
+        source_generation(force=True)
+
     def get_op_version(self, context: OpVersionContext) -> str:
         op_def = context.op_def
         try:

@@ -56,6 +56,7 @@ def function_digest(fn: Any, drop_decorators: bool) -> FunctionDigest:
     key = (code, code.co_filename, code.co_qualname, drop_decorators)
     hit = _SOURCE_DIGESTS.get(key)
     if hit is None:
+        _recheck(code.co_filename)
         found = _find_function(code, fn.__globals__)
         if found is None:
             hit = ("code:" + _code_digest(code), (), (), ())
@@ -178,24 +179,39 @@ def _file_signature(filename: str) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
-def source_generation() -> int:
+def source_generation(force: bool = False) -> int:
     """A number that changes when a parsed source file changed on disk (checked at most once
-    per ``_FRESHNESS_INTERVAL`` seconds, so a loop of version look-ups stays a dict hit)."""
+    per ``_FRESHNESS_INTERVAL`` seconds, so a loop of version look-ups stays a dict hit; at
+    once with ``force``)."""
     now = time.monotonic()
-    if now - _freshness["checked"] >= _FRESHNESS_INTERVAL:
+    if force or now - _freshness["checked"] >= _FRESHNESS_INTERVAL:
         _freshness["checked"] = now
-        stale = [
-            name
-            for name, (signature, _) in list(_SOURCE_INDEXES.items())
-            if signature is not None and _file_signature(name) != signature
-        ]
-        if stale:
-            for name in stale:
-                del _SOURCE_INDEXES[name]
-            _CLASS_DIGESTS.clear()
-            _MODULE_DIGESTS.clear()
-            _freshness["generation"] += 1
+        _forget(
+            [
+                name
+                for name, (signature, _) in list(_SOURCE_INDEXES.items())
+                if signature is not None and _file_signature(name) != signature
+            ]
+        )
     return int(_freshness["generation"])
+
+
+def _forget(stale: list[str]) -> None:
+    """Drop the parses of files changed on disk, and everything derived from parses."""
+    if stale:
+        for name in stale:
+            del _SOURCE_INDEXES[name]
+        _CLASS_DIGESTS.clear()
+        _MODULE_DIGESTS.clear()
+        _freshness["generation"] += 1
+
+
+def _recheck(filename: str) -> None:
+    """Stat one parsed file now: a new code object (a reloaded module, a redefined function)
+    may come from an edit made since the file was parsed, within ``_FRESHNESS_INTERVAL``."""
+    hit = _SOURCE_INDEXES.get(filename)
+    if hit is not None and hit[0] is not None and _file_signature(filename) != hit[0]:
+        _forget([filename])
 
 
 _BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
@@ -257,6 +273,7 @@ def _find_class(cls: type) -> tuple[_SourceIndex, ast.ClassDef] | None:
         if not methods:
             return None
         filename = methods[0].co_filename
+    _recheck(filename)
     index = _source_index(filename, vars(module) if module is not None else None)
     if index is None:
         return None
