@@ -18,7 +18,8 @@ project-local object the code can reach by name:
 - every implementation registered on a ``functools.singledispatch`` function (or
   ``singledispatchmethod``), with the type that picks it;
 - project-local classes as a whole (class source, bases, every method, names used in the body);
-- module constants, by a canonical form of simple values (see ``_Walker.canonical``).
+- module constants, by a canonical form of simple values (see ``_Walker.canonical``; a dict's
+  key order counts: it is data).
 
 Each reached object becomes a node ``(kind, name, digest)``; the version is the digest of the
 sorted node list, so it depends only on qualified names and contents: never on
@@ -29,7 +30,9 @@ Project-local vs installed. A module is *stdlib* if its file lies under the inte
 (or it has no file and is a builtin/stdlib name), *installed* if its file lies under a
 site-packages/dist-packages directory, *local* if its file lies under the working directory (at
 construction) or a configured ``local_roots`` entry, installed if its top-level name belongs to a
-distribution (an editable install of another project), local otherwise. memodag itself always
+distribution (an install of another project outside site-packages), local otherwise; except
+that a distribution installed editable (PEP 610 ``direct_url.json``) is local: its source is the
+user's to edit. memodag itself always
 counts as installed: it is the framework, not the user's project. Installed code counts as
 ``Distribution==version`` (its source is never read); stdlib and builtins count by name only
 (plus ``python==X.Y`` with ``include_python_version=True``).
@@ -51,7 +54,9 @@ names count too, so a reference switched from one to the other is still seen.
 Local variables are renamed to placeholders before hashing (``source_index._normalize_locals``),
 so a pure rename of one (assignments, loop, comprehension, ``except``/``with`` targets, cells
 that inner functions close over, a factory's variable the function closes over, whose value
-counts under its placeholder) is no change. Parameters keep their names: they are a
+counts under its placeholder) is no change, except in a function that can see its local names
+as data (``locals()``, ``eval``, frames: ``source_index._reads_local_names``), which is not
+renamed. Parameters keep their names: they are a
 function's interface (keyword callers, an op's input names), so renaming one is a change.
 
 Limits (by design, and what to do about them):
@@ -66,7 +71,7 @@ Limits (by design, and what to do about them):
   not its column), so editing one invalidates users of the other.
 - Module constants other than simple values (numbers, strings, bytes, None and tuples, lists,
   dicts, sets of them; plus dates, decimals, paths, patterns) hash as: instance of a project-local
-  class -> the class and the instance's ``__dict__``; anything else -> its type's qualified name
+  class -> the class and the instance's ``__dict__`` and ``__slots__`` values; anything else -> its type's qualified name
   and that type's package version. Editing the *value* of such an object (a DataFrame built at
   import time) is not seen: load data in an op, not at import.
 - A project-local module used bare (``getattr(helpers, name)``) hashes that module's whole
@@ -76,12 +81,15 @@ Limits (by design, and what to do about them):
 - Mutable module state (a cache dict a helper fills at run time) is hashed as found when the
   version is computed; keep such state out of what ops reach, or give them ``version=``.
 - Project code counts as local only when found under the working directory or ``local_roots``
-  (or outside any installed location): run from elsewhere, an editable install of the project
-  counts by its version; pass ``local_roots=[project root]`` to pin it.
-- Sources are parsed once per process; a long-lived process (a notebook reloading modules)
-  notices an edited file within ``source_index._FRESHNESS_INTERVAL`` (1 s) of the edit and
-  re-reads it. Digests already computed stay with their code objects: they describe the code that
-  runs.
+  (or outside any installed location, or installed editable with a PEP 610 mark): run from
+  elsewhere, an install without that mark counts by its version; pass
+  ``local_roots=[project root]`` to pin it.
+- Sources are parsed once per process; ``begin_run`` (every run) and every new code object
+  re-stat the files behind them, and between runs a changed file is noticed within
+  ``source_index._FRESHNESS_INTERVAL`` (1 s). Digests already computed stay with their code
+  objects: they describe the code that runs.
+- What cannot be hashed (an object whose iteration raises) fails the version with a
+  ``MemoizationError`` naming the op: counting it by name only would serve stale outputs.
 """
 
 from __future__ import annotations
