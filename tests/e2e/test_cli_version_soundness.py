@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import py_compile
 import textwrap
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from cli_process import run_memodag
 PRELUDE = """
 import json
 import os
+import py_compile
 
 from memodag import Out, SourceHashVersionStrategy, job, op
 
@@ -64,6 +66,12 @@ class Project:
         executed = set(side_effects.read_text().split()) if side_effects.exists() else set()
         return executed, json.loads(result.read_text())
 
+    def edit(self, name: str, old: str, new: str) -> None:
+        path = self.root / name
+        text = path.read_text()
+        assert old in text, f"edit target {old!r} not in {name}"
+        path.write_text(text.replace(old, new))
+
     def check_edit(self, name: str, old: str, new: str, must_run: set[str]) -> None:
         """Cold run, edit, memoized run: exactly ``must_run`` runs and serves the cold value."""
         self.check_edit_of(self.root / name, old, new, must_run)
@@ -99,6 +107,23 @@ def test_swapping_the_order_of_declared_outputs_reruns_the_op(tmp_path: Path) ->
     project.check_edit(
         "job.py", '{"a": Out(), "b": Out()}', '{"b": Out(), "a": Out()}', {"two", "report"}
     )
+    # and ``--why`` says so, against the outputs stored before the swap
+    project.edit("job.py", '{"b": Out(), "a": Out()}', '{"b": Out(), "a": Out(is_required=False)}')
+    listed = run_memodag(
+        "job",
+        "list-versions",
+        "-f",
+        "job.py",
+        "--why",
+        "--json",
+        cwd=project.root,
+        home=tmp_path / "home",
+        env={"MEMODAG_CACHE_DIR": str(tmp_path / "c")},
+    )
+    rows = {o["step_output"]: o for o in json.loads(listed.stdout)["outputs"]}
+    assert rows["two.a"]["reasons"] == [
+        "declared outputs of op 'two' changed (b:single,a:single -> b:single,a:single?)"
+    ]
 
 
 def test_an_op_edit_counts_beside_a_broken_installed_distribution(tmp_path: Path) -> None:
@@ -325,3 +350,35 @@ def test_an_index_name_set_on_a_frame_passes_early_cutoff(tmp_path: Path) -> Non
         '    df.index.name = "id"\n    return df\n',
         {"frame", "columns", "report"},
     )
+
+
+def test_a_project_module_without_source_counts_by_its_compiled_file(tmp_path: Path) -> None:
+    # a module shipped compiled (here a sourceless .pyc) and used bare once counted by its name
+    job = """
+    import helpers
+
+
+    @op
+    def one():
+        ran("one")
+        return getattr(helpers, "quad")(5)
+
+
+    @job(version_strategy=SourceHashVersionStrategy())
+    def pipeline():
+        report(one())
+    """
+    project = Project(tmp_path, {"job.py": job})
+
+    def compiled(body: str) -> None:
+        source = tmp_path / "helpers.py"
+        source.write_text(body)
+        py_compile.compile(str(source), cfile=str(project.root / "helpers.pyc"), doraise=True)
+
+    compiled("def quad(x):\n    return 4 * x\n")
+    first, _ = project.run()
+    assert first == {"one", "report"}
+    compiled("def quad(x):\n    return 5 * x\n")
+    executed, served = project.run()
+    assert served == 25
+    assert executed == {"one", "report"}

@@ -75,7 +75,7 @@ Limits (by design, and what to do about them):
   and that type's package version. Editing the *value* of such an object (a DataFrame built at
   import time) is not seen: load data in an op, not at import.
 - A project-local module used bare (``getattr(helpers, name)``) hashes that module's whole
-  source, without following what it imports.
+  source (its file's bytes when it has none), without following what it imports.
 - Methods called on objects the op receives at run time (inputs, resources, ``context``) are not
   followed: only classes reached by name are. Reach them by name or version the op by hand.
 - Mutable module state (a cache dict a helper fills at run time) is hashed as found when the

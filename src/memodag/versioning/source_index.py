@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dis
 import functools
+import hashlib
 import linecache
 import os
 import symtable
@@ -291,16 +292,27 @@ def _find_class(cls: type) -> tuple[_SourceIndex, ast.ClassDef] | None:
 
 
 def module_digest(module: types.ModuleType) -> str:
-    """Digest of a whole module's source (its name only when the source cannot be read)."""
+    """Digest of a whole module's source (its file's bytes without source; its name only
+    without a file)."""
     hit = _MODULE_DIGESTS.get(id(module))
     if hit is None:
         filename = safe_getattr(module, "__file__")
         index = _source_index(filename, vars(module)) if isinstance(filename, str) else None
-        digest = (
-            "ast:" + hash_strings(_dump(index.tree)) if index else "nosource:" + module.__name__
-        )
+        if index is not None:
+            digest = "ast:" + hash_strings(_dump(index.tree))
+        else:  # a compiled module (``.so``, ``.pyc`` only): its bytes, not its name
+            digest = _file_digest(filename) if isinstance(filename, str) else None
+            digest = digest or "nosource:" + module.__name__
         hit = _MODULE_DIGESTS[id(module)] = (module, digest)
     return hit[1]
+
+
+def _file_digest(filename: str) -> str | None:
+    try:
+        with open(filename, "rb") as f:
+            return "file:" + hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
 
 
 def _import_refs(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ImportRef]:
