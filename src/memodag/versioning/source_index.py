@@ -301,8 +301,8 @@ def module_digest(module: types.ModuleType) -> str:
         if index is not None:
             digest = "ast:" + hash_strings(_dump(index.tree))
         else:  # a compiled module (``.so``, ``.pyc`` only): its bytes, not its name
-            digest = _file_digest(filename) if isinstance(filename, str) else None
-            digest = digest or "nosource:" + module.__name__
+            compiled = _file_digest(filename) if isinstance(filename, str) else None
+            digest = compiled or "nosource:" + module.__name__
         hit = _MODULE_DIGESTS[id(module)] = (module, digest)
     return hit[1]
 
