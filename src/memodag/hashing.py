@@ -78,11 +78,7 @@ def hash_value(value: Any) -> str:
     if module == "pandas":
         import pandas as pd
 
-        if hasattr(value, "columns"):  # a DataFrame
-            columns, dtypes = list(value.columns), [str(t) for t in value.dtypes]
-        else:
-            columns, dtypes = [value.name], [str(value.dtype)]
-        h.update(b"pandas:" + repr((type(value).__name__, columns, dtypes)).encode())
+        h.update(b"pandas:" + _pandas_header(value).encode())
         h.update(pd.util.hash_pandas_object(value, index=True).values.tobytes())
         return h.hexdigest()[:VERSION_LENGTH]
     if module in ("polars", "pyarrow"):
@@ -101,6 +97,28 @@ def hash_value(value: Any) -> str:
             f"{type(value).__module__}.{type(value).__qualname__}: {exc}"
         ) from exc
     return h.hexdigest()[:VERSION_LENGTH]
+
+
+def _pandas_header(value: Any) -> str:
+    """What ``hash_pandas_object`` does not hash of a pandas object and code can see: column
+    and index names (``reset_index`` turns them into columns), dtypes, and a categorical's
+    categories in order, unused ones too (they decide codes, sorting and ``get_dummies``)."""
+
+    def dtype_text(dtype: Any) -> str:
+        categories = getattr(dtype, "categories", None)
+        if categories is None:
+            return str(dtype)
+        return f"category({list(categories)!r},ordered={dtype.ordered},{categories.dtype})"
+
+    index = value.index
+    levels = getattr(index, "levels", None)  # a MultiIndex: each level's dtype
+    index_dtypes = [dtype_text(level.dtype) for level in levels or (index,)]
+    if hasattr(value, "columns"):  # a DataFrame
+        columns = [list(value.columns), list(value.columns.names)]
+        dtypes = [dtype_text(t) for t in value.dtypes]
+    else:
+        columns, dtypes = [value.name], [dtype_text(value.dtype)]
+    return repr((type(value).__name__, columns, dtypes, list(index.names), index_dtypes))
 
 
 class UnhashableValue(TypeError):
