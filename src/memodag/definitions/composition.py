@@ -475,6 +475,12 @@ class CompositionBuilder:
                 "output, or a list of outputs (a fan-in: the op gets their values as a list). "
                 "Pass [out1, out2, ...], or give the op one input per output"
             )
+        if isinstance(value, (OpDefinition, GraphDefinition)):
+            kind = "op" if isinstance(value, OpDefinition) else "graph"
+            raise DefinitionError(
+                f"{where}: got the {kind} '{value.name}' itself, not its output; call it: "
+                f"{value.name}()"
+            )
         raise DefinitionError(
             f"{where}: got a plain value {value!r}; inside a job or graph body, inputs come from other "
             "ops' outputs. Pass constants through op config, a resource, or In(default_value=...)"
