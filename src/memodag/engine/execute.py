@@ -14,11 +14,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.executor import ExecutorDefinition
-from memodag.engine.engine import AddressKey, Engine, Memoizer
+from memodag.engine.engine import AddressKey, Engine, Memoizer, SkipCause
 from memodag.engine.events import EventLog
 from memodag.engine.lifecycle import RunHooks
 from memodag.engine.result import ExecuteInProcessResult
@@ -74,7 +75,7 @@ def execute_job(
     run_id = run_id or str(uuid.uuid4())
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
     parent = _parent_run(instance, parent_run_id)
-    steps, selected, external = _selection(plan, instance, parent, step_selection)
+    steps, selected, external, absent = _selection(plan, instance, parent, step_selection)
     _check_external_addresses(job, external, executor)
     memoizer = _memoizer(job, plan, run_tags, instance, run_id)
     if parent is not None:
@@ -159,7 +160,7 @@ def execute_job(
                 hooks.start()
                 executor.start(payload, runtime)
                 engine = Engine(
-                    plan, run_id, executor, event_log, memoizer, selected, external, steps
+                    plan, run_id, executor, event_log, memoizer, selected, external, steps, absent
                 )
                 engine.add_steps(list(engine.steps.values()))
                 engine.run()
@@ -404,13 +405,16 @@ def _selection(
     instance: Instance,
     parent: RunRecord | None,
     step_selection: Sequence[str] | None,
-) -> tuple[dict[str, ExecutionStep], set[str] | None, dict[AddressKey, Address]]:
+) -> tuple[dict[str, ExecutionStep], set[str] | None, dict[AddressKey, Address], set[AddressKey]]:
     """The run's steps (the plan's, plus the parent's fan-outs expanded so their clones can be
-    selected), the selected step keys, and the outputs taken from the parent run."""
+    selected), the selected step keys, the outputs taken from the parent run, and those the
+    parent run did not produce (an optional output not yielded, or a step skipped for one):
+    fan-in lists and collectors leave them out, other consumers are skipped, as in the parent."""
     steps = dict(plan.steps)
     if not step_selection:
-        return steps, None, {}
-    parent_addresses, completed = _lineage_addresses(instance, parent) if parent else ({}, set())
+        return steps, None, {}, set()
+    lineage = _lineage(instance, parent) if parent else _Lineage({}, set(), {})
+    parent_addresses, completed = lineage.addresses, lineage.completed
     # clones of the parent's fan-outs become selectable ("double[k7]"); fan-outs that re-run
     # are expanded afresh by the engine from their new pieces
     created_by = expand_from_addresses(plan, steps, parent_addresses, completed)
@@ -431,6 +435,7 @@ def _selection(
             ):
                 external[address_key] = address
     missing: list[str] = []
+    absent: set[AddressKey] = set()
     for key in sorted(selected):
         for spec in steps[key].inputs:
             for handle in spec.upstream:
@@ -439,8 +444,12 @@ def _selection(
                 address_key = (handle.step_key, handle.output_name, handle.mapping_key)
                 if address_key in parent_addresses:
                     external[address_key] = parent_addresses[address_key]
+                    continue
+                why = lineage.not_produced(steps.get(handle.step_key), handle)
+                if why is None:
+                    absent.add(address_key)
                 else:
-                    missing.append(f"step '{key}' input '{spec.name}' needs {handle}")
+                    missing.append(f"step '{key}' input '{spec.name}' needs {handle}{why}")
     if missing:
         where = (
             f"parent run {parent.run_id[:8]} did not store them"
@@ -453,7 +462,7 @@ def _selection(
             + "):\n"
             + "\n".join(f"  - {m}" for m in missing)
         )
-    return steps, selected, external
+    return steps, selected, external, absent
 
 
 def _refuse_clones_of_rerun_fan_outs(
@@ -518,12 +527,48 @@ def _check_external_addresses(
         )
 
 
+@dataclass
+class _Lineage:
+    """What a re-execution takes from its parent run and the parent's own ancestors."""
+
+    #: outputs stored (nearest run wins)
+    addresses: dict[AddressKey, Address]
+    #: steps that completed (a fan-out that yielded no piece, a step that yielded no optional
+    #: output, left no address)
+    completed: set[str]
+    #: steps skipped in the nearest run that decided them: ``(run id, why, cause)``; the cause is
+    #: a ``SkipCause``, or "" for runs recorded before skips said theirs
+    skipped: dict[str, tuple[str, str, str]]
+
+    def not_produced(self, step: ExecutionStep | None, handle: Any) -> str | None:
+        """None if the lineage did not produce ``handle`` for a reason a run may go on with (an
+        optional output not yielded, or its step skipped for one); else why it is missing,
+        for the error message."""
+        if step is not None and handle.step_key in self.completed and handle.mapping_key is None:
+            out = step.op_def.outs.get(handle.output_name)
+            if out is not None and not out.is_required and not out.is_dynamic:
+                return None
+        found = self.skipped.get(handle.step_key)
+        if found is None:
+            return ""
+        run_id, why, cause = found
+        if cause == SkipCause.OPTIONAL:
+            return None
+        return f" (step '{handle.step_key}' was skipped in run {run_id[:8]}: {why})"
+
+
+def _lineage(instance: Instance, parent: RunRecord) -> _Lineage:
+    addresses, completed, skipped = _lineage_addresses(instance, parent)
+    return _Lineage(addresses, completed, skipped)
+
+
 def _lineage_addresses(
     instance: Instance, parent: RunRecord
-) -> tuple[dict[AddressKey, Address], set[str]]:
+) -> tuple[dict[AddressKey, Address], set[str], dict[str, tuple[str, str, str]]]:
     """Outputs stored by the parent run or, for what it did not re-run, by its own ancestors
-    (nearest run wins), so a re-execution of a re-execution still finds every input; and the
-    steps that completed in that lineage (a fan-out that yielded no piece left no address)."""
+    (nearest run wins), so a re-execution of a re-execution still finds every input; the
+    steps that completed in that lineage (a fan-out that yielded no piece left no address);
+    and the steps skipped there (``_Lineage.skipped``)."""
     chain: list[RunRecord] = []
     run: RunRecord | None = parent
     while run is not None and run.run_id not in {r.run_id for r in chain}:
@@ -531,6 +576,7 @@ def _lineage_addresses(
         run = instance.get_run(run.parent_run_id) if run.parent_run_id else None
     addresses: dict[AddressKey, Address] = {}
     completed: set[str] = set()
+    skipped: dict[str, tuple[str, str, str]] = {}
     for ancestor in reversed(chain):
         newer = instance.get_output_addresses(ancestor.run_id)
         # a fan-out this run completed again replaces the older pieces whole: an older piece the
@@ -540,7 +586,16 @@ def _lineage_addresses(
         completed |= rerun
         addresses = {k: a for k, a in addresses.items() if k[2] is None or k[0] not in rerun}
         addresses.update(newer)
-    return addresses, completed
+        for key in rerun:
+            skipped.pop(key, None)
+        for event in instance.get_events(ancestor.run_id, [EventType.STEP_SKIPPED]):
+            if event.step_key:
+                completed.discard(event.step_key)
+                cause = str((event.data or {}).get("cause", ""))
+                if not cause and ancestor.status is RunStatus.SUCCESS:
+                    cause = SkipCause.OPTIONAL  # a successful run skips for no other reason
+                skipped[event.step_key] = (ancestor.run_id, event.message, cause)
+    return addresses, completed, skipped
 
 
 def _executor(resolved: ResolvedRunConfig) -> Executor:
