@@ -31,7 +31,13 @@ from memodag.plan.dynamic import (
     parse_step_key,
     reexpanded_inputs,
 )
-from memodag.plan.plan import ExecutionPlan, ExecutionStep, build_plan, select_steps
+from memodag.plan.plan import (
+    ExecutionPlan,
+    ExecutionStep,
+    StepOutputHandle,
+    build_plan,
+    select_steps,
+)
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
 from memodag.runtime.resources import initialized_resources
 from memodag.runtime.step import StepRuntime
@@ -540,7 +546,7 @@ class _Lineage:
     #: a ``SkipCause``, or "" for runs recorded before skips said theirs
     skipped: dict[str, tuple[str, str, str]]
 
-    def not_produced(self, step: ExecutionStep | None, handle: Any) -> str | None:
+    def not_produced(self, step: ExecutionStep | None, handle: StepOutputHandle) -> str | None:
         """None if the lineage did not produce ``handle`` for a reason a run may go on with (an
         optional output not yielded, or its step skipped for one); else why it is missing,
         for the error message."""
@@ -590,7 +596,6 @@ def _lineage_addresses(
             skipped.pop(key, None)
         for event in instance.get_events(ancestor.run_id, [EventType.STEP_SKIPPED]):
             if event.step_key:
-                completed.discard(event.step_key)
                 cause = str((event.data or {}).get("cause", ""))
                 if not cause and ancestor.status is RunStatus.SUCCESS:
                     cause = SkipCause.OPTIONAL  # a successful run skips for no other reason
