@@ -26,6 +26,7 @@ from instance_workers import open_instance
 
 from cli_process import run_memodag
 from memodag import Instance, StorageError
+from memodag.storage.instance.schema import SCHEMA_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RELEASE_HOME = FIXTURES / "release_0_1"
@@ -113,6 +114,10 @@ def old_instance_url(request: pytest.FixtureRequest, old_home: Path) -> Iterator
     yield url
 
 
+#: the versions an upgraded 0.1 database records (it was at 1: every migration after it)
+_UPGRADED = list(range(2, SCHEMA_VERSION + 1))
+
+
 def _schema_rows(url: str) -> list[int]:
     """The versions recorded in the database's schema table, read without memodag."""
     if url.startswith("sqlite:///"):
@@ -156,7 +161,7 @@ def test_an_instance_of_the_previous_release_upgrades_and_memoizes(old_instance_
         old_run = inst.get_run(RELEASE_RUN_IDS[0])
         assert old_run is not None and old_run.heartbeat is None
         assert inst.get_run(relabeled.run_id).heartbeat is not None
-    assert _schema_rows(old_instance_url) == [2, 3]
+    assert _schema_rows(old_instance_url) == _UPGRADED
 
 
 def _memodag(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -200,7 +205,7 @@ def test_two_processes_opening_an_old_instance_at_once_upgrade_it_once(old_insta
         proc.join(timeout=60)
     assert [p.exitcode for p in procs] == [0] * openers, "an opener failed (see its stderr)"
     assert sorted(reported) == [(i, len(RELEASE_RUN_IDS)) for i in range(openers)]
-    assert _schema_rows(old_instance_url) == [2, 3]  # migrated once, by one of them
+    assert _schema_rows(old_instance_url) == _UPGRADED  # migrated once, by one of them
 
 
 def test_a_database_of_a_newer_memodag_is_refused_not_downgraded(old_instance_url):
@@ -222,4 +227,4 @@ def test_a_database_of_a_newer_memodag_is_refused_not_downgraded(old_instance_ur
     message = str(caught.value)
     assert f"schema version {newer}, written by a newer memodag" in message
     assert "never downgrades" in message and "pip install -U memodag" in message
-    assert _schema_rows(old_instance_url) == [2, 3, newer]
+    assert _schema_rows(old_instance_url) == [*_UPGRADED, newer]

@@ -81,9 +81,16 @@ def execute_job(
     run_id = run_id or str(uuid.uuid4())
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
     parent = _parent_run(instance, parent_run_id)
-    steps, selected, external, absent = _selection(plan, instance, parent, step_selection)
-    _check_external_addresses(job, external, executor)
-    memoizer = _memoizer(job, plan, run_tags, instance, run_id)
+    try:
+        steps, selected, external, absent = _selection(
+            plan, instance, parent, step_selection, run_id
+        )
+        _check_external_addresses(job, external, executor)
+        memoizer = _memoizer(job, plan, run_tags, instance, run_id)
+    except BaseException:
+        if parent is not None and step_selection:
+            instance.release_run(run_id)  # the ancestors it pinned: no run will load them
+        raise
     if parent is not None:
         # a re-execution runs what it selects, even when it is stored: that is what it is for
         # (its outputs are still versioned and indexed, so later memoized runs can reuse them)
@@ -393,6 +400,8 @@ def _finish_run(
         instance.update_run_status(run_id, status, now)
         raise
     instance.update_run_status(run_id, status, now)
+    # what it pinned (gc keeps it) and the steps it held are free once it has ended
+    instance.release_run(run_id)
 
 
 def _parent_run(instance: Instance, parent_run_id: str | None) -> RunRecord | None:
@@ -411,6 +420,7 @@ def _selection(
     instance: Instance,
     parent: RunRecord | None,
     step_selection: Sequence[str] | None,
+    run_id: str = "",
 ) -> tuple[dict[str, ExecutionStep], set[str] | None, dict[AddressKey, Address], set[AddressKey]]:
     """The run's steps (the plan's, plus the parent's fan-outs expanded so their clones can be
     selected), the selected step keys, the outputs taken from the parent run, and those the
@@ -419,7 +429,7 @@ def _selection(
     steps = dict(plan.steps)
     if not step_selection:
         return steps, None, {}, set()
-    lineage = _lineage(instance, parent) if parent else _Lineage({}, set(), {})
+    lineage = _lineage(instance, parent, run_id) if parent else _Lineage({}, set(), {})
     parent_addresses, completed = lineage.addresses, lineage.completed
     # clones of the parent's fan-outs become selectable ("double[k7]"); fan-outs that re-run
     # are expanded afresh by the engine from their new pieces
@@ -563,13 +573,13 @@ class _Lineage:
         return f" (step '{handle.step_key}' was skipped in run {run_id[:8]}: {why})"
 
 
-def _lineage(instance: Instance, parent: RunRecord) -> _Lineage:
-    addresses, completed, skipped = _lineage_addresses(instance, parent)
+def _lineage(instance: Instance, parent: RunRecord, run_id: str = "") -> _Lineage:
+    addresses, completed, skipped = _lineage_addresses(instance, parent, run_id)
     return _Lineage(addresses, completed, skipped)
 
 
 def _lineage_addresses(
-    instance: Instance, parent: RunRecord
+    instance: Instance, parent: RunRecord, run_id: str = ""
 ) -> tuple[dict[AddressKey, Address], set[str], dict[str, tuple[str, str, str]]]:
     """Outputs stored by the parent run or, for what it did not re-run, by its own ancestors
     (nearest run wins), so a re-execution of a re-execution still finds every input; the
@@ -580,6 +590,11 @@ def _lineage_addresses(
     while run is not None and run.run_id not in {r.run_id for r in chain}:
         chain.append(run)
         run = instance.get_run(run.parent_run_id) if run.parent_run_id else None
+    if run_id:
+        # before reading what they stored: gc keeps it until this run ends (or dies)
+        from memodag.versioning.gc_pins import pin_runs
+
+        pin_runs(instance, run_id, [r.run_id for r in chain])
     addresses: dict[AddressKey, Address] = {}
     completed: set[str] = set()
     skipped: dict[str, tuple[str, str, str]] = {}

@@ -29,6 +29,7 @@ from memodag.errors import StorageError
 from memodag.storage.instance.base import InstanceStorage
 from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
 from memodag.storage.instance.schema import ensure_schema
+from memodag.storage.instance.sql_coordination import PinsAndLeases
 from memodag.storage.io_manager import Address
 from memodag.storage.jsonenc import encode as _encode
 
@@ -77,9 +78,13 @@ class Dialect:
     table_exists: str
     #: serializes schema upgrades where the write transaction does not (SQLite's does)
     schema_lock: str | None = None
+    #: taken by a transaction that pins (shared) and by gc's deleting one (exclusive), where
+    #: write transactions do not already exclude each other (SQLite's do)
+    pin_lock: str | None = None
+    collect_lock: str | None = None
 
 
-class SqlInstanceStorage(InstanceStorage):
+class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
     """Runs, events and the output index in SQL. Thread-safe (one connection, one lock).
 
     ``url`` is for messages (password removed); ``connection_url`` reconnects (worker processes).
@@ -638,6 +643,8 @@ def postgres_storage(url: str) -> SqlInstanceStorage:
         table_exists="SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables "
         "WHERE schemaname = current_schema() AND tablename = ?)",
         schema_lock="SELECT pg_advisory_xact_lock(7716201)",
+        pin_lock="SELECT pg_advisory_xact_lock_shared(7716202)",
+        collect_lock="SELECT pg_advisory_xact_lock(7716202)",
     )
     return SqlInstanceStorage(connect, dialect, display, url, secrets)
 
