@@ -53,7 +53,7 @@ def _exited(pid: int) -> bool:
     """Whether ``pid`` has exited but not been reaped (a zombie, or dead): ``kill(pid, 0)`` still
     succeeds for it, and an init that never reaps keeps it so forever."""
     fields = _stat_fields(pid)
-    return bool(fields) and fields[0] in (b"Z", b"X", b"x")
+    return fields is not None and fields[:1] in ([b"Z"], [b"X"], [b"x"])
 
 
 def process_identity() -> dict[str, Any]:
