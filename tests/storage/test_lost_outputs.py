@@ -229,3 +229,41 @@ def test_verify_outputs_finds_and_repairs_lost_objects(kind, tmp_path, request, 
     executed = instance.get_events(again.run_id, [EventType.STEP_SUCCESS])
     assert {e.step_key for e in executed} == {"source", "double"}
     assert again.output_for_node("final") == 40
+
+
+def test_a_memoized_fan_out_reads_only_the_outputs_nothing_in_the_job_reads(instance, monkeypatch):
+    # a stat checks each reused output; only one no consumer loads (the job's final one) is
+    # also read and hashed before reuse: clones gathered by a collector are checked when it loads
+    from memodag import DynamicOut, DynamicOutput
+    from memodag.storage.io_managers.files import PathIOManager
+
+    @op(version="1", out=DynamicOut())
+    def pieces():
+        for i in range(3):
+            yield DynamicOutput(i, mapping_key=f"k{i}")
+
+    @op(version="1")
+    def twice(x: int) -> int:
+        return 2 * x
+
+    @op(version="1")
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    @job(tags={MEMOIZED_RUN_TAG: "true"})
+    def fan():
+        total(pieces().map(twice).collect())
+
+    fan.execute_in_process(instance=instance)
+    hashed: list[str] = []
+    checked = PathIOManager.verify
+
+    def spy(self, address, read=False):
+        if read:
+            hashed.append(address.step_key)
+        return checked(self, address, read=read)
+
+    monkeypatch.setattr(PathIOManager, "verify", spy)
+    again = fan.execute_in_process(instance=instance)
+    assert again.executed_step_keys == [] and again.output_for_node("total") == 6
+    assert hashed == ["total"]

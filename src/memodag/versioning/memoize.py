@@ -17,7 +17,13 @@ from memodag.definitions.config import config_to_plain
 from memodag.errors import MemoizationError
 from memodag.hashing import hash_strings, piece_version
 from memodag.plan.dynamic import parse_step_key
-from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
+from memodag.plan.plan import (
+    ExecutionPlan,
+    ExecutionStep,
+    ListSource,
+    NodeSource,
+    StepOutputHandle,
+)
 from memodag.runtime.context import RunLogger
 from memodag.runtime.step import StepOutcome
 from memodag.storage.instance.records import IndexEntry
@@ -350,13 +356,18 @@ class IndexMemoizer(Memoizer):
         return True
 
     def _consumed_paths(self) -> frozenset[str]:
+        """The node paths some node reads from: taken from the nodes' wiring, since clones and
+        collectors are made at run time and never are in ``plan.steps``."""
         found = self._consumed
         if found is None:
-            found = self._consumed = frozenset(
-                parse_step_key(upstream)[0]
-                for s in self.plan.steps.values()
-                for upstream in s.upstream_step_keys
-            )
+            paths: set[str] = set()
+            for node in self.plan.nodes.values():
+                for source in node.inputs.values():
+                    if isinstance(source, NodeSource):
+                        paths.add(source.node)
+                    elif isinstance(source, ListSource):
+                        paths.update(member.node for member in source.members)
+            found = self._consumed = frozenset(paths)
         return found
 
     def distrust(self, step_key: str, consumers: Iterable[str] = ()) -> None:
