@@ -382,3 +382,36 @@ def test_table_ops_on_other_executors_are_refused_for_now(instance):
     result = spread.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     assert "in-process executor" in messages(instance, result)
+
+
+def test_nullable_and_non_nullable_declare_not_null_columns(instance):
+    frame = pd.DataFrame({"a": [1], "b": [2], "c": [3]})
+
+    @materialize(version="1")
+    def strict():
+        return Table(frame, name="strict", non_nullable=["a"])
+
+    @materialize(version="1")
+    def loose():
+        return Table(frame, name="loose", nullable=["a"])
+
+    @job
+    def nulls():
+        strict()
+        loose()
+
+    nulls.execute_in_process(instance=instance)
+    rows = query(
+        instance,
+        "SELECT table_name, column_name, is_nullable FROM information_schema.columns "
+        "WHERE table_schema = 'memodag_data' ORDER BY 1, 2",
+    )
+    flags = {(t.split("__")[0], c): n for t, c, n in rows}
+    assert flags == {
+        ("strict", "a"): "NO",
+        ("strict", "b"): "YES",
+        ("strict", "c"): "YES",
+        ("loose", "a"): "YES",
+        ("loose", "b"): "NO",
+        ("loose", "c"): "NO",
+    }

@@ -211,7 +211,7 @@ class DuckDBTableStore(TableStore):
             if schema is None:
                 schema = result.schema
                 _check_columns(spec, schema.names, what)
-            for column in spec.non_nullable or ():
+            for column in _not_null(spec, schema.names):
                 conn.execute(f"ALTER TABLE {table} ALTER COLUMN {_q(column)} SET NOT NULL")
             if spec.primary_key:
                 cols = ", ".join(_q(c) for c in spec.primary_key)
@@ -385,6 +385,7 @@ def _check_columns(spec: TableSpec, names: Sequence[str], what: str) -> None:
     wanted = [("primary key", c) for c in spec.primary_key]
     wanted += [("index", c) for index in spec.indexes for c in index]
     wanted += [("non_nullable", c) for c in spec.non_nullable or ()]
+    wanted += [("nullable", c) for c in spec.nullable or ()]
     wanted += [("type_map", c) for c in spec.type_map]
     for role, column in wanted:
         if column not in present:
@@ -392,6 +393,16 @@ def _check_columns(spec: TableSpec, names: Sequence[str], what: str) -> None:
                 f"{what}: {role} column '{column}' is not a column of the table "
                 f"(columns: {list(names)})"
             )
+
+
+def _not_null(spec: TableSpec, names: Sequence[str]) -> list[str]:
+    """The columns to declare NOT NULL: ``non_nullable``, or with only ``nullable`` given, every
+    other column (pipedag's meaning); primary key columns are NOT NULL anyway."""
+    if spec.non_nullable is not None:
+        return list(spec.non_nullable)
+    if spec.nullable is not None:
+        return [n for n in names if n not in spec.nullable]
+    return []
 
 
 def _select_input(data: Any, spec: TableSpec) -> str:
