@@ -133,8 +133,9 @@ class DuckDBTableStore(TableStore):
                 return duckdb.connect(self.path)
 
     def _writer(self) -> Any:
-        if self._conn is None:
-            self._conn = self._connect(read_only=False)
+        if self._conn is not None:
+            return self._conn
+        self._conn = self._connect(read_only=False)
         if not self._ready:
             for schema in (self.data_schema, self.meta_schema):
                 self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
@@ -151,10 +152,11 @@ class DuckDBTableStore(TableStore):
             self._conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {meta}.stages (stage VARCHAR, job VARCHAR)"
             )
-            # every complete table, read once per connection: has_table asks no query
-            found = self._conn.execute(f"SELECT physical FROM {meta}.tables").fetchall()
-            self._known.update(row[0] for row in found)
             self._ready = True
+        # every complete table, read once per connection (another process may have written
+        # since the last one): has_table then asks no query
+        found = self._conn.execute(f"SELECT physical FROM {_q(self.meta_schema)}.tables")
+        self._known = {row[0] for row in found.fetchall()}
         return self._conn
 
     def _release(self) -> None:
@@ -212,9 +214,8 @@ class DuckDBTableStore(TableStore):
                 conn.execute(f"CREATE OR REPLACE TABLE {table} AS {select}")
             except duckdb.Error as exc:
                 raise StorageError(f"{what}: DuckDB could not create it: {exc}") from exc
-            result = conn.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table()
-            if schema is None:
-                schema = result.schema
+            if schema is None:  # made by SQL: its columns are known now
+                schema = conn.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
                 _check_columns(spec, schema.names, what)
             for column in _not_null(spec, schema.names):
                 conn.execute(f"ALTER TABLE {table} ALTER COLUMN {_q(column)} SET NOT NULL")
@@ -225,7 +226,8 @@ class DuckDBTableStore(TableStore):
                 cols = ", ".join(_q(c) for c in index)
                 conn.execute(f"CREATE INDEX {_q(f'{physical[:55]}_ix{i}')} ON {table} ({cols})")
             meta = _q(self.meta_schema)
-            conn.execute(f"DELETE FROM {meta}.tables WHERE physical = ?", [physical])
+            if physical in self._known:  # replaced: its old row goes
+                conn.execute(f"DELETE FROM {meta}.tables WHERE physical = ?", [physical])
             conn.execute(
                 f"INSERT INTO {meta}.tables VALUES (?, ?)",
                 [physical, schema.serialize().to_pybytes()],
