@@ -415,3 +415,33 @@ def test_nullable_and_non_nullable_declare_not_null_columns(instance):
         ("loose", "b"): "NO",
         ("loose", "c"): "NO",
     }
+
+
+def test_a_fan_out_stores_one_table_per_piece_in_the_stage(instance):
+    from memodag import DynamicOut, DynamicOutput
+
+    @op(version="1", out=DynamicOut())
+    def regions():
+        for name in ("north", "south"):
+            yield DynamicOutput(name, mapping_key=name)
+
+    @materialize(version="1")
+    def sales(region):
+        return pd.DataFrame({"region": [region], "amount": [len(region)]})
+
+    @materialize(version="1")
+    def summary(parts: list):
+        return pd.concat(parts, ignore_index=True).sort_values("region")
+
+    @job
+    def fanned():
+        with Stage("sales"):
+            summary(regions().map(sales).collect())
+
+    result = fanned.execute_in_process(instance=instance)
+    assert result.output_for_node("summary")["amount"].tolist() == [5, 5]
+    assert query(instance, "SELECT * FROM sales.sales_north") == [("north", 5)]
+    assert query(instance, "SELECT * FROM sales.sales_south") == [("south", 5)]
+    assert query(instance, "SELECT count(*) FROM sales.summary") == [(2,)]
+    again = fanned.execute_in_process(instance=instance)
+    assert set(again.memoized_step_keys) >= {"summary", "sales[north]", "sales[south]"}

@@ -10,6 +10,7 @@ Semantics: docs/tables.md.
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -147,7 +148,7 @@ class TableIOManager(MemoizableIOManager):
                 "(string, SQLAlchemy Select/TextClause), optionally wrapped in Table(...)"
             )
         stage = context.tags.get(STAGE_TAG) or _stage_of_job(self._run.job_name)
-        name = table.name or _default_name(context)
+        name = _piece_name(table.name or _default_name(context), context)
         self._take_name(stage, name, context.step_key)
         version = context.version or "r" + context.run_id.replace("-", "")
         physical = physical_table_name(context.step_key, context.name, version)
@@ -229,9 +230,18 @@ def _stage_of_job(job_name: str) -> str:
 
 def _default_name(context: OutputContext) -> str:
     op_name = context.op_def.name if context.op_def is not None else context.step_key
-    name = op_name if len(getattr(context.op_def, "outs", ())) <= 1 else f"{op_name}_{context.name}"
+    outs = getattr(context.op_def, "outs", ())
+    return op_name if len(outs) <= 1 else f"{op_name}_{context.name}"
+
+
+def _piece_name(name: str, context: OutputContext) -> str:
+    """``name``, suffixed with the piece keys of a fan-out clone (``sales[north]`` ->
+    ``<name>_north``) and of a dynamic output's piece, so pieces never share a table name."""
+    keys = re.findall(r"\[([^\]]*)\]", context.step_key)
     if context.mapping_key is not None:
-        name = f"{name}_{context.mapping_key}"
+        keys.append(context.mapping_key)
+    if keys:
+        name = "_".join([name, *(re.sub(r"[^A-Za-z0-9_]", "_", k) for k in keys)])
     try:
         return table_identifier(name, "table name")
     except DefinitionError as exc:
