@@ -169,9 +169,11 @@ def test_a_failed_run_leaves_the_committed_stage_unchanged_and_reuses_what_it_wr
 
     result = failing.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
-    # readers still see the last committed stages, whole
+    # readers of the failed stage still see it as last committed, whole
     assert query(instance, "SELECT sum(amount) FROM raw.orders") == [(8.0,)]
-    assert query(instance, "SELECT * FROM model.by_customer") == [(10, 4.0), (20, 4.0)]
+    assert query(instance, "SELECT count(*) FROM raw.orders") == [(3,)]
+    # (model's one op succeeded: that stage commits, see the next test)
+    assert query(instance, "SELECT * FROM model.by_customer") == [(10, 0.0), (20, 0.0)]
     # the next run reuses the table the failed run wrote completely
     again = failing.execute_in_process(instance=instance, raise_on_error=False)
     assert "orders" in again.memoized_step_keys and calls == [1]
@@ -445,3 +447,28 @@ def test_a_fan_out_stores_one_table_per_piece_in_the_stage(instance):
     assert query(instance, "SELECT count(*) FROM sales.summary") == [(2,)]
     again = fanned.execute_in_process(instance=instance)
     assert set(again.memoized_step_keys) >= {"summary", "sales[north]", "sales[south]"}
+
+
+def test_a_stage_whose_ops_all_succeeded_commits_even_if_a_later_stage_fails(instance):
+    warehouse.execute_in_process(instance=instance)
+
+    @materialize(version="2", name="orders")
+    def orders_v2():
+        return Table(ORDERS.assign(amount=1.0), name="orders", primary_key="order_id")
+
+    @materialize(version="1")
+    def broken(orders):
+        raise RuntimeError("boom")
+
+    @job(name="warehouse")
+    def later_fails():
+        with Stage("raw"):
+            o = orders_v2()
+        with Stage("model"):
+            by_customer(o)
+            broken(o)
+
+    result = later_fails.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    assert query(instance, "SELECT sum(amount) FROM raw.orders") == [(3.0,)]  # committed
+    assert query(instance, "SELECT * FROM model.by_customer") == [(10, 4.0), (20, 4.0)]  # not

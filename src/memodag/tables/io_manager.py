@@ -15,7 +15,13 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from memodag.definitions.tables import INPUT_TYPE_KEY, STAGE_TAG, Table, table_identifier
+from memodag.definitions.tables import (
+    INPUT_TYPE_KEY,
+    STAGE_MEMBERS_TAG,
+    STAGE_TAG,
+    Table,
+    table_identifier,
+)
 from memodag.errors import DefinitionError, StorageError
 from memodag.storage.io_manager import (
     Address,
@@ -80,6 +86,8 @@ class TableIOManager(MemoizableIOManager):
         # stage -> name -> step key of the output that took the name in this run
         self._names: dict[str, dict[str, str]] = {}
         self._broken = False
+        # stage -> step keys of every table-producing step of the stage, when the job says
+        self._members: dict[str, set[str]] = {}
 
     def storage_identity(self) -> str:
         return self.store.identity()
@@ -91,6 +99,7 @@ class TableIOManager(MemoizableIOManager):
         self._stages = {}
         self._names = {}
         self._broken = False
+        self._members = {}
         self.store.open()
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
@@ -106,12 +115,19 @@ class TableIOManager(MemoizableIOManager):
 
     def on_run_end(self, run: RunInfo, end: RunEnd) -> None:
         try:
-            if end.success and not self._broken:
+            if not self._broken:
                 for stage, tables in self._stages.items():
-                    self._commit(run, stage, tables)
+                    if end.success or self._complete(stage, tables):
+                        self._commit(run, stage, tables)
         finally:
             self._run = None
             self.store.close()
+
+    def _complete(self, stage: str, tables: dict[str, StageTable]) -> bool:
+        """Whether every table-producing step of ``stage`` stored its tables in this run (a
+        stage commits then even if the run fails later); unknown members: no."""
+        members = self._members.get(stage)
+        return bool(members) and members <= {t.step_key for t in tables.values()}
 
     def _commit(self, run: RunInfo, stage: str, tables: dict[str, StageTable]) -> None:
         # views the stage shows for steps of this run under a name they no longer produce
@@ -148,6 +164,13 @@ class TableIOManager(MemoizableIOManager):
                 "(string, SQLAlchemy Select/TextClause), optionally wrapped in Table(...)"
             )
         stage = context.tags.get(STAGE_TAG) or _stage_of_job(self._run.job_name)
+        members = context.tags.get(STAGE_MEMBERS_TAG)
+        if members and stage not in self._members:
+            # the stage's nodes sit beside this one: same graph prefix in their step keys
+            prefix = context.step_key[
+                : len(context.step_key) - len(context.step_key.split(".")[-1])
+            ]
+            self._members[stage] = {prefix + m for m in members.split(",")}
         name = _piece_name(table.name or _default_name(context), context)
         self._take_name(stage, name, context.step_key)
         version = context.version or "r" + context.run_id.replace("-", "")
