@@ -472,3 +472,20 @@ def test_a_stage_whose_ops_all_succeeded_commits_even_if_a_later_stage_fails(ins
     assert not result.success
     assert query(instance, "SELECT sum(amount) FROM raw.orders") == [(3.0,)]  # committed
     assert query(instance, "SELECT * FROM model.by_customer") == [(10, 4.0), (20, 4.0)]  # not
+
+
+def test_a_graph_called_inside_a_stage_puts_its_ops_there(instance):
+    from memodag import graph
+
+    @graph
+    def cleaned():
+        return by_customer(orders())
+
+    @job
+    def via_graph():
+        with Stage("curated"):
+            cleaned()
+
+    via_graph.execute_in_process(instance=instance)
+    assert query(instance, "SELECT count(*) FROM curated.by_customer") == [(2,)]
+    assert query(instance, "SELECT count(*) FROM curated.orders") == [(3,)]
