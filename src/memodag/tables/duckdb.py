@@ -69,6 +69,7 @@ class DuckDBTableStore(TableStore):
         self.hold_file = hold_file
         self.lock_timeout = lock_timeout
         self._conn: Any = None  # the writing connection while this process holds the file
+        self._reader: Any = None  # a read-only connection, for reads outside a write
         self._ready = False  # memodag's schemas exist in the file
         self._schemas: dict[str, Any] = {}  # physical -> Arrow schema, read once per table
         self._known: set[str] = set()  # physical tables known complete
@@ -102,9 +103,10 @@ class DuckDBTableStore(TableStore):
             )
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        for conn in (self._reader, self._conn):
+            if conn is not None:
+                conn.close()
+        self._reader = self._conn = None
 
     # ---- connections -----------------------------------------------------------------------
 
@@ -135,6 +137,9 @@ class DuckDBTableStore(TableStore):
     def _writer(self) -> Any:
         if self._conn is not None:
             return self._conn
+        if self._reader is not None:  # one process opens a file one way at a time
+            self._reader.close()
+            self._reader = None
         self._conn = self._connect(read_only=False)
         if not self._ready:
             for schema in (self.data_schema, self.meta_schema):
@@ -163,22 +168,33 @@ class DuckDBTableStore(TableStore):
         if self.hold_file == _HOLD_WRITE:
             self.close()
 
+    def _read_connection(self) -> Any:
+        """The held connection, else a read-only one (never taking the file for writing), kept
+        until ``close`` (the io manager closes the store after a read outside a run) or, with
+        ``hold_file: write``, until the read is done (``_done_reading``)."""
+        if self._conn is not None:
+            return self._conn
+        if self._reader is None:
+            self._reader = self._connect(read_only=True)
+        return self._reader
+
+    def _done_reading(self) -> None:
+        if self.hold_file == _HOLD_WRITE and self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a read query: on the held connection, else on a read-only one (never
-        taking the file for writing); a file or schema not made yet reads as no rows."""
+        """Rows of a read query; a file or schema not made yet reads as no rows."""
         import duckdb
 
-        if self._conn is not None:
-            return self._conn.execute(sql, list(params)).fetchall()
-        if not os.path.exists(self.path):
+        if self._conn is None and not os.path.exists(self.path):
             return []
-        conn = self._connect(read_only=True)
         try:
-            return conn.execute(sql, list(params)).fetchall()
+            return self._read_connection().execute(sql, list(params)).fetchall()
         except duckdb.CatalogException:
             return []
         finally:
-            conn.close()
+            self._done_reading()
 
     # ---- tables ------------------------------------------------------------------------------
 
@@ -248,14 +264,24 @@ class DuckDBTableStore(TableStore):
         self._known.add(physical)
 
     def _schema(self, physical: str) -> Any:
+        """The Arrow schema ``physical`` was written with (the caller ends the read)."""
         schema = self._schemas.get(physical)
         if schema is None:
+            import duckdb
             import pyarrow as pa
 
-            rows = self._query(
-                f"SELECT arrow_schema FROM {_q(self.meta_schema)}.tables WHERE physical = ?",
-                [physical],
-            )
+            try:
+                rows = (
+                    self._read_connection()
+                    .execute(
+                        f"SELECT arrow_schema FROM {_q(self.meta_schema)}.tables "
+                        "WHERE physical = ?",
+                        [physical],
+                    )
+                    .fetchall()
+                )
+            except duckdb.CatalogException:
+                rows = []
             if not rows:
                 raise StorageError(
                     f"table {physical} is not stored in {self.path} (deleted by gc, or the file "
@@ -266,25 +292,25 @@ class DuckDBTableStore(TableStore):
         return schema
 
     def read_arrow(self, physical: str) -> pa.Table:
-        schema = self._schema(physical)
-        sql = f"SELECT * FROM {self._table(physical)}"
-        if self._conn is not None:
-            table = self._conn.sql(sql).to_arrow_table()
-        else:
-            conn = self._connect(read_only=True)
-            try:
-                table = conn.sql(sql).to_arrow_table()
-            finally:
-                conn.close()
+        try:
+            schema = self._schema(physical)
+            sql = f"SELECT * FROM {self._table(physical)}"
+            table = self._read_connection().sql(sql).to_arrow_table()
+        finally:
+            self._done_reading()
         return _as_written(table, schema)
 
     def read(self, physical: str, as_type: Any) -> Any:
         kind = kind_of_type(as_type, f"table {physical}")
         if kind == DUCKDB:
-            conn = self._conn if self._conn is not None else self._connect(read_only=True)
-            return conn.table(f"{_q(self.data_schema)}.{_q(physical)}")
+            # the relation reads through the connection: it stays open until close()
+            return self._read_connection().table(f"{_q(self.data_schema)}.{_q(physical)}")
         if kind == SQLALCHEMY:
-            return _sqlalchemy_table(self.data_schema, physical, self._schema(physical))
+            try:
+                schema = self._schema(physical)
+            finally:
+                self._done_reading()
+            return _sqlalchemy_table(self.data_schema, physical, schema)
         return super().read(physical, kind)
 
     def has_table(self, physical: str) -> bool:

@@ -127,7 +127,9 @@ class TableIOManager(MemoizableIOManager):
         """Whether every table-producing step of ``stage`` stored its tables in this run (a
         stage commits then even if the run fails later); unknown members: no."""
         members = self._members.get(stage)
-        return bool(members) and members <= {t.step_key for t in tables.values()}
+        if not members:
+            return False
+        return members <= {t.step_key for t in tables.values()}
 
     def _commit(self, run: RunInfo, stage: str, tables: dict[str, StageTable]) -> None:
         # views the stage shows for steps of this run under a name they no longer produce
