@@ -232,6 +232,7 @@ def w3(scratch: Path) -> Metrics:
     import subprocess
     import sys
 
+    scratch = scratch.resolve()
     (scratch / "w3_job.py").write_text(_W3_JOB)
     (scratch / "w3_by_hand.py").write_text(_W3_BY_HAND)
     env = {**os.environ, "MEMODAG_HOME": str(scratch / "home")}

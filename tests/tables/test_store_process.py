@@ -168,3 +168,36 @@ def test_import_memodag_loads_no_frame_library_or_database_driver():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_memoized_run_of_unchanged_stages_never_opens_the_file(instance, tmp_path):
+    path = tmp_path / "shared.duckdb"
+    store = {"table_store": duckdb_table_store.configured({"path": str(path), "lock_timeout": 0.2})}
+
+    @materialize(version="1")
+    def numbers():
+        return pd.DataFrame({"n": [1, 2]})
+
+    @job(resource_defs=store)
+    def unchanged():
+        with Stage("s"):
+            numbers()
+
+    assert unchanged.execute_in_process(instance=instance).success
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('ready', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        again = unchanged.execute_in_process(instance=instance)
+        assert again.success and again.memoized_step_keys == ["numbers"]
+    finally:
+        holder.kill()
+        holder.wait()
