@@ -7,8 +7,9 @@ import sys
 
 import duckdb
 import pandas as pd
+import pytest
 
-from memodag import Stage, Table, duckdb_table_store, job, materialize
+from memodag import ExecutionError, Stage, Table, duckdb_table_store, job, materialize
 from memodag.versioning.gc import collect_garbage
 
 
@@ -201,3 +202,26 @@ def test_a_memoized_run_of_unchanged_stages_never_opens_the_file(instance, tmp_p
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_store_that_cannot_be_used_fails_the_run_before_any_op(instance, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    ran = []
+
+    @materialize(version="1")
+    def never():
+        ran.append(1)
+        return pd.DataFrame({"a": [1]})
+
+    @job(
+        resource_defs={
+            "table_store": duckdb_table_store.configured({"path": str(blocker / "t.duckdb")})
+        }
+    )
+    def unusable():
+        never()
+
+    with pytest.raises(ExecutionError, match="cannot create the directory of .*t.duckdb"):
+        unusable.execute_in_process(instance=instance, raise_on_error=False)
+    assert ran == []
