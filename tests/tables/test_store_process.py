@@ -222,6 +222,6 @@ def test_a_store_that_cannot_be_used_fails_the_run_before_any_op(instance, tmp_p
     def unusable():
         never()
 
-    with pytest.raises(ExecutionError, match="cannot create the directory of .*t.duckdb"):
+    with pytest.raises(ExecutionError, match=r"cannot create the directory of .*t\.duckdb"):
         unusable.execute_in_process(instance=instance, raise_on_error=False)
     assert ran == []
