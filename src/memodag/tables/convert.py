@@ -174,6 +174,8 @@ def from_arrow(table: pa.Table, as_type: Any, what: str) -> Any:
     if kind in (POLARS, POLARS_LAZY):
         import polars as pl
 
-        frame = pl.DataFrame(table)
+        # no rechunk: a copy of every column (the frame works on DuckDB's chunks as they are)
+        frame = pl.from_arrow(table, rechunk=False)
+        assert isinstance(frame, pl.DataFrame)  # a Table (not an Array) gives a DataFrame
         return frame.lazy() if kind == POLARS_LAZY else frame
     raise StorageError(f"{what}: this store cannot hand a table over as {as_type!r}")
