@@ -136,7 +136,10 @@ class TableIOManager(MemoizableIOManager):
         steps = {t.step_key for t in tables.values()}
         shown = self.store.stage_tables(stage)
         drop = [n for n, t in shown.items() if t.step_key in steps and n not in tables]
-        self.store.commit_stage(stage, run.job_name, list(tables.values()), drop)
+        # only the views that change are replaced: a stage of 100 tables where one changed
+        # commits one view (the store still checks the stage's owner)
+        changed = [t for n, t in tables.items() if shown.get(n) != t]
+        self.store.commit_stage(stage, run.job_name, changed, drop)
 
     def _take_name(self, stage: str, name: str, step_key: str) -> None:
         taken = self._names.setdefault(stage, {})
