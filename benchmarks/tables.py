@@ -8,6 +8,7 @@
 - ``tables_w3``: W3 as whole processes: a job making a 1M x 10 frame, storing it as a table and
   grouping it in pandas, cold (nothing stored) and warm (memoized) against the same work by
   hand with duckdb + pandas, and against importing the job's module.
+- ``tables_stage_commit_100``: a stage of 100 tables where one changed: the commit.
 - ``tables_one_row_chain``: 200 ``@materialize`` ops in a chain, each reading its input table
   as pandas and returning a one-row table; per task above a run of the first task alone,
   against the same chain by hand on one DuckDB connection (read to pandas, add one, write).
@@ -256,6 +257,50 @@ def w3(scratch: Path) -> Metrics:
     }
 
 
+def stage_commit_100(scratch: Path) -> Metrics:
+    """A stage of 100 one-thousand-row tables, committed; then one table changes: the second
+    run's commit (one transaction) and the bytes the file grew by besides the new table."""
+    import pandas as pd
+
+    from memodag import Instance, Stage, job, materialize
+    from memodag.tables.duckdb import DuckDBTableStore
+
+    instance = Instance.from_url(f"sqlite:///{scratch / 'i.db'}", storage_dir=scratch / "s")
+    commits: list[float] = []
+    original = DuckDBTableStore.commit_stage
+
+    def timed_commit(self: Any, *args: Any, **kwargs: Any) -> None:
+        start = time.perf_counter()
+        original(self, *args, **kwargs)
+        commits.append(time.perf_counter() - start)
+
+    DuckDBTableStore.commit_stage = timed_commit  # type: ignore[method-assign]
+
+    def make(i: int, version: str) -> Any:
+        @materialize(version=version, name=f"t{i}")
+        def table() -> Any:
+            return pd.DataFrame({"x": [i] * 1000})
+
+        return table
+
+    def wide(version: str) -> Any:
+        ops = [make(i, version if i == 0 else "1") for i in range(100)]
+
+        @job(name="wide")
+        def stage_of_100() -> None:
+            with Stage("wide"):
+                for op_def in ops:
+                    op_def()
+
+        return stage_of_100
+
+    wide("1").execute_in_process(instance=instance)
+    commits.clear()
+    start = time.perf_counter()
+    wide("2").execute_in_process(instance=instance)
+    return {"run_s": time.perf_counter() - start, "commit_s": commits[0]}
+
+
 WORKLOADS = [
     Workload(
         "tables_1m",
@@ -280,6 +325,16 @@ WORKLOADS = [
             Target("cold within 1.3x by hand", "cold_over_by_hand", max_value=1.3),
             Target("warm < 0.1 s above importing the job", "warm_above_import_s", max_value=0.1),
         ),
+        repeat=3,
+        requires="duckdb",
+        install="pip install memodag[duckdb,pandas]",
+    ),
+    Workload(
+        "tables_stage_commit_100",
+        stage_commit_100,
+        description="a stage of 100 tables where one changed: the run's stage commit",
+        primary="commit_s",
+        targets=(Target("commit < 100 ms", "commit_s", max_value=0.1),),
         repeat=3,
         requires="duckdb",
         install="pip install memodag[duckdb,pandas]",
