@@ -229,6 +229,18 @@ def test_a_plain_constant_passed_as_an_input():
         _define(body)
 
 
+def test_an_op_passed_without_calling_it_says_call_it():
+    def body():
+        add_one(pieces)
+
+    with pytest.raises(DefinitionError) as info:
+        _define(body)
+    assert str(info.value) == (
+        "body: node 'add_one' input 'x': got the op 'pieces' itself, not its output; call it: "
+        "pieces()"
+    )
+
+
 def test_a_dynamic_output_passed_directly():
     def body():
         add_one(pieces())

@@ -506,3 +506,30 @@ def test_a_burst_of_memoized_steps_prints_one_line_and_executed_steps_still_prin
     burst = lines.index("○ 31 steps memoized (source … inc29)")
     assert lines[burst + 1].startswith("✓ tail "), changed.stdout
     assert "1 executed, 31 memoized" in changed.stdout
+
+
+FAILING_FAN_OUT = """
+from memodag import DynamicOut, DynamicOutput, job, op
+
+@op(out=DynamicOut())
+def regions():
+    yield DynamicOutput("north", mapping_key="north")
+    raise ValueError("region 'N/A' is not a name")
+
+@op
+def shout(name):
+    return name.upper()
+
+@job
+def fan():
+    regions().map(shout)
+"""
+
+
+def test_runs_show_names_the_error_of_a_step_that_stored_some_outputs(cli: Cli) -> None:
+    jobs = cli.write("fan.py", FAILING_FAN_OUT)
+    assert cli("job", "execute", "-f", str(jobs)).returncode == 1
+    (failed,) = cli.instance().get_runs()
+    shown = _ok(cli("runs", "show", failed.run_id)).stdout
+    assert "ValueError: region 'N/A' is not a name" in shown
+    assert "result[north]" in shown  # the piece it stored before failing is still shown

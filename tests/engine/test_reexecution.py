@@ -196,6 +196,28 @@ def test_inputs_the_parent_did_not_store(instance):
     assert len(instance.get_runs()) == before
 
 
+def test_an_input_whose_step_the_parent_skipped_says_so(instance):
+    @op
+    def fails_first(x):
+        raise RuntimeError("no output")
+
+    @job
+    def chain():
+        audit(load(fails_first(extract())))
+
+    failed = chain.execute_in_process(instance=instance, raise_on_error=False)
+    assert failed.step_status["load"] == "skipped"
+    with pytest.raises(ExecutionError) as info:
+        chain.execute_in_process(
+            instance=instance, parent_run_id=failed.run_id, step_selection=["audit"]
+        )
+    # not just "not stored": the step was skipped there, and why
+    assert (
+        f"step 'audit' input 'x' needs load.result (step 'load' was skipped in run "
+        f"{failed.run_id[:8]}: upstream step 'fails_first' failed)"
+    ) in str(info.value)
+
+
 def test_a_selection_without_a_parent_run(instance):
     with pytest.raises(ExecutionError, match="give parent_run_id"):
         etl.execute_in_process(instance=instance, step_selection=["transform"])

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from memodag import DynamicOut, DynamicOutput, Out, Output, job, op
+from memodag import (
+    DynamicOut,
+    DynamicOutput,
+    Out,
+    Output,
+    SourceHashVersionStrategy,
+    graph,
+    job,
+    op,
+)
 
 
 @op(out=DynamicOut(), config_schema={"n": int})
@@ -76,3 +85,87 @@ def returns_one_piece():
 @job
 def bare_dynamic_output() -> None:
     as_list(returns_one_piece().collect())
+
+
+# -- outputs not produced, memoized and re-executed (review of issue 12) --------------------------
+
+SOURCE_HASH = SourceHashVersionStrategy()
+
+
+@op(out=Out(is_required=False))
+def yields_nothing():
+    if False:
+        yield Output(0)
+
+
+@op
+def count(xs: list[int]) -> int:
+    return len(xs)
+
+
+@job(version_strategy=SOURCE_HASH)
+def fan_in_with_an_absent_member() -> None:
+    """A fan-in list whose members include an optional output never yielded and a step skipped
+    for want of it: both are left out, and the list is still versioned (absent at a version)."""
+    nothing = yields_nothing()
+    count(as_list([ten(), nothing, multiply_by_two(nothing)]))
+
+
+@job(version_strategy=SOURCE_HASH)
+def versioned_optional_pieces() -> None:
+    """``optional_pieces`` with versions: even pieces yield nothing, their clones are skipped."""
+    count(as_list(emit().map(lambda n: multiply_by_two(odd_only(n))).collect()))
+
+
+@job(version_strategy=SOURCE_HASH)
+def fan_in_per_piece_with_absent_members() -> None:
+    """A fan-in list per piece whose members are missing in some clones, collected."""
+    as_list.alias("all_lists")(
+        emit().map(lambda n: as_list([n, odd_only(n), multiply_by_two(odd_only(n))])).collect()
+    )
+
+
+# -- composition on worker processes: graphs in fan-outs, nested fan-outs, two collected ------
+
+
+@op(out=DynamicOut())
+def split_in_two(x: int):
+    for j in range(2):
+        yield DynamicOutput(x * 10 + j, mapping_key=f"j{j}")
+
+
+@graph
+def per_piece(n: Any) -> Any:
+    """Mapped over pieces: a nested fan-out, collected inside the graph."""
+    return sum_numbers(split_in_two(n).map(multiply_by_two).collect())
+
+
+@graph
+def pieces_of_a_graph() -> Any:
+    """A graph returning a dynamic output, for its caller to map."""
+    return emit.alias("inner_emit")()
+
+
+@op
+def merge(a: list[int], b: list[int]) -> list[list[int]]:
+    return [sorted(a), sorted(b)]
+
+
+@job(version_strategy=SOURCE_HASH)
+def composed_with_graphs() -> None:
+    """A mapped graph with a nested fan-out, a graph returning a dynamic output, one op collecting
+    two fan-outs, and a fan-in list of what they made."""
+    per = emit().map(per_piece)
+    inner = pieces_of_a_graph().map(multiply_by_two)
+    merged = merge(per.collect(), inner.collect())
+    as_list.alias("fan_in")([sum_numbers.alias("total_per")(per.collect()), ten()])
+    count.alias("merged_count")(merged)
+
+
+def composed_config(n: int, m: int) -> dict[str, Any]:
+    return {
+        "ops": {
+            "emit": {"config": {"n": n}},
+            "pieces_of_a_graph": {"ops": {"inner_emit": {"config": {"n": m}}}},
+        }
+    }

@@ -607,3 +607,89 @@ def test_a_graph_returning_what_is_not_an_op_output_names_it(returned, shown):
     message = str(info.value)
     assert "graph 'wrong'" in message and shown in message and "as_list(x.collect())" in message
     assert "builder" not in message and "<" not in message
+
+
+@op(out=DynamicOut())
+def letters():
+    for c in "ab":
+        yield DynamicOutput(c, mapping_key=c)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        lambda: pieces().map(lambda p: letters().map(lambda q: add(p, q))),
+        lambda: pieces().map(lambda p: letters().map(lambda q: add(q, p))),
+        lambda: pieces().map(lambda p: letters().map(lambda q: add(q, double(p)))),
+    ],
+)
+def test_a_piece_used_inside_an_unrelated_nested_fan_out_names_it(body):
+    with pytest.raises(DefinitionError) as info:
+
+        @job
+        def unrelated():
+            body()
+
+    message = str(info.value)
+    # the piece is used inside its .map, but within a .map over 'letters', which takes no
+    # input from the piece: the message names it and both ways out
+    assert "use it inside that .map(...) body" not in message
+    assert "inside a .map over 'letters.result', a fan-out unrelated to 'pieces.result'" in message
+    assert "`letters(piece).map(...)`" in message
+    assert "collect one of the two fan-outs first" in message
+
+
+@pytest.mark.parametrize(
+    ("fn", "shown"),
+    [
+        (lambda p: 5, "returned 5, not op outputs"),
+        (lambda p: (1, 2), "returned a tuple of 1, 2, not op outputs"),
+        (lambda p: [double(p), "label"], "returned a list of 'double.result', 'label'"),
+    ],
+)
+def test_a_map_function_returning_what_is_not_an_op_output_is_refused(fn, shown):
+    with pytest.raises(DefinitionError) as info:
+
+        @job
+        def bad_map():
+            total(pieces().map(fn).collect())
+
+    message = str(info.value)
+    assert "bad_map: 'pieces.result'.map(...): the function <lambda> " + shown in message
+    assert "`.map(lambda piece: double(piece))`" in message
+
+
+def test_collecting_a_tuple_a_map_returned_says_to_unpack_it():
+    with pytest.raises(DefinitionError) as info:
+
+        @job
+        def tuple_map():
+            total(pieces().map(lambda p: (double(p), echo(p))).collect())
+
+    assert "'pieces.result'.map(...) returned a tuple of 2 outputs" in str(info.value)
+    assert "unpack it" in str(info.value)
+
+    @job
+    def unpacked():
+        doubled, echoed = pieces().map(lambda p: (double(p), echo(p)))
+        add(total(doubled.collect()), total.alias("total_2")(echoed.collect()))
+
+    assert unpacked.name == "unpacked"
+
+
+def test_map_of_what_is_not_a_function_and_collect_of_several_outputs_are_refused():
+    with pytest.raises(DefinitionError, match=r"'pieces.result'.map\(...\): takes a function"):
+
+        @job
+        def not_callable():
+            pieces().map(5)
+
+    @graph
+    def two_outputs(p):
+        return {"x": double(p), "y": echo(p)}
+
+    with pytest.raises(DefinitionError, match=r"has several outputs \['x', 'y'\]; pick one"):
+
+        @job
+        def several():
+            total(pieces().map(two_outputs).collect())

@@ -66,6 +66,8 @@ def _assert_failed_cleanly(result: Any, instance: Instance) -> None:
 
 
 def _part_files() -> set[str]:
+    # the test's own temp folder (see below): other processes staging uploads leave theirs
+    # in the machine's
     return {p.name for p in Path(tempfile.gettempdir()).glob("memodag-*.part")}
 
 
@@ -124,7 +126,8 @@ def test_failing_write_to_memory_store_leaves_nothing(instance):
     assert not fs.exists(root) or fs.find(root) == []
 
 
-def test_failing_write_to_s3_leaves_nothing(s3_bucket, instance):
+def test_failing_write_to_s3_leaves_nothing(s3_bucket, instance, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     before = _part_files()
     failing = _failing_job(
         object_store_io_manager.configured(

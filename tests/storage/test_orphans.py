@@ -226,3 +226,19 @@ def test_outputs_written_through_a_symlinked_base_dir_are_not_orphans(tmp_path):
     ]
     assert result.output_for_node("two") == 2
     instance.close()
+
+
+def test_a_killed_run_not_yet_reaped_is_found_died(tmp_path):
+    # a process killed but not reaped by its parent (an init that never reaps, in a container)
+    # is a zombie: it still answers kill(pid, 0), yet it will never record its end
+    driver = _start(tmp_path)  # its step waits for a "release" file that never comes
+    try:
+        driver.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not Path(f"/proc/{driver.pid}/stat").read_text().split(") ")[1].startswith("Z"):
+            assert time.monotonic() < deadline, "the killed driver never became a zombie"
+            time.sleep(0.02)
+        listed = _runs_list(tmp_path)
+        assert [r["status"] for r in listed] == ["DIED"]
+    finally:
+        driver.wait(timeout=30)  # reaped only now

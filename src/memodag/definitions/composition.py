@@ -178,8 +178,9 @@ class OutputHandle:
             raise DefinitionError(
                 f"'{self.node}.{self.output}' is not a dynamic output; .map() is for DynamicOut outputs"
             )
+        _check_mappable(self, fn)
         with self.builder.mapping(self.mapped_over):
-            return fn(self)
+            return _mapped_result(self, fn, fn(self))
 
     def collect(self) -> Any:
         if not self.mapped_over:
@@ -203,13 +204,72 @@ class DynamicHandle:
 
     def map(self, fn: Callable[[Any], Any]) -> Any:
         """Run ``fn`` once now on a piece handle; every op it calls on it is cloned per piece."""
+        _check_mappable(self, fn)
         piece = _PieceHandle(self)
         with self.builder.mapping((*self.mapped_over, (self.node, self.output))):
-            return fn(piece)
+            return _mapped_result(self, fn, fn(piece))
 
     def collect(self) -> Any:
         """All pieces as one list input, in emission order."""
         return _CollectHandle(self)
+
+
+class _MappedTuple(tuple):
+    """The outputs a ``.map`` function returned as a tuple: unpack it; ``.collect()`` on the
+    whole tuple names what to do instead of failing as a bare AttributeError."""
+
+    _where: str
+
+    def __new__(cls, handles: tuple[Any, ...], where: str = ".map(...)") -> _MappedTuple:
+        obj = super().__new__(cls, handles)
+        obj._where = where
+        return obj
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("map", "collect"):
+            raise DefinitionError(
+                f"{self._where} returned a tuple of {len(self)} outputs ({_describe(self)}); "
+                f"unpack it (`first, second = fan_out.map(fn)`) and .{name}(...) each one"
+            )
+        raise AttributeError(name)
+
+
+def _container_name(value: Any) -> str:
+    return "tuple" if isinstance(value, tuple) else type(value).__name__
+
+
+def _map_where(handle: OutputHandle | DynamicHandle) -> str:
+    return f"{handle.builder.graph_name}: '{handle.node}.{handle.output}'.map(...)"
+
+
+def _check_mappable(handle: OutputHandle | DynamicHandle, fn: Any) -> None:
+    if not callable(fn):
+        raise DefinitionError(
+            f"{_map_where(handle)}: takes a function of one piece (an op, a graph or a lambda "
+            f"calling them); got {fn!r}"
+        )
+
+
+def _mapped_result(handle: OutputHandle | DynamicHandle, fn: Any, result: Any) -> Any:
+    """What ``fn`` returned, if it is op outputs (or nothing): anything else would only fail
+    later, far from the ``.map``, as an AttributeError on ``.collect()``."""
+    if result is None or _is_handle(result):
+        return result
+    items = result.values() if isinstance(result, Mapping) else result
+    if isinstance(result, tuple | list | Mapping) and items and all(_is_handle(v) for v in items):
+        if type(result) is tuple:
+            return _MappedTuple(result, _map_where(handle))
+        return result
+    shown = _describe_returned(result)
+    if isinstance(result, tuple | list | Mapping):
+        shown = f"a {type(result).__name__} of {_describe(result).removeprefix('op outputs ')}"
+    name = getattr(fn, "__name__", repr(fn))
+    raise DefinitionError(
+        f"{_map_where(handle)}: the function {name} returned {shown}, not op outputs. It is "
+        "called once, when the job is defined, with a handle to one piece: call ops (or graphs) "
+        "on it and return what they return, e.g. `.map(lambda piece: double(piece))`, a tuple "
+        "of such outputs, or nothing"
+    )
 
 
 @dataclass(frozen=True)
@@ -258,6 +318,12 @@ class MultipleOutputs(tuple):
         try:
             return self[self._names.index(name)]
         except ValueError:
+            if name in ("map", "collect"):
+                # a handle of one output was meant: say which ones there are
+                raise DefinitionError(
+                    f"node '{self._node}' has several outputs {list(self._names)}; pick one "
+                    f"to .{name}(...): `{self._node}(...).{self._names[0]}.{name}(...)`"
+                ) from None
             raise AttributeError(
                 f"node '{self._node}' has no output '{name}' (outputs: {list(self._names)})"
             ) from None
@@ -309,15 +375,41 @@ class CompositionBuilder:
         self._scope: tuple[tuple[str, str], ...] = ()
         #: the stage a ``with Stage(...)`` block opened (definitions/tables.py), or None
         self.stage: str | None = None
+        #: the scopes of the .map bodies this one runs inside (for messages only)
+        self._outer_scopes: list[tuple[tuple[str, str], ...]] = []
 
     @contextlib.contextmanager
     def mapping(self, scope: tuple[tuple[str, str], ...]) -> Iterator[None]:
         outer = self._scope
+        self._outer_scopes.append(outer)
         self._scope = scope
         try:
             yield
         finally:
             self._scope = outer
+            self._outer_scopes.pop()
+
+    def _out_of_scope(self, where: str, what: str, scope: Scope) -> DefinitionError:
+        """The error for a per-piece value used where its fan-out's pieces are not in reach."""
+        fan_out = ".".join(scope[-1])
+        inside = any(outer[: len(scope)] == scope for outer in self._outer_scopes)
+        if inside and self._scope:
+            # written inside the right .map, but within a nested .map over a fan-out that does
+            # not depend on the piece: its pieces are unrelated to this fan-out's
+            other_node, other_output = self._scope[-1]
+            other = f"{other_node}.{other_output}"
+            return DefinitionError(
+                f"{where}: got {what} inside a .map over '{other}', a fan-out unrelated to "
+                f"'{fan_out}': '{other_node}' takes no input from a piece of '{fan_out}', so "
+                f"it runs once, not once per piece, and its pieces cannot be paired with the "
+                f"pieces of '{fan_out}'. Give '{other_node}' the piece as an input so it fans out once "
+                f"per piece (`{other_node}(piece).map(...)` inside the .map over '{fan_out}'), "
+                "or collect one of the two fan-outs first and pass the list in"
+            )
+        return DefinitionError(
+            f"{where}: got {what}, which has one value per piece of '{fan_out}'; use it inside "
+            f"that .map(...) body, or gather it with .collect()"
+        )
 
     def invoke(
         self,
@@ -433,6 +525,12 @@ class CompositionBuilder:
             self._check_same_builder(value.builder, where)
             if value.mapped_over and self._scope[: len(value.mapped_over)] != value.mapped_over:
                 fan_out = ".".join(value.mapped_over[-1])
+                if any(
+                    o[: len(value.mapped_over)] == value.mapped_over for o in self._outer_scopes
+                ):
+                    raise self._out_of_scope(
+                        where, f"'{value.node}.{value.output}'", value.mapped_over
+                    )
                 raise DefinitionError(
                     f"{where}: got '{value.node}.{value.output}', which has one value per piece of "
                     f"'{fan_out}'; gather it with .collect() or keep mapping with .map(...)"
@@ -476,9 +574,15 @@ class CompositionBuilder:
             _is_handle(v) for v in (value.values() if isinstance(value, Mapping) else value)
         ):
             raise DefinitionError(
-                f"{where}: got a {type(value).__name__} of {_describe(value)}; an input takes one "
+                f"{where}: got a {_container_name(value)} of {_describe(value)}; an input takes one "
                 "output, or a list of outputs (a fan-in: the op gets their values as a list). "
                 "Pass [out1, out2, ...], or give the op one input per output"
+            )
+        if isinstance(value, (OpDefinition, GraphDefinition)):
+            kind = "op" if isinstance(value, OpDefinition) else "graph"
+            raise DefinitionError(
+                f"{where}: got the {kind} '{value.name}' itself, not its output; call it: "
+                f"{value.name}()"
             )
         raise DefinitionError(
             f"{where}: got a plain value {value!r}; inside a job or graph body, inputs come from other "
@@ -508,11 +612,7 @@ class CompositionBuilder:
     def _check_in_scope(self, scope: tuple[tuple[str, str], ...], what: str, where: str) -> None:
         """A value with one copy per piece may only be used inside the ``.map`` body of its fan-out."""
         if self._scope[: len(scope)] != scope:
-            fan_out = ".".join(scope[-1])
-            raise DefinitionError(
-                f"{where}: got {what}, which has one value per piece of '{fan_out}'; use it inside "
-                f"that .map(...) body, or gather it with .collect()"
-            )
+            raise self._out_of_scope(where, what, scope)
 
     def _check_same_builder(self, other: CompositionBuilder, where: str) -> None:
         if other is not self:

@@ -102,6 +102,7 @@ class Engine:
         selected: set[str] | None = None,
         external_addresses: Mapping[AddressKey, Address] | None = None,
         steps: Mapping[str, ExecutionStep] | None = None,
+        absent: Iterable[AddressKey] = (),
     ) -> None:
         self.plan = plan
         #: this run's steps: the plan's, plus the clones and collectors of fan-outs as they end
@@ -115,6 +116,8 @@ class Engine:
         self.memoizer = memoizer
         self.selected = selected
         self.addresses: dict[AddressKey, Address] = dict(external_addresses or {})
+        #: outputs the parent run did not produce (optional, not yielded): left out, as there
+        self._absent: frozenset[AddressKey] = frozenset(absent)
         self.status: dict[str, str] = {}
         #: why each skipped step was skipped (``SkipCause``) and, for ``LOST``, the message
         self._skip_cause: dict[str, str] = {}
@@ -138,6 +141,8 @@ class Engine:
         # a dry run's log keeps nothing: building its events would be wasted work
         self._records_events: bool = getattr(event_log, "stores_events", True)
         memoizer.note_addresses(self.addresses)
+        for step_key, output, _ in self._absent:
+            memoizer.not_produced(self.steps[step_key], (output,))
 
     # -- registering steps ----------------------------------------------------------------
 
@@ -386,6 +391,8 @@ class Engine:
         """Whether a missing output is an optional one its step, run here, chose not to yield
         (or a piece of a clone skipped for that reason), rather than an output that was lost."""
         state = self.status.get(handle.step_key)
+        if state == StepStatus.EXTERNAL:
+            return (handle.step_key, handle.output_name, handle.mapping_key) in self._absent
         if state == StepStatus.SKIPPED:
             return self._skip_cause.get(handle.step_key) == SkipCause.OPTIONAL
         if state in (StepStatus.SUCCESS, StepStatus.MEMOIZED):
@@ -593,7 +600,11 @@ class Engine:
         self._skip_cause[key] = cause
         if cause == SkipCause.LOST:
             self._lost[key] = reason
-        self.log.append(Event(EventType.STEP_SKIPPED, self.run_id, time.time(), key, reason))
+        elif cause == SkipCause.OPTIONAL:
+            self.memoizer.not_produced(self.steps[key])
+        self.log.append(
+            Event(EventType.STEP_SKIPPED, self.run_id, time.time(), key, reason, {"cause": cause})
+        )
         self._skip_consumers(key, f"upstream step '{key}' was skipped", cause)
 
     def _skip_consumers(self, key: str, reason: str, cause: str) -> None:
@@ -613,7 +624,18 @@ class Engine:
             self._skip_cause[consumer] = cause
             if cause == SkipCause.LOST:
                 self._lost[consumer] = why
-            self.log.append(Event(EventType.STEP_SKIPPED, self.run_id, time.time(), consumer, why))
+            elif cause == SkipCause.OPTIONAL:
+                self.memoizer.not_produced(self.steps[consumer])
+            self.log.append(
+                Event(
+                    EventType.STEP_SKIPPED,
+                    self.run_id,
+                    time.time(),
+                    consumer,
+                    why,
+                    {"cause": cause},
+                )
+            )
             stack.extend(
                 (consumer, c, f"upstream step '{consumer}' was skipped")
                 for c in self._consumers.pop(consumer, ())

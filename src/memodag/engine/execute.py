@@ -14,11 +14,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.executor import ExecutorDefinition
-from memodag.engine.engine import AddressKey, Engine, Memoizer
+from memodag.engine.engine import AddressKey, Engine, Memoizer, SkipCause
 from memodag.engine.events import EventLog
 from memodag.engine.gc_threshold import with_fewer_collections
 from memodag.engine.lifecycle import RunHooks
@@ -31,7 +32,13 @@ from memodag.plan.dynamic import (
     parse_step_key,
     reexpanded_inputs,
 )
-from memodag.plan.plan import ExecutionPlan, ExecutionStep, build_plan, select_steps
+from memodag.plan.plan import (
+    ExecutionPlan,
+    ExecutionStep,
+    StepOutputHandle,
+    build_plan,
+    select_steps,
+)
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
 from memodag.runtime.resources import initialized_resources
 from memodag.runtime.step import StepRuntime
@@ -77,7 +84,9 @@ def execute_job(
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
     parent = _parent_run(instance, parent_run_id)
     try:
-        steps, selected, external = _selection(plan, instance, parent, step_selection, run_id)
+        steps, selected, external, absent = _selection(
+            plan, instance, parent, step_selection, run_id
+        )
         _check_external_addresses(job, external, executor)
         memoizer = _memoizer(job, plan, run_tags, instance, run_id)
     except BaseException:
@@ -166,7 +175,7 @@ def execute_job(
                 hooks.start()
                 executor.start(payload, runtime)
                 engine = Engine(
-                    plan, run_id, executor, event_log, memoizer, selected, external, steps
+                    plan, run_id, executor, event_log, memoizer, selected, external, steps, absent
                 )
                 engine.add_steps(list(engine.steps.values()))
                 engine.run()
@@ -414,15 +423,16 @@ def _selection(
     parent: RunRecord | None,
     step_selection: Sequence[str] | None,
     run_id: str = "",
-) -> tuple[dict[str, ExecutionStep], set[str] | None, dict[AddressKey, Address]]:
+) -> tuple[dict[str, ExecutionStep], set[str] | None, dict[AddressKey, Address], set[AddressKey]]:
     """The run's steps (the plan's, plus the parent's fan-outs expanded so their clones can be
-    selected), the selected step keys, and the outputs taken from the parent run."""
+    selected), the selected step keys, the outputs taken from the parent run, and those the
+    parent run did not produce (an optional output not yielded, or a step skipped for one):
+    fan-in lists and collectors leave them out, other consumers are skipped, as in the parent."""
     steps = dict(plan.steps)
     if not step_selection:
-        return steps, None, {}
-    parent_addresses, completed = (
-        _lineage_addresses(instance, parent, run_id) if parent else ({}, set())
-    )
+        return steps, None, {}, set()
+    lineage = _lineage(instance, parent, run_id) if parent else _Lineage({}, set(), {})
+    parent_addresses, completed = lineage.addresses, lineage.completed
     # clones of the parent's fan-outs become selectable ("double[k7]"); fan-outs that re-run
     # are expanded afresh by the engine from their new pieces
     created_by = expand_from_addresses(plan, steps, parent_addresses, completed)
@@ -443,6 +453,7 @@ def _selection(
             ):
                 external[address_key] = address
     missing: list[str] = []
+    absent: set[AddressKey] = set()
     for key in sorted(selected):
         for spec in steps[key].inputs:
             for handle in spec.upstream:
@@ -451,8 +462,12 @@ def _selection(
                 address_key = (handle.step_key, handle.output_name, handle.mapping_key)
                 if address_key in parent_addresses:
                     external[address_key] = parent_addresses[address_key]
+                    continue
+                why = lineage.not_produced(steps.get(handle.step_key), handle)
+                if why is None:
+                    absent.add(address_key)
                 else:
-                    missing.append(f"step '{key}' input '{spec.name}' needs {handle}")
+                    missing.append(f"step '{key}' input '{spec.name}' needs {handle}{why}")
     if missing:
         where = (
             f"parent run {parent.run_id[:8]} did not store them"
@@ -465,7 +480,7 @@ def _selection(
             + "):\n"
             + "\n".join(f"  - {m}" for m in missing)
         )
-    return steps, selected, external
+    return steps, selected, external, absent
 
 
 def _refuse_clones_of_rerun_fan_outs(
@@ -530,12 +545,48 @@ def _check_external_addresses(
         )
 
 
+@dataclass
+class _Lineage:
+    """What a re-execution takes from its parent run and the parent's own ancestors."""
+
+    #: outputs stored (nearest run wins)
+    addresses: dict[AddressKey, Address]
+    #: steps that completed (a fan-out that yielded no piece, a step that yielded no optional
+    #: output, left no address)
+    completed: set[str]
+    #: steps skipped in the nearest run that decided them: ``(run id, why, cause)``; the cause is
+    #: a ``SkipCause``, or "" for runs recorded before skips said theirs
+    skipped: dict[str, tuple[str, str, str]]
+
+    def not_produced(self, step: ExecutionStep | None, handle: StepOutputHandle) -> str | None:
+        """None if the lineage did not produce ``handle`` for a reason a run may go on with (an
+        optional output not yielded, or its step skipped for one); else why it is missing,
+        for the error message."""
+        if step is not None and handle.step_key in self.completed and handle.mapping_key is None:
+            out = step.op_def.outs.get(handle.output_name)
+            if out is not None and not out.is_required and not out.is_dynamic:
+                return None
+        found = self.skipped.get(handle.step_key)
+        if found is None:
+            return ""
+        run_id, why, cause = found
+        if cause == SkipCause.OPTIONAL:
+            return None
+        return f" (step '{handle.step_key}' was skipped in run {run_id[:8]}: {why})"
+
+
+def _lineage(instance: Instance, parent: RunRecord, run_id: str = "") -> _Lineage:
+    addresses, completed, skipped = _lineage_addresses(instance, parent, run_id)
+    return _Lineage(addresses, completed, skipped)
+
+
 def _lineage_addresses(
     instance: Instance, parent: RunRecord, run_id: str = ""
-) -> tuple[dict[AddressKey, Address], set[str]]:
+) -> tuple[dict[AddressKey, Address], set[str], dict[str, tuple[str, str, str]]]:
     """Outputs stored by the parent run or, for what it did not re-run, by its own ancestors
-    (nearest run wins), so a re-execution of a re-execution still finds every input; and the
-    steps that completed in that lineage (a fan-out that yielded no piece left no address)."""
+    (nearest run wins), so a re-execution of a re-execution still finds every input; the
+    steps that completed in that lineage (a fan-out that yielded no piece left no address);
+    and the steps skipped there (``_Lineage.skipped``)."""
     chain: list[RunRecord] = []
     run: RunRecord | None = parent
     while run is not None and run.run_id not in {r.run_id for r in chain}:
@@ -548,6 +599,7 @@ def _lineage_addresses(
         pin_runs(instance, run_id, [r.run_id for r in chain])
     addresses: dict[AddressKey, Address] = {}
     completed: set[str] = set()
+    skipped: dict[str, tuple[str, str, str]] = {}
     for ancestor in reversed(chain):
         newer = instance.get_output_addresses(ancestor.run_id)
         # a fan-out this run completed again replaces the older pieces whole: an older piece the
@@ -557,7 +609,15 @@ def _lineage_addresses(
         completed |= rerun
         addresses = {k: a for k, a in addresses.items() if k[2] is None or k[0] not in rerun}
         addresses.update(newer)
-    return addresses, completed
+        for key in rerun:
+            skipped.pop(key, None)
+        for event in instance.get_events(ancestor.run_id, [EventType.STEP_SKIPPED]):
+            if event.step_key:
+                cause = str((event.data or {}).get("cause", ""))
+                if not cause and ancestor.status is RunStatus.SUCCESS:
+                    cause = SkipCause.OPTIONAL  # a successful run skips for no other reason
+                skipped[event.step_key] = (ancestor.run_id, event.message, cause)
+    return addresses, completed, skipped
 
 
 def _executor(resolved: ResolvedRunConfig) -> Executor:

@@ -29,19 +29,31 @@ def _hostname() -> str:
     return socket.gethostname()
 
 
-def _start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started, in clock ticks since boot (Linux ``/proc``), or None."""
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (Linux), or None."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
             stat = file.read()
     except OSError:
         return None
     # the command name (field 2) may hold spaces and parentheses: fields resume after the last ')'
-    fields = stat[stat.rfind(b")") + 2 :].split()
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux ``/proc``), or None."""
+    fields = _stat_fields(pid)
     try:
-        return int(fields[19])  # field 22 of the whole line
+        return int(fields[19]) if fields else None  # field 22 of the whole line
     except (IndexError, ValueError):
         return None
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` has exited but not been reaped (a zombie, or dead): ``kill(pid, 0)`` still
+    succeeds for it, and an init that never reaps keeps it so forever."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[:1] in ([b"Z"], [b"X"], [b"x"])
 
 
 def process_identity() -> dict[str, Any]:
@@ -65,6 +77,8 @@ def process_alive(identity: Mapping[str, Any] | None) -> bool | None:
         return False
     except PermissionError:
         pass  # it exists, owned by someone else
+    if _exited(pid):
+        return False
     recorded = identity.get("pid_start")
     if recorded is None:
         return True

@@ -116,6 +116,8 @@ class IndexMemoizer(Memoizer):
         self._distrusted: set[str] = set()
         self._lost_notices: list[str] = []
         self._consumed: frozenset[str] | None = None  # node paths some step reads from
+        #: outputs known not produced, versioned as absent when a consumer first asks
+        self._not_produced: dict[tuple[str, str], ExecutionStep] = {}
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -224,7 +226,33 @@ class IndexMemoizer(Memoizer):
         return address.version
 
     def _upstream(self, handle: StepOutputHandle) -> str | None:
-        return self._effective.get((handle.step_key, handle.output_name, handle.mapping_key))
+        found = self._effective.get((handle.step_key, handle.output_name, handle.mapping_key))
+        if found is None and handle.mapping_key is None:
+            step = self._not_produced.get((handle.step_key, handle.output_name))
+            if step is not None:
+                # asked late on purpose: by the time a consumer starts, the step's own upstreams
+                # are known, so its version (what "absent" is pinned to) can be worked out
+                found = self._absent_version(step, handle.output_name, self.versions(step))
+                if found is not None:
+                    self._effective[(handle.step_key, handle.output_name, None)] = found
+        return found
+
+    def not_produced(self, step: ExecutionStep, outputs: Iterable[str] | None = None) -> None:
+        for name in step.op_def.outs if outputs is None else outputs:
+            if not step.op_def.outs[name].is_dynamic:
+                self._not_produced[(step.key, name)] = step
+
+    def _absent_version(
+        self, step: ExecutionStep, name: str, versions: Mapping[str, str] | None
+    ) -> str | None:
+        """What consumers see of an output not produced (docs/dynamic.md): absent at the
+        output's version, so a fan-in list or collector leaving it out has a version too. Under
+        early cutoff, absent whatever the version (no data, so no data changed)."""
+        if versions is None:
+            return None
+        if name in self._cutoff_of(step.node.path):
+            return "data:absent"
+        return "absent:" + versions[name]
 
     def _step_version(self, step: ExecutionStep) -> StepVersion | None:
         key = step.key
@@ -262,12 +290,15 @@ class IndexMemoizer(Memoizer):
         if versions is None or step.key in self._distrusted:
             return None
         found: list[Address] = []
+        absent: list[str] = []
         for name, out, key in self._outputs_of(step):
             addresses = self._stored_output(step, name, out, versions[name], key)
             if addresses is None:
                 if self.pin:
                     self._decided(step, versions, None)
                 return None
+            if not addresses and not out.is_dynamic:
+                absent.append(name)  # stored as not yielded at this version
             found.extend(addresses)
         if found and not self._verified(step, found):
             if self.pin:
@@ -278,6 +309,10 @@ class IndexMemoizer(Memoizer):
         cutoff = self._cutoff_of(step.node.path)
         effective = self._effective
         step_key = step.key
+        for name in absent:
+            marker = self._absent_version(step, name, versions)
+            if marker is not None:
+                effective[(step_key, name, None)] = marker
         for address in found:
             if address.data_hash and address.output_name in cutoff:
                 effective[(step_key, address.output_name, address.mapping_key)] = (
@@ -630,8 +665,13 @@ class IndexMemoizer(Memoizer):
                         recipe_dict,
                     )
                 )
+        produced = {stored.output_name for stored in outcome.outputs}
+        for name, out in step.op_def.outs.items():
+            if not out.is_dynamic and name not in produced:
+                marker = self._absent_version(step, name, versions)
+                if marker is not None:
+                    self._effective[(step.key, name, None)] = marker
         if versions is not None:
-            produced = {stored.output_name for stored in outcome.outputs}
             for name, out in step.op_def.outs.items():
                 if (
                     not out.is_dynamic

@@ -85,6 +85,11 @@ class Memoizer:
         """Index entries for what a successful attempt stored."""
         return []
 
+    def not_produced(self, step: ExecutionStep, outputs: Iterable[str] | None = None) -> None:
+        """``step`` did not produce ``outputs`` (all its outputs if None): an optional output not
+        yielded, in this run or the parent run, or the step skipped for one upstream. Fan-in
+        lists and collectors that leave such a member out still get a version."""
+
     def notices(self) -> list[str]:
         """Warnings about the stored outputs seen so far, each given once per run (outputs of an
         older version scheme that will be recomputed, stored outputs found gone or altered)."""

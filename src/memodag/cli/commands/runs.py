@@ -292,12 +292,12 @@ def _print_run(record: RunRecord, steps: list[dict[str, Any]], reason: str = "")
     table.add_column("Duration", justify="right", no_wrap=True)
     table.add_column("Outputs / error", overflow="fold")
     for step in steps:
-        if step["outputs"]:
-            detail = "\n".join(
-                f"{label}: {_where(address)}" for label, address in step["outputs"].items()
-            )
-        else:
-            detail = step["message"]
+        lines = [f"{label}: {_where(address)}" for label, address in step["outputs"].items()]
+        # a failed step may have stored some outputs (a fan-out's first pieces): its error
+        # comes first, never hidden behind them
+        if step["message"] and (step["status"] != "success" or not lines):
+            lines.insert(0, step["message"])
+        detail = "\n".join(lines)
         table.add_row(
             _escape(step["step_key"]),
             styled_status(step["status"]),
