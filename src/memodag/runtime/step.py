@@ -326,6 +326,7 @@ def _store_outputs(
             runtime.resource_config.get(out.io_manager_key),
             runtime.resources,
             log,
+            task.tags,
         )
         size = content_hash = None
         try:
