@@ -32,6 +32,7 @@ from memodag.definitions.resources import (
     io_manager,
     resource,
 )
+from memodag.definitions.secrets import EnvVar
 from memodag.engine.dry_run import list_versions
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import (
@@ -85,6 +86,7 @@ __all__ = [
     "DefinitionError",
     "DynamicOut",
     "DynamicOutput",
+    "EnvVar",
     "Event",
     "EventType",
     "ExecuteInProcessResult",
