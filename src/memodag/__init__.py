@@ -33,6 +33,7 @@ from memodag.definitions.resources import (
     resource,
 )
 from memodag.definitions.secrets import EnvVar
+from memodag.definitions.tables import Stage, Table, materialize
 from memodag.engine.dry_run import list_versions
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import (
@@ -66,6 +67,7 @@ from memodag.storage.serializers import (
     PickleSerializer,
     Serializer,
 )
+from memodag.tables.duckdb import duckdb_table_store
 from memodag.versioning.report import OutputVersion
 from memodag.versioning.source_hash import SourceHashVersionStrategy
 from memodag.versioning.strategy import (
@@ -126,17 +128,21 @@ __all__ = [
     "RunStatus",
     "Serializer",
     "SourceHashVersionStrategy",
+    "Stage",
     "StepExecutionError",
     "StorageError",
+    "Table",
     "VersionStrategy",
     "build_op_context",
     "dask_executor",
+    "duckdb_table_store",
     "fs_io_manager",
     "graph",
     "in_process_executor",
     "io_manager",
     "job",
     "list_versions",
+    "materialize",
     "mem_io_manager",
     "multiprocess_executor",
     "object_store_io_manager",

@@ -307,6 +307,8 @@ class CompositionBuilder:
         self._outputs_of: dict[str, tuple[str, ...]] = {}
         # the fan-outs whose .map(fn) bodies are running now: mapped outputs are usable only there
         self._scope: tuple[tuple[str, str], ...] = ()
+        #: the stage a ``with Stage(...)`` block opened (definitions/tables.py), or None
+        self.stage: str | None = None
 
     @contextlib.contextmanager
     def mapping(self, scope: tuple[tuple[str, str], ...]) -> Iterator[None]:
@@ -359,7 +361,10 @@ class CompositionBuilder:
         for input_name, scope in collects:
             if scope != mapped:
                 self._refuse_collect_in_map(name, input_name, sources[input_name], mapped)
-        self.nodes[name] = NodeInvocation(name, node_def, sources, dict(tags), mapped)
+        node_tags = dict(tags)
+        if self.stage is not None:
+            node_tags["memodag/stage"] = self.stage  # definitions.tables.STAGE_TAG
+        self.nodes[name] = NodeInvocation(name, node_def, sources, node_tags, mapped)
         return self._handles(name, node_def, mapped)
 
     @staticmethod

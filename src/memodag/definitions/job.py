@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from memodag.definitions.composition import GraphDefinition, build_graph
 from memodag.definitions.io import DEFAULT_IO_MANAGER_KEY, check_name
 from memodag.definitions.resources import ResourceDefinition, as_resource_definition
+from memodag.definitions.tables import MATERIALIZE_TAG, TABLE_STORE_KEY
 from memodag.errors import DefinitionError
 
 if TYPE_CHECKING:
@@ -28,9 +29,31 @@ if TYPE_CHECKING:
 DEFAULT_IO_MANAGER = "memodag.storage.io_managers.fs:fs_io_manager"
 
 
+#: the table store of a job with table outputs that names none, and the version strategy of a
+#: job with ``@materialize`` ops that names none (named, as above, not imported)
+DEFAULT_TABLE_STORE = "memodag.tables.duckdb:duckdb_table_store"
+DEFAULT_TABLE_VERSION_STRATEGY = "memodag.versioning.source_hash:SourceHashVersionStrategy"
+
+
+def _named(path: str) -> Any:
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def default_resource_defs() -> dict[str, ResourceDefinition]:
-    module, _, attribute = DEFAULT_IO_MANAGER.partition(":")
-    return {DEFAULT_IO_MANAGER_KEY: getattr(importlib.import_module(module), attribute)}
+    return {DEFAULT_IO_MANAGER_KEY: _named(DEFAULT_IO_MANAGER)}
+
+
+def _table_use(graph: GraphDefinition) -> tuple[bool, bool]:
+    """Whether any op of ``graph`` stores an output in the table store, and whether any is a
+    ``@materialize`` op."""
+    uses_tables = materializes = False
+    for _, op_def in graph.iter_ops():
+        materializes = materializes or MATERIALIZE_TAG in op_def.tags
+        uses_tables = uses_tables or any(
+            out.io_manager_key == TABLE_STORE_KEY for out in op_def.outs.values()
+        )
+    return uses_tables, materializes
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +99,12 @@ class JobDefinition:
         resources = default_resource_defs()
         for key, value in (resource_defs or {}).items():
             resources[check_name(key, "resource key")] = as_resource_definition(key, value)
+        uses_tables, materializes = _table_use(graph)
+        if uses_tables and TABLE_STORE_KEY not in resources:
+            resources[TABLE_STORE_KEY] = _named(DEFAULT_TABLE_STORE)
+        if materializes and version_strategy is None:
+            # @materialize ops memoize by default, as pipedag's users expect (docs/tables.md)
+            version_strategy = _named(DEFAULT_TABLE_VERSION_STRATEGY)()
         job = cls(
             name=check_name(name or graph.name, "job"),
             graph=graph,

@@ -103,16 +103,37 @@ class ExecuteInProcessResult:
             )
         return address
 
-    def output_for_node(self, node: str, output_name: str = DEFAULT_OUTPUT) -> Any:
+    def output_for_node(
+        self, node: str, output_name: str = DEFAULT_OUTPUT, *, as_type: Any = None
+    ) -> Any:
         """The value of ``node``'s output. For a mapped node (or a dynamic output), a dict
         ``{mapping_key: value}`` in emission order, of the pieces this run produced (executed
         or memoized): a re-execution leaves out those it loaded from its parent run, as Dagster
-        does (``step_status`` tells them as ``external``)."""
+        does (``step_status`` tells them as ``external``).
+
+        ``as_type``: for a table (docs/tables.md), the type to load it as (``pandas.DataFrame``,
+        ``polars.DataFrame``/``LazyFrame``, ``pyarrow.Table``, ...; default the type the op
+        returned); for any other output, the value when it already is of that type, else an
+        error naming the node and output (nothing is converted)."""
         step_key, output = self._resolve(node, output_name)
         pieces = self._pieces(step_key, output)
         if pieces is not None:
-            return self._load_pieces(pieces)
-        return self._load(self.output_address(node, output_name))
+            values = self._load_pieces(pieces, as_type)
+            for value in values.values():
+                self._check_type(value, as_type, node, output_name)
+            return values
+        value = self._load(self.output_address(node, output_name), as_type)
+        return self._check_type(value, as_type, node, output_name)
+
+    @staticmethod
+    def _check_type(value: Any, as_type: Any, node: str, output_name: str) -> Any:
+        if as_type is None or not isinstance(as_type, type) or isinstance(value, as_type):
+            return value
+        raise MemodagError(
+            f"output '{output_name}' of node '{node}' is a {type(value).__name__}, not a "
+            f"{as_type.__name__}; as_type converts only tables (outputs stored in a table "
+            "store): leave as_type out to get the value as stored"
+        )
 
     def output_value(self, output_name: str = DEFAULT_OUTPUT) -> Any:
         """The value of the job's own output ``output_name`` (what its body returned)."""
@@ -284,15 +305,19 @@ class ExecuteInProcessResult:
         ) as resources:
             yield {**managers, **{k: getattr(resources, k) for k in fresh}}
 
-    def _load_pieces(self, pieces: list[tuple[str, Address]]) -> dict[str, Any]:
+    def _load_pieces(
+        self, pieces: list[tuple[str, Address]], as_type: Any = None
+    ) -> dict[str, Any]:
         with self._live_managers({a.io_manager_key for _, a in pieces}) as managers:
-            return {key: self._load_with(managers, address) for key, address in pieces}
+            return {key: self._load_with(managers, address, as_type) for key, address in pieces}
 
-    def _load(self, address: Address) -> Any:
+    def _load(self, address: Address, as_type: Any = None) -> Any:
         with self._live_managers([address.io_manager_key]) as managers:
-            return self._load_with(managers, address)
+            return self._load_with(managers, address, as_type)
 
-    def _load_with(self, managers: Mapping[str, IOManager], address: Address) -> Any:
+    def _load_with(
+        self, managers: Mapping[str, IOManager], address: Address, as_type: Any = None
+    ) -> Any:
         manager = managers.get(address.io_manager_key)
         if manager is None:
             raise MemodagError(
@@ -309,6 +334,8 @@ class ExecuteInProcessResult:
             address.step_key,
             upstream,
             address,
+            # a table store loads the table as this type (tables/io_manager.py)
+            metadata={"as_type": as_type} if as_type is not None else {},
             resource_config=self._resource_config.get(address.io_manager_key),
         )
         return manager.load_input(context)

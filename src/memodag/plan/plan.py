@@ -149,12 +149,17 @@ def _resolve_output(
     return graph.resolve_output(node_name, output, prefix)
 
 
+#: definitions.tables.STAGE_TAG: the stage a node was called in
+_STAGE_TAG = "memodag/stage"
+
+
 def _flatten(
     graph: GraphDefinition,
     prefix: str,
     graph_inputs: Mapping[str, Source],
     outer_scope: tuple[tuple[str, str], ...],
     out: dict[str, OpNode],
+    stage: str | None = None,
 ) -> None:
     for name, node in graph.nodes.items():
         inputs: dict[str, Source] = {}
@@ -177,7 +182,9 @@ def _flatten(
         )
         if isinstance(node.definition, GraphDefinition):
             # a mapped graph: every op inside is cloned per piece (its scope starts with the graph's)
-            _flatten(node.definition, f"{prefix}{name}.", inputs, scope, out)
+            # a graph called inside ``with Stage(...)`` puts its ops there (unless they name one)
+            inner_stage = node.tags.get(_STAGE_TAG, stage)
+            _flatten(node.definition, f"{prefix}{name}.", inputs, scope, out, inner_stage)
             continue
         op_def: OpDefinition = node.definition
         for input_name, spec in op_def.ins.items():
@@ -186,6 +193,8 @@ def _flatten(
         path = f"{prefix}{name}"
         # most nodes add no tags: they share their op's (tags are never changed once built)
         tags = {**op_def.tags, **node.tags} if node.tags else op_def.tags
+        if stage is not None and _STAGE_TAG not in tags:
+            tags = {**tags, _STAGE_TAG: stage}
         out[path] = OpNode(path, op_def, inputs, tags, scope)
 
 

@@ -294,6 +294,7 @@ def _store_outputs(
             runtime.resource_config.get(out.io_manager_key),
             runtime.resources,
             log,
+            task.tags,
         )
         try:
             uri = manager.handle_output(context, produced.value)

@@ -83,6 +83,8 @@ class OutputContext:
     resource_config: Any = None
     resources: Any = None
     log: Any = None
+    #: the step's tags (op tags and node tags, e.g. the table stage ``memodag/stage``)
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def has_partition_key(self) -> bool:

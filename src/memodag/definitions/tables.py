@@ -1,0 +1,254 @@
+"""What users declare about tables: ``Table`` (a frame or query plus its table options),
+``@materialize`` (an op whose outputs go to the job's table store) and ``Stage`` (ops called in a
+``with Stage("name"):`` block land in that database schema).
+
+Pure definitions: nothing here imports pandas, polars, pyarrow, SQLAlchemy or a database
+driver, and nothing reads or writes a table (``memodag.tables`` does). Semantics: docs/tables.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from memodag.definitions.io import DEFAULT_OUTPUT, In, Out, RetryPolicy
+from memodag.errors import DefinitionError
+
+#: the resource key of the table store (``Out(io_manager_key=TABLE_STORE_KEY)``)
+TABLE_STORE_KEY = "table_store"
+#: the node tag holding the stage an op was called in (set by ``Stage``)
+STAGE_TAG = "memodag/stage"
+#: the op tag marking ``@materialize`` ops (their job memoizes by default)
+MATERIALIZE_TAG = "memodag/materialize"
+#: ``In.metadata`` key of the type an input table is handed to the op as
+INPUT_TYPE_KEY = "input_type"
+
+#: PostgreSQL's identifier limit, which stage and table names keep on every store
+_MAX_IDENTIFIER_BYTES = 63
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+#: schemas a stage may not be named as: memodag's own and the databases' reserved ones
+_RESERVED_STAGES = frozenset(
+    {
+        "memodag_data",
+        "memodag_meta",
+        "main",
+        "public",
+        "information_schema",
+        "pg_catalog",
+        "pg_toast",
+        "temp",
+        "pg_temp",
+        "system",
+    }
+)
+
+
+def table_identifier(name: Any, what: str) -> str:
+    """``name`` lower-cased and checked: an identifier of at most 63 bytes.
+
+    Raises:
+        DefinitionError: naming ``what`` and the value, with what is allowed.
+    """
+    if not isinstance(name, str):
+        raise DefinitionError(f"{what} must be a string, got {type(name).__name__} {name!r}")
+    lowered = name.lower()
+    if not _IDENTIFIER.match(lowered):
+        raise DefinitionError(
+            f"{what} {name!r} is not an identifier: use letters, digits and underscores, "
+            "starting with a letter or underscore"
+        )
+    size = len(lowered.encode())
+    if size > _MAX_IDENTIFIER_BYTES:
+        raise DefinitionError(
+            f"{what} {name!r} is {size} bytes long; at most {_MAX_IDENTIFIER_BYTES} are allowed "
+            "(PostgreSQL's limit)"
+        )
+    return lowered
+
+
+def _columns(value: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value) and value:
+        return tuple(value)
+    raise DefinitionError(
+        f"{what} must be a column name or a non-empty list of them, got {value!r}"
+    )
+
+
+class Table:
+    """A table an op returns: the data (a pandas or polars frame, a ``pyarrow.Table``, a
+    DuckDB relation, or a SQLAlchemy ``Select``/``TextClause`` or SQL string run inside the
+    database) and how to store it.
+
+    Args:
+        obj: the data or query.
+        name: the table's name in its stage (case-insensitive, lower-cased, at most 63 bytes);
+            default ``<op>`` for an op's only output, else ``<op>_<output>``.
+        primary_key: a column or list of columns; created on the stored table (duplicates are an
+            error naming the table and key).
+        indexes: a list of column lists, one index each.
+        type_map: column -> SQL type to use instead of the one derived from the data.
+        nullable, non_nullable: columns to declare nullable / NOT NULL.
+        materialization_details: store options (e.g. PostgreSQL ``unlogged``), passed through.
+        inline: accepted and stored; honoured from a later release (docs/tables.md).
+    """
+
+    __slots__ = (
+        "indexes",
+        "inline",
+        "materialization_details",
+        "name",
+        "non_nullable",
+        "nullable",
+        "obj",
+        "primary_key",
+        "type_map",
+    )
+
+    def __init__(
+        self,
+        obj: Any = None,
+        name: str | None = None,
+        *,
+        primary_key: str | Sequence[str] | None = None,
+        indexes: Sequence[Sequence[str]] | None = None,
+        type_map: Mapping[str, Any] | None = None,
+        nullable: Sequence[str] | None = None,
+        non_nullable: Sequence[str] | None = None,
+        materialization_details: Any = None,
+        inline: bool | None = None,
+    ) -> None:
+        self.obj = obj
+        self.name = None if name is None else table_identifier(name, "Table name")
+        self.primary_key = () if primary_key is None else _columns(primary_key, "Table primary_key")
+        if indexes is not None and (
+            isinstance(indexes, str)
+            or not isinstance(indexes, Sequence)
+            or any(isinstance(i, str) or not isinstance(i, Sequence) for i in indexes)
+        ):
+            raise DefinitionError(
+                f"Table indexes must be a list of column lists (list[list[str]]), got {indexes!r}"
+            )
+        self.indexes = tuple(_columns(i, "Table index") for i in indexes or ())
+        self.type_map = dict(type_map or {})
+        for label, cols in (("nullable", nullable), ("non_nullable", non_nullable)):
+            if cols is not None and (isinstance(cols, str) or not isinstance(cols, Sequence)):
+                raise DefinitionError(f"Table {label} must be a list of column names, got {cols!r}")
+        self.nullable = None if nullable is None else tuple(nullable)
+        self.non_nullable = None if non_nullable is None else tuple(non_nullable)
+        self.materialization_details = materialization_details
+        self.inline = inline
+
+    def __repr__(self) -> str:
+        return f"Table({type(self.obj).__name__}, name={self.name!r})"
+
+
+class Stage:
+    """``with Stage("raw"):`` in a job or graph body: the ops called inside store their tables
+    in database schema ``raw`` (a view per table), committed atomically when they all succeed.
+
+    The name is checked here, when the job is defined: an identifier, lower-cased, at most 63
+    bytes, not one of memodag's or the database's own schemas. Stages do not nest.
+    """
+
+    __slots__ = ("_builder", "materialization_details", "name")
+
+    def __init__(self, name: str, materialization_details: Any = None) -> None:
+        self.name = table_identifier(name, "Stage name")
+        if self.name in _RESERVED_STAGES:
+            raise DefinitionError(
+                f"Stage name {name!r} is reserved (memodag's or the database's own schema); "
+                "choose another name"
+            )
+        self.materialization_details = materialization_details
+        self._builder: Any = None
+
+    def __enter__(self) -> Stage:
+        from memodag.definitions.composition import current_builder
+
+        builder = current_builder()
+        if builder is None:
+            raise DefinitionError(
+                f"Stage('{self.name}') is used outside a @job or @graph body; open it inside "
+                "the body, around the op calls it groups"
+            )
+        if builder.stage is not None:
+            raise DefinitionError(
+                f"Stage('{self.name}') is opened inside Stage('{builder.stage}') in "
+                f"'{builder.graph_name}': stages do not nest; close the outer one first"
+            )
+        builder.stage = self.name
+        self._builder = builder
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._builder.stage = None
+        self._builder = None
+
+    def __repr__(self) -> str:
+        return f"Stage({self.name!r})"
+
+
+def materialize(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    input_type: Any = None,
+    nout: int = 1,
+    config_schema: Any = None,
+    required_resource_keys: set[str] | frozenset[str] | None = None,
+    retry_policy: RetryPolicy | None = None,
+    tags: Mapping[str, str] | None = None,
+    description: str | None = None,
+    data_version: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Declare an op whose outputs are tables in the job's table store (``table_store``).
+
+    Args:
+        version: the op's code version; None: its source hash (helpers included), as the
+            job's version strategy computes it. Config, resources and inputs are in the version
+            as for any op.
+        input_type: the type input tables are handed over as (``pandas.DataFrame``,
+            ``polars.DataFrame``/``LazyFrame``, ``pyarrow.Table``, ``sqlalchemy.Table``, a DuckDB
+            relation); default each parameter's annotation, else the type the producer returned.
+        nout: number of outputs (the body returns a tuple); outputs are ``result`` for one, else
+            ``result_0``, ``result_1``, ...
+
+    The other arguments are ``@op``'s. A job holding a ``@materialize`` op memoizes by default.
+    """
+    if not isinstance(nout, int) or isinstance(nout, bool) or nout < 1:
+        raise DefinitionError(f"@materialize: nout must be a positive integer, got {nout!r}")
+
+    def decorate(func: Callable[..., Any]) -> Any:
+        from memodag.definitions.op import op
+
+        params = list(inspect.signature(func).parameters)
+        if params and params[0] in ("context", "_context", "ctx"):
+            params = params[1:]
+        ins = {
+            p: In(metadata={INPUT_TYPE_KEY: input_type}) if input_type is not None else In()
+            for p in params
+        }
+        out_def = Out(io_manager_key=TABLE_STORE_KEY)
+        outs: Any = (
+            out_def if nout == 1 else {f"{DEFAULT_OUTPUT}_{i}": out_def for i in range(nout)}
+        )
+        return op(
+            func,
+            name=name,
+            ins=ins,
+            out=outs,
+            config_schema=config_schema,
+            required_resource_keys=required_resource_keys,
+            version=version,
+            retry_policy=retry_policy,
+            tags={**(tags or {}), MATERIALIZE_TAG: "true"},
+            description=description,
+            data_version=data_version,
+        )
+
+    return decorate(fn) if fn is not None else decorate

@@ -1,0 +1,168 @@
+"""Conversions between the frames users write and Arrow, the one format tables move in.
+
+Owns which Python types a table can be returned as or handed over as, and how each maps to
+Arrow. Must never touch a database (stores do) and never import a frame library at module
+level: a type is recognised by looking in ``sys.modules`` (a frame of a library means the
+library is loaded), and libraries are imported only when a conversion asks for one.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from memodag.errors import StorageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: what ``kind_of`` returns, and what ``type_of_kind`` maps back to a class
+PANDAS, POLARS, POLARS_LAZY, ARROW, DUCKDB, SQLALCHEMY, SQL = (
+    "pandas",
+    "polars",
+    "polars_lazy",
+    "arrow",
+    "duckdb",
+    "sqlalchemy",
+    "sql",
+)
+
+#: the names ``as_type``/``input_type`` may also be given as (strings avoid importing a library)
+_KIND_NAMES = {
+    "pandas": PANDAS,
+    "pd.dataframe": PANDAS,
+    "polars": POLARS,
+    "pl.dataframe": POLARS,
+    "polars_lazy": POLARS_LAZY,
+    "pl.lazyframe": POLARS_LAZY,
+    "arrow": ARROW,
+    "pyarrow": ARROW,
+    "pa.table": ARROW,
+    "duckdb": DUCKDB,
+    "sqlalchemy": SQLALCHEMY,
+    "sa.table": SQLALCHEMY,
+}
+
+
+def _module(name: str) -> Any:
+    return sys.modules.get(name)
+
+
+def kind_of(obj: Any) -> str | None:
+    """Which kind of table ``obj`` is (``PANDAS``, ..., ``SQL`` for a query), or None."""
+    if isinstance(obj, str):
+        return SQL
+    pd = _module("pandas")
+    if pd is not None and isinstance(obj, pd.DataFrame):
+        return PANDAS
+    pl = _module("polars")
+    if pl is not None:
+        if isinstance(obj, pl.DataFrame):
+            return POLARS
+        if isinstance(obj, pl.LazyFrame):
+            return POLARS_LAZY
+    pa = _module("pyarrow")
+    if pa is not None and isinstance(obj, pa.Table):
+        return ARROW
+    duckdb = _module("duckdb")
+    if duckdb is not None and isinstance(obj, duckdb.DuckDBPyRelation):
+        return DUCKDB
+    sa = _module("sqlalchemy")
+    if sa is not None:
+        if isinstance(obj, sa.Table):
+            return SQLALCHEMY
+        from sqlalchemy.sql.elements import TextClause
+        from sqlalchemy.sql.selectable import Selectable
+
+        if isinstance(obj, (Selectable, TextClause)):
+            return SQL
+    return None
+
+
+def kind_of_type(as_type: Any, what: str) -> str:
+    """The kind a requested type (a class, or a name such as ``"polars"``) stands for.
+
+    Raises:
+        StorageError: naming ``what`` and the type, and listing the types tables come as.
+    """
+    if isinstance(as_type, str) and as_type.lower() in _KIND_NAMES:
+        return _KIND_NAMES[as_type.lower()]
+    module = getattr(as_type, "__module__", "") or ""
+    qualname = getattr(as_type, "__qualname__", "") or ""
+    top = module.split(".")[0]
+    if top == "pandas" and qualname == "DataFrame":
+        return PANDAS
+    if top == "polars" and qualname == "DataFrame":
+        return POLARS
+    if top == "polars" and qualname == "LazyFrame":
+        return POLARS_LAZY
+    if top == "pyarrow" and qualname == "Table":
+        return ARROW
+    if top in ("duckdb", "_duckdb") and qualname == "DuckDBPyRelation":
+        return DUCKDB
+    if top == "sqlalchemy" and qualname == "Table":
+        return SQLALCHEMY
+    raise StorageError(
+        f"{what}: cannot hand a table over as {as_type!r}; use pandas.DataFrame, "
+        "polars.DataFrame, polars.LazyFrame, pyarrow.Table, sqlalchemy.Table or "
+        "duckdb.DuckDBPyRelation"
+    )
+
+
+def to_arrow(obj: Any, kind: str, what: str) -> pa.Table:
+    """``obj`` (a frame of ``kind``) as a ``pyarrow.Table``, with no pandas index.
+
+    Categorical/enum columns become strings (documented in docs/tables.md).
+    """
+    import pyarrow as pa
+
+    if kind == PANDAS:
+        table = pa.Table.from_pandas(obj, preserve_index=False)
+    elif kind == POLARS:
+        table = obj.to_arrow()
+    elif kind == POLARS_LAZY:
+        table = obj.collect().to_arrow()
+    elif kind == ARROW:
+        table = obj
+    elif kind == DUCKDB:
+        table = obj.to_arrow_table() if hasattr(obj, "to_arrow_table") else obj.arrow()
+    else:
+        raise StorageError(f"{what}: cannot store a {type(obj).__name__} as a table")
+    return _plain_arrow(table)
+
+
+def _plain_arrow(table: pa.Table) -> pa.Table:
+    """Dictionary columns (categoricals, polars enums) as their value type; polars' large and
+    view string types stay as they are (every store reads them)."""
+    import pyarrow as pa
+
+    fields = list(table.schema)
+    if not any(pa.types.is_dictionary(f.type) for f in fields):
+        return table
+    columns = []
+    new_fields = []
+    for f, column in zip(fields, table.columns, strict=True):
+        if pa.types.is_dictionary(f.type):
+            column = column.cast(f.type.value_type)
+            f = pa.field(f.name, f.type.value_type, f.nullable)
+        columns.append(column)
+        new_fields.append(f)
+    metadata = table.schema.metadata
+    return pa.Table.from_arrays(columns, schema=pa.schema(new_fields, metadata=metadata))
+
+
+def from_arrow(table: pa.Table, as_type: Any, what: str) -> Any:
+    """``table`` converted to ``as_type`` (a class or kind name; see ``kind_of_type``)."""
+    kind = as_type if as_type in (PANDAS, POLARS, POLARS_LAZY, ARROW) else None
+    if kind is None:
+        kind = kind_of_type(as_type, what)
+    if kind == ARROW:
+        return table
+    if kind == PANDAS:
+        return table.to_pandas()
+    if kind in (POLARS, POLARS_LAZY):
+        import polars as pl
+
+        frame = pl.from_arrow(table)
+        return frame.lazy() if kind == POLARS_LAZY else frame
+    raise StorageError(f"{what}: this store cannot hand a table over as {as_type!r}")

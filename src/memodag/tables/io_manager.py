@@ -1,0 +1,269 @@
+"""``TableIOManager``: stores op outputs as tables through a ``TableStore`` and commits stages.
+
+Owns the rules that do not depend on the database: which stage and name an output gets, its
+physical name (op, output, version), what its address says, which type an input is handed over
+as, and when a stage commits (at run end, when the run succeeded, one transaction per stage).
+Must never write SQL itself (the store does) nor import a frame library at module level.
+Semantics: docs/tables.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from memodag.definitions.tables import INPUT_TYPE_KEY, STAGE_TAG, Table, table_identifier
+from memodag.errors import DefinitionError, StorageError
+from memodag.storage.io_manager import (
+    Address,
+    InputContext,
+    MemoizableIOManager,
+    OutputContext,
+    RunEnd,
+    RunInfo,
+)
+from memodag.tables.convert import ARROW, SQL, from_arrow, kind_of, kind_of_type, to_arrow
+from memodag.tables.store import StageTable, TableSpec, TableStore, physical_table_name
+
+#: how an address names a table: ``table:<kind>:<stage>/<name>/<physical>``
+_URI_SCHEME = "table"
+#: what ``Address.serializer`` says for a table (gc and ``runs show`` print it)
+SERIALIZER = "table"
+
+
+@dataclass(frozen=True)
+class TableAddress:
+    """What a table output's URI holds: the kind of object the op returned, its stage, its name
+    in the stage and the physical table."""
+
+    kind: str
+    stage: str
+    name: str
+    physical: str
+
+    def uri(self) -> str:
+        return f"{_URI_SCHEME}:{self.kind}:{self.stage}/{self.name}/{self.physical}"
+
+    @classmethod
+    def parse(cls, uri: str | None) -> TableAddress:
+        try:
+            scheme, kind, rest = (uri or "").split(":", 2)
+            stage, name, physical = rest.split("/")
+        except ValueError:
+            raise StorageError(f"{uri!r} is not the address of a stored table") from None
+        if scheme != _URI_SCHEME:
+            raise StorageError(f"{uri!r} is not the address of a stored table")
+        return cls(kind, stage, name, physical)
+
+
+class TableIOManager(MemoizableIOManager):
+    """Stores each output as one physical table of its ``TableStore`` and shows it in its
+    stage once the run succeeds.
+
+    Invariants: an output's table is complete in the store before its address is returned
+    (so before the engine records it); a stage is committed only from ``on_run_end`` of a
+    successful run, with every table the run recorded for it; in a run two outputs never share
+    a name in one stage. Runs in the driver only: table ops on worker processes are refused
+    (issue 16).
+    """
+
+    uses_instance_index = True
+
+    def __init__(self, store: TableStore) -> None:
+        self.store = store
+        self._run: RunInfo | None = None
+        # stage -> name -> the table the run recorded for it
+        self._stages: dict[str, dict[str, StageTable]] = {}
+        # stage -> name -> step key of the output that took the name in this run
+        self._names: dict[str, dict[str, str]] = {}
+        self._broken = False
+
+    def storage_identity(self) -> str:
+        return self.store.identity()
+
+    # ---- run lifecycle -----------------------------------------------------------------------
+
+    def on_run_start(self, run: RunInfo) -> None:
+        self._run = run
+        self._stages = {}
+        self._names = {}
+        self._broken = False
+        self.store.open()
+
+    def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
+        table = TableAddress.parse(address.uri)
+        try:
+            self._take_name(table.stage, table.name, address.step_key)
+        except StorageError:
+            self._broken = True  # the run fails at its end (the engine says why): no commit
+            raise
+        self._stages.setdefault(table.stage, {})[table.name] = StageTable(
+            table.name, table.physical, address.step_key
+        )
+
+    def on_run_end(self, run: RunInfo, end: RunEnd) -> None:
+        try:
+            if end.success and not self._broken:
+                for stage, tables in self._stages.items():
+                    self._commit(run, stage, tables)
+        finally:
+            self._run = None
+            self.store.close()
+
+    def _commit(self, run: RunInfo, stage: str, tables: dict[str, StageTable]) -> None:
+        # views the stage shows for steps of this run under a name they no longer produce
+        steps = {t.step_key for t in tables.values()}
+        shown = self.store.stage_tables(stage)
+        drop = [n for n, t in shown.items() if t.step_key in steps and n not in tables]
+        self.store.commit_stage(stage, run.job_name, list(tables.values()), drop)
+
+    def _take_name(self, stage: str, name: str, step_key: str) -> None:
+        taken = self._names.setdefault(stage, {})
+        other = taken.setdefault(name, step_key)
+        if other != step_key:
+            raise StorageError(
+                f"stage '{stage}': table name '{name}' is produced by both {other} and "
+                f"{step_key}; give one of them another Table(name=...)"
+            )
+
+    # ---- outputs -----------------------------------------------------------------------------
+
+    def handle_output(self, context: OutputContext, obj: Any) -> str:
+        if self._run is None:
+            raise StorageError(
+                f"{context.step_key}: table outputs are stored only by the run's driver process "
+                "for now; run this job on the in-process executor (table ops on other "
+                "executors come with a later release)"
+            )
+        table = obj if isinstance(obj, Table) else Table(obj)
+        what = f"op '{context.step_key}' output '{context.name}'"
+        kind = kind_of(table.obj)
+        if kind is None:
+            raise StorageError(
+                f"{what}: returned {type(table.obj).__name__}, which is not a table; return a "
+                "pandas or polars frame, a pyarrow.Table, a DuckDB relation, or a SQL query "
+                "(string, SQLAlchemy Select/TextClause), optionally wrapped in Table(...)"
+            )
+        stage = context.tags.get(STAGE_TAG) or _stage_of_job(self._run.job_name)
+        name = table.name or _default_name(context)
+        self._take_name(stage, name, context.step_key)
+        version = context.version or "r" + context.run_id.replace("-", "")
+        physical = physical_table_name(context.step_key, context.name, version)
+        spec = TableSpec(
+            name=name,
+            primary_key=table.primary_key,
+            indexes=table.indexes,
+            type_map=table.type_map,
+            nullable=table.nullable,
+            non_nullable=table.non_nullable,
+            materialization_details=table.materialization_details,
+        )
+        if context.version is None or not self.store.has_table(physical):
+            if kind == SQL:
+                self.store.write_query(physical, self._compile(table.obj, what), spec)
+            else:
+                self.store.write_arrow(physical, to_arrow(table.obj, kind, what), spec)
+        return TableAddress(kind, stage, name, physical).uri()
+
+    def _compile(self, query: Any, what: str) -> str:
+        if isinstance(query, str):
+            return query
+        from sqlalchemy.dialects import postgresql
+
+        # DuckDB speaks PostgreSQL's SQL; SQLAlchemy has no DuckDB dialect of its own
+        try:
+            compiled = query.compile(
+                dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+            )
+        except Exception as exc:
+            raise StorageError(f"{what}: SQLAlchemy could not compile the query: {exc}") from exc
+        return str(compiled)
+
+    def serializer_name(self, context: OutputContext) -> str | None:
+        return SERIALIZER
+
+    def has_output(self, context: OutputContext) -> bool:
+        if context.version is None:
+            return False
+        return self.store.has_table(
+            physical_table_name(context.step_key, context.name, context.version)
+        )
+
+    # ---- inputs ------------------------------------------------------------------------------
+
+    def load_input(self, context: InputContext) -> Any:
+        table = TableAddress.parse(context.address.uri if context.address else None)
+        as_type = context.metadata.get("as_type") or _input_type(context)
+        if as_type is None:
+            as_type = ARROW if table.kind == SQL else table.kind
+        try:
+            return self.store.read(table.physical, as_type)
+        finally:
+            if self._run is None:
+                self.store.close()  # outside a run (output_for_node): never keep the file
+
+    # ---- gc ----------------------------------------------------------------------------------
+
+    def exists(self, address: Address) -> bool:
+        try:
+            return self.store.has_table(TableAddress.parse(address.uri).physical)
+        finally:
+            if self._run is None:
+                self.store.close()
+
+    def delete(self, address: Address) -> None:
+        physical = TableAddress.parse(address.uri).physical
+        try:
+            if not self.store.is_shown(physical):  # a committed stage still shows it: kept
+                self.store.drop_table(physical)
+        finally:
+            if self._run is None:
+                self.store.close()
+
+
+def _stage_of_job(job_name: str) -> str:
+    return table_identifier(job_name, f"stage of job '{job_name}' (ops outside any Stage)")
+
+
+def _default_name(context: OutputContext) -> str:
+    op_name = context.op_def.name if context.op_def is not None else context.step_key
+    name = op_name if len(getattr(context.op_def, "outs", ())) <= 1 else f"{op_name}_{context.name}"
+    if context.mapping_key is not None:
+        name = f"{name}_{context.mapping_key}"
+    try:
+        return table_identifier(name, "table name")
+    except DefinitionError as exc:
+        raise StorageError(
+            f"op '{context.step_key}' output '{context.name}': {exc}; give Table(name=...)"
+        ) from exc
+
+
+def _input_type(context: InputContext) -> Any:
+    """The type the consuming op asked for: ``In(metadata={"input_type": ...})`` (what
+    ``@materialize(input_type=)`` sets), else the parameter's annotation, else None."""
+    op_def = context.op_def
+    if op_def is None:
+        return None
+    spec = op_def.ins.get(context.name)
+    if spec is not None and spec.metadata.get(INPUT_TYPE_KEY) is not None:
+        return spec.metadata[INPUT_TYPE_KEY]
+    fn = op_def.compute_fn
+    annotation = inspect.signature(fn).parameters.get(context.name)
+    if annotation is None or annotation.annotation is inspect.Parameter.empty:
+        return None
+    hint = annotation.annotation
+    if isinstance(hint, str):
+        try:
+            hint = typing.get_type_hints(fn).get(context.name, hint)
+        except Exception:  # an annotation naming what the module does not import: no type
+            return None
+    try:
+        kind_of_type(hint, "")
+    except StorageError:
+        return None
+    return hint
+
+
+__all__ = ["TableAddress", "TableIOManager", "from_arrow"]
