@@ -238,7 +238,6 @@ def materialize(
             out_def if nout == 1 else {f"{DEFAULT_OUTPUT}_{i}": out_def for i in range(nout)}
         )
         return op(
-            func,
             name=name,
             ins=ins,
             out=outs,
@@ -249,6 +248,6 @@ def materialize(
             tags={**(tags or {}), MATERIALIZE_TAG: "true"},
             description=description,
             data_version=data_version,
-        )
+        )(func)
 
     return decorate(fn) if fn is not None else decorate

@@ -163,6 +163,6 @@ def from_arrow(table: pa.Table, as_type: Any, what: str) -> Any:
     if kind in (POLARS, POLARS_LAZY):
         import polars as pl
 
-        frame = pl.from_arrow(table)
+        frame = pl.DataFrame(table)
         return frame.lazy() if kind == POLARS_LAZY else frame
     raise StorageError(f"{what}: this store cannot hand a table over as {as_type!r}")
