@@ -68,6 +68,7 @@ from memodag.storage.serializers import (
     Serializer,
 )
 from memodag.tables.duckdb import duckdb_table_store
+from memodag.tables.postgres import postgres_table_store
 from memodag.versioning.report import OutputVersion
 from memodag.versioning.source_hash import SourceHashVersionStrategy
 from memodag.versioning.strategy import (
@@ -136,6 +137,7 @@ __all__ = [
     "build_op_context",
     "dask_executor",
     "duckdb_table_store",
+    "postgres_table_store",
     "fs_io_manager",
     "graph",
     "in_process_executor",
