@@ -137,7 +137,6 @@ __all__ = [
     "build_op_context",
     "dask_executor",
     "duckdb_table_store",
-    "postgres_table_store",
     "fs_io_manager",
     "graph",
     "in_process_executor",
@@ -149,6 +148,7 @@ __all__ = [
     "multiprocess_executor",
     "object_store_io_manager",
     "op",
+    "postgres_table_store",
     "resource",
     "versioned_filesystem_io_manager",
 ]

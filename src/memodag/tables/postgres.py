@@ -216,7 +216,7 @@ class PostgresTableStore(TableStore):
             f"{_q(name)} {sql_type}{' NOT NULL' if name in not_null else ''}"
             for name, sql_type in columns
         )
-        cur = self._writer()
+        self._writer()
         table = self._table(physical)
         with self._transaction(f"{what} could not be stored") as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")  # a leftover of a killed write
@@ -235,7 +235,7 @@ class PostgresTableStore(TableStore):
 
     def write_query(self, physical: str, sql: str, spec: TableSpec) -> None:
         what = f"table '{spec.name}'"
-        cur = self._writer()
+        self._writer()
         table = self._table(physical)
         with self._transaction(f"{what} could not be created from its query") as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
@@ -575,7 +575,9 @@ def _as_written(table: Any, schema: Any) -> Any:
                 [c.storage for c in column.chunks], type=column.type.storage_type
             )
         target = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
-        if column.type != target:
+        if pa.types.is_null(target) and column.null_count == len(column):
+            column = pa.chunked_array([pa.nulls(len(column))], type=pa.null())
+        elif column.type != target:
             try:
                 column = column.cast(target)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
