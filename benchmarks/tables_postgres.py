@@ -135,15 +135,21 @@ def one_row_chain(scratch: Path) -> Metrics:
     def first():
         return Table(pd.DataFrame({"n": [0]}))
 
-    @materialize(version="1", input_type=pd.DataFrame)
-    def step(previous):
-        return previous.assign(n=previous["n"] + 1)
+    def make_step(i: int) -> Any:
+        # one op per task: a table's default name is its op's, unique in the stage
+        @materialize(version="1", input_type=pd.DataFrame, name=f"step{i}")
+        def step(previous):
+            return previous.assign(n=previous["n"] + 1)
+
+        return step
+
+    steps = [make_step(i) for i in range(1, CHAIN)]
 
     def chain(n: int) -> Any:
         def body() -> None:
             value = first()
-            for i in range(1, n):
-                value = step.alias(f"step{i}")(value)
+            for step in steps[: n - 1]:
+                value = step(value)
 
         return body
 

@@ -128,6 +128,11 @@ class PostgresTableStore(TableStore):
                 # autocommit here, not afterwards: set later, ingested tables stay uncommitted
                 self._conn = adbc.connect(self.url, autocommit=True)
                 self._cursor = self._conn.cursor()
+                # A table write then costs no WAL flush (~4 ms each here). Safe: a server crash
+                # loses a table together with its bookkeeping row (has_table says so and the op
+                # reruns), and each stage commit flushes synchronously, which makes every table
+                # written before it durable (the WAL is flushed in order).
+                self._cursor.execute("SET synchronous_commit TO off")
             except Exception as exc:
                 self.close()
                 raise StorageError(
@@ -216,11 +221,18 @@ class PostgresTableStore(TableStore):
             f"{_q(name)} {sql_type}{' NOT NULL' if name in not_null else ''}"
             for name, sql_type in columns
         )
-        self._writer()
+        finish = self._finish_sql(physical, spec, data.schema, what)
+        cur = self._writer()
         table = self._table(physical)
-        with self._transaction(f"{what} could not be stored") as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {table}")  # a leftover of a killed write
-            cur.execute(f"CREATE {_unlogged(spec, what)}TABLE {table} ({defs})")
+        # Three statements, each committed on its own: the bookkeeping row that makes the table
+        # visible to has_table comes last, with the keys, in one atomic statement. A killed write
+        # leaves at most a table without its row, which the next write of that name replaces.
+        try:
+            _statements(
+                cur,
+                f"DROP TABLE IF EXISTS {table}",
+                f"CREATE {_unlogged(spec, what)}TABLE {table} ({defs})",
+            )
             if ingest.num_rows:
                 try:
                     cur.adbc_ingest(
@@ -230,65 +242,95 @@ class PostgresTableStore(TableStore):
                     raise StorageError(
                         f"{what}: PostgreSQL refused the rows: {self._redact(str(exc)).strip()}"
                     ) from exc
-            self._finish(cur, physical, spec, what)
-            self._record(cur, physical, data.schema)
+            _statements(cur, *finish)
+        except adbc_driver_manager.Error as exc:
+            self._discard(physical)
+            raise self._finish_error(exc, spec, what) from exc
+        except BaseException:
+            self._discard(physical)
+            raise
+        self._schemas[physical] = data.schema
 
     def write_query(self, physical: str, sql: str, spec: TableSpec) -> None:
+        import adbc_driver_manager
+
         what = f"table '{spec.name}'"
-        self._writer()
+        cur = self._writer()
         table = self._table(physical)
-        with self._transaction(f"{what} could not be created from its query") as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {table}")
-            cur.execute(f"CREATE {_unlogged(spec, what)}TABLE {table} AS {sql}")
+        try:
+            _statements(
+                cur,
+                f"DROP TABLE IF EXISTS {table}",
+                f"CREATE {_unlogged(spec, what)}TABLE {table} AS {sql}",
+            )
+        except adbc_driver_manager.Error as exc:
+            self._discard(physical)
+            raise self._fail(f"{what} could not be created from its query", exc) from exc
+        try:
             cur.execute(f"SELECT * FROM {table} LIMIT 0")
             schema = _plain_schema(cur.fetch_arrow_table().schema)
             _check_columns(spec, schema.names, what)
             _check_nullable(spec, schema.names, what)
-            for column in sorted(_not_null(spec, schema.names)):
-                cur.execute(f"ALTER TABLE {table} ALTER COLUMN {_q(column)} SET NOT NULL")
-            self._finish(cur, physical, spec, what)
-            self._record(cur, physical, schema)
+            finish = [
+                f"ALTER TABLE {table} ALTER COLUMN {_q(column)} SET NOT NULL"
+                for column in sorted(_not_null(spec, schema.names))
+            ]
+            finish += self._finish_sql(physical, spec, schema, what)
+            _statements(cur, *finish)
+        except adbc_driver_manager.Error as exc:
+            self._discard(physical)
+            raise self._finish_error(exc, spec, what) from exc
+        except BaseException:
+            self._discard(physical)
+            raise
+        self._schemas[physical] = schema
 
-    def _finish(self, cur: Any, physical: str, spec: TableSpec, what: str) -> None:
-        """Column types from ``type_map``, the primary key and the indexes, inside the write's
-        transaction. A key with duplicates or nulls is an error naming the table and key."""
-        import adbc_driver_manager
+    def _discard(self, physical: str) -> None:
+        """Drop what a failed write left (best effort: the next write replaces it anyway)."""
+        try:
+            self._cur().execute(f"DROP TABLE IF EXISTS {self._table(physical)}")
+        except Exception:
+            pass
 
+    def _finish_sql(self, physical: str, spec: TableSpec, schema: Any, what: str) -> list[str]:
+        """The statements that complete a written table: column types from ``type_map``, the
+        primary key, the indexes, and last its bookkeeping row (with its Arrow schema)."""
         table = self._table(physical)
+        statements = []
         for column, sql_type in spec.type_map.items():
             type_sql = _type_sql(sql_type, column, what)
-            cur.execute(
+            statements.append(
                 f"ALTER TABLE {table} ALTER COLUMN {_q(column)} TYPE {type_sql} "
                 f"USING {_q(column)}::{type_sql}"
             )
         if spec.primary_key:
             cols = ", ".join(_q(c) for c in spec.primary_key)
             name = _q(f"pk_{hash_strings(self.data_schema, physical)[:28]}")
-            try:
-                cur.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} PRIMARY KEY ({cols})")
-            except adbc_driver_manager.Error as exc:
-                state = getattr(exc, "sqlstate", None)
-                problem = {"23505": "has duplicate values", "23502": "has nulls"}.get(
-                    state or "", "could not be created"
-                )
-                raise StorageError(
-                    f"{what}: primary key {list(spec.primary_key)} {problem} "
-                    f"({self._redact(str(exc)).strip()}); make the key unique and non-null or "
-                    "choose another primary_key"
-                ) from exc
+            statements.append(f"ALTER TABLE {table} ADD CONSTRAINT {name} PRIMARY KEY ({cols})")
         for index in spec.indexes:
             cols = ", ".join(_q(c) for c in index)
             # index names share the schema with every table: a hash keeps them unique, short
             name = _q(f"ix_{hash_strings(self.data_schema, physical, *index)[:28]}")
-            cur.execute(f"CREATE INDEX {name} ON {table} ({cols})")
-
-    def _record(self, cur: Any, physical: str, schema: Any) -> None:
-        cur.execute(
-            f"INSERT INTO {_q(self.meta_schema)}.tables VALUES ($1, $2) ON CONFLICT (physical) "
-            "DO UPDATE SET arrow_schema = EXCLUDED.arrow_schema",
-            (physical, schema.serialize().to_pybytes()),
+            statements.append(f"CREATE INDEX {name} ON {table} ({cols})")
+        schema_hex = schema.serialize().to_pybytes().hex()
+        statements.append(
+            f"INSERT INTO {_q(self.meta_schema)}.tables VALUES ({_literal(physical)}, "
+            f"decode('{schema_hex}', 'hex')) ON CONFLICT (physical) "
+            "DO UPDATE SET arrow_schema = EXCLUDED.arrow_schema"
         )
-        self._schemas[physical] = schema
+        return statements
+
+    def _finish_error(self, exc: Exception, spec: TableSpec, what: str) -> StorageError:
+        """A failed completion as an error naming the table (and the key, when it is the key)."""
+        state = getattr(exc, "sqlstate", None)
+        message = self._redact(str(exc)).strip()
+        if spec.primary_key and state in ("23505", "23502"):
+            problem = "has duplicate values" if state == "23505" else "has nulls"
+            return StorageError(
+                f"{what}: primary key {list(spec.primary_key)} {problem} ({message}); make the "
+                "key unique and non-null or choose another primary_key"
+            )
+        return StorageError(f"{what}: PostgreSQL could not store it: {message}")
 
     def _schema(self, physical: str) -> Any:
         schema = self._schemas.get(physical)
@@ -354,6 +396,8 @@ class PostgresTableStore(TableStore):
         with self._transaction(
             f"stage '{stage}' could not be committed (the stage readers see is unchanged)"
         ) as cur:
+            # durable when it returns, and with it every table written before (module doc)
+            cur.execute("SET LOCAL synchronous_commit TO on")
             # one committer per stage at a time; readers are not blocked until the swap
             cur.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", (f"memodag:{schema}",)
@@ -431,6 +475,26 @@ class PostgresTableStore(TableStore):
             f"SELECT 1 FROM {_q(self.meta_schema)}.stage_tables WHERE physical = $1", [physical]
         )
         return bool(rows)
+
+
+_DOLLAR = "$memodag$"
+
+
+def _literal(text: str) -> str:
+    """``text`` as a SQL string literal (quotes doubled; backslashes are plain characters with
+    ``standard_conforming_strings``, on since PostgreSQL 9.1)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _statements(cur: Any, *sql: str) -> None:
+    """Run statements in one round trip (a ``DO`` block: ADBC prepares each statement, so one
+    string cannot hold several), or one by one when a statement contains the block's quote."""
+    if len(sql) == 1 or any(_DOLLAR in statement for statement in sql):
+        for statement in sql:
+            cur.execute(statement)
+        return
+    body = "; ".join(sql)
+    cur.execute(f"DO {_DOLLAR}BEGIN {body}; END{_DOLLAR}")
 
 
 # -- URLs ------------------------------------------------------------------------------------
