@@ -15,6 +15,7 @@ schema prefix and drops it afterwards.
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from pathlib import Path
@@ -124,10 +125,10 @@ def materialize_1m(scratch: Path) -> Metrics:
     return {"write_s": seconds, "read_s": read_seconds}
 
 
-def one_row_chain(scratch: Path) -> Metrics:
+def one_row_chain(scratch: Path, store: str = "postgres") -> Metrics:
     import pandas as pd
 
-    from memodag import Instance, Table, materialize
+    from memodag import Instance, Table, duckdb_table_store, job, materialize
 
     prefix = _prefix()
 
@@ -153,18 +154,25 @@ def one_row_chain(scratch: Path) -> Metrics:
 
         return body
 
+    def make_job(body: Any, name: str) -> Any:
+        if store == "postgres":
+            return _job(prefix, body, name)
+        tables = duckdb_table_store.configured({"path": str(scratch / "tables.duckdb")})
+        return job(body, name=name, resource_defs={"table_store": tables})
+
     instance = Instance.from_url(f"sqlite:///{scratch / 'instance.db'}", storage_dir=scratch)
     try:
-        single = _job(prefix, chain(1), "one")
+        single = make_job(chain(1), "one")
         _, one_seconds = timed(lambda: single.execute_in_process(instance=instance))
-        many = _job(prefix, chain(CHAIN), "many")
+        many = make_job(chain(CHAIN), "many")
         result, many_seconds = timed(lambda: many.execute_in_process(instance=instance))
         assert result.output_for_node(f"step{CHAIN - 1}", as_type=pd.DataFrame)["n"].tolist() == [
             CHAIN - 1
         ]
     finally:
         instance.close()
-        _drop_prefix(prefix)
+        if store == "postgres":
+            _drop_prefix(prefix)
     return {"per_task_s": (many_seconds - one_seconds) / (CHAIN - 1), "chain_s": many_seconds}
 
 
@@ -191,9 +199,17 @@ WORKLOADS = [
         ),
     ),
     Workload(
+        "pg_one_row_chain_duckdb",
+        functools.partial(one_row_chain, store="duckdb"),
+        f"the same {CHAIN}-task chain on the DuckDB store (a reference, same invocation)",
+        primary="per_task_s",
+        repeat=3,
+    ),
+    Workload(
         "pg_one_row_chain",
         one_row_chain,
         f"{CHAIN} one-row @materialize tasks in a chain on PostgreSQL, cost per task above one",
+        baseline="pg_one_row_chain_duckdb",
         primary="per_task_s",
         repeat=3,
         requires="adbc_driver_postgresql",
