@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -211,6 +212,7 @@ def _pandas_frame() -> pd.DataFrame:
             "money": [decimal.Decimal("1.25"), None, decimal.Decimal("-99999.99")],
             "kind": pd.Categorical(["x", "y", None]),
             "nothing": [None, None, None],
+            "blob": [b"\x00\x01", None, b"'; --"],
         }
     )
 
@@ -438,3 +440,51 @@ def test_the_url_from_an_env_reference_or_the_store_variable(pg, instance, monke
     monkeypatch.delenv("MEMODAG_TABLE_STORE_URL")
     with pytest.raises(StorageError, match="or the environment variable MEMODAG_TABLE_STORE_URL"):
         warehouse_job(from_variable).execute_in_process(instance=instance)
+
+
+def test_the_store_verbs_gc_and_readers_use(pg):
+    """What gc and list-versions call: a reader creates nothing; a table a stage shows is
+    known as shown; a dropped table is gone with its bookkeeping."""
+    from memodag.tables.postgres import PostgresTableStore
+    from memodag.tables.store import StageTable, TableSpec
+
+    reader = PostgresTableStore(pg.url, schema_prefix=pg.prefix)
+    try:
+        assert not reader.has_table("nothing") and reader.stage_owner("s") is None
+        assert reader.stage_tables("s") == {} and not reader.is_shown("nothing")
+        assert pg.query(
+            "SELECT count(*) FROM pg_namespace WHERE starts_with(nspname, %s)", pg.prefix
+        ) == [(0,)]
+    finally:
+        reader.close()
+
+    store = PostgresTableStore(pg.url, schema_prefix=pg.prefix)
+    try:
+        store.open()
+        data = pa.table({"a": [1, 2]})
+        store.write_arrow("t_v1", data, TableSpec("t"))
+        store.write_arrow("t_v2", data, TableSpec("t"))
+        store.commit_stage("s", "job", [StageTable("t", "t_v1", "op")])
+        assert store.is_shown("t_v1") and not store.is_shown("t_v2")
+        store.commit_stage("s", "job", [StageTable("t", "t_v2", "op")])
+        assert not store.is_shown("t_v1")
+        store.drop_table("t_v1")
+        assert not store.has_table("t_v1") and store.has_table("t_v2")
+        assert store.stage_tables("s") == {"t": StageTable("t", "t_v2", "op")}
+        assert pg.query(f'SELECT a FROM "{pg.schema("s")}".t ORDER BY a') == [(1,), (2,)]
+        store.commit_stage("s", "job", [], drop=["t"])
+        assert store.stage_tables("s") == {}
+        views = "SELECT count(*) FROM information_schema.views WHERE table_schema = %s"
+        assert pg.query(views, pg.schema("s")) == [(0,)]
+    finally:
+        store.close()
+
+
+def test_schema_names_past_63_bytes_are_refused_not_cut(pg):
+    from memodag.tables.postgres import PostgresTableStore
+
+    with pytest.raises(StorageError, match="longer than 63 bytes"):
+        PostgresTableStore(pg.url, schema_prefix="p" * 60)
+    store = PostgresTableStore(pg.url, schema_prefix="p" * 40)
+    with pytest.raises(StorageError, match="use a shorter prefix, suffix or stage name"):
+        store.commit_stage("s" * 30, "job", [])

@@ -67,6 +67,7 @@ class PostgresTableStore(TableStore):
                     f"postgres_table_store: {what} {affix!r} may hold only lower-case letters, "
                     "digits and underscores (it becomes part of schema names)"
                 )
+        self.schema_name(META_SCHEMA)  # the prefix and suffix leave room for memodag's schemas
         self.url = _driver_url(url)
         self.display_url = redact_url(url)
         self._secrets = _passwords(url)
@@ -87,6 +88,17 @@ class PostgresTableStore(TableStore):
     @property
     def meta_schema(self) -> str:
         return self.schema_name(META_SCHEMA)
+
+    def schema_name(self, base: str) -> str:
+        name = super().schema_name(base)
+        if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+            # PostgreSQL would cut it silently, and two stages could then share a schema
+            raise StorageError(
+                f"schema {name!r} (stage or memodag schema {base!r} with the store's "
+                f"schema_prefix/schema_suffix) is longer than {MAX_IDENTIFIER_BYTES} bytes, "
+                "PostgreSQL's limit; use a shorter prefix, suffix or stage name"
+            )
+        return name
 
     def open(self) -> None:
         """Connect and create memodag's schemas; an unreachable server raises ``StorageError``
