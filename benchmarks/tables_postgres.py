@@ -36,17 +36,26 @@ def _url() -> str:
     )
 
 
-def _frame() -> Any:
+def _frame(mixed: bool = False) -> Any:
+    """1M x 10 numeric columns; ``mixed`` adds 2 string columns and 1 timestamp column."""
     import numpy as np
     import pandas as pd
 
     rng = np.random.default_rng(0)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             f"c{i}": rng.integers(0, 1_000_000, ROWS) if i % 2 else rng.random(ROWS)
             for i in range(COLUMNS)
         }
     )
+    if mixed:
+        words = np.array([f"word{i:04d}" for i in range(1000)], dtype=object)
+        frame["s1"] = words[rng.integers(0, 1000, ROWS)]
+        frame["s2"] = words[rng.integers(0, 1000, ROWS)]
+        frame["ts"] = pd.Timestamp("2020-01-01") + pd.to_timedelta(
+            rng.integers(0, 10**9, ROWS), unit="s"
+        )
+    return frame
 
 
 def _drop_prefix(prefix: str) -> None:
@@ -64,11 +73,11 @@ def _prefix() -> str:
     return f"bench{uuid.uuid4().hex[:8]}_"
 
 
-def raw_ingest(scratch: Path) -> Metrics:
+def raw_ingest(scratch: Path, mixed: bool = False) -> Metrics:
     import adbc_driver_postgresql.dbapi as adbc
     import pyarrow as pa
 
-    frame = _frame()
+    frame = _frame(mixed)
     prefix = _prefix()
     try:
         with adbc.connect(_url(), autocommit=True) as conn, conn.cursor() as cur:
@@ -98,12 +107,14 @@ def _job(prefix: str, body: Any, name: str) -> Any:
     return job(body, name=name, resource_defs={"table_store": store})
 
 
-def materialize_1m(scratch: Path) -> Metrics:
+def materialize_1m(scratch: Path, mixed: bool = False) -> Metrics:
     import pandas as pd
 
     from memodag import Instance, Stage, Table, materialize
 
-    frame = _frame()
+    import adbc_driver_postgresql.dbapi  # noqa: F401  imported untimed, as the raw workload does
+
+    frame = _frame(mixed)
     prefix = _prefix()
 
     @materialize(version="1")
@@ -190,6 +201,27 @@ WORKLOADS = [
         materialize_1m,
         "memodag: a @materialize op returning the 1M x 10 frame, whole run, PostgreSQL store",
         baseline="pg_raw_ingest_1m",
+        primary="write_s",
+        repeat=3,
+        requires="adbc_driver_postgresql",
+        targets=(
+            Target(">= 0.8x raw ADBC write throughput", "write_s", max_ratio=1.25),
+            Target(">= 0.8x raw read to pandas", "read_s", max_ratio=1.25),
+        ),
+    ),
+    Workload(
+        "pg_raw_ingest_1m_mixed",
+        functools.partial(raw_ingest, mixed=True),
+        "raw, as pg_raw_ingest_1m with 2 string and 1 timestamp columns added",
+        primary="write_s",
+        repeat=3,
+        requires="adbc_driver_postgresql",
+    ),
+    Workload(
+        "pg_materialize_1m_mixed",
+        functools.partial(materialize_1m, mixed=True),
+        "memodag, as pg_materialize_1m with 2 string and 1 timestamp columns added",
+        baseline="pg_raw_ingest_1m_mixed",
         primary="write_s",
         repeat=3,
         requires="adbc_driver_postgresql",
