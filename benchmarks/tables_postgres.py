@@ -108,11 +108,10 @@ def _job(prefix: str, body: Any, name: str) -> Any:
 
 
 def materialize_1m(scratch: Path, mixed: bool = False) -> Metrics:
+    import adbc_driver_postgresql.dbapi  # noqa: F401  imported untimed, as the raw workload does
     import pandas as pd
 
     from memodag import Instance, Stage, Table, materialize
-
-    import adbc_driver_postgresql.dbapi  # noqa: F401  imported untimed, as the raw workload does
 
     frame = _frame(mixed)
     prefix = _prefix()
