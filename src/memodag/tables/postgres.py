@@ -428,17 +428,23 @@ class PostgresTableStore(TableStore):
             )
             shown = dict(cur.fetchall())
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
-            for t in tables:
-                old = shown.get(t.name)
-                if old == t.physical:
-                    continue  # already shows this table: nothing to swap, nothing copied
+            changed = [t for t in tables if shown.get(t.name) != t.physical]
+            # what each view to replace shows now, and what its new table holds: one query
+            columns = _columns(
+                cur,
+                [(schema, t.name) for t in changed]
+                + [(self.data_schema, t.physical) for t in changed],
+            )
+            for t in changed:  # a table already shown is left alone: nothing to swap or copy
                 view = f"{_q(schema)}.{_q(t.name)}"
-                select = f"SELECT * FROM {self._table(t.physical)}"
-                if old is not None and not self._same_columns(old, t.physical):
-                    # CREATE OR REPLACE VIEW cannot drop or retype columns; in this
+                before = columns.get((schema, t.name))
+                if before is not None and before != columns.get((self.data_schema, t.physical)):
+                    # CREATE OR REPLACE VIEW cannot drop, rename or retype columns; in this
                     # transaction readers still never see the view missing
                     cur.execute(f"DROP VIEW IF EXISTS {view}")
-                cur.execute(f"CREATE OR REPLACE VIEW {view} AS {select}")
+                cur.execute(
+                    f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {self._table(t.physical)}"
+                )
                 cur.execute(
                     f"INSERT INTO {meta}.stage_tables VALUES ($1, $2, $3, $4) "
                     "ON CONFLICT (stage, name) DO UPDATE SET physical = EXCLUDED.physical, "
@@ -455,17 +461,6 @@ class PostgresTableStore(TableStore):
                 f"INSERT INTO {meta}.stages VALUES ($1, $2) ON CONFLICT (stage) DO NOTHING",
                 (schema, job_name),
             )
-
-    def _same_columns(self, old: str, new: str) -> bool:
-        """Whether two physical tables have the same column names and types (then the view
-        can be replaced in place)."""
-        try:
-            before, after = self._schema(old), self._schema(new)
-        except StorageError:
-            return False
-        return [(f.name, _pg_type(f.type)) for f in before] == [
-            (f.name, _pg_type(f.type)) for f in after
-        ]
 
     def stage_tables(self, stage: str) -> dict[str, StageTable]:
         rows = self._query(
@@ -490,6 +485,27 @@ class PostgresTableStore(TableStore):
 
 
 _DOLLAR = "$memodag$"
+
+
+def _columns(cur: Any, relations: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
+    """``(schema, name) -> [(column, type), ...]`` of those relations that exist, in order."""
+    if not relations:
+        return {}
+    wanted = " OR ".join(
+        f"(n.nspname = {_literal(schema)} AND c.relname = {_literal(name)})"
+        for schema, name in relations
+    )
+    cur.execute(
+        "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        f"WHERE a.attnum > 0 AND NOT a.attisdropped AND ({wanted}) "
+        "ORDER BY n.nspname, c.relname, a.attnum"
+    )
+    found: dict[tuple[str, str], list[Any]] = {}
+    for schema, name, column, type_name in cur.fetchall():
+        found.setdefault((schema, name), []).append((column, type_name))
+    return found
 
 
 def _literal(text: str) -> str:
