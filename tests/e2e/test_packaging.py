@@ -63,6 +63,7 @@ def test_the_wheel_ships_py_typed_and_every_layer(wheel: zipfile.ZipFile) -> Non
         "executors/base.py",
         "engine/engine.py",
         "cli/main.py",
+        "tables/store.py",
         "hashing.py",
     ):
         assert f"memodag/{module}" in names

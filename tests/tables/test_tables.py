@@ -169,9 +169,11 @@ def test_a_failed_run_leaves_the_committed_stage_unchanged_and_reuses_what_it_wr
 
     result = failing.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
-    # readers still see the last committed stages, whole
+    # readers of the failed stage still see it as last committed, whole
     assert query(instance, "SELECT sum(amount) FROM raw.orders") == [(8.0,)]
-    assert query(instance, "SELECT * FROM model.by_customer") == [(10, 4.0), (20, 4.0)]
+    assert query(instance, "SELECT count(*) FROM raw.orders") == [(3,)]
+    # (model's one op succeeded: that stage commits, see the next test)
+    assert query(instance, "SELECT * FROM model.by_customer") == [(10, 0.0), (20, 0.0)]
     # the next run reuses the table the failed run wrote completely
     again = failing.execute_in_process(instance=instance, raise_on_error=False)
     assert "orders" in again.memoized_step_keys and calls == [1]
@@ -382,3 +384,108 @@ def test_table_ops_on_other_executors_are_refused_for_now(instance):
     result = spread.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     assert "in-process executor" in messages(instance, result)
+
+
+def test_nullable_and_non_nullable_declare_not_null_columns(instance):
+    frame = pd.DataFrame({"a": [1], "b": [2], "c": [3]})
+
+    @materialize(version="1")
+    def strict():
+        return Table(frame, name="strict", non_nullable=["a"])
+
+    @materialize(version="1")
+    def loose():
+        return Table(frame, name="loose", nullable=["a"])
+
+    @job
+    def nulls():
+        strict()
+        loose()
+
+    nulls.execute_in_process(instance=instance)
+    rows = query(
+        instance,
+        "SELECT table_name, column_name, is_nullable FROM information_schema.columns "
+        "WHERE table_schema = 'memodag_data' ORDER BY 1, 2",
+    )
+    flags = {(t.split("__")[0], c): n for t, c, n in rows}
+    assert flags == {
+        ("strict", "a"): "NO",
+        ("strict", "b"): "YES",
+        ("strict", "c"): "YES",
+        ("loose", "a"): "YES",
+        ("loose", "b"): "NO",
+        ("loose", "c"): "NO",
+    }
+
+
+def test_a_fan_out_stores_one_table_per_piece_in_the_stage(instance):
+    from memodag import DynamicOut, DynamicOutput
+
+    @op(version="1", out=DynamicOut())
+    def regions():
+        for name in ("north", "south"):
+            yield DynamicOutput(name, mapping_key=name)
+
+    @materialize(version="1")
+    def sales(region):
+        return pd.DataFrame({"region": [region], "amount": [len(region)]})
+
+    @materialize(version="1")
+    def summary(parts: list):
+        return pd.concat(parts, ignore_index=True).sort_values("region")
+
+    @job
+    def fanned():
+        with Stage("sales"):
+            summary(regions().map(sales).collect())
+
+    result = fanned.execute_in_process(instance=instance)
+    assert result.output_for_node("summary")["amount"].tolist() == [5, 5]
+    assert query(instance, "SELECT * FROM sales.sales_north") == [("north", 5)]
+    assert query(instance, "SELECT * FROM sales.sales_south") == [("south", 5)]
+    assert query(instance, "SELECT count(*) FROM sales.summary") == [(2,)]
+    again = fanned.execute_in_process(instance=instance)
+    assert set(again.memoized_step_keys) >= {"summary", "sales[north]", "sales[south]"}
+
+
+def test_a_stage_whose_ops_all_succeeded_commits_even_if_a_later_stage_fails(instance):
+    warehouse.execute_in_process(instance=instance)
+
+    @materialize(version="2", name="orders")
+    def orders_v2():
+        return Table(ORDERS.assign(amount=1.0), name="orders", primary_key="order_id")
+
+    @materialize(version="1")
+    def broken(orders):
+        raise RuntimeError("boom")
+
+    @job(name="warehouse")
+    def later_fails():
+        with Stage("raw"):
+            o = orders_v2()
+        with Stage("model"):
+            by_customer(o)
+            broken(o)
+
+    result = later_fails.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    assert query(instance, "SELECT sum(amount) FROM raw.orders") == [(3.0,)]  # committed
+    assert query(instance, "SELECT * FROM model.by_customer") == [(10, 4.0), (20, 4.0)]  # not
+
+
+def test_a_graph_called_inside_a_stage_puts_its_ops_there(instance):
+    from memodag import graph
+
+    @graph
+    def cleaned():
+        return by_customer(orders())
+
+    @job
+    def via_graph():
+        with Stage("curated"):
+            cleaned()
+
+    via_graph.execute_in_process(instance=instance)
+    assert query(instance, "SELECT count(*) FROM curated.by_customer") == [(2,)]
+    assert query(instance, "SELECT count(*) FROM curated.orders") == [(3,)]

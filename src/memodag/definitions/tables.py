@@ -20,6 +20,8 @@ from memodag.errors import DefinitionError
 TABLE_STORE_KEY = "table_store"
 #: the node tag holding the stage an op was called in (set by ``Stage``)
 STAGE_TAG = "memodag/stage"
+#: the node tag listing the table-producing nodes of the node's stage (comma-separated names)
+STAGE_MEMBERS_TAG = "memodag/stage_members"
 #: the op tag marking ``@materialize`` ops (their job memoizes by default)
 MATERIALIZE_TAG = "memodag/materialize"
 #: ``In.metadata`` key of the type an input table is handed to the op as
@@ -154,7 +156,7 @@ class Stage:
     bytes, not one of memodag's or the database's own schemas. Stages do not nest.
     """
 
-    __slots__ = ("_builder", "materialization_details", "name")
+    __slots__ = ("_before", "_builder", "materialization_details", "name")
 
     def __init__(self, name: str, materialization_details: Any = None) -> None:
         self.name = table_identifier(name, "Stage name")
@@ -182,14 +184,39 @@ class Stage:
             )
         builder.stage = self.name
         self._builder = builder
+        self._before = set(builder.nodes)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._builder.stage = None
-        self._builder = None
+        builder, self._builder = self._builder, None
+        builder.stage = None
+        if exc[0] is None:
+            _tag_members(builder, [n for n in builder.nodes if n not in self._before])
 
     def __repr__(self) -> str:
         return f"Stage({self.name!r})"
+
+
+def _tag_members(builder: Any, names: list[str]) -> None:
+    """Tag each table-producing node of a stage with the names of them all
+    (``STAGE_MEMBERS_TAG``), so the table store can tell when every one has been stored and
+    commit the stage even if the run fails later. A stage holding a graph or a fan-out (members
+    not known before the run) is left untagged: it commits when the run succeeds."""
+    from dataclasses import replace
+
+    from memodag.definitions.op import OpDefinition
+
+    members = []
+    for name in names:
+        node = builder.nodes[name]
+        if not isinstance(node.definition, OpDefinition) or node.mapped_over:
+            return
+        if any(o.io_manager_key == TABLE_STORE_KEY for o in node.definition.outs.values()):
+            members.append(name)
+    value = ",".join(sorted(members))
+    for name in members:
+        node = builder.nodes[name]
+        builder.nodes[name] = replace(node, tags={**node.tags, STAGE_MEMBERS_TAG: value})
 
 
 def materialize(

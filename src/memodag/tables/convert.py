@@ -116,6 +116,17 @@ def to_arrow(obj: Any, kind: str, what: str) -> pa.Table:
     """
     import pyarrow as pa
 
+    try:
+        table = _arrow_of(obj, kind, what)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        # pyarrow names the column and its type ("Conversion failed for column x ...")
+        raise StorageError(f"{what}: a column cannot be stored as a table column: {exc}") from exc
+    return _plain_arrow(table)
+
+
+def _arrow_of(obj: Any, kind: str, what: str) -> Any:
+    import pyarrow as pa
+
     if kind == PANDAS:
         table = pa.Table.from_pandas(obj, preserve_index=False)
     elif kind == POLARS:
@@ -128,7 +139,7 @@ def to_arrow(obj: Any, kind: str, what: str) -> pa.Table:
         table = obj.to_arrow_table() if hasattr(obj, "to_arrow_table") else obj.arrow()
     else:
         raise StorageError(f"{what}: cannot store a {type(obj).__name__} as a table")
-    return _plain_arrow(table)
+    return table
 
 
 def _plain_arrow(table: pa.Table) -> pa.Table:

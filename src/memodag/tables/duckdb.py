@@ -69,8 +69,10 @@ class DuckDBTableStore(TableStore):
         self.hold_file = hold_file
         self.lock_timeout = lock_timeout
         self._conn: Any = None  # the writing connection while this process holds the file
+        self._reader: Any = None  # a read-only connection, for reads outside a write
         self._ready = False  # memodag's schemas exist in the file
         self._schemas: dict[str, Any] = {}  # physical -> Arrow schema, read once per table
+        self._known: set[str] = set()  # physical tables known complete
 
     # ---- identity, lifecycle ------------------------------------------------------------------
 
@@ -101,9 +103,10 @@ class DuckDBTableStore(TableStore):
             )
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        for conn in (self._reader, self._conn):
+            if conn is not None:
+                conn.close()
+        self._reader = self._conn = None
 
     # ---- connections -----------------------------------------------------------------------
 
@@ -132,46 +135,66 @@ class DuckDBTableStore(TableStore):
                 return duckdb.connect(self.path)
 
     def _writer(self) -> Any:
-        if self._conn is None:
-            self._conn = self._connect(read_only=False)
+        if self._conn is not None:
+            return self._conn
+        if self._reader is not None:  # one process opens a file one way at a time
+            self._reader.close()
+            self._reader = None
+        self._conn = self._connect(read_only=False)
         if not self._ready:
             for schema in (self.data_schema, self.meta_schema):
                 self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
             meta = _q(self.meta_schema)
+            # no primary keys: DuckDB's INSERT OR REPLACE costs ~4 ms a row here, a DELETE and
+            # an INSERT well under 1 ms (each writer keeps the rows unique itself)
             self._conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {meta}.tables "
-                "(physical VARCHAR PRIMARY KEY, arrow_schema BLOB)"
+                f"CREATE TABLE IF NOT EXISTS {meta}.tables (physical VARCHAR, arrow_schema BLOB)"
             )
             self._conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {meta}.stage_tables (stage VARCHAR, name VARCHAR, "
-                "physical VARCHAR, step_key VARCHAR, PRIMARY KEY (stage, name))"
+                "physical VARCHAR, step_key VARCHAR)"
             )
             self._conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {meta}.stages (stage VARCHAR PRIMARY KEY, job VARCHAR)"
+                f"CREATE TABLE IF NOT EXISTS {meta}.stages (stage VARCHAR, job VARCHAR)"
             )
             self._ready = True
+        # every complete table, read once per connection (another process may have written
+        # since the last one): has_table then asks no query
+        found = self._conn.execute(f"SELECT physical FROM {_q(self.meta_schema)}.tables")
+        self._known = {row[0] for row in found.fetchall()}
         return self._conn
 
     def _release(self) -> None:
         if self.hold_file == _HOLD_WRITE:
             self.close()
 
+    def _read_connection(self) -> Any:
+        """The held connection, else a read-only one (never taking the file for writing), kept
+        until ``close`` (the io manager closes the store after a read outside a run) or, with
+        ``hold_file: write``, until the read is done (``_done_reading``)."""
+        if self._conn is not None:
+            return self._conn
+        if self._reader is None:
+            self._reader = self._connect(read_only=True)
+        return self._reader
+
+    def _done_reading(self) -> None:
+        if self.hold_file == _HOLD_WRITE and self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a read query: on the held connection, else on a read-only one (never
-        taking the file for writing); a file or schema not made yet reads as no rows."""
+        """Rows of a read query; a file or schema not made yet reads as no rows."""
         import duckdb
 
-        if self._conn is not None:
-            return self._conn.execute(sql, list(params)).fetchall()
-        if not os.path.exists(self.path):
+        if self._conn is None and not os.path.exists(self.path):
             return []
-        conn = self._connect(read_only=True)
         try:
-            return conn.execute(sql, list(params)).fetchall()
+            return self._read_connection().execute(sql, list(params)).fetchall()
         except duckdb.CatalogException:
             return []
         finally:
-            conn.close()
+            self._done_reading()
 
     # ---- tables ------------------------------------------------------------------------------
 
@@ -207,11 +230,10 @@ class DuckDBTableStore(TableStore):
                 conn.execute(f"CREATE OR REPLACE TABLE {table} AS {select}")
             except duckdb.Error as exc:
                 raise StorageError(f"{what}: DuckDB could not create it: {exc}") from exc
-            result = conn.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table()
-            if schema is None:
-                schema = result.schema
+            if schema is None:  # made by SQL: its columns are known now
+                schema = conn.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
                 _check_columns(spec, schema.names, what)
-            for column in spec.non_nullable or ():
+            for column in _not_null(spec, schema.names):
                 conn.execute(f"ALTER TABLE {table} ALTER COLUMN {_q(column)} SET NOT NULL")
             if spec.primary_key:
                 cols = ", ".join(_q(c) for c in spec.primary_key)
@@ -219,8 +241,11 @@ class DuckDBTableStore(TableStore):
             for i, index in enumerate(spec.indexes):
                 cols = ", ".join(_q(c) for c in index)
                 conn.execute(f"CREATE INDEX {_q(f'{physical[:55]}_ix{i}')} ON {table} ({cols})")
+            meta = _q(self.meta_schema)
+            if physical in self._known:  # replaced: its old row goes
+                conn.execute(f"DELETE FROM {meta}.tables WHERE physical = ?", [physical])
             conn.execute(
-                f"INSERT OR REPLACE INTO {_q(self.meta_schema)}.tables VALUES (?, ?)",
+                f"INSERT INTO {meta}.tables VALUES (?, ?)",
                 [physical, schema.serialize().to_pybytes()],
             )
             conn.execute("COMMIT")
@@ -236,16 +261,27 @@ class DuckDBTableStore(TableStore):
             _rollback(conn)
             raise
         self._schemas[physical] = schema
+        self._known.add(physical)
 
     def _schema(self, physical: str) -> Any:
+        """The Arrow schema ``physical`` was written with (the caller ends the read)."""
         schema = self._schemas.get(physical)
         if schema is None:
+            import duckdb
             import pyarrow as pa
 
-            rows = self._query(
-                f"SELECT arrow_schema FROM {_q(self.meta_schema)}.tables WHERE physical = ?",
-                [physical],
-            )
+            try:
+                rows = (
+                    self._read_connection()
+                    .execute(
+                        f"SELECT arrow_schema FROM {_q(self.meta_schema)}.tables "
+                        "WHERE physical = ?",
+                        [physical],
+                    )
+                    .fetchall()
+                )
+            except duckdb.CatalogException:
+                rows = []
             if not rows:
                 raise StorageError(
                     f"table {physical} is not stored in {self.path} (deleted by gc, or the file "
@@ -256,30 +292,32 @@ class DuckDBTableStore(TableStore):
         return schema
 
     def read_arrow(self, physical: str) -> pa.Table:
-        schema = self._schema(physical)
-        sql = f"SELECT * FROM {self._table(physical)}"
-        if self._conn is not None:
-            table = self._conn.sql(sql).to_arrow_table()
-        else:
-            conn = self._connect(read_only=True)
-            try:
-                table = conn.sql(sql).to_arrow_table()
-            finally:
-                conn.close()
+        try:
+            schema = self._schema(physical)
+            sql = f"SELECT * FROM {self._table(physical)}"
+            table = self._read_connection().sql(sql).to_arrow_table()
+        finally:
+            self._done_reading()
         return _as_written(table, schema)
 
     def read(self, physical: str, as_type: Any) -> Any:
         kind = kind_of_type(as_type, f"table {physical}")
         if kind == DUCKDB:
-            conn = self._conn if self._conn is not None else self._connect(read_only=True)
-            return conn.table(f"{_q(self.data_schema)}.{_q(physical)}")
+            # the relation reads through the connection: it stays open until close()
+            return self._read_connection().table(f"{_q(self.data_schema)}.{_q(physical)}")
         if kind == SQLALCHEMY:
-            return _sqlalchemy_table(self.data_schema, physical, self._schema(physical))
+            try:
+                schema = self._schema(physical)
+            finally:
+                self._done_reading()
+            return _sqlalchemy_table(self.data_schema, physical, schema)
         return super().read(physical, kind)
 
     def has_table(self, physical: str) -> bool:
-        if physical in self._schemas:
+        if physical in self._known:
             return True
+        if self._conn is not None:
+            return False  # _known holds every table of the file this connection sees
         rows = self._query(
             f"SELECT 1 FROM {_q(self.meta_schema)}.tables WHERE physical = ?", [physical]
         )
@@ -299,6 +337,7 @@ class DuckDBTableStore(TableStore):
             raise
         finally:
             self._schemas.pop(physical, None)
+            self._known.discard(physical)
             self._release()
 
     # ---- stages ------------------------------------------------------------------------------
@@ -328,16 +367,19 @@ class DuckDBTableStore(TableStore):
                     f"CREATE OR REPLACE VIEW {_q(schema)}.{_q(t.name)} AS "
                     f"SELECT * FROM {self._table(t.physical)}"
                 )
-                conn.execute(
-                    f"INSERT OR REPLACE INTO {meta}.stage_tables VALUES (?, ?, ?, ?)",
-                    [schema, t.name, t.physical, t.step_key],
-                )
             for name in drop:
                 conn.execute(f"DROP VIEW IF EXISTS {_q(schema)}.{_q(name)}")
-                conn.execute(
-                    f"DELETE FROM {meta}.stage_tables WHERE stage = ? AND name = ?", [schema, name]
-                )
-            conn.execute(f"INSERT OR REPLACE INTO {meta}.stages VALUES (?, ?)", [schema, job_name])
+            conn.execute(
+                f"DELETE FROM {meta}.stage_tables WHERE stage = ? AND list_contains(?, name)",
+                [schema, [t.name for t in tables] + list(drop)],
+            )
+            conn.register("__memodag_rows", _rows(schema, tables))
+            try:
+                conn.execute(f"INSERT INTO {meta}.stage_tables SELECT * FROM __memodag_rows")
+            finally:
+                conn.unregister("__memodag_rows")
+            conn.execute(f"DELETE FROM {meta}.stages WHERE stage = ?", [schema])
+            conn.execute(f"INSERT INTO {meta}.stages VALUES (?, ?)", [schema, job_name])
             conn.execute("COMMIT")
         except duckdb.Error as exc:
             _rollback(conn)
@@ -373,6 +415,20 @@ class DuckDBTableStore(TableStore):
         return bool(rows)
 
 
+def _rows(schema: str, tables: Sequence[StageTable]) -> Any:
+    """``memodag_meta.stage_tables`` rows as Arrow: one insert for the whole stage."""
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "stage": pa.array([schema] * len(tables), pa.string()),
+            "name": pa.array([t.name for t in tables], pa.string()),
+            "physical": pa.array([t.physical for t in tables], pa.string()),
+            "step_key": pa.array([t.step_key for t in tables], pa.string()),
+        }
+    )
+
+
 def _rollback(conn: Any) -> None:
     try:
         conn.execute("ROLLBACK")
@@ -385,6 +441,7 @@ def _check_columns(spec: TableSpec, names: Sequence[str], what: str) -> None:
     wanted = [("primary key", c) for c in spec.primary_key]
     wanted += [("index", c) for index in spec.indexes for c in index]
     wanted += [("non_nullable", c) for c in spec.non_nullable or ()]
+    wanted += [("nullable", c) for c in spec.nullable or ()]
     wanted += [("type_map", c) for c in spec.type_map]
     for role, column in wanted:
         if column not in present:
@@ -392,6 +449,16 @@ def _check_columns(spec: TableSpec, names: Sequence[str], what: str) -> None:
                 f"{what}: {role} column '{column}' is not a column of the table "
                 f"(columns: {list(names)})"
             )
+
+
+def _not_null(spec: TableSpec, names: Sequence[str]) -> list[str]:
+    """The columns to declare NOT NULL: ``non_nullable``, or with only ``nullable`` given, every
+    other column (pipedag's meaning); primary key columns are NOT NULL anyway."""
+    if spec.non_nullable is not None:
+        return list(spec.non_nullable)
+    if spec.nullable is not None:
+        return [n for n in names if n not in spec.nullable]
+    return []
 
 
 def _select_input(data: Any, spec: TableSpec) -> str:
@@ -419,6 +486,8 @@ def _as_written(table: Any, schema: Any) -> Any:
     name, string views or pandas' nullable dtypes)."""
     if table.schema.names != schema.names:
         return table  # made by SQL, or a type_map changed it: as DuckDB says
+    if table.schema.equals(schema, check_metadata=False):
+        return table.replace_schema_metadata(schema.metadata)  # no copy of the columns
     try:
         return table.cast(schema)
     except Exception:  # a type_map changed a column's type: keep DuckDB's

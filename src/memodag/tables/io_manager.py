@@ -10,11 +10,18 @@ Semantics: docs/tables.md.
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from dataclasses import dataclass
 from typing import Any
 
-from memodag.definitions.tables import INPUT_TYPE_KEY, STAGE_TAG, Table, table_identifier
+from memodag.definitions.tables import (
+    INPUT_TYPE_KEY,
+    STAGE_MEMBERS_TAG,
+    STAGE_TAG,
+    Table,
+    table_identifier,
+)
 from memodag.errors import DefinitionError, StorageError
 from memodag.storage.io_manager import (
     Address,
@@ -79,6 +86,8 @@ class TableIOManager(MemoizableIOManager):
         # stage -> name -> step key of the output that took the name in this run
         self._names: dict[str, dict[str, str]] = {}
         self._broken = False
+        # stage -> step keys of every table-producing step of the stage, when the job says
+        self._members: dict[str, set[str]] = {}
 
     def storage_identity(self) -> str:
         return self.store.identity()
@@ -90,6 +99,7 @@ class TableIOManager(MemoizableIOManager):
         self._stages = {}
         self._names = {}
         self._broken = False
+        self._members = {}
         self.store.open()
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
@@ -105,12 +115,21 @@ class TableIOManager(MemoizableIOManager):
 
     def on_run_end(self, run: RunInfo, end: RunEnd) -> None:
         try:
-            if end.success and not self._broken:
+            if not self._broken:
                 for stage, tables in self._stages.items():
-                    self._commit(run, stage, tables)
+                    if end.success or self._complete(stage, tables):
+                        self._commit(run, stage, tables)
         finally:
             self._run = None
             self.store.close()
+
+    def _complete(self, stage: str, tables: dict[str, StageTable]) -> bool:
+        """Whether every table-producing step of ``stage`` stored its tables in this run (a
+        stage commits then even if the run fails later); unknown members: no."""
+        members = self._members.get(stage)
+        if not members:
+            return False
+        return members <= {t.step_key for t in tables.values()}
 
     def _commit(self, run: RunInfo, stage: str, tables: dict[str, StageTable]) -> None:
         # views the stage shows for steps of this run under a name they no longer produce
@@ -147,7 +166,14 @@ class TableIOManager(MemoizableIOManager):
                 "(string, SQLAlchemy Select/TextClause), optionally wrapped in Table(...)"
             )
         stage = context.tags.get(STAGE_TAG) or _stage_of_job(self._run.job_name)
-        name = table.name or _default_name(context)
+        members = context.tags.get(STAGE_MEMBERS_TAG)
+        if members and stage not in self._members:
+            # the stage's nodes sit beside this one: same graph prefix in their step keys
+            prefix = context.step_key[
+                : len(context.step_key) - len(context.step_key.split(".")[-1])
+            ]
+            self._members[stage] = {prefix + m for m in members.split(",")}
+        name = _piece_name(table.name or _default_name(context), context)
         self._take_name(stage, name, context.step_key)
         version = context.version or "r" + context.run_id.replace("-", "")
         physical = physical_table_name(context.step_key, context.name, version)
@@ -229,9 +255,18 @@ def _stage_of_job(job_name: str) -> str:
 
 def _default_name(context: OutputContext) -> str:
     op_name = context.op_def.name if context.op_def is not None else context.step_key
-    name = op_name if len(getattr(context.op_def, "outs", ())) <= 1 else f"{op_name}_{context.name}"
+    outs = getattr(context.op_def, "outs", ())
+    return op_name if len(outs) <= 1 else f"{op_name}_{context.name}"
+
+
+def _piece_name(name: str, context: OutputContext) -> str:
+    """``name``, suffixed with the piece keys of a fan-out clone (``sales[north]`` ->
+    ``<name>_north``) and of a dynamic output's piece, so pieces never share a table name."""
+    keys = re.findall(r"\[([^\]]*)\]", context.step_key)
     if context.mapping_key is not None:
-        name = f"{name}_{context.mapping_key}"
+        keys.append(context.mapping_key)
+    if keys:
+        name = "_".join([name, *(re.sub(r"[^A-Za-z0-9_]", "_", k) for k in keys)])
     try:
         return table_identifier(name, "table name")
     except DefinitionError as exc:

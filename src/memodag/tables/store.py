@@ -30,7 +30,11 @@ in-process runs):
 4. ``commit_stage`` at run end, once per stage whose ops all succeeded.
 
 Interface changes after the first commit are listed here:
-(none yet)
+- ``read``'s ``as_type`` may also be a kind name (``"pandas"``, ...): the io manager passes the
+  kind the producer returned when the consumer asks for no type.
+- The table io manager calls ``write_*`` only for a table ``has_table`` does not report (or
+  when the run has no version), and ``commit_stage`` also from a failed run, for a stage whose
+  table-producing steps all stored their tables.
 """
 
 from __future__ import annotations
@@ -230,7 +234,10 @@ class TableStore(ABC):
         written with."""
 
     def read(self, physical: str, as_type: Any) -> Any:
-        """The physical table as ``as_type`` (a class such as ``pandas.DataFrame``).
+        """The physical table as ``as_type``: a class such as ``pandas.DataFrame``, or a kind
+        name from ``memodag.tables.convert`` (``"pandas"``, ``"polars"``, ``"polars_lazy"``,
+        ``"arrow"``, ``"duckdb"``, ``"sqlalchemy"``); ``convert.kind_of_type`` maps either to a
+        kind.
 
         The default converts ``read_arrow``'s table (``memodag.tables.convert.from_arrow``);
         stores override it for types they serve natively (a ``duckdb`` relation, a lazy scan,

@@ -1,0 +1,201 @@
+"""Tables on DuckDB (issue 15), each against raw DuckDB work measured in the same process.
+
+- ``tables_1m``: a 1M x 10 float pandas frame. *raw*: ``register`` + ``CREATE TABLE AS`` into a
+  DuckDB file, and reading it back to pandas (``to_arrow_table().to_pandas()``) and polars
+  (``.pl()``), by hand. *memodag*: a ``@materialize`` op returning the same frame, run in a job
+  with the default DuckDB table store (run overhead and stage commit included), then
+  ``output_for_node(as_type=...)``. Ratios are memodag over raw (1.25 = 0.8x raw throughput).
+- ``tables_one_row_chain``: 200 ``@materialize`` ops in a chain, each reading its input table
+  as pandas and returning a one-row table; per task above a run of the first task alone,
+  against the same chain by hand on one DuckDB connection (read to pandas, add one, write).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Metrics, Target, Workload, timed_cpu
+
+ROWS = 1_000_000
+COLUMNS = 10
+CHAIN = 200
+
+
+def _frame() -> Any:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({f"c{i}": rng.random(ROWS) for i in range(COLUMNS)})
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def one_million(scratch: Path) -> Metrics:
+    import duckdb
+    import pandas as pd
+    import polars as pl
+    import pyarrow as pa
+
+    from memodag import Instance, job, materialize
+
+    frame = _frame()
+    instance = Instance.from_url(f"sqlite:///{scratch / 'i.db'}", storage_dir=scratch / "s")
+
+    def raw_write(path: Path) -> float:
+        start = time.perf_counter()
+        conn = duckdb.connect(str(path))
+        conn.register("src", pa.Table.from_pandas(frame, preserve_index=False))
+        conn.execute("CREATE TABLE t AS SELECT * FROM src")
+        conn.close()
+        return time.perf_counter() - start
+
+    def raw_read(path: Path, kind: str) -> float:
+        start = time.perf_counter()
+        conn = duckdb.connect(str(path), read_only=True)
+        if kind == "pandas":
+            conn.sql("SELECT * FROM t").to_arrow_table().to_pandas()
+        else:
+            conn.sql("SELECT * FROM t").pl()
+        conn.close()
+        return time.perf_counter() - start
+
+    raw_w, raw_p, raw_l, mem_w, mem_p, mem_l = [], [], [], [], [], []
+    for i in range(3):
+        path = scratch / f"raw{i}.duckdb"
+        raw_w.append(raw_write(path))
+        raw_p.append(raw_read(path, "pandas"))
+        raw_l.append(raw_read(path, "polars"))
+
+        @materialize(version=str(i), name="big")
+        def big() -> Any:
+            return frame
+
+        @job(name="tables_1m")
+        def one() -> None:
+            big()
+
+        start = time.perf_counter()
+        result = one.execute_in_process(instance=instance)
+        mem_w.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        back = result.output_for_node("big", as_type=pd.DataFrame)
+        mem_p.append(time.perf_counter() - start)
+        assert len(back) == ROWS
+        start = time.perf_counter()
+        result.output_for_node("big", as_type=pl.DataFrame)
+        mem_l.append(time.perf_counter() - start)
+    os.environ.pop("MEMODAG_HOME", None)
+    return {
+        "run_s": _median(mem_w),
+        "raw_write_s": _median(raw_w),
+        "write_ratio": _median(mem_w) / _median(raw_w),
+        "raw_load_pandas_s": _median(raw_p),
+        "load_pandas_ratio": _median(mem_p) / _median(raw_p),
+        "raw_load_polars_s": _median(raw_l),
+        "load_polars_ratio": _median(mem_l) / _median(raw_l),
+    }
+
+
+def one_row_chain(scratch: Path) -> Metrics:
+    import pandas as pd
+
+    from memodag import Instance, job, materialize
+
+    instance = Instance.from_url(f"sqlite:///{scratch / 'i.db'}", storage_dir=scratch / "s")
+
+    def make(i: int) -> Any:
+        if i == 0:
+
+            @materialize(version="1", name="t0")
+            def first() -> Any:
+                return pd.DataFrame({"x": [0]})
+
+            return first
+
+        @materialize(version="1", name=f"t{i}")
+        def step(previous: pd.DataFrame) -> Any:
+            return previous + 1
+
+        return step
+
+    ops = [make(i) for i in range(CHAIN)]
+
+    def chain_job(n: int, name: str) -> Any:
+        @job(name=name)
+        def chain() -> None:
+            value = ops[0]()
+            for op_def in ops[1:n]:
+                value = op_def(value)
+
+        return chain
+
+    first_only = chain_job(1, "chain_first")
+    whole = chain_job(CHAIN, "chain_whole")
+    _, first_s, first_cpu = timed_cpu(lambda: first_only.execute_in_process(instance=instance))
+    _, run_s, run_cpu = timed_cpu(lambda: whole.execute_in_process(instance=instance))
+    _, raw_s, raw_cpu = timed_cpu(lambda: _raw_chain(scratch / "raw.duckdb"))
+    per_task = (run_s - first_s) / (CHAIN - 1)
+    return {
+        "run_s": run_s,
+        "first_task_run_s": first_s,
+        "per_task_s": per_task,
+        "per_task_cpu_s": (run_cpu - first_cpu) / (CHAIN - 1),
+        "raw_per_task_s": raw_s / CHAIN,
+        "raw_per_task_cpu_s": raw_cpu / CHAIN,
+        "per_task_over_raw": per_task / (raw_s / CHAIN),
+    }
+
+
+def _raw_chain(path: Path) -> None:
+    """The chain by hand on one held DuckDB connection: per task, read the previous table to
+    pandas, add one, write it with register + CREATE TABLE AS in its own transaction."""
+    import duckdb
+    import pandas as pd
+    import pyarrow as pa
+
+    conn = duckdb.connect(str(path))
+    conn.register("src", pa.Table.from_pandas(pd.DataFrame({"x": [0]}), preserve_index=False))
+    conn.execute("CREATE TABLE t0 AS SELECT * FROM src")
+    conn.unregister("src")
+    for i in range(1, CHAIN):
+        frame = conn.sql(f"SELECT * FROM t{i - 1}").to_arrow_table().to_pandas() + 1
+        conn.register("src", pa.Table.from_pandas(frame, preserve_index=False))
+        conn.execute("BEGIN TRANSACTION")
+        conn.execute(f"CREATE TABLE t{i} AS SELECT * FROM src")
+        conn.execute("COMMIT")
+        conn.unregister("src")
+    conn.close()
+
+
+WORKLOADS = [
+    Workload(
+        "tables_1m",
+        one_million,
+        description="1M x 10 pandas frame: materialize (job run) and load back, over raw "
+        "DuckDB register+CTAS and reads in the same process",
+        targets=(
+            Target("write >= 0.8x raw throughput", "write_ratio", max_value=1.25),
+            Target("load pandas >= 0.8x raw", "load_pandas_ratio", max_value=1.25),
+            Target("load polars >= 0.8x raw", "load_polars_ratio", max_value=1.25),
+        ),
+        repeat=3,
+        requires="duckdb",
+        install="pip install memodag[duckdb,pandas,polars]",
+    ),
+    Workload(
+        "tables_one_row_chain",
+        one_row_chain,
+        description="200 one-row @materialize tasks in a chain (pandas in, table out), DuckDB",
+        primary="per_task_s",
+        targets=(Target("per task < 10 ms", "per_task_s", max_value=10e-3),),
+        repeat=3,
+        requires="duckdb",
+        install="pip install memodag[duckdb,pandas]",
+    ),
+]

@@ -1,0 +1,50 @@
+"""Two stages of tables in DuckDB: orders loaded with pandas, a polars aggregate, a SQL task.
+
+    memodag job execute -f warehouse.py            # tables.duckdb under $MEMODAG_HOME
+    duckdb $MEMODAG_HOME/tables.duckdb "SELECT * FROM model.top_customers"
+
+A second run recomputes nothing; change an op and only it and what depends on it run again.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import polars as pl
+import sqlalchemy as sa
+
+from memodag import Stage, Table, job, materialize
+
+
+@materialize(version="1")
+def orders():
+    frame = pd.DataFrame(
+        {
+            "order_id": range(1, 7),
+            "customer_id": [1, 1, 2, 3, 3, 3],
+            "amount": [10.0, 5.5, 7.25, 1.0, 2.0, 3.0],
+        }
+    )
+    return Table(frame, name="orders", primary_key="order_id", indexes=[["customer_id"]])
+
+
+@materialize(version="1", input_type=pl.DataFrame)
+def by_customer(orders):
+    totals = orders.group_by("customer_id").agg(pl.col("amount").sum().alias("total"))
+    return Table(totals.sort("customer_id"), name="by_customer", primary_key="customer_id")
+
+
+@materialize(version="1")
+def top_customers(by_customer: sa.Table):
+    # runs inside the database: CREATE TABLE ... AS SELECT
+    query = (
+        sa.select(by_customer).where(by_customer.c.total > 6).order_by(by_customer.c.total.desc())
+    )
+    return Table(query, name="top_customers")
+
+
+@job
+def warehouse():
+    with Stage("raw"):
+        o = orders()
+    with Stage("model"):
+        top_customers(by_customer(o))

@@ -1,0 +1,57 @@
+"""End to end: the warehouse example through the CLI; list-versions while the file is held."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+from cli_process import run_memodag
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "warehouse"
+
+
+def test_warehouse_example_runs_memoizes_and_lists_versions_while_the_file_is_held(tmp_path):
+    copy = tmp_path / "warehouse"
+    shutil.copytree(EXAMPLE, copy)
+    home = tmp_path / "home"
+    job_file = str(copy / "warehouse.py")
+
+    first = run_memodag("job", "execute", "-f", job_file, cwd=tmp_path, home=home)
+    assert "3 executed" in first.stdout
+    tables = home / "tables.duckdb"
+    with duckdb.connect(str(tables), read_only=True) as conn:
+        assert conn.execute("SELECT * FROM model.top_customers").fetchall() == [
+            (1, 15.5),
+            (2, 7.25),
+        ]
+        assert conn.execute("SELECT count(*) FROM raw.orders").fetchone() == (6,)
+
+    second = run_memodag("job", "execute", "-f", job_file, cwd=tmp_path, home=home)
+    assert "0 executed, 3 memoized" in second.stdout
+
+    # another process holds the file for writing: list-versions never opens it to write
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(tables)!r}); print('ready', "
+            "flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        listed = run_memodag(
+            "job", "list-versions", "-f", job_file, "--json", cwd=tmp_path, home=home
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    statuses = {row["step_output"]: row["status"] for row in json.loads(listed.stdout)["outputs"]}
+    assert set(statuses.values()) == {"stored"}
