@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Iterator
 
+import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -488,3 +489,53 @@ def test_schema_names_past_63_bytes_are_refused_not_cut(pg):
     store = PostgresTableStore(pg.url, schema_prefix="p" * 40)
     with pytest.raises(StorageError, match="use a shorter prefix, suffix or stage name"):
         store.commit_stage("s" * 30, "job", [])
+
+
+def test_input_types_sql_text_not_null_and_type_map(pg, instance):
+    seen = {}
+
+    @materialize(version="1")
+    def numbers():
+        return Table(
+            pa.table({"n": [1, 2, 3], "label": ["a", "b", "c"]}),
+            nullable=["label"],
+            type_map={"label": "VARCHAR(5)"},
+        )
+
+    @materialize(version="1")
+    def as_lazy(numbers: pl.LazyFrame):
+        seen["lazy"] = type(numbers)
+        return numbers.with_columns(m=pl.col("n") * 2)
+
+    @materialize(version="1")
+    def as_relation(numbers: duckdb.DuckDBPyRelation):
+        seen["relation"] = type(numbers)
+        return numbers.filter("n > 1")
+
+    @materialize(version="1")
+    def as_sql_text(numbers: sa.Table):
+        seen["reference"] = type(numbers)
+        return f'SELECT sum(n) AS total FROM "{numbers.schema}"."{numbers.name}"'
+
+    @job(resource_defs={"table_store": pg.store()})
+    def kinds():
+        n = numbers()
+        as_lazy(n)
+        as_relation(n)
+        as_sql_text(n)
+
+    result = kinds.execute_in_process(instance=instance)
+    assert seen == {
+        "lazy": pl.LazyFrame,
+        "relation": duckdb.DuckDBPyRelation,
+        "reference": sa.Table,
+    }
+    assert result.output_for_node("as_lazy", as_type=pl.DataFrame)["m"].to_list() == [2, 4, 6]
+    assert result.output_for_node("as_relation", as_type=pa.Table)["n"].to_pylist() == [2, 3]
+    assert result.output_for_node("as_sql_text", as_type=pd.DataFrame)["total"].tolist() == [6]
+    columns = pg.query(
+        "SELECT column_name, is_nullable, data_type FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name LIKE 'numbers%%' ORDER BY ordinal_position",
+        f"{pg.prefix}memodag_data",
+    )
+    assert columns == [("n", "NO", "bigint"), ("label", "YES", "character varying")]

@@ -28,8 +28,8 @@ from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.definitions.secrets import redact_url
 from memodag.errors import StorageError
 from memodag.hashing import hash_strings
-from memodag.tables.convert import SQLALCHEMY, kind_of_type
-from memodag.tables.duckdb import _check_columns, _sqlalchemy_table
+from memodag.tables.convert import DUCKDB, SQLALCHEMY, kind_of_type
+from memodag.tables.duckdb import _check_columns, _not_null, _sqlalchemy_table
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     MAX_IDENTIFIER_BYTES,
@@ -226,9 +226,8 @@ class PostgresTableStore(TableStore):
 
         what = f"table '{spec.name}'"
         _check_columns(spec, data.schema.names, what)
-        _check_nullable(spec, data.schema.names, what)
         ingest, columns = _prepare(data, what)
-        not_null = _not_null(spec, data.schema.names)
+        not_null = set(_not_null(spec, data.schema.names))
         defs = ", ".join(
             f"{_q(name)} {sql_type}{' NOT NULL' if name in not_null else ''}"
             for name, sql_type in columns
@@ -282,7 +281,6 @@ class PostgresTableStore(TableStore):
             cur.execute(f"SELECT * FROM {table} LIMIT 0")
             schema = _plain_schema(cur.fetch_arrow_table().schema)
             _check_columns(spec, schema.names, what)
-            _check_nullable(spec, schema.names, what)
             finish = [
                 f"ALTER TABLE {table} ALTER COLUMN {_q(column)} SET NOT NULL"
                 for column in sorted(_not_null(spec, schema.names))
@@ -378,6 +376,10 @@ class PostgresTableStore(TableStore):
         kind = kind_of_type(as_type, f"table {physical}")
         if kind == SQLALCHEMY:
             return _sqlalchemy_table(self.data_schema, physical, self._schema(physical))
+        if kind == DUCKDB:  # a relation over the rows fetched into this process
+            import duckdb
+
+            return duckdb.from_arrow(self.read_arrow(physical))
         return super().read(physical, kind)
 
     def has_table(self, physical: str) -> bool:
@@ -637,18 +639,46 @@ def _prepare(data: Any, what: str) -> tuple[Any, list[tuple[str, str]]]:
     return pa.Table.from_arrays(arrays, names=[c for c, _ in columns]), columns
 
 
+#: field metadata marking a ``numeric`` column without precision (its scale is the data's)
+_ANY_NUMERIC = b"memodag:numeric"
+
+
 def _plain_schema(schema: Any) -> Any:
-    """A schema read from PostgreSQL with its ``numeric`` columns (an opaque extension type
-    holding text) as strings."""
+    """The Arrow schema to keep for a table made by SQL: ``numeric(p, s)`` columns (an opaque
+    extension type holding text, as ADBC reads them) as ``decimal128(p, s)``, a ``numeric``
+    without precision as text marked to become a decimal of the data's scale when read."""
     import pyarrow as pa
 
-    fields = [
-        pa.field(f.name, f.type.storage_type, f.nullable)
-        if isinstance(f.type, pa.ExtensionType)
-        else f
-        for f in schema
-    ]
+    fields = []
+    for f in schema:
+        if isinstance(f.type, pa.BaseExtensionType):
+            meta = f.metadata or {}
+            typmod = int(meta.get(b"POSTGRESQL:typmod", b"-1") or -1)
+            precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+            if meta.get(b"POSTGRESQL:type") == b"numeric" and typmod >= 4 and precision <= 38:
+                f = pa.field(f.name, pa.decimal128(precision, scale), f.nullable)
+            elif meta.get(b"POSTGRESQL:type") == b"numeric":
+                f = pa.field(f.name, pa.string(), f.nullable, metadata={_ANY_NUMERIC: b"1"})
+            else:
+                f = pa.field(f.name, f.type.storage_type, f.nullable)
+        fields.append(f)
     return pa.schema(fields, metadata=schema.metadata)
+
+
+def _any_numeric(column: Any) -> Any:
+    """Text of a ``numeric`` without precision as ``decimal128(38, s)``, ``s`` the largest
+    scale in the data; as text when that does not fit (or holds ``NaN``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.null_count == len(column):
+        return column
+    fraction = pc.max(pc.utf8_length(pc.replace_substring_regex(column, r"^[^.]*\.?", "")))
+    scale = fraction.as_py() or 0
+    try:
+        return column.cast(pa.decimal128(38, min(scale, 38)))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return column
 
 
 def _as_written(table: Any, schema: Any) -> Any:
@@ -662,12 +692,15 @@ def _as_written(table: Any, schema: Any) -> Any:
     columns = []
     fields = []
     for f, column in zip(schema, table.columns, strict=True):
-        if isinstance(column.type, pa.ExtensionType):
+        if isinstance(column.type, pa.BaseExtensionType):
             column = pa.chunked_array(
                 [c.storage for c in column.chunks], type=column.type.storage_type
             )
         target = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
-        if pa.types.is_null(target) and column.null_count == len(column):
+        if f.metadata and _ANY_NUMERIC in f.metadata:
+            column = _any_numeric(column)
+            target = column.type
+        elif pa.types.is_null(target) and column.null_count == len(column):
             column = pa.chunked_array([pa.nulls(len(column))], type=pa.null())
         elif column.type != target:
             try:
@@ -677,24 +710,6 @@ def _as_written(table: Any, schema: Any) -> Any:
         columns.append(column)
         fields.append(pa.field(f.name, target, f.nullable))
     return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
-
-
-def _not_null(spec: TableSpec, names: Sequence[str]) -> set[str]:
-    """Columns declared NOT NULL: ``non_nullable``, and with ``nullable`` every other column
-    (as pipedag reads them)."""
-    found = set(spec.non_nullable or ())
-    if spec.nullable is not None:
-        found |= set(names) - set(spec.nullable)
-    return found
-
-
-def _check_nullable(spec: TableSpec, names: Sequence[str], what: str) -> None:
-    for column in spec.nullable or ():
-        if column not in names:
-            raise StorageError(
-                f"{what}: nullable column '{column}' is not a column of the table "
-                f"(columns: {list(names)})"
-            )
 
 
 def _unlogged(spec: TableSpec, what: str) -> str:
