@@ -186,6 +186,37 @@ def one_row_chain(scratch: Path, store: str = "postgres") -> Metrics:
     return {"per_task_s": (many_seconds - one_seconds) / (CHAIN - 1), "chain_s": many_seconds}
 
 
+def stage_commit_100(scratch: Path) -> Metrics:
+    """The store's commit of a 100-table stage in which one table changed (after committing
+    the stage once): what a run's end pays; ``copied_tables`` counts tables written for it."""
+    import pyarrow as pa
+
+    from memodag.tables.postgres import PostgresTableStore
+    from memodag.tables.store import StageTable, TableSpec
+
+    prefix = _prefix()
+    store = PostgresTableStore(_url(), schema_prefix=prefix)
+    try:
+        store.open()
+        data = pa.table({"n": [1]})
+        for i in range(101):
+            store.write_arrow(f"t{i}", data, TableSpec(f"t{i}"))
+        tables = [StageTable(f"t{i}", f"t{i}", f"op{i}") for i in range(100)]
+        store.commit_stage("s", "job", tables)
+        changed = [*tables[:99], StageTable("t99", "t100", "op99")]
+        _, seconds = timed(lambda: store.commit_stage("s", "job", changed))
+        cur = store._cur()
+        cur.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
+            (store.data_schema,),
+        )
+        copied = cur.fetchall()[0][0] - 101
+    finally:
+        store.close()
+        _drop_prefix(prefix)
+    return {"commit_s": seconds, "copied_tables": float(copied)}
+
+
 WORKLOADS = [
     Workload(
         "pg_raw_ingest_1m",
@@ -245,5 +276,14 @@ WORKLOADS = [
         repeat=3,
         requires="adbc_driver_postgresql",
         targets=(Target("under 5 ms per task", "per_task_s", max_value=0.005),),
+    ),
+    Workload(
+        "pg_stage_commit_100",
+        stage_commit_100,
+        "commit of a 100-table stage where one table changed (PostgreSQL store)",
+        primary="commit_s",
+        repeat=3,
+        requires="adbc_driver_postgresql",
+        targets=(Target("under 100 ms", "commit_s", max_value=0.1),),
     ),
 ]
