@@ -88,7 +88,6 @@ def raw_ingest(scratch: Path, mixed: bool = False) -> Metrics:
                 cur.adbc_ingest("frame", table, mode="create", db_schema_name=f"{prefix}raw")
 
             _, seconds = timed(write)
-            cur.execute(f'SELECT * FROM "{prefix}raw".frame')
 
             def read() -> None:
                 cur.execute(f'SELECT * FROM "{prefix}raw".frame')

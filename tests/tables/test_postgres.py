@@ -200,7 +200,7 @@ def _pandas_frame() -> pd.DataFrame:
             **{f"u{b}": pd.Series([0, 1, 2**b - 1], dtype=f"uint{b}") for b in (8, 16, 32, 64)},
             "nullable_int": pd.Series([1, None, 3], dtype="Int64"),
             "f32": pd.Series([1.5, None, -2.25], dtype="float32"),
-            "f64": [1.5, float("nan"), 1e300],
+            "f64": [float("-inf"), float("nan"), 1e300],
             "flag": pd.Series([True, None, False], dtype="boolean"),
             "text": ["a", None, "\\N"],
             "day": [dt.date(2020, 1, 31), None, dt.date(1999, 12, 31)],
@@ -218,8 +218,13 @@ def _pandas_frame() -> pd.DataFrame:
     )
 
 
-def test_pandas_types_round_trip(pg, instance):
-    frame = _pandas_frame()
+# small tables are written as SQL literals in one statement, large ones by binary COPY
+SIZES = pytest.mark.parametrize("copies", [1, 200], ids=["literals", "copy"])
+
+
+@SIZES
+def test_pandas_types_round_trip(pg, instance, copies):
+    frame = pd.concat([_pandas_frame()] * copies, ignore_index=True)
 
     @materialize(version="1")
     def typed():
@@ -248,8 +253,9 @@ def test_pandas_types_round_trip(pg, instance):
     assert list(back.columns) == list(frame.columns) and len(back) == 0
 
 
-def test_polars_types_round_trip_including_years_1_and_9999(pg, instance):
-    frame = pl.DataFrame(
+@SIZES
+def test_polars_types_round_trip_including_years_1_and_9999(pg, instance, copies):
+    one = pl.DataFrame(
         {
             **{
                 f"i{b}": pl.Series([-1, 0, 2 ** (b - 1) - 1], dtype=getattr(pl, f"Int{b}"))
@@ -279,6 +285,8 @@ def test_polars_types_round_trip_including_years_1_and_9999(pg, instance):
             "nothing": pl.Series([None, None, None], dtype=pl.Null),
         }
     )
+
+    frame = pl.concat([one] * copies)
 
     @materialize(version="1")
     def typed():

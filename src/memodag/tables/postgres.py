@@ -144,7 +144,11 @@ class PostgresTableStore(TableStore):
                 # loses a table together with its bookkeeping row (has_table says so and the op
                 # reruns), and each stage commit flushes synchronously, which makes every table
                 # written before it durable (the WAL is flushed in order).
-                self._cursor.execute("SET synchronous_commit TO off")
+                # literals in small writes rely on standard_conforming_strings (the default)
+                self._cursor.execute(
+                    "SELECT set_config('synchronous_commit', 'off', false), "
+                    "set_config('standard_conforming_strings', 'on', false)"
+                )
             except Exception as exc:
                 self.close()
                 raise StorageError(
@@ -235,24 +239,28 @@ class PostgresTableStore(TableStore):
         finish = self._finish_sql(physical, spec, data.schema, what)
         cur = self._writer()
         table = self._table(physical)
-        # Three statements, each committed on its own: the bookkeeping row that makes the table
-        # visible to has_table comes last, with the keys, in one atomic statement. A killed write
-        # leaves at most a table without its row, which the next write of that name replaces.
+        create = [
+            f"DROP TABLE IF EXISTS {table}",  # a leftover of a killed write is replaced
+            f"CREATE {_unlogged(spec, what)}TABLE {table} ({defs})",
+        ]
+        values = _values_sql(table, ingest)
         try:
-            _statements(
-                cur,
-                f"DROP TABLE IF EXISTS {table}",
-                f"CREATE {_unlogged(spec, what)}TABLE {table} ({defs})",
-            )
-            if ingest.num_rows:
-                try:
-                    cur.adbc_ingest(
-                        physical, ingest, mode="append", db_schema_name=self.data_schema
-                    )
-                except adbc_driver_manager.Error as exc:
-                    raise StorageError(
-                        f"{what}: PostgreSQL refused the rows: {self._redact(str(exc)).strip()}"
-                    ) from exc
+            if values is not None:
+                # a small table: its rows as literals, the whole write one atomic statement
+                _statements(cur, *create, *([values] if values else []), *finish)
+                self._schemas[physical] = data.schema
+                return
+            # Three statements, each committed on its own: the bookkeeping row that makes the
+            # table visible to has_table comes last, with the keys, in one atomic statement. A
+            # killed write leaves at most a table without its row, which the next write of that
+            # name replaces.
+            _statements(cur, *create)
+            try:
+                cur.adbc_ingest(physical, ingest, mode="append", db_schema_name=self.data_schema)
+            except adbc_driver_manager.Error as exc:
+                raise StorageError(
+                    f"{what}: PostgreSQL refused the rows: {self._redact(str(exc)).strip()}"
+                ) from exc
             _statements(cur, *finish)
         except adbc_driver_manager.Error as exc:
             self._discard(physical)
@@ -508,6 +516,40 @@ def _columns(cur: Any, relations: Sequence[tuple[str, str]]) -> dict[tuple[str, 
     for schema, name, column, type_name in cur.fetchall():
         found.setdefault((schema, name), []).append((column, type_name))
     return found
+
+
+#: tables of at most this many cells are written as literals in one statement (one round trip
+#: instead of the three or four of a COPY); larger ones are copied in binary
+_LITERAL_CELLS = 2000
+
+
+def _values_sql(table: str, data: Any) -> str | None:
+    """``INSERT INTO table VALUES ...`` with ``data``'s rows as literals that PostgreSQL's input
+    functions read back exactly ("" for no rows), or None when the table is too large."""
+    import pyarrow as pa
+
+    if data.num_rows * max(data.num_columns, 1) > _LITERAL_CELLS:
+        return None
+    if not data.num_rows:
+        return ""
+    columns = []
+    for column in data.columns:
+        t = column.type
+        if pa.types.is_timestamp(t) and t.unit == "ns":
+            column = column.cast(pa.timestamp("us", t.tz), safe=False)  # as COPY truncates
+        values = column.to_pylist()
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            columns.append(["NULL" if v is None else f"decode('{v.hex()}', 'hex')" for v in values])
+        elif pa.types.is_boolean(t):
+            columns.append(["NULL" if v is None else ("TRUE" if v else "FALSE") for v in values])
+        elif pa.types.is_floating(t):
+            columns.append(["NULL" if v is None else f"'{v!r}'" for v in values])
+        elif pa.types.is_date(t) or pa.types.is_timestamp(t):
+            columns.append(["NULL" if v is None else f"'{v.isoformat()}'" for v in values])
+        else:  # integers, decimals, strings, nulls: their text
+            columns.append(["NULL" if v is None else _literal(str(v)) for v in values])
+    rows = ", ".join("(" + ", ".join(row) + ")" for row in zip(*columns, strict=True))
+    return f"INSERT INTO {table} VALUES {rows}"
 
 
 def _literal(text: str) -> str:
