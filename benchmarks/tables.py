@@ -5,6 +5,9 @@
   (``.pl()``), by hand. *memodag*: a ``@materialize`` op returning the same frame, run in a job
   with the default DuckDB table store (run overhead and stage commit included), then
   ``output_for_node(as_type=...)``. Ratios are memodag over raw (1.25 = 0.8x raw throughput).
+- ``tables_w3``: W3 as whole processes: a job making a 1M x 10 frame, storing it as a table and
+  grouping it in pandas, cold (nothing stored) and warm (memoized) against the same work by
+  hand with duckdb + pandas, and against importing the job's module.
 - ``tables_one_row_chain``: 200 ``@materialize`` ops in a chain, each reading its input table
   as pandas and returning a one-row table; per task above a run of the first task alone,
   against the same chain by hand on one DuckDB connection (read to pandas, add one, write).
@@ -173,6 +176,86 @@ def _raw_chain(path: Path) -> None:
     conn.close()
 
 
+_W3_JOB = """
+import numpy as np
+import pandas as pd
+
+from memodag import job, materialize
+
+
+@materialize(version="1")
+def numbers():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"c{i}": rng.random(1_000_000) for i in range(10)})
+    frame["key"] = (frame["c0"] * 100).astype("int64")
+    return frame
+
+
+@materialize(version="1")
+def grouped(numbers: pd.DataFrame):
+    return numbers.groupby("key", as_index=False)["c1"].sum()
+
+
+@job
+def w3():
+    grouped(numbers())
+
+
+if __name__ == "__main__":
+    w3.execute_in_process()
+"""
+
+_W3_BY_HAND = """
+import sys
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+rng = np.random.default_rng(0)
+frame = pd.DataFrame({f"c{i}": rng.random(1_000_000) for i in range(10)})
+frame["key"] = (frame["c0"] * 100).astype("int64")
+conn = duckdb.connect(sys.argv[1])
+conn.register("src", pa.Table.from_pandas(frame, preserve_index=False))
+conn.execute("CREATE TABLE numbers AS SELECT * FROM src")
+back = conn.sql("SELECT * FROM numbers").to_arrow_table().to_pandas()
+result = back.groupby("key", as_index=False)["c1"].sum()
+conn.register("res", pa.Table.from_pandas(result, preserve_index=False))
+conn.execute("CREATE TABLE grouped AS SELECT * FROM res")
+conn.close()
+"""
+
+
+def w3(scratch: Path) -> Metrics:
+    """W3 as whole processes: memodag cold and warm, by hand, and importing the job module."""
+    import subprocess
+    import sys
+
+    scratch = scratch.resolve()
+    (scratch / "w3_job.py").write_text(_W3_JOB)
+    (scratch / "w3_by_hand.py").write_text(_W3_BY_HAND)
+    env = {**os.environ, "MEMODAG_HOME": str(scratch / "home")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(scratch), env.get("PYTHONPATH")]))
+
+    def run(*args: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, *args], check=True, env=env, cwd=scratch)
+        return time.perf_counter() - start
+
+    by_hand = run("w3_by_hand.py", str(scratch / "by_hand.duckdb"))
+    cold = run("w3_job.py")
+    warm = run("w3_job.py")
+    imports = run("-c", "import w3_job")
+    return {
+        "run_s": cold,
+        "by_hand_s": by_hand,
+        "cold_over_by_hand": cold / by_hand,
+        "warm_s": warm,
+        "warm_above_import_s": warm - imports,
+    }
+
+
 WORKLOADS = [
     Workload(
         "tables_1m",
@@ -187,6 +270,19 @@ WORKLOADS = [
         repeat=3,
         requires="duckdb",
         install="pip install memodag[duckdb,pandas,polars]",
+    ),
+    Workload(
+        "tables_w3",
+        w3,
+        description="W3 whole process: 1M x 10 frame -> table -> pandas group-by, memodag cold "
+        "and warm against the same work by hand (duckdb + pandas)",
+        targets=(
+            Target("cold within 1.3x by hand", "cold_over_by_hand", max_value=1.3),
+            Target("warm < 0.1 s above importing the job", "warm_above_import_s", max_value=0.1),
+        ),
+        repeat=3,
+        requires="duckdb",
+        install="pip install memodag[duckdb,pandas]",
     ),
     Workload(
         "tables_one_row_chain",

@@ -20,6 +20,30 @@ from memodag.hashing import hash_value
         ([np.zeros(5000)], [np.concatenate([np.zeros(2500), [1.0], np.zeros(2499)])]),
         (pd.Series([1, 2], dtype="int32"), pd.Series([1, 2], dtype="int64")),
         (pd.DataFrame({"a": ["x", "y"]}), pd.DataFrame({"a": ["x", "y"]}, dtype="category")),
+        # what hash_pandas_object leaves out and code sees (reset_index, codes, get_dummies)
+        (pd.DataFrame({"x": [1, 2]}), pd.DataFrame({"x": [1, 2]}).rename_axis("id")),
+        (pd.Series([1, 2], name="v"), pd.Series([1, 2], name="v").rename_axis("k")),
+        (pd.DataFrame({"x": [1]}), pd.DataFrame({"x": [1]}).rename_axis(columns="cols")),
+        (
+            pd.DataFrame({"c": pd.Categorical(["a", "b"], categories=["a", "b"])}),
+            pd.DataFrame({"c": pd.Categorical(["a", "b"], categories=["b", "a"])}),
+        ),
+        (
+            pd.DataFrame({"c": pd.Categorical(["a", "b"], categories=["a", "b"])}),
+            pd.DataFrame({"c": pd.Categorical(["a", "b"], categories=["a", "b", "z"])}),
+        ),
+        (
+            pd.Series(pd.Categorical(["a"], categories=["a", "b"])),
+            pd.Series(pd.Categorical(["a"], categories=["a", "b"], ordered=True)),
+        ),
+        (
+            pd.DataFrame({"x": [1]}, index=pd.MultiIndex.from_tuples([(1, 2)], names=["a", "b"])),
+            pd.DataFrame({"x": [1]}, index=pd.MultiIndex.from_tuples([(1, 2)], names=["b", "a"])),
+        ),
+        (
+            pd.DataFrame({"x": [1]}, index=pd.CategoricalIndex(["a"], categories=["a"])),
+            pd.DataFrame({"x": [1]}, index=pd.CategoricalIndex(["a"], categories=["a", "b"])),
+        ),
     ],
 )
 def test_data_hash_tells_different_data_apart(a, b):

@@ -42,6 +42,7 @@ from memodag.errors import (
     ExecutionError,
     MemodagError,
     MemoizationError,
+    OutputLostError,
     StepExecutionError,
     StorageError,
 )
@@ -57,6 +58,7 @@ from memodag.storage.io_manager import (
     RunEnd,
     RunInfo,
     RunLifecycle,
+    StoredData,
 )
 from memodag.storage.io_managers.fs import fs_io_manager, versioned_filesystem_io_manager
 from memodag.storage.io_managers.memory import mem_io_manager
@@ -116,6 +118,7 @@ __all__ = [
     "Out",
     "Output",
     "OutputContext",
+    "OutputLostError",
     "OutputVersion",
     "ParquetSerializer",
     "PickleSerializer",
@@ -132,6 +135,7 @@ __all__ = [
     "Stage",
     "StepExecutionError",
     "StorageError",
+    "StoredData",
     "Table",
     "VersionStrategy",
     "build_op_context",

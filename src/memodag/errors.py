@@ -46,3 +46,13 @@ class StorageError(MemodagError):
 
 class MemoizationError(MemodagError):
     """Memoization was asked for but cannot be honoured (e.g. ops without a version)."""
+
+
+class OutputLostError(StorageError):
+    """A stored output is gone, or is not what was recorded when it was written (its size or
+    content hash differs). ``address`` is the output's recorded address. A memoized run treats
+    it as never stored and recomputes it (docs/reliability.md)."""
+
+    def __init__(self, message: str, address: object = None) -> None:
+        self.address = address
+        super().__init__(message)

@@ -78,11 +78,7 @@ def hash_value(value: Any) -> str:
     if module == "pandas":
         import pandas as pd
 
-        if hasattr(value, "columns"):  # a DataFrame
-            columns, dtypes = list(value.columns), [str(t) for t in value.dtypes]
-        else:
-            columns, dtypes = [value.name], [str(value.dtype)]
-        h.update(b"pandas:" + repr((type(value).__name__, columns, dtypes)).encode())
+        h.update(b"pandas:" + _pandas_header(value).encode())
         h.update(pd.util.hash_pandas_object(value, index=True).values.tobytes())
         return h.hexdigest()[:VERSION_LENGTH]
     if module in ("polars", "pyarrow"):
@@ -103,6 +99,28 @@ def hash_value(value: Any) -> str:
     return h.hexdigest()[:VERSION_LENGTH]
 
 
+def _pandas_header(value: Any) -> str:
+    """What ``hash_pandas_object`` does not hash of a pandas object and code can see: column
+    and index names (``reset_index`` turns them into columns), dtypes, and a categorical's
+    categories in order, unused ones too (they decide codes, sorting and ``get_dummies``)."""
+
+    def dtype_text(dtype: Any) -> str:
+        categories = getattr(dtype, "categories", None)
+        if categories is None:
+            return str(dtype)
+        return f"category({list(categories)!r},ordered={dtype.ordered},{categories.dtype})"
+
+    index = value.index
+    levels = getattr(index, "levels", None)  # a MultiIndex: each level's dtype
+    index_dtypes = [dtype_text(level.dtype) for level in levels or (index,)]
+    if hasattr(value, "columns"):  # a DataFrame
+        columns = [list(value.columns), list(value.columns.names)]
+        dtypes = [dtype_text(t) for t in value.dtypes]
+    else:
+        columns, dtypes = [value.name], [dtype_text(value.dtype)]
+    return repr((type(value).__name__, columns, dtypes, list(index.names), index_dtypes))
+
+
 class UnhashableValue(TypeError):
     """``hash_value`` cannot see a value's content (it does not pickle)."""
 
@@ -110,3 +128,10 @@ class UnhashableValue(TypeError):
 def piece_version(output_version: str, mapping_key: str) -> str:
     """The version of one piece of a dynamic output."""
     return hash_strings(output_version, "piece", mapping_key)
+
+
+def content_hasher() -> Any:
+    """A fresh hasher of stored bytes (``update(bytes)``, ``hexdigest()``): what io managers
+    record as an output's ``content_hash`` and check it against. BLAKE2b: fast, and 128 bits
+    are plenty to tell an altered file from the one written."""
+    return hashlib.blake2b(digest_size=16)

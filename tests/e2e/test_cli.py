@@ -286,7 +286,10 @@ def test_module_loading_and_reexecute_from_recorded_location(cli: Cli, tmp_path:
     # the job's own default config, so no -c is needed
     defaults = "@job(config={'ops': {'transform': {'config': {'factor': 3, 'label': 'mod'}}}})\n"
     (package / "mypipes" / "jobs.py").write_text(CHAIN_JOB.replace("@job\n", defaults))
-    env = {"PYTHONPATH": str(package)}
+    # the caller's PYTHONPATH kept after it: a checkout's memodag, not an installed one
+    env = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(package), os.environ.get("PYTHONPATH")]))
+    }
 
     first = _ok(cli("job", "execute", "-m", "mypipes.jobs", env=env))
     assert "3 executed" in first.stdout

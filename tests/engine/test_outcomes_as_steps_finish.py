@@ -318,3 +318,40 @@ def test_a_retry_run_in_process_starts_after_what_came_before_it_is_recorded(tmp
         )
         assert result.step_status["first"] == "memoized"
         assert result.output_for_node("last") == ["STEP_MEMOIZED", "STEP_RETRY"]
+
+
+def test_a_long_run_of_memoized_steps_is_stored_in_batches_as_it_goes(tmp_path, monkeypatch):
+    """Memoized steps are recorded in batches of at most FLUSH_EVENTS events even when no step
+    executes between them: a run reusing 100,000 outputs never holds all their events."""
+    import memodag.engine.events
+
+    monkeypatch.setattr(memodag.engine.events, "FLUSH_EVENTS", 20)
+    db = tmp_path / "instance.db"
+    instance = Instance.from_url(f"sqlite:///{db}", storage_dir=tmp_path / "storage")
+
+    @op(version="1", out=DynamicOut())
+    def many():
+        for i in range(100):
+            yield DynamicOutput(i, mapping_key=f"k{i}")
+
+    @op(version="1")
+    def same(x: int) -> int:
+        return x
+
+    @job(tags={MEMOIZED_RUN_TAG: "true"})
+    def reused():
+        many().map(same)
+
+    reused.execute_in_process(instance=instance)
+    stored_when_heard: list[int] = []
+    reader = Instance.from_url(f"sqlite:///{db}")
+
+    def listener(event):
+        if event.event_type is EventType.STEP_MEMOIZED and event.step_key == "same[k80]":
+            run = reader.get_runs(limit=1)[0].run_id
+            stored_when_heard.append(len(reader.get_events(run, [EventType.STEP_MEMOIZED])))
+
+    result = execute_job(reused, instance=instance, listeners=[listener])
+    assert len(result.memoized_step_keys) == 101
+    # 'many' and 80 clones were memoized before 'same[k80]': all but the last batch are stored
+    assert stored_when_heard and stored_when_heard[0] >= 60

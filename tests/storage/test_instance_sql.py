@@ -366,7 +366,17 @@ def test_stored_events_carry_exactly_the_data_the_run_made(any_instance):
     result = execute_job(events_job, instance=any_instance, listeners=[made.append])
     assert result.success and result.output_for_node("gather") == (1 + 2 + 3) * 2
 
-    by_identity = {(e.event_type, e.step_key, e.timestamp, e.message): e for e in made}
+    def made_as(event: Event) -> Event | None:
+        # times are stored to the microsecond
+        for original in made:
+            if (original.event_type, original.step_key, original.message) == (
+                event.event_type,
+                event.step_key,
+                event.message,
+            ) and abs(original.timestamp - event.timestamp) < 2e-6:
+                return original
+        return None
+
     stored = any_instance.get_events(result.run_id)
     assert {e.event_type for e in stored} >= {
         EventType.STEP_START,
@@ -378,9 +388,7 @@ def test_stored_events_carry_exactly_the_data_the_run_made(any_instance):
         EventType.LOG,
     }
     for event in stored:
-        original = by_identity.get(
-            (event.event_type, event.step_key, event.timestamp, event.message)
-        )
+        original = made_as(event)
         if original is None:
             assert event.event_type in (EventType.RUN_START, EventType.RUN_SUCCESS), event
             continue
@@ -411,3 +419,26 @@ def test_a_large_batch_of_events_keeps_its_order(any_instance):
     assert [(e.message, e.data, e.step_key, e.timestamp) for e in stored] == [
         (e.message, e.data, e.step_key, e.timestamp) for e in events
     ]
+
+
+def test_index_entries_read_together_share_their_repeated_strings(any_instance):
+    """A memoized run keeps every entry it reads: the run id, io manager key, serializer, step
+    key and output name repeated across addresses are one string each, not one per entry."""
+    entries = [
+        IndexEntry(f"j/s.result[k{i}]@x", f"v{i}", _address("run-shared", "s", f"v{i}"), 1.0)
+        for i in range(3)
+    ]
+    any_instance.store_events([], entries)
+    asked = [
+        f"j/s.result[k{i}]@x" for i in range(3)
+    ]  # strings equal to, not the same as, those stored
+    found = any_instance.entries_for_keys(asked)
+    # each entry's key is the caller's own string
+    assert sorted(id(e.output_key) for e in found) == sorted(id(k) for k in asked)
+    assert {e.address for e in found} == {e.address for e in entries}
+    first, *others = [e.address for e in found]
+    for other in others:
+        for name in ("run_id", "io_manager_key", "serializer", "step_key", "output_name"):
+            assert getattr(other, name) is getattr(first, name), name
+    # an entry's version and its address's are one string
+    assert all(e.address.version is e.version for e in found)

@@ -26,6 +26,7 @@ from instance_workers import open_instance
 
 from cli_process import run_memodag
 from memodag import Instance, StorageError
+from memodag.storage.instance.schema import SCHEMA_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RELEASE_HOME = FIXTURES / "release_0_1"
@@ -69,6 +70,9 @@ def _release_rows(table: str) -> list[tuple[Any, ...]]:
 
 
 RELEASE_RUN_IDS = sorted(row[0] for row in _release_rows("runs"))
+# the fixture's database is at schema version 1 (it has output_index.recipe): an upgrade stamps
+# each later version once
+_UPGRADED = list(range(2, SCHEMA_VERSION + 1))
 
 
 def _load_release_job() -> Any:
@@ -152,7 +156,11 @@ def test_an_instance_of_the_previous_release_upgrades_and_memoizes(old_instance_
     # upgraded in place: reopened, nothing is migrated again
     with Instance.from_url(old_instance_url) as inst:
         assert len(inst.get_runs()) == 6  # 3 of memodag 0.1's, 3 of this test's
-    assert _schema_rows(old_instance_url) == [2]
+        # runs of memodag 0.1 have no heartbeat (schema 3); runs since record one
+        old_run = inst.get_run(RELEASE_RUN_IDS[0])
+        assert old_run is not None and old_run.heartbeat is None
+        assert inst.get_run(relabeled.run_id).heartbeat is not None
+    assert _schema_rows(old_instance_url) == _UPGRADED
 
 
 def _memodag(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -196,7 +204,7 @@ def test_two_processes_opening_an_old_instance_at_once_upgrade_it_once(old_insta
         proc.join(timeout=60)
     assert [p.exitcode for p in procs] == [0] * openers, "an opener failed (see its stderr)"
     assert sorted(reported) == [(i, len(RELEASE_RUN_IDS)) for i in range(openers)]
-    assert _schema_rows(old_instance_url) == [2]  # migrated once, by one of them
+    assert _schema_rows(old_instance_url) == _UPGRADED  # migrated once, by one of them
 
 
 def test_a_database_of_a_newer_memodag_is_refused_not_downgraded(old_instance_url):
@@ -218,4 +226,29 @@ def test_a_database_of_a_newer_memodag_is_refused_not_downgraded(old_instance_ur
     message = str(caught.value)
     assert f"schema version {newer}, written by a newer memodag" in message
     assert "never downgrades" in message and "pip install -U memodag" in message
-    assert _schema_rows(old_instance_url) == [2, newer]
+    assert _schema_rows(old_instance_url) == [*_UPGRADED, newer]
+
+
+def test_events_stored_one_row_each_by_the_previous_release_still_read(old_instance_url, old_home):
+    """After the upgrade, a release run's events read back as that release stored them, one row
+    each, beside the packed rows of new runs; a re-execution of a release run takes the outputs
+    it does not run from that run's events."""
+    release_job = _load_release_job()
+    old_rows = _release_rows("events")
+    with Instance.from_url(old_instance_url, storage_dir=old_home / "storage") as inst:
+        for run_id in RELEASE_RUN_IDS:
+            events = inst.get_events(run_id)
+            stored = [r for r in old_rows if r[0] == run_id]
+            assert [(e.step_key, e.event_type.value, e.timestamp, e.data) for e in events] == [
+                (r[1], r[2], r[3], json.loads(r[5])) for r in stored
+            ]
+        first = min(inst.get_runs(), key=lambda r: r.start_time or 0).run_id
+        # its 3 region pieces, their 3 doubles, total and report
+        assert len(inst.get_output_addresses(first)) == 8
+
+        # this memodag computes versions by a newer scheme: the first run recomputes everything
+        release_job.execute_in_process(run_config=_label("again"), instance=inst)
+        new = release_job.execute_in_process(run_config=_label("once more"), instance=inst)
+        assert new.executed_step_keys == ["report"]
+        assert new.output_for_node("report").startswith("once more: ")
+        assert any(e.event_type.value == "STEP_MEMOIZED" for e in inst.get_events(new.run_id))

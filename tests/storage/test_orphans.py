@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from memodag import Instance, RunStatus
+from memodag import EventType, Instance, RunStatus
 from memodag.versioning.gc import collect_garbage, run_is_over
 
 HERE = Path(__file__).resolve().parent
@@ -80,6 +80,11 @@ def test_a_killed_runs_unrecorded_file_is_removed_once_its_process_is_gone(tmp_p
     listed = _runs_list(tmp_path)
     assert [r["process_gone"] for r in listed if r["run_id"] == dead.run_id] == [True]
     assert [r["process_gone"] for r in listed if r["status"] == "SUCCESS"] == [False]
+    # found gone, it is recorded as DIED, with the reason as its last event
+    assert [r["status"] for r in listed if r["run_id"] == dead.run_id] == ["DIED"]
+    assert instance.get_run(dead.run_id).status is RunStatus.DIED
+    last = instance.get_events(dead.run_id)[-1]
+    assert last.event_type is EventType.RUN_FAILURE and "run died" in last.message
     assert _orphans(instance) == {str(written)}
     report = collect_garbage(instance, keep_runs=10, dry_run=False)
     assert report.errors == []

@@ -7,8 +7,9 @@ import sys
 
 import duckdb
 import pandas as pd
+import pytest
 
-from memodag import Stage, Table, duckdb_table_store, job, materialize
+from memodag import ExecutionError, Stage, Table, duckdb_table_store, job, materialize
 from memodag.versioning.gc import collect_garbage
 
 
@@ -168,3 +169,59 @@ def test_import_memodag_loads_no_frame_library_or_database_driver():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_memoized_run_of_unchanged_stages_never_opens_the_file(instance, tmp_path):
+    path = tmp_path / "shared.duckdb"
+    store = {"table_store": duckdb_table_store.configured({"path": str(path), "lock_timeout": 0.2})}
+
+    @materialize(version="1")
+    def numbers():
+        return pd.DataFrame({"n": [1, 2]})
+
+    @job(resource_defs=store)
+    def unchanged():
+        with Stage("s"):
+            numbers()
+
+    assert unchanged.execute_in_process(instance=instance).success
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('ready', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        again = unchanged.execute_in_process(instance=instance)
+        assert again.success and again.memoized_step_keys == ["numbers"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_store_that_cannot_be_used_fails_the_run_before_any_op(instance, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    ran = []
+
+    @materialize(version="1")
+    def never():
+        ran.append(1)
+        return pd.DataFrame({"a": [1]})
+
+    @job(
+        resource_defs={
+            "table_store": duckdb_table_store.configured({"path": str(blocker / "t.duckdb")})
+        }
+    )
+    def unusable():
+        never()
+
+    with pytest.raises(ExecutionError, match=r"cannot create the directory of .*t\.duckdb"):
+        unusable.execute_in_process(instance=instance, raise_on_error=False)
+    assert ran == []

@@ -129,4 +129,5 @@ def test_a_column_no_table_can_hold_names_the_column(instance):
     result = types.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     text = "\n".join(str(e.message) for e in instance.get_events(result.run_id))
-    assert "op 'odd' output 'result'" in text and "column odd with type object" in text
+    assert "op 'odd' output 'result' (table types.odd)" in text
+    assert "column odd with type object" in text

@@ -620,7 +620,8 @@ def test_recursion_and_self_referencing_class_terminate(base_versions: dict[str,
 
 
 def _fake_distribution(site_dir: Path, version: str, body: str) -> None:
-    """An installed-looking package outside site-packages (like an editable install)."""
+    """An installed-looking package outside site-packages (like an editable install that writes
+    no PEP 610 direct_url.json: those that do count as project code)."""
     write_project(site_dir, {"extlib/__init__.py": f"def double(x):\n    return {body}\n"})
     info = site_dir / f"extlib-{version}.dist-info"
     info.mkdir()

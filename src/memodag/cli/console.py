@@ -18,6 +18,7 @@ STATUS_STYLES = {
     "FAILURE": "red",
     "STARTED": "yellow",
     "CANCELED": "magenta",
+    "DIED": "red",
     "success": "green",
     "memoized": "cyan",
     "failed": "red",

@@ -20,6 +20,7 @@ COMMAND_GROUPS = {
     "job": "memodag.cli.commands.job:job",
     "runs": "memodag.cli.commands.runs:runs",
     "gc": "memodag.cli.commands.gc:gc",
+    "verify": "memodag.cli.commands.verify:verify",
 }
 
 

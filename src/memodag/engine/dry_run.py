@@ -14,6 +14,7 @@ from typing import Any
 
 from memodag.engine.engine import Engine
 from memodag.engine.events import EventLog
+from memodag.engine.gc_threshold import with_fewer_collections
 from memodag.executors.base import Executor
 from memodag.runtime.step import StepOutcome, StepTask, StoredOutput
 from memodag.storage.instance.records import Event, IndexEntry
@@ -121,6 +122,7 @@ class PredictingExecutor(Executor):
         return done
 
 
+@with_fewer_collections
 def list_versions(
     job: Any,
     run_config: Mapping[str, Any] | None = None,

@@ -7,6 +7,8 @@ success releases its consumers, each failure is retried per policy or skips ever
 When the loop ends every step must be accounted for (``Engine.account``): a step neither run,
 memoized, loaded from the parent run, nor skipped for an optional output or a failure fails the
 run, named, so a gap anywhere can never pass as a success (docs/dynamic.md, "No silent drops").
+A step another live run is computing at the same version (the memoizer's ``claim``) waits aside,
+looked at again every ``WAIT_POLL_SECONDS``, and is reused once stored (docs/reliability.md).
 ``list-versions``/``explain`` run this same loop with an executor that predicts outcomes instead
 of running ops (``engine.dry_run``), so what they report cannot drift from what a run does.
 Per-step work is O(1) in the size of the job: counters, not scans. Fan-out clones are run state
@@ -34,6 +36,14 @@ from memodag.storage.io_manager import Address
 from memodag.versioning.memoizer import AddressKey, Memoizer
 
 __all__ = ["AddressKey", "Engine", "EngineResult", "Memoizer", "SkipCause", "StepStatus"]
+
+#: how often a run looks again at steps another run is computing, and says it is alive
+WAIT_POLL_SECONDS = 0.2
+HEARTBEAT_SECONDS = 10.0
+#: ready steps claimed in one transaction
+CLAIM_AHEAD = 256
+#: a step found stored when the engine claimed ahead (no lease needed)
+STORED = "\x00stored"
 
 
 class StepStatus:
@@ -114,7 +124,16 @@ class Engine:
         self._ready: deque[str] = deque()
         self._arrived: deque[StepOutcome] = deque()  # outcomes read from the executor, not recorded
         self._retries: list[tuple[float, int, StepTask]] = []
+        #: steps another live run is computing at the same version: looked at again when due
+        self._waiting: dict[str, str] = {}
+        self._told_waiting: set[str] = set()
+        #: ready steps claimed ahead: their holder, "" (taken by this run) or STORED
+        self._claims: dict[str, str] = {}
+        self._next_look = 0.0
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         self._seq = itertools.count()
+        #: memoized steps recomputed because a consumer could not load what they stored
+        self._recomputed: set[str] = set()
         self.result = EngineResult(self.status, self.addresses)
         # a dry run's log keeps nothing: building its events would be wasted work
         self._records_events: bool = getattr(event_log, "stores_events", True)
@@ -126,10 +145,7 @@ class Engine:
         """Enter steps into the run, in topological order (a step after its upstreams)."""
         steps = list(steps)
         self.memoizer.prepare(steps)
-        for notice in self.memoizer.notices():
-            self.log.append(
-                Event(EventType.LOG, self.run_id, time.time(), None, notice, {"level": "WARNING"})
-            )
+        self._log_notices()
         for step in steps:
             key = step.key
             if self.selected is not None and key not in self.selected:
@@ -157,22 +173,48 @@ class Engine:
             if waiting == 0:
                 self._ready.append(key)
 
+    def _log_notices(self) -> None:
+        for notice in self.memoizer.notices():
+            self.log.append(
+                Event(EventType.LOG, self.run_id, time.time(), None, notice, {"level": "WARNING"})
+            )
+
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> EngineResult:
         executor = self.executor
         try:
             while True:
+                if self._ready and self.memoizer.shares_work and self._ready[0] not in self._claims:
+                    self._claim_ahead()
                 while self._ready and executor.can_submit():
                     self._start(self._ready.popleft())
                 if self._retries:
                     self._submit_due_retries()
-                if not self._ready and not executor.in_flight and not self._retries:
+                if self._waiting:
+                    self._look_at_waiting()
+                    if self._ready:
+                        continue
+                if (
+                    not self._ready
+                    and not executor.in_flight
+                    and not self._retries
+                    and not self._waiting
+                ):
                     break
                 timeout = None
                 if self._retries:
                     timeout = max(0.0, self._retries[0][0] - time.monotonic())
+                if self._waiting:
+                    until = max(0.0, self._next_look - time.monotonic())
+                    timeout = until if timeout is None else min(timeout, until)
+                if time.monotonic() >= self._next_heartbeat:
+                    self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+                    self.memoizer.heartbeat()
                 # memoized steps and skips recorded before waiting on a step that may run for hours
+                again = self.memoizer.settle()
+                if again is not None:
+                    timeout = again if timeout is None else min(timeout, again)
                 self.log.flush_buffered()
                 self._arrived.extend(executor.wait(timeout))
                 while self._arrived:
@@ -244,7 +286,19 @@ class Engine:
 
     def _start(self, key: str) -> None:
         step = self.steps[key]
-        stored = self.memoizer.stored(step) if self.memoizer.enabled else None
+        claimed = self._claims.pop(key, None)
+        # a step claimed ahead was not stored then: the claim's own read is looked at below
+        stored = self.memoizer.stored(step) if self.memoizer.enabled and claimed != "" else None
+        if stored is None and self.memoizer.shares_work:
+            taken = claimed is not None and claimed != STORED
+            holder = claimed if taken else self.memoizer.claim(step)
+            if holder:
+                self._wait_for(key, holder)
+                return
+            # the claim read the index again: another run may have stored it just before
+            stored = self.memoizer.stored(step)
+            if stored is not None:
+                self.memoizer.release(step)
         if stored is not None:
             for address in stored:
                 self.addresses[(key, address.output_name, address.mapping_key)] = address
@@ -263,12 +317,17 @@ class Engine:
             self.result.memoized += 1
             self._after_success(step, stored)
             return
+        if self.memoizer.enabled:
+            self._log_notices()  # a stored output found gone or altered says so
         task = self._task(step)
-        if task is not None:
+        if task is None:
+            self.memoizer.release(step)  # skipped: nothing to compute
+        else:
             if self.log.listeners:
                 self.log.notify(
                     Event(EventType.STEP_START, self.run_id, time.time(), key, "", {"attempt": 0})
                 )
+            self.memoizer.settle()
             self.log.flush_buffered()  # an in-process submit runs the step before it returns
             self.executor.submit(task)
 
@@ -358,11 +417,14 @@ class Engine:
             outcome.events, self.memoizer.record(step, outcome) if outcome.success else ()
         )
         if outcome.success:
+            self.memoizer.release(step)  # after its index entries: waiters find them stored
             self.status[key] = StepStatus.SUCCESS
             self.result.executed += 1
             for stored in outcome.outputs:
                 self.addresses[(key, stored.output_name, stored.mapping_key)] = stored.address
             self._after_success(step, [o.address for o in outcome.outputs], outcome.unknown_pieces)
+            return
+        if outcome.lost_inputs and self._recompute_lost(step, outcome):
             return
         policy = step.op_def.retry_policy
         if policy is not None and outcome.attempt < policy.max_retries:
@@ -382,9 +444,107 @@ class Engine:
             if task is not None:
                 heapq.heappush(self._retries, (time.monotonic() + delay, next(self._seq), task))
             return
+        self.memoizer.release(step)
         self.status[key] = StepStatus.FAILED
         self.result.failures.append(outcome)
         self._skip_consumers(key, f"upstream step '{key}' failed", SkipCause.FAILED)
+
+    def _recompute_lost(self, step: ExecutionStep, outcome: StepOutcome) -> bool:
+        """An attempt could not load inputs that memoized steps of this run reused (gone,
+        unreadable, altered): recompute those steps, once each, and run ``step`` again after
+        them. False if that cannot help (an input this run computed itself, a fan-out)."""
+        waits: set[str] = set()
+        restart: list[str] = []
+        for address in outcome.lost_inputs:
+            producer = address.step_key
+            current = self.addresses.get((producer, address.output_name, address.mapping_key))
+            if producer in self._recomputed:
+                if producer not in self.status:
+                    waits.add(producer)  # still being recomputed
+                elif current is None or current == address:
+                    return False  # recomputed, and what it stored cannot be loaded either
+                continue
+            state = self.status.get(producer)
+            source = self.steps.get(producer)
+            if state != StepStatus.MEMOIZED or source is None or source.op_def.has_dynamic_output:
+                return False
+            restart.append(producer)
+            waits.add(producer)
+        key = step.key
+        for producer in restart:
+            self._recomputed.add(producer)
+            self.log.append(
+                Event(
+                    EventType.LOG,
+                    self.run_id,
+                    time.time(),
+                    key,
+                    f"step '{key}' could not load what memoized step '{producer}' stored "
+                    f"({outcome.error.message if outcome.error else 'unreadable'}); "
+                    f"recomputing step '{producer}'",
+                    {"level": "WARNING"},
+                )
+            )
+            del self.status[producer]
+            self.result.memoized -= 1
+            for output_key in [k for k in self.addresses if k[0] == producer]:
+                del self.addresses[output_key]
+            self._waiting_on[producer] = 0
+            self._ready.append(producer)
+        for address in outcome.lost_inputs:
+            self.memoizer.distrust(address.step_key, (key,))
+        self._waiting_on[key] = len(waits)
+        for producer in waits:
+            self._consumers.setdefault(producer, []).append(key)
+        if not waits:
+            self._ready.append(key)
+        return True
+
+    def _claim_ahead(self) -> None:
+        """Claim the next ready steps that are not stored in one transaction (a write per
+        ``CLAIM_AHEAD`` steps, not per step): ``_claims`` maps each to its holder ("": taken by
+        this run; ``STORED``: stored, nothing to claim)."""
+        batch = []
+        for key in itertools.islice(self._ready, CLAIM_AHEAD):
+            if key in self._claims:
+                continue
+            step = self.steps[key]
+            if self.memoizer.stored(step) is not None:
+                self._claims[key] = STORED
+            else:
+                batch.append(step)
+        holders = self.memoizer.claim_many(batch) if batch else {}
+        for step in batch:
+            self._claims[step.key] = holders.get(step.key, "")
+
+    def _wait_for(self, key: str, holder: str) -> None:
+        """Another live run computes ``key`` at the same version: wait for it, then reuse it."""
+        self._waiting[key] = holder
+        if key in self._told_waiting:
+            return
+        self._told_waiting.add(key)
+        self.log.append(
+            Event(
+                EventType.LOG,
+                self.run_id,
+                time.time(),
+                key,
+                f"waiting for {holder}, which is computing this step at the same version",
+                {"level": "INFO"},
+            )
+        )
+
+    def _look_at_waiting(self) -> None:
+        """Steps other runs were computing: stored now (memoized), or free to take (their
+        holder ended without storing them, or died): back to ready, where ``_start`` decides."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + WAIT_POLL_SECONDS
+        waiting, self._waiting = self._waiting, {}
+        for key in waiting:
+            self.memoizer.refresh(self.steps[key])
+            self._ready.append(key)
 
     def record_finished(self) -> None:
         """Record the attempts that ended but were not recorded yet (the run is being canceled)."""

@@ -19,7 +19,7 @@ from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, IndexEntry
 
 FLUSH_SECONDS = 0.5
-FLUSH_EVENTS = 5000
+FLUSH_EVENTS = 1000
 
 
 class EventLog:
@@ -40,11 +40,17 @@ class EventLog:
         self._shown: set[int] = set()
 
     def append(self, event: Event) -> None:
-        """Buffer one event (stored with the next commit) and tell listeners."""
-        self._events.append(event)
+        """Buffer one event (stored with the next commit, at the latest ``FLUSH_EVENTS`` events
+        later) and tell listeners."""
+        events = self._events
+        events.append(event)
         self.count += 1
         for listener in self.listeners:
             listener(event)
+        if len(events) >= FLUSH_EVENTS:
+            # a run of memoized steps between two commits is bounded too: its events are
+            # written (and freed) in batches, not held until the run's end
+            self.flush()
 
     def flush_buffered(self) -> None:
         """Commit what is buffered, if anything (before the engine starts or awaits an attempt)."""
@@ -97,18 +103,23 @@ class EventLog:
             for listener in self.listeners:
                 listener(event)
 
+    def discard(self) -> int:
+        """Drop what is buffered (it cannot be stored); return how many events that was."""
+        lost = len(self._events)
+        self._events, self._index = [], []
+        return lost
+
     def flush(self) -> None:
-        """Commit everything buffered in one transaction."""
+        """Commit everything buffered in one transaction; on failure the batch stays buffered."""
         if self._events or self._index:
             events, index = self._events, self._index
             self._events, self._index = [], []
             try:
                 self.instance.store_events(events, index)
-            except BaseException as exc:
-                if isinstance(exc, Exception):
-                    raise  # a storage error: the run fails; retrying the same batch would too
-                # interrupted (Ctrl-C, SIGTERM) before the commit ended: keep the batch, so the
-                # run's final flush stores it (at worst twice: index entries are upserts)
+            except BaseException:
+                # not stored (a storage error, or Ctrl-C/SIGTERM before the commit ended): keep
+                # the batch, so the run's final flush stores it (at worst twice: index entries
+                # are upserts), or, if it cannot, ``discard`` reports what was lost
                 self._events[:0], self._index[:0] = events, index
                 raise
             for callback in self.on_stored:

@@ -21,6 +21,7 @@ from memodag.definitions.executor import ExecutorDefinition
 from memodag.definitions.secrets import masked_config
 from memodag.engine.engine import AddressKey, Engine, Memoizer
 from memodag.engine.events import EventLog
+from memodag.engine.gc_threshold import with_fewer_collections
 from memodag.engine.lifecycle import RunHooks
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import ExecutionError, StepExecutionError
@@ -38,12 +39,13 @@ from memodag.runtime.step import StepRuntime
 from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
 from memodag.storage.io_manager import Address, IOManager
-from memodag.storage.liveness import process_identity
+from memodag.storage.liveness import heartbeat, process_identity
 
 if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition
 
 
+@with_fewer_collections
 def execute_job(
     job: JobDefinition,
     run_config: Mapping[str, Any] | None = None,
@@ -75,9 +77,14 @@ def execute_job(
     run_id = run_id or str(uuid.uuid4())
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
     parent = _parent_run(instance, parent_run_id)
-    steps, selected, external = _selection(plan, instance, parent, step_selection)
-    _check_external_addresses(job, external, executor)
-    memoizer = _memoizer(job, plan, run_tags, instance, run_id)
+    try:
+        steps, selected, external = _selection(plan, instance, parent, step_selection, run_id)
+        _check_external_addresses(job, external, executor)
+        memoizer = _memoizer(job, plan, run_tags, instance, run_id)
+    except BaseException:
+        if parent is not None and step_selection:
+            instance.release_run(run_id)  # the ancestors it pinned: no run will load them
+        raise
     if parent is not None:
         # a re-execution runs what it selects, even when it is stored: that is what it is for
         # (its outputs are still versioned and indexed, so later memoized runs can reuse them)
@@ -95,6 +102,7 @@ def execute_job(
         step_selection=list(step_selection) if step_selection else None,
         start_time=time.time(),
     )
+    record.heartbeat = record.start_time  # its first heartbeat: no write of its own
     instance.add_run(record)
     event_log = EventLog(instance, listeners)
     event_log.append(
@@ -129,6 +137,7 @@ def execute_job(
         # require) only, which the driver needs for memoization, the lifecycle and results
         keys = resource_keys if executor.in_process else _driver_keys(job, plan, resource_keys)
         with (
+            heartbeat(instance, run_id),
             _sigterm_cancels_run(),
             initialized_resources(
                 job.resource_defs, resolved.resource_config, keys, instance, run_id
@@ -368,8 +377,26 @@ def _finish_run(
     if engine is not None:
         data = {"executed": engine.result.executed, "memoized": engine.result.memoized}
     event_log.append(Event(event_type, run_id, now, None, message, data))
-    event_log.flush()
+    try:
+        event_log.flush()
+    except Exception as exc:
+        # the run's events cannot be stored (a full disk, a database gone): its status must
+        # still say that it ended, and why, wherever that can be recorded
+        lost = event_log.discard()
+        status = RunStatus.FAILURE
+        message = (
+            f"{message + '; ' if message else ''}{lost} event(s) of the run could not be "
+            f"recorded: {type(exc).__name__}: {exc}"
+        )
+        with contextlib.suppress(Exception):
+            event_log.append(Event(EventType.RUN_FAILURE, run_id, now, None, message, data))
+            event_log.flush()
+        event_log.discard()
+        instance.update_run_status(run_id, status, now)
+        raise
     instance.update_run_status(run_id, status, now)
+    # what it pinned (gc keeps it) and the steps it held are free once it has ended
+    instance.release_run(run_id)
 
 
 def _parent_run(instance: Instance, parent_run_id: str | None) -> RunRecord | None:
@@ -388,13 +415,16 @@ def _selection(
     instance: Instance,
     parent: RunRecord | None,
     step_selection: Sequence[str] | None,
+    run_id: str = "",
 ) -> tuple[dict[str, ExecutionStep], set[str] | None, dict[AddressKey, Address]]:
     """The run's steps (the plan's, plus the parent's fan-outs expanded so their clones can be
     selected), the selected step keys, and the outputs taken from the parent run."""
     steps = dict(plan.steps)
     if not step_selection:
         return steps, None, {}
-    parent_addresses, completed = _lineage_addresses(instance, parent) if parent else ({}, set())
+    parent_addresses, completed = (
+        _lineage_addresses(instance, parent, run_id) if parent else ({}, set())
+    )
     # clones of the parent's fan-outs become selectable ("double[k7]"); fan-outs that re-run
     # are expanded afresh by the engine from their new pieces
     created_by = expand_from_addresses(plan, steps, parent_addresses, completed)
@@ -503,7 +533,7 @@ def _check_external_addresses(
 
 
 def _lineage_addresses(
-    instance: Instance, parent: RunRecord
+    instance: Instance, parent: RunRecord, run_id: str = ""
 ) -> tuple[dict[AddressKey, Address], set[str]]:
     """Outputs stored by the parent run or, for what it did not re-run, by its own ancestors
     (nearest run wins), so a re-execution of a re-execution still finds every input; and the
@@ -513,6 +543,11 @@ def _lineage_addresses(
     while run is not None and run.run_id not in {r.run_id for r in chain}:
         chain.append(run)
         run = instance.get_run(run.parent_run_id) if run.parent_run_id else None
+    if run_id:
+        # before reading what they stored: gc keeps it until this run ends (or dies)
+        from memodag.versioning.gc_pins import pin_runs
+
+        pin_runs(instance, run_id, [r.run_id for r in chain])
     addresses: dict[AddressKey, Address] = {}
     completed: set[str] = set()
     for ancestor in reversed(chain):

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -37,6 +37,8 @@ from memodag.storage.instance.records import (
     Event,
     EventType,
     IndexEntry,
+    Lease,
+    Pin,
     RunRecord,
     RunStatus,
 )
@@ -460,6 +462,58 @@ class WorkerInstanceStorage(InstanceStorage):
 
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
         self._storage("delete_index_entries").delete_index_entries(keys)
+
+    def pinned_index_entries(self, output_keys: Iterable[str], run_id: str) -> list[IndexEntry]:
+        return self._storage("pinned_index_entries").pinned_index_entries(output_keys, run_id)
+
+    def add_pins(
+        self, run_id: str, kind: str, targets: Iterable[str], unless_held: str | None = None
+    ) -> Lease | None:
+        return self._storage("add_pins").add_pins(run_id, kind, targets, unless_held)
+
+    def settle_pins(
+        self,
+        run_id: str,
+        entries: Iterable[tuple[str, str]],
+        release_keys: Iterable[str],
+        release_leases: Iterable[str] = (),
+    ) -> None:
+        storage = self._storage("settle_pins")
+        storage.settle_pins(run_id, entries, release_keys, release_leases)
+
+    def pins(self) -> list[Pin]:
+        return self._storage("pins").pins()
+
+    def delete_unpinned_index_entries(
+        self,
+        entries: Sequence[tuple[str, str, float]],
+        spare: Callable[[list[Pin]], Collection[tuple[str, str]]],
+        lease: Lease | None = None,
+    ) -> list[tuple[str, str]]:
+        storage = self._storage("delete_unpinned_index_entries")
+        return storage.delete_unpinned_index_entries(entries, spare, lease)
+
+    def acquire_lease(self, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
+        return self._storage("acquire_lease").acquire_lease(lease, expired)
+
+    def claim_steps(
+        self,
+        leases: Sequence[Lease],
+        expired: Callable[[Lease], bool],
+        output_keys: Sequence[str],
+        release_leases: Sequence[str] = (),
+    ) -> tuple[dict[str, Lease], list[IndexEntry]]:
+        storage = self._storage("claim_steps")
+        return storage.claim_steps(leases, expired, output_keys, release_leases)
+
+    def release_lease(self, lease_key: str, run_id: str) -> None:
+        self._storage("release_lease").release_lease(lease_key, run_id)
+
+    def heartbeat(self, run_id: str, now: float) -> None:
+        self._storage("heartbeat").heartbeat(run_id, now)
+
+    def release_run(self, run_ids: Iterable[str]) -> None:
+        self._storage("release_run").release_run(run_ids)
 
     def close(self) -> None:
         if self._opened is not None:

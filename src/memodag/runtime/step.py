@@ -16,11 +16,17 @@ from typing import Any
 from memodag.definitions.config import NO_DEFAULT
 from memodag.definitions.io import Out, valid_mapping_key
 from memodag.definitions.op import OpDefinition, iterate_outputs
-from memodag.errors import MemodagError, StepExecutionError, StorageError
+from memodag.errors import MemodagError, OutputLostError, StepExecutionError, StorageError
 from memodag.hashing import piece_version
 from memodag.runtime.context import OpExecutionContext, Resources, RunLogger
 from memodag.storage.instance.records import Event, EventType
-from memodag.storage.io_manager import Address, InputContext, IOManager, OutputContext
+from memodag.storage.io_manager import (
+    Address,
+    InputContext,
+    IOManager,
+    OutputContext,
+    StoredData,
+)
 from memodag.storage.jsonenc import quote
 
 
@@ -83,6 +89,9 @@ class StepOutcome:
     #: dynamic outputs whose pieces the outcome cannot tell: only a dry run's prediction of a
     #: fan-out that must run has any (the engine then expands nothing from them)
     unknown_pieces: frozenset[str] = frozenset()
+    #: inputs whose stored data could not be loaded (gone, unreadable, altered): the engine may
+    #: recompute their producer and run this step again (docs/reliability.md)
+    lost_inputs: tuple[Address, ...] = ()
 
 
 @dataclass(slots=True)
@@ -141,8 +150,9 @@ def run_step(task: StepTask, runtime: StepRuntime) -> StepOutcome:
     ]
     log = RunLogger(run_id, step_key, events, runtime.live_log)
     stored: list[StoredOutput] = []
+    lost: list[Address] = []
     try:
-        kwargs = _load_inputs(task, runtime, events, log)
+        kwargs = _load_inputs(task, runtime, events, log, lost)
         if op_def.takes_context:
             context = OpExecutionContext(
                 task.config,
@@ -176,7 +186,15 @@ def run_step(task: StepTask, runtime: StepRuntime) -> StepOutcome:
             )
         )
         return StepOutcome(
-            step_key, False, events, stored, info, exc, task.attempt, ended - started
+            step_key,
+            False,
+            events,
+            stored,
+            info,
+            exc,
+            task.attempt,
+            ended - started,
+            lost_inputs=tuple(lost),
         )
     ended = time.time()
     duration = ended - started
@@ -195,7 +213,11 @@ def run_step(task: StepTask, runtime: StepRuntime) -> StepOutcome:
 
 
 def _load_inputs(
-    task: StepTask, runtime: StepRuntime, events: list[Event], log: RunLogger
+    task: StepTask,
+    runtime: StepRuntime,
+    events: list[Event],
+    log: RunLogger,
+    lost: list[Address],
 ) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for load in task.inputs:
@@ -221,9 +243,19 @@ def _load_inputs(
             )
             try:
                 values.append(manager.load_input(context))
+            except OutputLostError as exc:
+                lost.append(address)
+                raise OutputLostError(
+                    f"step '{task.step_key}' could not load input '{load.name}' (io manager "
+                    f"'{address.io_manager_key}'): {exc}",
+                    address,
+                ) from exc
             except MemodagError:
                 raise
             except Exception as exc:
+                # gone or unreadable (FileNotFoundError, a truncated pickle): the engine may
+                # recompute it, as for an output found altered
+                lost.append(address)
                 raise StorageError(
                     f"step '{task.step_key}' could not load input '{load.name}' from {address.uri or address.step_key + '.' + address.output_name} "
                     f"(io manager '{address.io_manager_key}'): {type(exc).__name__}: {exc}"
@@ -296,8 +328,12 @@ def _store_outputs(
             log,
             task.tags,
         )
+        size = content_hash = None
         try:
             uri = manager.handle_output(context, produced.value)
+            if isinstance(uri, StoredData):
+                written: StoredData = uri
+                size, content_hash, uri = written.size, written.content_hash, str(written)
         except StorageError as exc:
             # a user's own exception (a custom write function's) keeps its class; memodag's
             # storage errors gain the op, output and io manager they happened in
@@ -312,6 +348,8 @@ def _store_outputs(
             key,
             version,
             _data_hash(produced.value) if name in task.hash_outputs else None,
+            size,
+            content_hash,
         )
         stored.append(StoredOutput(name, address, key))
         events.append(

@@ -32,6 +32,10 @@ class Address:
     mapping_key: str | None = None
     version: str | None = None
     data_hash: str | None = None
+    #: bytes the io manager wrote, and their content hash (``content_hash`` of ``hashing``), when
+    #: it reported them: what loading and ``memodag verify`` check the stored data against
+    size: int | None = None
+    content_hash: str | None = None
     #: ``to_json()``'s text, made once: an address is written up to three times per output
     #: (stored, loaded, indexed)
     _json: str | None = field(default=None, init=False, repr=False, compare=False)
@@ -45,7 +49,7 @@ class Address:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "io_manager_key": self.io_manager_key,
             "uri": self.uri,
             "serializer": self.serializer,
@@ -56,6 +60,18 @@ class Address:
             "version": self.version,
             "data_hash": self.data_hash,
         }
+        # only when known: addresses of managers that report nothing stay as they were
+        if self.size is not None:
+            found["size"] = self.size
+        if self.content_hash is not None:
+            found["content_hash"] = self.content_hash
+        return found
+
+    def describe(self) -> str:
+        """``step.output[piece]`` of run ``<id>`` at ``<uri>``: how warnings name an output."""
+        piece = f"[{self.mapping_key}]" if self.mapping_key is not None else ""
+        where = f" at {self.uri}" if self.uri else ""
+        return f"output '{self.step_key}.{self.output_name}{piece}' of run {self.run_id[:8]}{where}"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Address:
@@ -66,6 +82,28 @@ class Address:
 
 
 _ADDRESS_FIELDS = tuple(f for f in Address.__slots__ if f != "_json")  # type: ignore[attr-defined]
+
+
+class StoredData(str):
+    """The URI ``handle_output`` returns, telling also what was written, so the data can be
+    checked when it is loaded or verified (``IOManager.verify``). A ``str`` (the URI itself):
+    code that treats the return value as the URI keeps working.
+
+    Attributes:
+        size: bytes written, or None if unknown.
+        content_hash: ``hashing.content_hasher``'s hex digest of those bytes, or None.
+    """
+
+    size: int | None
+    content_hash: str | None
+
+    def __new__(
+        cls, uri: str, size: int | None = None, content_hash: str | None = None
+    ) -> StoredData:
+        made = super().__new__(cls, uri)
+        made.size = size
+        made.content_hash = content_hash
+        return made
 
 
 @dataclass(slots=True)
@@ -204,7 +242,9 @@ class IOManager(RunLifecycle, ABC):
 
     @abstractmethod
     def handle_output(self, context: OutputContext, obj: Any) -> str | None:
-        """Store ``obj``; return its URI (recorded as its address) or ``None``."""
+        """Store ``obj``; return its URI (recorded as its address) or ``None``. Returning the
+        URI as a ``StoredData`` also records how many bytes were written and their content
+        hash, so loads and ``verify`` can tell an altered output from the one written."""
 
     @abstractmethod
     def load_input(self, context: InputContext) -> Any:
@@ -221,6 +261,23 @@ class IOManager(RunLifecycle, ABC):
             NotImplementedError: the manager cannot tell (the default).
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement exists()")
+
+    def verify(self, address: Address, read: bool = False) -> str | None:
+        """Why the data at ``address`` cannot be served, or None if it can (or cannot be told).
+
+        Memoized runs call this (``read=False``) before reusing an output, so it must be cheap:
+        one stat, no read. ``read=True`` (``memodag verify``, a memoized run's final outputs) may
+        read the data to check its content hash. The default asks ``exists`` and trusts the
+        data when the manager cannot tell; a manager that cannot check cheaply opts out by
+        returning None.
+
+        Returns:
+            None, or a short reason such as ``"missing"`` or ``"12 bytes, 40 recorded"``.
+        """
+        try:
+            return None if self.exists(address) else "missing"
+        except NotImplementedError:
+            return None
 
     def delete(self, address: Address) -> None:
         """Remove what is stored at ``address``; nothing there is not an error (idempotent).

@@ -2,14 +2,22 @@
 
 A run records ``process_identity()`` in its RUN_START event; ``memodag gc`` asks
 ``process_alive`` before removing files a run never recorded, so it never touches a live run's.
-Never decides anything itself, never signals a process.
+``mark_dead_runs`` records such runs as DIED. Never signals a process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+
+#: how often a run's driver records that it is alive (``Instance.record_heartbeat``)
+HEARTBEAT_SECONDS = 30.0
+#: a STARTED run whose process this host cannot check, silent this long, is found DIED
+HEARTBEAT_EXPIRY_SECONDS = 4 * HEARTBEAT_SECONDS
 
 
 def _hostname() -> str:
@@ -62,3 +70,66 @@ def process_alive(identity: Mapping[str, Any] | None) -> bool | None:
         return True
     current = _start_ticks(pid)
     return current is None or current == recorded
+
+
+def mark_dead_runs(instance: Any, runs: Iterable[Any]) -> set[str]:
+    """Record as DIED every STARTED run in ``runs`` whose process is known to be gone (this host
+    can tell: ``process_alive``; another host's run: a heartbeat older than
+    ``HEARTBEAT_EXPIRY_SECONDS``), with a RUN_FAILURE event saying so; return their ids. Runs on
+    other hosts without a heartbeat, or recorded without a process, are left as they are."""
+    from memodag.storage.instance.records import Event, EventType, RunStatus
+
+    died: set[str] = set()
+    for run in runs:
+        if run.status is not RunStatus.STARTED:
+            continue
+        starts = instance.get_events(run.run_id, [EventType.RUN_START])
+        identity = starts[0].data.get("process") if starts else None
+        alive = process_alive(identity)
+        if alive is None and run.heartbeat is not None:
+            # another host: its heartbeat tells, once it is long overdue
+            alive = time.time() - run.heartbeat < HEARTBEAT_EXPIRY_SECONDS
+        if alive is not False:
+            continue
+        died.add(run.run_id)
+        # it died some time after its last record: the best end time there is (all its
+        # events are read once, when it is found dead)
+        ended = max(
+            (e.timestamp for e in instance.get_events(run.run_id)),
+            default=run.start_time or 0.0,
+        )
+        if run.heartbeat is not None:
+            ended = max(ended, run.heartbeat)
+        who = identity or {}
+        message = (
+            f"run died: its process (pid {who.get('pid')} on {who.get('host')}) ended without "
+            "recording how the run ended (killed, or its machine stopped or lost the instance)"
+        )
+        run.status, run.end_time = RunStatus.DIED, ended
+        # a read-only instance: shown as DIED here, recorded by the next look that can write
+        with contextlib.suppress(Exception):
+            instance.store_events([Event(EventType.RUN_FAILURE, run.run_id, ended, None, message)])
+            instance.update_run_status(run.run_id, RunStatus.DIED, ended)
+    return died
+
+
+@contextlib.contextmanager
+def heartbeat(instance: Any, run_id: str, every: float | None = None) -> Iterator[None]:
+    """Record ``run_id``'s heartbeat every ``every`` seconds (``HEARTBEAT_SECONDS``) until the
+    block ends (the run's record holds the first), from a daemon thread: a run busy in one long step still says it is
+    alive. A failed heartbeat is skipped; the run's own commits report storage errors."""
+    interval = HEARTBEAT_SECONDS if every is None else every
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            with contextlib.suppress(Exception):
+                instance.record_heartbeat(run_id, time.time())
+
+    thread = threading.Thread(target=beat, name=f"memodag-heartbeat-{run_id[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -190,7 +190,8 @@ class TableIOManager(MemoizableIOManager):
             if kind == SQL:
                 self.store.write_query(physical, self._compile(table.obj, what), spec)
             else:
-                self.store.write_arrow(physical, to_arrow(table.obj, kind, what), spec)
+                data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
+                self.store.write_arrow(physical, data, spec)
         return TableAddress(kind, stage, name, physical).uri()
 
     def _compile(self, query: Any, what: str) -> str:

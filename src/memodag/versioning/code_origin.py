@@ -37,7 +37,7 @@ def classify_module(module_name: str, local_roots: Iterable[str]) -> tuple[str, 
             return found
     elif top in sys.stdlib_module_names or top in sys.builtin_module_names:
         return "stdlib", module_name
-    if _distributions().get(top):
+    if _distributions().get(top) and top not in _editable():
         return "package", _distribution_label(top)
     return "local", module_name
 
@@ -65,7 +65,7 @@ def classify_unimported(module_name: str, local_roots: Iterable[str]) -> tuple[s
         found = _classify_path(real_path(path), module_name, local_roots)
         if found is not None:
             return found
-    if _distributions().get(top):
+    if _distributions().get(top) and top not in _editable():
         return "package", _distribution_label(top)
     return "local", module_name
 
@@ -180,6 +180,13 @@ def _distributions() -> Mapping[str, tuple[str, ...]]:
     from memodag.versioning.distributions import distributions_by_top_level
 
     return distributions_by_top_level()
+
+
+def _editable() -> frozenset[str]:
+    """Top-level modules installed in editable mode: their code counts as the project's."""
+    from memodag.versioning.distributions import editable_top_levels
+
+    return editable_top_levels()
 
 
 @functools.cache

@@ -26,22 +26,33 @@ from typing import Any
 from memodag.hashing import hash_strings
 
 #: bump when what an entry holds or how it is read changes: older files are then ignored
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 _METADATA_SUFFIXES = (".dist-info", ".egg-info")
 # Files an entry is read from: its name and version, and the modules it provides.
 _SIGNED_FILES = {
-    ".dist-info": ("METADATA", "RECORD", "top_level.txt"),
+    ".dist-info": ("METADATA", "RECORD", "top_level.txt", "direct_url.json"),
     ".egg-info": ("PKG-INFO", "top_level.txt", "SOURCES.txt", "installed-files.txt"),
 }
 
 Signature = list[int]
 
 
-@functools.cache
 def distributions_by_top_level() -> Mapping[str, tuple[str, ...]]:
     """``{top-level module: sorted "Dist==version" labels of the distributions providing it}``.
 
     Computed once per process (what is installed does not change under a running job)."""
+    return _scan()[0]
+
+
+def editable_top_levels() -> frozenset[str]:
+    """Top-level modules of distributions installed in editable mode (PEP 610 ``direct_url.json``
+    says ``"editable": true``): their source is the user's to edit, so it counts, not their
+    version."""
+    return _scan()[1]
+
+
+@functools.cache
+def _scan() -> tuple[Mapping[str, tuple[str, ...]], frozenset[str]]:
     entries = _entries()
     if entries is None:
         return _from_importlib_metadata()
@@ -57,20 +68,26 @@ def distributions_by_top_level() -> Mapping[str, tuple[str, ...]]:
         _write_cache(cache_file, fresh)
     labels: dict[str, set[str]] = {}
     versions: dict[str, str] = {}
+    editable: set[str] = set()
     for path, _ in entries:  # sys.path order: the first distribution of a name wins
         entry = fresh[path]
         name, version = entry.get("name"), entry.get("version")
         if not isinstance(name, str) or not isinstance(version, str):
             continue
-        versions.setdefault(_normalized(name), f"{name}=={version}")
+        if _normalized(name) not in versions:
+            versions[_normalized(name)] = f"{name}=={version}"
+            if entry.get("editable") is True:
+                editable.update(entry.get("top_level", ()))
     for path, _ in entries:
         entry = fresh[path]
         name = entry.get("name")
-        if not isinstance(name, str):
+        # an entry without a version (a broken METADATA) provides nothing, as importlib.metadata
+        # cannot say its version either; another one of its name may
+        if not isinstance(name, str) or _normalized(name) not in versions:
             continue
         for top in entry.get("top_level", ()):
             labels.setdefault(top, set()).add(versions[_normalized(name)])
-    return {top: tuple(sorted(found)) for top, found in labels.items()}
+    return {top: tuple(sorted(found)) for top, found in labels.items()}, frozenset(editable)
 
 
 def _entries() -> list[tuple[str, Signature]] | None:
@@ -152,7 +169,18 @@ def _read_entry(path: str, signature: Signature) -> dict[str, Any]:
         "name": name,
         "version": version,
         "top_level": sorted(_top_level(dist)),
+        "editable": _is_editable(dist),
     }
+
+
+def _is_editable(dist: Any) -> bool:
+    """PEP 610: ``direct_url.json`` of an editable install says ``dir_info.editable``."""
+    try:
+        data = json.loads(dist.read_text("direct_url.json") or "{}")
+    except ValueError:
+        return False
+    info = data.get("dir_info") if isinstance(data, dict) else None
+    return isinstance(info, dict) and info.get("editable") is True
 
 
 def _top_level(dist: Any) -> set[str]:
@@ -167,9 +195,16 @@ def _top_level(dist: Any) -> set[str]:
     return modules
 
 
-def _from_importlib_metadata() -> dict[str, tuple[str, ...]]:
+def _from_importlib_metadata() -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
     import importlib.metadata
 
+    editable: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        try:
+            if _is_editable(dist):
+                editable.update(_top_level(dist))
+        except Exception:  # unreadable metadata: like importlib.metadata, it provides nothing
+            continue
     labels = {}
     for top, names in importlib.metadata.packages_distributions().items():
         found = set()
@@ -180,7 +215,7 @@ def _from_importlib_metadata() -> dict[str, tuple[str, ...]]:
                 continue
         if found:
             labels[top] = tuple(sorted(found))
-    return labels
+    return labels, frozenset(editable)
 
 
 def _normalized(name: str) -> str:

@@ -1,11 +1,13 @@
 """``collect_garbage``: drop stored outputs no run worth keeping still points at, and the files
 runs never recorded (orphans), through the io manager that stored each of them.
 
-An output is kept when one of the newest ``keep_runs`` runs, or an ancestor of one that is a
-re-execution, produced or reused it (its address is in that run's events), or when it was stored
-after ``older_than``. Everything else goes: its index entry, then its data, deleted by
-``IOManager.delete``. Dry run by default. The index entry
-is deleted before the data, so a crash in between leaves an orphan, never a dangling entry.
+An output is kept when one of the newest ``keep_runs`` runs, a run still live, or (with
+``older_than``) a run started since, or an ancestor of any of them that is a re-execution,
+produced or reused it (its address is in that run's events), or when it was stored after
+``older_than``, or when a live run pinned it (``gc_pins``). Everything else goes: its index
+entry, in one transaction that spares what is pinned, then its data, deleted by
+``IOManager.delete``. Dry run by default. The index entry is deleted before the data, so a crash
+in between leaves an orphan, never a dangling entry.
 
 One stored file is judged once, whatever names it: every index entry and run event naming it
 (the versioned layout is not scoped by job, so jobs sharing an op and version share a file), by
@@ -29,18 +31,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from memodag.storage.instance.records import Lease
 from memodag.storage.io_manager import Address, IOManager, can_delete
 from memodag.storage.io_managers.files import (
     LocalFileStore,
     PathIOManager,
     base_of,
 )
-from memodag.storage.liveness import process_alive
+from memodag.storage.liveness import process_alive, process_identity
+from memodag.versioning.gc_pins import (
+    GC_LEASE,
+    PinnedSpare,
+    lineage,
+    pin_runs,
+    unreachable_manifests,
+)
 from memodag.versioning.memoize import ABSENT, CODE_PARTS
+
+__all__ = ["GC_LEASE", "GcItem", "GcReport", "collect_garbage", "pin_runs", "run_is_over"]
 
 _OBJECT_STORE_PROTOCOLS = ("s3", "s3a")
 #: what names a stored file: an address, when it was stored (or its run started), and the
@@ -77,6 +90,8 @@ class GcReport:
     errors: list[str] = field(default_factory=list)
     #: outputs gc would drop but keeps: their io manager cannot be had, or cannot delete
     unavailable: list[GcItem] = field(default_factory=list)
+    #: fan-out manifests (index rows without data) dropped with their pieces
+    manifests: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -343,25 +358,33 @@ def _collect(
     older_than: float | None,
     dry_run: bool,
 ) -> GcReport:
+    # the index first, runs and their events after: an entry recorded meanwhile is not judged,
+    # and every entry judged has the events that recorded it (same transaction) in what follows
+    index = instance.index_entries()
     runs = instance.get_runs(limit=1_000_000)
     runs.sort(key=lambda r: r.start_time or 0, reverse=True)
     runs_by_id = {r.run_id: r for r in runs}
     addresses_of = {r.run_id: instance.get_output_addresses(r.run_id) for r in runs}
+    over = {r.run_id: run_is_over(instance, r) for r in runs}
     places = _Places()
-    kept_runs = runs[:keep_runs] if keep_runs is not None else []
+    # roots: the newest ``keep_runs``, every run not over (it may still load what it reused or
+    # made), and with ``older_than`` every run started since (what it read was used since)
+    roots = list(runs[:keep_runs]) if keep_runs is not None else []
+    roots += [r for r in runs if not over[r.run_id]]
+    if older_than is not None:
+        roots += [r for r in runs if (r.start_time or 0) >= older_than]
+    kept_run_ids: set[str] = set()
     keep: set[tuple[Any, ...]] = set()
-    for run in kept_runs:
+    for run in roots:
         # a kept re-execution may have loaded any output of its ancestors (and a re-execution
         # of it will): they stay with it
-        lineage: Any = run
-        seen: set[str] = set()
-        while lineage is not None and lineage.run_id not in seen:
-            seen.add(lineage.run_id)
-            keep.update(places.of(a) for a in addresses_of.get(lineage.run_id, {}).values())
-            lineage = runs_by_id.get(lineage.parent_run_id) if lineage.parent_run_id else None
+        for ancestor in lineage(run, runs_by_id):
+            if ancestor.run_id not in kept_run_ids:
+                kept_run_ids.add(ancestor.run_id)
+                keep.update(places.of(a) for a in addresses_of.get(ancestor.run_id, {}).values())
 
     def reachable(place: tuple[Any, ...], created_at: float | None) -> bool:
-        if keep_runs is not None and place in keep:
+        if place in keep:
             return True
         return bool(older_than is not None and (created_at is None or created_at >= older_than))
 
@@ -412,8 +435,13 @@ def _collect(
 
     # index entries, grouped by the file they name: judged by their entries' times
     indexed: dict[tuple[Any, ...], list[_Namer]] = {}
-    for entry in instance.index_entries():
+    manifests: list[Any] = []
+    created: dict[tuple[str, str], float] = {}
+    for entry in index:
+        created[(entry.output_key, entry.version)] = entry.created_at
         if entry.address.uri is None and entry.address.serializer in _METADATA_SERIALIZERS:
+            if entry.address.serializer == "manifest":
+                manifests.append(entry)
             continue
         namer = (entry.address, entry.created_at, (entry.output_key, entry.version))
         indexed.setdefault(places.of(entry.address), []).append(namer)
@@ -433,20 +461,66 @@ def _collect(
         if not any(reachable(place, started) for _, started, _ in namers):
             consider(place, namers)
     report.unavailable = _unique(report.unavailable)
-
-    orphans = _orphans(instance, runs, {*indexed, *named}, places, managers)
-    items = sorted(
-        (i for group, _, _ in dropping.values() for i in group),
-        key=lambda i: (i.created_at or 0, i.uri or ""),
+    dropped_manifests = unreachable_manifests(
+        manifests, dropping, created, kept_run_ids, older_than
     )
-    report.items = items + [item for item, _ in orphans]
-    if not dry_run:
-        instance.delete_index_entries(i.index_key for i in items if i.index_key)
-        for group, address, manager in dropping.values():
-            _attempt(report, group[0], lambda m=manager, a=address: m.delete(a))
-        for item, path_manager in orphans:
-            _attempt(report, item, lambda m=path_manager, u=item.uri: m.delete_uri(u or ""))
+
+    # what live runs pinned (read from the index, or an ancestor a re-execution loads from)
+    # stays, whatever the walk above decided: judged again where no pin can slip in between
+    place_of_pair = {
+        key: place
+        for place, (group, _, _) in dropping.items()
+        for i in group
+        if (key := i.index_key) is not None
+    }
+    spare = PinnedSpare(runs_by_id, over, addresses_of, places, place_of_pair, dropped_manifests)
+    spare.note_event_only(
+        {place: [a for a, _, _ in named[place]] for place in dropping if place in named}
+    )
+    spared_places = spare.places
+
+    entries = [(key[0], key[1], created[key]) for key in place_of_pair] + [
+        (e.output_key, e.version, e.created_at) for e in dropped_manifests
+    ]
+    lease = None
+    if dry_run:
+        deleted = set(_pairs(entries)) - spare(instance.pins())
+    else:
+        now = time.time()
+        lease = Lease(GC_LEASE, f"gc-{os.getpid()}-{now}", None, process_identity(), now, now)
+        deleted = set(instance.delete_unpinned_index_entries(entries, spare, lease))
+    try:
+        for place in list(dropping):
+            group = dropping[place][0]
+            gone = [i for i in group if i.index_key is None or i.index_key in deleted]
+            if place in spared_places or len(gone) < len(group):
+                # pinned by a live run, or stored again since gc read the index: it stays
+                report.kept += len([i for i in group if i.index_key])
+                del dropping[place]
+        orphans = _orphans(instance, runs, {*indexed, *named}, places, managers, over)
+        items = sorted(
+            (i for group, _, _ in dropping.values() for i in group),
+            key=lambda i: (i.created_at or 0, i.uri or ""),
+        )
+        report.items = items + [item for item, _ in orphans]
+        report.manifests = sum(1 for e in dropped_manifests if (e.output_key, e.version) in deleted)
+        if not dry_run:
+            for group, address, manager in dropping.values():
+                _attempt(report, group[0], lambda m=manager, a=address: m.delete(a))
+            for item, path_manager in orphans:
+                _attempt(report, item, lambda m=path_manager, u=item.uri: m.delete_uri(u or ""))
+            # pins of runs found dead expire now (ended runs released their own)
+            dead = {p.run_id for p in instance.pins() if over.get(p.run_id)}
+            if dead:
+                instance.release_run(*dead)
+    finally:
+        if lease is not None:
+            instance.release_lease(GC_LEASE, lease.run_id)
     return report
+
+
+def _pairs(entries: list[tuple[str, str, float]]) -> list[tuple[str, str]]:
+    return [(key, version) for key, version, _ in entries]
 
 
 def _replace(item: GcItem, **changes: Any) -> GcItem:
@@ -482,6 +556,7 @@ def _orphans(
     recorded: set[tuple[Any, ...]],
     places: _Places,
     managers: _Managers,
+    over: Mapping[str, bool],
 ) -> list[tuple[GcItem, PathIOManager]]:
     """Files under the run folders of runs that are over that no recorded address names.
 
@@ -496,7 +571,7 @@ def _orphans(
             tails.update(_tails(place[-1]))
     found: list[tuple[GcItem, PathIOManager]] = []
     for run in runs:
-        if not run_is_over(instance, run):
+        if not over[run.run_id]:
             continue
         for manager in list(managers.path_managers.values()):
             for uri in _run_files(manager, run.run_id):

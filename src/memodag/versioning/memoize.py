@@ -30,6 +30,15 @@ from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 
 ABSENT = "absent"  # the serializer of an index entry recording an optional output not yielded
 CODE_PARTS = "code-parts"  # the serializer of an entry naming what a mapped op's code hashes
+MANIFEST = "manifest"  # the serializer of a dynamic output's manifest entry
+#: bytes up to which a memoized run reads and hashes a stored output that nothing in the job reads
+FINAL_HASH_LIMIT = 16 << 20
+_NO_DATA = frozenset({ABSENT, CODE_PARTS, MANIFEST})  # index entries that name no stored data
+
+#: how often a run narrows its pins, and gives up the leases of steps it has finished
+#: (``IndexMemoizer.settle``), in seconds
+NARROW_PINS_SECONDS = 2.0
+RELEASE_LEASES_SECONDS = 0.2
 
 # resource config fields whose values ``explain`` must never keep in the index
 _SECRET_FIELD = re.compile(r"pass|secret|token|credential|private|api_?key", re.IGNORECASE)
@@ -54,9 +63,29 @@ class IndexMemoizer(Memoizer):
     """Versions every versionable step; with memoization on, skips steps stored at their version."""
 
     def __init__(
-        self, job: Any, plan: ExecutionPlan, instance: Any, enabled: bool, run_id: str = ""
+        self,
+        job: Any,
+        plan: ExecutionPlan,
+        instance: Any,
+        enabled: bool,
+        run_id: str = "",
+        pin: bool = False,
     ) -> None:
         self.job = job
+        #: a real run pins what it reads from the index, in the reading transaction, so gc
+        #: keeps it until the run ends (dry runs and benchmarks read without pinning)
+        self.pin = pin
+        #: step key -> lease key, for the steps whose computation this run holds
+        self._leases: dict[str, str] = {}
+        self._identity: dict[str, Any] | None = None
+        #: output keys of steps that run: their pins go with the next narrowing
+        self._unpin: dict[str, None] = {}
+        #: leases of steps whose outcome is recorded, given up with the next write
+        self._released_leases: list[str] = []
+        # narrowed once the first decisions are made (before the first step runs), then at
+        # most every NARROW_PINS_SECONDS: a bounded cost per run, not one write per step
+        self._next_narrowing = 0.0
+        self._next_release = 0.0
         self.plan = plan
         self.instance = instance
         self.enabled = enabled
@@ -84,6 +113,10 @@ class IndexMemoizer(Memoizer):
         self._resource_configs: dict[frozenset[str], dict[str, Any]] = {}
         self._current_keys: set[str] = set()  # output keys with an entry of this version scheme
         self._noticed = False
+        #: steps whose stored outputs this run found gone or altered: never served again here
+        self._distrusted: set[str] = set()
+        self._lost_notices: list[str] = []
+        self._consumed: frozenset[str] | None = None  # node paths some step reads from
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -125,12 +158,16 @@ class IndexMemoizer(Memoizer):
             )
         return found
 
-    def _fetch(self, keys: Iterable[str]) -> None:
-        wanted = [k for k in keys if k not in self._fetched]
+    def _fetch(self, keys: Iterable[str], again: bool = False) -> None:
+        wanted = list(keys) if again else [k for k in keys if k not in self._fetched]
         if not wanted:
             return
         self._fetched.update(wanted)
-        for entry in self.instance.entries_for_keys(wanted):
+        if self.pin:
+            found = self.instance.pinned_entries_for_keys(wanted, self.run_id)
+        else:
+            found = self.instance.entries_for_keys(wanted)
+        for entry in found:
             if entry.version_scheme != scheme.VERSION_SCHEME:
                 # computed another way: its version may mean something else now (scheme.py)
                 self._older_scheme.add(entry.output_key)
@@ -146,7 +183,11 @@ class IndexMemoizer(Memoizer):
         self._current_keys.add(entry.output_key)
 
     def notices(self) -> list[str]:
-        """Once per run: some outputs seen so far are stored only by an older version scheme."""
+        """Stored outputs found gone or altered (each once), and, once per run, that some
+        outputs seen so far are stored only by an older version scheme."""
+        if self._lost_notices:
+            lost, self._lost_notices = self._lost_notices, []
+            return lost + self.notices()
         if self._noticed or not self._older_scheme:
             return []
         # keys stored by this scheme too are fine; only what is left can make the notice
@@ -219,14 +260,22 @@ class IndexMemoizer(Memoizer):
 
     def stored(self, step: ExecutionStep) -> list[Address] | None:
         versions = self.versions(step)
-        if versions is None:
+        if versions is None or step.key in self._distrusted:
             return None
         found: list[Address] = []
         for name, out, key in self._outputs_of(step):
             addresses = self._stored_output(step, name, out, versions[name], key)
             if addresses is None:
+                if self.pin:
+                    self._decided(step, versions, None)
                 return None
             found.extend(addresses)
+        if found and not self._verified(step, found):
+            if self.pin:
+                self._decided(step, versions, None)
+            return None
+        if self.pin:
+            self._decided(step, versions, found)
         cutoff = self._cutoff_of(step.node.path)
         effective = self._effective
         step_key = step.key
@@ -238,6 +287,178 @@ class IndexMemoizer(Memoizer):
             elif address.version is not None:
                 effective[(step_key, address.output_name, address.mapping_key)] = address.version
         return found
+
+    def _verified(self, step: ExecutionStep, found: list[Address]) -> bool:
+        """Whether every indexed output in ``found`` is still there as written: one stat each
+        (``IOManager.verify``); outputs nothing in the job reads are also read and hashed, since
+        no consumer's load would notice they were altered. A failure is noted for the run's log."""
+        leaf = step.node.path not in self._consumed_paths()
+        for address in found:
+            if address.serializer in _NO_DATA:
+                continue
+            manager = self.io_managers.get(address.io_manager_key)
+            if not _indexed(manager):
+                continue
+            # a final output's hash is checked only up to a bound: a memoized run stays cheap,
+            # and larger ones are checked when they are loaded (``output_for_node``)
+            deep = leaf and address.size is not None and address.size <= FINAL_HASH_LIMIT
+            try:
+                problem = manager.verify(address, read=deep)  # type: ignore[union-attr]
+            except Exception as exc:  # an unreachable store: not something a run may reuse
+                problem = f"cannot be checked: {type(exc).__name__}: {exc}"
+            if problem:
+                self._lost_notices.append(
+                    f"{address.describe()} cannot be reused ({problem}); "
+                    f"recomputing step '{step.key}'"
+                )
+                self._distrusted.add(step.key)
+                return False
+        return True
+
+    def _consumed_paths(self) -> frozenset[str]:
+        found = self._consumed
+        if found is None:
+            found = self._consumed = frozenset(
+                parse_step_key(upstream)[0]
+                for s in self.plan.steps.values()
+                for upstream in s.upstream_step_keys
+            )
+        return found
+
+    def distrust(self, step_key: str, consumers: Iterable[str] = ()) -> None:
+        self._distrusted.add(step_key)
+        for key in consumers:
+            self._made.pop(key, None)
+            self._versions.pop(key, None)
+            self._recipes.pop(key, None)
+
+    def _decided(
+        self, step: ExecutionStep, versions: Mapping[str, str], found: list[Address] | None
+    ) -> None:
+        """Note for the next ``settle`` whether ``step`` runs (``found`` None: its pins on the
+        old versions can go) or reuses what it found (they stay until the run ends: a memoized
+        step costs no pin write beyond the read's)."""
+        keys = []
+        for name, out, key in self._outputs_of(step):
+            keys.append(key)
+            entry = self._entries.get((key, versions[name]))
+            if out.is_dynamic and entry is not None:
+                pieces = (entry.recipe or {}).get("manifest", [])
+                keys.extend(self._key(step, name, k) for k, _ in pieces)
+        for key in keys:
+            if found is None:
+                self._unpin[key] = None
+            else:
+                self._unpin.pop(key, None)  # decided again (the claim read it): it is reused
+
+    def settle(self) -> float | None:
+        """Give up, at most every ``RELEASE_LEASES_SECONDS``, the leases of steps whose outcome
+        is recorded (runs waiting for them look again as often), and at the run's first
+        decisions, then every ``NARROW_PINS_SECONDS``, the pins on outputs of steps that run
+        (gc may take their old versions while a long run goes on): one transaction for both,
+        none when nothing is due. A claim gives released leases up on its way, too.
+
+        Returns:
+            Seconds until leases given up meanwhile are due (the engine waits no longer).
+        """
+        now = time.monotonic()
+        narrow = bool(self._unpin) and now >= self._next_narrowing
+        release = bool(self._released_leases) and now >= self._next_release
+        if narrow or release:
+            unpin = list(self._unpin) if narrow else []
+            leases = self._released_leases if release else []
+            if narrow:
+                self._unpin = {}
+                self._next_narrowing = now + NARROW_PINS_SECONDS
+            if release:
+                self._released_leases = []
+                self._next_release = now + RELEASE_LEASES_SECONDS
+            self.instance.settle_pins(self.run_id, [], unpin, leases)
+        return max(0.0, self._next_release - now) if self._released_leases else None
+
+    # -- leases: one live run computes a version, the others wait for it -----------------------
+
+    @property
+    def shares_work(self) -> bool:  # type: ignore[override]
+        return self.pin and self.enabled
+
+    def claim(self, step: ExecutionStep) -> str | None:
+        return self.claim_many([step]).get(step.key)
+
+    def claim_many(self, steps: list[ExecutionStep]) -> dict[str, str]:
+        """``claim`` for several ready steps in one transaction (the engine claims its ready
+        queue ahead, not one write per step); the holders of those another run computes."""
+        if not (self.pin and self.enabled):
+            return {}
+        from memodag.storage.instance.records import Lease
+        from memodag.storage.liveness import process_identity
+        from memodag.versioning.leases import lease_expired
+
+        if self._identity is None:
+            self._identity = process_identity()
+        now = time.time()
+        leases: dict[str, tuple[ExecutionStep, Lease]] = {}
+        keys: list[str] = []
+        for step in steps:
+            versions = self.versions(step)
+            if versions is None or step.key in self._leases:
+                continue
+            outputs = self._outputs_of(step)
+            lease_key = "step:" + hash_strings(*(f"{k}={versions[n]}" for n, _, k in outputs))
+            leases[lease_key] = (
+                step,
+                Lease(lease_key, self.run_id, step.key, self._identity, now, now),
+            )
+            keys.extend(k for _, _, k in outputs)
+        if not leases:
+            return {}
+        # leases of steps that ended since are given up in the same transaction
+        released, self._released_leases = self._released_leases, []
+        holders, entries = self.instance.claim_steps(
+            [lease for _, lease in leases.values()], lease_expired, keys, released
+        )
+        # read with the leases: what a run stored before giving one up is seen now
+        self._fetched.update(keys)
+        for entry in entries:
+            if entry.version_scheme == scheme.VERSION_SCHEME:
+                self._remember(entry)
+        waiting: dict[str, str] = {}
+        for lease_key, (step, _) in leases.items():
+            holder = holders.get(lease_key)
+            if holder is None:
+                self._leases[step.key] = lease_key
+                if step.op_def.has_dynamic_output:
+                    self._refresh_pieces(step)
+            else:
+                process = holder.process
+                waiting[step.key] = (
+                    f"run {holder.run_id[:8]} (pid {process.get('pid')} on {process.get('host')})"
+                )
+        return waiting
+
+    def refresh(self, step: ExecutionStep) -> None:
+        if not self.enabled:
+            return
+        self._fetch((key for _, _, key in self._outputs_of(step)), again=True)
+        self._refresh_pieces(step)
+
+    def _refresh_pieces(self, step: ExecutionStep) -> None:
+        """Read again the pieces the stored manifests of ``step``'s fan-outs name."""
+        for name, out, key in self._outputs_of(step):
+            versions = self.versions(step) or {}
+            entry = self._entries.get((key, versions.get(name, "")))
+            if out.is_dynamic and entry is not None and entry.recipe:
+                manifest = entry.recipe.get("manifest", [])
+                self._fetch((self._key(step, name, k) for k, _ in manifest), again=True)
+
+    def release(self, step: ExecutionStep) -> None:
+        lease_key = self._leases.pop(step.key, None)
+        if lease_key is not None:
+            self._released_leases.append(lease_key)  # given up with the next ``settle``
+
+    def heartbeat(self) -> None:
+        if self._leases:
+            self.instance.heartbeat(self.run_id, time.time())
 
     def stored_entry(self, step: ExecutionStep, name: str) -> IndexEntry | None:
         versions = self.versions(step)
@@ -496,7 +717,9 @@ def _indexed(manager: IOManager | None) -> bool:
 def build_memoizer(
     job: Any, plan: ExecutionPlan, tags: Mapping[str, str], instance: Any, run_id: str = ""
 ) -> IndexMemoizer:
-    memoizer = IndexMemoizer(job, plan, instance, memoization_enabled(job, tags), run_id)
+    memoizer = IndexMemoizer(
+        job, plan, instance, memoization_enabled(job, tags), run_id, pin=bool(run_id)
+    )
     memoizer.check()
     return memoizer
 

@@ -26,6 +26,8 @@ class Memoizer:
     """
 
     enabled = False
+    #: whether ``claim`` may make the run wait for another (only real, memoized runs share work)
+    shares_work = False
 
     def prepare(self, steps: Iterable[ExecutionStep]) -> None:
         """Called with every batch of steps entering the run (batched index look-ups go here)."""
@@ -53,14 +55,44 @@ class Memoizer:
         at their current version, else None."""
         return None
 
+    def settle(self) -> float | None:
+        """Called before the engine hands an attempt over or waits: store what the decisions
+        since the last call let go of or keep (the index memoizer narrows the run's pins and
+        gives up leases). Returns how soon it wants to be called again, if it does."""
+        return None
+
+    def claim(self, step: ExecutionStep) -> str | None:
+        """Called before ``step`` is handed to an executor: None when this run may compute it;
+        else who is computing the same version now (another live run), and the engine waits,
+        then asks ``stored`` and ``claim`` again (after ``refresh``)."""
+        return None
+
+    def claim_many(self, steps: list[ExecutionStep]) -> dict[str, str]:
+        """``claim`` for several steps at once; the holders of those another run computes,
+        by step key (steps left out may run)."""
+        return {}
+
+    def refresh(self, step: ExecutionStep) -> None:
+        """Read again what is stored for ``step`` (another run may have stored it meanwhile)."""
+
+    def release(self, step: ExecutionStep) -> None:
+        """``step``'s attempts are over (its outcome is recorded): give up what ``claim`` took."""
+
+    def heartbeat(self) -> None:
+        """Called now and then while the run lives: say that what it claimed is still alive."""
+
     def record(self, step: ExecutionStep, outcome: StepOutcome) -> list[Any]:
         """Index entries for what a successful attempt stored."""
         return []
 
     def notices(self) -> list[str]:
         """Warnings about the stored outputs seen so far, each given once per run (outputs of an
-        older version scheme that will be recomputed)."""
+        older version scheme that will be recomputed, stored outputs found gone or altered)."""
         return []
+
+    def distrust(self, step_key: str, consumers: Iterable[str] = ()) -> None:
+        """Stop serving ``step_key``'s stored outputs in this run (one could not be loaded: the
+        engine recomputes the step); ``consumers`` get their versions worked out afresh."""
 
 
 __all__ = ["AddressKey", "Memoizer"]

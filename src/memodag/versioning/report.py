@@ -268,6 +268,11 @@ def explain_output(
             f"data version of op '{step.op_def.name}' changed "
             f"({_data_text(old.get('data_version'))} -> {_data_text(now.get('data_version'))})"
         )
+    if "outputs" in old and now.get("outputs") != old["outputs"]:
+        reasons.append(
+            f"declared outputs of op '{step.op_def.name}' changed "
+            f"({old['outputs'] or 'none'} -> {now.get('outputs') or 'none'})"
+        )
     now_configs = memoizer.resource_configs(step)
     old_resources = old.get("resources", {})
     for res_key in sorted(set(now["resources"]) | set(old_resources)):

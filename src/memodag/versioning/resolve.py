@@ -1,7 +1,7 @@
 """Version computation: a pure function of definitions, config and upstream versions.
 
-``version(output) = H(op code version, config, [declared data version,] resource versions,
-input versions, output name [, mapping key])`` (docs/versioning.md). Op and resource versions
+``version(output) = H(op code version, config, [declared data version,] declared outputs,
+resource versions, input versions, output name [, mapping key])`` (docs/versioning.md). Op and resource versions
 come from ``version=`` or the job's ``VersionStrategy``, asked once per definition per run; an
 op's declared data version (``@op(data_version=fn)``) from ``fn(context)``, once per op and config
 per run. Never runs an op body.
@@ -46,6 +46,9 @@ class Recipe:
     code_parts: tuple[tuple[str, str], ...] = ()
     #: canonical JSON of the op's declared data version (``@op(data_version=fn)``), if any
     data_version: str = ""
+    #: the op's outputs as declared, in order, with their kinds (``_outputs_part``): a tuple
+    #: return fills them in this order, so swapping two names swaps the values stored
+    outputs: str = ""
     #: the step version when the resolver computed it already (from a per-node hash prefix)
     known_version: str = field(default="", compare=False)
 
@@ -54,7 +57,14 @@ class Recipe:
         if self.known_version:
             return self.known_version
         return hash_strings(
-            *_version_parts(self.code, self.config, self.resources, self.inputs, self.data_version)
+            *_version_parts(
+                self.code,
+                self.config,
+                self.resources,
+                self.inputs,
+                self.data_version,
+                self.outputs,
+            )
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,6 +75,7 @@ class Recipe:
             "inputs": {n: list(vs) for n, vs in self.inputs},
             **({"code_parts": dict(self.code_parts)} if self.code_parts else {}),
             **({"data_version": self.data_version} if self.data_version else {}),
+            "outputs": self.outputs,
         }
 
 
@@ -81,11 +92,13 @@ def _version_parts(
     resources: tuple[tuple[str, str], ...],
     inputs: tuple[tuple[str, tuple[str, ...]], ...],
     data_version: str = "",
+    outputs: str = "",
 ) -> list[str]:
     """What a step version hashes, in order: this order is the version scheme."""
     parts = [code, config]
     if data_version:
         parts.append(f"d:{data_version}")
+    parts.append(f"o:{outputs}")
     parts += [f"r:{k}={v}" for k, v in resources]
     parts += [f"i:{n}=" + ",".join(vs) for n, vs in inputs]
     return parts
@@ -106,8 +119,9 @@ class _NodeParts:
     config: str
     resources: tuple[tuple[str, str], ...]
     code_parts: tuple[tuple[str, str], ...]
-    prefix: Any  # a hashlib object fed code, config, data version and resources
+    prefix: Any  # a hashlib object fed code, config, data version, outputs and resources
     data_version: str = ""
+    outputs: str = ""
 
 
 class StepVersion:
@@ -131,6 +145,7 @@ class StepVersion:
             self.inputs,
             node.code_parts,
             node.data_version,
+            node.outputs,
             self.version,
         )
 
@@ -191,6 +206,9 @@ class VersionResolver:
         self.job = job
         self.resource_config = resource_config
         self.strategy = strategy
+        begin_run = getattr(strategy, "begin_run", None)
+        if callable(begin_run):  # a strategy need not subclass VersionStrategy
+            begin_run()
         self._op_versions: dict[tuple[int, str], str | None] = {}
         self._resource_versions: dict[str, str] = {}
         self._code_parts: dict[int, tuple[tuple[str, str], ...]] = {}
@@ -397,10 +415,11 @@ class VersionResolver:
         data = self.data_version(step)
         # parts only for unmapped steps: thousands of clones would repeat the same list
         parts = () if mapped else self.code_parts(step.op_def)
+        outputs = _outputs_part(step.op_def)
         h = hashlib.sha256()
-        for part in _version_parts(code, config_json, resources, (), data):
+        for part in _version_parts(code, config_json, resources, (), data, outputs):
             _feed(h, part)
-        return _NodeParts(code, config_json, resources, parts, h, data)
+        return _NodeParts(code, config_json, resources, parts, h, data, outputs)
 
     def code_parts(self, op_def: Any) -> tuple[tuple[str, str], ...]:
         """``(kind name, digest)`` pairs behind a strategy-computed code version, if it tells."""
@@ -419,6 +438,16 @@ class VersionResolver:
         if self.strategy is not None:
             return []
         return sorted(n.path for n in nodes if n.op_def.version is None)
+
+
+def _outputs_part(op_def: Any) -> str:
+    """An op's declared outputs in order, each with its kind (``dynamic`` or ``single``; ``?``
+    when optional): a body returning a tuple fills outputs in declaration order, so the order
+    decides which value is stored under which name, and the kind how it is stored."""
+    return ",".join(
+        f"{name}:{'dynamic' if out.is_dynamic else 'single'}{'' if out.is_required else '?'}"
+        for name, out in op_def.outs.items()
+    )
 
 
 def _name(obj: Any) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 #: bump on every change to how versions are computed; 1 is every release up to memodag 0.1;
 #: 2: mapping order counts in config and data hashes, declared data versions (``data_version=``),
-#: source hashes follow imports in op bodies and singledispatch, ignore local names and modules
+#: source hashes follow imports in op bodies and singledispatch, ignore local names and modules;
+#: an op's declared outputs (names in order, kinds) are in every step version
 VERSION_SCHEME = 2
 
 

@@ -18,7 +18,8 @@ project-local object the code can reach by name:
 - every implementation registered on a ``functools.singledispatch`` function (or
   ``singledispatchmethod``), with the type that picks it;
 - project-local classes as a whole (class source, bases, every method, names used in the body);
-- module constants, by a canonical form of simple values (see ``_Walker.canonical``).
+- module constants, by a canonical form of simple values (see ``_Walker.canonical``; a dict's
+  key order counts: it is data).
 
 Each reached object becomes a node ``(kind, name, digest)``; the version is the digest of the
 sorted node list, so it depends only on qualified names and contents: never on
@@ -29,7 +30,9 @@ Project-local vs installed. A module is *stdlib* if its file lies under the inte
 (or it has no file and is a builtin/stdlib name), *installed* if its file lies under a
 site-packages/dist-packages directory, *local* if its file lies under the working directory (at
 construction) or a configured ``local_roots`` entry, installed if its top-level name belongs to a
-distribution (an editable install of another project), local otherwise. memodag itself always
+distribution (an install of another project outside site-packages), local otherwise; except
+that a distribution installed editable (PEP 610 ``direct_url.json``) is local: its source is the
+user's to edit. memodag itself always
 counts as installed: it is the framework, not the user's project. Installed code counts as
 ``Distribution==version`` (its source is never read); stdlib and builtins count by name only
 (plus ``python==X.Y`` with ``include_python_version=True``).
@@ -51,7 +54,9 @@ names count too, so a reference switched from one to the other is still seen.
 Local variables are renamed to placeholders before hashing (``source_index._normalize_locals``),
 so a pure rename of one (assignments, loop, comprehension, ``except``/``with`` targets, cells
 that inner functions close over, a factory's variable the function closes over, whose value
-counts under its placeholder) is no change. Parameters keep their names: they are a
+counts under its placeholder) is no change, except in a function that can see its local names
+as data (``locals()``, ``eval``, frames: ``source_index._reads_local_names``), which is not
+renamed. Parameters keep their names: they are a
 function's interface (keyword callers, an op's input names), so renaming one is a change.
 
 Limits (by design, and what to do about them):
@@ -66,22 +71,25 @@ Limits (by design, and what to do about them):
   not its column), so editing one invalidates users of the other.
 - Module constants other than simple values (numbers, strings, bytes, None and tuples, lists,
   dicts, sets of them; plus dates, decimals, paths, patterns) hash as: instance of a project-local
-  class -> the class and the instance's ``__dict__``; anything else -> its type's qualified name
+  class -> the class and the instance's ``__dict__`` and ``__slots__`` values; anything else -> its type's qualified name
   and that type's package version. Editing the *value* of such an object (a DataFrame built at
   import time) is not seen: load data in an op, not at import.
 - A project-local module used bare (``getattr(helpers, name)``) hashes that module's whole
-  source, without following what it imports.
+  source (its file's bytes when it has none), without following what it imports.
 - Methods called on objects the op receives at run time (inputs, resources, ``context``) are not
   followed: only classes reached by name are. Reach them by name or version the op by hand.
 - Mutable module state (a cache dict a helper fills at run time) is hashed as found when the
   version is computed; keep such state out of what ops reach, or give them ``version=``.
 - Project code counts as local only when found under the working directory or ``local_roots``
-  (or outside any installed location): run from elsewhere, an editable install of the project
-  counts by its version; pass ``local_roots=[project root]`` to pin it.
-- Sources are parsed once per process; a long-lived process (a notebook reloading modules)
-  notices an edited file within ``source_index._FRESHNESS_INTERVAL`` (1 s) of the edit and
-  re-reads it. Digests already computed stay with their code objects: they describe the code that
-  runs.
+  (or outside any installed location, or installed editable with a PEP 610 mark): run from
+  elsewhere, an install without that mark counts by its version; pass
+  ``local_roots=[project root]`` to pin it.
+- Sources are parsed once per process; ``begin_run`` (every run) and every new code object
+  re-stat the files behind them, and between runs a changed file is noticed within
+  ``source_index._FRESHNESS_INTERVAL`` (1 s). Digests already computed stay with their code
+  objects: they describe the code that runs.
+- What cannot be hashed (an object whose iteration raises) fails the version with a
+  ``MemoizationError`` naming the op: counting it by name only would serve stale outputs.
 """
 
 from __future__ import annotations
@@ -101,6 +109,7 @@ from typing import Any
 
 from memodag.definitions.op import OpDefinition
 from memodag.definitions.resources import ResourceDefinition
+from memodag.errors import MemoizationError
 from memodag.hashing import hash_strings
 from memodag.versioning.code_origin import (
     MISSING,
@@ -196,11 +205,31 @@ class SourceHashVersionStrategy(VersionStrategy):
         self._results: dict[tuple[Any, ...], tuple[Any, str, list[_Node]]] = {}
         self._generation = source_generation()
 
+    def begin_run(self) -> None:
+        """Re-check every parsed source file now, not within ``_FRESHNESS_INTERVAL``: in a
+        long-lived process a module edited and reloaded just before this run must count."""
+        source_generation(force=True)
+
     def get_op_version(self, context: OpVersionContext) -> str:
-        return self._result(context.op_def.compute_fn, "op")[0]
+        op_def = context.op_def
+        try:
+            return self._result(op_def.compute_fn, "op")[0]
+        except _Unversionable as exc:
+            raise MemoizationError(
+                f"SourceHashVersionStrategy cannot version op '{op_def.name}': {exc}; what it "
+                "reaches must count, or edits to it would serve stale outputs. Give the op "
+                "@op(version=...) (and bump it on every change), or make the object plain"
+            ) from exc.__cause__
 
     def get_resource_version(self, context: ResourceVersionContext) -> str | None:
-        return self._result(context.resource_def.resource_fn, "resource")[0]
+        try:
+            return self._result(context.resource_def.resource_fn, "resource")[0]
+        except _Unversionable as exc:
+            raise MemoizationError(
+                f"SourceHashVersionStrategy cannot version {context.resource_def!r}: {exc}; "
+                "give the "
+                "resource version=... (and bump it on every change)"
+            ) from exc.__cause__
 
     def explain_op(self, op_def: Any) -> list[ExplainEntry]:
         """What the op's version is made of: ``(kind, name, digest)``, the op first, then sorted.
@@ -262,6 +291,10 @@ class SourceHashVersionStrategy(VersionStrategy):
         return hit[1], hit[2]
 
 
+class _Unversionable(Exception):
+    """Something an op reaches could not be hashed: the op cannot be versioned by its source."""
+
+
 class _Walker:
     """Turns objects into nodes and follows their references; one per strategy (origins differ)."""
 
@@ -301,14 +334,13 @@ class _Walker:
         if hit is None:
             try:
                 own, children = self._expand(ref)
-            except Exception as exc:  # odd user objects must not fail a run; say what was lost
-                warnings.warn(
-                    f"SourceHashVersionStrategy could not hash {ref.kind} {ref.label} "
-                    f"({type(exc).__name__}: {exc}); it counts by name only",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                own, children = f"unhashable:{type(exc).__name__}", []
+            except _Unversionable:
+                raise
+            except Exception as exc:
+                # never count it by name only: its edits would then serve stale outputs
+                raise _Unversionable(
+                    f"could not hash {ref.kind} {ref.label} ({type(exc).__name__}: {exc})"
+                ) from exc
             edges = sorted({f"{c.kind}:{c.hashed}" for c in children})
             node = _Node(ref.kind, ref.label, hash_strings(ref.kind, own, *edges))
             hit = self._expanded[ref.key] = (ref.target, node, tuple(children))
@@ -567,10 +599,8 @@ class _Walker:
 
         if kind in (tuple, list):
             return kind.__name__ + "(" + ",".join(canon(v) for v in value) + ")"
-        if kind is dict:
-            return (
-                "dict(" + ",".join(sorted(f"{canon(k)}:{canon(v)}" for k, v in value.items())) + ")"
-            )
+        if kind is dict:  # in order: a mapping's order is data (iteration, json.dumps, zip)
+            return "dict(" + ",".join(f"{canon(k)}:{canon(v)}" for k, v in value.items()) + ")"
         if kind in (set, frozenset):
             return kind.__name__ + "(" + ",".join(sorted(canon(v) for v in value)) + ")"
         if isinstance(value, functools.partial):
@@ -595,6 +625,9 @@ class _Walker:
             state = safe_getattr(value, "__dict__")
             if isinstance(state, dict):
                 text += canon(state)
+            slots = _slot_values(value)
+            if slots:  # a slots class (``@dataclass(slots=True)``) keeps its state here
+                text += "slots" + canon(slots)
         return text
 
     def origin(self, module_name: str) -> tuple[str, str]:
@@ -617,6 +650,22 @@ def _definition_function(value: Any) -> Any:
     if isinstance(value, ResourceDefinition):
         return value.resource_fn
     return None
+
+
+def _slot_values(value: Any) -> dict[str, Any]:
+    """The attributes an instance keeps in ``__slots__`` (of its class and bases), by name."""
+    found: dict[str, Any] = {}
+    for klass in type(value).__mro__:
+        slots = vars(klass).get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if not isinstance(name, str) or name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__"):  # stored under a mangled name
+                name = f"_{klass.__name__.lstrip('_')}{name}"
+            item = safe_getattr(value, name)
+            if item is not MISSING:
+                found.setdefault(name, item)
+    return found
 
 
 def _simple_stdlib_value(value: Any) -> str | None:

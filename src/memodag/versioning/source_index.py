@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dis
 import functools
+import hashlib
 import linecache
 import os
 import symtable
@@ -56,6 +57,7 @@ def function_digest(fn: Any, drop_decorators: bool) -> FunctionDigest:
     key = (code, code.co_filename, code.co_qualname, drop_decorators)
     hit = _SOURCE_DIGESTS.get(key)
     if hit is None:
+        _recheck(code.co_filename)
         found = _find_function(code, fn.__globals__)
         if found is None:
             hit = ("code:" + _code_digest(code), (), (), ())
@@ -178,24 +180,39 @@ def _file_signature(filename: str) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
-def source_generation() -> int:
+def source_generation(force: bool = False) -> int:
     """A number that changes when a parsed source file changed on disk (checked at most once
-    per ``_FRESHNESS_INTERVAL`` seconds, so a loop of version look-ups stays a dict hit)."""
+    per ``_FRESHNESS_INTERVAL`` seconds, so a loop of version look-ups stays a dict hit; at
+    once with ``force``)."""
     now = time.monotonic()
-    if now - _freshness["checked"] >= _FRESHNESS_INTERVAL:
+    if force or now - _freshness["checked"] >= _FRESHNESS_INTERVAL:
         _freshness["checked"] = now
-        stale = [
-            name
-            for name, (signature, _) in list(_SOURCE_INDEXES.items())
-            if signature is not None and _file_signature(name) != signature
-        ]
-        if stale:
-            for name in stale:
-                del _SOURCE_INDEXES[name]
-            _CLASS_DIGESTS.clear()
-            _MODULE_DIGESTS.clear()
-            _freshness["generation"] += 1
+        _forget(
+            [
+                name
+                for name, (signature, _) in list(_SOURCE_INDEXES.items())
+                if signature is not None and _file_signature(name) != signature
+            ]
+        )
     return int(_freshness["generation"])
+
+
+def _forget(stale: list[str]) -> None:
+    """Drop the parses of files changed on disk, and everything derived from parses."""
+    if stale:
+        for name in stale:
+            del _SOURCE_INDEXES[name]
+        _CLASS_DIGESTS.clear()
+        _MODULE_DIGESTS.clear()
+        _freshness["generation"] += 1
+
+
+def _recheck(filename: str) -> None:
+    """Stat one parsed file now: a new code object (a reloaded module, a redefined function)
+    may come from an edit made since the file was parsed, within ``_FRESHNESS_INTERVAL``."""
+    hit = _SOURCE_INDEXES.get(filename)
+    if hit is not None and hit[0] is not None and _file_signature(filename) != hit[0]:
+        _forget([filename])
 
 
 _BLOCK_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
@@ -257,6 +274,7 @@ def _find_class(cls: type) -> tuple[_SourceIndex, ast.ClassDef] | None:
         if not methods:
             return None
         filename = methods[0].co_filename
+    _recheck(filename)
     index = _source_index(filename, vars(module) if module is not None else None)
     if index is None:
         return None
@@ -274,16 +292,27 @@ def _find_class(cls: type) -> tuple[_SourceIndex, ast.ClassDef] | None:
 
 
 def module_digest(module: types.ModuleType) -> str:
-    """Digest of a whole module's source (its name only when the source cannot be read)."""
+    """Digest of a whole module's source (its file's bytes without source; its name only
+    without a file)."""
     hit = _MODULE_DIGESTS.get(id(module))
     if hit is None:
         filename = safe_getattr(module, "__file__")
         index = _source_index(filename, vars(module)) if isinstance(filename, str) else None
-        digest = (
-            "ast:" + hash_strings(_dump(index.tree)) if index else "nosource:" + module.__name__
-        )
+        if index is not None:
+            digest = "ast:" + hash_strings(_dump(index.tree))
+        else:  # a compiled module (``.so``, ``.pyc`` only): its bytes, not its name
+            compiled = _file_digest(filename) if isinstance(filename, str) else None
+            digest = compiled or "nosource:" + module.__name__
         hit = _MODULE_DIGESTS[id(module)] = (module, digest)
     return hit[1]
+
+
+def _file_digest(filename: str) -> str | None:
+    try:
+        with open(filename, "rb") as f:
+            return "file:" + hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
 
 
 def _import_refs(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ImportRef]:
@@ -329,9 +358,11 @@ def _local_names(
     anything nested in it (they are its interface: keyword callers, memodag's input names),
     names of nested defs and classes and of imports (visible as ``__name__``), globals, class
     attributes, and any name that is one of those in some scope of the body. From the file's
-    symbol tables (``symtable``), which say exactly which name is local where."""
+    symbol tables (``symtable``), which say exactly which name is local where. Nothing is
+    renamed in a function that can see its local names as data (``locals()``, ``eval``, a
+    frame's ``f_locals``, ...): there a rename can change what it computes."""
     table = index.scope(node)
-    if table is None:
+    if table is None or _reads_local_names(node):
         return frozenset(), True
     candidates: set[str] = set()
     kept: set[str] = set()
@@ -356,6 +387,36 @@ def _local_names(
                 candidates.add(name)
                 candidates.add(name)
     return frozenset(candidates - kept), has_imports
+
+
+# Names and attributes through which code sees its local variables' names: ``locals()``,
+# ``vars()``/``dir()`` without arguments, ``eval``/``exec`` of text naming them, and frames.
+_LOCALS_NAMES = frozenset(
+    {"locals", "vars", "dir", "eval", "exec", "currentframe", "_getframe", "stack", "trace"}
+)
+_LOCALS_ATTRIBUTES = frozenset(
+    {"_getframe", "currentframe", "f_locals", "f_back", "tb_frame"}
+    | {"getouterframes", "getinnerframes", "getargvalues"}
+)
+# ``inspect.stack()`` and ``inspect.trace()``, not ``np.stack`` or ``df.stack()``
+_INSPECT_ATTRIBUTES = frozenset({"stack", "trace"})
+
+
+def _reads_local_names(node: ast.AST) -> bool:
+    """Whether code in ``node`` may read its local variables by name (``_LOCALS_NAMES``)."""
+    for item in ast.walk(node):
+        if isinstance(item, ast.Name) and item.id in _LOCALS_NAMES:
+            return True
+        if isinstance(item, ast.Attribute) and (
+            item.attr in _LOCALS_ATTRIBUTES
+            or (
+                item.attr in _INSPECT_ATTRIBUTES
+                and isinstance(item.value, ast.Name)
+                and item.value.id == "inspect"
+            )
+        ):
+            return True
+    return False
 
 
 _IDENTIFIER_FIELDS = {

@@ -39,3 +39,7 @@ class VersionStrategy(ABC):
     def get_resource_version(self, context: ResourceVersionContext) -> str | None:
         """A version for the resource, or None to treat it as unversioned."""
         return None
+
+    def begin_run(self) -> None:
+        """Called once as a run (or a version listing) starts, before any version is asked:
+        a strategy that caches across runs checks here that what it cached still holds."""

@@ -9,7 +9,7 @@ import click
 if TYPE_CHECKING:
     from memodag.storage.instance import Event, Instance, RunRecord
 
-RUN_STATUSES = ("STARTED", "SUCCESS", "FAILURE", "CANCELED")
+RUN_STATUSES = ("STARTED", "SUCCESS", "FAILURE", "CANCELED", "DIED")
 
 
 @click.group()
@@ -31,7 +31,7 @@ def runs() -> None:
 def list_runs(limit: int, job_name: str | None, status: str | None, as_json: bool) -> None:
     """List runs, newest first."""
     from memodag.storage.instance import RunStatus
-    from memodag.versioning.gc import run_is_over
+    from memodag.storage.liveness import mark_dead_runs
 
     with _existing_instance() as instance:
         gone: set[str] = set()
@@ -39,19 +39,26 @@ def list_runs(limit: int, job_name: str | None, status: str | None, as_json: boo
             records, where = [], f"none ({_missing_home_note()})"
         else:
             where = instance_location(instance)
+            wanted = RunStatus(status.upper()) if status else None
+            # STARTED runs whose process is gone (killed) will never record an end: marked
+            # DIED as they are found (asked for DIED runs, STARTED ones are looked at too)
             records = instance.get_runs(
-                limit, job_name, RunStatus(status.upper()) if status else None
+                limit, job_name, RunStatus.STARTED if wanted is RunStatus.DIED else wanted
             )
-            # STARTED runs whose process is gone (killed): they will never record an end
-            gone = {
-                r.run_id
-                for r in records
-                if r.status is RunStatus.STARTED and run_is_over(instance, r)
-            }
+            gone = mark_dead_runs(instance, records)
+            if wanted is RunStatus.STARTED:
+                records = [r for r in records if r.run_id not in gone]
+            elif wanted is RunStatus.DIED:
+                records = instance.get_runs(limit, job_name, wanted)
     if as_json:
         from memodag.cli.console import echo_json
 
-        echo_json([{**run_to_dict(r), "process_gone": r.run_id in gone} for r in records])
+        echo_json(
+            [
+                {**run_to_dict(r), "process_gone": r.run_id in gone or r.status is RunStatus.DIED}
+                for r in records
+            ]
+        )
         return
     from rich.table import Table
 
@@ -79,7 +86,7 @@ def list_runs(limit: int, job_name: str | None, status: str | None, as_json: boo
         table.add_row(
             short_id(run.run_id),
             _escape(run.job_name),
-            styled_status(run.status.value) + (" (process gone)" if run.run_id in gone else ""),
+            styled_status(run.status.value),
             format_time(run.start_time),
             format_duration(run.duration),
             short_id(run.parent_run_id),
@@ -108,6 +115,9 @@ def show_run(run_id: str, show_logs: bool, as_json: bool) -> None:
                 hint="run from the folder where the job ran (or below it), or set MEMODAG_HOME.",
             )
         record = _find_run(instance, run_id)
+        from memodag.storage.liveness import mark_dead_runs
+
+        mark_dead_runs(instance, [record])  # a run found dead is shown, and kept, as DIED
         events = instance.get_events(record.run_id)
         steps = summarize_steps(events)
     # why a run failed or was canceled as a whole (it may have failed before any step ran)

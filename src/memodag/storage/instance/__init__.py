@@ -13,11 +13,19 @@ import atexit
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 
 from memodag.storage.instance.base import InstanceStorage
-from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
+from memodag.storage.instance.records import (
+    Event,
+    EventType,
+    IndexEntry,
+    Lease,
+    Pin,
+    RunRecord,
+    RunStatus,
+)
 from memodag.storage.instance.sql import sqlite_storage, storage_from_url
 from memodag.storage.io_manager import Address
 
@@ -27,6 +35,8 @@ __all__ = [
     "IndexEntry",
     "Instance",
     "InstanceStorage",
+    "Lease",
+    "Pin",
     "RunRecord",
     "RunStatus",
     "find_home",
@@ -139,6 +149,11 @@ class Instance:
         """Record a run as it starts."""
         self._storage.add_run(run)
 
+    def record_heartbeat(self, run_id: str, when: float) -> None:
+        """Record that STARTED run ``run_id`` is alive (its driver does so every
+        ``liveness.HEARTBEAT_SECONDS``)."""
+        self._storage.record_heartbeat(run_id, when)
+
     def update_run_status(
         self, run_id: str, status: RunStatus, end_time: float | None = None
     ) -> None:
@@ -210,6 +225,74 @@ class Instance:
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
         """Forget these (output_key, version) pairs (gc, after deleting their data)."""
         self._storage.delete_index_entries(keys)
+
+    # -- pins and leases (docs/reliability.md) ------------------------------------------------
+
+    def pinned_entries_for_keys(self, output_keys: Iterable[str], run_id: str) -> list[IndexEntry]:
+        """``entries_for_keys``, pinning for ``run_id`` every key found in the same transaction:
+        gc keeps every stored version of them until the run ends or is found dead."""
+        return self._storage.pinned_index_entries(output_keys, run_id)
+
+    def add_pins(
+        self, run_id: str, kind: str, targets: Iterable[str], unless_held: str | None = None
+    ) -> Lease | None:
+        """Pin ``targets`` (``kind`` ``"key"`` or ``"run"``) for ``run_id``, unless the lease
+        ``unless_held`` is held; then nothing is pinned and its holder is returned."""
+        return self._storage.add_pins(run_id, kind, targets, unless_held)
+
+    def settle_pins(
+        self,
+        run_id: str,
+        entries: Iterable[tuple[str, str]],
+        release_keys: Iterable[str],
+        release_leases: Iterable[str] = (),
+    ) -> None:
+        """Narrow a run's pins once it has decided: exactly the ``(output_key, version)``
+        entries it reuses stay pinned; its pins on ``release_keys`` and its leases
+        ``release_leases`` go (one transaction)."""
+        self._storage.settle_pins(run_id, entries, release_keys, release_leases)
+
+    def pins(self) -> list[Pin]:
+        """Every pin of every run (gc)."""
+        return self._storage.pins()
+
+    def delete_unpinned_index_entries(
+        self,
+        entries: Sequence[tuple[str, str, float]],
+        spare: Callable[[list[Pin]], Collection[tuple[str, str]]],
+        lease: Lease | None = None,
+    ) -> list[tuple[str, str]]:
+        """Delete these ``(output_key, version, created_at)`` entries but what ``spare(pins)``
+        names, in one transaction no pin interleaves with; returns the pairs deleted (gc)."""
+        return self._storage.delete_unpinned_index_entries(entries, spare, lease)
+
+    def acquire_lease(self, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
+        """Take a lease unless a holder that is not ``expired`` has it (then: that holder)."""
+        return self._storage.acquire_lease(lease, expired)
+
+    def claim_steps(
+        self,
+        leases: Sequence[Lease],
+        expired: Callable[[Lease], bool],
+        output_keys: Sequence[str],
+        release_leases: Sequence[str] = (),
+    ) -> tuple[dict[str, Lease], list[IndexEntry]]:
+        """Take these leases of one run, giving up its ``release_leases``, and read (and pin)
+        ``output_keys``' index entries, in one transaction; returns the holders of the leases
+        another live run keeps (by lease key) and the entries."""
+        return self._storage.claim_steps(leases, expired, output_keys, release_leases)
+
+    def release_lease(self, lease_key: str, run_id: str) -> None:
+        """Give a lease up (if ``run_id`` holds it)."""
+        self._storage.release_lease(lease_key, run_id)
+
+    def heartbeat(self, run_id: str, now: float) -> None:
+        """Mark every lease of ``run_id`` alive at ``now``."""
+        self._storage.heartbeat(run_id, now)
+
+    def release_run(self, *run_ids: str) -> None:
+        """Drop every pin and lease of these runs (they ended or were found dead)."""
+        self._storage.release_run(run_ids)
 
     def __repr__(self) -> str:
         return f"<Instance {self.url}>"

@@ -10,9 +10,17 @@ decided above it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
-from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
+from memodag.storage.instance.records import (
+    Event,
+    EventType,
+    IndexEntry,
+    Lease,
+    Pin,
+    RunRecord,
+    RunStatus,
+)
 
 
 class InstanceStorage(ABC):
@@ -55,6 +63,10 @@ class InstanceStorage(ABC):
     @abstractmethod
     def update_run_status(self, run_id: str, status: RunStatus, end_time: float | None) -> None:
         """Set a stored run's status and end time (seconds since the epoch, or None)."""
+
+    def record_heartbeat(self, run_id: str, when: float) -> None:
+        """Record that STARTED run ``run_id`` is alive at ``when`` (seconds since the epoch);
+        a run that ended is left as it is. The default records nothing."""
 
     @abstractmethod
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -121,6 +133,90 @@ class InstanceStorage(ABC):
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
         """Remove the index entries of these ``(output_key, version)`` pairs (absent ones are
         ignored), in one transaction."""
+
+    # -- pins and leases: what live runs rely on and compute ------------------------------------
+
+    @abstractmethod
+    def pinned_index_entries(self, output_keys: Iterable[str], run_id: str) -> list[IndexEntry]:
+        """``index_entries(output_keys)``, and in the same transaction a ``"key"`` pin of
+        ``run_id`` on every key found: an entry read here stays until the run ends or is found
+        dead, whatever gc decides meanwhile (``delete_unpinned_index_entries``)."""
+
+    @abstractmethod
+    def add_pins(
+        self, run_id: str, kind: str, targets: Iterable[str], unless_held: str | None = None
+    ) -> Lease | None:
+        """Pin ``targets`` of ``kind`` for ``run_id`` in one transaction, unless the lease
+        ``unless_held`` is held: then nothing is pinned and its holder is returned."""
+
+    @abstractmethod
+    def settle_pins(
+        self,
+        run_id: str,
+        entries: Iterable[tuple[str, str]],
+        release_keys: Iterable[str],
+        release_leases: Iterable[str] = (),
+    ) -> None:
+        """Once a run has decided: pin exactly the ``(output_key, version)`` ``entries`` it
+        reuses (kind ``"entry"``), drop its ``"key"`` pins on ``release_keys`` and its leases
+        ``release_leases``, in one transaction (what it reuses is never unpinned in between)."""
+
+    @abstractmethod
+    def pins(self) -> list[Pin]:
+        """Every pin of every run."""
+
+    @abstractmethod
+    def delete_unpinned_index_entries(
+        self,
+        entries: Sequence[tuple[str, str, float]],
+        spare: Callable[[list[Pin]], Collection[tuple[str, str]]],
+        lease: Lease | None = None,
+    ) -> list[tuple[str, str]]:
+        """Delete the ``(output_key, version, created_at)`` entries (those stored again since,
+        with another ``created_at``, stay) except the ``(output_key, version)`` pairs
+        ``spare(pins)`` names, ``pins`` read in the same transaction; no pin can be added while it
+        runs. Takes ``lease`` (gc's) in that transaction too, when given.
+
+        Returns:
+            The ``(output_key, version)`` pairs deleted.
+        """
+
+    @abstractmethod
+    def acquire_lease(self, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
+        """Take ``lease.lease_key`` for ``lease.run_id``, in one transaction, if nobody holds it,
+        the run already does, or its holder is ``expired``.
+
+        Returns:
+            None when taken; else the lease that holds it.
+        """
+
+    @abstractmethod
+    def claim_steps(
+        self,
+        leases: Sequence[Lease],
+        expired: Callable[[Lease], bool],
+        output_keys: Sequence[str],
+        release_leases: Sequence[str] = (),
+    ) -> tuple[dict[str, Lease], list[IndexEntry]]:
+        """``acquire_lease`` for each of ``leases`` (one run's), and ``pinned_index_entries(
+        output_keys)``, in one transaction: a step whose lease is taken sees what another run
+        stored before giving it up. The run's ``release_leases`` are given up in it too.
+
+        Returns:
+            The holders of the leases not taken, by lease key; the entries read.
+        """
+
+    @abstractmethod
+    def release_lease(self, lease_key: str, run_id: str) -> None:
+        """Give ``lease_key`` up, if ``run_id`` holds it."""
+
+    @abstractmethod
+    def heartbeat(self, run_id: str, now: float) -> None:
+        """Say every lease of ``run_id`` is alive at ``now``."""
+
+    @abstractmethod
+    def release_run(self, run_ids: Iterable[str]) -> None:
+        """Drop every pin and lease of these runs (they ended, or were found dead)."""
 
     @abstractmethod
     def close(self) -> None:

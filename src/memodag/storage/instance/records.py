@@ -14,6 +14,8 @@ class RunStatus(enum.StrEnum):
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
     CANCELED = "CANCELED"
+    #: recorded as STARTED by a process found gone: it will never record an end
+    DIED = "DIED"
 
 
 class EventType(enum.StrEnum):
@@ -66,6 +68,8 @@ class RunRecord:
     step_selection: list[str] | None = None
     start_time: float | None = None
     end_time: float | None = None
+    #: when the run's driver last said it is alive (STARTED runs; None before memodag kept it)
+    heartbeat: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -139,3 +143,35 @@ class IndexEntry:
         return isinstance(other, IndexEntry) and self._fields() == other._fields()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """Something a run relies on while it lives, which gc must keep.
+
+    ``kind`` is ``"key"`` (every stored version of the output key ``target``, which the run read
+    from the index and has not decided about yet), ``"entry"`` (one version it reuses: ``target``
+    is the JSON ``[output_key, version]``) or ``"run"`` (every output the run ``target`` recorded: an ancestor whose
+    outputs a re-execution loads). ``created_at``: seconds since the epoch.
+    """
+
+    run_id: str
+    kind: str
+    target: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds ``lease_key``: a run computing a step at a version (or a gc deleting).
+
+    ``process`` is the holder's ``process_identity()`` (host, pid, start); ``heartbeat_at`` when
+    the holder last said it was alive (seconds since the epoch).
+    """
+
+    lease_key: str
+    run_id: str
+    step_key: str | None
+    process: Mapping[str, Any]
+    acquired_at: float
+    heartbeat_at: float

@@ -34,12 +34,29 @@ if TYPE_CHECKING:
 
 SCHEMA_TABLE = "memodag_schema"
 
+#: what a live run relies on (gc keeps it) and what it is computing (other runs wait for it):
+#: rows live as long as their run (schema version 3)
+_PINS_AND_LEASES = (
+    # a run's pins: ``kind`` 'key' (every version of an output key it reads from the index) or
+    # 'run' (the outputs an ancestor run recorded, which a re-execution loads)
+    """CREATE TABLE run_pins (
+        run_id TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, kind, target))""",
+    # one holder per key: a step attempt computing a version (or a gc deleting), with the
+    # process that holds it and when it last said it was alive
+    """CREATE TABLE leases (
+        lease_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, step_key TEXT, process TEXT NOT NULL,
+        acquired_at DOUBLE PRECISION NOT NULL, heartbeat_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX leases_by_run ON leases (run_id)",
+)
+
 #: the tables of a database at ``SCHEMA_VERSION`` (``{autoinc}``: the dialect's id column)
 _TABLES = [
     """CREATE TABLE runs (
         run_id TEXT PRIMARY KEY, job_name TEXT NOT NULL, status TEXT NOT NULL,
         tags TEXT NOT NULL, run_config TEXT NOT NULL, parent_run_id TEXT, root_run_id TEXT,
-        step_selection TEXT, start_time DOUBLE PRECISION, end_time DOUBLE PRECISION)""",
+        step_selection TEXT, start_time DOUBLE PRECISION, end_time DOUBLE PRECISION,
+        heartbeat DOUBLE PRECISION)""",
     "CREATE INDEX runs_by_start ON runs (start_time)",
     """CREATE TABLE events (
         id {autoinc}, run_id TEXT NOT NULL, step_key TEXT, event_type TEXT NOT NULL,
@@ -50,6 +67,7 @@ _TABLES = [
         run_id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, size_bytes BIGINT, recipe TEXT,
         version_scheme INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (output_key, version))""",
     "CREATE INDEX output_index_by_key ON output_index (output_key, created_at)",
+    *_PINS_AND_LEASES,
 ]
 
 #: the tables of memodag 0.1 before output_index.recipe (schema version 0): an unversioned database
@@ -100,6 +118,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             # instance during an upgrade names no scheme, and computes versions by scheme 1
             "ALTER TABLE output_index ADD COLUMN version_scheme INTEGER NOT NULL DEFAULT 1",
         ),
+    ),
+    Migration(
+        3,
+        "runs.heartbeat: when a STARTED run's driver last said it is alive (a run on another "
+        "host whose heartbeat is old is found DIED); runs of older memodags have none",
+        ("ALTER TABLE runs ADD COLUMN heartbeat DOUBLE PRECISION",),
+    ),
+    Migration(
+        4,
+        "run_pins and leases: outputs a live run relies on (gc keeps them) and step attempts a "
+        "live run is computing (concurrent runs wait for them instead of computing them again)",
+        _PINS_AND_LEASES,
+    ),
+    Migration(
+        5,
+        "events: one row may hold several events (event_type PACKED or PACKED_Z, its data the "
+        "list of them); rows already stored are read as they are. Nothing to change in the "
+        "tables: the version makes an older memodag refuse the instance instead of misreading it",
+        (),
     ),
 )
 

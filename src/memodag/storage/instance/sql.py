@@ -4,6 +4,13 @@ Writes are batched: a run's events and index entries are stored in one transacti
 An index entry is written only after its data is stored, so a crash loses at most index entries
 (the step re-runs), never points at missing data.
 
+A run's events are stored packed: the events of one commit (an executed step's outcome with the
+memoized steps buffered before it, or a burst of memoized steps) go in one row of ``events``, its
+``data`` the list of them (``_pack``) with the names every address repeats, and the run id, each
+written as one character (``_compact``), or compressed when large;
+``get_events`` unpacks them, so the instance grows by one row per commit, not one per event.
+Rows written one event each by earlier versions read as before.
+
 Every statement goes through ``_run``, which owns the connection's transaction state: whatever
 fails, the transaction is rolled back so the connection stays usable; transient conflicts
 (SQLite busy/locked, Postgres serialization failures and deadlocks) are retried; a Postgres
@@ -13,11 +20,14 @@ every other driver error becomes a ``StorageError`` naming the database (never i
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +39,24 @@ from memodag.errors import StorageError
 from memodag.storage.instance.base import InstanceStorage
 from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
 from memodag.storage.instance.schema import ensure_schema
+from memodag.storage.instance.sql_coordination import PinsAndLeases
 from memodag.storage.io_manager import Address
 from memodag.storage.jsonenc import encode as _encode
+from memodag.storage.jsonenc import quote as _quote
 
 T = TypeVar("T")
 
+
+def storable(text: str) -> str:
+    """``text`` as every backend stores it: PostgreSQL refuses a NUL character in text (and
+    would lose the whole batch of events with it), so NUL is written as the four characters
+    ``\\x00``. Everything else is kept as it is (JSON data escapes NUL itself)."""
+    return text.replace("\x00", "\\x00")
+
+
 _RUN_COLUMNS = (
     "run_id, job_name, status, tags, run_config, parent_run_id, root_run_id, step_selection, "
-    "start_time, end_time"
+    "start_time, end_time, heartbeat"
 )
 
 # SQLite before 3.32 allows 999 parameters per statement; keys per look-up stay well below
@@ -69,9 +89,13 @@ class Dialect:
     table_exists: str
     #: serializes schema upgrades where the write transaction does not (SQLite's does)
     schema_lock: str | None = None
+    #: taken by a transaction that pins (shared) and by gc's deleting one (exclusive), where
+    #: write transactions do not already exclude each other (SQLite's do)
+    pin_lock: str | None = None
+    collect_lock: str | None = None
 
 
-class SqlInstanceStorage(InstanceStorage):
+class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
     """Runs, events and the output index in SQL. Thread-safe (one connection, one lock).
 
     ``url`` is for messages (password removed); ``connection_url`` reconnects (worker processes).
@@ -96,6 +120,9 @@ class SqlInstanceStorage(InstanceStorage):
         self._closed = False
         #: the INSERT of n rows, by (its head, n): built once each
         self._statements: dict[tuple[str, int], str] = {}
+        #: raises if the database was deleted or replaced under the open connection (SQLite: a
+        #: connection keeps writing to a deleted file, and every write would seem to succeed)
+        self.check_present: Callable[[], None] | None = None
         ensure_schema(self._run, dialect, url)
 
     @property
@@ -233,9 +260,10 @@ class SqlInstanceStorage(InstanceStorage):
             json.dumps(run.step_selection) if run.step_selection is not None else None,
             run.start_time,
             run.end_time,
+            run.heartbeat,
         )
         self._write_many(
-            [(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", [row])]
+            [(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", [row])]
         )
 
     def update_run_status(self, run_id: str, status: RunStatus, end_time: float | None) -> None:
@@ -244,6 +272,16 @@ class SqlInstanceStorage(InstanceStorage):
                 (
                     "UPDATE runs SET status = ?, end_time = ? WHERE run_id = ?",
                     [(status.value, end_time, run_id)],
+                )
+            ]
+        )
+
+    def record_heartbeat(self, run_id: str, when: float) -> None:
+        self._write_many(
+            [
+                (
+                    "UPDATE runs SET heartbeat = ? WHERE run_id = ? AND status = ?",
+                    [(when, run_id, RunStatus.STARTED.value)],
                 )
             ]
         )
@@ -286,18 +324,8 @@ class SqlInstanceStorage(InstanceStorage):
     def store_events(self, events: Sequence[Event], index_entries: Sequence[IndexEntry]) -> None:
         # called once per executed step (each commits as it ends): statements are built once,
         # values encoded by a reused encoder (or already encoded by the attempt), nothing is
-        # sorted for one row, and SQLite gets a step's events in one multi-row INSERT
-        event_rows = [
-            (
-                e.run_id,
-                e.step_key,
-                _TYPE_VALUES[e.event_type],
-                e.timestamp,
-                e.message,
-                _encode(e.data) if e.encoded is None else e.encoded,
-            )
-            for e in events
-        ]
+        # sorted for one row, and a run's events of one call are one packed row
+        event_rows = self._event_rows(events)
         index_rows = [
             (
                 e.output_key,
@@ -322,6 +350,8 @@ class SqlInstanceStorage(InstanceStorage):
             insert(cur, _UPSERT_INDEX_HEAD, _UPSERT_INDEX_TAIL, index_rows)
 
         if event_rows or index_rows:
+            if self.check_present is not None:
+                self.check_present()  # one stat per commit
             self._run(work, write=True)
 
     def _insert_rows(self, cur: Any, head: str, tail: str, rows: list[tuple[Any, ...]]) -> None:
@@ -350,28 +380,84 @@ class SqlInstanceStorage(InstanceStorage):
                 self._statements[(head, len(chunk))] = sql
             cur.execute(sql, [value for row in chunk for value in row])
 
+    def _event_rows(self, events: Sequence[Event]) -> list[tuple[Any, ...]]:
+        """The rows of ``events``: one per run they belong to (consecutive events of the same run
+        share a row), a lone event as a plain row."""
+        rows: list[tuple[Any, ...]] = []
+        start, count = 0, len(events)
+        while start < count:
+            run_id = events[start].run_id
+            end = start + 1
+            while end < count and events[end].run_id == run_id:
+                end += 1
+            if end - start == 1:
+                e = events[start]
+                data = _encode(e.data) if e.encoded is None else e.encoded
+                message = e.message if "\x00" not in e.message else storable(e.message)
+                rows.append(
+                    (run_id, e.step_key, _TYPE_VALUES[e.event_type], e.timestamp, message, data)
+                )
+            else:
+                rows.append(self._packed_row(events[start:end]))
+            start = end
+        return rows
+
+    def _packed_row(self, events: Sequence[Event]) -> tuple[Any, ...]:
+        first = events[0]
+        step_key = first.step_key
+        for e in events:
+            if e.step_key != step_key:
+                step_key = None  # several steps (a memoized burst): the row names none
+                break
+        text = _pack(events)
+        data: str | bytes
+        if len(text) > _COMPRESS_OVER:
+            # a batch of memoized steps: zlib finds the repeats itself
+            packed = zlib.compress(text.encode(), _COMPRESS_LEVEL)
+            kind = _PACKED_COMPRESSED
+            # SQLite keeps bytes as a BLOB in the TEXT column; PostgreSQL's text takes no bytes
+            data = packed if self.dialect.name == "sqlite" else base64.b64encode(packed).decode()
+        else:
+            # an executed step's row: too small for compressing to pay
+            kind, data = _PACKED_COMPACT, _compact(text, first.run_id)
+        return (first.run_id, step_key, kind, first.timestamp, "", data)
+
     def get_events(
         self, run_id: str, event_types: Sequence[EventType] | None = None
     ) -> list[Event]:
         columns = "run_id, step_key, event_type, timestamp, message, data"
         if event_types:
-            marks = ",".join("?" * len(event_types))
+            wanted = {t.value for t in event_types}
+            # packed rows hold events of any type: they are unpacked, then filtered
+            kinds = [*wanted, *_PACKED_KINDS]
+            marks = ",".join("?" * len(kinds))
             rows = self._execute(
                 f"SELECT {columns} FROM events WHERE run_id = ? AND event_type IN ({marks}) "
                 "ORDER BY id",
-                (run_id, *[t.value for t in event_types]),
+                (run_id, *kinds),
             )
         else:
+            wanted = None
             rows = self._execute(
                 f"SELECT {columns} FROM events WHERE run_id = ? ORDER BY id", (run_id,)
             )
-        return [Event(EventType(r[2]), r[0], r[3], r[1], r[4], json.loads(r[5])) for r in rows]
+        found: list[Event] = []
+        for r in rows:
+            kind = r[2]
+            if kind in _PACKED_KINDS:
+                found.extend(_unpack(r[0], r[3], kind, r[5], wanted))
+            else:
+                found.append(Event(EventType(kind), r[0], r[3], r[1], r[4], json.loads(r[5])))
+        return found
 
     def index_entries(self, output_keys: Iterable[str] | None = None) -> list[IndexEntry]:
         if output_keys is None:
             rows = self._execute(f"SELECT {_ENTRY_COLUMNS} FROM output_index")
             return [_entry_from_row(r) for r in rows]
-        keys = list(dict.fromkeys(output_keys))
+        # the caller's own key strings go into the entries (it keeps them anyway): a memoized
+        # run of 100,000 pieces reads 200,000 entries and holds them for the whole run
+        given = {k: k for k in output_keys}
+        keys = list(given)
         found: list[IndexEntry] = []
         for i in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[i : i + _LOOKUP_CHUNK]
@@ -379,7 +465,7 @@ class SqlInstanceStorage(InstanceStorage):
             rows = self._execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM output_index WHERE output_key IN ({marks})", chunk
             )
-            found.extend(_entries_from_rows(rows))
+            found.extend(_entries_from_rows(rows, given))
         return found
 
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
@@ -409,6 +495,85 @@ def _marks(width: int, rows: int) -> str:
 
 _TYPE_VALUES = {t: t.value for t in EventType}
 
+# The event_type of a row that holds several events (never an EventType: older readers, which
+# refuse this schema version, would not know it): JSON text, or zlib-compressed JSON (bytes on
+# SQLite, base64 text on PostgreSQL).
+_PACKED_COMPACT = "PACKED"  # the text, _compact()ed with the row's run id
+_PACKED_COMPRESSED = "PACKED_Z"  # the text, zlib-compressed
+_PACKED_KINDS = (_PACKED_COMPACT, _PACKED_COMPRESSED)
+# Rows of more text than this are compressed: a burst of memoized steps shrinks ~15x, while an
+# executed step's row (~1 kB) is left as text, where compressing costs more time than it saves.
+_COMPRESS_OVER = 4096
+_COMPRESS_LEVEL = 1
+
+# A packed row's text that is not compressed is stored with the run id and the longest field
+# names of an address each replaced by one control character. Valid JSON never holds these
+# characters raw (RFC 8259: control characters in strings are escaped, and the only whitespace
+# is space, tab, LF and CR), so the replacement is undone exactly. Each replacement is a scan of
+# the text: these five save ~40% of an executed step's row for a few microseconds; the other
+# names would cost more time than the bytes they save. (Index entries keep plain JSON: a
+# memoized run reads thousands, and expanding them would cost as much again as decoding them.)
+_ADDRESS_NAMES = (
+    ("\x02", '{"io_manager_key": '),
+    ("\x03", ', "output_name": '),
+    ("\x04", ', "mapping_key": '),
+    ("\x05", ', "serializer": '),
+    ("\x06", ', "content_hash": '),
+)
+_RUN_ID = "\x01"
+
+
+def _compact(text: str, run_id: str | None = None) -> str:
+    """JSON ``text`` with the longest address field names (and ``run_id``) replaced."""
+    for marker, name in _ADDRESS_NAMES:
+        text = text.replace(name, marker)
+    if run_id:
+        text = text.replace(run_id, _RUN_ID)
+    return text
+
+
+def _expand(text: str, run_id: str | None = None) -> str:
+    """What ``_compact`` replaced, put back (text without markers is returned as it is)."""
+    if run_id:
+        text = text.replace(_RUN_ID, run_id)
+    for marker, name in _ADDRESS_NAMES:
+        text = text.replace(marker, name)
+    return text
+
+
+def _pack(events: Sequence[Event]) -> str:
+    """``events`` as one JSON list of ``[type, microseconds, step_key, message, data]``, each
+    time in whole microseconds after the first event's (the row's timestamp): an integer is
+    written several times faster than a float's shortest repr, which was a measurable part of
+    an executed step."""
+    first = events[0].timestamp
+    parts = []
+    for e in events:
+        step = "null" if e.step_key is None else _quote(e.step_key)
+        data = _encode(e.data) if e.encoded is None else e.encoded
+        parts.append(
+            f'["{_TYPE_VALUES[e.event_type]}",{round((e.timestamp - first) * 1e6):d},{step},'
+            f"{_quote(e.message)},{data}]"
+        )
+    return "[" + ",".join(parts) + "]"
+
+
+def _unpack(
+    run_id: str, first: float, kind: str, data: Any, wanted: set[str] | None
+) -> list[Event]:
+    """The events of a packed row whose first event was at ``first`` (only those of the
+    ``wanted`` types, if given); times are to the microsecond, the first one exact."""
+    if kind == _PACKED_COMPRESSED:
+        raw = data if isinstance(data, bytes) else base64.b64decode(data)
+        data = zlib.decompress(raw)
+    elif kind == _PACKED_COMPACT:
+        data = _expand(data, run_id)
+    return [
+        Event(EventType(t), run_id, first + us / 1e6 if us else first, step, message, payload)
+        for t, us, step, message, payload in json.loads(data)
+        if wanted is None or t in wanted
+    ]
+
 
 def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
     key, version, address, created, size, recipe, scheme = row
@@ -423,29 +588,53 @@ def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
     )
 
 
-def _entries_from_rows(rows: Sequence[Sequence[Any]]) -> list[IndexEntry]:
+def _entries_from_rows(
+    rows: Sequence[Sequence[Any]], keys: dict[str, str] | None = None
+) -> list[IndexEntry]:
     # one JSON document for the chunk's addresses: a memoized run reads thousands of entries,
     # and decoding them one json.loads call at a time is most of the cost
     addresses = json.loads("[" + ",".join(r[2] for r in rows) + "]") if rows else []
-    from_dict = Address.from_dict
-    return [
-        IndexEntry(
-            key,
-            version,
-            from_dict(address),
-            created,
-            size,
-            recipe_json=recipe,
-            version_scheme=scheme,
+    # the decoder makes a new string for every value: the few distinct io manager keys,
+    # serializers, run ids, step keys and output names are shared instead (a memoized rerun
+    # of 100,000 pieces keeps every address it reads for the whole run)
+    shared: dict[str, str] = {}
+    share = shared.setdefault
+    found = []
+    for (key, version, _, created, size, recipe, scheme), data in zip(rows, addresses, strict=True):
+        try:
+            address = Address(
+                share(data["io_manager_key"], data["io_manager_key"]),
+                data["uri"],
+                share(data["serializer"], data["serializer"]) if data["serializer"] else None,
+                share(data["run_id"], data["run_id"]),
+                share(data["step_key"], data["step_key"]),
+                share(data["output_name"], data["output_name"]),
+                data["mapping_key"],
+                # the same text as the entry's version, almost always: one string for both
+                version if data["version"] == version else data["version"],
+                data["data_hash"],
+                # written only when known (an io manager that records what it wrote)
+                data.get("size"),
+                data.get("content_hash"),
+            )
+        except (KeyError, TypeError):  # written by another memodag version: other keys
+            address = Address.from_dict(data)
+        found.append(
+            IndexEntry(
+                keys.get(key, key) if keys is not None else key,
+                version,
+                address,
+                created,
+                size,
+                recipe_json=recipe,
+                version_scheme=scheme,
+            )
         )
-        for (key, version, _, created, size, recipe, scheme), address in zip(
-            rows, addresses, strict=True
-        )
-    ]
+    return found
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
-    run_id, job_name, status, tags, run_config, parent, root, selection, start, end = row
+    run_id, job_name, status, tags, run_config, parent, root, selection, start, end, beat = row
     return RunRecord(
         run_id=run_id,
         job_name=job_name,
@@ -457,6 +646,7 @@ def _run_from_row(row: Sequence[Any]) -> RunRecord:
         step_selection=json.loads(selection) if selection else None,
         start_time=start,
         end_time=end,
+        heartbeat=beat,
     )
 
 
@@ -515,7 +705,31 @@ def sqlite_storage(path: str) -> SqlInstanceStorage:
             raise
         return _AutocommitSqlite(conn)
 
-    return SqlInstanceStorage(connect, SQLITE, f"sqlite:///{path}")
+    storage = SqlInstanceStorage(connect, SQLITE, f"sqlite:///{path}")
+    if path != ":memory:":
+        storage.check_present = _file_check(path, storage.url)
+    return storage
+
+
+def _file_check(path: str, url: str) -> Callable[[], None]:
+    """A check that the database file opened at ``path`` is still the one there."""
+    opened = os.stat(path)
+    identity = (opened.st_dev, opened.st_ino)
+
+    def check() -> None:
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StorageError(
+                f"instance database {url} was {what} while this process used it: nothing it "
+                "records from now on would be kept. Stop deleting the instance of a running "
+                "pipeline; run again to recompute what was lost"
+            )
+
+    return check
 
 
 class _AutocommitSqlite:
@@ -589,6 +803,8 @@ def postgres_storage(url: str) -> SqlInstanceStorage:
         table_exists="SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables "
         "WHERE schemaname = current_schema() AND tablename = ?)",
         schema_lock="SELECT pg_advisory_xact_lock(7716201)",
+        pin_lock="SELECT pg_advisory_xact_lock_shared(7716202)",
+        collect_lock="SELECT pg_advisory_xact_lock(7716202)",
     )
     return SqlInstanceStorage(connect, dialect, display, url, secrets)
 

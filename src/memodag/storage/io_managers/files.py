@@ -17,13 +17,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from memodag.errors import DefinitionError, StorageError
+from memodag.errors import DefinitionError, OutputLostError, StorageError
+from memodag.hashing import content_hasher
 from memodag.storage.io_manager import (
     Address,
     InputContext,
     MemoizableIOManager,
     OutputContext,
     RunInfo,
+    StoredData,
 )
 from memodag.storage.serializers import (
     AUTO,
@@ -66,6 +68,7 @@ class FileStore(ABC):
     def path_of(self, uri: str) -> str: ...
 
     def size(self, path: str) -> int | None:
+        """Bytes stored at ``path`` (one stat), or None if nothing is there."""
         return None
 
     def delete(self, path: str) -> None:
@@ -248,6 +251,7 @@ class FsspecFileStore(FileStore):
         return self.fs._strip_protocol(uri)
 
     def size(self, path: str) -> int | None:
+        self.fs.invalidate_cache(path)
         try:
             return int(self._call("size", path, path=path))
         except OSError:
@@ -365,7 +369,7 @@ class PathIOManager(MemoizableIOManager):
         store = self.store.protocol if isinstance(self.store, FsspecFileStore) else "file"
         return f"{store}:{self.base}:{self.default_serializer.name}:{self.versioned}"
 
-    def handle_output(self, context: OutputContext, obj: Any) -> str:
+    def handle_output(self, context: OutputContext, obj: Any) -> StoredData:
         serializer = self._serializer(context)
         if serializer.name == "pickle" and not self.allow_pickle:
             raise refused_pickle(
@@ -374,8 +378,17 @@ class PathIOManager(MemoizableIOManager):
                 "allows), or Out(write=..., read=...)",
             )
         path = self.path_for(context, serializer)
-        self.store.write(path, lambda file: serializer.dump(obj, file))
-        return self.store.uri(path)
+        written: list[_HashingWriter] = []
+
+        def dump(file: BinaryIO) -> None:
+            # hashed as it is written: checking it later costs no second read
+            writer = _HashingWriter(file)
+            written.append(writer)
+            serializer.dump(obj, writer)  # type: ignore[arg-type]
+
+        self.store.write(path, dump)
+        writer = written[-1]
+        return StoredData(self.store.uri(path), writer.size, writer.digest())
 
     def serializer_name(self, context: OutputContext) -> str | None:
         return self._serializer(context).name
@@ -404,8 +417,44 @@ class PathIOManager(MemoizableIOManager):
             if address is not None and address.uri
             else self.path_for(upstream, serializer)
         )
-        with self.store.open_read(path) as file:
-            return serializer.load(file)
+        try:
+            file = self.store.open_read(path)
+        except FileNotFoundError:
+            if address is None:
+                raise
+            raise OutputLostError(f"{address.describe()} is missing", address) from None
+        if address is None or (address.size is None and address.content_hash is None):
+            with file:
+                return serializer.load(file)
+        with file:
+            reader = _HashingReader(file)
+            value = serializer.load(reader)  # type: ignore[arg-type]
+            reader.read_rest()
+        # the data was read anyway: checking what was read costs no extra I/O
+        size = reader.size if reader.sequential else self.store.size(path)
+        problem = _mismatch(address, size, reader.digest() if reader.sequential else None)
+        if problem:
+            raise OutputLostError(f"{address.describe()} was altered: {problem}", address)
+        return value
+
+    def verify(self, address: Address, read: bool = False) -> str | None:
+        """``"missing"``, a size or content mismatch, or None: one stat, plus a read of the
+        data with ``read=True`` when its content hash was recorded."""
+        path = self._path_of_address(address)
+        size = self.store.size(path)
+        if size is None:
+            return "missing"
+        problem = _mismatch(address, size, None)
+        if problem or not read or address.content_hash is None:
+            return problem
+        hasher = content_hasher()
+        try:
+            with self.store.open_read(path) as file:
+                while chunk := file.read(1 << 20):
+                    hasher.update(chunk)
+        except FileNotFoundError:
+            return "missing"
+        return _mismatch(address, size, hasher.hexdigest())
 
     def has_output(self, context: OutputContext) -> bool:
         return (
@@ -441,6 +490,117 @@ class PathIOManager(MemoizableIOManager):
         self.store.delete(path)
         if isinstance(self.store, LocalFileStore) and self.base:
             self.store.prune_empty_dirs(path, self.base)
+
+
+def _mismatch(address: Address, size: int | None, digest: str | None) -> str | None:
+    """How stored data differs from what ``address`` recorded (None: it does not, or cannot
+    be told)."""
+    if address.size is not None and size is not None and size != address.size:
+        return f"{size} bytes, {address.size} recorded"
+    if address.content_hash is not None and digest is not None and digest != address.content_hash:
+        return "content hash differs from the one recorded"
+    return None
+
+
+class _HashingWriter:
+    """A binary file that counts and hashes what goes through it. A writer that seeks (to
+    patch a header) makes the hash unknown; the size is then what the file holds."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._hasher = content_hasher()
+        self._count = 0
+        self.sequential = True
+
+    def write(self, data: Any) -> int:
+        self._hasher.update(data)
+        written = self._file.write(data)
+        self._count += len(memoryview(data).cast("B"))
+        return written
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._file.seek(offset, whence)
+        if position != self._count:
+            self.sequential = False
+        return position
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def writable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    @property
+    def size(self) -> int | None:
+        if self.sequential:
+            return self._count
+        try:
+            return int(self._file.seek(0, 2))
+        except (OSError, ValueError):
+            return None
+
+    def digest(self) -> str | None:
+        return self._hasher.hexdigest() if self.sequential else None
+
+
+class _HashingReader:
+    """A binary file that counts and hashes what is read through it, while it is read in
+    order; a reader that seeks elsewhere (Parquet reads its footer first) turns it off."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._hasher = content_hasher()
+        self.size = 0
+        self.sequential = True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._file.read(n)
+        if self.sequential:
+            self._hasher.update(data)
+            self.size += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def readline(self, limit: int = -1) -> bytes:
+        data = self._file.readline(limit)
+        if self.sequential:
+            self._hasher.update(data)
+            self.size += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._file.seek(offset, whence)
+        if position != self.size:
+            self.sequential = False
+        return position
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return bool(self._file.seekable())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def read_rest(self) -> None:
+        """Read (and hash) what the deserializer left, so the whole file is checked."""
+        if self.sequential:
+            while self.read(1 << 20):
+                pass
+
+    def digest(self) -> str:
+        return self._hasher.hexdigest()
 
 
 def base_of(address: Address, path: str) -> tuple[str, bool] | None:

@@ -1,0 +1,152 @@
+"""Concurrent runs share work (issue 14 §5): a step another live run computes at the same
+version is waited for and reused, not computed again; a run whose holder dies takes over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+JOB_FILE = textwrap.dedent(
+    """
+    import os, sys, time
+    from memodag import MEMOIZED_RUN_TAG, Instance, job, op
+
+    URL, HOME, MODE = sys.argv[1], sys.argv[2], sys.argv[3]
+
+    def mark(context):
+        with open(os.path.join(HOME, "executions.log"), "a") as log:
+            log.write(f"{context.op_handle} {os.getpid()}\\n")
+
+    @op(version="1")
+    def source(context):
+        mark(context)
+        if MODE == "hold":
+            open(os.path.join(HOME, "holding"), "w").close()
+            time.sleep(60)
+        time.sleep(0.05)
+        return 1
+
+    @op(version="1")
+    def step(context, x):
+        mark(context)
+        time.sleep(0.05)
+        return x + 1
+
+    @op(version="1")
+    def combine(context, a, b, c):
+        mark(context)
+        return a + b + c
+
+    @job(tags={MEMOIZED_RUN_TAG: "true"})
+    def shared():
+        root = source()
+        ends = []
+        for branch in "abc":
+            value = root
+            for i in range(3):
+                value = step.alias(f"{branch}{i}")(value)
+            ends.append(value)
+        combine(*ends)
+
+    if __name__ == "__main__":
+        go = os.path.join(HOME, "go")
+        while not os.path.exists(go):
+            time.sleep(0.01)
+        with Instance.from_url(URL, storage_dir=os.path.join(HOME, "storage")) as instance:
+            result = shared.execute_in_process(instance=instance, raise_on_error=False)
+            print("STATUS", result.success, result.output_for_node("combine"))
+            print("EXECUTED", " ".join(sorted(result.executed_step_keys)))
+    """
+)
+STEPS = 11  # source, three branches of three, combine
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request, tmp_path) -> str:
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'instance.db'}"
+
+
+def _start(tmp_path: Path, url: str, mode: str = "normal") -> subprocess.Popen[str]:
+    script = tmp_path / "shared_job.py"
+    if not script.exists():
+        script.write_text(JOB_FILE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    return subprocess.Popen(
+        [sys.executable, str(script), url, str(tmp_path), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _executions(tmp_path: Path) -> Counter[str]:
+    log = tmp_path / "executions.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return Counter(line.split()[0] for line in lines)
+
+
+def test_six_runs_started_together_execute_each_step_once(tmp_path, url):
+    from memodag import Instance
+
+    Instance.from_url(url, storage_dir=tmp_path / "storage").close()  # the schema, once
+    runs = [_start(tmp_path, url) for _ in range(6)]
+    time.sleep(1.0)  # every process imported memodag and waits for the signal
+    (tmp_path / "go").touch()
+    outputs = [run.communicate(timeout=120) for run in runs]
+    for run, (out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err
+        assert "STATUS True 12" in out, out + err
+    executions = _executions(tmp_path)
+    assert len(executions) == STEPS
+    assert set(executions.values()) == {1}, executions  # no step computed twice
+    executed = [out.split("EXECUTED", 1)[1].split() for out, _ in outputs]
+    assert sum(len(keys) for keys in executed) == STEPS
+
+
+def _says_it_waits(instance) -> bool:
+    from memodag import EventType
+
+    runs = instance.get_runs()
+    if len(runs) < 2:
+        return False
+    logs = instance.get_events(runs[0].run_id, [EventType.LOG])
+    return any(e.step_key == "source" and e.message.startswith("waiting for run") for e in logs)
+
+
+def test_a_run_whose_holder_is_killed_takes_the_step_over(tmp_path, url, monkeypatch):
+    from memodag import Instance
+
+    Instance.from_url(url, storage_dir=tmp_path / "storage").close()
+    (tmp_path / "go").touch()
+    holder = _start(tmp_path, url, "hold")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "holding").exists():
+        assert holder.poll() is None and time.monotonic() < deadline, holder.communicate()
+        time.sleep(0.05)
+    waiter = _start(tmp_path, url)
+    with Instance.from_url(url, storage_dir=tmp_path / "storage") as instance:
+        # the second run says it waits for the first, and does not compute the step itself
+        while not _says_it_waits(instance):
+            assert waiter.poll() is None and time.monotonic() < deadline, waiter.communicate()
+            time.sleep(0.05)
+    assert _executions(tmp_path)["source"] == 1
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.communicate()
+    killed = time.monotonic()
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert "STATUS True 12" in out
+    assert "source" in out.split("EXECUTED", 1)[1].split()  # taken over
+    assert time.monotonic() - killed < 10  # not the 60 s the dead holder would have taken
+    assert _executions(tmp_path)["source"] == 2
