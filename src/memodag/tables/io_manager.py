@@ -240,6 +240,12 @@ class TableIOManager(MemoizableIOManager):
             if self._run is None:
                 self.store.close()
 
+    def verify(self, address: Address, read: bool = False) -> str | None:
+        """Whether the table is still stored, when the store can tell without a query (a
+        memoized run asks for every table it reuses); otherwise the index is trusted."""
+        stored = self.store.stored_cheaply(TableAddress.parse(address.uri).physical)
+        return "missing" if stored is False else None
+
     def delete(self, address: Address) -> None:
         physical = TableAddress.parse(address.uri).physical
         try:

@@ -32,6 +32,8 @@ in-process runs):
 Interface changes after the first commit are listed here:
 - ``read``'s ``as_type`` may also be a kind name (``"pandas"``, ...): the io manager passes the
   kind the producer returned when the consumer asks for no type.
+- ``stored_cheaply`` (optional, default None): memoized runs ask it before reusing a table
+  (``IOManager.verify``), so it must not cost a query per table.
 - The table io manager calls ``write_*`` only for a table ``has_table`` does not report (or
   when the run has no version), and ``commit_stage`` also from a failed run, for a stage whose
   table-producing steps all stored their tables.
@@ -250,6 +252,12 @@ class TableStore(ABC):
     @abstractmethod
     def has_table(self, physical: str) -> bool:
         """Whether the physical table exists complete (written and finished)."""
+
+    def stored_cheaply(self, physical: str) -> bool | None:
+        """Whether the physical table is stored, if that can be told without a round trip to
+        the database (a memoized run asks for every table it reuses); None: cannot tell
+        cheaply, the caller trusts the index."""
+        return None
 
     @abstractmethod
     def drop_table(self, physical: str) -> None:
