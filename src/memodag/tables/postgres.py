@@ -398,6 +398,11 @@ class PostgresTableStore(TableStore):
         )
         return bool(rows)
 
+    def stored_cheaply(self, physical: str) -> bool | None:
+        # known from this process's own writes and reads; otherwise the index is trusted (a
+        # query per reused table is what this verb exists to avoid)
+        return True if physical in self._schemas else None
+
     def drop_table(self, physical: str) -> None:
         self._writer()
         with self._transaction(f"dropping table {physical}") as cur:
