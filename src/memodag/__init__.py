@@ -32,6 +32,7 @@ from memodag.definitions.resources import (
     io_manager,
     resource,
 )
+from memodag.definitions.secrets import EnvVar
 from memodag.definitions.tables import Stage, Table, materialize
 from memodag.engine.dry_run import list_versions
 from memodag.engine.result import ExecuteInProcessResult
@@ -69,6 +70,7 @@ from memodag.storage.serializers import (
     Serializer,
 )
 from memodag.tables.duckdb import duckdb_table_store
+from memodag.tables.postgres import postgres_table_store
 from memodag.versioning.report import OutputVersion
 from memodag.versioning.source_hash import SourceHashVersionStrategy
 from memodag.versioning.strategy import (
@@ -89,6 +91,7 @@ __all__ = [
     "DefinitionError",
     "DynamicOut",
     "DynamicOutput",
+    "EnvVar",
     "Event",
     "EventType",
     "ExecuteInProcessResult",
@@ -149,6 +152,7 @@ __all__ = [
     "multiprocess_executor",
     "object_store_io_manager",
     "op",
+    "postgres_table_store",
     "resource",
     "versioned_filesystem_io_manager",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from memodag.definitions.secrets import EnvVar, as_env_var, redact_text, with_type
 from memodag.errors import ConfigError, DefinitionError
 
 
@@ -66,11 +67,15 @@ class _Scalar(ConfigType):
 
     def validate(self, value: Any, path: str, errors: list[str]) -> Any:
         t = self.python_type
+        ref = as_env_var(value)
+        if ref is not None:  # resolved when the resource is built (definitions/secrets.py)
+            return with_type(ref, t)
         ok = isinstance(value, t) and not (t is not bool and isinstance(value, bool))
         if t is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if not ok:
-            errors.append(f"{path}: expected {t.__name__}, got {type(value).__name__} {value!r}")
+            shown = redact_text(value) if isinstance(value, str) else value
+            errors.append(f"{path}: expected {t.__name__}, got {type(value).__name__} {shown!r}")
         return value
 
     def describe(self) -> str:
@@ -324,7 +329,10 @@ def config_is_required(ctype: ConfigType | None) -> bool:
 
 
 def config_to_plain(value: Any) -> Any:
-    """A JSON-able form of a processed config, for hashing and for events."""
+    """A JSON-able form of a processed config, for hashing and for events (an ``EnvVar`` is
+    its reference ``{"env": name}``, never the variable's value)."""
+    if isinstance(value, EnvVar):
+        return value.to_config()
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
     if isinstance(value, enum.Enum):

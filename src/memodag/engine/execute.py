@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.executor import ExecutorDefinition
+from memodag.definitions.secrets import masked_config
 from memodag.engine.engine import AddressKey, Engine, Memoizer, SkipCause
 from memodag.engine.events import EventLog
 from memodag.engine.gc_threshold import with_fewer_collections
@@ -103,7 +104,8 @@ def execute_job(
         job_name=job.name,
         status=RunStatus.STARTED,
         tags=run_tags,
-        run_config=resolved.raw,
+        # stored as written, with passwords in URLs masked and environment variables unread
+        run_config=masked_config(resolved.raw),
         parent_run_id=parent.run_id if parent else None,
         root_run_id=(parent.root_run_id or parent.run_id) if parent else None,
         step_selection=list(step_selection) if step_selection else None,

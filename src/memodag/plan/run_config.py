@@ -21,6 +21,7 @@ from memodag.definitions.config import (
     validate_config,
 )
 from memodag.definitions.executor import ExecutorDefinition, resolve_executor
+from memodag.definitions.secrets import contains_env_var
 from memodag.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -241,9 +242,13 @@ def _resolve_graph(
                 )
                 continue
             given = None
-        out[f"{prefix}{name}"] = validate_config(
-            op_def.config_type, given, f"{node_path}.config", errors
-        )
+        value = validate_config(op_def.config_type, given, f"{node_path}.config", errors)
+        if contains_env_var(value):
+            errors.append(
+                f"{node_path}.config: environment variables ({{env: NAME}}) are read in resource "
+                f"config only; give op '{op_def.name}' the value (its config is part of its version)"
+            )
+        out[f"{prefix}{name}"] = value
 
 
 def _resolve_resources(job: JobDefinition, section: Any, errors: list[str]) -> dict[str, Any]:

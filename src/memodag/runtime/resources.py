@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from memodag.definitions.resources import InitResourceContext, ResourceDefinition
+from memodag.definitions.secrets import resolve_env_vars
 from memodag.errors import DefinitionError, ExecutionError, MemodagError
 from memodag.runtime.context import Resources, RunLogger
 
@@ -30,7 +31,10 @@ def initialized_resources(
         for key in order:
             rdef = resource_defs[key]
             context = InitResourceContext(
-                resource_config=resource_config.get(key),
+                # environment variables are read here, when the resource is built, and nowhere else
+                resource_config=resolve_env_vars(
+                    resource_config.get(key), f"resources.{key}.config"
+                ),
                 resources=Resources(**{k: built[k] for k in rdef.required_resource_keys}),
                 instance=instance,
                 run_id=run_id,

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from memodag.definitions.config import config_to_plain
+from memodag.definitions.secrets import redact_text
 from memodag.errors import MemoizationError
 from memodag.hashing import hash_strings, piece_version
 from memodag.plan.dynamic import parse_step_key
@@ -757,7 +758,7 @@ def _masked(value: Any) -> Any:
         }
     if isinstance(value, list):
         return [_masked(v) for v in value]
-    return value
+    return redact_text(value) if isinstance(value, str) else value
 
 
 def _indexed(manager: IOManager | None) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.config import config_to_plain
+from memodag.definitions.secrets import masked_config
 from memodag.errors import MemodagError, MemoizationError
 from memodag.hashing import (
     VERSION_LENGTH,
@@ -69,13 +70,20 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return {
             "code": self.code,
-            "config": self.config,
+            "config": _stored_config(self.config),
             "resources": dict(self.resources),
             "inputs": {n: list(vs) for n, vs in self.inputs},
             **({"code_parts": dict(self.code_parts)} if self.code_parts else {}),
             **({"data_version": self.data_version} if self.data_version else {}),
             "outputs": self.outputs,
         }
+
+
+def _stored_config(config: str) -> str:
+    """The config JSON as kept in the index: passwords in URLs masked (the version hashed them)."""
+    if "@" not in config and "password" not in config.lower():
+        return config  # nothing to mask: the common case, no JSON round trip
+    return canonical_json(masked_config(json.loads(config)))
 
 
 def _version_parts(

@@ -149,6 +149,7 @@ def reexecute(
     if verbose:
         enable_debug(ctx)
     from memodag.cli.errors import CliError
+    from memodag.definitions.secrets import masked_paths
     from memodag.storage.instance import Instance
 
     tags = parse_tags(tag_values)
@@ -177,6 +178,14 @@ def reexecute(
                 err=True,
             )
         run_config = spec.run_config() if spec.config_files else dict(parent.run_config)
+        masked = [] if spec.config_files else masked_paths(run_config)
+        if masked:
+            raise CliError(
+                f"run {parent.run_id} was configured with a password in a literal URL "
+                f"({', '.join(masked)}), stored masked, so its config cannot be used again",
+                hint="give the config again with -c FILE, or write the URL as {env: VARIABLE} "
+                "so runs store the reference and read the variable when they start",
+            )
         inherited = {k: v for k, v in parent.tags.items() if k not in CODE_LOCATION_TAGS}
         from memodag.cli.launch import launch_run
 

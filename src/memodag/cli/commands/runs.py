@@ -149,6 +149,7 @@ def show_run(run_id: str, show_logs: bool, as_json: bool) -> None:
 
 def run_to_dict(run: RunRecord) -> dict[str, Any]:
     from memodag.cli.console import iso_time
+    from memodag.definitions.secrets import masked_config
 
     return {
         "run_id": run.run_id,
@@ -161,7 +162,8 @@ def run_to_dict(run: RunRecord) -> dict[str, Any]:
         "root_run_id": run.root_run_id,
         "step_selection": run.step_selection,
         "tags": dict(run.tags),
-        "run_config": run.run_config,
+        # masked again: runs recorded before passwords were masked when stored
+        "run_config": masked_config(run.run_config),
     }
 
 

@@ -32,8 +32,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
+from memodag.definitions.secrets import redact_url
 from memodag.errors import StorageError
 from memodag.storage.instance.base import InstanceStorage
 from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
@@ -806,22 +807,6 @@ def postgres_storage(url: str) -> SqlInstanceStorage:
         collect_lock="SELECT pg_advisory_xact_lock(7716202)",
     )
     return SqlInstanceStorage(connect, dialect, display, url, secrets)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and ``Instance.url``)."""
-    if "://" not in url:
-        return re.sub(r"(?i)(password\s*=\s*)\S+", r"\1***", url)
-    parts = urlsplit(url)
-    if parts.password is None and not re.search(r"(?i)(?:^|&)password=", parts.query):
-        return url  # urlunsplit would also drop the empty host of sqlite:////abs/path
-    netloc = parts.netloc
-    if "@" in netloc:
-        creds, host = netloc.rsplit("@", 1)
-        user, has_password, _ = creds.partition(":")
-        netloc = f"{user}:***@{host}" if has_password else f"{user}@{host}"
-    query = re.sub(r"(?i)((?:^|&)password=)[^&]*", r"\1***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _passwords(url: str) -> list[str]:
