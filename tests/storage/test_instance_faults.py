@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from memodag import EventType, Instance, RunStatus, StorageError, job, op
+from memodag import EventType, ExecutionError, Instance, RunStatus, StorageError, job, op
 
 
 @op
@@ -25,6 +25,29 @@ def fail_nul(speak_nul: int) -> int:
 @job
 def nul_text():
     fail_nul(speak_nul())
+
+
+def test_a_path_python_cannot_encode_still_ends_the_run_with_its_reason(any_instance):
+    # a non-UTF-8 file name decoded with surrogateescape, in the reason a run fails with
+    from memodag import fs_io_manager
+
+    where = os.fsdecode(b"/dev/null/caf\xe9")
+
+    @op
+    def one() -> int:
+        return 1
+
+    @job(resource_defs={"io_manager": fs_io_manager.configured({"base_dir": where})})
+    def odd_path():
+        one()
+
+    with pytest.raises(ExecutionError, match="io_manager"):  # before any step runs
+        odd_path.execute_in_process(instance=any_instance)
+    (run,) = any_instance.get_runs()
+    assert run.status == RunStatus.FAILURE
+    last = any_instance.get_events(run.run_id)[-1]
+    assert last.event_type == EventType.RUN_FAILURE
+    assert "caf\\udce9" in last.message  # the path, escaped, names where it failed
 
 
 def test_nul_characters_in_logs_and_errors_are_stored(any_instance):

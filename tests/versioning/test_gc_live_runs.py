@@ -268,3 +268,43 @@ def test_a_fan_out_manifest_goes_with_its_pieces(instance):
     )
     assert "pieces" in again.executed_step_keys
     assert sorted(again.output_for_node("square").values()) == [0, 1]
+
+
+def test_gc_leaves_a_file_a_run_stored_again_after_gc_dropped_its_entry(tmp_path):
+    # a versioned layout names a file by version only: a run that recomputes an output gc has
+    # just dropped from the index writes the very path gc is about to delete
+    from memodag import MEMOIZED_RUN_TAG, Instance, job, op, versioned_filesystem_io_manager
+
+    url = f"sqlite:///{tmp_path / 'instance.db'}"
+    store = versioned_filesystem_io_manager.configured({"base_dir": str(tmp_path / "data")})
+
+    def make_job(v: str):
+        @op(version=v)
+        def make() -> list:
+            return [v] * 3
+
+        @job(name="j", resource_defs={"io_manager": store}, tags={MEMOIZED_RUN_TAG: "true"})
+        def j():
+            make()
+
+        return j
+
+    instance = Instance.from_url(url, storage_dir=tmp_path / "storage")
+    make_job("1").execute_in_process(instance=instance)
+    make_job("2").execute_in_process(instance=instance)  # the newest run: make@1 goes
+    storage = instance._storage
+    real = storage.delete_unpinned_index_entries
+    rerun = {}
+
+    def then_a_run_recomputes_it(*args, **kwargs):
+        deleted = real(*args, **kwargs)  # gc's transaction has dropped make@1
+        with Instance.from_url(url, storage_dir=tmp_path / "storage") as other:
+            rerun["result"] = make_job("1").execute_in_process(instance=other)
+        return deleted
+
+    storage.delete_unpinned_index_entries = then_a_run_recomputes_it
+    collect_garbage(instance, keep_runs=1, dry_run=False)
+    storage.delete_unpinned_index_entries = real
+    assert rerun["result"].executed_step_keys == ["make"]
+    assert rerun["result"].output_for_node("make") == ["1"] * 3  # its file is still there
+    instance.close()

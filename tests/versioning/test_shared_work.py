@@ -150,3 +150,49 @@ def test_a_run_whose_holder_is_killed_takes_the_step_over(tmp_path, url, monkeyp
     assert "source" in out.split("EXECUTED", 1)[1].split()  # taken over
     assert time.monotonic() - killed < 10  # not the 60 s the dead holder would have taken
     assert _executions(tmp_path)["source"] == 2
+
+
+def test_a_run_whose_end_raises_still_ends_and_frees_its_steps(tmp_path):
+    # a listener that raises while the run records its end (as a second Ctrl-C could): the run
+    # must not stay STARTED holding leases, or every later run of the job in this live process
+    # would wait on them
+    import threading
+
+    from memodag import MEMOIZED_RUN_TAG, EventType, Instance, RunStatus, job, op
+    from memodag.engine.execute import execute_job
+
+    instance = Instance.from_url(f"sqlite:///{tmp_path / 'i.db'}", storage_dir=tmp_path / "s")
+
+    @op(version="1")
+    def a() -> int:
+        return 1
+
+    @op(version="1")
+    def b(a: int) -> int:
+        return a + 1
+
+    @job(tags={MEMOIZED_RUN_TAG: "true"})
+    def pair():
+        b(a())
+
+    def breaks(event):
+        if event.step_key == "b" or event.event_type in (
+            EventType.RUN_FAILURE,
+            EventType.RUN_SUCCESS,
+        ):
+            raise RuntimeError("listener broke")
+
+    with pytest.raises(RuntimeError, match="listener broke"):
+        execute_job(pair, instance=instance, listeners=[breaks])
+    (first,) = instance.get_runs()
+    assert first.status is not RunStatus.STARTED
+
+    finished: dict[str, bool] = {}
+    second = threading.Thread(
+        target=lambda: finished.update(ok=pair.execute_in_process(instance=instance).success),
+        daemon=True,
+    )
+    second.start()
+    second.join(30)
+    assert finished == {"ok": True}, "the next run waited on the ended run's leases"
+    instance.close()

@@ -385,27 +385,43 @@ def _finish_run(
     data: dict[str, Any] = {}
     if engine is not None:
         data = {"executed": engine.result.executed, "memoized": engine.result.memoized}
-    event_log.append(Event(event_type, run_id, now, None, message, data))
+    recorded = False
     try:
-        event_log.flush()
-    except Exception as exc:
-        # the run's events cannot be stored (a full disk, a database gone): its status must
-        # still say that it ended, and why, wherever that can be recorded
-        lost = event_log.discard()
-        status = RunStatus.FAILURE
-        message = (
-            f"{message + '; ' if message else ''}{lost} event(s) of the run could not be "
-            f"recorded: {type(exc).__name__}: {exc}"
-        )
-        with contextlib.suppress(Exception):
-            event_log.append(Event(EventType.RUN_FAILURE, run_id, now, None, message, data))
+        event_log.append(Event(event_type, run_id, now, None, message, data))
+        try:
             event_log.flush()
-        event_log.discard()
+        except Exception as exc:
+            # the run's events cannot be stored (a full disk, a database gone): its status must
+            # still say that it ended, and why, wherever that can be recorded
+            lost = event_log.discard()
+            status = RunStatus.FAILURE
+            message = (
+                f"{message + '; ' if message else ''}{lost} event(s) of the run could not be "
+                f"recorded: {type(exc).__name__}: {exc}"
+            )
+            with contextlib.suppress(Exception):
+                event_log.append(Event(EventType.RUN_FAILURE, run_id, now, None, message, data))
+                event_log.flush()
+            event_log.discard()
+            instance.update_run_status(run_id, status, now)
+            recorded = True
+            raise
         instance.update_run_status(run_id, status, now)
+        recorded = True
+    except BaseException:
+        # a listener that raised, a second Ctrl-C: the run has ended all the same, and a run
+        # left STARTED would hold its leases (other runs wait on them) while its process lives
+        if not recorded:
+            with contextlib.suppress(Exception):
+                event_log.flush()
+            with contextlib.suppress(Exception):
+                event_log.discard()
+                instance.update_run_status(run_id, status, now)
         raise
-    instance.update_run_status(run_id, status, now)
-    # what it pinned (gc keeps it) and the steps it held are free once it has ended
-    instance.release_run(run_id)
+    finally:
+        # what it pinned (gc keeps it) and the steps it held are free once it has ended
+        with contextlib.suppress(Exception):
+            instance.release_run(run_id)
 
 
 def _parent_run(instance: Instance, parent_run_id: str | None) -> RunRecord | None:

@@ -46,7 +46,9 @@ from memodag.storage.io_managers.files import (
 from memodag.storage.liveness import process_alive, process_identity
 from memodag.versioning.gc_pins import (
     GC_LEASE,
+    RECHECK_EVERY,
     PinnedSpare,
+    indexed_again,
     lineage,
     pin_runs,
     unreachable_manifests,
@@ -505,8 +507,19 @@ def _collect(
         report.items = items + [item for item, _ in orphans]
         report.manifests = sum(1 for e in dropped_manifests if (e.output_key, e.version) in deleted)
         if not dry_run:
-            for group, address, manager in dropping.values():
-                _attempt(report, group[0], lambda m=manager, a=address: m.delete(a))
+            doomed = list(dropping.values())
+            for start in range(0, len(doomed), RECHECK_EVERY):
+                chunk = doomed[start : start + RECHECK_EVERY]
+                # a store whose paths name only the version (versioned layouts) may have been
+                # written again, and indexed, by a run since gc dropped the entries: its file
+                # is that run's now (looked at again just before each chunk of deletes)
+                again = indexed_again(instance, chunk)
+                for group, address, manager in chunk:
+                    if any(i.index_key in again for i in group):
+                        report.kept += 1
+                        report.items = [i for i in report.items if i not in group]
+                        continue
+                    _attempt(report, group[0], lambda m=manager, a=address: m.delete(a))
             for item, path_manager in orphans:
                 _attempt(report, item, lambda m=path_manager, u=item.uri: m.delete_uri(u or ""))
             # pins of runs found dead expire now (ended runs released their own)

@@ -161,3 +161,16 @@ class PinnedSpare:
             if e.output_key in keys or (e.output_key, e.version) in exact
         )
         return spared
+
+
+#: deletes between two looks at the index for entries stored again (versioned layouts)
+RECHECK_EVERY = 256
+
+
+def indexed_again(instance: Any, chunk: list[tuple[list[Any], Any, Any]]) -> set[tuple[str, str]]:
+    """The (output key, version) pairs of ``chunk`` that are in the index again."""
+    pairs = {i.index_key for group, _, _ in chunk for i in group if i.index_key is not None}
+    if not pairs:
+        return set()
+    entries = instance.entries_for_keys({key for key, _ in pairs})
+    return {(e.output_key, e.version) for e in entries} & pairs

@@ -50,8 +50,15 @@ T = TypeVar("T")
 def storable(text: str) -> str:
     """``text`` as every backend stores it: PostgreSQL refuses a NUL character in text (and
     would lose the whole batch of events with it), so NUL is written as the four characters
-    ``\\x00``. Everything else is kept as it is (JSON data escapes NUL itself)."""
-    return text.replace("\x00", "\\x00")
+    ``\\x00``; a lone surrogate (a file name Python decoded with ``surrogateescape``) cannot be
+    encoded as UTF-8 at all, so it is written as its escape (``\\udce9``). Everything else is
+    kept as it is (JSON data escapes both itself)."""
+    text = text.replace("\x00", "\\x00")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 _RUN_COLUMNS = (
@@ -393,7 +400,9 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
             if end - start == 1:
                 e = events[start]
                 data = _encode(e.data) if e.encoded is None else e.encoded
-                message = e.message if "\x00" not in e.message else storable(e.message)
+                message = e.message
+                if "\x00" in message or not message.isascii():
+                    message = storable(message)
                 rows.append(
                     (run_id, e.step_key, _TYPE_VALUES[e.event_type], e.timestamp, message, data)
                 )
