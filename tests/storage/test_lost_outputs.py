@@ -267,3 +267,47 @@ def test_a_memoized_fan_out_reads_only_the_outputs_nothing_in_the_job_reads(inst
     again = fan.execute_in_process(instance=instance)
     assert again.executed_step_keys == [] and again.output_for_node("total") == 6
     assert hashed == ["total"]
+
+
+def test_an_altered_fan_out_piece_fails_one_run_and_the_next_recomputes_it(tmp_path, instance):
+    # a piece replaced by another value of the same size passes the size check at reuse and
+    # fails its consumer's load; the fan-out cannot be expanded twice in one run, so that run
+    # fails, but the next memoized run computes the fan-out again instead of failing forever
+    import glob
+
+    from memodag import DynamicOut, DynamicOutput
+
+    @op(version="1", out=DynamicOut())
+    def split():
+        for key in ("a", "b"):
+            yield DynamicOutput(10 if key == "a" else 20, mapping_key=key)
+
+    @op(version="1")
+    def double(x: int) -> int:
+        return 2 * x
+
+    @op(version="1")
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    store = fs_io_manager.configured({"base_dir": str(tmp_path / "data")})
+
+    @job(resource_defs={"io_manager": store}, tags={MEMOIZED_RUN_TAG: "true"})
+    def fan():
+        total(split().map(double).collect())
+
+    assert fan.execute_in_process(instance=instance).output_for_node("total") == 60
+    files = [
+        f for f in glob.glob(str(tmp_path / "data" / "**"), recursive=True) if os.path.isfile(f)
+    ]
+    (piece,) = [f for f in files if "split" in f and f.endswith("a.pkl")]
+    (clone,) = [f for f in files if "double[a]" in f]
+    assert len(pickle.dumps(11, protocol=5)) == os.path.getsize(piece)
+    Path(piece).write_bytes(pickle.dumps(11, protocol=5))
+    os.remove(clone)
+
+    failed = fan.execute_in_process(instance=instance, raise_on_error=False)
+    assert not failed.success
+    again = fan.execute_in_process(instance=instance)
+    assert again.output_for_node("total") == 60
+    assert "split" in again.executed_step_keys

@@ -473,7 +473,24 @@ class Engine:
                 continue
             state = self.status.get(producer)
             source = self.steps.get(producer)
-            if state != StepStatus.MEMOIZED or source is None or source.op_def.has_dynamic_output:
+            if state != StepStatus.MEMOIZED or source is None:
+                return False
+            if source.op_def.has_dynamic_output:
+                # its clones exist already and cannot be made twice in one run: this run fails,
+                # the next memoized one computes the fan-out again instead of failing the same way
+                self.memoizer.forget(source)
+                self.log.append(
+                    Event(
+                        EventType.LOG,
+                        self.run_id,
+                        time.time(),
+                        step.key,
+                        f"a piece of fan-out '{producer}' that step '{step.key}' reads cannot be "
+                        "loaded; its stored pieces are forgotten: the next memoized run "
+                        "computes the fan-out again",
+                        {"level": "WARNING"},
+                    )
+                )
                 return False
             restart.append(producer)
             waits.add(producer)

@@ -371,6 +371,15 @@ class IndexMemoizer(Memoizer):
             found = self._consumed = frozenset(paths)
         return found
 
+    def forget(self, step: ExecutionStep) -> None:
+        versions = self.versions(step)
+        if versions is None:
+            return
+        pairs = [(key, versions[name]) for name, _, key in self._outputs_of(step)]
+        self.instance.delete_index_entries(pairs)
+        for pair in pairs:
+            self._entries.pop(pair, None)
+
     def distrust(self, step_key: str, consumers: Iterable[str] = ()) -> None:
         self._distrusted.add(step_key)
         for key in consumers:

@@ -99,5 +99,10 @@ class Memoizer:
         """Stop serving ``step_key``'s stored outputs in this run (one could not be loaded: the
         engine recomputes the step); ``consumers`` get their versions worked out afresh."""
 
+    def forget(self, step: ExecutionStep) -> None:
+        """Drop the index entries of ``step``'s stored outputs at their current versions, so the
+        next memoized run computes it again (a fan-out whose piece cannot be loaded: this run
+        cannot expand it a second time)."""
+
 
 __all__ = ["AddressKey", "Memoizer"]
