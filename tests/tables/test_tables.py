@@ -489,3 +489,19 @@ def test_a_graph_called_inside_a_stage_puts_its_ops_there(instance):
     via_graph.execute_in_process(instance=instance)
     assert query(instance, "SELECT count(*) FROM curated.by_customer") == [(2,)]
     assert query(instance, "SELECT count(*) FROM curated.orders") == [(3,)]
+
+
+def test_an_op_moved_to_another_stage_is_stored_there_not_served_from_the_old_one(instance):
+    first = warehouse.execute_in_process(instance=instance)
+    assert first.executed_step_keys == ["orders", "by_customer"]
+
+    @job(name="warehouse")
+    def moved():
+        with Stage("raw"):
+            o = orders()
+            by_customer(o)  # the same code, now in stage raw
+
+    again = moved.execute_in_process(instance=instance)
+    assert again.memoized_step_keys == ["orders"]
+    assert again.executed_step_keys == ["by_customer"]
+    assert query(instance, "SELECT * FROM raw.by_customer ORDER BY 1") == [(10, 4.0), (20, 4.0)]

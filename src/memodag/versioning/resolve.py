@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.config import config_to_plain
 from memodag.definitions.secrets import masked_config
+from memodag.definitions.tables import STAGE_TAG
 from memodag.errors import MemodagError, MemoizationError
 from memodag.hashing import (
     VERSION_LENGTH,
@@ -214,7 +215,7 @@ class VersionResolver:
         self._code_parts: dict[int, tuple[tuple[str, str], ...]] = {}
         self._config_jsons: dict[str, str] = {}
         self._nodes: dict[tuple[str, bool], _NodeParts | None] = {}
-        self._shared_nodes: dict[tuple[int, str, bool], _NodeParts | None] = {}
+        self._shared_nodes: dict[tuple[int, str, bool, str | None], _NodeParts | None] = {}
         self._plain_resource_versions: dict[str, str] = {}
         #: what ``data_version`` functions receive: set by the run (``attach_resources``)
         self.resources: Any = None
@@ -396,7 +397,7 @@ class VersionResolver:
         if config_json is None:
             config_json = self._config_jsons[step.node.path] = _config_json(step.config)
         # nodes of one op with one config (an op called many times) share everything here
-        shared_key = (id(step.op_def), config_json, mapped)
+        shared_key = (id(step.op_def), config_json, mapped, step.node.tags.get(STAGE_TAG))
         if shared_key in self._shared_nodes:
             return self._shared_nodes[shared_key]
         found = self._shared_nodes[shared_key] = self._new_node_parts(step, mapped, config_json)
@@ -416,6 +417,11 @@ class VersionResolver:
         # parts only for unmapped steps: thousands of clones would repeat the same list
         parts = () if mapped else self.code_parts(step.op_def)
         outputs = _outputs_part(step.op_def)
+        stage = step.node.tags.get(STAGE_TAG)
+        if stage:
+            # the stage a table lands in is where its output is stored: an op moved to another
+            # stage must write there, never be served from the old one
+            outputs += f";stage={stage}"
         h = hashlib.sha256()
         for part in _version_parts(code, config_json, resources, (), data, outputs):
             _feed(h, part)
