@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from memodag import (
     DefinitionError,
+    ExecutionError,
     Out,
     Stage,
     Table,
@@ -381,9 +382,10 @@ def test_table_ops_on_other_executors_are_refused_for_now(instance):
     def spread():
         orders()
 
-    result = spread.execute_in_process(instance=instance, raise_on_error=False)
-    assert not result.success
-    assert "in-process executor" in messages(instance, result)
+    # before any run is recorded or any op does its work in a worker
+    with pytest.raises(ExecutionError, match=r"op\(s\) 'orders' .* in_process_executor"):
+        spread.execute_in_process(instance=instance)
+    assert instance.get_runs() == []
 
 
 def test_nullable_and_non_nullable_declare_not_null_columns(instance):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.executor import ExecutorDefinition
 from memodag.definitions.secrets import masked_config
+from memodag.definitions.tables import TABLE_STORE_KEY
 from memodag.engine.engine import AddressKey, Engine, Memoizer, SkipCause
 from memodag.engine.events import EventLog
 from memodag.engine.gc_threshold import with_fewer_collections
@@ -657,6 +658,20 @@ def _check_storage_fits_executor(
             if _kept_in_process(job, resolved, out.io_manager_key)
         }
     )
+    tables = sorted(
+        node.path
+        for node in plan.nodes.values()
+        if any(out.io_manager_key == TABLE_STORE_KEY for out in node.op_def.outs.values())
+    )
+    if tables:
+        # refused before the run, not by each table op's worker after its work is done
+        raise ExecutionError(
+            f"table outputs are stored by the run's driver process only for now: op(s) "
+            f"{', '.join(repr(p) for p in tables[:10])} of job '{job.name}' cannot run on "
+            f"{resolved.executor_def.name if resolved.executor_def else 'this executor'}; run "
+            "the job on in_process_executor (tables on "
+            "other executors come with a later release)"
+        )
     if bad:
         raise ExecutionError(
             "outputs kept in process memory cannot cross to worker processes: "
