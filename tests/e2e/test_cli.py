@@ -357,9 +357,13 @@ def test_reexecute_selected_step_loads_the_rest_from_the_parent(cli: Cli) -> Non
 def test_runs_list_and_show(cli: Cli) -> None:
     jobs = cli.write("jobs.py", TWO_JOBS)
     _ok(cli("job", "execute", "-f", str(jobs), "-j", "tiny"))
-    assert cli("job", "execute", "-f", str(jobs), "-j", "failing").returncode == 1
+    failing = cli("job", "execute", "-f", str(jobs), "-j", "failing")
+    assert failing.returncode == 1
     instance = cli.instance()
     failed, tiny = instance.get_runs()
+    # both ways on: the same inputs again, or a memoized run after fixing the data
+    assert f"memodag job reexecute {failed.run_id[:8]} --steps 'explode*'" in failing.stdout
+    assert "After fixing input data or config: memodag job execute again" in failing.stdout
 
     table = _ok(cli("runs", "list")).stdout
     assert failed.run_id[:8] in table and tiny.run_id[:8] in table

@@ -122,8 +122,15 @@ def _summarize(
         if not verbose:
             console.print(Text("  (use -v/--verbose for tracebacks)", style="dim"))
         selection = " ".join(f"--steps '{k}*'" for k, _ in failures[:5])
+        # a reexecution loads what the others stored in this run: right after fixing code of
+        # the failed ops, wrong after fixing their input data (it would load the old data)
         console.print(
-            Text(f"Re-run them: memodag job reexecute {short_id(run_id)} {selection}", style="dim")
+            Text(
+                f"Re-run them on this run's inputs: memodag job reexecute {short_id(run_id)} "
+                f"{selection}\nAfter fixing input data or config: memodag job execute again "
+                "(memoized, it runs only what changed)",
+                style="dim",
+            )
         )
     if run_error is not None:
         console.print(Text(f"Run error: {type(run_error).__name__}: {run_error}", style="red"))
