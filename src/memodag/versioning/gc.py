@@ -508,6 +508,7 @@ def _collect(
         report.manifests = sum(1 for e in dropped_manifests if (e.output_key, e.version) in deleted)
         if not dry_run:
             doomed = list(dropping.values())
+            stored_again: list[Any] = []
             for start in range(0, len(doomed), RECHECK_EVERY):
                 chunk = doomed[start : start + RECHECK_EVERY]
                 # a store whose paths name only the version (versioned layouts) may have been
@@ -516,10 +517,13 @@ def _collect(
                 again = indexed_again(instance, chunk)
                 for group, address, manager in chunk:
                     if any(i.index_key in again for i in group):
-                        report.kept += 1
-                        report.items = [i for i in report.items if i not in group]
+                        stored_again.extend(group)
                         continue
                     _attempt(report, group[0], lambda m=manager, a=address: m.delete(a))
+            if stored_again:  # counted as kept, like entries stored again before gc's delete
+                report.kept += len([i for i in stored_again if i.index_key])
+                again_ids = {id(i) for i in stored_again}
+                report.items = [i for i in report.items if id(i) not in again_ids]
             for item, path_manager in orphans:
                 _attempt(report, item, lambda m=path_manager, u=item.uri: m.delete_uri(u or ""))
             # pins of runs found dead expire now (ended runs released their own)
