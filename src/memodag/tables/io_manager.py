@@ -17,12 +17,14 @@ from typing import Any
 
 from memodag.definitions.tables import (
     INPUT_TYPE_KEY,
+    LAZY_TAG,
     STAGE_MEMBERS_TAG,
     STAGE_TAG,
     Table,
     table_identifier,
 )
 from memodag.errors import DefinitionError, StorageError
+from memodag.hashing import hash_strings
 from memodag.storage.io_manager import (
     Address,
     InputContext,
@@ -30,8 +32,10 @@ from memodag.storage.io_manager import (
     OutputContext,
     RunEnd,
     RunInfo,
+    StoredData,
 )
 from memodag.tables.convert import ARROW, SQL, from_arrow, kind_of, kind_of_type, to_arrow
+from memodag.tables.lazy import canonical_sql, frame_content_hash, frame_version, query_version
 from memodag.tables.store import StageTable, TableSpec, TableStore, physical_table_name
 
 #: how an address names a table: ``table:<kind>:<stage>/<name>/<physical>``
@@ -88,6 +92,9 @@ class TableIOManager(MemoizableIOManager):
         self._broken = False
         # stage -> step keys of every table-producing step of the stage, when the job says
         self._members: dict[str, set[str]] = {}
+        # step key -> (input, producer, output, piece) -> version of each table it read: what
+        # a lazy task's query is versioned by besides its text
+        self._inputs: dict[str, dict[tuple[str, ...], str]] = {}
 
     def storage_identity(self) -> str:
         return self.store.identity()
@@ -100,6 +107,7 @@ class TableIOManager(MemoizableIOManager):
         self._names = {}
         self._broken = False
         self._members = {}
+        self._inputs = {}
         self.store.open()
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
@@ -178,8 +186,6 @@ class TableIOManager(MemoizableIOManager):
             self._members[stage] = {prefix + m for m in members.split(",")}
         name = _piece_name(table.name or _default_name(context), context)
         self._take_name(stage, name, context.step_key)
-        version = context.version or "r" + context.run_id.replace("-", "")
-        physical = physical_table_name(context.step_key, context.name, version)
         spec = TableSpec(
             name=name,
             primary_key=table.primary_key,
@@ -189,6 +195,10 @@ class TableIOManager(MemoizableIOManager):
             non_nullable=table.non_nullable,
             materialization_details=table.materialization_details,
         )
+        if context.tags.get(LAZY_TAG) == "true":
+            return self._store_lazy(context, table.obj, kind, TableAddress(kind, stage, name, ""), spec)
+        version = context.version or "r" + context.run_id.replace("-", "")
+        physical = physical_table_name(context.step_key, context.name, version)
         if context.version is None or not self.store.has_table(physical):
             if kind == SQL:
                 self.store.write_query(physical, self._compile(table.obj, what), spec)
@@ -196,6 +206,44 @@ class TableIOManager(MemoizableIOManager):
                 data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
                 self.store.write_arrow(physical, data, spec)
         return TableAddress(kind, stage, name, physical).uri()
+
+    def _store_lazy(
+        self, context: OutputContext, obj: Any, kind: str, where: TableAddress, spec: TableSpec
+    ) -> StoredData:
+        """A lazy task's output: versioned by what the body returned (the canonical query, the
+        versions of the tables it read and the table options; or a frame's content), stored at
+        that version unless a table of it is stored already. The version is reported as the
+        output's data hash, by which its consumers are versioned (the output is early cutoff)."""
+        what = f"op '{context.step_key}' output '{context.name}'"
+        run_tag = "r" + context.run_id.replace("-", "")
+        if kind == SQL:
+            sql = self._compile(obj, what)
+            inputs = self._inputs.get(context.step_key, {})
+            version = query_version(canonical_sql(sql, self.store.data_schema), inputs, spec)
+            physical = physical_table_name(context.step_key, context.name, "q" + version)
+            if not self.store.has_table(physical):
+                self.store.write_query(physical, sql, spec)  # runs inside the database
+        else:
+            data = to_arrow(obj, kind, f"{what} (table {where.stage}.{where.name})")
+            content, column = frame_content_hash(obj, kind, data)
+            if content is None:
+                # no content to compare: never stale, so every consumer runs on every run
+                if context.log is not None:
+                    context.log.warning(
+                        f"{what}: column '{column}' of table '{where.name}' cannot be hashed, "
+                        "so this lazy table gets a new version on every run and its consumers "
+                        "always run; convert the column to a hashable type (str, numbers) to "
+                        "keep them memoized"
+                    )
+                version = hash_strings("unhashed", context.run_id, context.step_key, context.name)
+                physical = physical_table_name(context.step_key, context.name, run_tag)
+            else:
+                version = frame_version(content, spec)
+                physical = physical_table_name(context.step_key, context.name, "f" + version)
+            if content is None or not self.store.has_table(physical):
+                self.store.write_arrow(physical, data, spec)
+        address = TableAddress(kind, where.stage, where.name, physical)
+        return StoredData(address.uri(), data_hash=version)
 
     def _compile(self, query: Any, what: str) -> str:
         if isinstance(query, str):
@@ -225,6 +273,17 @@ class TableIOManager(MemoizableIOManager):
 
     def load_input(self, context: InputContext) -> Any:
         table = TableAddress.parse(context.address.uri if context.address else None)
+        if self._run is not None and context.address is not None:
+            upstream = context.address
+            read = self._inputs.setdefault(context.step_key, {})
+            read[
+                (
+                    context.name,
+                    upstream.step_key,
+                    upstream.output_name,
+                    upstream.mapping_key or "",
+                )
+            ] = upstream.data_hash or upstream.version or table.physical
         as_type = context.metadata.get("as_type") or _input_type(context)
         if as_type is None:
             as_type = ARROW if table.kind == SQL else table.kind

@@ -15,6 +15,7 @@ from typing import Any
 
 from memodag.definitions.config import config_to_plain
 from memodag.definitions.secrets import redact_text
+from memodag.definitions.tables import LAZY_TAG
 from memodag.errors import MemoizationError
 from memodag.hashing import hash_strings, piece_version
 from memodag.plan.dynamic import parse_step_key
@@ -295,6 +296,10 @@ class IndexMemoizer(Memoizer):
     def stored(self, step: ExecutionStep) -> list[Address] | None:
         versions = self.versions(step)
         if versions is None or step.key in self._distrusted:
+            return None
+        if step.op_def.tags.get(LAZY_TAG) == "true":
+            # a lazy task's body always runs: its table store decides from what it returns
+            # whether anything executes (docs/tables.md, "Lazy SQL tasks")
             return None
         found: list[Address] = []
         absent: list[str] = []

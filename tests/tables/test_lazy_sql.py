@@ -1,0 +1,278 @@
+"""Lazy table tasks (``@materialize(lazy=True)``) on DuckDB and the real PostgreSQL, through the
+public API: the body runs every run, the output is versioned by the query (or frame) it returns,
+nothing executes in the database when that version is stored, and consumers are versioned by it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from memodag import (
+    DefinitionError,
+    RawSql,
+    Stage,
+    Table,
+    duckdb_table_store,
+    job,
+    materialize,
+    postgres_table_store,
+)
+
+POSTGRES_ENV = "MEMODAG_TEST_POSTGRES_URL"
+
+
+class Store:
+    """One table store under test: its resource, and a way to read what a client sees."""
+
+    def __init__(self, kind: str, resource, reader, prefix: str) -> None:
+        self.kind = kind
+        self.resource = resource
+        self.reader = reader
+        self.prefix = prefix
+
+    def query(self, sql: str):
+        return [tuple(r) for r in self.reader(sql.replace("{p}", self.prefix))]
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def store(request, tmp_path) -> Iterator[Store]:
+    if request.param == "duckdb":
+        import duckdb
+
+        path = str(tmp_path / "tables.duckdb")
+
+        def read(sql):
+            with duckdb.connect(path, read_only=True) as conn:
+                return conn.execute(sql).fetchall()
+
+        yield Store("duckdb", duckdb_table_store.configured({"path": path}), read, "")
+        return
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} not set: no PostgreSQL for this run")
+    import psycopg
+
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+
+    def read(sql):
+        with psycopg.connect(base) as conn:
+            return conn.execute(sql).fetchall()
+
+    yield Store(
+        "postgres",
+        postgres_table_store.configured({"url": base, "schema_prefix": prefix}),
+        read,
+        prefix,
+    )
+    with psycopg.connect(base, autocommit=True) as conn:
+        for (schema,) in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (prefix,)
+        ).fetchall():
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+ORDERS = pd.DataFrame(
+    {"order_id": [1, 2, 3], "customer_id": [10, 10, 20], "amount": [1.5, 2.5, 4.0]}
+)
+
+
+def orders_op(frame=ORDERS, version="1"):
+    @materialize(version=version, name="orders")
+    def orders():
+        return Table(frame, name="orders", primary_key="order_id")
+
+    return orders
+
+
+def warehouse(store, lazy_op, orders=None, consumer_calls=None):
+    calls = consumer_calls if consumer_calls is not None else []
+    source = orders or orders_op()
+
+    @materialize(version="1", input_type=pd.DataFrame)
+    def report(by_customer):
+        calls.append(1)
+        return Table(by_customer.sort_values("customer_id"), name="report")
+
+    @job(name="lazy_wh", resource_defs={"table_store": store.resource})
+    def lazy_wh():
+        with Stage("raw"):
+            o = source()
+        with Stage("model"):
+            report(lazy_op(o))
+
+    return lazy_wh
+
+
+def physical_tables(store) -> int:
+    return store.query(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_schema = '{p}memodag_data'"
+    )[0][0]
+
+
+def test_a_lazy_query_runs_its_body_every_run_and_executes_only_a_new_query(store, instance):
+    bodies = []
+    reports = []
+
+    @materialize(lazy=True, input_type=sa.Table, name="by_customer")
+    def by_customer(orders):
+        bodies.append(1)
+        return sa.select(orders.c.customer_id, sa.func.sum(orders.c.amount).label("total")).group_by(
+            orders.c.customer_id
+        )
+
+    wh = warehouse(store, by_customer, consumer_calls=reports)
+    first = wh.execute_in_process(instance=instance)
+    assert first.executed_step_keys == ["orders", "by_customer", "report"]
+    assert store.query("SELECT * FROM {p}model.by_customer ORDER BY customer_id") == [
+        (10, 4.0),
+        (20, 4.0),
+    ]
+    tables = physical_tables(store)
+
+    second = wh.execute_in_process(instance=instance)
+    # the body ran again, found its query's table stored: nothing created, consumer memoized
+    assert bodies == [1, 1] and reports == [1]
+    assert "by_customer" in second.executed_step_keys
+    assert second.memoized_step_keys == ["orders", "report"]
+    assert physical_tables(store) == tables
+
+    # another spelling of the same query (its code changed): still the same version
+    @materialize(lazy=True, input_type=sa.Table, name="by_customer")
+    def by_customer_text(orders):
+        return (
+            f'SELECT   "customer_id", sum("amount") AS "total"  -- per customer\n'
+            f'FROM "{orders.schema}"."{orders.name}" GROUP BY customer_id;'
+        )
+
+    @materialize(lazy=True, input_type=sa.Table, name="by_customer")
+    def by_customer_text2(orders):
+        return (
+            f"SELECT customer_id, sum(amount) AS total FROM {orders.schema}.{orders.name} "
+            "GROUP BY customer_id"
+        )
+
+    warehouse(store, by_customer_text2, consumer_calls=reports).execute_in_process(
+        instance=instance
+    )
+    reports_before = len(reports)
+    again = warehouse(store, by_customer_text, consumer_calls=reports).execute_in_process(
+        instance=instance
+    )
+    assert len(reports) == reports_before and "report" in again.memoized_step_keys
+
+    # a changed query is a new version: it executes, and its consumer runs
+    @materialize(lazy=True, input_type=sa.Table, name="by_customer")
+    def by_customer_max(orders):
+        return sa.select(orders.c.customer_id, sa.func.max(orders.c.amount).label("total")).group_by(
+            orders.c.customer_id
+        )
+
+    changed = warehouse(store, by_customer_max, consumer_calls=reports).execute_in_process(
+        instance=instance
+    )
+    assert "report" in changed.executed_step_keys
+    assert store.query("SELECT * FROM {p}model.report ORDER BY customer_id") == [
+        (10, 2.5),
+        (20, 4.0),
+    ]
+
+
+def test_a_lazy_query_is_versioned_by_its_inputs_and_table_options(store, instance):
+    reports = []
+
+    @materialize(lazy=True, input_type=sa.Table, name="by_customer")
+    def by_customer(orders):
+        return sa.select(orders.c.customer_id, orders.c.amount).where(orders.c.amount > 2)
+
+    wh = warehouse(store, by_customer, consumer_calls=reports)
+    wh.execute_in_process(instance=instance)
+    # same query text, other input data: a new version, executed, consumers run
+    new_orders = orders_op(ORDERS.assign(amount=[3.0, 1.0, 5.0]), version="2")
+    warehouse(store, by_customer, orders=new_orders, consumer_calls=reports).execute_in_process(
+        instance=instance
+    )
+    assert len(reports) == 2
+    assert store.query("SELECT order_id FROM {p}raw.orders ORDER BY 1") == [(1,), (2,), (3,)]
+    assert store.query("SELECT amount FROM {p}model.by_customer ORDER BY 1") == [(3.0,), (5.0,)]
+
+    # a primary key added to the same query: a new version, created with the key
+    @materialize(lazy=True, input_type=sa.Table, name="by_customer")
+    def keyed(orders):
+        query = sa.select(orders.c.customer_id, orders.c.amount).where(orders.c.amount > 2)
+        return Table(query, primary_key="customer_id")
+
+    run = warehouse(store, keyed, orders=new_orders, consumer_calls=reports).execute_in_process(
+        instance=instance
+    )
+    assert "report" in run.executed_step_keys
+    if store.kind == "postgres":
+        keys = store.query(
+            "SELECT count(*) FROM information_schema.table_constraints "
+            "WHERE table_schema = '{p}memodag_data' AND constraint_type = 'PRIMARY KEY' "
+            "AND table_name LIKE 'by_customer%'"
+        )
+    else:
+        keys = store.query(
+            "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = 'memodag_data' "
+            "AND constraint_type = 'PRIMARY KEY' AND table_name LIKE 'by_customer%'"
+        )
+    assert keys == [(1,)]
+
+
+def test_a_lazy_frame_is_versioned_by_its_content(store, instance):
+    reports = []
+    frames = {"n": 1}
+
+    @materialize(lazy=True, input_type=pd.DataFrame, name="by_customer")
+    def by_customer(orders):
+        frame = orders.groupby("customer_id", as_index=False)["amount"].sum()
+        return frame.assign(amount=frame["amount"] * frames["n"])
+
+    wh = warehouse(store, by_customer, consumer_calls=reports)
+    wh.execute_in_process(instance=instance)
+    same = wh.execute_in_process(instance=instance)
+    assert reports == [1] and same.memoized_step_keys == ["orders", "report"]
+    frames["n"] = 2  # same code, other data: consumers run
+    other = wh.execute_in_process(instance=instance)
+    assert reports == [1, 1] and "report" in other.executed_step_keys
+    assert store.query("SELECT amount FROM {p}model.report ORDER BY 1") == [(8.0,), (8.0,)]
+
+
+def test_a_lazy_frame_with_an_unhashable_column_makes_its_consumers_always_run(
+    store, instance
+):
+    if store.kind == "postgres":
+        pytest.skip("PostgreSQL stores no list columns; DuckDB shows the rule")
+    reports = []
+
+    @materialize(lazy=True, input_type=pd.DataFrame, name="by_customer")
+    def by_customer(orders):
+        return pd.DataFrame({"customer_id": [10, 20], "tags": [["a"], ["b", "c"]]})
+
+    wh = warehouse(store, by_customer, consumer_calls=reports)
+    first = wh.execute_in_process(instance=instance)
+    wh.execute_in_process(instance=instance)
+    assert reports == [1, 1]
+    warnings = [
+        str(e.message) for e in instance.get_events(first.run_id) if "cannot be hashed" in str(e.message)
+    ]
+    assert warnings and "column 'tags'" in warnings[0]
+
+
+def test_lazy_with_a_version_that_is_no_string_is_refused_at_definition():
+    with pytest.raises(DefinitionError, match="lazy=True"):
+
+        @materialize(lazy=True, version=object())
+        def task():
+            return "SELECT 1 AS x"
+
+
+def test_raw_sql_is_exported():
+    assert RawSql("SELECT 1").statements() == ["SELECT 1"]
