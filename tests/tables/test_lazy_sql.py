@@ -276,3 +276,57 @@ def test_lazy_with_a_version_that_is_no_string_is_refused_at_definition():
 
 def test_raw_sql_is_exported():
     assert RawSql("SELECT 1").statements() == ["SELECT 1"]
+
+
+def rows_by_step(job_def, instance):
+    from memodag import list_versions
+
+    return {row.step_key: row for row in list_versions(job_def, instance=instance)}
+
+
+def test_list_versions_evaluates_lazy_sql_bodies_without_running_a_query(store, instance):
+    bodies = []
+
+    def by_customer_of(fn):
+        @materialize(lazy=True, input_type=sa.Table, name="by_customer")
+        def by_customer(orders):
+            bodies.append(1)
+            return sa.select(orders.c.customer_id, fn(orders.c.amount).label("total")).group_by(
+                orders.c.customer_id
+            )
+
+        return by_customer
+
+    wh = warehouse(store, by_customer_of(sa.func.sum))
+    result = wh.execute_in_process(instance=instance)
+    ran = [
+        e.data["address"]["data_hash"]
+        for e in instance.get_events(result.run_id)
+        if e.step_key == "by_customer" and e.data and "output" in e.data
+    ]
+    rows = rows_by_step(wh, instance)
+    # the body ran (no query did): the version it tells is the one the run stored
+    assert len(bodies) == 2
+    assert rows["by_customer"].status == "stored" and rows["by_customer"].version == ran[0]
+    assert rows["report"].status == "stored"
+
+    tables = physical_tables(store)
+    changed = warehouse(store, by_customer_of(sa.func.max))
+    rows = rows_by_step(changed, instance)
+    assert rows["by_customer"].status == "to-be-recomputed"
+    assert rows["by_customer"].version not in (None, ran[0])
+    assert rows["report"].status == "to-be-recomputed"
+    assert physical_tables(store) == tables  # list-versions executed nothing
+
+
+def test_list_versions_says_a_lazy_frame_is_decided_at_run_time(store, instance):
+    @materialize(lazy=True, input_type=pd.DataFrame, name="by_customer")
+    def by_customer(orders):
+        return orders.groupby("customer_id", as_index=False)["amount"].sum()
+
+    wh = warehouse(store, by_customer)
+    wh.execute_in_process(instance=instance)
+    rows = rows_by_step(wh, instance)
+    assert rows["by_customer"].version is None
+    assert rows["by_customer"].reasons[0].startswith("decided at run time (content hash)")
+    assert rows["report"].status == "depends-on-data"

@@ -9,9 +9,11 @@ Semantics: docs/tables.md.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +36,15 @@ from memodag.storage.io_manager import (
     RunInfo,
     StoredData,
 )
-from memodag.tables.convert import ARROW, SQL, from_arrow, kind_of, kind_of_type, to_arrow
+from memodag.tables.convert import (
+    ARROW,
+    SQL,
+    SQLALCHEMY,
+    from_arrow,
+    kind_of,
+    kind_of_type,
+    to_arrow,
+)
 from memodag.tables.lazy import canonical_sql, frame_content_hash, frame_version, query_version
 from memodag.tables.store import StageTable, TableSpec, TableStore, physical_table_name
 
@@ -42,6 +52,11 @@ from memodag.tables.store import StageTable, TableSpec, TableStore, physical_tab
 _URI_SCHEME = "table"
 #: what ``Address.serializer`` says for a table (gc and ``runs show`` print it)
 SERIALIZER = "table"
+
+
+class DecidedAtRunTime(StorageError):
+    """A lazy task's version cannot be told without running it on data (it returns a frame,
+    or reads an input as data): ``list-versions`` says it is decided at run time."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,21 @@ class TableIOManager(MemoizableIOManager):
         # step key -> (input, producer, output, piece) -> version of each table it read: what
         # a lazy task's query is versioned by besides its text
         self._inputs: dict[str, dict[tuple[str, ...], str]] = {}
+        # set while list-versions evaluates a lazy task's body: nothing is written or executed
+        self._predicting = False
+
+    @contextlib.contextmanager
+    def predicting(self) -> Iterator[None]:
+        """While open, a lazy task's outputs are versioned but nothing is written or executed,
+        and inputs are handed over only as ``sqlalchemy.Table`` references (``list-versions``
+        evaluates lazy SQL bodies this way); anything else raises ``DecidedAtRunTime``."""
+        self._predicting = True
+        try:
+            yield
+        finally:
+            self._predicting = False
+            self._inputs = {}
+            self.store.close()
 
     def storage_identity(self) -> str:
         return self.store.identity()
@@ -161,7 +191,7 @@ class TableIOManager(MemoizableIOManager):
     # ---- outputs -----------------------------------------------------------------------------
 
     def handle_output(self, context: OutputContext, obj: Any) -> str:
-        if self._run is None:
+        if self._run is None and not self._predicting:
             raise StorageError(
                 f"{context.step_key}: table outputs are stored only by the run's driver process "
                 "for now; run this job on the in-process executor (table ops on other "
@@ -216,12 +246,14 @@ class TableIOManager(MemoizableIOManager):
         output's data hash, by which its consumers are versioned (the output is early cutoff)."""
         what = f"op '{context.step_key}' output '{context.name}'"
         run_tag = "r" + context.run_id.replace("-", "")
+        if self._predicting and kind != SQL:
+            raise DecidedAtRunTime(f"{what} returned a frame: versioned by its content")
         if kind == SQL:
             sql = self._compile(obj, what)
             inputs = self._inputs.get(context.step_key, {})
             version = query_version(canonical_sql(sql, self.store.data_schema), inputs, spec)
             physical = physical_table_name(context.step_key, context.name, "q" + version)
-            if not self.store.has_table(physical):
+            if not self._predicting and not self.store.has_table(physical):
                 self.store.write_query(physical, sql, spec)  # runs inside the database
         else:
             data = to_arrow(obj, kind, f"{what} (table {where.stage}.{where.name})")
@@ -273,7 +305,7 @@ class TableIOManager(MemoizableIOManager):
 
     def load_input(self, context: InputContext) -> Any:
         table = TableAddress.parse(context.address.uri if context.address else None)
-        if self._run is not None and context.address is not None:
+        if (self._run is not None or self._predicting) and context.address is not None:
             upstream = context.address
             read = self._inputs.setdefault(context.step_key, {})
             read[
@@ -287,6 +319,8 @@ class TableIOManager(MemoizableIOManager):
         as_type = context.metadata.get("as_type") or _input_type(context)
         if as_type is None:
             as_type = ARROW if table.kind == SQL else table.kind
+        if self._predicting and kind_of_type(as_type, context.name) != SQLALCHEMY:
+            raise DecidedAtRunTime(f"input '{context.name}' is read as data")
         try:
             return self.store.read(table.physical, as_type)
         finally:
@@ -370,4 +404,4 @@ def _input_type(context: InputContext) -> Any:
     return hint
 
 
-__all__ = ["TableAddress", "TableIOManager", "from_arrow"]
+__all__ = ["DecidedAtRunTime", "TableAddress", "TableIOManager", "from_arrow"]
