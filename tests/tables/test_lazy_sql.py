@@ -274,10 +274,6 @@ def test_lazy_with_a_version_that_is_no_string_is_refused_at_definition():
             return "SELECT 1 AS x"
 
 
-def test_raw_sql_is_exported():
-    assert RawSql("SELECT 1").statements() == ["SELECT 1"]
-
-
 def rows_by_step(job_def, instance):
     from memodag import list_versions
 
@@ -330,3 +326,92 @@ def test_list_versions_says_a_lazy_frame_is_decided_at_run_time(store, instance)
     assert rows["by_customer"].version is None
     assert rows["by_customer"].reasons[0].startswith("decided at run time (content hash)")
     assert rows["report"].status == "depends-on-data"
+
+
+def script_job(store, script_sql, seen):
+    @materialize(lazy=True, input_type=sa.Table)
+    def split(orders):
+        source = f'"{orders.schema}"."{orders.name}"'
+        return RawSql(script_sql.replace("SOURCE", source))
+
+    @materialize(version="1", input_type=pd.DataFrame)
+    def count_big(big):
+        seen.append(("big", len(big)))
+        return Table(pd.DataFrame({"n": [len(big)]}), name="big_count")
+
+    @materialize(version="1", input_type=pd.DataFrame)
+    def both(tables):
+        seen.append(("both", sorted(tables)))
+        return Table(pd.DataFrame({"n": [sum(len(t) for t in tables.values())]}), name="both")
+
+    source = orders_op()
+
+    @job(name="lazy_script", resource_defs={"table_store": store.resource})
+    def lazy_script():
+        with Stage("raw"):
+            o = source()
+        with Stage("model"):
+            made = split(o)
+            count_big(made["big"])
+            both(made)
+
+    return lazy_script
+
+
+SCRIPT = """
+    CREATE TABLE {stage}.big AS SELECT * FROM SOURCE WHERE amount > 2;
+    CREATE TABLE {stage}.small AS SELECT * FROM SOURCE WHERE amount <= 2;
+"""
+
+
+def test_raw_sql_tables_are_the_tasks_outputs_versioned_by_the_script(store, instance):
+    seen = []
+    wh = script_job(store, SCRIPT, seen)
+    wh.execute_in_process(instance=instance)
+    # each table the script made is in the stage, readable by any client
+    assert store.query("SELECT order_id FROM {p}model.big ORDER BY 1") == [(2,), (3,)]
+    assert store.query("SELECT order_id FROM {p}model.small ORDER BY 1") == [(1,)]
+    assert seen == [("big", 2), ("both", ["big", "small"])]
+    tables = physical_tables(store)
+    # unchanged script and inputs: nothing runs in the database, consumers stay memoized
+    again = wh.execute_in_process(instance=instance)
+    assert again.memoized_step_keys == ["orders", "count_big", "both"]
+    assert physical_tables(store) == tables and len(seen) == 2
+    # no scratch schema is left behind
+    schemas = store.query(
+        "SELECT schema_name FROM information_schema.schemata "
+        "WHERE schema_name LIKE '{p}memodag_tmp%'"
+    )
+    assert schemas == []
+    # another script: its tables are made again and the consumers run
+    changed = script_job(store, SCRIPT.replace("> 2", "> 3"), seen)
+    changed.execute_in_process(instance=instance)
+    assert seen[-2:] == [("big", 1), ("both", ["big", "small"])]
+    assert store.query("SELECT order_id FROM {p}model.big ORDER BY 1") == [(3,)]
+
+
+def test_a_raw_sql_script_that_makes_no_table_or_fails_names_the_op(store, instance):
+    from memodag import ExecutionError
+
+    wh = script_job(store, "SELECT 1", [])
+    with pytest.raises(ExecutionError, match=r"split.*created no table"):
+        wh.execute_in_process(instance=instance)
+    broken = script_job(store, "CREATE TABLE {stage}.x AS SELECT * FROM no_such_table", [])
+    with pytest.raises(ExecutionError, match=r"split.*statement 1 of 1 failed"):
+        broken.execute_in_process(instance=instance)
+
+
+def test_picking_a_table_by_name_is_only_for_lazy_tasks():
+    @materialize(version="1")
+    def plain():
+        return pd.DataFrame({"a": [1]})
+
+    @materialize(version="1")
+    def use(t):
+        return t
+
+    with pytest.raises(DefinitionError, match="only the output of a lazy task"):
+
+        @job
+        def picks():
+            use(plain()["a"])

@@ -235,9 +235,9 @@ def _lazy_evaluator(
                 found = {}
                 for stored in outcome.outputs:
                     address = stored.address
-                    manager = runtime.io_manager(address.io_manager_key, task.step_key)
+                    store = runtime.io_manager(address.io_manager_key, task.step_key)
                     found[stored.output_name] = LazyVersion(
-                        address.data_hash, bool(manager.exists(address))
+                        address.data_hash, bool(store.exists(address))
                     )
                 return found
         if isinstance(outcome.exception, DecidedAtRunTime):

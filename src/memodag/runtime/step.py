@@ -240,6 +240,7 @@ def _load_inputs(
                 runtime.resource_config.get(address.io_manager_key),
                 runtime.resources,
                 log,
+                task.tags,
             )
             try:
                 values.append(manager.load_input(context))

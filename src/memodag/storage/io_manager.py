@@ -171,6 +171,8 @@ class InputContext:
     resource_config: Any = None
     resources: Any = None
     log: Any = None
+    #: the consuming step's tags (op and node tags, e.g. which table of a ``RawSql`` output)
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

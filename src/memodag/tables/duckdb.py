@@ -345,6 +345,37 @@ class DuckDBTableStore(TableStore):
             self._known.discard(physical)
             self._release()
 
+    def run_script(self, statements: Sequence[str], schema: str) -> list[str]:
+        import duckdb
+
+        conn = self._writer()
+        try:
+            conn.execute(f"DROP SCHEMA IF EXISTS {_q(schema)} CASCADE")
+            conn.execute(f"CREATE SCHEMA {_q(schema)}")
+            for i, statement in enumerate(statements, 1):
+                try:
+                    conn.execute(statement)
+                except duckdb.Error as exc:
+                    raise StorageError(
+                        f"statement {i} of {len(statements)} failed in DuckDB: {exc}\n"
+                        f"{statement[:300]}"
+                    ) from exc
+            rows = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
+                "AND table_type = 'BASE TABLE' ORDER BY table_name",
+                [schema],
+            ).fetchall()
+            return [row[0] for row in rows]
+        finally:
+            self._release()
+
+    def drop_schema(self, schema: str) -> None:
+        conn = self._writer()
+        try:
+            conn.execute(f"DROP SCHEMA IF EXISTS {_q(schema)} CASCADE")
+        finally:
+            self._release()
+
     # ---- stages ------------------------------------------------------------------------------
 
     # ---- what the file holds, also kept beside it ----------------------------------------------
