@@ -111,8 +111,7 @@ def warehouse(store, lazy_op, orders=None, consumer_calls=None):
 
 def physical_tables(store) -> int:
     return store.query(
-        "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_schema = '{p}memodag_data'"
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{p}memodag_data'"
     )[0][0]
 
 
@@ -123,9 +122,9 @@ def test_a_lazy_query_runs_its_body_every_run_and_executes_only_a_new_query(stor
     @materialize(lazy=True, input_type=sa.Table, name="by_customer")
     def by_customer(orders):
         bodies.append(1)
-        return sa.select(orders.c.customer_id, sa.func.sum(orders.c.amount).label("total")).group_by(
-            orders.c.customer_id
-        )
+        return sa.select(
+            orders.c.customer_id, sa.func.sum(orders.c.amount).label("total")
+        ).group_by(orders.c.customer_id)
 
     wh = warehouse(store, by_customer, consumer_calls=reports)
     first = wh.execute_in_process(instance=instance)
@@ -170,9 +169,9 @@ def test_a_lazy_query_runs_its_body_every_run_and_executes_only_a_new_query(stor
     # a changed query is a new version: it executes, and its consumer runs
     @materialize(lazy=True, input_type=sa.Table, name="by_customer")
     def by_customer_max(orders):
-        return sa.select(orders.c.customer_id, sa.func.max(orders.c.amount).label("total")).group_by(
-            orders.c.customer_id
-        )
+        return sa.select(
+            orders.c.customer_id, sa.func.max(orders.c.amount).label("total")
+        ).group_by(orders.c.customer_id)
 
     changed = warehouse(store, by_customer_max, consumer_calls=reports).execute_in_process(
         instance=instance
@@ -245,9 +244,7 @@ def test_a_lazy_frame_is_versioned_by_its_content(store, instance):
     assert store.query("SELECT amount FROM {p}model.report ORDER BY 1") == [(8.0,), (8.0,)]
 
 
-def test_a_lazy_frame_with_an_unhashable_column_makes_its_consumers_always_run(
-    store, instance
-):
+def test_a_lazy_frame_with_an_unhashable_column_makes_its_consumers_always_run(store, instance):
     if store.kind == "postgres":
         pytest.skip("PostgreSQL stores no list columns; DuckDB shows the rule")
     reports = []
@@ -261,7 +258,9 @@ def test_a_lazy_frame_with_an_unhashable_column_makes_its_consumers_always_run(
     wh.execute_in_process(instance=instance)
     assert reports == [1, 1]
     warnings = [
-        str(e.message) for e in instance.get_events(first.run_id) if "cannot be hashed" in str(e.message)
+        str(e.message)
+        for e in instance.get_events(first.run_id)
+        if "cannot be hashed" in str(e.message)
     ]
     assert warnings and "column 'tags'" in warnings[0]
 

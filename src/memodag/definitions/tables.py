@@ -172,7 +172,9 @@ class RawSql:
         if not isinstance(sql, str) or not sql.strip():
             raise DefinitionError(f"RawSql: sql must be a non-empty SQL string, got {sql!r}")
         if not isinstance(separator, str) or not separator:
-            raise DefinitionError(f"RawSql: separator must be a non-empty string, got {separator!r}")
+            raise DefinitionError(
+                f"RawSql: separator must be a non-empty string, got {separator!r}"
+            )
         self.sql = sql
         self.name = None if name is None else table_identifier(name, "RawSql name")
         self.separator = separator

@@ -334,7 +334,11 @@ def _store_outputs(
             uri = manager.handle_output(context, produced.value)
             if isinstance(uri, StoredData):
                 written: StoredData = uri
-                size, content_hash, data_hash = written.size, written.content_hash, written.data_hash
+                size, content_hash, data_hash = (
+                    written.size,
+                    written.content_hash,
+                    written.data_hash,
+                )
                 uri = str(written)
         except StorageError as exc:
             # a user's own exception (a custom write function's) keeps its class; memodag's

@@ -260,7 +260,9 @@ class TableIOManager(MemoizableIOManager):
         if kind == RAWSQL:
             return self._store_script(context, table.obj, TableAddress(kind, stage, name, ""))
         if lazy:
-            return self._store_lazy(context, table.obj, kind, TableAddress(kind, stage, name, ""), spec)
+            return self._store_lazy(
+                context, table.obj, kind, TableAddress(kind, stage, name, ""), spec
+            )
         version = context.version or "r" + context.run_id.replace("-", "")
         physical = physical_table_name(context.step_key, context.name, version)
         if context.version is None or not self.store.has_table(physical):

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 # a string literal, a quoted identifier, a comment, whitespace, or one other character
 _TOKEN = re.compile(
     r"""('(?:[^']|'')*')"""  # 'literal' ('' is a quote inside)
-    r'''|("(?:[^"]|"")*")'''  # "identifier"
+    r"""|("(?:[^"]|"")*")"""  # "identifier"
     r"|(--[^\n]*|/\*.*?\*/)"  # comments
     r"|(\s+)"
     r"|([^'\"\s-]+|-)",

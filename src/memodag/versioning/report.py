@@ -198,7 +198,9 @@ def _lazy_rows(
         lazy = state.lazy.get((step.key, name))
         if lazy is None or lazy.version is None:
             why = lazy.why if lazy is not None else "the body could not be evaluated"
-            rows.append(OutputVersion(f"{step.key}.{name}", None, DEPENDS_ON_DATA, (why,), step.key))
+            rows.append(
+                OutputVersion(f"{step.key}.{name}", None, DEPENDS_ON_DATA, (why,), step.key)
+            )
             continue
         status = STORED if lazy.stored else TO_BE_RECOMPUTED
         why = "a lazy task: the table of its query's version is not stored yet"
