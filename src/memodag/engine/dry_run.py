@@ -197,7 +197,7 @@ def list_versions(
     ) as resources:
         memoizer.attach_io_managers({k: getattr(resources, k) for k in io_keys})
         memoizer.attach_resources(resources)
-        evaluate = _lazy_evaluator(resources, resolved.resource_config, instance, io_keys)
+        evaluate = _lazy_evaluator(resources, resolved.resource_config, instance, io_keys, memoizer)
         executor = PredictingExecutor(memoizer.manifest_pieces, evaluate)
         engine = Engine(plan, "list-versions", executor, _DiscardingLog(), memoizer)
         engine.add_steps(list(engine.steps.values()))
@@ -215,18 +215,50 @@ def list_versions(
 
 
 def _lazy_evaluator(
-    resources: Any, resource_config: Mapping[str, Any], instance: Any, io_keys: set[str]
+    resources: Any,
+    resource_config: Mapping[str, Any],
+    instance: Any,
+    io_keys: set[str],
+    memoizer: Any,
 ) -> EvaluateLazy:
-    """Runs a lazy task's body the way a run does, with its table store predicting: inputs are
-    ``sqlalchemy.Table`` references, the query is versioned, nothing is written or executed
-    (docs/tables.md, "Lazy SQL tasks"). A body that needs data gets "decided at run time"."""
+    """What a lazy task's outputs would be versioned as (docs/tables.md, "Lazy SQL tasks").
+
+    A query or script the task returned at this very code version (code, config, resources,
+    inputs' versions) is in the index: the body is deterministic there, so its recorded version
+    is the answer, and no store is opened. Otherwise the body runs the way a run runs it, with
+    its table store predicting: inputs are ``sqlalchemy.Table`` references, the query is
+    versioned, nothing is written or executed. A frame (recorded, or returned), or a body that
+    reads data, is "decided at run time".
+    """
     from memodag.runtime.step import StepRuntime, run_step
-    from memodag.tables.io_manager import DecidedAtRunTime, TableIOManager
+    from memodag.tables.io_manager import RAWSQL, DecidedAtRunTime, TableAddress, TableIOManager
 
     managers = [m for k in io_keys if isinstance(m := getattr(resources, k), TableIOManager)]
     runtime = StepRuntime(resources, resource_config, instance)
 
+    def recorded(task: StepTask) -> dict[str, LazyVersion] | None:
+        found = {}
+        for name in task.op_def.outs:
+            version = task.versions.get(name) if task.versions else None
+            entry = (
+                memoizer.entry_at(task.step_key, task.op_def, name, version) if version else None
+            )
+            if entry is None or not entry.address.data_hash:
+                return None
+            address = entry.address
+            kind = TableAddress.parse(address.uri).kind
+            if kind not in ("sql", RAWSQL):  # a frame: its content may differ on the next run
+                why = f"{DECIDED_AT_RUN_TIME}: it returned a frame"
+                found[name] = LazyVersion(None, False, why)
+                continue
+            store = runtime.io_manager(address.io_manager_key, task.step_key)
+            found[name] = LazyVersion(address.data_hash, store.verify(address) is None)
+        return found
+
     def evaluate(task: StepTask) -> dict[str, LazyVersion] | None:
+        known = recorded(task)
+        if known is not None:
+            return known
         with contextlib.ExitStack() as stack:
             for manager in managers:
                 stack.enter_context(manager.predicting())

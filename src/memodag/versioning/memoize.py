@@ -598,6 +598,13 @@ class IndexMemoizer(Memoizer):
             return None
         return [(piece_key, piece) for piece_key, piece in entry.recipe["manifest"]]
 
+    def entry_at(self, step_key: str, op_def: Any, name: str, version: str) -> IndexEntry | None:
+        """The index entry of one output at ``version``, if a run recorded one (dry runs read
+        what a lazy task's body returned at this very version)."""
+        key = self._key_for(step_key, op_def, name)
+        self._fetch((key,))
+        return self._entries.get((key, version))
+
     def stored_versions_of(self, step: ExecutionStep, name: str) -> list[IndexEntry]:
         """Every stored version of one output (``explain`` picks the closest recipe)."""
         fetched = self._fetched_entries
