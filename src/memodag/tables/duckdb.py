@@ -76,6 +76,7 @@ class DuckDBTableStore(TableStore):
         self._schemas: dict[str, Any] = {}  # physical -> Arrow schema, read once per table
         self._known: set[str] = set()  # physical tables known complete
         self._sidecar_cache: tuple[Any, dict[str, Any]] | None = None
+        self._in_run = False  # between open() and close(): a run drives the store
 
     # ---- identity, lifecycle ------------------------------------------------------------------
 
@@ -92,6 +93,7 @@ class DuckDBTableStore(TableStore):
         return self.schema_name("memodag_meta")
 
     def open(self) -> None:
+        self._in_run = True
         directory = os.path.dirname(self.path)
         try:
             os.makedirs(directory, exist_ok=True)
@@ -106,6 +108,7 @@ class DuckDBTableStore(TableStore):
             )
 
     def close(self) -> None:
+        self._in_run = False
         for conn in (self._reader, self._conn):
             if conn is not None:
                 conn.close()
@@ -169,7 +172,9 @@ class DuckDBTableStore(TableStore):
 
     def _release(self) -> None:
         if self.hold_file == _HOLD_WRITE:
+            in_run = self._in_run
             self.close()
+            self._in_run = in_run
 
     def _read_connection(self) -> Any:
         """The held connection, else a read-only one (never taking the file for writing), kept
@@ -309,6 +314,10 @@ class DuckDBTableStore(TableStore):
             # the relation reads through the connection: it stays open until close()
             return self._read_connection().table(f"{_q(self.data_schema)}.{_q(physical)}")
         if kind == SQLALCHEMY:
+            if self._in_run and self.hold_file == _HOLD_RUN and physical not in self._schemas:
+                # a reference is read to build a query this run executes here (a lazy task):
+                # open the file for writing now, not read-only and then again (30-50 ms each)
+                self._writer()
             try:
                 schema = self._schema(physical)
             finally:
