@@ -422,3 +422,57 @@ def test_picking_a_table_by_name_is_only_for_lazy_tasks():
         @job
         def picks():
             use(plain()["a"])
+
+
+LAZY_JOB_FILE = """
+import pandas as pd
+import sqlalchemy as sa
+
+from memodag import Stage, job, materialize
+
+
+@materialize(lazy=True)
+def numbers():
+    return "SELECT * FROM range(5) AS t(n)"
+
+
+@materialize(lazy=True, input_type=pd.DataFrame)
+def doubled(numbers):
+    return numbers.assign(n=numbers["n"] * 2)
+
+
+@materialize(version="1", input_type=sa.Table)
+def total(doubled):
+    return sa.select(sa.func.sum(doubled.c.n).label("total"))
+
+
+@job
+def lazy_cli():
+    with Stage("model"):
+        total(doubled(numbers()))
+"""
+
+
+def test_the_cli_lists_lazy_versions_and_a_frame_decided_at_run_time(tmp_path):
+    import json
+
+    from cli_process import run_memodag
+
+    job_file = tmp_path / "lazy_cli.py"
+    job_file.write_text(LAZY_JOB_FILE)
+    home = tmp_path / "home"
+    run_memodag("job", "execute", "-f", str(job_file), cwd=tmp_path, home=home)
+    again = run_memodag("job", "execute", "-f", str(job_file), cwd=tmp_path, home=home)
+    assert "2 executed, 1 memoized" in again.stdout  # the lazy bodies ran; total is memoized
+    listed = run_memodag("job", "list-versions", "-f", str(job_file), cwd=tmp_path, home=home)
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines() if "." in line}
+    assert "stored" in lines["numbers.result"]
+    assert "decided at run time (content hash)" in lines["doubled.result"]
+    assert "depends-on-data" in lines["total.result"]
+    rows = json.loads(
+        run_memodag(
+            "job", "list-versions", "-f", str(job_file), "--json", cwd=tmp_path, home=home
+        ).stdout
+    )["outputs"]
+    by_output = {row["step_output"]: row for row in rows}
+    assert by_output["numbers.result"]["version"] and by_output["doubled.result"]["version"] is None
