@@ -328,6 +328,13 @@ def test_list_versions_says_a_lazy_frame_is_decided_at_run_time(store, instance)
         return orders.groupby("customer_id", as_index=False)["amount"].sum()
 
     wh = warehouse(store, by_customer)
+    # nothing stored yet: the body would read a table the run makes first
+    rows = rows_by_step(wh, instance)
+    assert rows["orders"].status == "to-be-recomputed"
+    assert rows["by_customer"].version is None
+    assert rows["by_customer"].reasons == (
+        "decided at run time: its input orders.result runs first",
+    )
     wh.execute_in_process(instance=instance)
     rows = rows_by_step(wh, instance)
     assert rows["by_customer"].version is None

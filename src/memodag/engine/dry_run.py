@@ -259,6 +259,15 @@ def _lazy_evaluator(
         known = recorded(task)
         if known is not None:
             return known
+        rerun = [
+            f"{a.step_key}.{a.output_name}"
+            for load in task.inputs
+            for a in load.addresses or ()
+            if a.serializer == PREDICTED
+        ]
+        if rerun:  # the body would read tables this run makes first
+            why = f"decided at run time: its input {', '.join(rerun[:3])} runs first"
+            return {name: LazyVersion(None, False, why) for name in task.op_def.outs}
         with contextlib.ExitStack() as stack:
             for manager in managers:
                 stack.enter_context(manager.predicting())
@@ -274,8 +283,10 @@ def _lazy_evaluator(
                 return found
         if isinstance(outcome.exception, DecidedAtRunTime):
             why = f"{DECIDED_AT_RUN_TIME}: {outcome.exception}"
-            return {name: LazyVersion(None, False, why) for name in task.op_def.outs}
-        return None  # an input not stored yet, a failing body: the run will tell
+        else:  # a failing body, an input gone from the store: the run will tell
+            error = outcome.error.message if outcome.error is not None else "failed"
+            why = f"decided at run time: its body could not be evaluated ({error})"
+        return {name: LazyVersion(None, False, why) for name in task.op_def.outs}
 
     return evaluate
 
