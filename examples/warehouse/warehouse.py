@@ -3,7 +3,8 @@
     memodag job execute -f warehouse.py            # tables.duckdb under $MEMODAG_HOME
     duckdb $MEMODAG_HOME/tables.duckdb "SELECT * FROM model.top_customers"
 
-A second run recomputes nothing; change an op and only it and what depends on it run again.
+A second run recomputes nothing (the lazy SQL task's body runs, finds its query's table stored
+and executes nothing); change an op and only it and what depends on it run again.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ def by_customer(orders):
     return Table(totals.sort("customer_id"), name="by_customer", primary_key="customer_id")
 
 
-@materialize(version="1")
+@materialize(lazy=True)
 def top_customers(by_customer: sa.Table):
-    # runs inside the database: CREATE TABLE ... AS SELECT
+    # a lazy SQL task: this body runs on every run and only builds the query; the query runs
+    # inside the database (CREATE TABLE ... AS SELECT) only when its version - the rendered
+    # query and its input's version - has no table yet
     query = (
         sa.select(by_customer).where(by_customer.c.total > 6).order_by(by_customer.c.total.desc())
     )

@@ -33,7 +33,7 @@ from memodag.definitions.resources import (
     resource,
 )
 from memodag.definitions.secrets import EnvVar
-from memodag.definitions.tables import Stage, Table, materialize
+from memodag.definitions.tables import RawSql, Stage, Table, materialize
 from memodag.engine.dry_run import list_versions
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import (
@@ -122,6 +122,7 @@ __all__ = [
     "OutputVersion",
     "ParquetSerializer",
     "PickleSerializer",
+    "RawSql",
     "ResourceDefinition",
     "ResourceVersionContext",
     "RetryPolicy",

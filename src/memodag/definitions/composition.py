@@ -11,7 +11,7 @@ import contextlib
 import contextvars
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.io import DEFAULT_OUTPUT, check_name
@@ -28,6 +28,10 @@ _BUILDER: contextvars.ContextVar[CompositionBuilder | None] = contextvars.Contex
 
 def current_builder() -> CompositionBuilder | None:
     return _BUILDER.get()
+
+
+#: node tag prefix: ``<prefix><input>`` names the table of a ``RawSql`` output the input gets
+PICK_TABLE_TAG = "memodag/table_of/"
 
 
 # ---- where a node input's value comes from --------------------------------------------------
@@ -168,9 +172,26 @@ class OutputHandle:
     node: str
     output: str
     mapped_over: tuple[tuple[str, str], ...] = ()
+    #: ``raw["tbl"]``: one table of a lazy task's ``RawSql`` output
+    table: str | None = None
 
     def __repr__(self) -> str:
-        return f"<output {self.node}.{self.output}>"
+        picked = f"[{self.table!r}]" if self.table is not None else ""
+        return f"<output {self.node}.{self.output}{picked}>"
+
+    def __getitem__(self, name: str) -> OutputHandle:
+        """One table of a lazy task's ``RawSql`` output, by the name the script created it
+        under: the consumer gets that table alone (docs/tables.md, "RawSql")."""
+        from memodag.definitions.tables import LAZY_TAG, table_identifier
+
+        node = self.builder.nodes.get(self.node)
+        tags = getattr(getattr(node, "definition", None), "tags", {}) or {}
+        if tags.get(LAZY_TAG) != "true" or self.table is not None:
+            raise DefinitionError(
+                f"'{self.node}.{self.output}'[{name!r}]: only the output of a lazy task "
+                "returning RawSql has tables to pick by name (@materialize(lazy=True))"
+            )
+        return replace(self, table=table_identifier(name, "RawSql table name"))
 
     def map(self, fn: Callable[[Any], Any]) -> Any:
         """For a mapped output (what a ``.map`` returned): map again, per piece."""
@@ -454,6 +475,9 @@ class CompositionBuilder:
             if scope != mapped:
                 self._refuse_collect_in_map(name, input_name, sources[input_name], mapped)
         node_tags = dict(tags)
+        for input_name, value in given.items():
+            if isinstance(value, OutputHandle) and value.table is not None:
+                node_tags[PICK_TABLE_TAG + input_name] = value.table
         if self.stage is not None:
             node_tags["memodag/stage"] = self.stage  # definitions.tables.STAGE_TAG
         self.nodes[name] = NodeInvocation(name, node_def, sources, node_tags, mapped)

@@ -26,6 +26,9 @@ STAGE_MEMBERS_TAG = "memodag/stage_members"
 MATERIALIZE_TAG = "memodag/materialize"
 #: ``In.metadata`` key of the type an input table is handed to the op as
 INPUT_TYPE_KEY = "input_type"
+#: the op tag marking ``@materialize(lazy=True)`` ops: their body runs on every run and the
+#: table store versions what it returns (docs/tables.md, "Lazy SQL tasks")
+LAZY_TAG = "memodag/lazy"
 
 #: PostgreSQL's identifier limit, which stage and table names keep on every store
 _MAX_IDENTIFIER_BYTES = 63
@@ -148,6 +151,42 @@ class Table:
         return f"Table({type(self.obj).__name__}, name={self.name!r})"
 
 
+class RawSql:
+    """A SQL script a lazy task returns (``@materialize(lazy=True)``): its statements run in the
+    database, in order, and every table they create in the stage's schema is an output of the
+    task. Consumers get those tables as a mapping, name -> table (``raw["tbl"]``).
+
+    Args:
+        sql: the script; it creates its tables in the schema ``{stage}`` stands for
+            (``CREATE TABLE {stage}.tbl AS ...``) and reads inputs through the tables it is given.
+        name: a name for the script in messages; default the op's.
+        separator: what separates statements in ``sql``.
+
+    Versioned by the script's text (canonicalised as queries are) and its inputs' versions: an
+    unchanged script over unchanged inputs executes nothing.
+    """
+
+    __slots__ = ("name", "separator", "sql")
+
+    def __init__(self, sql: str, name: str | None = None, separator: str = ";") -> None:
+        if not isinstance(sql, str) or not sql.strip():
+            raise DefinitionError(f"RawSql: sql must be a non-empty SQL string, got {sql!r}")
+        if not isinstance(separator, str) or not separator:
+            raise DefinitionError(
+                f"RawSql: separator must be a non-empty string, got {separator!r}"
+            )
+        self.sql = sql
+        self.name = None if name is None else table_identifier(name, "RawSql name")
+        self.separator = separator
+
+    def statements(self) -> list[str]:
+        """The script's statements, stripped, empty ones left out."""
+        return [s.strip() for s in self.sql.split(self.separator) if s.strip()]
+
+    def __repr__(self) -> str:
+        return f"RawSql({len(self.statements())} statements, name={self.name!r})"
+
+
 class Stage:
     """``with Stage("raw"):`` in a job or graph body: the ops called inside store their tables
     in database schema ``raw`` (a view per table), committed atomically when they all succeed.
@@ -226,6 +265,7 @@ def materialize(
     version: str | None = None,
     input_type: Any = None,
     nout: int = 1,
+    lazy: bool = False,
     config_schema: Any = None,
     required_resource_keys: set[str] | frozenset[str] | None = None,
     retry_policy: RetryPolicy | None = None,
@@ -244,11 +284,25 @@ def materialize(
             relation); default each parameter's annotation, else the type the producer returned.
         nout: number of outputs (the body returns a tuple); outputs are ``result`` for one, else
             ``result_0``, ``result_1``, ...
+        lazy: the body runs on every run (it must be cheap) and returns a query, a ``RawSql``
+            script or a frame; each output is versioned by what was returned (the canonical
+            query and its inputs' versions and table options, or a frame's content), and
+            executes in the database only when no table of that version is stored. Consumers
+            are versioned by that version (docs/tables.md, "Lazy SQL tasks").
 
     The other arguments are ``@op``'s. A job holding a ``@materialize`` op memoizes by default.
     """
     if not isinstance(nout, int) or isinstance(nout, bool) or nout < 1:
         raise DefinitionError(f"@materialize: nout must be a positive integer, got {nout!r}")
+    # AUTO_VERSION (a polars plan's hash) is no string: a lazy task is versioned by its query,
+    # so any version but a plain string is refused with it
+    auto = globals().get("AUTO_VERSION")
+    if lazy and version is not None and (not isinstance(version, str) or version is auto):
+        shown = "AUTO_VERSION" if auto is not None and version is auto else repr(version)
+        raise DefinitionError(
+            f"@materialize(lazy=True, version={shown}): a lazy task is versioned by the query "
+            "it returns; drop version= (or give a string), or drop lazy=True to use it"
+        )
 
     def decorate(func: Callable[..., Any]) -> Any:
         from memodag.definitions.op import op
@@ -260,7 +314,8 @@ def materialize(
             p: In(metadata={INPUT_TYPE_KEY: input_type}) if input_type is not None else In()
             for p in params
         }
-        out_def = Out(io_manager_key=TABLE_STORE_KEY)
+        # a lazy output's consumers are versioned by the version the store reports for it
+        out_def = Out(io_manager_key=TABLE_STORE_KEY, early_cutoff=True if lazy else None)
         outs: Any = (
             out_def if nout == 1 else {f"{DEFAULT_OUTPUT}_{i}": out_def for i in range(nout)}
         )
@@ -272,7 +327,7 @@ def materialize(
             required_resource_keys=required_resource_keys,
             version=version,
             retry_policy=retry_policy,
-            tags={**(tags or {}), MATERIALIZE_TAG: "true"},
+            tags={**(tags or {}), MATERIALIZE_TAG: "true", **({LAZY_TAG: "true"} if lazy else {})},
             description=description,
             data_version=data_version,
         )(func)

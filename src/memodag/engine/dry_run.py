@@ -9,9 +9,12 @@ output that must run (its consumers then "depend on data"). Nothing is written a
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from memodag.definitions.tables import LAZY_TAG
 from memodag.engine.engine import Engine
 from memodag.engine.events import EventLog
 from memodag.engine.gc_threshold import with_fewer_collections
@@ -19,12 +22,25 @@ from memodag.executors.base import Executor
 from memodag.runtime.step import StepOutcome, StepTask, StoredOutput
 from memodag.storage.instance.records import Event, IndexEntry
 from memodag.storage.io_manager import Address
-from memodag.versioning.report import OutputVersion, WalkState, report_rows
+from memodag.versioning.report import DECIDED_AT_RUN_TIME, OutputVersion, WalkState, report_rows
 
 #: the serializer of a predicted address: nothing is stored there
 PREDICTED = "predicted"
 
 PiecesAt = Callable[[str, Any, str, str], "list[tuple[str, str]] | None"]
+
+
+@dataclass(frozen=True)
+class LazyVersion:
+    """What evaluating a lazy task's body told about one output: its version and whether a
+    table of it is stored, or (``version`` None) that only the run can tell, and why."""
+
+    version: str | None
+    stored: bool = False
+    why: str = ""
+
+
+EvaluateLazy = Callable[[StepTask], "dict[str, LazyVersion] | None"]
 
 
 class _DiscardingLog(EventLog):
@@ -57,8 +73,11 @@ class PredictingExecutor(Executor):
 
     in_process = True
 
-    def __init__(self, pieces_at: PiecesAt) -> None:
+    def __init__(self, pieces_at: PiecesAt, evaluate_lazy: EvaluateLazy | None = None) -> None:
         self._pieces_at = pieces_at
+        self._evaluate_lazy = evaluate_lazy
+        #: ``(step key, output)`` of lazy tasks -> what evaluating the body told
+        self.lazy: dict[tuple[str, str], LazyVersion] = {}
         self._done: list[StepOutcome] = []
         #: steps whose version waits on data an early-cutoff upstream has yet to produce
         self.data_pending: set[str] = set()
@@ -75,8 +94,19 @@ class PredictingExecutor(Executor):
             self.data_pending.add(task.step_key)
         outputs: list[StoredOutput] = []
         unknown: set[str] = set()
+        lazy = None
+        if self._evaluate_lazy is not None and task.op_def.tags.get(LAZY_TAG) == "true":
+            lazy = self._evaluate_lazy(task)
         for name, out in task.op_def.outs.items():
             version = versions.get(name) if versions is not None else None
+            predicted = lazy.get(name) if lazy is not None else None
+            if predicted is not None:
+                self.lazy[(task.step_key, name)] = predicted
+                if predicted.version is not None:
+                    # the body told its version: consumers are versioned by it, as in a run
+                    address = self._address(task, out, name, None, version, predicted.version)
+                    outputs.append(StoredOutput(name, address))
+                    continue
             cutoff = name in task.hash_outputs
             if cutoff or (version is None and task.step_key in self.data_pending):
                 self.pending_outputs.add((task.step_key, name))
@@ -99,7 +129,12 @@ class PredictingExecutor(Executor):
 
     @staticmethod
     def _address(
-        task: StepTask, out: Any, name: str, mapping_key: str | None, version: str | None
+        task: StepTask,
+        out: Any,
+        name: str,
+        mapping_key: str | None,
+        version: str | None,
+        data_hash: str | None = None,
     ) -> Address:
         # version None: what consumers see is a data hash only the real run will know
         return Address(
@@ -111,6 +146,7 @@ class PredictingExecutor(Executor):
             name,
             mapping_key,
             version,
+            data_hash,
         )
 
     @property
@@ -161,7 +197,8 @@ def list_versions(
     ) as resources:
         memoizer.attach_io_managers({k: getattr(resources, k) for k in io_keys})
         memoizer.attach_resources(resources)
-        executor = PredictingExecutor(memoizer.manifest_pieces)
+        evaluate = _lazy_evaluator(resources, resolved.resource_config, instance, io_keys, memoizer)
+        executor = PredictingExecutor(memoizer.manifest_pieces, evaluate)
         engine = Engine(plan, "list-versions", executor, _DiscardingLog(), memoizer)
         engine.add_steps(list(engine.steps.values()))
         engine.run()
@@ -172,8 +209,86 @@ def list_versions(
             executor.data_pending,
             executor.pending_outputs,
             engine.result.unfinished,
+            executor.lazy,
         )
         return report_rows(plan, state, memoizer, explain)
+
+
+def _lazy_evaluator(
+    resources: Any,
+    resource_config: Mapping[str, Any],
+    instance: Any,
+    io_keys: set[str],
+    memoizer: Any,
+) -> EvaluateLazy:
+    """What a lazy task's outputs would be versioned as (docs/tables.md, "Lazy SQL tasks").
+
+    A query or script the task returned at this very code version (code, config, resources,
+    inputs' versions) is in the index: the body is deterministic there, so its recorded version
+    is the answer, and no store is opened. Otherwise the body runs the way a run runs it, with
+    its table store predicting: inputs are ``sqlalchemy.Table`` references, the query is
+    versioned, nothing is written or executed. A frame (recorded, or returned), or a body that
+    reads data, is "decided at run time".
+    """
+    from memodag.runtime.step import StepRuntime, run_step
+    from memodag.tables.io_manager import RAWSQL, DecidedAtRunTime, TableAddress, TableIOManager
+
+    managers = [m for k in io_keys if isinstance(m := getattr(resources, k), TableIOManager)]
+    runtime = StepRuntime(resources, resource_config, instance)
+
+    def recorded(task: StepTask) -> dict[str, LazyVersion] | None:
+        found = {}
+        for name in task.op_def.outs:
+            version = task.versions.get(name) if task.versions else None
+            entry = (
+                memoizer.entry_at(task.step_key, task.op_def, name, version) if version else None
+            )
+            if entry is None or not entry.address.data_hash:
+                return None
+            address = entry.address
+            kind = TableAddress.parse(address.uri).kind
+            if kind not in ("sql", RAWSQL):  # a frame: its content may differ on the next run
+                why = f"{DECIDED_AT_RUN_TIME}: it returned a frame"
+                found[name] = LazyVersion(None, False, why)
+                continue
+            store = runtime.io_manager(address.io_manager_key, task.step_key)
+            found[name] = LazyVersion(address.data_hash, store.verify(address) is None)
+        return found
+
+    def evaluate(task: StepTask) -> dict[str, LazyVersion] | None:
+        known = recorded(task)
+        if known is not None:
+            return known
+        rerun = [
+            f"{a.step_key}.{a.output_name}"
+            for load in task.inputs
+            for a in load.addresses or ()
+            if a.serializer == PREDICTED
+        ]
+        if rerun:  # the body would read tables this run makes first
+            why = f"decided at run time: its input {', '.join(rerun[:3])} runs first"
+            return {name: LazyVersion(None, False, why) for name in task.op_def.outs}
+        with contextlib.ExitStack() as stack:
+            for manager in managers:
+                stack.enter_context(manager.predicting())
+            outcome = run_step(task, runtime)
+            if outcome.success:
+                found = {}
+                for stored in outcome.outputs:
+                    address = stored.address
+                    store = runtime.io_manager(address.io_manager_key, task.step_key)
+                    found[stored.output_name] = LazyVersion(
+                        address.data_hash, bool(store.exists(address))
+                    )
+                return found
+        if isinstance(outcome.exception, DecidedAtRunTime):
+            why = f"{DECIDED_AT_RUN_TIME}: {outcome.exception}"
+        else:  # a failing body, an input gone from the store: the run will tell
+            error = outcome.error.message if outcome.error is not None else "failed"
+            why = f"decided at run time: its body could not be evaluated ({error})"
+        return {name: LazyVersion(None, False, why) for name in task.op_def.outs}
+
+    return evaluate
 
 
 __all__ = ["PREDICTED", "PredictingExecutor", "list_versions"]

@@ -240,6 +240,7 @@ def _load_inputs(
                 runtime.resource_config.get(address.io_manager_key),
                 runtime.resources,
                 log,
+                task.tags,
             )
             try:
                 values.append(manager.load_input(context))
@@ -328,12 +329,17 @@ def _store_outputs(
             log,
             task.tags,
         )
-        size = content_hash = None
+        size = content_hash = data_hash = None
         try:
             uri = manager.handle_output(context, produced.value)
             if isinstance(uri, StoredData):
                 written: StoredData = uri
-                size, content_hash, uri = written.size, written.content_hash, str(written)
+                size, content_hash, data_hash = (
+                    written.size,
+                    written.content_hash,
+                    written.data_hash,
+                )
+                uri = str(written)
         except StorageError as exc:
             # a user's own exception (a custom write function's) keeps its class; memodag's
             # storage errors gain the op, output and io manager they happened in
@@ -347,7 +353,11 @@ def _store_outputs(
             name,
             key,
             version,
-            _data_hash(produced.value) if name in task.hash_outputs else None,
+            data_hash
+            if data_hash is not None
+            else _data_hash(produced.value)
+            if name in task.hash_outputs
+            else None,
             size,
             content_hash,
         )

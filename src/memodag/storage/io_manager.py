@@ -92,17 +92,26 @@ class StoredData(str):
     Attributes:
         size: bytes written, or None if unknown.
         content_hash: ``hashing.content_hasher``'s hex digest of those bytes, or None.
+        data_hash: the output's version as the store decided it (a lazy table's query hash),
+            recorded as the address's ``data_hash`` in place of a hash of the returned value:
+            under early cutoff, consumers are versioned by it. None: the usual value hash.
     """
 
     size: int | None
     content_hash: str | None
+    data_hash: str | None
 
     def __new__(
-        cls, uri: str, size: int | None = None, content_hash: str | None = None
+        cls,
+        uri: str,
+        size: int | None = None,
+        content_hash: str | None = None,
+        data_hash: str | None = None,
     ) -> StoredData:
         made = super().__new__(cls, uri)
         made.size = size
         made.content_hash = content_hash
+        made.data_hash = data_hash
         return made
 
 
@@ -162,6 +171,8 @@ class InputContext:
     resource_config: Any = None
     resources: Any = None
     log: Any = None
+    #: the consuming step's tags (op and node tags, e.g. which table of a ``RawSql`` output)
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

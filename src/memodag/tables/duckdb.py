@@ -76,6 +76,7 @@ class DuckDBTableStore(TableStore):
         self._schemas: dict[str, Any] = {}  # physical -> Arrow schema, read once per table
         self._known: set[str] = set()  # physical tables known complete
         self._sidecar_cache: tuple[Any, dict[str, Any]] | None = None
+        self._in_run = False  # between open() and close(): a run drives the store
 
     # ---- identity, lifecycle ------------------------------------------------------------------
 
@@ -92,6 +93,7 @@ class DuckDBTableStore(TableStore):
         return self.schema_name("memodag_meta")
 
     def open(self) -> None:
+        self._in_run = True
         directory = os.path.dirname(self.path)
         try:
             os.makedirs(directory, exist_ok=True)
@@ -106,6 +108,7 @@ class DuckDBTableStore(TableStore):
             )
 
     def close(self) -> None:
+        self._in_run = False
         for conn in (self._reader, self._conn):
             if conn is not None:
                 conn.close()
@@ -169,7 +172,9 @@ class DuckDBTableStore(TableStore):
 
     def _release(self) -> None:
         if self.hold_file == _HOLD_WRITE:
+            in_run = self._in_run
             self.close()
+            self._in_run = in_run
 
     def _read_connection(self) -> Any:
         """The held connection, else a read-only one (never taking the file for writing), kept
@@ -309,6 +314,10 @@ class DuckDBTableStore(TableStore):
             # the relation reads through the connection: it stays open until close()
             return self._read_connection().table(f"{_q(self.data_schema)}.{_q(physical)}")
         if kind == SQLALCHEMY:
+            if self._in_run and self.hold_file == _HOLD_RUN and physical not in self._schemas:
+                # a reference is read to build a query this run executes here (a lazy task):
+                # open the file for writing now, not read-only and then again (30-50 ms each)
+                self._writer()
             try:
                 schema = self._schema(physical)
             finally:
@@ -343,6 +352,37 @@ class DuckDBTableStore(TableStore):
         finally:
             self._schemas.pop(physical, None)
             self._known.discard(physical)
+            self._release()
+
+    def run_script(self, statements: Sequence[str], schema: str) -> list[str]:
+        import duckdb
+
+        conn = self._writer()
+        try:
+            conn.execute(f"DROP SCHEMA IF EXISTS {_q(schema)} CASCADE")
+            conn.execute(f"CREATE SCHEMA {_q(schema)}")
+            for i, statement in enumerate(statements, 1):
+                try:
+                    conn.execute(statement)
+                except duckdb.Error as exc:
+                    raise StorageError(
+                        f"statement {i} of {len(statements)} failed in DuckDB: {exc}\n"
+                        f"{statement[:300]}"
+                    ) from exc
+            rows = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
+                "AND table_type = 'BASE TABLE' ORDER BY table_name",
+                [schema],
+            ).fetchall()
+            return [row[0] for row in rows]
+        finally:
+            self._release()
+
+    def drop_schema(self, schema: str) -> None:
+        conn = self._writer()
+        try:
+            conn.execute(f"DROP SCHEMA IF EXISTS {_q(schema)} CASCADE")
+        finally:
             self._release()
 
     # ---- stages ------------------------------------------------------------------------------

@@ -9,20 +9,26 @@ Semantics: docs/tables.md.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import typing
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
+from memodag.definitions.composition import PICK_TABLE_TAG
 from memodag.definitions.tables import (
     INPUT_TYPE_KEY,
+    LAZY_TAG,
     STAGE_MEMBERS_TAG,
     STAGE_TAG,
+    RawSql,
     Table,
     table_identifier,
 )
 from memodag.errors import DefinitionError, StorageError
+from memodag.hashing import hash_strings
 from memodag.storage.io_manager import (
     Address,
     InputContext,
@@ -30,14 +36,37 @@ from memodag.storage.io_manager import (
     OutputContext,
     RunEnd,
     RunInfo,
+    StoredData,
 )
-from memodag.tables.convert import ARROW, SQL, from_arrow, kind_of, kind_of_type, to_arrow
-from memodag.tables.store import StageTable, TableSpec, TableStore, physical_table_name
+from memodag.tables.convert import (
+    ARROW,
+    SQL,
+    SQLALCHEMY,
+    from_arrow,
+    kind_of,
+    kind_of_type,
+    to_arrow,
+)
+from memodag.tables.lazy import canonical_sql, frame_content_hash, frame_version, query_version
+from memodag.tables.store import (
+    StageTable,
+    TableSpec,
+    TableStore,
+    physical_table_name,
+    quote_identifier,
+)
 
 #: how an address names a table: ``table:<kind>:<stage>/<name>/<physical>``
 _URI_SCHEME = "table"
+#: the kind of a ``RawSql`` output: several tables, listed in its address
+RAWSQL = "rawsql"
 #: what ``Address.serializer`` says for a table (gc and ``runs show`` print it)
 SERIALIZER = "table"
+
+
+class DecidedAtRunTime(StorageError):
+    """A lazy task's version cannot be told without running it on data (it returns a frame,
+    or reads an input as data): ``list-versions`` says it is decided at run time."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +81,19 @@ class TableAddress:
 
     def uri(self) -> str:
         return f"{_URI_SCHEME}:{self.kind}:{self.stage}/{self.name}/{self.physical}"
+
+    def tables(self) -> list[tuple[str, str]]:
+        """``(name in the stage, physical table)`` of each table the output shows: one, or for
+        a ``RawSql`` output (``physical`` is ``<marker>;<name>:<physical>;...``) each it made."""
+        if self.kind != RAWSQL:
+            return [(self.name, self.physical)]
+        return [tuple(part.split(":", 1)) for part in self.physical.split(";")[1:]]  # type: ignore[misc]
+
+    def physicals(self) -> list[str]:
+        """Every physical table behind the output (a ``RawSql`` output's marker too)."""
+        if self.kind != RAWSQL:
+            return [self.physical]
+        return [self.physical.split(";")[0], *(p for _, p in self.tables())]
 
     @classmethod
     def parse(cls, uri: str | None) -> TableAddress:
@@ -88,6 +130,24 @@ class TableIOManager(MemoizableIOManager):
         self._broken = False
         # stage -> step keys of every table-producing step of the stage, when the job says
         self._members: dict[str, set[str]] = {}
+        # step key -> (input, producer, output, piece) -> version of each table it read: what
+        # a lazy task's query is versioned by besides its text
+        self._inputs: dict[str, dict[tuple[str, ...], str]] = {}
+        # set while list-versions evaluates a lazy task's body: nothing is written or executed
+        self._predicting = False
+
+    @contextlib.contextmanager
+    def predicting(self) -> Iterator[None]:
+        """While open, a lazy task's outputs are versioned but nothing is written or executed,
+        and inputs are handed over only as ``sqlalchemy.Table`` references (``list-versions``
+        evaluates lazy SQL bodies this way); anything else raises ``DecidedAtRunTime``."""
+        self._predicting = True
+        try:
+            yield
+        finally:
+            self._predicting = False
+            self._inputs = {}
+            self.store.close()
 
     def storage_identity(self) -> str:
         return self.store.identity()
@@ -100,18 +160,20 @@ class TableIOManager(MemoizableIOManager):
         self._names = {}
         self._broken = False
         self._members = {}
+        self._inputs = {}
         self.store.open()
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
         table = TableAddress.parse(address.uri)
-        try:
-            self._take_name(table.stage, table.name, address.step_key)
-        except StorageError:
-            self._broken = True  # the run fails at its end (the engine says why): no commit
-            raise
-        self._stages.setdefault(table.stage, {})[table.name] = StageTable(
-            table.name, table.physical, address.step_key
-        )
+        for name, physical in table.tables():
+            try:
+                self._take_name(table.stage, name, address.step_key)
+            except StorageError:
+                self._broken = True  # the run fails at its end (the engine says why): no commit
+                raise
+            self._stages.setdefault(table.stage, {})[name] = StageTable(
+                name, physical, address.step_key
+            )
 
     def on_run_end(self, run: RunInfo, end: RunEnd) -> None:
         try:
@@ -153,7 +215,7 @@ class TableIOManager(MemoizableIOManager):
     # ---- outputs -----------------------------------------------------------------------------
 
     def handle_output(self, context: OutputContext, obj: Any) -> str:
-        if self._run is None:
+        if self._run is None and not self._predicting:
             raise StorageError(
                 f"{context.step_key}: table outputs are stored only by the run's driver process "
                 "for now; run this job on the in-process executor (table ops on other "
@@ -161,14 +223,21 @@ class TableIOManager(MemoizableIOManager):
             )
         table = obj if isinstance(obj, Table) else Table(obj)
         what = f"op '{context.step_key}' output '{context.name}'"
-        kind = kind_of(table.obj)
+        lazy = context.tags.get(LAZY_TAG) == "true"
+        kind = RAWSQL if isinstance(table.obj, RawSql) else kind_of(table.obj)
+        if kind == RAWSQL and not lazy:
+            raise StorageError(
+                f"{what}: returned RawSql, which only a lazy task may return; declare the op "
+                "with @materialize(lazy=True)"
+            )
         if kind is None:
             raise StorageError(
                 f"{what}: returned {type(table.obj).__name__}, which is not a table; return a "
                 "pandas or polars frame, a pyarrow.Table, a DuckDB relation, or a SQL query "
                 "(string, SQLAlchemy Select/TextClause), optionally wrapped in Table(...)"
             )
-        stage = context.tags.get(STAGE_TAG) or _stage_of_job(self._run.job_name)
+        job_name = self._run.job_name if self._run is not None else context.run_id
+        stage = context.tags.get(STAGE_TAG) or _stage_of_job(job_name)
         members = context.tags.get(STAGE_MEMBERS_TAG)
         if members and stage not in self._members:
             # the stage's nodes sit beside this one: same graph prefix in their step keys
@@ -177,9 +246,8 @@ class TableIOManager(MemoizableIOManager):
             ]
             self._members[stage] = {prefix + m for m in members.split(",")}
         name = _piece_name(table.name or _default_name(context), context)
-        self._take_name(stage, name, context.step_key)
-        version = context.version or "r" + context.run_id.replace("-", "")
-        physical = physical_table_name(context.step_key, context.name, version)
+        if kind != RAWSQL and not self._predicting:  # a script's tables take their own names
+            self._take_name(stage, name, context.step_key)
         spec = TableSpec(
             name=name,
             primary_key=table.primary_key,
@@ -189,6 +257,14 @@ class TableIOManager(MemoizableIOManager):
             non_nullable=table.non_nullable,
             materialization_details=table.materialization_details,
         )
+        if kind == RAWSQL:
+            return self._store_script(context, table.obj, TableAddress(kind, stage, name, ""))
+        if lazy:
+            return self._store_lazy(
+                context, table.obj, kind, TableAddress(kind, stage, name, ""), spec
+            )
+        version = context.version or "r" + context.run_id.replace("-", "")
+        physical = physical_table_name(context.step_key, context.name, version)
         if context.version is None or not self.store.has_table(physical):
             if kind == SQL:
                 self.store.write_query(physical, self._compile(table.obj, what), spec)
@@ -196,6 +272,109 @@ class TableIOManager(MemoizableIOManager):
                 data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
                 self.store.write_arrow(physical, data, spec)
         return TableAddress(kind, stage, name, physical).uri()
+
+    def _store_lazy(
+        self, context: OutputContext, obj: Any, kind: str, where: TableAddress, spec: TableSpec
+    ) -> StoredData:
+        """A lazy task's output: versioned by what the body returned (the canonical query, the
+        versions of the tables it read and the table options; or a frame's content), stored at
+        that version unless a table of it is stored already. The version is reported as the
+        output's data hash, by which its consumers are versioned (the output is early cutoff)."""
+        what = f"op '{context.step_key}' output '{context.name}'"
+        run_tag = "r" + context.run_id.replace("-", "")
+        if self._predicting and kind != SQL:
+            raise DecidedAtRunTime(f"{what} returned a frame: versioned by its content")
+        if kind == SQL:
+            sql = self._compile(obj, what)
+            inputs = self._inputs.get(context.step_key, {})
+            version = query_version(canonical_sql(sql, self.store.data_schema), inputs, spec)
+            physical = physical_table_name(context.step_key, context.name, "q" + version)
+            if not self._predicting and not self.store.has_table(physical):
+                self.store.write_query(physical, sql, spec)  # runs inside the database
+        else:
+            data = to_arrow(obj, kind, f"{what} (table {where.stage}.{where.name})")
+            content, column = frame_content_hash(obj, kind, data)
+            if content is None:
+                # no content to compare: never stale, so every consumer runs on every run
+                if context.log is not None:
+                    context.log.warning(
+                        f"{what}: column '{column}' of table '{where.name}' cannot be hashed, "
+                        "so this lazy table gets a new version on every run and its consumers "
+                        "always run; convert the column to a hashable type (str, numbers) to "
+                        "keep them memoized"
+                    )
+                version = hash_strings("unhashed", context.run_id, context.step_key, context.name)
+                physical = physical_table_name(context.step_key, context.name, run_tag)
+            else:
+                version = frame_version(content, spec)
+                physical = physical_table_name(context.step_key, context.name, "f" + version)
+            if content is None or not self.store.has_table(physical):
+                self.store.write_arrow(physical, data, spec)
+        address = TableAddress(kind, where.stage, where.name, physical)
+        return StoredData(address.uri(), data_hash=version)
+
+    def _store_script(self, context: OutputContext, raw: RawSql, where: TableAddress) -> StoredData:
+        """A ``RawSql`` script's tables, versioned by the canonical script and the versions of
+        the tables the task read. A new version runs the script in a scratch schema (``{stage}``
+        in the script), copies each table it created into a physical table inside the database
+        and lists them in a marker table; a stored version (its marker) runs nothing."""
+        what = f"op '{context.step_key}' output '{context.name}' (RawSql {raw.name or where.name})"
+        statements = raw.statements()
+        data_schema = self.store.data_schema
+        canonical = canonical_sql(f" {raw.separator} ".join(statements), data_schema)
+        inputs = self._inputs.get(context.step_key, {})
+        version = query_version(canonical, inputs, TableSpec(name=where.name), "script")
+        marker = physical_table_name(context.step_key, context.name, "s" + version)
+        if self._predicting:
+            return StoredData(replace(where, physical=marker).uri(), data_hash=version)
+        if self.store.has_table(marker):
+            names = self.store.read_arrow(marker).column("table_name").to_pylist()
+        else:
+            names = self._run_script(context, statements, version, marker, what)
+        parts = [marker]
+        for table_name in names:
+            self._take_name(where.stage, table_name, context.step_key)
+            parts.append(f"{table_name}:{_script_table(context, table_name, version)}")
+        return StoredData(replace(where, physical=";".join(parts)).uri(), data_hash=version)
+
+    def _run_script(
+        self, context: OutputContext, statements: list[str], version: str, marker: str, what: str
+    ) -> list[str]:
+        import pyarrow as pa
+
+        scratch = self.store.schema_name(f"memodag_tmp_{version[:16]}")
+        quoted = quote_identifier(scratch)
+        try:
+            try:
+                created = self.store.run_script(
+                    [s.replace("{stage}", quoted) for s in statements], scratch
+                )
+            except StorageError as exc:
+                raise StorageError(f"{what}: {exc}") from exc
+            if not created:
+                raise StorageError(
+                    f"{what}: the script created no table in its stage; create them as "
+                    "CREATE TABLE {stage}.<name> AS ... ({stage} is replaced by the schema)"
+                )
+            names = []
+            for created_name in created:
+                try:
+                    table_name = table_identifier(created_name, "table name")
+                except DefinitionError as exc:
+                    raise StorageError(f"{what}: {exc}") from exc
+                names.append(table_name)
+                self.store.write_query(
+                    _script_table(context, table_name, version),
+                    f"SELECT * FROM {quoted}.{quote_identifier(created_name)}",
+                    TableSpec(name=table_name),
+                )
+            # written last: a script whose tables are not all stored has no marker
+            self.store.write_arrow(
+                marker, pa.table({"table_name": names}), TableSpec(name=f"{context.name}_tables")
+            )
+            return names
+        finally:
+            self.store.drop_schema(scratch)
 
     def _compile(self, query: Any, what: str) -> str:
         if isinstance(query, str):
@@ -225,38 +404,71 @@ class TableIOManager(MemoizableIOManager):
 
     def load_input(self, context: InputContext) -> Any:
         table = TableAddress.parse(context.address.uri if context.address else None)
+        if (self._run is not None or self._predicting) and context.address is not None:
+            upstream = context.address
+            read = self._inputs.setdefault(context.step_key, {})
+            read[
+                (
+                    context.name,
+                    upstream.step_key,
+                    upstream.output_name,
+                    upstream.mapping_key or "",
+                )
+            ] = upstream.data_hash or upstream.version or table.physical
         as_type = context.metadata.get("as_type") or _input_type(context)
         if as_type is None:
-            as_type = ARROW if table.kind == SQL else table.kind
+            as_type = ARROW if table.kind in (SQL, RAWSQL) else table.kind
+        if self._predicting and kind_of_type(as_type, context.name) != SQLALCHEMY:
+            raise DecidedAtRunTime(f"input '{context.name}' is read as data")
         try:
-            return self.store.read(table.physical, as_type)
+            if table.kind != RAWSQL:
+                return self.store.read(table.physical, as_type)
+            made = dict(table.tables())
+            pick = context.tags.get(PICK_TABLE_TAG + context.name)
+            if pick is None:  # all of the script's tables, by name
+                return {name: self.store.read(physical, as_type) for name, physical in made.items()}
+            if pick not in made:
+                raise StorageError(
+                    f"input '{context.name}' of step '{context.step_key}': the RawSql script of "
+                    f"'{table.name}' made no table '{pick}' (it made {sorted(made)})"
+                )
+            return self.store.read(made[pick], as_type)
         finally:
-            if self._run is None:
+            if self._run is None and not self._predicting:
                 self.store.close()  # outside a run (output_for_node): never keep the file
 
     # ---- gc ----------------------------------------------------------------------------------
 
     def exists(self, address: Address) -> bool:
         try:
-            return self.store.has_table(TableAddress.parse(address.uri).physical)
+            physicals = TableAddress.parse(address.uri).physicals()
+            return all(self.store.has_table(p) for p in physicals)
         finally:
-            if self._run is None:
+            if self._run is None and not self._predicting:
                 self.store.close()
 
     def verify(self, address: Address, read: bool = False) -> str | None:
         """Whether the table is still stored, when the store can tell without a query (a
         memoized run asks for every table it reuses); otherwise the index is trusted."""
-        stored = self.store.stored_cheaply(TableAddress.parse(address.uri).physical)
-        return "missing" if stored is False else None
+        for physical in TableAddress.parse(address.uri).physicals():
+            if self.store.stored_cheaply(physical) is False:
+                return "missing"
+        return None
 
     def delete(self, address: Address) -> None:
-        physical = TableAddress.parse(address.uri).physical
+        physicals = TableAddress.parse(address.uri).physicals()
         try:
-            if not self.store.is_shown(physical):  # a committed stage still shows it: kept
-                self.store.drop_table(physical)
+            for physical in physicals:
+                if not self.store.is_shown(physical):  # a committed stage still shows it: kept
+                    self.store.drop_table(physical)
         finally:
             if self._run is None:
                 self.store.close()
+
+
+def _script_table(context: OutputContext, table_name: str, version: str) -> str:
+    """The physical table of one table a ``RawSql`` script made, at the script's version."""
+    return physical_table_name(context.step_key, f"{context.name}_{table_name}", "s" + version)
 
 
 def _stage_of_job(job_name: str) -> str:
@@ -311,4 +523,4 @@ def _input_type(context: InputContext) -> Any:
     return hint
 
 
-__all__ = ["TableAddress", "TableIOManager", "from_arrow"]
+__all__ = ["DecidedAtRunTime", "TableAddress", "TableIOManager", "from_arrow"]

@@ -412,6 +412,38 @@ class PostgresTableStore(TableStore):
             )
         self._schemas.pop(physical, None)
 
+    def run_script(self, statements: Sequence[str], schema: str) -> list[str]:
+        import adbc_driver_manager
+
+        cur = self._writer()
+        try:
+            _statements(cur, f"DROP SCHEMA IF EXISTS {_q(schema)} CASCADE")
+            _statements(cur, f"CREATE SCHEMA {_q(schema)}")
+        except adbc_driver_manager.Error as exc:
+            raise self._fail(f"creating schema {schema}", exc) from exc
+        for i, statement in enumerate(statements, 1):
+            try:
+                cur.execute(statement)
+            except adbc_driver_manager.Error as exc:
+                raise StorageError(
+                    f"statement {i} of {len(statements)} failed in PostgreSQL: "
+                    f"{self._redact(str(exc)).strip()}\n{statement[:300]}"
+                ) from exc
+        rows = self._query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name",
+            [schema],
+        )
+        return [row[0] for row in rows]
+
+    def drop_schema(self, schema: str) -> None:
+        import adbc_driver_manager
+
+        try:
+            self._cur().execute(f"DROP SCHEMA IF EXISTS {_q(schema)} CASCADE")
+        except adbc_driver_manager.Error as exc:
+            raise self._fail(f"dropping schema {schema}", exc) from exc
+
     # ---- stages ------------------------------------------------------------------------------
 
     def commit_stage(

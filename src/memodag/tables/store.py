@@ -32,6 +32,8 @@ in-process runs):
 Interface changes after the first commit are listed here:
 - ``read``'s ``as_type`` may also be a kind name (``"pandas"``, ...): the io manager passes the
   kind the producer returned when the consumer asks for no type.
+- ``run_script`` and ``drop_schema`` (optional): ``RawSql`` scripts of lazy tasks run through
+  them; a store without them refuses such scripts.
 - ``stored_cheaply`` (optional, default None): memoized runs ask it before reusing a table
   (``IOManager.verify``), so it must not cost a query per table.
 - The table io manager calls ``write_*`` only for a table ``has_table`` does not report (or
@@ -47,7 +49,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from memodag.errors import DefinitionError
+from memodag.errors import DefinitionError, StorageError
 from memodag.hashing import hash_strings
 
 if TYPE_CHECKING:  # heavy: only for annotations
@@ -263,6 +265,21 @@ class TableStore(ABC):
     def drop_table(self, physical: str) -> None:
         """Drop the physical table; a missing table is not an error. Never drops a table a
         committed stage shows (the caller checks ``is_shown``)."""
+
+    def run_script(self, statements: Sequence[str], schema: str) -> list[str]:
+        """Create the scratch schema ``schema`` (replacing a leftover), run ``statements`` in
+        order (they create tables in it), and return the names of the tables it then holds,
+        sorted. ``RawSql`` scripts run this way; the caller copies the tables into physical
+        tables (``write_query``) and drops the schema (``drop_schema``).
+
+        Raises:
+            StorageError: naming the statement that failed.
+        """
+        raise StorageError(f"this table store ({self.identity()}) cannot run RawSql scripts")
+
+    def drop_schema(self, schema: str) -> None:
+        """Drop ``schema`` and all it holds; a missing schema is not an error."""
+        raise StorageError(f"this table store ({self.identity()}) cannot drop schemas")
 
     def sql_reference(self, physical: str) -> tuple[str, str]:
         """``(schema, table)`` by which SQL in this database reads the physical table."""

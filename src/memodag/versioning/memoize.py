@@ -15,6 +15,7 @@ from typing import Any
 
 from memodag.definitions.config import config_to_plain
 from memodag.definitions.secrets import redact_text
+from memodag.definitions.tables import LAZY_TAG
 from memodag.errors import MemoizationError
 from memodag.hashing import hash_strings, piece_version
 from memodag.plan.dynamic import parse_step_key
@@ -295,6 +296,10 @@ class IndexMemoizer(Memoizer):
     def stored(self, step: ExecutionStep) -> list[Address] | None:
         versions = self.versions(step)
         if versions is None or step.key in self._distrusted:
+            return None
+        if step.op_def.tags.get(LAZY_TAG) == "true":
+            # a lazy task's body always runs: its table store decides from what it returns
+            # whether anything executes (docs/tables.md, "Lazy SQL tasks")
             return None
         found: list[Address] = []
         absent: list[str] = []
@@ -592,6 +597,13 @@ class IndexMemoizer(Memoizer):
         if entry is None or not entry.recipe or "manifest" not in entry.recipe:
             return None
         return [(piece_key, piece) for piece_key, piece in entry.recipe["manifest"]]
+
+    def entry_at(self, step_key: str, op_def: Any, name: str, version: str) -> IndexEntry | None:
+        """The index entry of one output at ``version``, if a run recorded one (dry runs read
+        what a lazy task's body returned at this very version)."""
+        key = self._key_for(step_key, op_def, name)
+        self._fetch((key,))
+        return self._entries.get((key, version))
 
     def stored_versions_of(self, step: ExecutionStep, name: str) -> list[IndexEntry]:
         """Every stored version of one output (``explain`` picks the closest recipe)."""

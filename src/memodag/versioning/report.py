@@ -24,6 +24,8 @@ TO_BE_RECOMPUTED = "to-be-recomputed"
 #: an early-cutoff upstream re-runs: whether this step runs depends on the data it yields
 DEPENDS_ON_DATA = "depends-on-data"
 UNVERSIONED = "unversioned"
+#: what list-versions says of a lazy task whose version is its frame's content
+DECIDED_AT_RUN_TIME = "decided at run time (content hash)"
 #: the run will not start it: an output it needs is not yielded at the stored version
 SKIPPED = "skipped"
 
@@ -70,6 +72,8 @@ class WalkState:
     pending_outputs: Collection[tuple[str, str]]
     #: steps left waiting when the walk ended (on pieces nobody could tell)
     unfinished: Collection[str] = ()
+    #: ``(step key, output)`` of lazy tasks -> what evaluating the body told (``dry_run.LazyVersion``)
+    lazy: Mapping[tuple[str, str], Any] = field(default_factory=dict)
 
 
 def report_rows(
@@ -170,6 +174,8 @@ def _would_run(
             OutputVersion(f"{key}.{name}", None, status, (why,) if explain else (), key)
             for name in step.op_def.outs
         ]
+    if any((key, name) in state.lazy for name in step.op_def.outs):
+        return _lazy_rows(step, state, memoizer, explain)
     return [
         OutputVersion(
             f"{key}.{name}",
@@ -180,6 +186,34 @@ def _would_run(
         )
         for name in step.op_def.outs
     ]
+
+
+def _lazy_rows(
+    step: ExecutionStep, state: WalkState, memoizer: IndexMemoizer, explain: bool
+) -> list[OutputVersion]:
+    """A lazy task's outputs: the version its body's query has (stored or to be executed), or
+    decided at run time (a frame's content)."""
+    rows = []
+    for name in step.op_def.outs:
+        lazy = state.lazy.get((step.key, name))
+        if lazy is None or lazy.version is None:
+            why = lazy.why if lazy is not None else "the body could not be evaluated"
+            rows.append(
+                OutputVersion(f"{step.key}.{name}", None, DEPENDS_ON_DATA, (why,), step.key)
+            )
+            continue
+        status = STORED if lazy.stored else TO_BE_RECOMPUTED
+        why = "a lazy task: the table of its query's version is not stored yet"
+        rows.append(
+            OutputVersion(
+                f"{step.key}.{name}",
+                lazy.version,
+                status,
+                (why,) if explain and not lazy.stored else (),
+                step.key,
+            )
+        )
+    return rows
 
 
 def _pending_fan_outs(state: WalkState) -> dict[tuple[str, str], bool]:

@@ -124,9 +124,17 @@ def _fold(rows: list[Any], why: bool) -> list[tuple[str, str, str, str]]:
     return folded
 
 
+#: ``versioning.report.DECIDED_AT_RUN_TIME`` (not imported: the CLI starts light)
+_DECIDED_AT_RUN_TIME = "decided at run time (content hash)"
+
+
 def _cells(row: Any, why: bool) -> tuple[str, str, str, str]:
     because = "; ".join(row.reasons) if why and row.status != "stored" else ""
-    return (row.step_output, row.version or "-", _color(row.status), because)
+    version = row.version or "-"
+    if row.version is None and row.reasons and row.reasons[0].startswith(_DECIDED_AT_RUN_TIME):
+        # a lazy task returning a frame: its content decides (versioning.report says so)
+        version = _DECIDED_AT_RUN_TIME
+    return (row.step_output, version, _color(row.status), because)
 
 
 def _color(status: str) -> str:
