@@ -50,6 +50,13 @@ def test_data_hash_tells_different_data_apart(a, b):
     assert hash_value(a) != hash_value(b)
 
 
+def test_frames_with_list_cells_hash_by_content():
+    # hash_pandas_object raises TypeError on list cells; early cutoff must not fail the step
+    a = pd.DataFrame({"x": [[1, 2], [3]]})
+    assert hash_value(a) == hash_value(pd.DataFrame({"x": [[1, 2], [3]]}))
+    assert hash_value(a) != hash_value(pd.DataFrame({"x": [[1, 2], [4]]}))
+
+
 def test_data_hash_is_stable_for_equal_data():
     assert hash_value({"a": [1, (2, 3)], "b": None}) == hash_value({"a": [1, (2, 3)], "b": None})
     assert hash_value(pd.DataFrame({"a": [1, 2]})) == hash_value(pd.DataFrame({"a": [1, 2]}))

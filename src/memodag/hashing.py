@@ -78,9 +78,15 @@ def hash_value(value: Any) -> str:
     if module == "pandas":
         import pandas as pd
 
-        h.update(b"pandas:" + _pandas_header(value).encode())
-        h.update(pd.util.hash_pandas_object(value, index=True).values.tobytes())
-        return h.hexdigest()[:VERSION_LENGTH]
+        try:
+            cells = pd.util.hash_pandas_object(value, index=True).values.tobytes()
+        except TypeError:
+            # cells hash_pandas_object cannot hash (lists, dicts): the pickle below sees them
+            cells = None
+        if cells is not None:
+            h.update(b"pandas:" + _pandas_header(value).encode())
+            h.update(cells)
+            return h.hexdigest()[:VERSION_LENGTH]
     if module in ("polars", "pyarrow"):
         import pyarrow as pa
 
