@@ -33,7 +33,13 @@ from memodag.definitions.resources import (
     resource,
 )
 from memodag.definitions.secrets import EnvVar
-from memodag.definitions.tables import Stage, Table, materialize
+from memodag.definitions.tables import (
+    AUTO_VERSION,
+    ExternalTableReference,
+    Stage,
+    Table,
+    materialize,
+)
 from memodag.engine.dry_run import list_versions
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import (
@@ -84,6 +90,7 @@ from memodag.versioning.strategy import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AUTO_VERSION",
     "MEMOIZED_RUN_TAG",
     "Address",
     "Backoff",
@@ -97,6 +104,7 @@ __all__ = [
     "ExecuteInProcessResult",
     "ExecutionError",
     "Executor",
+    "ExternalTableReference",
     "ExecutorDefinition",
     "Field",
     "GraphDefinition",

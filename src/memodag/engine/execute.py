@@ -42,6 +42,7 @@ from memodag.plan.plan import (
     select_steps,
 )
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
+from memodag.versioning.fresh_input import CACHE_VALIDATION_TAG
 from memodag.runtime.resources import initialized_resources
 from memodag.runtime.step import StepRuntime
 from memodag.storage.instance import Instance
@@ -84,6 +85,9 @@ def execute_job(
     instance = instance or Instance.get()
     run_id = run_id or str(uuid.uuid4())
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
+    if resolved.cache_validation != "normal":
+        # io managers hear it at run start: a forced run writes anew what they hold
+        run_tags[CACHE_VALIDATION_TAG] = resolved.cache_validation
     parent = _parent_run(instance, parent_run_id)
     try:
         steps, selected, external, absent = _selection(

@@ -328,12 +328,13 @@ def _store_outputs(
             log,
             task.tags,
         )
-        size = content_hash = None
+        size = content_hash = schema = None
         try:
             uri = manager.handle_output(context, produced.value)
             if isinstance(uri, StoredData):
                 written: StoredData = uri
                 size, content_hash, uri = written.size, written.content_hash, str(written)
+                schema = written.schema
         except StorageError as exc:
             # a user's own exception (a custom write function's) keeps its class; memodag's
             # storage errors gain the op, output and io manager they happened in
@@ -350,6 +351,7 @@ def _store_outputs(
             _data_hash(produced.value) if name in task.hash_outputs else None,
             size,
             content_hash,
+            schema,
         )
         stored.append(StoredOutput(name, address, key))
         events.append(

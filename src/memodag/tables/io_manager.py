@@ -19,10 +19,12 @@ from memodag.definitions.tables import (
     INPUT_TYPE_KEY,
     STAGE_MEMBERS_TAG,
     STAGE_TAG,
+    ExternalTableReference,
     Table,
     table_identifier,
 )
 from memodag.errors import DefinitionError, StorageError
+from memodag.hashing import hash_strings
 from memodag.storage.io_manager import (
     Address,
     InputContext,
@@ -30,6 +32,7 @@ from memodag.storage.io_manager import (
     OutputContext,
     RunEnd,
     RunInfo,
+    StoredData,
 )
 from memodag.tables.convert import ARROW, SQL, from_arrow, kind_of, kind_of_type, to_arrow
 from memodag.tables.store import StageTable, TableSpec, TableStore, physical_table_name
@@ -38,6 +41,12 @@ from memodag.tables.store import StageTable, TableSpec, TableStore, physical_tab
 _URI_SCHEME = "table"
 #: what ``Address.serializer`` says for a table (gc and ``runs show`` print it)
 SERIALIZER = "table"
+#: the address kind of an ``ExternalTableReference``: its "physical" part is ``schema.name``
+EXTERNAL = "external"
+#: the run tag of a run that re-runs stored steps (``versioning.fresh_input``): tables it holds
+#: at a version are written anew, since the data may differ now
+_CACHE_VALIDATION_TAG = "memodag/cache_validation"
+_FORCED = ("force_fresh_input", "force_cache_invalid")
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,9 @@ class TableIOManager(MemoizableIOManager):
         self._broken = False
         # stage -> step keys of every table-producing step of the stage, when the job says
         self._members: dict[str, set[str]] = {}
+        # stage -> step keys that returned an external table (no view in the stage)
+        self._externals: dict[str, set[str]] = {}
+        self._forced = False
 
     def storage_identity(self) -> str:
         return self.store.identity()
@@ -100,10 +112,15 @@ class TableIOManager(MemoizableIOManager):
         self._names = {}
         self._broken = False
         self._members = {}
+        self._externals = {}
+        self._forced = run.tags.get(_CACHE_VALIDATION_TAG) in _FORCED
         self.store.open()
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
         table = TableAddress.parse(address.uri)
+        if table.kind == EXTERNAL:  # shown by no view: its step counts as done for the stage
+            self._externals.setdefault(table.stage, set()).add(address.step_key)
+            return
         try:
             self._take_name(table.stage, table.name, address.step_key)
         except StorageError:
@@ -129,7 +146,7 @@ class TableIOManager(MemoizableIOManager):
         members = self._members.get(stage)
         if not members:
             return False
-        return members <= {t.step_key for t in tables.values()}
+        return members <= {t.step_key for t in tables.values()} | self._externals.get(stage, set())
 
     def _commit(self, run: RunInfo, stage: str, tables: dict[str, StageTable]) -> None:
         # views the stage shows for steps of this run under a name they no longer produce
@@ -161,6 +178,8 @@ class TableIOManager(MemoizableIOManager):
             )
         table = obj if isinstance(obj, Table) else Table(obj)
         what = f"op '{context.step_key}' output '{context.name}'"
+        if isinstance(table.obj, ExternalTableReference):
+            return self._external(context, table, what)
         kind = kind_of(table.obj)
         if kind is None:
             raise StorageError(
@@ -189,13 +208,63 @@ class TableIOManager(MemoizableIOManager):
             non_nullable=table.non_nullable,
             materialization_details=table.materialization_details,
         )
-        if context.version is None or not self.store.has_table(physical):
+        stored = context.version is not None and self.store.has_table(physical)
+        if stored and self._forced:
+            # a forced run re-runs stored steps: the data may differ from what is stored at this
+            # version, so it goes to a new table, which the index then names for the version
+            physical = physical_table_name(
+                context.step_key, context.name, hash_strings(version, context.run_id)
+            )
+            stored = False
+        if not stored:
             if kind == SQL:
                 self.store.write_query(physical, self._compile(table.obj, what), spec)
             else:
                 data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
                 self.store.write_arrow(physical, data, spec)
-        return TableAddress(kind, stage, name, physical).uri()
+        uri = TableAddress(kind, stage, name, physical).uri()
+        return StoredData(uri, schema=self._schema_text(self.store.schema_of(physical)))
+
+    def _external(self, context: OutputContext, table: Table, what: str) -> StoredData:
+        """An ``ExternalTableReference``: checked to exist and to lie outside the stage's own
+        schema; nothing is written, and no view shows it."""
+        assert self._run is not None
+        ref: ExternalTableReference = table.obj
+        stage = context.tags.get(STAGE_TAG) or _stage_of_job(self._run.job_name)
+        if ref.schema.lower() == self.store.schema_name(stage).lower():
+            raise StorageError(
+                f"{what}: ExternalTableReference({ref.name!r}, schema={ref.schema!r}) points into "
+                f"the schema of stage '{stage}', which memodag replaces at each commit; keep "
+                "external tables in a schema of their own"
+            )
+        if not self.store.external_exists(ref.schema, ref.name):
+            raise StorageError(
+                f"{what}: external table {ref.schema}.{ref.name} does not exist in "
+                f"{self.store.identity()}; create it first, or fix the name or schema"
+            )
+        name = _piece_name(table.name or _default_name(context), context)
+        uri = TableAddress(EXTERNAL, stage, name, f"{ref.schema}.{ref.name}").uri()
+        schema = self.store.external_schema(ref.schema, ref.name)
+        return StoredData(uri, schema=self._schema_text(schema))
+
+    @staticmethod
+    def _schema_text(schema: Any) -> str:
+        from memodag.tables.auto_version import schema_text
+
+        return schema_text(schema)
+
+    def schema_text(self, address: Address) -> str:
+        """The stored table's schema (``Address.schema``), read from the store's bookkeeping
+        (addresses written before memodag kept it there)."""
+        table = TableAddress.parse(address.uri)
+        try:
+            if table.kind == EXTERNAL:
+                schema, _, name = table.physical.partition(".")
+                return self._schema_text(self.store.external_schema(schema, name))
+            return self._schema_text(self.store.schema_of(table.physical))
+        finally:
+            if self._run is None:
+                self.store.close()
 
     def _compile(self, query: Any, what: str) -> str:
         if isinstance(query, str):
@@ -227,8 +296,11 @@ class TableIOManager(MemoizableIOManager):
         table = TableAddress.parse(context.address.uri if context.address else None)
         as_type = context.metadata.get("as_type") or _input_type(context)
         if as_type is None:
-            as_type = ARROW if table.kind == SQL else table.kind
+            as_type = ARROW if table.kind in (SQL, EXTERNAL) else table.kind
         try:
+            if table.kind == EXTERNAL:
+                schema, _, name = table.physical.partition(".")
+                return self.store.read_external(schema, name, as_type)
             return self.store.read(table.physical, as_type)
         finally:
             if self._run is None:
@@ -237,8 +309,12 @@ class TableIOManager(MemoizableIOManager):
     # ---- gc ----------------------------------------------------------------------------------
 
     def exists(self, address: Address) -> bool:
+        table = TableAddress.parse(address.uri)
         try:
-            return self.store.has_table(TableAddress.parse(address.uri).physical)
+            if table.kind == EXTERNAL:
+                schema, _, name = table.physical.partition(".")
+                return self.store.external_exists(schema, name)
+            return self.store.has_table(table.physical)
         finally:
             if self._run is None:
                 self.store.close()
@@ -246,11 +322,17 @@ class TableIOManager(MemoizableIOManager):
     def verify(self, address: Address, read: bool = False) -> str | None:
         """Whether the table is still stored, when the store can tell without a query (a
         memoized run asks for every table it reuses); otherwise the index is trusted."""
-        stored = self.store.stored_cheaply(TableAddress.parse(address.uri).physical)
+        table = TableAddress.parse(address.uri)
+        if table.kind == EXTERNAL:
+            return None  # not memodag's to check: a consumer's read says if it is gone
+        stored = self.store.stored_cheaply(table.physical)
         return "missing" if stored is False else None
 
     def delete(self, address: Address) -> None:
-        physical = TableAddress.parse(address.uri).physical
+        table = TableAddress.parse(address.uri)
+        if table.kind == EXTERNAL:
+            return  # an external table is never memodag's to drop
+        physical = table.physical
         try:
             if not self.store.is_shown(physical):  # a committed stage still shows it: kept
                 self.store.drop_table(physical)
