@@ -14,6 +14,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
+from cli_process import run_memodag
 from memodag import (
     AUTO_VERSION,
     DefinitionError,
@@ -25,7 +26,6 @@ from memodag import (
     materialize,
     postgres_table_store,
 )
-from cli_process import run_memodag
 
 POSTGRES_ENV = "MEMODAG_TEST_POSTGRES_URL"
 ORDERS = pd.DataFrame({"order_id": list(range(1, 301)), "amount": [float(i) for i in range(300)]})
@@ -96,9 +96,7 @@ def every_fiftieth():
     return picked
 
 
-def test_an_unchanged_plan_is_memoized_and_a_changed_expression_is_a_new_version(
-    instance, store
-):
+def test_an_unchanged_plan_is_memoized_and_a_changed_expression_is_a_new_version(instance, store):
     first = make_job(store, every_hundredth()).execute_in_process(instance=instance)
     assert first.executed_step_keys == ["orders", "picked"]
     assert first.output_for_node("picked", as_type=pd.DataFrame)["order_id"].tolist() == [
@@ -220,7 +218,7 @@ def test_a_body_that_collects_or_returns_a_non_table_fails_naming_what(instance,
         make_job(store, returns_frame).execute_in_process(instance=instance)
 
 
-JOB_FILE = '''
+JOB_FILE = """
 import polars as pl
 import pandas as pd
 from memodag import AUTO_VERSION, Stage, Table, job, materialize
@@ -246,7 +244,7 @@ def warehouse():
         o = orders()
     with Stage("model"):
         scored(o)
-'''
+"""
 
 
 def test_plan_versions_are_stable_across_processes_and_python_functions_count_by_source(

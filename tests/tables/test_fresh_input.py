@@ -12,8 +12,8 @@ import duckdb
 import pandas as pd
 import polars as pl
 import pytest
-from cli_process import run_memodag
 
+from cli_process import run_memodag
 from memodag import (
     DefinitionError,
     ExternalTableReference,
@@ -278,7 +278,9 @@ def test_the_cli_flag_sets_the_mode(tmp_path):
     home = tmp_path / "home"
 
     def run(*flags: str) -> tuple[int, int]:
-        done = run_memodag("job", "execute", "-f", "job.py", "--json", *flags, cwd=project, home=home)
+        done = run_memodag(
+            "job", "execute", "-f", "job.py", "--json", *flags, cwd=project, home=home
+        )
         summary = json.loads(done.stdout)
         steps = summary.get("steps", summary)
         return steps["executed"], steps["memoized"]
@@ -293,7 +295,14 @@ def test_the_cli_flag_sets_the_mode(tmp_path):
     assert run() == (2, 0)
     assert run("--cache-validation", "force_cache_invalid") == (2, 0)
     bad = run_memodag(
-        "job", "execute", "-f", "job.py", "--cache-validation", "never", cwd=project, home=home,
+        "job",
+        "execute",
+        "-f",
+        "job.py",
+        "--cache-validation",
+        "never",
+        cwd=project,
+        home=home,
         check=False,
     )
     assert bad.returncode != 0 and "never" in bad.stderr

@@ -102,6 +102,7 @@ class ExternalTableReference:
     def __repr__(self) -> str:
         return f"ExternalTableReference({self.name!r}, schema={self.schema!r})"
 
+
 #: PostgreSQL's identifier limit, which stage and table names keep on every store
 _MAX_IDENTIFIER_BYTES = 63
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")

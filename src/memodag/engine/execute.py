@@ -42,13 +42,13 @@ from memodag.plan.plan import (
     select_steps,
 )
 from memodag.plan.run_config import ResolvedRunConfig, resolve_run_config
-from memodag.versioning.fresh_input import CACHE_VALIDATION_TAG
 from memodag.runtime.resources import initialized_resources
 from memodag.runtime.step import StepRuntime
 from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
 from memodag.storage.io_manager import Address, IOManager
 from memodag.storage.liveness import heartbeat, process_identity
+from memodag.versioning.fresh_input import CACHE_VALIDATION_TAG
 
 if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition

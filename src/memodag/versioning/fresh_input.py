@@ -120,16 +120,18 @@ def ignoring_data_version(
         recipe.pop("resource_configs", None)
         recipe.pop("code_parts", None)
         recipe.pop("manifest", None)
-        if not data_version or any(recipe.get(k) != v for k, v in mine.items() if k != "code_parts"):
+        if not data_version or any(
+            recipe.get(k) != v for k, v in mine.items() if k != "code_parts"
+        ):
             continue
         node = made.node
         version = Recipe(
             node.code, node.config, node.resources, made.inputs, (), data_version, node.outputs
         ).step_version
         versions = StepVersion(version, node, made.inputs).output_versions(names)
-        if all(stored(name, v) for name, v in versions.items()):
-            if best is None or entry.created_at > best[0]:
-                best = (entry.created_at, versions)
+        newer = best is None or entry.created_at > best[0]
+        if newer and all(stored(name, v) for name, v in versions.items()):
+            best = (entry.created_at, versions)
     return best[1] if best is not None else None
 
 

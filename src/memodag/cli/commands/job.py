@@ -73,9 +73,7 @@ def job() -> None:
 )
 @click.option(
     "--cache-validation",
-    type=click.Choice(
-        ["normal", "ignore_fresh_input", "force_fresh_input", "force_cache_invalid"]
-    ),
+    type=click.Choice(["normal", "ignore_fresh_input", "force_fresh_input", "force_cache_invalid"]),
     default=None,
     help="How outputs of data that changes outside memodag count (the run config's "
     "cache_validation): ignore_fresh_input reuses them, force_fresh_input re-runs the ops "
