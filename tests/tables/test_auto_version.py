@@ -23,6 +23,7 @@ from memodag import (
     Table,
     duckdb_table_store,
     job,
+    list_versions,
     materialize,
     postgres_table_store,
 )
@@ -116,6 +117,22 @@ def test_an_unchanged_plan_is_memoized_and_a_changed_expression_is_a_new_version
     # a revert finds the old version
     back = make_job(store, every_hundredth()).execute_in_process(instance=instance)
     assert back.memoized_step_keys == ["orders", "picked"]
+
+
+def test_list_versions_and_explain_predict_the_run_without_running_or_reading_tables(
+    instance, store
+):
+    def rows(body, explain=False):
+        found = list_versions(make_job(store, body), instance=instance, explain=explain)
+        return {r.step_output: r for r in found}
+
+    before = rows(every_hundredth())
+    assert before["picked.result"].status == "to-be-recomputed"  # its input is not stored yet
+    make_job(store, every_hundredth()).execute_in_process(instance=instance)
+    assert rows(every_hundredth())["picked.result"].status == "stored"
+    changed = rows(every_fiftieth(), explain=True)["picked.result"]
+    assert changed.status == "to-be-recomputed"
+    assert changed.reasons == ("the polars plan of op 'picked' (AUTO_VERSION) changed",)
 
 
 def test_the_output_names_order_and_table_options_are_part_of_the_version(instance, store):

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 #: run's prediction): an AUTO_VERSION consumer then has a version no stored output has
 SCHEMA_PENDING = "\x00pending"
 #: an AUTO_VERSION op's code version while an input's schema is pending
-_AUTO_PENDING = "auto-version:pending"
+AUTO_PENDING = "auto-version:pending"
 
 UpstreamSchema = Callable[[StepOutputHandle], str]
 
@@ -384,10 +384,10 @@ class VersionResolver:
                 inputs[spec.name] = ("default", spec.default)
                 continue
             if upstream_schema is None:
-                return _AUTO_PENDING
+                return AUTO_PENDING
             texts = [upstream_schema(h) for h in spec.upstream]
             if SCHEMA_PENDING in texts:
-                return _AUTO_PENDING
+                return AUTO_PENDING
             inputs[spec.name] = texts if spec.collect else texts[0]
         config_json = self._config_jsons.get(step.node.path)
         if config_json is None:
