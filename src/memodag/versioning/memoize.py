@@ -30,10 +30,10 @@ from memodag.runtime.step import StepOutcome
 from memodag.storage.instance.records import IndexEntry
 from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
 from memodag.versioning import scheme
+from memodag.versioning.auto_inputs import TableSchemas
 from memodag.versioning.fresh_input import FreshInput, effective_version, ignoring_data_version
 from memodag.versioning.memoizer import AddressKey, Memoizer
 from memodag.versioning.resolve import (
-    SCHEMA_PENDING,
     Recipe,
     StepVersion,
     VersionResolver,
@@ -133,9 +133,10 @@ class IndexMemoizer(Memoizer):
         #: outputs known not produced, versioned as absent when a consumer first asks
         self._not_produced: dict[tuple[str, str], ExecutionStep] = {}
         #: table outputs seen in this run (their schemas version AUTO_VERSION consumers)
-        self._tables: dict[AddressKey, Address] = {}
+        self._tables = TableSchemas()
         #: the run's ``cache_validation`` mode (docs/tables.md, "External tables and fresh input")
         self.fresh = FreshInput(getattr(plan.run_config, "cache_validation", "normal"))
+        self._external_possible = False
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -157,7 +158,13 @@ class IndexMemoizer(Memoizer):
             )
 
     def attach_io_managers(self, io_managers: Mapping[str, IOManager]) -> None:
+        from memodag.tables.io_manager import TableIOManager
+
         self.io_managers = io_managers
+        # only table stores hold external tables: other runs skip looking for them per step
+        self._external_possible = self.fresh.mode != "ignore_fresh_input" and any(
+            isinstance(m, TableIOManager) for m in io_managers.values()
+        )
 
     def attach_resources(self, resources: Any) -> None:
         self.resources = resources
@@ -166,7 +173,7 @@ class IndexMemoizer(Memoizer):
     def note_addresses(self, addresses: Mapping[AddressKey, Address]) -> None:
         """Outputs this run did not compute (re-execution): their versions feed consumers."""
         for key, address in addresses.items():
-            self._note_table(key, address)
+            self._tables.note(key, address)
             effective = self._effective_version(key[0], address)
             if effective is not None:
                 self._effective[key] = effective
@@ -255,33 +262,8 @@ class IndexMemoizer(Memoizer):
                 return fresh
         return address.version
 
-    def _note_table(self, key: AddressKey, address: Address) -> None:
-        if address.schema is not None or address.serializer in ("table", "predicted"):
-            self._tables[key] = address
-
     def _upstream_schema(self, handle: StepOutputHandle) -> str:
-        """The schema of the table wired to an AUTO_VERSION input (``SCHEMA_PENDING`` in a dry
-        run, for a table only its run will make): from its address, else from its store."""
-        key = (handle.step_key, handle.output_name, handle.mapping_key)
-        address = self._tables.get(key)
-        if address is None:
-            raise MemoizationError(
-                f"an AUTO_VERSION op reads output '{handle.output_name}' of step "
-                f"'{handle.step_key}', which is not a table: AUTO_VERSION ops take tables only "
-                "(store it with @materialize, or pass the value as config)"
-            )
-        if address.schema is not None:
-            return address.schema
-        if address.uri is None:
-            return SCHEMA_PENDING
-        manager = self.io_managers.get(address.io_manager_key)
-        text = getattr(manager, "schema_text", None)
-        if text is None:
-            raise MemoizationError(
-                f"{address.describe()}: its io manager cannot tell its schema, which the "
-                "AUTO_VERSION op reading it needs"
-            )
-        return str(text(address))
+        return self._tables.schema(handle, self.io_managers)
 
     def _upstream(self, handle: StepOutputHandle) -> str | None:
         found = self._effective.get((handle.step_key, handle.output_name, handle.mapping_key))
@@ -386,7 +368,10 @@ class IndexMemoizer(Memoizer):
             found.extend(addresses)
         if found and (
             not self._verified(step, found)
-            or any(self.fresh.changed_outside(a, step.op_def) for a in found)
+            or (
+                self._external_possible
+                and any(self.fresh.changed_outside(a, step.op_def) for a in found)
+            )
         ):
             if self.pin:
                 self._decided(step, versions, None)
@@ -403,7 +388,7 @@ class IndexMemoizer(Memoizer):
         for address in found:
             out_key = (step_key, address.output_name, address.mapping_key)
             if address.serializer == "table":
-                self._tables[out_key] = address
+                self._tables.note(out_key, address)
                 table_version = self._effective_version(step_key, address)
                 if table_version is not None:
                     effective[out_key] = table_version
@@ -739,7 +724,7 @@ class IndexMemoizer(Memoizer):
         manifests: dict[str, list[list[str]]] = {}
         for stored in outcome.outputs:
             address = stored.address
-            self._note_table((step.key, address.output_name, address.mapping_key), address)
+            self._tables.note((step.key, address.output_name, address.mapping_key), address)
             effective = self._effective_version(step.key, address)
             if effective is not None:
                 self._effective[(step.key, address.output_name, address.mapping_key)] = effective
