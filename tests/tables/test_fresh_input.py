@@ -15,6 +15,7 @@ import pytest
 
 from cli_process import run_memodag
 from memodag import (
+    AUTO_VERSION,
     DefinitionError,
     ExternalTableReference,
     MemodagError,
@@ -66,6 +67,15 @@ class Db:
             with psycopg.connect(self.url, autocommit=True) as conn:
                 for statement in sql:
                     conn.execute(statement)
+
+    def query(self, sql: str):
+        if self.kind == "duckdb":
+            with duckdb.connect(self.path, read_only=True) as conn:
+                return conn.execute(sql).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql).fetchall()
 
     def drop(self) -> None:
         if self.kind != "postgres":
@@ -209,6 +219,8 @@ def test_run_modes_force_and_ignore_fresh_input_then_normal_runs_are_memoized(in
     assert sorted(forced.executed_step_keys) == ["double", "load"]
     assert forced.memoized_step_keys == ["other"]
     assert forced.output_for_node("double", as_type=pd.DataFrame)["v"].tolist() == [20]
+    # the stage shows the new table, which the index names for the usual version
+    assert db.query(f'SELECT v FROM "{db.stage_schema("model")}".double') == [(20,)]
     # the next normal run is memoized again, and serves what the forced run stored
     normal = modes.execute_in_process(instance=instance)
     assert sorted(normal.memoized_step_keys) == ["double", "load", "other"]
@@ -306,3 +318,63 @@ def test_the_cli_flag_sets_the_mode(tmp_path):
         check=False,
     )
     assert bad.returncode != 0 and "never" in bad.stderr
+
+
+def test_an_auto_version_op_reads_an_external_table_by_its_schema(instance, db):
+    db.write_outside([1, 2, 3])
+
+    @materialize(name="source", version="1", cache=lambda context: "fixed")
+    def source():
+        return ExternalTableReference("src", schema=db.external_schema)
+
+    @materialize(name="big", version=AUTO_VERSION, input_type=pl.LazyFrame)
+    def big(source):
+        return source.filter(pl.col("v") > 1)
+
+    @job(name="ext_auto", resource_defs={"table_store": db.store()})
+    def ext_auto():
+        with Stage("model"):
+            big(source())
+
+    first = ext_auto.execute_in_process(instance=instance)
+    assert first.output_for_node("big", as_type=pd.DataFrame)["v"].tolist() == [2, 3]
+    assert ext_auto.execute_in_process(instance=instance).memoized_step_keys == ["source", "big"]
+
+
+GC_JOB = """
+import duckdb, polars as pl
+from memodag import ExternalTableReference, Stage, Table, job, materialize
+
+
+@materialize(version="1")
+def source():
+    return ExternalTableReference("src", schema="ext")
+
+
+@materialize(version="1", input_type=pl.DataFrame)
+def total(source):
+    return Table(source.select(pl.col("v").sum()), name="total")
+
+
+@job
+def fresh():
+    with Stage("model"):
+        total(source())
+"""
+
+
+def test_gc_never_drops_an_external_table(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "job.py").write_text(GC_JOB)
+    home = tmp_path / "home"
+    home.mkdir()
+    with duckdb.connect(str(home / "tables.duckdb")) as conn:
+        conn.execute("CREATE SCHEMA ext")
+        conn.execute("CREATE TABLE ext.src AS SELECT 1::BIGINT AS v")
+    run_memodag("job", "execute", "-f", "job.py", cwd=project, home=home)
+    run_memodag("job", "execute", "-f", "job.py", cwd=project, home=home)
+    done = run_memodag("gc", "-f", "job.py", "--keep-last", "0", "--yes", cwd=project, home=home)
+    assert "source" in done.stdout  # the external output's entry went, not its table
+    with duckdb.connect(str(home / "tables.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT v FROM ext.src").fetchall() == [(1,)]
