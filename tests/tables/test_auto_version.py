@@ -300,3 +300,25 @@ def _counts(stdout: str) -> tuple[int, int]:
     summary = json.loads(stdout)
     steps = summary.get("steps", summary)
     return steps["executed"], steps["memoized"]
+
+
+def test_a_table_stored_before_addresses_kept_schemas_is_versioned_from_the_store(
+    instance, tmp_path
+):
+    """Index entries written by an older memodag have no schema in their address: the store's
+    own record of the table's Arrow schema gives the same version."""
+    import json
+    import sqlite3
+
+    store = duckdb_table_store.configured({"path": str(tmp_path / "w.duckdb")})
+    make_job(store, every_hundredth()).execute_in_process(instance=instance)
+    with sqlite3.connect(tmp_path / "instance.db") as conn:
+        rows = conn.execute("SELECT rowid, address FROM output_index").fetchall()
+        for rowid, text in rows:
+            address = json.loads(text)
+            assert address.pop("schema", None) is not None
+            conn.execute(
+                "UPDATE output_index SET address = ? WHERE rowid = ?", (json.dumps(address), rowid)
+            )
+    again = make_job(store, every_hundredth()).execute_in_process(instance=instance)
+    assert again.memoized_step_keys == ["orders", "picked"]
