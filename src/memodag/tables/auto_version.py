@@ -43,7 +43,7 @@ _COLLECTING = (
 #: a cache node's id in polars' serialized plan (msgpack: key "id", 16 bytes): a random UUID
 #: per ``.cache()``, renumbered in order of appearance so equal plans serialize alike
 _CACHE_ID = re.compile(rb"\xa2id\xc4\x10(.{16})", re.DOTALL)
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 
 
 def schema_text(schema: Any) -> str:
