@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import re
 import sys
 import threading
@@ -257,7 +258,7 @@ def _serialized(frame: Any, code_version: Callable[[Any], str], where: str) -> s
         number = ids.setdefault(match.group(1), len(ids).to_bytes(16, "big"))
         return match.group(0)[:4] + number
 
-    return hash_strings(_CACHE_ID.sub(renumber, raw).hex())
+    return hashlib.sha256(_CACHE_ID.sub(renumber, raw)).hexdigest()
 
 
 def _refuse_loads(*args: Any, **kwargs: Any) -> Any:
