@@ -33,7 +33,14 @@ from memodag.definitions.resources import (
     resource,
 )
 from memodag.definitions.secrets import EnvVar
-from memodag.definitions.tables import RawSql, Stage, Table, materialize
+from memodag.definitions.tables import (
+    AUTO_VERSION,
+    ExternalTableReference,
+    RawSql,
+    Stage,
+    Table,
+    materialize,
+)
 from memodag.engine.dry_run import list_versions
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import (
@@ -84,6 +91,7 @@ from memodag.versioning.strategy import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AUTO_VERSION",
     "MEMOIZED_RUN_TAG",
     "Address",
     "Backoff",
@@ -98,6 +106,7 @@ __all__ = [
     "ExecutionError",
     "Executor",
     "ExecutorDefinition",
+    "ExternalTableReference",
     "Field",
     "GraphDefinition",
     "IOManager",

@@ -1,6 +1,7 @@
 """What users declare about tables: ``Table`` (a frame or query plus its table options),
-``@materialize`` (an op whose outputs go to the job's table store) and ``Stage`` (ops called in a
-``with Stage("name"):`` block land in that database schema).
+``@materialize`` (an op whose outputs go to the job's table store), ``Stage`` (ops called in a
+``with Stage("name"):`` block land in that database schema), ``AUTO_VERSION`` (an op versioned
+by the polars plan it builds) and ``ExternalTableReference`` (a table memodag did not write).
 
 Pure definitions: nothing here imports pandas, polars, pyarrow, SQLAlchemy or a database
 driver, and nothing reads or writes a table (``memodag.tables`` does). Semantics: docs/tables.md.
@@ -29,6 +30,81 @@ INPUT_TYPE_KEY = "input_type"
 #: the op tag marking ``@materialize(lazy=True)`` ops: their body runs on every run and the
 #: table store versions what it returns (docs/tables.md, "Lazy SQL tasks")
 LAZY_TAG = "memodag/lazy"
+#: the op tag marking ``@materialize(version=AUTO_VERSION)`` ops (versioned by their plan)
+AUTO_VERSION_TAG = "memodag/auto_version"
+
+
+class _AutoVersion:
+    """The type of ``AUTO_VERSION``: one instance, compared by identity."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "AUTO_VERSION"
+
+    def __reduce__(self) -> str:
+        return "AUTO_VERSION"  # pickles as the module attribute: still the one instance
+
+
+#: ``@materialize(version=AUTO_VERSION, input_type=pl.LazyFrame)``: the op's code version is the
+#: serialized polars plan its body builds on empty frames of its inputs' schemas
+#: (docs/tables.md, "AUTO_VERSION")
+AUTO_VERSION: Any = _AutoVersion()
+
+
+def check_auto_version(op_name: str, input_type: Any, lazy: bool = False) -> None:
+    """Refuse ``AUTO_VERSION`` where it cannot work, when the op is declared.
+
+    Raises:
+        DefinitionError: no ``input_type`` (the body must be called on LazyFrames to build its
+            plan), or ``lazy=True`` (a lazy task's version is its query already).
+    """
+    if lazy:
+        raise DefinitionError(
+            f"@materialize op '{op_name}': version=AUTO_VERSION and lazy=True do not go together "
+            "(a lazy task is versioned by the query it returns); drop one of them"
+        )
+    if input_type is None:
+        raise DefinitionError(
+            f"@materialize op '{op_name}': version=AUTO_VERSION needs input_type=pl.LazyFrame "
+            "(the body is called on empty LazyFrames of its inputs' schemas to hash its plan)"
+        )
+
+
+class ExternalTableReference:
+    """A table that exists in the table store's database and that memodag did not write,
+    returned by an op as its output: consumers read it as any input table.
+
+    Without ``@materialize(cache=fn)`` the output counts as changed on every run (its op runs
+    and so do its consumers); with one, as ``fn``'s value says (docs/tables.md, "External
+    tables and fresh input").
+
+    Args:
+        name: the table (or view) name in ``schema``.
+        schema: the database schema holding it (on DuckDB, ``main`` for the default one); not
+            the schema of the stage the op is in.
+    """
+
+    __slots__ = ("name", "schema")
+
+    def __init__(self, name: str, schema: str) -> None:
+        for label, value in (("name", name), ("schema", schema)):
+            if not isinstance(value, str) or not value or "/" in value or "\x00" in value:
+                raise DefinitionError(
+                    f"ExternalTableReference {label} must be a non-empty string without '/', "
+                    f"got {value!r}"
+                )
+        if "." in schema:
+            raise DefinitionError(
+                f"ExternalTableReference schema {schema!r} holds a '.'; give the table name and "
+                "its schema separately: ExternalTableReference('table', schema='schema')"
+            )
+        self.name = name
+        self.schema = schema
+
+    def __repr__(self) -> str:
+        return f"ExternalTableReference({self.name!r}, schema={self.schema!r})"
+
 
 #: PostgreSQL's identifier limit, which stage and table names keep on every store
 _MAX_IDENTIFIER_BYTES = 63
@@ -262,7 +338,7 @@ def materialize(
     fn: Callable[..., Any] | None = None,
     *,
     name: str | None = None,
-    version: str | None = None,
+    version: Any = None,
     input_type: Any = None,
     nout: int = 1,
     lazy: bool = False,
@@ -272,13 +348,18 @@ def materialize(
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
     data_version: Callable[[Any], Any] | None = None,
+    cache: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Declare an op whose outputs are tables in the job's table store (``table_store``).
 
     Args:
         version: the op's code version; None: its source hash (helpers included), as the
-            job's version strategy computes it. Config, resources and inputs are in the version
-            as for any op.
+            job's version strategy computes it; ``AUTO_VERSION``: the polars plan the body
+            builds (needs ``input_type=pl.LazyFrame``). Config, resources and inputs are in the
+            version as for any op.
+        cache: pipedag's name for ``@op(data_version=fn)``: ``fn(context)`` returns a JSON value
+            saying which version of outside data the op reads (it gets the op's context, not
+            its arguments as in pipedag).
         input_type: the type input tables are handed over as (``pandas.DataFrame``,
             ``polars.DataFrame``/``LazyFrame``, ``pyarrow.Table``, ``sqlalchemy.Table``, a DuckDB
             relation); default each parameter's annotation, else the type the producer returned.
@@ -294,18 +375,26 @@ def materialize(
     """
     if not isinstance(nout, int) or isinstance(nout, bool) or nout < 1:
         raise DefinitionError(f"@materialize: nout must be a positive integer, got {nout!r}")
-    # AUTO_VERSION (a polars plan's hash) is no string: a lazy task is versioned by its query,
-    # so any version but a plain string is refused with it
-    auto = globals().get("AUTO_VERSION")
-    if lazy and version is not None and (not isinstance(version, str) or version is auto):
-        shown = "AUTO_VERSION" if auto is not None and version is auto else repr(version)
+    if cache is not None and data_version is not None:
         raise DefinitionError(
-            f"@materialize(lazy=True, version={shown}): a lazy task is versioned by the query "
-            "it returns; drop version= (or give a string), or drop lazy=True to use it"
+            "@materialize: give cache= or data_version= (the same hook), not both"
+        )
+    data_version = cache if cache is not None else data_version
+    auto = version is AUTO_VERSION
+    if lazy and version is not None and not auto and not isinstance(version, str):
+        raise DefinitionError(
+            f"@materialize(lazy=True, version={version!r}): a lazy task is versioned by the query "
+            "it returns; drop version= (or give a string), or drop lazy=True"
         )
 
     def decorate(func: Callable[..., Any]) -> Any:
         from memodag.definitions.op import op
+
+        op_name = str(name or getattr(func, "__name__", "op"))
+        extra_tags: dict[str, str] = {}
+        if auto:
+            check_auto_version(op_name, input_type, lazy=lazy)
+            extra_tags[AUTO_VERSION_TAG] = "true"
 
         params = list(inspect.signature(func).parameters)
         if params and params[0] in ("context", "_context", "ctx"):
@@ -325,9 +414,14 @@ def materialize(
             out=outs,
             config_schema=config_schema,
             required_resource_keys=required_resource_keys,
-            version=version,
+            version=None if auto else version,
             retry_policy=retry_policy,
-            tags={**(tags or {}), MATERIALIZE_TAG: "true", **({LAZY_TAG: "true"} if lazy else {})},
+            tags={
+                **(tags or {}),
+                MATERIALIZE_TAG: "true",
+                **({LAZY_TAG: "true"} if lazy else {}),
+                **extra_tags,
+            },
             description=description,
             data_version=data_version,
         )(func)

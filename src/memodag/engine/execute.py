@@ -48,6 +48,7 @@ from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
 from memodag.storage.io_manager import Address, IOManager
 from memodag.storage.liveness import heartbeat, process_identity
+from memodag.versioning.fresh_input import CACHE_VALIDATION_TAG
 
 if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition
@@ -84,6 +85,9 @@ def execute_job(
     instance = instance or Instance.get()
     run_id = run_id or str(uuid.uuid4())
     run_tags = {**job.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
+    if resolved.cache_validation != "normal":
+        # io managers hear it at run start: a forced run writes anew what they hold
+        run_tags[CACHE_VALIDATION_TAG] = resolved.cache_validation
     parent = _parent_run(instance, parent_run_id)
     try:
         steps, selected, external, absent = _selection(

@@ -27,7 +27,14 @@ from memodag.errors import ConfigError
 if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition
 
-_TOP_KEYS = ("ops", "solids", "resources", "execution", "loggers")
+_TOP_KEYS = ("ops", "solids", "resources", "execution", "loggers", "cache_validation")
+#: ``cache_validation`` modes (``versioning.fresh_input`` says what each means)
+CACHE_VALIDATION_MODES = (
+    "normal",
+    "ignore_fresh_input",
+    "force_fresh_input",
+    "force_cache_invalid",
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class ResolvedRunConfig:
     raw: Mapping[str, Any] = field(default_factory=dict)
     executor_def: ExecutorDefinition | None = None  # the run's; its config validated below
     executor_config: Mapping[str, Any] = field(default_factory=dict)
+    #: how stored outputs of fresh input count (docs/tables.md, "External tables and fresh input")
+    cache_validation: str = "normal"
 
 
 def load_run_config_files(paths: Sequence[str | Path]) -> dict[str, Any]:
@@ -162,8 +171,16 @@ def resolve_run_config(
     for key in raw:
         if key not in _TOP_KEYS:
             errors.append(
-                f"{key}: unknown top-level key; expected one of ops, resources, execution"
+                f"{key}: unknown top-level key; expected one of ops, resources, execution, "
+                "cache_validation"
             )
+    cache_validation = raw.get("cache_validation", "normal")
+    if cache_validation not in CACHE_VALIDATION_MODES:
+        errors.append(
+            f"cache_validation: {cache_validation!r} is not a mode; expected one of "
+            + ", ".join(CACHE_VALIDATION_MODES)
+        )
+        cache_validation = "normal"
     ops_section = raw.get("ops")
     if "solids" in raw:
         if ops_section is not None:
@@ -181,7 +198,13 @@ def resolve_run_config(
     if errors:
         raise ConfigError(errors)
     return ResolvedRunConfig(
-        op_config, resource_config, dict(execution), raw, executor_def, executor_config
+        op_config,
+        resource_config,
+        dict(execution),
+        raw,
+        executor_def,
+        executor_config,
+        cache_validation,
     )
 
 

@@ -329,7 +329,7 @@ def _store_outputs(
             log,
             task.tags,
         )
-        size = content_hash = data_hash = None
+        size = content_hash = data_hash = schema = None
         try:
             uri = manager.handle_output(context, produced.value)
             if isinstance(uri, StoredData):
@@ -340,6 +340,7 @@ def _store_outputs(
                     written.data_hash,
                 )
                 uri = str(written)
+                schema = written.schema
         except StorageError as exc:
             # a user's own exception (a custom write function's) keeps its class; memodag's
             # storage errors gain the op, output and io manager they happened in
@@ -360,6 +361,7 @@ def _store_outputs(
             else None,
             size,
             content_hash,
+            schema,
         )
         stored.append(StoredOutput(name, address, key))
         events.append(

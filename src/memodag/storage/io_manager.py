@@ -36,6 +36,10 @@ class Address:
     #: it reported them: what loading and ``memodag verify`` check the stored data against
     size: int | None = None
     content_hash: str | None = None
+    #: the stored data's column schema, when the io manager tells it (a table store: its Arrow
+    #: schema, ``memodag.tables.schema_text``): consumers versioned by what they would build
+    #: from it (``AUTO_VERSION``) need no read of the data or the store
+    schema: str | None = None
     #: ``to_json()``'s text, made once: an address is written up to three times per output
     #: (stored, loaded, indexed)
     _json: str | None = field(default=None, init=False, repr=False, compare=False)
@@ -65,6 +69,8 @@ class Address:
             found["size"] = self.size
         if self.content_hash is not None:
             found["content_hash"] = self.content_hash
+        if self.schema is not None:
+            found["schema"] = self.schema
         return found
 
     def describe(self) -> str:
@@ -95,11 +101,13 @@ class StoredData(str):
         data_hash: the output's version as the store decided it (a lazy table's query hash),
             recorded as the address's ``data_hash`` in place of a hash of the returned value:
             under early cutoff, consumers are versioned by it. None: the usual value hash.
+        schema: the data's column schema as text (``Address.schema``), or None.
     """
 
     size: int | None
     content_hash: str | None
     data_hash: str | None
+    schema: str | None
 
     def __new__(
         cls,
@@ -107,11 +115,13 @@ class StoredData(str):
         size: int | None = None,
         content_hash: str | None = None,
         data_hash: str | None = None,
+        schema: str | None = None,
     ) -> StoredData:
         made = super().__new__(cls, uri)
         made.size = size
         made.content_hash = content_hash
         made.data_hash = data_hash
+        made.schema = schema
         return made
 
 

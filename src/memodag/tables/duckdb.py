@@ -325,6 +325,45 @@ class DuckDBTableStore(TableStore):
             return _sqlalchemy_table(self.data_schema, physical, schema)
         return super().read(physical, kind)
 
+    def schema_of(self, physical: str) -> pa.Schema:
+        try:
+            return self._schema(physical)
+        finally:
+            self._done_reading()
+
+    def _external(self, schema: str, name: str) -> str:
+        return f"{_q(schema)}.{_q(name)}"
+
+    def external_exists(self, schema: str, name: str) -> bool:
+        rows = self._query(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        )
+        return bool(rows)
+
+    def external_schema(self, schema: str, name: str) -> pa.Schema:
+        try:
+            sql = f"SELECT * FROM {self._external(schema, name)} LIMIT 0"
+            return self._read_connection().sql(sql).to_arrow_table().schema
+        finally:
+            self._done_reading()
+
+    def read_external(self, schema: str, name: str, as_type: Any) -> Any:
+        from memodag.tables.convert import from_arrow
+
+        what = f"external table {schema}.{name}"
+        kind = kind_of_type(as_type, what)
+        if kind == DUCKDB:
+            return self._read_connection().table(self._external(schema, name))
+        if kind == SQLALCHEMY:
+            return _sqlalchemy_table(schema, name, self.external_schema(schema, name))
+        try:
+            sql = f"SELECT * FROM {self._external(schema, name)}"
+            table = self._read_connection().sql(sql).to_arrow_table()
+        finally:
+            self._done_reading()
+        return from_arrow(table, kind, what)
+
     def has_table(self, physical: str) -> bool:
         if physical in self._known:
             return True

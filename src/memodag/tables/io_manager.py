@@ -23,6 +23,7 @@ from memodag.definitions.tables import (
     LAZY_TAG,
     STAGE_MEMBERS_TAG,
     STAGE_TAG,
+    ExternalTableReference,
     RawSql,
     Table,
     table_identifier,
@@ -62,6 +63,12 @@ _URI_SCHEME = "table"
 RAWSQL = "rawsql"
 #: what ``Address.serializer`` says for a table (gc and ``runs show`` print it)
 SERIALIZER = "table"
+#: the address kind of an ``ExternalTableReference``: its "physical" part is ``schema.name``
+EXTERNAL = "external"
+#: the run tag of a run that re-runs stored steps (``versioning.fresh_input``): tables it holds
+#: at a version are written anew, since the data may differ now
+_CACHE_VALIDATION_TAG = "memodag/cache_validation"
+_FORCED = ("force_fresh_input", "force_cache_invalid")
 
 
 class DecidedAtRunTime(StorageError):
@@ -148,6 +155,9 @@ class TableIOManager(MemoizableIOManager):
             self._predicting = False
             self._inputs = {}
             self.store.close()
+        # stage -> step keys that returned an external table (no view in the stage)
+        self._externals: dict[str, set[str]] = {}
+        self._forced = False
 
     def storage_identity(self) -> str:
         return self.store.identity()
@@ -161,10 +171,15 @@ class TableIOManager(MemoizableIOManager):
         self._broken = False
         self._members = {}
         self._inputs = {}
+        self._externals = {}
+        self._forced = run.tags.get(_CACHE_VALIDATION_TAG) in _FORCED
         self.store.open()
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
         table = TableAddress.parse(address.uri)
+        if table.kind == EXTERNAL:  # shown by no view: its step counts as done for the stage
+            self._externals.setdefault(table.stage, set()).add(address.step_key)
+            return
         for name, physical in table.tables():
             try:
                 self._take_name(table.stage, name, address.step_key)
@@ -191,7 +206,7 @@ class TableIOManager(MemoizableIOManager):
         members = self._members.get(stage)
         if not members:
             return False
-        return members <= {t.step_key for t in tables.values()}
+        return members <= {t.step_key for t in tables.values()} | self._externals.get(stage, set())
 
     def _commit(self, run: RunInfo, stage: str, tables: dict[str, StageTable]) -> None:
         # views the stage shows for steps of this run under a name they no longer produce
@@ -223,6 +238,8 @@ class TableIOManager(MemoizableIOManager):
             )
         table = obj if isinstance(obj, Table) else Table(obj)
         what = f"op '{context.step_key}' output '{context.name}'"
+        if isinstance(table.obj, ExternalTableReference):
+            return self._external(context, table, what)
         lazy = context.tags.get(LAZY_TAG) == "true"
         kind = RAWSQL if isinstance(table.obj, RawSql) else kind_of(table.obj)
         if kind == RAWSQL and not lazy:
@@ -265,13 +282,63 @@ class TableIOManager(MemoizableIOManager):
             )
         version = context.version or "r" + context.run_id.replace("-", "")
         physical = physical_table_name(context.step_key, context.name, version)
-        if context.version is None or not self.store.has_table(physical):
+        stored = context.version is not None and self.store.has_table(physical)
+        if stored and self._forced:
+            # a forced run re-runs stored steps: the data may differ from what is stored at this
+            # version, so it goes to a new table, which the index then names for the version
+            physical = physical_table_name(
+                context.step_key, context.name, hash_strings(version, context.run_id)
+            )
+            stored = False
+        if not stored:
             if kind == SQL:
                 self.store.write_query(physical, self._compile(table.obj, what), spec)
             else:
                 data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
                 self.store.write_arrow(physical, data, spec)
-        return TableAddress(kind, stage, name, physical).uri()
+        uri = TableAddress(kind, stage, name, physical).uri()
+        return StoredData(uri, schema=self._schema_text(self.store.schema_of(physical)))
+
+    def _external(self, context: OutputContext, table: Table, what: str) -> StoredData:
+        """An ``ExternalTableReference``: checked to exist and to lie outside the stage's own
+        schema; nothing is written, and no view shows it."""
+        assert self._run is not None
+        ref: ExternalTableReference = table.obj
+        stage = context.tags.get(STAGE_TAG) or _stage_of_job(self._run.job_name)
+        if ref.schema.lower() == self.store.schema_name(stage).lower():
+            raise StorageError(
+                f"{what}: ExternalTableReference({ref.name!r}, schema={ref.schema!r}) points into "
+                f"the schema of stage '{stage}', which memodag replaces at each commit; keep "
+                "external tables in a schema of their own"
+            )
+        if not self.store.external_exists(ref.schema, ref.name):
+            raise StorageError(
+                f"{what}: external table {ref.schema}.{ref.name} does not exist in "
+                f"{self.store.identity()}; create it first, or fix the name or schema"
+            )
+        name = _piece_name(table.name or _default_name(context), context)
+        uri = TableAddress(EXTERNAL, stage, name, f"{ref.schema}.{ref.name}").uri()
+        schema = self.store.external_schema(ref.schema, ref.name)
+        return StoredData(uri, schema=self._schema_text(schema))
+
+    @staticmethod
+    def _schema_text(schema: Any) -> str:
+        from memodag.tables.auto_version import schema_text
+
+        return schema_text(schema)
+
+    def schema_text(self, address: Address) -> str:
+        """The stored table's schema (``Address.schema``), read from the store's bookkeeping
+        (addresses written before memodag kept it there)."""
+        table = TableAddress.parse(address.uri)
+        try:
+            if table.kind == EXTERNAL:
+                schema, _, name = table.physical.partition(".")
+                return self._schema_text(self.store.external_schema(schema, name))
+            return self._schema_text(self.store.schema_of(table.physical))
+        finally:
+            if self._run is None:
+                self.store.close()
 
     def _store_lazy(
         self, context: OutputContext, obj: Any, kind: str, where: TableAddress, spec: TableSpec
@@ -417,10 +484,13 @@ class TableIOManager(MemoizableIOManager):
             ] = upstream.data_hash or upstream.version or table.physical
         as_type = context.metadata.get("as_type") or _input_type(context)
         if as_type is None:
-            as_type = ARROW if table.kind in (SQL, RAWSQL) else table.kind
+            as_type = ARROW if table.kind in (SQL, RAWSQL, EXTERNAL) else table.kind
         if self._predicting and kind_of_type(as_type, context.name) != SQLALCHEMY:
             raise DecidedAtRunTime(f"input '{context.name}' is read as data")
         try:
+            if table.kind == EXTERNAL:
+                schema, _, name = table.physical.partition(".")
+                return self.store.read_external(schema, name, as_type)
             if table.kind != RAWSQL:
                 return self.store.read(table.physical, as_type)
             made = dict(table.tables())
@@ -440,9 +510,12 @@ class TableIOManager(MemoizableIOManager):
     # ---- gc ----------------------------------------------------------------------------------
 
     def exists(self, address: Address) -> bool:
+        table = TableAddress.parse(address.uri)
         try:
-            physicals = TableAddress.parse(address.uri).physicals()
-            return all(self.store.has_table(p) for p in physicals)
+            if table.kind == EXTERNAL:
+                schema, _, name = table.physical.partition(".")
+                return self.store.external_exists(schema, name)
+            return all(self.store.has_table(p) for p in table.physicals())
         finally:
             if self._run is None and not self._predicting:
                 self.store.close()
@@ -450,13 +523,19 @@ class TableIOManager(MemoizableIOManager):
     def verify(self, address: Address, read: bool = False) -> str | None:
         """Whether the table is still stored, when the store can tell without a query (a
         memoized run asks for every table it reuses); otherwise the index is trusted."""
-        for physical in TableAddress.parse(address.uri).physicals():
+        table = TableAddress.parse(address.uri)
+        if table.kind == EXTERNAL:
+            return None  # not memodag's to check: a consumer's read says if it is gone
+        for physical in table.physicals():
             if self.store.stored_cheaply(physical) is False:
                 return "missing"
         return None
 
     def delete(self, address: Address) -> None:
-        physicals = TableAddress.parse(address.uri).physicals()
+        table = TableAddress.parse(address.uri)
+        if table.kind == EXTERNAL:
+            return  # an external table is never memodag's to drop
+        physicals = table.physicals()
         try:
             for physical in physicals:
                 if not self.store.is_shown(physical):  # a committed stage still shows it: kept

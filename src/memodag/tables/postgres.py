@@ -390,6 +390,43 @@ class PostgresTableStore(TableStore):
             return duckdb.from_arrow(self.read_arrow(physical))
         return super().read(physical, kind)
 
+    def schema_of(self, physical: str) -> pa.Schema:
+        return self._schema(physical)
+
+    def external_exists(self, schema: str, name: str) -> bool:
+        rows = self._query(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+            [schema, name],
+        )
+        return bool(rows)
+
+    def _read_external(self, schema: str, name: str, limit: str = "") -> pa.Table:
+        import adbc_driver_manager
+
+        cur = self._cur()
+        try:
+            cur.execute(f"SELECT * FROM {_q(schema)}.{_q(name)}{limit}")
+            return cur.fetch_arrow_table()
+        except adbc_driver_manager.Error as exc:
+            raise self._fail(f"reading external table {schema}.{name}", exc) from exc
+
+    def external_schema(self, schema: str, name: str) -> pa.Schema:
+        return self._read_external(schema, name, " LIMIT 0").schema
+
+    def read_external(self, schema: str, name: str, as_type: Any) -> Any:
+        from memodag.tables.convert import from_arrow
+
+        what = f"external table {schema}.{name}"
+        kind = kind_of_type(as_type, what)
+        if kind == SQLALCHEMY:
+            return _sqlalchemy_table(schema, name, self.external_schema(schema, name))
+        table = self._read_external(schema, name)
+        if kind == DUCKDB:
+            import duckdb
+
+            return duckdb.from_arrow(table)
+        return from_arrow(table, kind, what)
+
     def has_table(self, physical: str) -> bool:
         if physical in self._schemas:
             return True

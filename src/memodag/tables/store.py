@@ -34,6 +34,8 @@ Interface changes after the first commit are listed here:
   kind the producer returned when the consumer asks for no type.
 - ``run_script`` and ``drop_schema`` (optional): ``RawSql`` scripts of lazy tasks run through
   them; a store without them refuses such scripts.
+- ``schema_of`` (the Arrow schema kept at write time) and ``external_exists`` /
+  ``external_schema`` / ``read_external`` (``ExternalTableReference``; default: refused).
 - ``stored_cheaply`` (optional, default None): memoized runs ask it before reusing a table
   (``IOManager.verify``), so it must not cost a query per table.
 - The table io manager calls ``write_*`` only for a table ``has_table`` does not report (or
@@ -260,6 +262,25 @@ class TableStore(ABC):
         the database (a memoized run asks for every table it reuses); None: cannot tell
         cheaply, the caller trusts the index."""
         return None
+
+    def schema_of(self, physical: str) -> pa.Schema:
+        """The Arrow schema the physical table was written with (kept by the store: no read
+        of the data). Stores override it; the default reads the table."""
+        return self.read_arrow(physical).schema
+
+    # ---- external tables (``ExternalTableReference``): tables memodag did not write --------
+
+    def external_exists(self, schema: str, name: str) -> bool:
+        """Whether table or view ``schema.name`` exists (names as written, quoted)."""
+        raise StorageError(f"{type(self).__name__} cannot reference external tables")
+
+    def external_schema(self, schema: str, name: str) -> pa.Schema:
+        """The Arrow schema of external table ``schema.name``, without reading its rows."""
+        raise StorageError(f"{type(self).__name__} cannot reference external tables")
+
+    def read_external(self, schema: str, name: str, as_type: Any) -> Any:
+        """External table ``schema.name`` as ``as_type`` (as ``read``)."""
+        raise StorageError(f"{type(self).__name__} cannot reference external tables")
 
     @abstractmethod
     def drop_table(self, physical: str) -> None:

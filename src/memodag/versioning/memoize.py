@@ -31,8 +31,15 @@ from memodag.runtime.step import StepOutcome
 from memodag.storage.instance.records import IndexEntry
 from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
 from memodag.versioning import scheme
+from memodag.versioning.auto_inputs import TableSchemas
+from memodag.versioning.fresh_input import FreshInput, effective_version, ignoring_data_version
 from memodag.versioning.memoizer import AddressKey, Memoizer
-from memodag.versioning.resolve import Recipe, StepVersion, VersionResolver
+from memodag.versioning.resolve import (
+    Recipe,
+    StepVersion,
+    VersionResolver,
+    is_auto_version,
+)
 from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 
 ABSENT = "absent"  # the serializer of an index entry recording an optional output not yielded
@@ -126,11 +133,22 @@ class IndexMemoizer(Memoizer):
         self._consumed: frozenset[str] | None = None  # node paths some step reads from
         #: outputs known not produced, versioned as absent when a consumer first asks
         self._not_produced: dict[tuple[str, str], ExecutionStep] = {}
+        #: table outputs seen in this run (their schemas version AUTO_VERSION consumers)
+        self._tables = TableSchemas()
+        #: the run's ``cache_validation`` mode (docs/tables.md, "External tables and fresh input")
+        self.fresh = FreshInput(getattr(plan.run_config, "cache_validation", "normal"))
+        self._external_possible = False
 
     # -- set-up --------------------------------------------------------------------------------
 
     def check(self) -> None:
-        """With memoization on, every op needs a version: raise naming all that lack one."""
+        """With memoization on, every op needs a version: raise naming all that lack one.
+        AUTO_VERSION ops must take LazyFrames (checked before any step runs)."""
+        from memodag.tables.auto_version import check_input_types
+
+        for node in self.plan.nodes.values():
+            if is_auto_version(node.op_def):
+                check_input_types(node.op_def)
         if not self.enabled:
             return
         missing = self.resolver.unversioned_ops(self.plan.nodes.values())
@@ -141,7 +159,13 @@ class IndexMemoizer(Memoizer):
             )
 
     def attach_io_managers(self, io_managers: Mapping[str, IOManager]) -> None:
+        from memodag.tables.io_manager import TableIOManager
+
         self.io_managers = io_managers
+        # only table stores hold external tables: other runs skip looking for them per step
+        self._external_possible = self.fresh.mode != "ignore_fresh_input" and any(
+            isinstance(m, TableIOManager) for m in io_managers.values()
+        )
 
     def attach_resources(self, resources: Any) -> None:
         self.resources = resources
@@ -150,6 +174,7 @@ class IndexMemoizer(Memoizer):
     def note_addresses(self, addresses: Mapping[AddressKey, Address]) -> None:
         """Outputs this run did not compute (re-execution): their versions feed consumers."""
         for key, address in addresses.items():
+            self._tables.note(key, address)
             effective = self._effective_version(key[0], address)
             if effective is not None:
                 self._effective[key] = effective
@@ -231,7 +256,15 @@ class IndexMemoizer(Memoizer):
         this rule."""
         if address.data_hash and address.output_name in self.cutoff_outputs(step_key):
             return "data:" + address.data_hash
+        if address.uri is not None and address.uri.startswith("table:external:"):
+            node = self.plan.nodes.get(parse_step_key(step_key)[0])
+            fresh = effective_version(address, node.op_def if node is not None else None)
+            if fresh is not None:
+                return fresh
         return address.version
+
+    def _upstream_schema(self, handle: StepOutputHandle) -> str:
+        return self._tables.schema(handle, self.io_managers)
 
     def _upstream(self, handle: StepOutputHandle) -> str | None:
         found = self._effective.get((handle.step_key, handle.output_name, handle.mapping_key))
@@ -266,7 +299,9 @@ class IndexMemoizer(Memoizer):
         key = step.key
         if key in self._made:
             return self._made[key]
-        made = self._made[key] = self.resolver.step_version(step, self._upstream)
+        made = self._made[key] = self.resolver.step_version(
+            step, self._upstream, self._upstream_schema
+        )
         return made
 
     def recipe(self, step: ExecutionStep) -> Recipe | None:
@@ -281,10 +316,30 @@ class IndexMemoizer(Memoizer):
         if key in self._versions:
             return self._versions[key]
         made = self._step_version(step)
-        found = self._versions[key] = (
-            made.output_versions(tuple(step.op_def.outs)) if made is not None else None
-        )
+        found = made.output_versions(tuple(step.op_def.outs)) if made is not None else None
+        if (
+            found is not None
+            and self.enabled
+            and self.fresh.mode == "ignore_fresh_input"
+            and step.op_def.data_version is not None
+        ):
+            found = self._ignoring_data_version(step, made) or found
+        self._versions[key] = found
         return found
+
+    def _ignoring_data_version(self, step: ExecutionStep, made: Any) -> dict[str, str] | None:
+        """``ignore_fresh_input``: the versions of the newest stored output of ``step`` whose
+        recipe differs at most in its declared data version."""
+        outputs = self._outputs_of(step)
+        if not outputs:
+            return None
+        keys = {name: key for name, _, key in outputs}
+        return ignoring_data_version(
+            made,
+            tuple(keys),
+            self.stored_versions_of(step, outputs[0][0]),
+            lambda name, version: (keys[name], version) in self._entries,
+        )
 
     def hash_outputs(self, step: ExecutionStep) -> frozenset[str]:  # type: ignore[override]
         if self.versions(step) is None:
@@ -296,6 +351,10 @@ class IndexMemoizer(Memoizer):
     def stored(self, step: ExecutionStep) -> list[Address] | None:
         versions = self.versions(step)
         if versions is None or step.key in self._distrusted:
+            return None
+        if self.fresh.forced(step):
+            if self.pin:
+                self._decided(step, versions, None)
             return None
         if step.op_def.tags.get(LAZY_TAG) == "true":
             # a lazy task's body always runs: its table store decides from what it returns
@@ -312,7 +371,13 @@ class IndexMemoizer(Memoizer):
             if not addresses and not out.is_dynamic:
                 absent.append(name)  # stored as not yielded at this version
             found.extend(addresses)
-        if found and not self._verified(step, found):
+        if found and (
+            not self._verified(step, found)
+            or (
+                self._external_possible
+                and any(self.fresh.changed_outside(a, step.op_def) for a in found)
+            )
+        ):
             if self.pin:
                 self._decided(step, versions, None)
             return None
@@ -326,12 +391,16 @@ class IndexMemoizer(Memoizer):
             if marker is not None:
                 effective[(step_key, name, None)] = marker
         for address in found:
-            if address.data_hash and address.output_name in cutoff:
-                effective[(step_key, address.output_name, address.mapping_key)] = (
-                    "data:" + address.data_hash
-                )
+            out_key = (step_key, address.output_name, address.mapping_key)
+            if address.serializer == "table":
+                self._tables.note(out_key, address)
+                table_version = self._effective_version(step_key, address)
+                if table_version is not None:
+                    effective[out_key] = table_version
+            elif address.data_hash and address.output_name in cutoff:
+                effective[out_key] = "data:" + address.data_hash
             elif address.version is not None:
-                effective[(step_key, address.output_name, address.mapping_key)] = address.version
+                effective[out_key] = address.version
         return found
 
     def _verified(self, step: ExecutionStep, found: list[Address]) -> bool:
@@ -667,6 +736,7 @@ class IndexMemoizer(Memoizer):
         manifests: dict[str, list[list[str]]] = {}
         for stored in outcome.outputs:
             address = stored.address
+            self._tables.note((step.key, address.output_name, address.mapping_key), address)
             effective = self._effective_version(step.key, address)
             if effective is not None:
                 self._effective[(step.key, address.output_name, address.mapping_key)] = effective

@@ -18,6 +18,7 @@ from memodag.plan.dynamic import gathers, step_key_for
 from memodag.plan.plan import ExecutionPlan, ExecutionStep
 from memodag.storage.instance.records import IndexEntry
 from memodag.versioning.memoize import IndexMemoizer
+from memodag.versioning.resolve import AUTO_PENDING, is_auto_version
 
 STORED = "stored"
 TO_BE_RECOMPUTED = "to-be-recomputed"
@@ -353,6 +354,10 @@ def _code_reason(
     step: ExecutionStep, now: Mapping[str, Any], old: Mapping[str, Any], memoizer: IndexMemoizer
 ) -> str:
     op_name = step.op_def.name
+    if now["code"] == AUTO_PENDING:
+        return f"the plan of op '{op_name}' (AUTO_VERSION) is built once its inputs are stored"
+    if is_auto_version(step.op_def):
+        return f"the polars plan of op '{op_name}' (AUTO_VERSION) changed"
     new_parts = now.get("code_parts") or dict(memoizer.resolver.code_parts(step.op_def))
     old_parts = old.get("code_parts") or memoizer.code_parts_at(step, str(old.get("code")))
     changed = _code_diff(old_parts, new_parts)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.config import config_to_plain
 from memodag.definitions.secrets import masked_config
-from memodag.definitions.tables import STAGE_TAG
+from memodag.definitions.tables import AUTO_VERSION_TAG, STAGE_TAG
 from memodag.errors import MemodagError, MemoizationError
 from memodag.hashing import (
     VERSION_LENGTH,
@@ -32,6 +32,19 @@ from memodag.versioning.strategy import OpVersionContext, ResourceVersionContext
 
 if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition
+
+#: what ``upstream_schema`` answers for an output whose schema only its run will tell (a dry
+#: run's prediction): an AUTO_VERSION consumer then has a version no stored output has
+SCHEMA_PENDING = "\x00pending"
+#: an AUTO_VERSION op's code version while an input's schema is pending
+AUTO_PENDING = "auto-version:pending"
+
+UpstreamSchema = Callable[[StepOutputHandle], str]
+
+
+def is_auto_version(op_def: Any) -> bool:
+    """Whether the op is ``@materialize(version=AUTO_VERSION)`` (versioned by its plan)."""
+    return op_def.tags.get(AUTO_VERSION_TAG) == "true"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +228,11 @@ class VersionResolver:
         self._code_parts: dict[int, tuple[tuple[str, str], ...]] = {}
         self._config_jsons: dict[str, str] = {}
         self._nodes: dict[tuple[str, bool], _NodeParts | None] = {}
-        self._shared_nodes: dict[tuple[int, str, bool, str | None], _NodeParts | None] = {}
+        self._shared_nodes: dict[
+            tuple[int, str, bool, str | None, str | None], _NodeParts | None
+        ] = {}
+        self._auto_codes: dict[tuple[int, str, str], str] = {}
+        self._udf_strategy: Any = None
         self._plain_resource_versions: dict[str, str] = {}
         #: what ``data_version`` functions receive: set by the run (``attach_resources``)
         self.resources: Any = None
@@ -225,6 +242,8 @@ class VersionResolver:
     def op_version(self, op_def: Any, config: Any, config_json: str | None = None) -> str | None:
         if op_def.version is not None:
             return op_def.version
+        if is_auto_version(op_def):
+            return None  # per step, from its plan (``auto_code``)
         if self.strategy is None:
             return None
         # a strategy may look at the config, so its answer is cached per (op, config)
@@ -311,25 +330,7 @@ class VersionResolver:
         fn = op_def.data_version
         if fn is None:
             return ""
-        from memodag.runtime.context import OpExecutionContext, Resources, RunLogger
-
-        available = self.resources
-        keys = op_def.required_resource_keys
-        resources = Resources(
-            **{k: available[k] for k in keys if available is not None and k in available}
-        )
-        context = OpExecutionContext(
-            step.config,
-            resources,
-            RunLogger(self.run_id, step.node.path, None),
-            self.run_id,
-            step.node.path,
-            op_def,
-            None,
-            self.instance,
-            0,
-            step.node.tags,
-        )
+        context = self._op_context(step)
         where = f"data_version of op '{op_def.name}' ({_name(fn)})"
         try:
             value = fn(context)
@@ -351,6 +352,68 @@ class VersionResolver:
                 "a file's size and mtime or a table's last update time"
             ) from None
 
+    def _op_context(self, step: ExecutionStep) -> Any:
+        """What a declared data version (or an AUTO_VERSION body) gets as its context: the
+        op's config, the resources it requires and a log; no inputs, no output handling."""
+        from memodag.runtime.context import OpExecutionContext, Resources, RunLogger
+
+        available = self.resources
+        keys = step.op_def.required_resource_keys
+        resources = Resources(
+            **{k: available[k] for k in keys if available is not None and k in available}
+        )
+        return OpExecutionContext(
+            step.config,
+            resources,
+            RunLogger(self.run_id, step.node.path, None),
+            self.run_id,
+            step.node.path,
+            step.op_def,
+            None,
+            self.instance,
+            0,
+            step.node.tags,
+        )
+
+    def auto_code(self, step: ExecutionStep, upstream_schema: UpstreamSchema | None) -> str:
+        """The code version of an AUTO_VERSION step: its plan on its inputs' schemas
+        (``memodag.tables.auto_version``), worked out once per op, config and schemas."""
+        inputs: dict[str, Any] = {}
+        for spec in step.inputs:
+            if not spec.upstream and not spec.collect:
+                inputs[spec.name] = ("default", spec.default)
+                continue
+            if upstream_schema is None:
+                return AUTO_PENDING
+            texts = [upstream_schema(h) for h in spec.upstream]
+            if SCHEMA_PENDING in texts:
+                return AUTO_PENDING
+            inputs[spec.name] = texts if spec.collect else texts[0]
+        config_json = self._config_jsons.get(step.node.path)
+        if config_json is None:
+            config_json = self._config_jsons[step.node.path] = _config_json(step.config)
+        key = (id(step.op_def), config_json, canonical_json(inputs_key(inputs)))
+        found = self._auto_codes.get(key)
+        if found is None:
+            from memodag.tables.auto_version import plan_version
+
+            found = plan_version(
+                step.op_def, self._op_context(step), inputs, self._function_version
+            )
+            self._auto_codes[key] = found
+        return found
+
+    def _function_version(self, fn: Any) -> str:
+        """A Python function inside an AUTO_VERSION plan, by its source (helpers included)."""
+        from memodag.versioning.source_hash import SourceHashVersionStrategy
+
+        strategy = self.strategy
+        if not isinstance(strategy, SourceHashVersionStrategy):
+            if self._udf_strategy is None:
+                self._udf_strategy = SourceHashVersionStrategy()
+            strategy = self._udf_strategy
+        return strategy.function_version(fn)
+
     def recipe(
         self, step: ExecutionStep, upstream_version: Callable[[StepOutputHandle], str | None]
     ) -> Recipe | None:
@@ -359,10 +422,14 @@ class VersionResolver:
         return None if found is None else found.recipe()
 
     def step_version(
-        self, step: ExecutionStep, upstream_version: Callable[[StepOutputHandle], str | None]
+        self,
+        step: ExecutionStep,
+        upstream_version: Callable[[StepOutputHandle], str | None],
+        upstream_schema: UpstreamSchema | None = None,
     ) -> StepVersion | None:
         """The step's version and what it is made of (a ``Recipe`` only when asked: a memoized
-        step needs the version alone), or None when its op or an input has no version."""
+        step needs the version alone), or None when its op or an input has no version.
+        ``upstream_schema`` tells an input table's schema (AUTO_VERSION ops need it)."""
         # code, config and resources are per node (clones share them): worked out and hashed
         # once per node, so a step hashes only its inputs on top
         mapped = bool(step.mapping_keys)
@@ -371,7 +438,11 @@ class VersionResolver:
         if node is None:
             if node_key in self._nodes:
                 return None
-            node = self._nodes[node_key] = self._node_parts(step, mapped)
+            if is_auto_version(step.op_def):
+                # the code version depends on the inputs' schemas: per step, not per node
+                node = self._node_parts(step, mapped, self.auto_code(step, upstream_schema))
+            else:
+                node = self._nodes[node_key] = self._node_parts(step, mapped)
             if node is None:
                 return None
         inputs: list[tuple[str, tuple[str, ...]]] = []
@@ -392,21 +463,26 @@ class VersionResolver:
             h.update(len(data).to_bytes(8, "little") + data)
         return StepVersion(h.hexdigest()[:VERSION_LENGTH], node, tuple(inputs))
 
-    def _node_parts(self, step: ExecutionStep, mapped: bool) -> _NodeParts | None:
+    def _node_parts(
+        self, step: ExecutionStep, mapped: bool, code: str | None = None
+    ) -> _NodeParts | None:
         config_json = self._config_jsons.get(step.node.path)
         if config_json is None:
             config_json = self._config_jsons[step.node.path] = _config_json(step.config)
         # nodes of one op with one config (an op called many times) share everything here
-        shared_key = (id(step.op_def), config_json, mapped, step.node.tags.get(STAGE_TAG))
+        shared_key = (id(step.op_def), config_json, mapped, step.node.tags.get(STAGE_TAG), code)
         if shared_key in self._shared_nodes:
             return self._shared_nodes[shared_key]
-        found = self._shared_nodes[shared_key] = self._new_node_parts(step, mapped, config_json)
+        found = self._shared_nodes[shared_key] = self._new_node_parts(
+            step, mapped, config_json, code
+        )
         return found
 
     def _new_node_parts(
-        self, step: ExecutionStep, mapped: bool, config_json: str
+        self, step: ExecutionStep, mapped: bool, config_json: str, code: str | None = None
     ) -> _NodeParts | None:
-        code = self.op_version(step.op_def, step.config, config_json)
+        if code is None:
+            code = self.op_version(step.op_def, step.config, config_json)
         if code is None:
             return None
         resources = tuple(
@@ -429,7 +505,11 @@ class VersionResolver:
 
     def code_parts(self, op_def: Any) -> tuple[tuple[str, str], ...]:
         """``(kind name, digest)`` pairs behind a strategy-computed code version, if it tells."""
-        if op_def.version is not None or not hasattr(self.strategy, "explain_op"):
+        if (
+            op_def.version is not None
+            or not hasattr(self.strategy, "explain_op")
+            or is_auto_version(op_def)
+        ):
             return ()
         key = id(op_def)
         if key not in self._code_parts:
@@ -443,7 +523,17 @@ class VersionResolver:
         """Op nodes with neither ``version=`` nor a strategy (memoization cannot run them)."""
         if self.strategy is not None:
             return []
-        return sorted(n.path for n in nodes if n.op_def.version is None)
+        return sorted(
+            n.path for n in nodes if n.op_def.version is None and not is_auto_version(n.op_def)
+        )
+
+
+def inputs_key(inputs: Mapping[str, Any]) -> list[Any]:
+    """AUTO_VERSION inputs as a JSON-able cache key (a default by its content hash)."""
+    return [
+        [name, ["default", _default_version(v[1])] if isinstance(v, tuple) else v]
+        for name, v in inputs.items()
+    ]
 
 
 def _outputs_part(op_def: Any) -> str:

@@ -231,6 +231,21 @@ class SourceHashVersionStrategy(VersionStrategy):
                 "resource version=... (and bump it on every change)"
             ) from exc.__cause__
 
+    def function_version(self, fn: Any) -> str:
+        """The version of any function or callable by its source and what it reaches, as for
+        an op's body (AUTO_VERSION versions Python functions inside polars plans with it).
+
+        Raises:
+            MemoizationError: something it reaches cannot be hashed.
+        """
+        kind = "function" if isinstance(fn, types.FunctionType) else "op"
+        try:
+            return self._result(fn, kind)[0]
+        except _Unversionable as exc:
+            raise MemoizationError(
+                f"SourceHashVersionStrategy cannot version function {fn!r}: {exc}"
+            ) from exc.__cause__
+
     def explain_op(self, op_def: Any) -> list[ExplainEntry]:
         """What the op's version is made of: ``(kind, name, digest)``, the op first, then sorted.
 

@@ -71,6 +71,15 @@ def job() -> None:
     help="Force memoization on (skip steps stored at their current version) or off (run every "
     "step). Default: the job's setting (on for a job with a version_strategy).",
 )
+@click.option(
+    "--cache-validation",
+    type=click.Choice(["normal", "ignore_fresh_input", "force_fresh_input", "force_cache_invalid"]),
+    default=None,
+    help="How outputs of data that changes outside memodag count (the run config's "
+    "cache_validation): ignore_fresh_input reuses them, force_fresh_input re-runs the ops "
+    "with cache=/data_version= and all after them, force_cache_invalid re-runs every op. "
+    "Default: normal.",
+)
 @json_summary_option
 @verbose_option
 @click.pass_context
@@ -79,6 +88,7 @@ def execute(
     spec: JobSpec,
     tag_values: tuple[str, ...],
     memoize: bool | None,
+    cache_validation: str | None,
     as_json: bool,
     verbose: bool,
 ) -> None:
@@ -94,6 +104,8 @@ def execute(
     tags = parse_tags(tag_values)
     loaded = spec.load()
     run_config = spec.run_config()
+    if cache_validation is not None:
+        run_config = {**run_config, "cache_validation": cache_validation}
     if memoize is not None:
         from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 

@@ -625,6 +625,7 @@ def _entries_from_rows(
                 # written only when known (an io manager that records what it wrote)
                 data.get("size"),
                 data.get("content_hash"),
+                data.get("schema"),
             )
         except (KeyError, TypeError):  # written by another memodag version: other keys
             address = Address.from_dict(data)
