@@ -7,7 +7,7 @@ decisions about what runs next (that is the engine's walk) and touches no storag
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from memodag.plan.plan import ExecutionStep
@@ -67,9 +67,15 @@ class Memoizer:
         then asks ``stored`` and ``claim`` again (after ``refresh``)."""
         return None
 
-    def claim_many(self, steps: list[ExecutionStep]) -> dict[str, str]:
+    def claim_many(
+        self,
+        steps: list[ExecutionStep],
+        events: Sequence[Any] = (),
+        index_entries: Sequence[Any] = (),
+    ) -> dict[str, str]:
         """``claim`` for several steps at once; the holders of those another run computes,
-        by step key (steps left out may run)."""
+        by step key (steps left out may run). Only when ``shares_work``: ``events`` and
+        ``index_entries`` (an executed step's outcome) are stored in the claim's transaction."""
         return {}
 
     def refresh(self, step: ExecutionStep) -> None:

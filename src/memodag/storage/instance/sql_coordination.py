@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from memodag.storage.instance.records import IndexEntry, Lease, Pin
+from memodag.storage.instance.records import Event, IndexEntry, Lease, Pin
 
 if TYPE_CHECKING:
     from memodag.storage.instance.sql import Dialect
@@ -32,6 +32,7 @@ class PinsAndLeases:
     _sql: Callable[[str], str]
     _execute: Callable[..., list[Any]]
     _write_many: Callable[..., None]
+    _storing: Callable[..., Callable[[Any], None] | None]
 
     def pinned_index_entries(self, output_keys: Iterable[str], run_id: str) -> list[IndexEntry]:
         keys = list(dict.fromkeys(output_keys))
@@ -154,8 +155,11 @@ class PinsAndLeases:
         expired: Callable[[Lease], bool],
         output_keys: Sequence[str],
         release_leases: Sequence[str] = (),
+        events: Sequence[Event] = (),
+        index_entries: Sequence[IndexEntry] = (),
     ) -> tuple[dict[str, Lease], list[IndexEntry]]:
         keys = list(dict.fromkeys(output_keys))
+        store = self._storing(events, index_entries) if events or index_entries else None
         lock = self.dialect.pin_lock
         run_id = leases[0].run_id if leases else ""
         give_up = self._sql("DELETE FROM leases WHERE lease_key = ? AND run_id = ?")
@@ -164,6 +168,8 @@ class PinsAndLeases:
         def work(cur: Any) -> tuple[dict[str, Lease], list[Any]]:
             if lock and keys:
                 cur.execute(lock)
+            if store is not None:
+                store(cur)
             if released:
                 cur.executemany(give_up, released)
             holders = {}
