@@ -37,9 +37,8 @@ from memodag.versioning.memoizer import AddressKey, Memoizer
 
 __all__ = ["AddressKey", "Engine", "EngineResult", "Memoizer", "SkipCause", "StepStatus"]
 
-#: how often a run looks again at steps another run is computing, and says it is alive
+#: how often a run looks again at steps another run is computing
 WAIT_POLL_SECONDS = 0.2
-HEARTBEAT_SECONDS = 10.0
 #: ready steps claimed in one transaction
 CLAIM_AHEAD = 256
 #: a step found stored when the engine claimed ahead (no lease needed)
@@ -133,7 +132,6 @@ class Engine:
         #: ready steps claimed ahead: their holder, "" (taken by this run) or STORED
         self._claims: dict[str, str] = {}
         self._next_look = 0.0
-        self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         self._seq = itertools.count()
         #: memoized steps recomputed because a consumer could not load what they stored
         self._recomputed: set[str] = set()
@@ -213,9 +211,6 @@ class Engine:
                 if self._waiting:
                     until = max(0.0, self._next_look - time.monotonic())
                     timeout = until if timeout is None else min(timeout, until)
-                if time.monotonic() >= self._next_heartbeat:
-                    self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
-                    self.memoizer.heartbeat()
                 # memoized steps and skips recorded before waiting on a step that may run for hours
                 again = self.memoizer.settle()
                 if again is not None:

@@ -513,9 +513,6 @@ class WorkerInstanceStorage(InstanceStorage):
     def release_lease(self, lease_key: str, run_id: str) -> None:
         self._storage("release_lease").release_lease(lease_key, run_id)
 
-    def heartbeat(self, run_id: str, now: float) -> None:
-        self._storage("heartbeat").heartbeat(run_id, now)
-
     def release_run(self, run_ids: Iterable[str]) -> None:
         self._storage("release_run").release_run(run_ids)
 

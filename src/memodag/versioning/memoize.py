@@ -531,10 +531,6 @@ class IndexMemoizer(Memoizer):
         if lease_key is not None:
             self._released_leases.append(lease_key)  # given up with the next ``settle``
 
-    def heartbeat(self) -> None:
-        if self._leases:
-            self.instance.heartbeat(self.run_id, time.time())
-
     def stored_entry(self, step: ExecutionStep, name: str) -> IndexEntry | None:
         versions = self.versions(step)
         if versions is None:

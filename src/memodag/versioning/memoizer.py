@@ -84,9 +84,6 @@ class Memoizer:
     def release(self, step: ExecutionStep) -> None:
         """``step``'s attempts are over (its outcome is recorded): give up what ``claim`` took."""
 
-    def heartbeat(self) -> None:
-        """Called now and then while the run lives: say that what it claimed is still alive."""
-
     def record(self, step: ExecutionStep, outcome: StepOutcome) -> list[Any]:
         """Index entries for what a successful attempt stored."""
         return []

@@ -291,10 +291,6 @@ class Instance:
         """Give a lease up (if ``run_id`` holds it)."""
         self._storage.release_lease(lease_key, run_id)
 
-    def heartbeat(self, run_id: str, now: float) -> None:
-        """Mark every lease of ``run_id`` alive at ``now``."""
-        self._storage.heartbeat(run_id, now)
-
     def release_run(self, *run_ids: str) -> None:
         """Drop every pin and lease of these runs (they ended or were found dead)."""
         self._storage.release_run(run_ids)

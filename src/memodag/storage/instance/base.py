@@ -215,10 +215,6 @@ class InstanceStorage(ABC):
         """Give ``lease_key`` up, if ``run_id`` holds it."""
 
     @abstractmethod
-    def heartbeat(self, run_id: str, now: float) -> None:
-        """Say every lease of ``run_id`` is alive at ``now``."""
-
-    @abstractmethod
     def release_run(self, run_ids: Iterable[str]) -> None:
         """Drop every pin and lease of these runs (they ended, or were found dead)."""
 

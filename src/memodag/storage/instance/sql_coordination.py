@@ -209,10 +209,6 @@ class PinsAndLeases:
         delete = "DELETE FROM leases WHERE lease_key = ? AND run_id = ?"
         self._write_many([(delete, [(lease_key, run_id)])])
 
-    def heartbeat(self, run_id: str, now: float) -> None:
-        update = "UPDATE leases SET heartbeat_at = ? WHERE run_id = ?"
-        self._write_many([(update, [(now, run_id)])])
-
     def release_run(self, run_ids: Iterable[str]) -> None:
         ids = [(r,) for r in dict.fromkeys(run_ids)]
         self._write_many(
@@ -223,17 +219,22 @@ class PinsAndLeases:
         )
 
     def _lease(self, cur: Any, lease_key: str) -> Lease | None:
+        """The lease on ``lease_key``, with its holder run's last heartbeat (``runs.heartbeat``,
+        the one liveness record a run keeps) when that is newer than the lease's own."""
         cur.execute(
             self._sql(
-                "SELECT lease_key, run_id, step_key, process, acquired_at, heartbeat_at "
-                "FROM leases WHERE lease_key = ?"
+                "SELECT l.lease_key, l.run_id, l.step_key, l.process, l.acquired_at, "
+                "l.heartbeat_at, r.heartbeat FROM leases l LEFT JOIN runs r "
+                "ON r.run_id = l.run_id WHERE l.lease_key = ?"
             ),
             (lease_key,),
         )
         row = cur.fetchone()
         if row is None:
             return None
-        key, run_id, step_key, process, acquired, beat = row
+        key, run_id, step_key, process, acquired, beat, run_beat = row
+        if run_beat is not None and run_beat > beat:
+            beat = run_beat
         return Lease(key, run_id, step_key, json.loads(process), acquired, beat)
 
     def _put_lease(self, cur: Any, lease: Lease) -> None:
