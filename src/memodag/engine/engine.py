@@ -548,8 +548,10 @@ class Engine:
         it makes none ready that needs a claim. A fan-out's consumers are made when it ends."""
         if step.op_def.has_dynamic_output:
             return None
-        batch = []
+        batch: list[ExecutionStep] = []
         for key in self._consumers.get(step.key, ()):
+            if len(batch) == CLAIM_AHEAD:
+                break  # a wide fan-in's others: claimed ahead as they reach the ready queue
             if self._waiting_on.get(key) != 1 or key in self._claims or key in self.status:
                 continue  # not made ready by this step, or claimed already
             consumer = self.steps[key]
