@@ -8,6 +8,8 @@ import dataclasses
 import sqlite3
 import time
 
+import pytest
+
 from memodag import MEMOIZED_RUN_TAG, Address, Instance, job, op
 from memodag.storage.instance import IndexEntry, Lease
 from memodag.storage.instance.schema import SCHEMA_VERSION
@@ -77,15 +79,18 @@ def test_a_lease_has_one_holder_until_it_expires_or_is_released(any_instance):
     assert any_instance.acquire_lease(third, lambda holder: False) is None
 
 
-def test_a_lease_lives_as_long_as_its_runs_heartbeat(any_instance, monkeypatch):
+@pytest.mark.parametrize("variable", ["MEMODAG_HEARTBEAT_TIMEOUT", "MEMODAG_LEASE_TIMEOUT"])
+def test_a_lease_lives_as_long_as_its_runs_heartbeat(any_instance, monkeypatch, variable):
     # one heartbeat: a run on another host holds its lease while its run beats (however long
-    # its step), and loses it once silent for MEMODAG_HEARTBEAT_TIMEOUT, as it is found DIED
+    # its step), and loses it once silent for MEMODAG_HEARTBEAT_TIMEOUT (or the name memodag
+    # 0.x gave it), as it is found DIED
     from memodag import RunStatus
     from memodag.storage.instance.records import Event, EventType, RunRecord
     from memodag.storage.liveness import mark_dead_runs
     from memodag.versioning.leases import lease_expired
 
-    monkeypatch.setenv("MEMODAG_HEARTBEAT_TIMEOUT", "60")
+    monkeypatch.delenv("MEMODAG_HEARTBEAT_TIMEOUT", raising=False)
+    monkeypatch.setenv(variable, "60")
     now = time.time()
     elsewhere = {"host": "another-machine.example", "pid": 4242, "pid_start": 1}
     any_instance.add_run(RunRecord("remote", "job", RunStatus.STARTED, start_time=now - 600))
