@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.harness import Metrics, Target, Workload, timed_cpu
-from benchmarks.w1_fanout import _w1
+from benchmarks.harness import Metrics, Target, Workload
+from benchmarks.w1_fanout import _w1, timed_rerun
 
 
 def _db_bytes(db: Path) -> int:
@@ -42,17 +42,14 @@ def growth(scratch: Path, n: int) -> Metrics:
     db = scratch / "instance.db"
     instance = _instance(scratch)
     steps = n + 2  # the fan-out, its n clones, the collector
-    job_def, calls = _w1(n, memoized=True)
+    job_def, _ = _w1(n, memoized=True)
     job_def.execute_in_process(instance=instance)
     cold = _db_bytes(db)
-    job_def, calls = _w1(n, memoized=True)
-    _, rerun_s, _ = timed_cpu(lambda: job_def.execute_in_process(instance=instance))
-    if calls:
-        raise AssertionError(f"the memoized rerun executed {len(calls)} clones")
+    rerun = timed_rerun(instance, n)
     both = _db_bytes(db)
     instance.close()
     return {
-        "rerun_s": rerun_s,
+        "rerun_s": rerun["run_s"],
         "cold_bytes_per_step": cold / steps,
         "rerun_bytes_per_step": (both - cold) / steps,
         "bytes_per_step_per_run": both / steps / 2,
@@ -71,18 +68,10 @@ def memo_rerun(scratch: Path, n: int) -> Metrics:
         f"cold_in_child; cold_in_child(Path(sys.argv[1]), {n})"
     )
     subprocess.run([sys.executable, "-c", code, str(scratch)], check=True)
-    instance = _instance(scratch)
-    (job_def, calls), define_s, define_cpu_s = timed_cpu(lambda: _w1(n, memoized=True))
-    result, run_s, run_cpu_s = timed_cpu(lambda: job_def.execute_in_process(instance=instance))
-    if calls or result.output_for_node("total") != n * (n - 1):
-        raise AssertionError(f"memoized rerun executed {len(calls)} clones")
-    return {
-        "total_s": define_s + run_s,
-        "run_s": run_s,
-        "total_cpu_s": define_cpu_s + run_cpu_s,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "instance_mb": _db_bytes(scratch / "instance.db") / 1e6,
-    }
+    metrics = timed_rerun(_instance(scratch), n)
+    metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    metrics["instance_mb"] = _db_bytes(scratch / "instance.db") / 1e6
+    return metrics
 
 
 WORKLOADS = [

@@ -55,14 +55,9 @@ def cold(scratch: Path, n: int) -> Metrics:
     return {"run_s": run_s, "per_piece_s": run_s / n, "peak_rss_mb": peak_mb, "run_cpu_s": cpu_s}
 
 
-def memoized_rerun(scratch: Path, n: int) -> Metrics:
-    from memodag import Instance
-
-    instance = Instance.from_url(
-        f"sqlite:///{scratch}/instance.db", storage_dir=scratch / "storage"
-    )
-    first, _ = _w1(n, memoized=True)
-    first.execute_in_process(instance=instance)
+def timed_rerun(instance: Any, n: int) -> Metrics:
+    """Define W1 ``n`` again and run it memoized on ``instance`` (stored by a cold run before),
+    timing both; fails if a clone ran or the total is wrong. Shared with ``instance_growth``."""
     (job_def, calls), define_s, define_cpu_s = timed_cpu(lambda: _w1(n, memoized=True))
     result, run_s, run_cpu_s = timed_cpu(lambda: job_def.execute_in_process(instance=instance))
     if calls or result.output_for_node("total") != n * (n - 1):
@@ -73,6 +68,17 @@ def memoized_rerun(scratch: Path, n: int) -> Metrics:
         "clones_run": float(len(calls)),
         "total_cpu_s": define_cpu_s + run_cpu_s,
     }
+
+
+def memoized_rerun(scratch: Path, n: int) -> Metrics:
+    from memodag import Instance
+
+    instance = Instance.from_url(
+        f"sqlite:///{scratch}/instance.db", storage_dir=scratch / "storage"
+    )
+    first, _ = _w1(n, memoized=True)
+    first.execute_in_process(instance=instance)
+    return timed_rerun(instance, n)
 
 
 WORKLOADS = [

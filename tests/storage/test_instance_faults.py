@@ -189,11 +189,11 @@ def test_a_run_on_another_host_whose_heartbeat_stopped_is_found_died(any_instanc
     import time
 
     from memodag.storage.instance.records import Event, RunRecord
-    from memodag.storage.liveness import HEARTBEAT_EXPIRY_SECONDS, mark_dead_runs
+    from memodag.storage.liveness import heartbeat_timeout, mark_dead_runs
 
     now = time.time()
     elsewhere = {"host": "another-machine.example", "pid": 4242, "pid_start": 1}
-    for run_id, beat in (("silent", now - HEARTBEAT_EXPIRY_SECONDS - 5), ("beating", now - 1)):
+    for run_id, beat in (("silent", now - heartbeat_timeout() - 5), ("beating", now - 1)):
         any_instance.add_run(
             RunRecord(run_id, "remote_job", RunStatus.STARTED, start_time=now - 600)
         )

@@ -8,6 +8,8 @@ import dataclasses
 import sqlite3
 import time
 
+import pytest
+
 from memodag import MEMOIZED_RUN_TAG, Address, Instance, job, op
 from memodag.storage.instance import IndexEntry, Lease
 from memodag.storage.instance.schema import SCHEMA_VERSION
@@ -75,6 +77,38 @@ def test_a_lease_has_one_holder_until_it_expires_or_is_released(any_instance):
     assert any_instance.acquire_lease(third, lambda holder: False).run_id == "run-2"
     any_instance.settle_pins("run-2", [], [], ["step:x"])
     assert any_instance.acquire_lease(third, lambda holder: False) is None
+
+
+@pytest.mark.parametrize("variable", ["MEMODAG_HEARTBEAT_TIMEOUT", "MEMODAG_LEASE_TIMEOUT"])
+def test_a_lease_lives_as_long_as_its_runs_heartbeat(any_instance, monkeypatch, variable):
+    # one heartbeat: a run on another host holds its lease while its run beats (however long
+    # its step), and loses it once silent for MEMODAG_HEARTBEAT_TIMEOUT (or the name memodag
+    # 0.x gave it), as it is found DIED
+    from memodag import RunStatus
+    from memodag.storage.instance.records import Event, EventType, RunRecord
+    from memodag.storage.liveness import mark_dead_runs
+    from memodag.versioning.leases import lease_expired
+
+    monkeypatch.delenv("MEMODAG_HEARTBEAT_TIMEOUT", raising=False)
+    monkeypatch.setenv(variable, "60")
+    now = time.time()
+    elsewhere = {"host": "another-machine.example", "pid": 4242, "pid_start": 1}
+    any_instance.add_run(RunRecord("remote", "job", RunStatus.STARTED, start_time=now - 600))
+    any_instance.store_events(
+        [Event(EventType.RUN_START, "remote", now - 600, None, "", {"process": elsewhere})]
+    )
+    any_instance.record_heartbeat("remote", now - 1)
+    taken_long_ago = now - 3600  # its step has run for an hour: the lease was taken then
+    held = Lease("step:x", "remote", "x", elsewhere, taken_long_ago, taken_long_ago)
+    assert any_instance.acquire_lease(held, lease_expired) is None
+    mine = Lease("step:x", "run-2", "x", {"host": "elsewhere", "pid": 1}, now, now)
+    holder = any_instance.acquire_lease(mine, lease_expired)
+    assert holder is not None and holder.run_id == "remote"
+    assert mark_dead_runs(any_instance, any_instance.get_runs()) == set()
+
+    any_instance.record_heartbeat("remote", now - 61)  # silent past the timeout
+    assert any_instance.acquire_lease(mine, lease_expired) is None  # taken over
+    assert mark_dead_runs(any_instance, any_instance.get_runs()) == {"remote"}
 
 
 def test_gc_lease_blocks_pins_of_ancestors_until_released(any_instance):

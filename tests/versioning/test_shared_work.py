@@ -196,3 +196,44 @@ def test_a_run_whose_end_raises_still_ends_and_frees_its_steps(tmp_path):
     second.join(30)
     assert finished == {"ok": True}, "the next run waited on the ended run's leases"
     instance.close()
+
+
+def test_a_memoized_chain_commits_once_per_executed_step(tmp_path, url, monkeypatch):
+    # an executed step's outcome and the lease on the step it makes ready go in one commit:
+    # a memoized cold chain writes once per step, not twice (leases cost no extra transaction)
+    from memodag import MEMOIZED_RUN_TAG, Instance, job, op
+    from memodag.storage.instance.sql import SqlInstanceStorage
+
+    writes = Counter[str]()
+    run = SqlInstanceStorage._run
+
+    def counting(self, work, write):
+        writes["write"] += bool(write)
+        return run(self, work, write)
+
+    @op(version="1")
+    def first() -> int:
+        return 0
+
+    @op(version="1")
+    def inc(x: int) -> int:
+        return x + 1
+
+    steps = 40
+
+    @job(tags={MEMOIZED_RUN_TAG: "true"})
+    def chain():
+        value = first()
+        for i in range(1, steps):
+            value = inc.alias(f"op{i}")(value)
+
+    with Instance.from_url(url, storage_dir=tmp_path / "storage") as instance:
+        monkeypatch.setattr(SqlInstanceStorage, "_run", counting)
+        result = chain.execute_in_process(instance=instance)
+        assert result.success and result.output_for_node(f"op{steps - 1}") == steps - 1
+        assert len(result.executed_step_keys) == steps
+        # the run's start and end, its first claim, a few pin narrowings: under 12 others
+        assert steps <= writes["write"] < steps + 12, writes
+        # the chain stays claimed step by step: a second run is memoized whole
+        again = chain.execute_in_process(instance=instance)
+        assert len(again.memoized_step_keys) == steps

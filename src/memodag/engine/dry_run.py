@@ -16,7 +16,7 @@ from typing import Any
 
 from memodag.definitions.tables import LAZY_TAG
 from memodag.engine.engine import Engine
-from memodag.engine.events import EventLog
+from memodag.engine.events import Commit, EventLog
 from memodag.engine.gc_threshold import with_fewer_collections
 from memodag.executors.base import Executor
 from memodag.runtime.step import StepOutcome, StepTask, StoredOutput
@@ -60,7 +60,7 @@ class _DiscardingLog(EventLog):
     def add_index_entries(self, entries: Iterable[IndexEntry]) -> None:
         pass
 
-    def flush(self) -> None:
+    def flush(self, commit: Commit | None = None) -> None:
         pass
 
 

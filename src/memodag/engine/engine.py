@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from memodag.engine.events import EventLog
+from memodag.engine.events import Commit, EventLog
 from memodag.executors.base import Executor
 from memodag.plan.dynamic import expand_mapped, made_by, pieces_from_addresses
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
@@ -37,9 +37,8 @@ from memodag.versioning.memoizer import AddressKey, Memoizer
 
 __all__ = ["AddressKey", "Engine", "EngineResult", "Memoizer", "SkipCause", "StepStatus"]
 
-#: how often a run looks again at steps another run is computing, and says it is alive
+#: how often a run looks again at steps another run is computing
 WAIT_POLL_SECONDS = 0.2
-HEARTBEAT_SECONDS = 10.0
 #: ready steps claimed in one transaction
 CLAIM_AHEAD = 256
 #: a step found stored when the engine claimed ahead (no lease needed)
@@ -133,7 +132,6 @@ class Engine:
         #: ready steps claimed ahead: their holder, "" (taken by this run) or STORED
         self._claims: dict[str, str] = {}
         self._next_look = 0.0
-        self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         self._seq = itertools.count()
         #: memoized steps recomputed because a consumer could not load what they stored
         self._recomputed: set[str] = set()
@@ -213,9 +211,6 @@ class Engine:
                 if self._waiting:
                     until = max(0.0, self._next_look - time.monotonic())
                     timeout = until if timeout is None else min(timeout, until)
-                if time.monotonic() >= self._next_heartbeat:
-                    self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
-                    self.memoizer.heartbeat()
                 # memoized steps and skips recorded before waiting on a step that may run for hours
                 again = self.memoizer.settle()
                 if again is not None:
@@ -419,12 +414,18 @@ class Engine:
     def _finish(self, outcome: StepOutcome) -> None:
         key = outcome.step_key
         step = self.steps[key]
-        # durable before anything builds on it: a run killed from here on keeps this step
-        self.log.record_outcome(
-            outcome.events, self.memoizer.record(step, outcome) if outcome.success else ()
-        )
+        commit = None
         if outcome.success:
-            self.memoizer.release(step)  # after its index entries: waiters find them stored
+            entries = self.memoizer.record(step, outcome)
+            # its lease goes with the next write after its index entries: waiters find it stored
+            self.memoizer.release(step)
+            if self.memoizer.shares_work:
+                commit = self._claiming(step)
+        else:
+            entries = []
+        # durable before anything builds on it: a run killed from here on keeps this step
+        self.log.record_outcome(outcome.events, entries, commit)
+        if outcome.success:
             self.status[key] = StepStatus.SUCCESS
             self.result.executed += 1
             for stored in outcome.outputs:
@@ -540,6 +541,33 @@ class Engine:
         holders = self.memoizer.claim_many(batch) if batch else {}
         for step in batch:
             self._claims[step.key] = holders.get(step.key, "")
+
+    def _claiming(self, step: ExecutionStep) -> Commit | None:
+        """How to commit ``step``'s outcome so that the consumers it makes ready are claimed
+        in the same transaction (a chain's step then costs one commit, not two), or None when
+        it makes none ready that needs a claim. A fan-out's consumers are made when it ends."""
+        if step.op_def.has_dynamic_output:
+            return None
+        batch: list[ExecutionStep] = []
+        for key in self._consumers.get(step.key, ()):
+            if len(batch) == CLAIM_AHEAD:
+                break  # a wide fan-in's others: claimed ahead as they reach the ready queue
+            if self._waiting_on.get(key) != 1 or key in self._claims or key in self.status:
+                continue  # not made ready by this step, or claimed already
+            consumer = self.steps[key]
+            if self.memoizer.stored(consumer) is not None:
+                self._claims[key] = STORED
+            else:
+                batch.append(consumer)
+        if not batch:
+            return None
+
+        def commit(events: list[Event], index: list[Any]) -> None:
+            holders = self.memoizer.claim_many(batch, events, index)
+            for consumer in batch:
+                self._claims[consumer.key] = holders.get(consumer.key, "")
+
+        return commit
 
     def _wait_for(self, key: str, holder: str) -> None:
         """Another live run computes ``key`` at the same version: wait for it, then reuse it."""

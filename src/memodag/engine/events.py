@@ -18,6 +18,9 @@ from typing import Any
 from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, IndexEntry
 
+#: stores a batch of events and index entries in one transaction (and may do more in it)
+Commit = Callable[[list[Event], list[IndexEntry]], Any]
+
 FLUSH_SECONDS = 0.5
 FLUSH_EVENTS = 1000
 
@@ -87,14 +90,19 @@ class EventLog:
         self._index.extend(entries)
 
     def record_outcome(
-        self, events: Sequence[Event], index_entries: Iterable[IndexEntry] = ()
+        self,
+        events: Sequence[Event],
+        index_entries: Iterable[IndexEntry] = (),
+        commit: Commit | None = None,
     ) -> None:
         """Store an executed attempt's events and index entries now, in one transaction with
-        everything buffered so far; then tell listeners. Returns once they are committed."""
+        everything buffered so far; then tell listeners. Returns once they are committed.
+        ``commit`` stores them in place of ``Instance.store_events`` (in one transaction that
+        does more: the engine claims the steps the outcome makes ready in it)."""
         self._events.extend(events)
         self._index.extend(index_entries)
         self.count += len(events)
-        self.flush()
+        self.flush(commit)
         shown = self._shown
         for event in events:
             if shown and id(event) in shown:
@@ -109,13 +117,14 @@ class EventLog:
         self._events, self._index = [], []
         return lost
 
-    def flush(self) -> None:
-        """Commit everything buffered in one transaction; on failure the batch stays buffered."""
+    def flush(self, commit: Commit | None = None) -> None:
+        """Commit everything buffered in one transaction (``commit``'s, if given); on failure
+        the batch stays buffered."""
         if self._events or self._index:
             events, index = self._events, self._index
             self._events, self._index = [], []
             try:
-                self.instance.store_events(events, index)
+                (commit or self.instance.store_events)(events, index)
             except BaseException:
                 # not stored (a storage error, or Ctrl-C/SIGTERM before the commit ended): keep
                 # the batch, so the run's final flush stores it (at worst twice: index entries

@@ -502,15 +502,16 @@ class WorkerInstanceStorage(InstanceStorage):
         expired: Callable[[Lease], bool],
         output_keys: Sequence[str],
         release_leases: Sequence[str] = (),
+        events: Sequence[Event] = (),
+        index_entries: Sequence[IndexEntry] = (),
     ) -> tuple[dict[str, Lease], list[IndexEntry]]:
         storage = self._storage("claim_steps")
-        return storage.claim_steps(leases, expired, output_keys, release_leases)
+        return storage.claim_steps(
+            leases, expired, output_keys, release_leases, events, index_entries
+        )
 
     def release_lease(self, lease_key: str, run_id: str) -> None:
         self._storage("release_lease").release_lease(lease_key, run_id)
-
-    def heartbeat(self, run_id: str, now: float) -> None:
-        self._storage("heartbeat").heartbeat(run_id, now)
 
     def release_run(self, run_ids: Iterable[str]) -> None:
         self._storage("release_run").release_run(run_ids)

@@ -14,10 +14,28 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-#: how often a run's driver records that it is alive (``Instance.record_heartbeat``)
+#: how often a run's driver records that it is alive (``Instance.record_heartbeat``): the one
+#: heartbeat a run keeps; its leases live as long as it does (``versioning.leases``)
 HEARTBEAT_SECONDS = 30.0
-#: a STARTED run whose process this host cannot check, silent this long, is found DIED
-HEARTBEAT_EXPIRY_SECONDS = 4 * HEARTBEAT_SECONDS
+#: a run whose process this host cannot check, silent this long, is dead: found DIED, and its
+#: leases taken over (``MEMODAG_HEARTBEAT_TIMEOUT`` overrides it)
+HEARTBEAT_TIMEOUT_ENV = "MEMODAG_HEARTBEAT_TIMEOUT"
+DEFAULT_HEARTBEAT_TIMEOUT = 4 * HEARTBEAT_SECONDS
+#: the name memodag 0.x gave the lease timeout: still read when the new one is not set
+_OLD_TIMEOUT_ENV = "MEMODAG_LEASE_TIMEOUT"
+
+
+def heartbeat_timeout() -> float:
+    """Seconds of silence after which a run on another host is dead: ``$MEMODAG_HEARTBEAT_TIMEOUT``
+    (else ``$MEMODAG_LEASE_TIMEOUT``) if set and positive, else 120."""
+    for name in (HEARTBEAT_TIMEOUT_ENV, _OLD_TIMEOUT_ENV):
+        try:
+            value = float(os.environ.get(name, ""))
+        except ValueError:
+            continue
+        if value > 0:
+            return value
+    return DEFAULT_HEARTBEAT_TIMEOUT
 
 
 def _hostname() -> str:
@@ -89,11 +107,12 @@ def process_alive(identity: Mapping[str, Any] | None) -> bool | None:
 def mark_dead_runs(instance: Any, runs: Iterable[Any]) -> set[str]:
     """Record as DIED every STARTED run in ``runs`` whose process is known to be gone (this host
     can tell: ``process_alive``; another host's run: a heartbeat older than
-    ``HEARTBEAT_EXPIRY_SECONDS``), with a RUN_FAILURE event saying so; return their ids. Runs on
+    ``heartbeat_timeout()``), with a RUN_FAILURE event saying so; return their ids. Runs on
     other hosts without a heartbeat, or recorded without a process, are left as they are."""
     from memodag.storage.instance.records import Event, EventType, RunStatus
 
     died: set[str] = set()
+    timeout = heartbeat_timeout()
     for run in runs:
         if run.status is not RunStatus.STARTED:
             continue
@@ -102,7 +121,7 @@ def mark_dead_runs(instance: Any, runs: Iterable[Any]) -> set[str]:
         alive = process_alive(identity)
         if alive is None and run.heartbeat is not None:
             # another host: its heartbeat tells, once it is long overdue
-            alive = time.time() - run.heartbeat < HEARTBEAT_EXPIRY_SECONDS
+            alive = time.time() - run.heartbeat < timeout
         if alive is not False:
             continue
         died.add(run.run_id)

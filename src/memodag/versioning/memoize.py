@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from memodag.definitions.config import config_to_plain
@@ -28,7 +28,7 @@ from memodag.plan.plan import (
 )
 from memodag.runtime.context import RunLogger
 from memodag.runtime.step import StepOutcome
-from memodag.storage.instance.records import IndexEntry
+from memodag.storage.instance.records import Event, IndexEntry
 from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
 from memodag.versioning import scheme
 from memodag.versioning.auto_inputs import TableSchemas
@@ -514,10 +514,19 @@ class IndexMemoizer(Memoizer):
     def claim(self, step: ExecutionStep) -> str | None:
         return self.claim_many([step]).get(step.key)
 
-    def claim_many(self, steps: list[ExecutionStep]) -> dict[str, str]:
+    def claim_many(
+        self,
+        steps: list[ExecutionStep],
+        events: Sequence[Event] = (),
+        index_entries: Sequence[IndexEntry] = (),
+    ) -> dict[str, str]:
         """``claim`` for several ready steps in one transaction (the engine claims its ready
-        queue ahead, not one write per step); the holders of those another run computes."""
+        queue ahead, not one write per step); the holders of those another run computes.
+        ``events`` and ``index_entries`` are stored in that transaction (a chain step's outcome
+        and its consumer's claim: one commit per step)."""
         if not (self.pin and self.enabled):
+            if events or index_entries:
+                self.instance.store_events(events, index_entries)
             return {}
         from memodag.storage.instance.records import Lease
         from memodag.storage.liveness import process_identity
@@ -540,12 +549,23 @@ class IndexMemoizer(Memoizer):
             )
             keys.extend(k for _, _, k in outputs)
         if not leases:
+            if events or index_entries:
+                self.instance.store_events(events, index_entries)
             return {}
         # leases of steps that ended since are given up in the same transaction
         released, self._released_leases = self._released_leases, []
-        holders, entries = self.instance.claim_steps(
-            [lease for _, lease in leases.values()], lease_expired, keys, released
-        )
+        try:
+            holders, entries = self.instance.claim_steps(
+                [lease for _, lease in leases.values()],
+                lease_expired,
+                keys,
+                released,
+                events,
+                index_entries,
+            )
+        except BaseException:
+            self._released_leases[:0] = released  # not given up: the next write does
+            raise
         # read with the leases: what a run stored before giving one up is seen now
         self._fetched.update(keys)
         for entry in entries:
@@ -584,10 +604,6 @@ class IndexMemoizer(Memoizer):
         lease_key = self._leases.pop(step.key, None)
         if lease_key is not None:
             self._released_leases.append(lease_key)  # given up with the next ``settle``
-
-    def heartbeat(self) -> None:
-        if self._leases:
-            self.instance.heartbeat(self.run_id, time.time())
 
     def stored_entry(self, step: ExecutionStep, name: str) -> IndexEntry | None:
         versions = self.versions(step)

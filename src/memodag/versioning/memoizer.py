@@ -7,7 +7,7 @@ decisions about what runs next (that is the engine's walk) and touches no storag
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from memodag.plan.plan import ExecutionStep
@@ -67,9 +67,15 @@ class Memoizer:
         then asks ``stored`` and ``claim`` again (after ``refresh``)."""
         return None
 
-    def claim_many(self, steps: list[ExecutionStep]) -> dict[str, str]:
+    def claim_many(
+        self,
+        steps: list[ExecutionStep],
+        events: Sequence[Any] = (),
+        index_entries: Sequence[Any] = (),
+    ) -> dict[str, str]:
         """``claim`` for several steps at once; the holders of those another run computes,
-        by step key (steps left out may run)."""
+        by step key (steps left out may run). Only when ``shares_work``: ``events`` and
+        ``index_entries`` (an executed step's outcome) are stored in the claim's transaction."""
         return {}
 
     def refresh(self, step: ExecutionStep) -> None:
@@ -77,9 +83,6 @@ class Memoizer:
 
     def release(self, step: ExecutionStep) -> None:
         """``step``'s attempts are over (its outcome is recorded): give up what ``claim`` took."""
-
-    def heartbeat(self) -> None:
-        """Called now and then while the run lives: say that what it claimed is still alive."""
 
     def record(self, step: ExecutionStep, outcome: StepOutcome) -> list[Any]:
         """Index entries for what a successful attempt stored."""

@@ -276,19 +276,20 @@ class Instance:
         expired: Callable[[Lease], bool],
         output_keys: Sequence[str],
         release_leases: Sequence[str] = (),
+        events: Sequence[Event] = (),
+        index_entries: Sequence[IndexEntry] = (),
     ) -> tuple[dict[str, Lease], list[IndexEntry]]:
         """Take these leases of one run, giving up its ``release_leases``, and read (and pin)
         ``output_keys``' index entries, in one transaction; returns the holders of the leases
-        another live run keeps (by lease key) and the entries."""
-        return self._storage.claim_steps(leases, expired, output_keys, release_leases)
+        another live run keeps (by lease key) and the entries. ``events`` and
+        ``index_entries`` are stored first in that transaction (``store_events``)."""
+        return self._storage.claim_steps(
+            leases, expired, output_keys, release_leases, events, index_entries
+        )
 
     def release_lease(self, lease_key: str, run_id: str) -> None:
         """Give a lease up (if ``run_id`` holds it)."""
         self._storage.release_lease(lease_key, run_id)
-
-    def heartbeat(self, run_id: str, now: float) -> None:
-        """Mark every lease of ``run_id`` alive at ``now``."""
-        self._storage.heartbeat(run_id, now)
 
     def release_run(self, *run_ids: str) -> None:
         """Drop every pin and lease of these runs (they ended or were found dead)."""

@@ -197,10 +197,14 @@ class InstanceStorage(ABC):
         expired: Callable[[Lease], bool],
         output_keys: Sequence[str],
         release_leases: Sequence[str] = (),
+        events: Sequence[Event] = (),
+        index_entries: Sequence[IndexEntry] = (),
     ) -> tuple[dict[str, Lease], list[IndexEntry]]:
         """``acquire_lease`` for each of ``leases`` (one run's), and ``pinned_index_entries(
         output_keys)``, in one transaction: a step whose lease is taken sees what another run
-        stored before giving it up. The run's ``release_leases`` are given up in it too.
+        stored before giving it up. The run's ``release_leases`` are given up in it too, and
+        ``events`` and ``index_entries`` are stored first, as ``store_events`` would (an executed
+        step's outcome and the claim of the steps it makes ready: one commit, not two).
 
         Returns:
             The holders of the leases not taken, by lease key; the entries read.
@@ -209,10 +213,6 @@ class InstanceStorage(ABC):
     @abstractmethod
     def release_lease(self, lease_key: str, run_id: str) -> None:
         """Give ``lease_key`` up, if ``run_id`` holds it."""
-
-    @abstractmethod
-    def heartbeat(self, run_id: str, now: float) -> None:
-        """Say every lease of ``run_id`` is alive at ``now``."""
 
     @abstractmethod
     def release_run(self, run_ids: Iterable[str]) -> None:

@@ -166,7 +166,8 @@ class Lease:
     """Who holds ``lease_key``: a run computing a step at a version (or a gc deleting).
 
     ``process`` is the holder's ``process_identity()`` (host, pid, start); ``heartbeat_at`` when
-    the holder last said it was alive (seconds since the epoch).
+    the holder last said it was alive (seconds since the epoch): as read, its run's heartbeat
+    when newer than the time the lease was taken (a lease is not written to stay alive).
     """
 
     lease_key: str

@@ -329,6 +329,15 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
     # -- events and index -------------------------------------------------------------------
 
     def store_events(self, events: Sequence[Event], index_entries: Sequence[IndexEntry]) -> None:
+        work = self._storing(events, index_entries)
+        if work is not None:
+            self._run(work, write=True)
+
+    def _storing(
+        self, events: Sequence[Event], index_entries: Sequence[IndexEntry]
+    ) -> Callable[[Any], None] | None:
+        """The work of storing ``events`` and ``index_entries`` in a transaction (None: nothing
+        to store), after checking the database is still there (one stat per commit)."""
         # called once per executed step (each commits as it ends): statements are built once,
         # values encoded by a reused encoder (or already encoded by the attempt), nothing is
         # sorted for one row, and a run's events of one call are one packed row
@@ -346,6 +355,8 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
             )
             for e in index_entries
         ]
+        if not event_rows and not index_rows:
+            return None
         if len(index_rows) > 1:
             # rows in key order: two writers upserting overlapping keys then lock them in the
             # same order, so Postgres never has to pick a deadlock victim
@@ -356,10 +367,9 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
             insert(cur, _INSERT_EVENTS_HEAD, "", event_rows)
             insert(cur, _UPSERT_INDEX_HEAD, _UPSERT_INDEX_TAIL, index_rows)
 
-        if event_rows or index_rows:
-            if self.check_present is not None:
-                self.check_present()  # one stat per commit
-            self._run(work, write=True)
+        if self.check_present is not None:
+            self.check_present()
+        return work
 
     def _insert_rows(self, cur: Any, head: str, tail: str, rows: list[tuple[Any, ...]]) -> None:
         """``head VALUES (...) tail`` for each row, in order (event ids follow it). SQLite: up

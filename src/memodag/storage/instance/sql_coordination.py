@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from memodag.storage.instance.records import IndexEntry, Lease, Pin
+from memodag.storage.instance.records import Event, IndexEntry, Lease, Pin
 
 if TYPE_CHECKING:
     from memodag.storage.instance.sql import Dialect
@@ -32,6 +32,7 @@ class PinsAndLeases:
     _sql: Callable[[str], str]
     _execute: Callable[..., list[Any]]
     _write_many: Callable[..., None]
+    _storing: Callable[..., Callable[[Any], None] | None]
 
     def pinned_index_entries(self, output_keys: Iterable[str], run_id: str) -> list[IndexEntry]:
         keys = list(dict.fromkeys(output_keys))
@@ -154,8 +155,11 @@ class PinsAndLeases:
         expired: Callable[[Lease], bool],
         output_keys: Sequence[str],
         release_leases: Sequence[str] = (),
+        events: Sequence[Event] = (),
+        index_entries: Sequence[IndexEntry] = (),
     ) -> tuple[dict[str, Lease], list[IndexEntry]]:
         keys = list(dict.fromkeys(output_keys))
+        store = self._storing(events, index_entries) if events or index_entries else None
         lock = self.dialect.pin_lock
         run_id = leases[0].run_id if leases else ""
         give_up = self._sql("DELETE FROM leases WHERE lease_key = ? AND run_id = ?")
@@ -164,6 +168,8 @@ class PinsAndLeases:
         def work(cur: Any) -> tuple[dict[str, Lease], list[Any]]:
             if lock and keys:
                 cur.execute(lock)
+            if store is not None:
+                store(cur)
             if released:
                 cur.executemany(give_up, released)
             holders = {}
@@ -203,10 +209,6 @@ class PinsAndLeases:
         delete = "DELETE FROM leases WHERE lease_key = ? AND run_id = ?"
         self._write_many([(delete, [(lease_key, run_id)])])
 
-    def heartbeat(self, run_id: str, now: float) -> None:
-        update = "UPDATE leases SET heartbeat_at = ? WHERE run_id = ?"
-        self._write_many([(update, [(now, run_id)])])
-
     def release_run(self, run_ids: Iterable[str]) -> None:
         ids = [(r,) for r in dict.fromkeys(run_ids)]
         self._write_many(
@@ -217,17 +219,22 @@ class PinsAndLeases:
         )
 
     def _lease(self, cur: Any, lease_key: str) -> Lease | None:
+        """The lease on ``lease_key``, with its holder run's last heartbeat (``runs.heartbeat``,
+        the one liveness record a run keeps) when that is newer than the lease's own."""
         cur.execute(
             self._sql(
-                "SELECT lease_key, run_id, step_key, process, acquired_at, heartbeat_at "
-                "FROM leases WHERE lease_key = ?"
+                "SELECT l.lease_key, l.run_id, l.step_key, l.process, l.acquired_at, "
+                "l.heartbeat_at, r.heartbeat FROM leases l LEFT JOIN runs r "
+                "ON r.run_id = l.run_id WHERE l.lease_key = ?"
             ),
             (lease_key,),
         )
         row = cur.fetchone()
         if row is None:
             return None
-        key, run_id, step_key, process, acquired, beat = row
+        key, run_id, step_key, process, acquired, beat, run_beat = row
+        if run_beat is not None and run_beat > beat:
+            beat = run_beat
         return Lease(key, run_id, step_key, json.loads(process), acquired, beat)
 
     def _put_lease(self, cur: Any, lease: Lease) -> None:
