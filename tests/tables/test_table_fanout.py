@@ -378,3 +378,66 @@ def test_a_changed_piece_re_runs_alone_and_an_equal_table_stops_there(db, instan
     assert "total" in result.memoized_step_keys
     result = run("yy")  # a revert: the fan-out and every piece are stored
     assert result.executed_step_keys == [] and runs == []
+
+
+def test_a_piece_that_breaks_the_declared_schema_fails_naming_it(db, instance):
+    @materialize(version="1", schema={"region": "string", "n": "int64"})
+    def declared(region):
+        n = 1.5 if region == "b" else 1
+        return pd.DataFrame({"region": [region], "n": [n]})
+
+    @job(resource_defs={"table_store": db.store()})
+    def strict():
+        with Stage("strict"):
+            regions_op(["a", "b"])().map(declared)
+
+    with pytest.raises(ExecutionError) as raised:
+        strict.execute_in_process(instance=instance)
+    message = str(raised.value)
+    assert "declared[b]" in message and "'n'" in message
+    assert "double" in message and "int64" in message
+    assert "declared[a]" not in message
+
+
+def test_the_key_placeholder_outside_a_fan_out_is_an_error(db, instance):
+    @materialize(version="1")
+    def single():
+        return Table(pd.DataFrame({"a": [1]}), name="part_{mapping_key}")
+
+    @job(resource_defs={"table_store": db.store()})
+    def lonely():
+        single()
+
+    with pytest.raises(ExecutionError, match=r"single.*\{mapping_key\}.*not mapped"):
+        lonely.execute_in_process(instance=instance)
+
+
+def test_nested_fan_outs_and_a_dynamic_output_of_tables(db, instance):
+    seen = {}
+
+    @op(version="1", out=DynamicOut(io_manager_key="table_store"))
+    def frames(region):
+        # a dynamic output stored as tables: one per piece, named <op>_<outer>_<inner>
+        for key in ("x_1", "x"):
+            yield DynamicOutput(pd.DataFrame({"region": [region], "k": [key]}), mapping_key=key)
+
+    @materialize(version="1")
+    def gather(parts: pl.DataFrame):
+        seen.setdefault("gathered", []).append(parts)
+        return parts
+
+    @job(resource_defs={"table_store": db.store()})
+    def nested():
+        with Stage("nested"):
+            regions_op(["a_b", "a"])().map(lambda r: gather(frames(r).collect()))
+
+    assert nested.execute_in_process(instance=instance).success
+    views = db.views("nested")
+    # plain keys read as they are; nested keys holding "_" get a hash, so "a_b"+"x" and
+    # "a"+"b_x" could never meet
+    assert "gather_a" in views and "frames_a_x" in views
+    assert len([v for v in views if v.startswith("frames_")]) == 4
+    assert any(re.fullmatch(r"frames_a_b_x_1_[0-9a-f]{8}", v) for v in views)
+    rows = sorted(db.query("SELECT region, k FROM {nested}.gather_a_b"))
+    assert rows == [("a_b", "x"), ("a_b", "x_1")]
+    assert sorted(g["k"].to_list() for g in seen["gathered"]) == [["x_1", "x"]] * 2
