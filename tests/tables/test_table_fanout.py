@@ -209,7 +209,12 @@ def test_zero_pieces_give_an_empty_list_or_an_empty_frame_with_the_declared_sche
     def declared(region):
         return pd.DataFrame({"region": [region], "n": [1]})
 
-    @op(version="1", out=Out(io_manager_key="table_store", metadata={"schema": pa.schema([("x", pa.float64())])}))
+    @op(
+        version="1",
+        out=Out(
+            io_manager_key="table_store", metadata={"schema": pa.schema([("x", pa.float64())])}
+        ),
+    )
     def plain(region):
         return pd.DataFrame({"x": [1.0]})
 

@@ -183,10 +183,14 @@ def _aligned(piece: Piece, first: Piece, schema: pa.Schema) -> pa.Table:
     names = set(table.schema.names)
     for name in schema.names:
         if name not in names:
-            raise _differ(first, piece, f"column '{name}' is in {first.label}, not in {piece.label}")
+            raise _differ(
+                first, piece, f"column '{name}' is in {first.label}, not in {piece.label}"
+            )
     for name in table.schema.names:
         if name not in schema.names:
-            raise _differ(first, piece, f"column '{name}' is in {piece.label}, not in {first.label}")
+            raise _differ(
+                first, piece, f"column '{name}' is in {piece.label}, not in {first.label}"
+            )
     for field in schema:
         other = table.schema.field(field.name).type
         if not same_type(field.type, other):

@@ -265,7 +265,9 @@ class TableIOManager(MemoizableIOManager):
             f"op '{context.step_key}' input '{context.name}' (the pieces of "
             f"'{context.upstream_output.step_key}')"
         )
-        return concatenate(values, collected.as_type, what, declared_schema(context.upstream_output.out))
+        return concatenate(
+            values, collected.as_type, what, declared_schema(context.upstream_output.out)
+        )
 
     # ---- gc ----------------------------------------------------------------------------------
 
