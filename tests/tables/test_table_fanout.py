@@ -446,3 +446,35 @@ def test_nested_fan_outs_and_a_dynamic_output_of_tables(db, instance):
     rows = sorted(db.query("SELECT region, k FROM {nested}.gather_a_b"))
     assert rows == [("a_b", "x"), ("a_b", "x_1")]
     assert sorted(g["k"].to_list() for g in seen["gathered"]) == [["x_1", "x"]] * 2
+
+
+def test_a_column_all_null_in_one_piece_takes_the_type_of_the_others(db, instance):
+    seen = {}
+
+    @materialize(version="1")
+    def sparse(region):
+        values = {"a": [None], "b": [7], "c": [8], "d": ["x"]}
+        return pd.DataFrame({"region": [region], "n": values[region]})
+
+    @materialize(version="1")
+    def together(parts: pa.Table):
+        seen["parts"] = parts
+        return parts
+
+    @job(resource_defs={"table_store": db.store()})
+    def nulls():
+        with Stage("nulls"):
+            together(regions_op(["a", "b", "c"])().map(sparse).collect())
+
+    assert nulls.execute_in_process(instance=instance).success
+    assert seen["parts"].schema.field("n").type == pa.int64()
+    assert seen["parts"]["n"].to_pylist() == [None, 7, 8]
+
+    @job(resource_defs={"table_store": db.store()})
+    def clash():
+        with Stage("clash"):
+            together(regions_op(["a", "b", "d"])().map(sparse).collect())
+
+    # the all-null piece says nothing: the error names the two pieces that disagree
+    with pytest.raises(ExecutionError, match=r"sparse\[b\] and sparse\[d\].*'n' is int64"):
+        clash.execute_in_process(instance=instance)

@@ -160,10 +160,11 @@ def concatenate(pieces: list[Piece], as_type: Any, what: str, declared: Any) -> 
         empty = arrow_schema(declared, what).empty_table()
         return from_arrow(empty, _frame_kind(kind), what)
     first = pieces[0]
-    schema = first.table.schema
-    tables = []
-    for piece in pieces:
-        tables.append(_aligned(piece, first, schema))
+    # column -> its first type that is not all-null, and the piece that has it
+    typed: dict[str, tuple[pa.DataType, Piece]] = {
+        f.name: (f.type, first) for f in first.table.schema
+    }
+    tables = [_aligned(piece, first, typed) for piece in pieces]
     try:
         # permissive: string and large_string (pandas' and polars'), and a column all null
         # in one piece, meet; anything else that differs was refused above
@@ -177,30 +178,35 @@ def _frame_kind(kind: str) -> str:
     return kind if kind in (POLARS, POLARS_LAZY, ARROW) else "pandas"
 
 
-def _aligned(piece: Piece, first: Piece, schema: pa.Schema) -> pa.Table:
-    """``piece``'s table with ``first``'s columns in its order, or an error naming both."""
+def _aligned(piece: Piece, first: Piece, typed: dict[str, tuple[pa.DataType, Piece]]) -> pa.Table:
+    """``piece``'s table with ``first``'s columns in its order, or an error naming ``piece``
+    and a piece it differs from."""
+    import pyarrow as pa
+
     table = piece.table
-    names = set(table.schema.names)
-    for name in schema.names:
-        if name not in names:
+    names = first.table.schema.names
+    for name in names:
+        if name not in table.schema.names:
             raise _differ(
                 first, piece, f"column '{name}' is in {first.label}, not in {piece.label}"
             )
     for name in table.schema.names:
-        if name not in schema.names:
+        if name not in typed:
             raise _differ(
                 first, piece, f"column '{name}' is in {piece.label}, not in {first.label}"
             )
-    for field in schema:
-        other = table.schema.field(field.name).type
-        if not same_type(field.type, other):
+    for field in table.schema:
+        known, other = typed[field.name]
+        if not same_type(known, field.type):
             raise _differ(
-                first,
+                other,
                 piece,
-                f"column '{field.name}' is {field.type} in {first.label} and {other} in "
+                f"column '{field.name}' is {known} in {other.label} and {field.type} in "
                 f"{piece.label}",
             )
-    return table if table.schema.names == schema.names else table.select(schema.names)
+        if pa.types.is_null(known):
+            typed[field.name] = (field.type, piece)
+    return table if table.schema.names == names else table.select(names)
 
 
 def same_type(one: pa.DataType, other: pa.DataType) -> bool:
