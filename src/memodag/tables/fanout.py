@@ -13,8 +13,8 @@ import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memodag.definitions.tables import MAPPING_KEY_PLACEHOLDER, SCHEMA_KEY
-from memodag.errors import StorageError
+from memodag.definitions.tables import MAPPING_KEY_PLACEHOLDER, SCHEMA_KEY, check_schema
+from memodag.errors import DefinitionError, StorageError
 from memodag.hashing import hash_strings
 from memodag.tables.convert import (
     ARROW,
@@ -252,6 +252,10 @@ def arrow_schema(declared: Any, what: str) -> pa.Schema:
 
     if isinstance(declared, pa.Schema):
         return declared
+    try:
+        declared = check_schema(declared, what)  # Out(metadata=...) is not checked earlier
+    except DefinitionError as exc:
+        raise StorageError(str(exc)) from None
     fields = []
     for name, kind in declared.items():
         if isinstance(kind, pa.DataType):
