@@ -478,3 +478,16 @@ def test_a_column_all_null_in_one_piece_takes_the_type_of_the_others(db, instanc
     # the all-null piece says nothing: the error names the two pieces that disagree
     with pytest.raises(ExecutionError, match=r"sparse\[b\] and sparse\[d\].*'n' is int64"):
         clash.execute_in_process(instance=instance)
+
+
+def test_names_and_schemas_are_checked_where_they_are_written():
+    from memodag import DefinitionError
+
+    assert Table(None, name="Part_{mapping_key}").name == "part_{mapping_key}"
+    with pytest.raises(DefinitionError, match=r"'part-\{mapping_key\}' is not an identifier"):
+        Table(None, name="part-{mapping_key}")
+    with pytest.raises(DefinitionError, match=r"@materialize: schema must be .*got \['a'\]"):
+
+        @materialize(schema=["a"])
+        def listed():
+            return None

@@ -81,7 +81,11 @@ def _table_name(name: Any) -> str:
     if not isinstance(name, str) or MAPPING_KEY_PLACEHOLDER not in name:
         return table_identifier(name, "Table name")
     # checked with a one-letter key; the filled-in name is checked (and cut) per piece
-    table_identifier(name.replace(MAPPING_KEY_PLACEHOLDER, "k"), "Table name")
+    if not _IDENTIFIER.match(name.replace(MAPPING_KEY_PLACEHOLDER, "k").lower()):
+        raise DefinitionError(
+            f"Table name {name!r} is not an identifier: use letters, digits and underscores "
+            f"around {MAPPING_KEY_PLACEHOLDER}, starting with a letter or underscore"
+        )
     parts = name.split(MAPPING_KEY_PLACEHOLDER)
     return MAPPING_KEY_PLACEHOLDER.join(p.lower() for p in parts)
 
