@@ -491,3 +491,30 @@ def test_names_and_schemas_are_checked_where_they_are_written():
         @materialize(schema=["a"])
         def listed():
             return None
+
+
+def test_a_fan_in_list_of_tables_is_handed_over_as_a_collect_is(db, instance):
+    seen = {}
+
+    @materialize(version="1")
+    def first():
+        return pd.DataFrame({"n": [1]})
+
+    @materialize(version="1")
+    def second():
+        return pl.DataFrame({"n": [2]})
+
+    @materialize(version="1")
+    def both(parts: pd.DataFrame, each: list[pa.Table]):
+        seen["parts"], seen["each"] = parts, each
+        return parts
+
+    @job(resource_defs={"table_store": db.store()})
+    def fan_in():
+        a, b = first(), second()
+        both([b, a], [a, b])
+
+    assert fan_in.execute_in_process(instance=instance).success
+    assert seen["parts"]["n"].tolist() == [2, 1]
+    assert [t["n"].to_pylist() for t in seen["each"]] == [[1], [2]]
+    assert all(isinstance(t, pa.Table) for t in seen["each"])
