@@ -518,3 +518,52 @@ def test_a_fan_in_list_of_tables_is_handed_over_as_a_collect_is(db, instance):
     assert seen["parts"]["n"].tolist() == [2, 1]
     assert [t["n"].to_pylist() for t in seen["each"]] == [[1], [2]]
     assert all(isinstance(t, pa.Table) for t in seen["each"])
+
+
+def test_concatenated_pieces_keep_their_types(db, instance):
+    import datetime as dt
+    import decimal
+
+    seen = {}
+
+    @materialize(version="1")
+    def typed(key):
+        return pd.DataFrame(
+            {
+                "n": pd.array([1, None] if key == "a" else [3, 4], dtype="Int64"),
+                "ts": pd.to_datetime(["2024-01-01 10:00", "2024-06-01 11:00"]).tz_localize(
+                    "Europe/Berlin"
+                ),
+                "d": [dt.date(2024, 1, 1), dt.date(1, 1, 1)],
+                "dec": [decimal.Decimal("1.50"), decimal.Decimal("2.25")],
+                "cat": pd.Categorical(["x", None]),
+                "u8": pd.Series([1, 255], dtype="uint8"),
+            }
+        )
+
+    @materialize(version="1")
+    def together(parts: pd.DataFrame, lazy: pl.LazyFrame):
+        seen["parts"], seen["lazy"] = parts, lazy
+        return parts
+
+    @job(resource_defs={"table_store": db.store()})
+    def types():
+        with Stage("types"):
+            pieces = regions_op(["a", "b"])().map(typed)
+            together(pieces.collect(), pieces.collect())
+
+    assert types.execute_in_process(instance=instance).success
+    frame = seen["parts"]
+    assert {c: str(t) for c, t in frame.dtypes.items() if c != "cat"} == {
+        "n": "Int64",
+        "ts": "datetime64[us, Europe/Berlin]",
+        "d": "object",
+        "dec": "object",
+        "u8": "uint8",
+    }
+    assert frame["n"].tolist()[:2] == [1, pd.NA] and frame["u8"].tolist() == [1, 255, 1, 255]
+    assert frame["dec"].tolist()[1] == decimal.Decimal("2.25")
+    assert frame["cat"].iloc[0] == "x" and pd.isna(frame["cat"].iloc[1])  # as strings
+    lazy = seen["lazy"]
+    assert isinstance(lazy, pl.LazyFrame)
+    assert lazy.collect_schema()["ts"] == pl.Datetime("us", "Europe/Berlin")
