@@ -280,6 +280,7 @@ def test_pieces_whose_schemas_differ_are_an_error_naming_two_of_them(db, instanc
     with pytest.raises(ExecutionError) as raised:
         mixed.execute_in_process(instance=instance)
     message = str(raised.value)
+    assert "op 'together' input 'parts'" in message
     assert "uneven[a]" in message and "uneven[b]" in message
     assert "'n'" in message and "int64" in message and "double" in message
 

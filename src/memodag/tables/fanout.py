@@ -164,7 +164,7 @@ def concatenate(pieces: list[Piece], as_type: Any, what: str, declared: Any) -> 
     typed: dict[str, tuple[pa.DataType, Piece]] = {
         f.name: (f.type, first) for f in first.table.schema
     }
-    tables = [_aligned(piece, first, typed) for piece in pieces]
+    tables = [_aligned(piece, first, typed, what) for piece in pieces]
     try:
         # permissive: string and large_string (pandas' and polars'), and a column all null
         # in one piece, meet; anything else that differs was refused above
@@ -178,7 +178,9 @@ def _frame_kind(kind: str) -> str:
     return kind if kind in (POLARS, POLARS_LAZY, ARROW) else "pandas"
 
 
-def _aligned(piece: Piece, first: Piece, typed: dict[str, tuple[pa.DataType, Piece]]) -> pa.Table:
+def _aligned(
+    piece: Piece, first: Piece, typed: dict[str, tuple[pa.DataType, Piece]], what: str
+) -> pa.Table:
     """``piece``'s table with ``first``'s columns in its order, or an error naming ``piece``
     and a piece it differs from."""
     import pyarrow as pa
@@ -188,17 +190,18 @@ def _aligned(piece: Piece, first: Piece, typed: dict[str, tuple[pa.DataType, Pie
     for name in names:
         if name not in table.schema.names:
             raise _differ(
-                first, piece, f"column '{name}' is in {first.label}, not in {piece.label}"
+                what, first, piece, f"column '{name}' is in {first.label}, not in {piece.label}"
             )
     for name in table.schema.names:
         if name not in typed:
             raise _differ(
-                first, piece, f"column '{name}' is in {piece.label}, not in {first.label}"
+                what, first, piece, f"column '{name}' is in {piece.label}, not in {first.label}"
             )
     for field in table.schema:
         known, other = typed[field.name]
         if not same_type(known, field.type):
             raise _differ(
+                what,
                 other,
                 piece,
                 f"column '{field.name}' is {known} in {other.label} and {field.type} in "
@@ -232,9 +235,9 @@ def _is_string_view(kind: pa.DataType) -> bool:
     return bool(check and check(kind))
 
 
-def _differ(first: Piece, piece: Piece, detail: str) -> StorageError:
+def _differ(what: str, first: Piece, piece: Piece, detail: str) -> StorageError:
     return StorageError(
-        f"pieces {first.label} and {piece.label} have different schemas, so they cannot be "
+        f"{what}: pieces {first.label} and {piece.label} have different schemas, so they cannot be "
         f"concatenated: {detail}; make the pieces' columns agree, or take them as a list "
         "(annotate the parameter list[...])"
     )
