@@ -568,3 +568,36 @@ def test_concatenated_pieces_keep_their_types(db, instance):
     lazy = seen["lazy"]
     assert isinstance(lazy, pl.LazyFrame)
     assert lazy.collect_schema()["ts"] == pl.Datetime("us", "Europe/Berlin")
+
+
+def test_a_piece_no_longer_yielded_leaves_the_stage_and_a_partial_run_keeps_the_rest(db, instance):
+    @op(version="1", out=DynamicOut(), config_schema={"keys": [str]})
+    def source(context):
+        for key in context.op_config["keys"]:
+            yield DynamicOutput(key, mapping_key=key)
+
+    @materialize(version="1")
+    def total(parts: list):
+        return pd.DataFrame({"n": [len(parts)]})
+
+    @job(resource_defs={"table_store": db.store()})
+    def shrinking():
+        with Stage("shrink"):
+            total(source().map(part).collect())
+
+    def run(keys, **kwargs):
+        config = {"ops": {"source": {"config": {"keys": keys}}}}
+        result = shrinking.execute_in_process(instance=instance, run_config=config, **kwargs)
+        assert result.success
+        return result
+
+    first = run(["a", "b", "c"])
+    assert db.views("shrink") == ["part_a", "part_b", "part_c", "total"]
+    run(["a", "c"])
+    assert db.views("shrink") == ["part_a", "part_c", "total"]
+    assert db.query("SELECT n FROM {shrink}.total") == [(2,)]
+    # a re-execution of one clone of an older run updates its view and drops no other
+    run(["a", "b", "c"], parent_run_id=first.run_id, step_selection=["part[b]"])
+    assert db.views("shrink") == ["part_a", "part_b", "part_c", "total"]
+    run([])
+    assert db.views("shrink") == ["total"]

@@ -172,6 +172,8 @@ class RunInfo:
     job_name: str
     resource_key: str
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: the steps a run of part of the job selected (``step_selection``); None: the whole job
+    step_selection: tuple[str, ...] | None = None
 
 
 #: the run statuses ``RunEnd.status`` takes (the instance's ``RunStatus`` values)

@@ -126,7 +126,10 @@ class TableIOManager(MemoizableIOManager):
             if not self._broken:
                 for stage, tables in self._stages.items():
                     if end.success or self._complete(stage, tables):
-                        self._commit(run, stage, tables)
+                        # a whole job run that succeeded recorded every piece its fan-outs
+                        # have now: views of other pieces are gone from the stage
+                        whole = end.success and run.step_selection is None
+                        self._commit(run, stage, tables, whole)
         finally:
             self._run = None
             self.store.close()
@@ -139,11 +142,18 @@ class TableIOManager(MemoizableIOManager):
             return False
         return members <= {t.step_key for t in tables.values()}
 
-    def _commit(self, run: RunInfo, stage: str, tables: dict[str, StageTable]) -> None:
-        # views the stage shows for steps of this run under a name they no longer produce
+    def _commit(
+        self, run: RunInfo, stage: str, tables: dict[str, StageTable], whole: bool = False
+    ) -> None:
+        # views the stage shows for steps of this run under a name they no longer produce,
+        # and (``whole``) for pieces of fan-outs (``op[key]``) this run did not produce
         steps = {t.step_key for t in tables.values()}
         shown = self.store.stage_tables(stage)
-        drop = [n for n, t in shown.items() if t.step_key in steps and n not in tables]
+        drop = [
+            n
+            for n, t in shown.items()
+            if n not in tables and (t.step_key in steps or (whole and "[" in t.step_key))
+        ]
         # only the views that change are replaced: a stage of 100 tables where one changed
         # commits one view (the store still checks the stage's owner)
         changed = [t for n, t in tables.items() if shown.get(n) != t]
