@@ -29,7 +29,13 @@ from typing import Any
 from memodag.engine.events import Commit, EventLog
 from memodag.executors.base import Executor
 from memodag.plan.dynamic import expand_mapped, made_by, pieces_from_addresses
-from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
+from memodag.plan.plan import (
+    ExecutionPlan,
+    ExecutionStep,
+    ListSource,
+    NodeSource,
+    StepOutputHandle,
+)
 from memodag.runtime.step import InputLoad, StepOutcome, StepTask
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address
@@ -364,7 +370,10 @@ class Engine:
                     return None
                 addresses.append(address)
                 outs.append(self._out_def(handle))
-            loads.append(InputLoad(spec.name, tuple(addresses), tuple(outs), spec.collect))
+            load = InputLoad(spec.name, tuple(addresses), tuple(outs), spec.collect)
+            if spec.collect:
+                load.collected_out, load.collected_node = self._collected(step, spec.name)
+            loads.append(load)
         return StepTask(
             self.run_id,
             step.key,
@@ -377,6 +386,17 @@ class Engine:
             attempt,
             self.memoizer.hash_outputs(step),
         )
+
+    def _collected(self, step: ExecutionStep, name: str) -> tuple[Any, str]:
+        """The ``Out`` a collected input gathers (the mapped node's, or a fan-in list's first
+        member's) and its node: its io manager hands the list over, even with no pieces."""
+        source = step.node.inputs.get(name)
+        if isinstance(source, ListSource):
+            source = source.members[0] if source.members else None
+        node = self.plan.nodes.get(source.node) if isinstance(source, NodeSource) else None
+        if node is None or not isinstance(source, NodeSource):
+            return None, ""
+        return node.op_def.outs.get(source.output), node.path
 
     def _out_def(self, handle: StepOutputHandle) -> Any:
         step = self.steps.get(handle.step_key)

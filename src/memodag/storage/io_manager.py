@@ -193,6 +193,8 @@ class RunInfo:
     job_name: str
     resource_key: str
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: the steps a run of part of the job selected (``step_selection``); None: the whole job
+    step_selection: tuple[str, ...] | None = None
 
 
 #: the run statuses ``RunEnd.status`` takes (the instance's ``RunStatus`` values)
@@ -270,6 +272,16 @@ class IOManager(RunLifecycle, ABC):
     @abstractmethod
     def load_input(self, context: InputContext) -> Any:
         """Load the value stored for ``context.upstream_output`` (at ``context.address``)."""
+
+    def combine_collected(self, context: InputContext, values: list[Any]) -> Any:
+        """What a collected input (``.collect()``, a fan-in list) whose members this manager
+        stored is handed to the op as, given each member's ``load_input`` value in order.
+
+        ``context.metadata["collected"]`` is True in these members' ``load_input`` contexts
+        and here; ``context.upstream_output.out`` is the collected output's ``Out`` and
+        ``context.address`` is None (there may be no members at all). The default: the list.
+        """
+        return values
 
     def serializer_name(self, context: OutputContext) -> str | None:
         """The format recorded in the address (file-based managers say which serializer)."""

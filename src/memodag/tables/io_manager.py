@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import re
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -47,6 +46,15 @@ from memodag.tables.convert import (
     kind_of,
     kind_of_type,
     to_arrow,
+)
+from memodag.tables.fanout import (
+    Piece,
+    check_declared,
+    collected_as,
+    concatenate,
+    declared_schema,
+    piece_keys,
+    piece_name,
 )
 from memodag.tables.lazy import canonical_sql, frame_content_hash, frame_version, query_version
 from memodag.tables.store import (
@@ -195,7 +203,10 @@ class TableIOManager(MemoizableIOManager):
             if not self._broken:
                 for stage, tables in self._stages.items():
                     if end.success or self._complete(stage, tables):
-                        self._commit(run, stage, tables)
+                        # a whole job run that succeeded recorded every piece its fan-outs
+                        # have now: views of other pieces are gone from the stage
+                        whole = end.success and run.step_selection is None
+                        self._commit(run, stage, tables, whole)
         finally:
             self._run = None
             self.store.close()
@@ -208,11 +219,18 @@ class TableIOManager(MemoizableIOManager):
             return False
         return members <= {t.step_key for t in tables.values()} | self._externals.get(stage, set())
 
-    def _commit(self, run: RunInfo, stage: str, tables: dict[str, StageTable]) -> None:
-        # views the stage shows for steps of this run under a name they no longer produce
+    def _commit(
+        self, run: RunInfo, stage: str, tables: dict[str, StageTable], whole: bool = False
+    ) -> None:
+        # views the stage shows for steps of this run under a name they no longer produce,
+        # and (``whole``) for pieces of fan-outs (``op[key]``) this run did not produce
         steps = {t.step_key for t in tables.values()}
         shown = self.store.stage_tables(stage)
-        drop = [n for n, t in shown.items() if t.step_key in steps and n not in tables]
+        drop = [
+            n
+            for n, t in shown.items()
+            if n not in tables and (t.step_key in steps or (whole and "[" in t.step_key))
+        ]
         # only the views that change are replaced: a stage of 100 tables where one changed
         # commits one view (the store still checks the stage's owner)
         changed = [t for n, t in tables.items() if shown.get(n) != t]
@@ -295,6 +313,9 @@ class TableIOManager(MemoizableIOManager):
                 self.store.write_query(physical, self._compile(table.obj, what), spec)
             else:
                 data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
+                declared = declared_schema(context.out)
+                if declared is not None:
+                    check_declared(data, declared, f"{what} (table {stage}.{name})")
                 self.store.write_arrow(physical, data, spec)
         uri = TableAddress(kind, stage, name, physical).uri()
         return StoredData(uri, schema=self._schema_text(self.store.schema_of(physical)))
@@ -482,12 +503,22 @@ class TableIOManager(MemoizableIOManager):
                     upstream.mapping_key or "",
                 )
             ] = upstream.data_hash or upstream.version or table.physical
-        as_type = context.metadata.get("as_type") or _input_type(context)
+        as_type = context.metadata.get("as_type")
+        concat = False
+        if as_type is None and context.metadata.get("collected"):
+            collected = _collected(context)
+            as_type, concat = collected.as_type, collected.concat
+        elif as_type is None:
+            as_type = _input_type(context)
         if as_type is None:
             as_type = ARROW if table.kind in (SQL, RAWSQL, EXTERNAL) else table.kind
         if self._predicting and kind_of_type(as_type, context.name) != SQLALCHEMY:
             raise DecidedAtRunTime(f"input '{context.name}' is read as data")
         try:
+            if concat:  # combine_collected concatenates the pieces as Arrow
+                address = context.upstream_output
+                key = f"[{address.mapping_key}]" if address.mapping_key is not None else ""
+                return Piece(self.store.read(table.physical, ARROW), address.step_key + key)
             if table.kind == EXTERNAL:
                 schema, _, name = table.physical.partition(".")
                 return self.store.read_external(schema, name, as_type)
@@ -506,6 +537,20 @@ class TableIOManager(MemoizableIOManager):
         finally:
             if self._run is None and not self._predicting:
                 self.store.close()  # outside a run (output_for_node): never keep the file
+
+    def combine_collected(self, context: InputContext, values: list[Any]) -> Any:
+        """A collected input's tables as a list, or concatenated into the one frame type the
+        parameter is annotated with (docs/tables.md, "Fan-outs")."""
+        collected = _collected(context)
+        if not collected.concat:
+            return values
+        what = (
+            f"op '{context.step_key}' input '{context.name}' (the pieces of "
+            f"'{context.upstream_output.step_key}')"
+        )
+        return concatenate(
+            values, collected.as_type, what, declared_schema(context.upstream_output.out)
+        )
 
     # ---- gc ----------------------------------------------------------------------------------
 
@@ -561,19 +606,23 @@ def _default_name(context: OutputContext) -> str:
 
 
 def _piece_name(name: str, context: OutputContext) -> str:
-    """``name``, suffixed with the piece keys of a fan-out clone (``sales[north]`` ->
-    ``<name>_north``) and of a dynamic output's piece, so pieces never share a table name."""
-    keys = re.findall(r"\[([^\]]*)\]", context.step_key)
-    if context.mapping_key is not None:
-        keys.append(context.mapping_key)
-    if keys:
-        name = "_".join([name, *(re.sub(r"[^A-Za-z0-9_]", "_", k) for k in keys)])
+    """``name`` as the table name of this output: in a fan-out, with the piece's keys
+    (``tables.fanout.piece_name``), so pieces never share a table name."""
+    what = f"op '{context.step_key}' output '{context.name}'"
+    name = piece_name(name, piece_keys(context.step_key, context.mapping_key), what)
     try:
         return table_identifier(name, "table name")
     except DefinitionError as exc:
-        raise StorageError(
-            f"op '{context.step_key}' output '{context.name}': {exc}; give Table(name=...)"
-        ) from exc
+        raise StorageError(f"{what}: {exc}; give Table(name=...)") from exc
+
+
+def _collected(context: InputContext) -> Any:
+    """How a collected input is handed over (``tables.fanout.collected_as``)."""
+    input_type = None
+    spec = context.op_def.ins.get(context.name) if context.op_def is not None else None
+    if spec is not None:
+        input_type = spec.metadata.get(INPUT_TYPE_KEY)
+    return collected_as(input_type, _annotation(context))
 
 
 def _input_type(context: InputContext) -> Any:
@@ -585,7 +634,19 @@ def _input_type(context: InputContext) -> Any:
     spec = op_def.ins.get(context.name)
     if spec is not None and spec.metadata.get(INPUT_TYPE_KEY) is not None:
         return spec.metadata[INPUT_TYPE_KEY]
-    fn = op_def.compute_fn
+    hint = _annotation(context)
+    try:
+        kind_of_type(hint, "")
+    except StorageError:
+        return None
+    return hint
+
+
+def _annotation(context: InputContext) -> Any:
+    """The consuming parameter's annotation (resolved when it is a string), or None."""
+    if context.op_def is None:
+        return None
+    fn = context.op_def.compute_fn
     annotation = inspect.signature(fn).parameters.get(context.name)
     if annotation is None or annotation.annotation is inspect.Parameter.empty:
         return None
@@ -595,10 +656,6 @@ def _input_type(context: InputContext) -> Any:
             hint = typing.get_type_hints(fn).get(context.name, hint)
         except Exception:  # an annotation naming what the module does not import: no type
             return None
-    try:
-        kind_of_type(hint, "")
-    except StorageError:
-        return None
     return hint
 
 
