@@ -240,6 +240,12 @@ class IOManager(RunLifecycle, ABC):
         managers under one resource key apart; the default says nothing beyond the definition."""
         return ""
 
+    def location(self, address: Address) -> str | None:
+        """Where a user finds the output at ``address``, when the URI does not say it plainly
+        (a table store: ``duckdb:<file>#<schema>.<table>``); shown by ``list-versions``. None
+        (the default): the URI is what to show. Must not hold a password."""
+        return None
+
     @abstractmethod
     def handle_output(self, context: OutputContext, obj: Any) -> str | None:
         """Store ``obj``; return its URI (recorded as its address) or ``None``. Returning the

@@ -82,6 +82,9 @@ class DuckDBTableStore(TableStore):
     def identity(self) -> str:
         return f"duckdb://{self.path}{self._affix()}"
 
+    def location(self) -> str:
+        return f"duckdb:{self.path}"
+
     def _affix(self) -> str:
         if not (self.schema_prefix or self.schema_suffix):
             return ""

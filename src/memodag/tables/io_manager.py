@@ -34,7 +34,7 @@ from memodag.storage.io_manager import (
 from memodag.tables.convert import ARROW, SQL, from_arrow, kind_of, kind_of_type, to_arrow
 from memodag.tables.store import StageTable, TableSpec, TableStore, physical_table_name
 
-#: how an address names a table: ``table:<kind>:<stage>/<name>/<physical>``
+#: how an address names a table: ``table:<kind>:<stage>/<name>/<physical>[@<shown as>]``
 _URI_SCHEME = "table"
 #: what ``Address.serializer`` says for a table (gc and ``runs show`` print it)
 SERIALIZER = "table"
@@ -43,26 +43,45 @@ SERIALIZER = "table"
 @dataclass(frozen=True)
 class TableAddress:
     """What a table output's URI holds: the kind of object the op returned, its stage, its name
-    in the stage and the physical table."""
+    in the stage, the physical table, and where users find it (``shown_as``:
+    ``<store location>#<schema>.<name>``, no password; empty in URIs written before it was kept).
+    """
 
     kind: str
     stage: str
     name: str
     physical: str
+    shown_as: str = ""
 
     def uri(self) -> str:
-        return f"{_URI_SCHEME}:{self.kind}:{self.stage}/{self.name}/{self.physical}"
+        uri = f"{_URI_SCHEME}:{self.kind}:{self.stage}/{self.name}/{self.physical}"
+        return f"{uri}@{self.shown_as}" if self.shown_as else uri
 
     @classmethod
     def parse(cls, uri: str | None) -> TableAddress:
         try:
             scheme, kind, rest = (uri or "").split(":", 2)
-            stage, name, physical = rest.split("/")
+            # the location after '@' may hold '/' (a path) and '@' (user@host); names never do
+            stage, name, tail = rest.split("/", 2)
+            physical, _, shown_as = tail.partition("@")
+            if "/" in physical:
+                raise ValueError(physical)
         except ValueError:
             raise StorageError(f"{uri!r} is not the address of a stored table") from None
         if scheme != _URI_SCHEME:
             raise StorageError(f"{uri!r} is not the address of a stored table")
-        return cls(kind, stage, name, physical)
+        return cls(kind, stage, name, physical, shown_as)
+
+
+def table_location(uri: str | None) -> str | None:
+    """Where users find the table at ``uri`` (``duckdb:<file>#<schema>.<table>``,
+    ``postgresql://user@host:port/db#<schema>.<table>``), ``<stage>.<table>`` for URIs written
+    before the store's location was kept, or None when ``uri`` is not a table's."""
+    try:
+        table = TableAddress.parse(uri)
+    except StorageError:
+        return None
+    return table.shown_as or f"{table.stage}.{table.name}"
 
 
 class TableIOManager(MemoizableIOManager):
@@ -195,7 +214,17 @@ class TableIOManager(MemoizableIOManager):
             else:
                 data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
                 self.store.write_arrow(physical, data, spec)
-        return TableAddress(kind, stage, name, physical).uri()
+        return TableAddress(kind, stage, name, physical, self._shown_as(stage, name)).uri()
+
+    def _shown_as(self, stage: str, name: str) -> str:
+        return f"{self.store.location()}#{self.store.schema_name(stage)}.{name}"
+
+    def location(self, address: Address) -> str | None:
+        try:
+            table = TableAddress.parse(address.uri)
+        except StorageError:  # a fan-out's manifest: no table of its own
+            return None
+        return table.shown_as or self._shown_as(table.stage, table.name)
 
     def _compile(self, query: Any, what: str) -> str:
         if isinstance(query, str):
@@ -311,4 +340,4 @@ def _input_type(context: InputContext) -> Any:
     return hint
 
 
-__all__ = ["TableAddress", "TableIOManager", "from_arrow"]
+__all__ = ["TableAddress", "TableIOManager", "from_arrow", "table_location"]

@@ -192,6 +192,12 @@ class TableStore(ABC):
         """Where the tables live, without secrets (a file path, a URL with no password): part of
         the output index key, so two stores never share index entries, and shown in errors."""
 
+    def location(self) -> str:
+        """Where users find the tables, as ``runs show``, ``list-versions`` and ``tables list``
+        print it before ``#<schema>.<table>``: ``duckdb:<file>``, ``postgresql://user@host:port/db``.
+        Never holds a password. The default is ``identity()``."""
+        return self.identity()
+
     def schema_name(self, base: str) -> str:
         """The database schema for ``base`` (a stage name, ``DATA_SCHEMA`` or ``META_SCHEMA``)."""
         return f"{self.schema_prefix}{base}{self.schema_suffix}"

@@ -17,6 +17,7 @@ from typing import Any
 from memodag.plan.dynamic import gathers, step_key_for
 from memodag.plan.plan import ExecutionPlan, ExecutionStep
 from memodag.storage.instance.records import IndexEntry
+from memodag.storage.io_manager import IOManager
 from memodag.versioning.memoize import IndexMemoizer
 
 STORED = "stored"
@@ -48,15 +49,21 @@ class OutputVersion:
     status: str
     reasons: tuple[str, ...] = field(default_factory=tuple)
     step_key: str = ""
+    #: where users find a stored output its URI does not name plainly (a table:
+    #: ``duckdb:<file>#<schema>.<table>``), from ``IOManager.location``; else None
+    location: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found = {
             "step_output": self.step_output,
             "step": self.step_key,
             "version": self.version,
             "status": self.status,
             "reasons": list(self.reasons),
         }
+        if self.location is not None:
+            found["location"] = self.location
+        return found
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,15 @@ def report_rows(
         if status == _MEMOIZED:
             versions = memoizer.versions(step) or {}
             rows.extend(
-                OutputVersion(f"{key}.{name}", versions.get(name), STORED, (), key) for name in outs
+                OutputVersion(
+                    f"{key}.{name}",
+                    versions.get(name),
+                    STORED,
+                    (),
+                    key,
+                    _location(memoizer, step, name),
+                )
+                for name in outs
             )
         elif status == _RAN:
             rows.extend(_would_run(step, state, memoizer, explain))
@@ -127,6 +142,15 @@ def report_rows(
             for name in node.op_def.outs
         )
     return rows
+
+
+def _location(memoizer: IndexMemoizer, step: ExecutionStep, name: str) -> str | None:
+    """Where users find the stored output, if its io manager says it (a table store)."""
+    manager = memoizer.io_managers.get(step.op_def.outs[name].io_manager_key)
+    if manager is None or type(manager).location is IOManager.location:
+        return None  # one look-up per output spared for managers that say nothing
+    entry = memoizer.stored_entry(step, name)
+    return manager.location(entry.address) if entry is not None else None
 
 
 def _split_waiting(state: WalkState, waiting: list[str]) -> tuple[list[str], list[str]]:
