@@ -501,6 +501,15 @@ class PostgresTableStore(TableStore):
         )
         return bool(rows)
 
+    def committed_stages(self) -> dict[str, str]:
+        rows = self._query(f"SELECT stage, job FROM {_q(self.meta_schema)}.stages")
+        found = {self._stage_of_schema(schema): job for schema, job in rows}
+        return {stage: job for stage, job in sorted(found.items()) if stage is not None}
+
+    def row_count(self, physical: str) -> int | None:
+        rows = self._query(f"SELECT count(*) FROM {self._table(physical)}")
+        return int(rows[0][0]) if rows else None
+
 
 _DOLLAR = "$memodag$"
 

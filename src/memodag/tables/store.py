@@ -302,3 +302,22 @@ class TableStore(ABC):
     @abstractmethod
     def is_shown(self, physical: str) -> bool:
         """Whether any committed stage shows the physical table (gc must keep it)."""
+
+    # ---- listing (``memodag tables list``; read-only, never creates anything) --------------
+
+    def committed_stages(self) -> dict[str, str]:
+        """Every stage committed in this store (under its ``schema_prefix``/``schema_suffix``),
+        by the name given to ``Stage`` -> the job that owns it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its stages")
+
+    def row_count(self, physical: str) -> int | None:
+        """How many rows the physical table holds; None if it is not there."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count rows")
+
+    def _stage_of_schema(self, schema: str) -> str | None:
+        """The stage whose schema is ``schema`` in this store, or None (another prefix's)."""
+        prefix, suffix = self.schema_prefix, self.schema_suffix
+        if not (schema.startswith(prefix) and schema.endswith(suffix)):
+            return None
+        stage = schema[len(prefix) : len(schema) - len(suffix)]
+        return stage or None

@@ -159,7 +159,9 @@ def _print(
     cells = [_cells(r, why) for r in rows] if unfold else _fold(rows, why)
     # the location column only for jobs with outputs that have one (tables)
     shown = [0, 1, 2] + ([3] if any(c[3] for c in cells) else []) + ([4] if why else [])
-    header = tuple(("Step Output", "Version", "Status of Output", "Location", "Why")[i] for i in shown)
+    header = tuple(
+        ("Step Output", "Version", "Status of Output", "Location", "Why")[i] for i in shown
+    )
     cells = [tuple(c[i] for i in shown) for c in cells]  # type: ignore[misc]
     columns = len(shown)
     # every column but the last is padded to its widest cell (ANSI colors take no width)
