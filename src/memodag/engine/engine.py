@@ -230,8 +230,14 @@ class Engine:
             with contextlib.suppress(Exception):
                 self.record_finished()
             raise
+        not_made = self._skip_never_made()
         for key, waiting in self._waiting_on.items():
             if waiting and key not in self.status:
+                missing = [u for u in self.steps[key].upstream_step_keys if u in not_made]
+                if missing:  # its fan-out failed or was skipped: that failure says why
+                    why = f"upstream step '{missing[0]}' was not made ({not_made[missing[0]]})"
+                    self._skip(key, why, SkipCause.FAILED)
+                    continue
                 # an upstream never came to exist: the run did not do all it was asked to
                 self._skip(key, "an upstream step was never produced", SkipCause.LOST)
                 self.result.unfinished.append(key)
@@ -609,6 +615,47 @@ class Engine:
             self._waiting_on[consumer] = remaining
             if remaining == 0:
                 self._ready.append(consumer)
+
+    def _skip_never_made(self) -> dict[str, str]:
+        """Clones and collectors whose fan-out failed or was skipped (so they were never made)
+        are recorded as skipped, under the key of their node (``double[*]``, ``total``), so a
+        run's summary lists every step it did not run. Returns each such step key (for a
+        collector: also the key its consumers wait on) -> why it was not made."""
+        if not self._records_events:
+            return {}
+        ended: dict[str, bool] = {}  # node path -> whether one of its steps yielded pieces
+        for key, state in self.status.items():
+            step = self.steps.get(key)
+            if step is not None and step.op_def.has_dynamic_output:
+                ok = state in (StepStatus.SUCCESS, StepStatus.MEMOIZED, StepStatus.EXTERNAL)
+                ended[step.node.path] = ended.get(step.node.path, False) or ok
+        if all(ended.values()):
+            return {}
+        present = {step.node.path for step in self.steps.values()}
+        not_made: dict[str, str] = {}
+        for node in self.plan.nodes.values():  # in topological order: a fan-out first
+            creation = None if node.path in present else made_by(self.plan, node)
+            if creation is None:
+                continue
+            failed = [path for path, _ in creation[0] if ended.get(path) is False]
+            if not failed:
+                continue
+            ended.setdefault(node.path, False)  # a fan-out never made makes nothing either
+            depth = len(node.mapped_over)
+            key = f"{node.path}[{','.join('*' * depth)}]" if depth else node.path
+            why = f"fan-out '{failed[0]}' did not succeed"
+            not_made[key] = not_made[node.path] = why
+            self.log.append(
+                Event(
+                    EventType.STEP_SKIPPED,
+                    self.run_id,
+                    time.time(),
+                    key,
+                    f"not made: {why}",
+                    {"cause": SkipCause.FAILED},
+                )
+            )
+        return not_made
 
     def _skip(self, key: str, reason: str, cause: str) -> None:
         if key in self.status:
