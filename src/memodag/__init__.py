@@ -38,6 +38,7 @@ from memodag.engine.dry_run import list_versions
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import (
     ConfigError,
+    DataVersionError,
     DefinitionError,
     ExecutionError,
     MemodagError,
@@ -88,6 +89,7 @@ __all__ = [
     "Address",
     "Backoff",
     "ConfigError",
+    "DataVersionError",
     "DefinitionError",
     "DynamicOut",
     "DynamicOutput",
