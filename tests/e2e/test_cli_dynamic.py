@@ -112,3 +112,24 @@ def test_steps_a_failed_fan_out_never_made_are_listed_as_skipped(tmp_path):
         "total": "skipped",
         "report": "skipped",
     }
+
+
+def test_a_failed_nested_fan_out_lists_what_it_never_made(tmp_path):
+    source = NESTED.replace(
+        "def inner(x):\n", "def inner(x):\n    if x == 0:\n        raise ValueError('no')\n"
+    )
+    (tmp_path / "jobs.py").write_text(source)
+    ran = run_memodag(
+        "job", "execute", "-f", "jobs.py", "--json", cwd=tmp_path, home=tmp_path / "h", check=False
+    )
+    run_id = json.loads(ran.stdout)["run_id"]
+    shown = run_memodag("runs", "show", run_id, "--json", cwd=tmp_path, home=tmp_path / "h")
+    steps = {s["step_key"]: (s["status"], s["message"]) for s in json.loads(shown.stdout)["steps"]}
+    assert steps["inner[k0]"][0] == "failed"
+    assert steps["scale[k0,*]"] == ("skipped", "not made: fan-out 'inner[k0]' did not succeed")
+    assert steps["inner_total[k0]"][0] == "skipped"
+    assert steps["total"] == (
+        "skipped",
+        "upstream step 'inner_total[k0]' was not made (fan-out 'inner[k0]' did not succeed)",
+    )
+    assert steps["inner_total[k1]"][0] == "success"

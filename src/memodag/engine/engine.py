@@ -28,7 +28,7 @@ from typing import Any
 
 from memodag.engine.events import EventLog
 from memodag.executors.base import Executor
-from memodag.plan.dynamic import expand_mapped, made_by, pieces_from_addresses
+from memodag.plan.dynamic import expand_mapped, made_by, pieces_from_addresses, step_key_for
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
 from memodag.runtime.step import InputLoad, StepOutcome, StepTask
 from memodag.storage.instance.records import Event, EventType
@@ -234,10 +234,12 @@ class Engine:
         for key, waiting in self._waiting_on.items():
             if waiting and key not in self.status:
                 missing = [u for u in self.steps[key].upstream_step_keys if u in not_made]
-                if missing:  # its fan-out failed or was skipped: that failure says why
+                if missing:  # its fan-out failed or was skipped: that failure says why (and
+                    # its consumers are skipped for it)
                     why = f"upstream step '{missing[0]}' was not made ({not_made[missing[0]]})"
                     self._skip(key, why, SkipCause.FAILED)
-                    continue
+        for key, waiting in self._waiting_on.items():
+            if waiting and key not in self.status:
                 # an upstream never came to exist: the run did not do all it was asked to
                 self._skip(key, "an upstream step was never produced", SkipCause.LOST)
                 self.result.unfinished.append(key)
@@ -617,44 +619,47 @@ class Engine:
                 self._ready.append(consumer)
 
     def _skip_never_made(self) -> dict[str, str]:
-        """Clones and collectors whose fan-out failed or was skipped (so they were never made)
-        are recorded as skipped, under the key of their node (``double[*]``, ``total``), so a
-        run's summary lists every step it did not run. Returns each such step key (for a
-        collector: also the key its consumers wait on) -> why it was not made."""
+        """Clones and collectors of fan-out steps that failed or were skipped (so they were
+        never made) are recorded as skipped, under keys with ``*`` for the pieces never known
+        (``double[*]``, ``scale[k0,*]``, ``total``), so a run's summary lists every step it did
+        not run. Returns each such step key -> why it was not made (consumers waiting on one
+        are skipped for that reason)."""
         if not self._records_events:
             return {}
-        ended: dict[str, bool] = {}  # node path -> whether one of its steps yielded pieces
+        failed: dict[tuple[str, tuple[str, ...]], str] = {}  # fan-out (path, keys) -> why
         for key, state in self.status.items():
             step = self.steps.get(key)
-            if step is not None and step.op_def.has_dynamic_output:
-                ok = state in (StepStatus.SUCCESS, StepStatus.MEMOIZED, StepStatus.EXTERNAL)
-                ended[step.node.path] = ended.get(step.node.path, False) or ok
-        if all(ended.values()):
-            return {}
-        present = {step.node.path for step in self.steps.values()}
+            ended_without_pieces = state in (StepStatus.FAILED, StepStatus.SKIPPED)
+            if ended_without_pieces and step is not None and step.op_def.has_dynamic_output:
+                failed[(step.node.path, step.mapping_keys)] = f"fan-out '{key}' did not succeed"
         not_made: dict[str, str] = {}
+        if not failed:
+            return not_made
         for node in self.plan.nodes.values():  # in topological order: a fan-out first
-            creation = None if node.path in present else made_by(self.plan, node)
+            creation = made_by(self.plan, node)
             if creation is None:
                 continue
-            failed = [path for path, _ in creation[0] if ended.get(path) is False]
-            if not failed:
-                continue
-            ended.setdefault(node.path, False)  # a fan-out never made makes nothing either
-            depth = len(node.mapped_over)
-            key = f"{node.path}[{','.join('*' * depth)}]" if depth else node.path
-            why = f"fan-out '{failed[0]}' did not succeed"
-            not_made[key] = not_made[node.path] = why
-            self.log.append(
-                Event(
-                    EventType.STEP_SKIPPED,
-                    self.run_id,
-                    time.time(),
-                    key,
-                    f"not made: {why}",
-                    {"cause": SkipCause.FAILED},
+            fan_outs, is_clone = creation
+            for (path, keys), why in list(failed.items()):
+                if all(path != fan_out for fan_out, _ in fan_outs):
+                    continue
+                made_keys = (*keys, "*") if is_clone else keys
+                key = step_key_for(node.path, made_keys)
+                if key in self.steps or key in not_made:
+                    continue
+                not_made[key] = why
+                if node.op_def.has_dynamic_output:  # its own clones are never made either
+                    failed[(node.path, made_keys)] = why
+                self.log.append(
+                    Event(
+                        EventType.STEP_SKIPPED,
+                        self.run_id,
+                        time.time(),
+                        key,
+                        f"not made: {why}",
+                        {"cause": SkipCause.FAILED},
+                    )
                 )
-            )
         return not_made
 
     def _skip(self, key: str, reason: str, cause: str) -> None:
