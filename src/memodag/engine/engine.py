@@ -28,7 +28,7 @@ from typing import Any
 
 from memodag.engine.events import EventLog
 from memodag.executors.base import Executor
-from memodag.plan.dynamic import expand_mapped, made_by, pieces_from_addresses, step_key_for
+from memodag.plan.dynamic import expand_mapped, made_by, never_made, pieces_from_addresses
 from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
 from memodag.runtime.step import InputLoad, StepOutcome, StepTask
 from memodag.storage.instance.records import Event, EventType
@@ -632,34 +632,18 @@ class Engine:
             ended_without_pieces = state in (StepStatus.FAILED, StepStatus.SKIPPED)
             if ended_without_pieces and step is not None and step.op_def.has_dynamic_output:
                 failed[(step.node.path, step.mapping_keys)] = f"fan-out '{key}' did not succeed"
-        not_made: dict[str, str] = {}
-        if not failed:
-            return not_made
-        for node in self.plan.nodes.values():  # in topological order: a fan-out first
-            creation = made_by(self.plan, node)
-            if creation is None:
-                continue
-            fan_outs, is_clone = creation
-            for (path, keys), why in list(failed.items()):
-                if all(path != fan_out for fan_out, _ in fan_outs):
-                    continue
-                made_keys = (*keys, "*") if is_clone else keys
-                key = step_key_for(node.path, made_keys)
-                if key in self.steps or key in not_made:
-                    continue
-                not_made[key] = why
-                if node.op_def.has_dynamic_output:  # its own clones are never made either
-                    failed[(node.path, made_keys)] = why
-                self.log.append(
-                    Event(
-                        EventType.STEP_SKIPPED,
-                        self.run_id,
-                        time.time(),
-                        key,
-                        f"not made: {why}",
-                        {"cause": SkipCause.FAILED},
-                    )
+        not_made = never_made(self.plan, self.steps, failed) if failed else {}
+        for key, why in not_made.items():
+            self.log.append(
+                Event(
+                    EventType.STEP_SKIPPED,
+                    self.run_id,
+                    time.time(),
+                    key,
+                    f"not made: {why}",
+                    {"cause": SkipCause.FAILED},
                 )
+            )
         return not_made
 
     def _skip(self, key: str, reason: str, cause: str) -> None:
