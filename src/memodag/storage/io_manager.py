@@ -210,8 +210,9 @@ class RunLifecycle:
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
         """Output ``address`` of a successful attempt (or, with ``memoized``, a stored output
-        the run reuses) is now durably recorded in the instance. Only io managers hear this,
-        for outputs they stored (``address.io_manager_key`` is their key)."""
+        the run reuses: memoized, or kept from the parent run by a re-execution of some steps,
+        heard right after ``on_run_start``) is now durably recorded in the instance. Only io
+        managers hear this, for outputs they stored (``address.io_manager_key`` is their key)."""
 
     def on_run_end(self, run: RunInfo, end: RunEnd) -> None:
         """After the last step and after every outcome is recorded, before teardown. Called
