@@ -84,6 +84,8 @@ class RunHooks:
         """Outputs a re-execution keeps from its parent run (steps it does not select): each
         goes to ``on_output_recorded`` as reused (``memoized``), so a stage a table store
         commits shows them as the parent run left them beside what this run re-executes."""
+        if not self.listens_for_outputs:
+            return
         for address in addresses:
             self._recorded(address, True)
 
