@@ -28,7 +28,7 @@ from typing import Any
 
 from memodag.engine.events import Commit, EventLog
 from memodag.executors.base import Executor
-from memodag.plan.dynamic import expand_mapped, made_by, pieces_from_addresses
+from memodag.plan.dynamic import expand_mapped, made_by, never_made, pieces_from_addresses
 from memodag.plan.plan import (
     ExecutionPlan,
     ExecutionStep,
@@ -231,6 +231,14 @@ class Engine:
             with contextlib.suppress(Exception):
                 self.record_finished()
             raise
+        not_made = self._skip_never_made()
+        for key, waiting in self._waiting_on.items():
+            if waiting and key not in self.status:
+                missing = [u for u in self.steps[key].upstream_step_keys if u in not_made]
+                if missing:  # its fan-out failed or was skipped: that failure says why (and
+                    # its consumers are skipped for it)
+                    why = f"upstream step '{missing[0]}' was not made ({not_made[missing[0]]})"
+                    self._skip(key, why, SkipCause.FAILED)
         for key, waiting in self._waiting_on.items():
             if waiting and key not in self.status:
                 # an upstream never came to exist: the run did not do all it was asked to
@@ -657,6 +665,34 @@ class Engine:
             self._waiting_on[consumer] = remaining
             if remaining == 0:
                 self._ready.append(consumer)
+
+    def _skip_never_made(self) -> dict[str, str]:
+        """Clones and collectors of fan-out steps that failed or were skipped (so they were
+        never made) are recorded as skipped, under keys with ``*`` for the pieces never known
+        (``double[*]``, ``scale[k0,*]``, ``total``), so a run's summary lists every step it did
+        not run. Returns each such step key -> why it was not made (consumers waiting on one
+        are skipped for that reason)."""
+        if not self._records_events:
+            return {}
+        failed: dict[tuple[str, tuple[str, ...]], str] = {}  # fan-out (path, keys) -> why
+        for key, state in self.status.items():
+            step = self.steps.get(key)
+            ended_without_pieces = state in (StepStatus.FAILED, StepStatus.SKIPPED)
+            if ended_without_pieces and step is not None and step.op_def.has_dynamic_output:
+                failed[(step.node.path, step.mapping_keys)] = f"fan-out '{key}' did not succeed"
+        not_made = never_made(self.plan, self.steps, failed) if failed else {}
+        for key, why in not_made.items():
+            self.log.append(
+                Event(
+                    EventType.STEP_SKIPPED,
+                    self.run_id,
+                    time.time(),
+                    key,
+                    f"not made: {why}",
+                    {"cause": SkipCause.FAILED},
+                )
+            )
+        return not_made
 
     def _skip(self, key: str, reason: str, cause: str) -> None:
         if key in self.status:

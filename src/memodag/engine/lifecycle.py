@@ -86,6 +86,15 @@ class RunHooks:
                 for data in event.data.get("addresses", ()):
                     self._recorded(Address.from_dict(data), True)
 
+    def inherited(self, addresses: Iterable[Address]) -> None:
+        """Outputs a re-execution keeps from its parent run (steps it does not select): each
+        goes to ``on_output_recorded`` as reused (``memoized``), so a stage a table store
+        commits shows them as the parent run left them beside what this run re-executes."""
+        if not self.listens_for_outputs:
+            return
+        for address in addresses:
+            self._recorded(address, True)
+
     def _recorded(self, address: Address, memoized: bool) -> None:
         key = address.io_manager_key
         hooked = self.hooked.get(key)

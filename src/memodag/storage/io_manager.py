@@ -233,8 +233,9 @@ class RunLifecycle:
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
         """Output ``address`` of a successful attempt (or, with ``memoized``, a stored output
-        the run reuses) is now durably recorded in the instance. Only io managers hear this,
-        for outputs they stored (``address.io_manager_key`` is their key)."""
+        the run reuses: memoized, or kept from the parent run by a re-execution of some steps,
+        heard right after ``on_run_start``) is now durably recorded in the instance. Only io
+        managers hear this, for outputs they stored (``address.io_manager_key`` is their key)."""
 
     def on_run_end(self, run: RunInfo, end: RunEnd) -> None:
         """After the last step and after every outcome is recorded, before teardown. Called
@@ -262,6 +263,12 @@ class IOManager(RunLifecycle, ABC):
         """Where this manager keeps outputs (a base path, a bucket), for memoization to tell two
         managers under one resource key apart; the default says nothing beyond the definition."""
         return ""
+
+    def location(self, address: Address) -> str | None:
+        """Where a user finds the output at ``address``, when the URI does not say it plainly
+        (a table store: ``duckdb:<file>#<schema>.<table>``); shown by ``list-versions``. None
+        (the default): the URI is what to show. Must not hold a password."""
+        return None
 
     @abstractmethod
     def handle_output(self, context: OutputContext, obj: Any) -> str | None:

@@ -83,6 +83,9 @@ class DuckDBTableStore(TableStore):
     def identity(self) -> str:
         return f"duckdb://{self.path}{self._affix()}"
 
+    def location(self) -> str:
+        return f"duckdb:{self.path}"
+
     def _affix(self) -> str:
         if not (self.schema_prefix or self.schema_suffix):
             return ""
@@ -578,6 +581,15 @@ class DuckDBTableStore(TableStore):
             f"SELECT 1 FROM {_q(self.meta_schema)}.stage_tables WHERE physical = ?", [physical]
         )
         return bool(rows)
+
+    def committed_stages(self) -> dict[str, str]:
+        rows = self._query(f"SELECT stage, job FROM {_q(self.meta_schema)}.stages")
+        found = {self._stage_of_schema(schema): job for schema, job in rows}
+        return {stage: job for stage, job in sorted(found.items()) if stage is not None}
+
+    def row_count(self, physical: str) -> int | None:
+        rows = self._query(f"SELECT count(*) FROM {self._table(physical)}")
+        return int(rows[0][0]) if rows else None
 
 
 def _rows(schema: str, tables: Sequence[StageTable]) -> Any:

@@ -65,7 +65,7 @@ from memodag.tables.store import (
     quote_identifier,
 )
 
-#: how an address names a table: ``table:<kind>:<stage>/<name>/<physical>``
+#: how an address names a table: ``table:<kind>:<stage>/<name>/<physical>[@<shown as>]``
 _URI_SCHEME = "table"
 #: the kind of a ``RawSql`` output: several tables, listed in its address
 RAWSQL = "rawsql"
@@ -87,15 +87,19 @@ class DecidedAtRunTime(StorageError):
 @dataclass(frozen=True)
 class TableAddress:
     """What a table output's URI holds: the kind of object the op returned, its stage, its name
-    in the stage and the physical table."""
+    in the stage, the physical table, and where users find it (``shown_as``:
+    ``<store location>#<schema>.<name>``, no password; empty in URIs written before it was kept).
+    """
 
     kind: str
     stage: str
     name: str
     physical: str
+    shown_as: str = ""
 
     def uri(self) -> str:
-        return f"{_URI_SCHEME}:{self.kind}:{self.stage}/{self.name}/{self.physical}"
+        uri = f"{_URI_SCHEME}:{self.kind}:{self.stage}/{self.name}/{self.physical}"
+        return f"{uri}@{self.shown_as}" if self.shown_as else uri
 
     def tables(self) -> list[tuple[str, str]]:
         """``(name in the stage, physical table)`` of each table the output shows: one, or for
@@ -114,12 +118,27 @@ class TableAddress:
     def parse(cls, uri: str | None) -> TableAddress:
         try:
             scheme, kind, rest = (uri or "").split(":", 2)
-            stage, name, physical = rest.split("/")
+            # the location after '@' may hold '/' (a path) and '@' (user@host); names never do
+            stage, name, tail = rest.split("/", 2)
+            physical, _, shown_as = tail.partition("@")
+            if "/" in physical:
+                raise ValueError(physical)
         except ValueError:
             raise StorageError(f"{uri!r} is not the address of a stored table") from None
         if scheme != _URI_SCHEME:
             raise StorageError(f"{uri!r} is not the address of a stored table")
-        return cls(kind, stage, name, physical)
+        return cls(kind, stage, name, physical, shown_as)
+
+
+def table_location(uri: str | None) -> str | None:
+    """Where users find the table at ``uri`` (``duckdb:<file>#<schema>.<table>``,
+    ``postgresql://user@host:port/db#<schema>.<table>``), ``<stage>.<table>`` for URIs written
+    before the store's location was kept, or None when ``uri`` is not a table's."""
+    try:
+        table = TableAddress.parse(uri)
+    except StorageError:
+        return None
+    return table.shown_as or f"{table.stage}.{table.name}"
 
 
 class TableIOManager(MemoizableIOManager):
@@ -292,12 +311,11 @@ class TableIOManager(MemoizableIOManager):
             non_nullable=table.non_nullable,
             materialization_details=table.materialization_details,
         )
+        where = TableAddress(kind, stage, name, "", self._shown_as(stage, name))
         if kind == RAWSQL:
-            return self._store_script(context, table.obj, TableAddress(kind, stage, name, ""))
+            return self._store_script(context, table.obj, where)
         if lazy:
-            return self._store_lazy(
-                context, table.obj, kind, TableAddress(kind, stage, name, ""), spec
-            )
+            return self._store_lazy(context, table.obj, kind, where, spec)
         version = context.version or "r" + context.run_id.replace("-", "")
         physical = physical_table_name(context.step_key, context.name, version)
         stored = context.version is not None and self.store.has_table(physical)
@@ -317,7 +335,7 @@ class TableIOManager(MemoizableIOManager):
                 if declared is not None:
                     check_declared(data, declared, f"{what} (table {stage}.{name})")
                 self.store.write_arrow(physical, data, spec)
-        uri = TableAddress(kind, stage, name, physical).uri()
+        uri = TableAddress(kind, stage, name, physical, self._shown_as(stage, name)).uri()
         return StoredData(uri, schema=self._schema_text(self.store.schema_of(physical)))
 
     def _external(self, context: OutputContext, table: Table, what: str) -> StoredData:
@@ -338,7 +356,8 @@ class TableIOManager(MemoizableIOManager):
                 f"{self.store.identity()}; create it first, or fix the name or schema"
             )
         name = _piece_name(table.name or _default_name(context), context)
-        uri = TableAddress(EXTERNAL, stage, name, f"{ref.schema}.{ref.name}").uri()
+        shown = f"{self.store.location()}#{ref.schema}.{ref.name}"
+        uri = TableAddress(EXTERNAL, stage, name, f"{ref.schema}.{ref.name}", shown).uri()
         schema = self.store.external_schema(ref.schema, ref.name)
         return StoredData(uri, schema=self._schema_text(schema))
 
@@ -398,8 +417,7 @@ class TableIOManager(MemoizableIOManager):
                 physical = physical_table_name(context.step_key, context.name, "f" + version)
             if content is None or not self.store.has_table(physical):
                 self.store.write_arrow(physical, data, spec)
-        address = TableAddress(kind, where.stage, where.name, physical)
-        return StoredData(address.uri(), data_hash=version)
+        return StoredData(replace(where, physical=physical).uri(), data_hash=version)
 
     def _store_script(self, context: OutputContext, raw: RawSql, where: TableAddress) -> StoredData:
         """A ``RawSql`` script's tables, versioned by the canonical script and the versions of
@@ -463,6 +481,16 @@ class TableIOManager(MemoizableIOManager):
             return names
         finally:
             self.store.drop_schema(scratch)
+
+    def _shown_as(self, stage: str, name: str) -> str:
+        return f"{self.store.location()}#{self.store.schema_name(stage)}.{name}"
+
+    def location(self, address: Address) -> str | None:
+        try:
+            table = TableAddress.parse(address.uri)
+        except StorageError:  # a fan-out's manifest: no table of its own
+            return None
+        return table.shown_as or self._shown_as(table.stage, table.name)
 
     def _compile(self, query: Any, what: str) -> str:
         if isinstance(query, str):
@@ -659,4 +687,4 @@ def _annotation(context: InputContext) -> Any:
     return hint
 
 
-__all__ = ["DecidedAtRunTime", "TableAddress", "TableIOManager", "from_arrow"]
+__all__ = ["DecidedAtRunTime", "TableAddress", "TableIOManager", "from_arrow", "table_location"]

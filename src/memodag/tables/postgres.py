@@ -85,6 +85,9 @@ class PostgresTableStore(TableStore):
         # the password is no part of where tables live: changing it keeps every stored table
         return f"{self.display_url}{affix}"
 
+    def location(self) -> str:
+        return display_location(self.display_url)
+
     @property
     def meta_schema(self) -> str:
         return self.schema_name(META_SCHEMA)
@@ -567,6 +570,15 @@ class PostgresTableStore(TableStore):
         )
         return bool(rows)
 
+    def committed_stages(self) -> dict[str, str]:
+        rows = self._query(f"SELECT stage, job FROM {_q(self.meta_schema)}.stages")
+        found = {self._stage_of_schema(schema): job for schema, job in rows}
+        return {stage: job for stage, job in sorted(found.items()) if stage is not None}
+
+    def row_count(self, physical: str) -> int | None:
+        rows = self._query(f"SELECT count(*) FROM {self._table(physical)}")
+        return int(rows[0][0]) if rows else None
+
 
 _DOLLAR = "$memodag$"
 
@@ -644,6 +656,24 @@ def _statements(cur: Any, *sql: str) -> None:
 
 
 # -- URLs ------------------------------------------------------------------------------------
+
+
+def display_location(url: str) -> str:
+    """``url`` as users see where tables live: ``postgresql://user@host:port/db``, with no
+    password and no query (options such as ``password=`` or ``sslmode``); a libpq keyword
+    string comes back with its password masked."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = f"{parts.username}@" if parts.username else ""
+    except ValueError:
+        return redact_url(url)
+    if "://" not in url:
+        return redact_url(url)
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"postgresql://{user}{host}{port}{parts.path}"
 
 
 def _driver_url(url: str) -> str:

@@ -196,6 +196,12 @@ class TableStore(ABC):
         """Where the tables live, without secrets (a file path, a URL with no password): part of
         the output index key, so two stores never share index entries, and shown in errors."""
 
+    def location(self) -> str:
+        """Where users find the tables, as ``runs show``, ``list-versions`` and ``tables list``
+        print it before ``#<schema>.<table>``: ``duckdb:<file>``, ``postgresql://user@host:port/db``.
+        Never holds a password. The default is ``identity()``."""
+        return self.identity()
+
     def schema_name(self, base: str) -> str:
         """The database schema for ``base`` (a stage name, ``DATA_SCHEMA`` or ``META_SCHEMA``)."""
         return f"{self.schema_prefix}{base}{self.schema_suffix}"
@@ -334,3 +340,22 @@ class TableStore(ABC):
     @abstractmethod
     def is_shown(self, physical: str) -> bool:
         """Whether any committed stage shows the physical table (gc must keep it)."""
+
+    # ---- listing (``memodag tables list``; read-only, never creates anything) --------------
+
+    def committed_stages(self) -> dict[str, str]:
+        """Every stage committed in this store (under its ``schema_prefix``/``schema_suffix``),
+        by the name given to ``Stage`` -> the job that owns it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its stages")
+
+    def row_count(self, physical: str) -> int | None:
+        """How many rows the physical table holds; None if it is not there."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count rows")
+
+    def _stage_of_schema(self, schema: str) -> str | None:
+        """The stage whose schema is ``schema`` in this store, or None (another prefix's)."""
+        prefix, suffix = self.schema_prefix, self.schema_suffix
+        if not (schema.startswith(prefix) and schema.endswith(suffix)):
+            return None
+        stage = schema[len(prefix) : len(schema) - len(suffix)]
+        return stage or None
