@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any
 from memodag.definitions.config import Field
 from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.errors import StorageError
-from memodag.tables.convert import DUCKDB, SQLALCHEMY, kind_of_type
+from memodag.tables.convert import (
+    DUCKDB,
+    SQLALCHEMY,
+    check_columns,
+    kind_of_type,
+    not_null_columns,
+    sqlalchemy_table,
+)
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     StageTable,
@@ -226,7 +233,7 @@ class DuckDBTableStore(TableStore):
         table = self._table(physical)
         what = f"table '{spec.name}'"
         if schema is not None:
-            _check_columns(spec, schema.names, what)
+            check_columns(spec, schema.names, what)
         conn.execute("BEGIN TRANSACTION")
         try:
             try:
@@ -235,8 +242,8 @@ class DuckDBTableStore(TableStore):
                 raise StorageError(f"{what}: DuckDB could not create it: {exc}") from exc
             if schema is None:  # made by SQL: its columns are known now
                 schema = conn.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
-                _check_columns(spec, schema.names, what)
-            for column in _not_null(spec, schema.names):
+                check_columns(spec, schema.names, what)
+            for column in not_null_columns(spec, schema.names):
                 conn.execute(f"ALTER TABLE {table} ALTER COLUMN {_q(column)} SET NOT NULL")
             if spec.primary_key:
                 cols = ", ".join(_q(c) for c in spec.primary_key)
@@ -313,7 +320,7 @@ class DuckDBTableStore(TableStore):
                 schema = self._schema(physical)
             finally:
                 self._done_reading()
-            return _sqlalchemy_table(self.data_schema, physical, schema)
+            return sqlalchemy_table(self.data_schema, physical, schema)
         return super().read(physical, kind)
 
     def has_table(self, physical: str) -> bool:
@@ -522,31 +529,6 @@ def _rollback(conn: Any) -> None:
         pass
 
 
-def _check_columns(spec: TableSpec, names: Sequence[str], what: str) -> None:
-    present = set(names)
-    wanted = [("primary key", c) for c in spec.primary_key]
-    wanted += [("index", c) for index in spec.indexes for c in index]
-    wanted += [("non_nullable", c) for c in spec.non_nullable or ()]
-    wanted += [("nullable", c) for c in spec.nullable or ()]
-    wanted += [("type_map", c) for c in spec.type_map]
-    for role, column in wanted:
-        if column not in present:
-            raise StorageError(
-                f"{what}: {role} column '{column}' is not a column of the table "
-                f"(columns: {list(names)})"
-            )
-
-
-def _not_null(spec: TableSpec, names: Sequence[str]) -> list[str]:
-    """The columns to declare NOT NULL: ``non_nullable``, or with only ``nullable`` given, every
-    other column (pipedag's meaning); primary key columns are NOT NULL anyway."""
-    if spec.non_nullable is not None:
-        return list(spec.non_nullable)
-    if spec.nullable is not None:
-        return [n for n in names if n not in spec.nullable]
-    return []
-
-
 def _select_input(data: Any, spec: TableSpec) -> str:
     if not spec.type_map:
         return f"SELECT * FROM {_INPUT_VIEW}"
@@ -578,31 +560,6 @@ def _as_written(table: Any, schema: Any) -> Any:
         return table.cast(schema)
     except Exception:  # a type_map changed a column's type: keep DuckDB's
         return table.replace_schema_metadata(schema.metadata)
-
-
-def _sqlalchemy_table(schema: str, physical: str, arrow_schema: Any) -> Any:
-    """A ``sqlalchemy.Table`` naming the stored table, its columns typed from the Arrow
-    schema kept at write time (no reflection: no query)."""
-    import pyarrow as pa
-    import sqlalchemy as sa
-
-    def sa_type(t: Any) -> Any:
-        if pa.types.is_boolean(t):
-            return sa.Boolean()
-        if pa.types.is_integer(t):
-            return sa.BigInteger()
-        if pa.types.is_floating(t):
-            return sa.Float()
-        if pa.types.is_decimal(t):
-            return sa.Numeric(t.precision, t.scale)
-        if pa.types.is_timestamp(t):
-            return sa.DateTime(timezone=t.tz is not None)
-        if pa.types.is_date(t):
-            return sa.Date()
-        return sa.String()
-
-    columns = [sa.Column(f.name, sa_type(f.type)) for f in arrow_schema]
-    return sa.Table(physical, sa.MetaData(), *columns, schema=schema)
 
 
 _CONFIG = {

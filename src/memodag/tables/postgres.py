@@ -28,8 +28,14 @@ from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.definitions.secrets import redact_url
 from memodag.errors import StorageError
 from memodag.hashing import hash_strings
-from memodag.tables.convert import DUCKDB, SQLALCHEMY, kind_of_type
-from memodag.tables.duckdb import _check_columns, _not_null, _sqlalchemy_table
+from memodag.tables.convert import (
+    DUCKDB,
+    SQLALCHEMY,
+    check_columns,
+    kind_of_type,
+    not_null_columns,
+    sqlalchemy_table,
+)
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     MAX_IDENTIFIER_BYTES,
@@ -229,9 +235,9 @@ class PostgresTableStore(TableStore):
         import adbc_driver_manager
 
         what = f"table '{spec.name}'"
-        _check_columns(spec, data.schema.names, what)
+        check_columns(spec, data.schema.names, what)
         ingest, columns = _prepare(data, what)
-        not_null = set(_not_null(spec, data.schema.names))
+        not_null = set(not_null_columns(spec, data.schema.names))
         defs = ", ".join(
             f"{_q(name)} {sql_type}{' NOT NULL' if name in not_null else ''}"
             for name, sql_type in columns
@@ -288,10 +294,10 @@ class PostgresTableStore(TableStore):
         try:
             cur.execute(f"SELECT * FROM {table} LIMIT 0")
             schema = _plain_schema(cur.fetch_arrow_table().schema)
-            _check_columns(spec, schema.names, what)
+            check_columns(spec, schema.names, what)
             finish = [
                 f"ALTER TABLE {table} ALTER COLUMN {_q(column)} SET NOT NULL"
-                for column in sorted(_not_null(spec, schema.names))
+                for column in sorted(not_null_columns(spec, schema.names))
             ]
             finish += self._finish_sql(physical, spec, schema, what)
             _statements(cur, *finish)
@@ -383,7 +389,7 @@ class PostgresTableStore(TableStore):
     def read(self, physical: str, as_type: Any) -> Any:
         kind = kind_of_type(as_type, f"table {physical}")
         if kind == SQLALCHEMY:
-            return _sqlalchemy_table(self.data_schema, physical, self._schema(physical))
+            return sqlalchemy_table(self.data_schema, physical, self._schema(physical))
         if kind == DUCKDB:  # a relation over the rows fetched into this process
             import duckdb
 
