@@ -170,7 +170,9 @@ def execute_job(
             }
             memoizer.attach_io_managers(io_managers)
             memoizer.attach_resources(resources)
-            hooks = RunHooks(run_id, job.name, run_tags, vars(resources))
+            hooks = RunHooks(
+                run_id, job.name, run_tags, vars(resources), whole_job=not step_selection
+            )
             if hooks.listens_for_outputs:
                 event_log.on_stored.append(hooks.stored)
             ending: BaseException | None = None

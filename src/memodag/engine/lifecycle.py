@@ -24,10 +24,15 @@ class RunHooks:
     in the order they were built: dependencies first)."""
 
     def __init__(
-        self, run_id: str, job_name: str, tags: Mapping[str, str], resources: Mapping[str, Any]
+        self,
+        run_id: str,
+        job_name: str,
+        tags: Mapping[str, str],
+        resources: Mapping[str, Any],
+        whole_job: bool = True,
     ) -> None:
         self.hooked = {k: v for k, v in resources.items() if isinstance(v, RunLifecycle)}
-        self._infos = {k: RunInfo(run_id, job_name, k, dict(tags)) for k in self.hooked}
+        self._infos = {k: RunInfo(run_id, job_name, k, dict(tags), whole_job) for k in self.hooked}
         self._started: list[str] = []
         # addresses of attempts whose outcome has not been stored yet, by step key
         self._pending: dict[str, list[Address]] = {}

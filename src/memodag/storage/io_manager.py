@@ -166,12 +166,17 @@ class InputContext:
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """The run a lifecycle hook is about, and the resource key the hooked object is bound to."""
+    """The run a lifecycle hook is about, and the resource key the hooked object is bound to.
+
+    ``whole_job`` is False for a run of a subset of the job's steps (``step_selection``): what
+    it stores is not all the job makes (a table store then leaves other tables' views alone).
+    """
 
     run_id: str
     job_name: str
     resource_key: str
     tags: Mapping[str, str] = field(default_factory=dict)
+    whole_job: bool = True
 
 
 #: the run statuses ``RunEnd.status`` takes (the instance's ``RunStatus`` values)

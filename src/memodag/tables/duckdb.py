@@ -384,11 +384,16 @@ class DuckDBTableStore(TableStore):
         stages = self._sidecar_data().get("stages")
         return dict(stages) if isinstance(stages, dict) else {}
 
-    def _write_sidecar(self, stages: dict[str, Any]) -> None:
+    def _write_sidecar(self, stages: dict[str, Any], complete: bool | None = None) -> None:
+        """Write what the file holds; ``complete``: ``stages`` lists every committed stage
+        (None: as the file said before)."""
+        if complete is None:
+            complete = bool(self._sidecar_data().get("complete"))
         try:
             data = {
                 "inode": os.stat(self.path).st_ino,
                 "stages": stages,
+                "complete": complete,
                 "tables": sorted(self._known),
             }
             tmp = f"{self._sidecar_path()}.tmp-{os.getpid()}"
@@ -430,8 +435,8 @@ class DuckDBTableStore(TableStore):
         import duckdb
 
         sidecar = self._sidecar()
-        if sidecar.pop(schema, None) is not None:
-            self._write_sidecar(sidecar)
+        if sidecar.pop(schema, None) is not None or self._sidecar_data().get("complete"):
+            self._write_sidecar(sidecar, complete=False)  # until the commit is done
         conn = self._writer()
         meta = _q(self.meta_schema)
         try:
@@ -465,12 +470,17 @@ class DuckDBTableStore(TableStore):
             conn.execute(f"DELETE FROM {meta}.stages WHERE stage = ?", [schema])
             conn.execute(f"INSERT INTO {meta}.stages VALUES (?, ?)", [schema, job_name])
             conn.execute("COMMIT")
+            # every stage of the file, as committed: the list is complete again
             rows = conn.execute(
-                f"SELECT name, physical, step_key FROM {meta}.stage_tables WHERE stage = ?",
-                [schema],
+                f"SELECT s.stage, s.job, t.name, t.physical, t.step_key FROM {meta}.stages s "
+                f"LEFT JOIN {meta}.stage_tables t ON t.stage = s.stage"
             ).fetchall()
-            sidecar[schema] = {"job": job_name, "tables": {n: [p, k] for n, p, k in rows}}
-            self._write_sidecar(sidecar)
+            stages: dict[str, Any] = {}
+            for stage_schema, job, name, physical, step_key in rows:
+                entry = stages.setdefault(stage_schema, {"job": job, "tables": {}})
+                if name is not None:
+                    entry["tables"][name] = [physical, step_key]
+            self._write_sidecar(stages, complete=True)
         except duckdb.Error as exc:
             _rollback(conn)
             raise StorageError(
@@ -493,6 +503,20 @@ class DuckDBTableStore(TableStore):
             [self.schema_name(stage)],
         )
         return {name: StageTable(name, physical, step) for name, physical, step in rows}
+
+    def job_stages(self, job_name: str) -> list[str]:
+        data = self._sidecar_data()
+        stages = data.get("stages")
+        if data.get("complete") and isinstance(stages, dict):
+            schemas = [
+                s for s, e in stages.items() if isinstance(e, dict) and e.get("job") == job_name
+            ]
+        else:
+            found = self._query(
+                f"SELECT stage FROM {_q(self.meta_schema)}.stages WHERE job = ?", [job_name]
+            )
+            schemas = [row[0] for row in found]
+        return sorted(s for s in map(self.stage_of_schema, schemas) if s is not None)
 
     def stage_owner(self, stage: str) -> str | None:
         rows = self._query(

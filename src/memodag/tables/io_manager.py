@@ -119,6 +119,8 @@ class TableIOManager(MemoizableIOManager):
                 for stage, tables in self._stages.items():
                     if end.success or self._complete(stage, tables):
                         self._commit(run, stage, tables)
+                if end.success and run.whole_job:
+                    self._empty_abandoned_stages(run)
         finally:
             self._run = None
             self.store.close()
@@ -132,14 +134,29 @@ class TableIOManager(MemoizableIOManager):
         return members <= {t.step_key for t in tables.values()}
 
     def _commit(self, run: RunInfo, stage: str, tables: dict[str, StageTable]) -> None:
-        # views the stage shows for steps of this run under a name they no longer produce
-        steps = {t.step_key for t in tables.values()}
         shown = self.store.stage_tables(stage)
-        drop = [n for n, t in shown.items() if t.step_key in steps and n not in tables]
+        if run.whole_job:
+            # the stage shows exactly what this run made for it: views of ops moved to another
+            # stage, removed, or no longer yielding a piece or an optional output go
+            drop = [n for n in shown if n not in tables]
+        else:
+            # a subset of the steps: only views of steps this run made elsewhere or under
+            # another name go; the other steps' views stay as they were
+            made = {t.step_key for ts in self._stages.values() for t in ts.values()}
+            drop = [n for n, t in shown.items() if t.step_key in made and n not in tables]
         # only the views that change are replaced: a stage of 100 tables where one changed
         # commits one view (the store still checks the stage's owner)
         changed = [t for n, t in tables.items() if shown.get(n) != t]
         self.store.commit_stage(stage, run.job_name, changed, drop)
+
+    def _empty_abandoned_stages(self, run: RunInfo) -> None:
+        """Stages the job committed before and in which it makes no table any more (their ops
+        moved or were removed) are committed empty: they show what this run made for them."""
+        for stage in self.store.job_stages(run.job_name):
+            if stage not in self._stages:
+                shown = self.store.stage_tables(stage)
+                if shown:
+                    self.store.commit_stage(stage, run.job_name, [], list(shown))
 
     def _take_name(self, stage: str, name: str, step_key: str) -> None:
         taken = self._names.setdefault(stage, {})

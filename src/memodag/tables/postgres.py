@@ -491,6 +491,12 @@ class PostgresTableStore(TableStore):
         )
         return {name: StageTable(name, physical, step) for name, physical, step in rows}
 
+    def job_stages(self, job_name: str) -> list[str]:
+        found = self._query(
+            f"SELECT stage FROM {_q(self.meta_schema)}.stages WHERE job = $1", [job_name]
+        )
+        return sorted(s for s in (self.stage_of_schema(row[0]) for row in found) if s)
+
     def stage_owner(self, stage: str) -> str | None:
         rows = self._query(
             f"SELECT job FROM {_q(self.meta_schema)}.stages WHERE stage = $1",
