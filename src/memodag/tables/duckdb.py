@@ -586,7 +586,8 @@ def _as_written(table: Any, schema: Any) -> Any:
         return table.replace_schema_metadata(schema.metadata)
 
 
-_CONFIG = {
+#: the store's config schema (``default_table_store`` takes the same keys)
+CONFIG = {
     "path": Field(
         str,
         is_required=False,
@@ -618,17 +619,20 @@ def _default_path(context: InitResourceContext) -> str:
     return os.path.join(str(home), "tables.duckdb")
 
 
-@io_manager(config_schema=_CONFIG)
+@io_manager(config_schema=CONFIG)
 def duckdb_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a DuckDB file (config ``path``, default ``tables.duckdb`` under the instance
     home): physical tables by version in ``memodag_data``, one schema of views per stage."""
-    config = context.resource_config or {}
+    return TableIOManager(store_from_config(context.resource_config or {}, context))
+
+
+def store_from_config(config: Any, context: InitResourceContext) -> DuckDBTableStore:
+    """The store for a resolved config (``CONFIG``'s keys; absent ones take their defaults)."""
     path = config.get("path") or _default_path(context)
-    store = DuckDBTableStore(
+    return DuckDBTableStore(
         path,
-        schema_prefix=config.get("schema_prefix", ""),
-        schema_suffix=config.get("schema_suffix", ""),
-        hold_file=config.get("hold_file", _HOLD_RUN),
+        schema_prefix=config.get("schema_prefix") or "",
+        schema_suffix=config.get("schema_suffix") or "",
+        hold_file=config.get("hold_file") or _HOLD_RUN,
         lock_timeout=float(config.get("lock_timeout", 5.0)),
     )
-    return TableIOManager(store)
