@@ -239,3 +239,25 @@ def sqlalchemy_table(schema: str, physical: str, arrow_schema: Any) -> Any:
 
     columns = [sa.Column(f.name, sa_type(f.type)) for f in arrow_schema]
     return sa.Table(physical, sa.MetaData(), *columns, schema=schema)
+
+
+def wants_unlogged(spec: TableSpec, what: str, store: str) -> bool:
+    """Whether ``materialization_details`` asks for an unlogged table: ``"unlogged"`` or
+    ``{"unlogged": bool}``, the one option memodag's stores take (PostgreSQL honours it,
+    DuckDB has nothing to skip and ignores it, so a job moves between stores unchanged).
+
+    Raises:
+        StorageError: any other value, naming ``what`` (the table), the value and what is taken.
+    """
+    details = spec.materialization_details
+    if details is None or details == {}:
+        return False
+    if details == "unlogged":
+        return True
+    if isinstance(details, dict) and set(details) == {"unlogged"}:
+        return bool(details["unlogged"])
+    raise StorageError(
+        f"{what}: materialization_details {details!r} is not understood by the {store} table "
+        "store; it takes 'unlogged' or {'unlogged': True} (PostgreSQL's UNLOGGED table; "
+        "DuckDB accepts and ignores it)"
+    )

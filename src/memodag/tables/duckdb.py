@@ -33,6 +33,7 @@ from memodag.tables.convert import (
     kind_of_type,
     not_null_columns,
     sqlalchemy_table,
+    wants_unlogged,
 )
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
@@ -232,6 +233,9 @@ class DuckDBTableStore(TableStore):
 
         table = self._table(physical)
         what = f"table '{spec.name}'"
+        # same options as PostgreSQL, so a job moves between stores; "unlogged" changes
+        # nothing here (DuckDB logs every table the same way)
+        wants_unlogged(spec, what, "DuckDB")
         if schema is not None:
             check_columns(spec, schema.names, what)
         conn.execute("BEGIN TRANSACTION")

@@ -35,6 +35,7 @@ from memodag.tables.convert import (
     kind_of_type,
     not_null_columns,
     sqlalchemy_table,
+    wants_unlogged,
 )
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
@@ -774,16 +775,7 @@ def _as_written(table: Any, schema: Any) -> Any:
 def _unlogged(spec: TableSpec, what: str) -> str:
     """``"UNLOGGED "`` when ``materialization_details`` asks for it (``"unlogged"`` or
     ``{"unlogged": True}``)."""
-    details = spec.materialization_details
-    if details is None or details == {}:
-        return ""
-    if details == "unlogged" or (isinstance(details, dict) and set(details) <= {"unlogged"}):
-        wanted = details == "unlogged" or bool(details.get("unlogged"))  # type: ignore[union-attr]
-        return "UNLOGGED " if wanted else ""
-    raise StorageError(
-        f"{what}: materialization_details {details!r} is not understood by the PostgreSQL table "
-        "store; it takes 'unlogged' or {'unlogged': True}"
-    )
+    return "UNLOGGED " if wants_unlogged(spec, what, "PostgreSQL") else ""
 
 
 def _type_sql(sql_type: Any, column: str, what: str) -> str:
