@@ -5,12 +5,9 @@ bookkeeping in ``memodag_meta`` (each table's Arrow schema, what each stage show
 owns it). Decides nothing about versions or what runs. ``duckdb`` and ``pyarrow`` are imported
 only when a method needs them.
 
-DuckDB lets one process hold a file for writing, and then no other process can open it, even
-read-only. Opening a file costs 30-50 ms here (a database instance per open), so by default
-(``hold_file: run``) a run takes the file at its first table write and releases it when it ends;
-``hold_file: write`` takes it for each write and each commit only, so other processes can read
-between them, at 30-50 ms per table. Readers wait up to ``lock_timeout`` seconds for the file,
-then say which process holds it.
+How the run holds the file (DuckDB lets one process hold it for writing, and then no other can
+open it, even read-only) is ``memodag.tables.duckdb_file``'s business: by default the run holds
+it while it writes and lets it go after ``release_after`` idle seconds.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ import contextlib
 import json
 import os
 import re
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +31,7 @@ from memodag.tables.convert import (
     sqlalchemy_table,
     wants_unlogged,
 )
+from memodag.tables.duckdb_file import HOLD_IDLE, DuckDBFile, holding
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     StageTable,
@@ -46,9 +43,9 @@ from memodag.tables.store import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
-_HOLD_RUN, _HOLD_WRITE = "run", "write"
 _INPUT_VIEW = "__memodag_input"
-_LOCKED = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+#: seconds without a table call after which a run lets the file go (``hold_file: idle``)
+RELEASE_AFTER = 0.5
 
 
 def _q(name: str) -> str:
@@ -56,8 +53,8 @@ def _q(name: str) -> str:
 
 
 class DuckDBTableStore(TableStore):
-    """Tables in one DuckDB file. Not thread-safe: the table io manager drives it from the
-    run's driver thread only."""
+    """Tables in one DuckDB file. Every method that uses a connection runs under the file's
+    lock (``holding``): the thread that lets an idle file go never closes one in use."""
 
     dialect = "duckdb"
 
@@ -67,19 +64,13 @@ class DuckDBTableStore(TableStore):
         *,
         schema_prefix: str = "",
         schema_suffix: str = "",
-        hold_file: str = _HOLD_RUN,
+        hold_file: str = HOLD_IDLE,
         lock_timeout: float = 5.0,
+        release_after: float = RELEASE_AFTER,
     ) -> None:
         super().__init__(schema_prefix, schema_suffix)
-        if hold_file not in (_HOLD_RUN, _HOLD_WRITE):
-            raise StorageError(
-                f"duckdb_table_store: hold_file must be 'run' or 'write', got {hold_file!r}"
-            )
         self.path = os.path.abspath(os.path.expanduser(path))
-        self.hold_file = hold_file
-        self.lock_timeout = lock_timeout
-        self._conn: Any = None  # the writing connection while this process holds the file
-        self._reader: Any = None  # a read-only connection, for reads outside a write
+        self.file = DuckDBFile(self.path, hold_file, lock_timeout, release_after)
         self._ready = False  # memodag's schemas exist in the file
         self._schemas: dict[str, Any] = {}  # physical -> Arrow schema, read once per table
         self._known: set[str] = set()  # physical tables known complete
@@ -114,85 +105,51 @@ class DuckDBTableStore(TableStore):
             )
 
     def close(self) -> None:
-        for conn in (self._reader, self._conn):
-            if conn is not None:
-                conn.close()
-        self._reader = self._conn = None
+        self.file.close()
 
     # ---- connections -----------------------------------------------------------------------
 
-    def _connect(self, read_only: bool) -> Any:
-        import duckdb
-
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                return duckdb.connect(self.path, read_only=read_only)
-            except duckdb.IOException as exc:
-                held = _LOCKED.search(str(exc))
-                if held is None:
-                    raise StorageError(f"cannot open DuckDB file {self.path}: {exc}") from exc
-                if time.monotonic() >= deadline:
-                    raise StorageError(
-                        f"DuckDB file {self.path} is held by another process: {held.group(1)} "
-                        f"(PID {held.group(2)}), waited {self.lock_timeout:g} s; DuckDB lets one "
-                        "process write a file and no other open it meanwhile. Wait for it to "
-                        "finish, or use hold_file: write in the store's config so runs release "
-                        "the file between writes"
-                    ) from exc
-                time.sleep(0.05)
-            except duckdb.ConnectionException:
-                # this process already has the file open with another configuration: share it
-                return duckdb.connect(self.path)
+    @property
+    def _conn(self) -> Any:
+        """The writing connection while this process holds the file, else None."""
+        return self.file.writer
 
     def _writer(self) -> Any:
-        if self._conn is not None:
-            return self._conn
-        if self._reader is not None:  # one process opens a file one way at a time
-            self._reader.close()
-            self._reader = None
-        self._conn = self._connect(read_only=False)
+        conn, opened = self.file.open_writer()
+        if not opened:
+            return conn
         if not self._ready:
             for schema in (self.data_schema, self.meta_schema):
-                self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
             meta = _q(self.meta_schema)
             # no primary keys: DuckDB's INSERT OR REPLACE costs ~4 ms a row here, a DELETE and
             # an INSERT well under 1 ms (each writer keeps the rows unique itself)
-            self._conn.execute(
+            conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {meta}.tables (physical VARCHAR, arrow_schema BLOB)"
             )
-            self._conn.execute(
+            conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {meta}.stage_tables (stage VARCHAR, name VARCHAR, "
                 "physical VARCHAR, step_key VARCHAR)"
             )
-            self._conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {meta}.stages (stage VARCHAR, job VARCHAR)"
-            )
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {meta}.stages (stage VARCHAR, job VARCHAR)")
             self._ready = True
-        # every complete table, read once per connection (another process may have written
+        # every complete table, read once per opening (another process may have written
         # since the last one): has_table then asks no query
-        found = self._conn.execute(f"SELECT physical FROM {_q(self.meta_schema)}.tables")
+        found = conn.execute(f"SELECT physical FROM {_q(self.meta_schema)}.tables")
         self._known = {row[0] for row in found.fetchall()}
-        return self._conn
+        return conn
 
     def _release(self) -> None:
-        if self.hold_file == _HOLD_WRITE:
-            self.close()
+        self.file.done_writing()
 
     def _read_connection(self) -> Any:
         """The held connection, else a read-only one (never taking the file for writing), kept
-        until ``close`` (the io manager closes the store after a read outside a run) or, with
-        ``hold_file: write``, until the read is done (``_done_reading``)."""
-        if self._conn is not None:
-            return self._conn
-        if self._reader is None:
-            self._reader = self._connect(read_only=True)
-        return self._reader
+        until ``close`` (the io manager closes the store after a read outside a run), the idle
+        release, or with ``hold_file: write`` until the read is done (``_done_reading``)."""
+        return self.file.open_reader()
 
     def _done_reading(self) -> None:
-        if self.hold_file == _HOLD_WRITE and self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self.file.done_reading()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read query; a file or schema not made yet reads as no rows."""
@@ -212,6 +169,7 @@ class DuckDBTableStore(TableStore):
     def _table(self, physical: str) -> str:
         return f"{_q(self.data_schema)}.{_q(physical)}"
 
+    @holding
     def write_arrow(self, physical: str, data: pa.Table, spec: TableSpec) -> None:
         conn = self._writer()
         conn.register(_INPUT_VIEW, data)
@@ -221,6 +179,7 @@ class DuckDBTableStore(TableStore):
             conn.unregister(_INPUT_VIEW)
             self._release()
 
+    @holding
     def write_query(self, physical: str, sql: str, spec: TableSpec) -> None:
         conn = self._writer()
         try:
@@ -305,6 +264,7 @@ class DuckDBTableStore(TableStore):
             self._schemas[physical] = schema
         return schema
 
+    @holding
     def read_arrow(self, physical: str) -> pa.Table:
         try:
             schema = self._schema(physical)
@@ -314,10 +274,12 @@ class DuckDBTableStore(TableStore):
             self._done_reading()
         return _as_written(table, schema)
 
+    @holding
     def read(self, physical: str, as_type: Any) -> Any:
         kind = kind_of_type(as_type, f"table {physical}")
         if kind == DUCKDB:
             # the relation reads through the connection: it stays open until close()
+            self.file.pin()
             return self._read_connection().table(f"{_q(self.data_schema)}.{_q(physical)}")
         if kind == SQLALCHEMY:
             try:
@@ -327,6 +289,7 @@ class DuckDBTableStore(TableStore):
             return sqlalchemy_table(self.data_schema, physical, schema)
         return super().read(physical, kind)
 
+    @holding
     def has_table(self, physical: str) -> bool:
         if physical in self._known:
             return True
@@ -337,6 +300,7 @@ class DuckDBTableStore(TableStore):
         )
         return bool(rows)
 
+    @holding
     def drop_table(self, physical: str) -> None:
         conn = self._writer()
         try:
@@ -408,6 +372,7 @@ class DuckDBTableStore(TableStore):
             with contextlib.suppress(OSError):
                 os.remove(self._sidecar_path())
 
+    @holding
     def stored_cheaply(self, physical: str) -> bool | None:
         if self._conn is not None:
             return physical in self._known
@@ -430,6 +395,7 @@ class DuckDBTableStore(TableStore):
             name in shown for name in drop
         )
 
+    @holding
     def commit_stage(
         self, stage: str, job_name: str, tables: Sequence[StageTable], drop: Sequence[str] = ()
     ) -> None:
@@ -497,6 +463,7 @@ class DuckDBTableStore(TableStore):
         finally:
             self._release()
 
+    @holding
     def stage_tables(self, stage: str) -> dict[str, StageTable]:
         entry = self._sidecar().get(self.schema_name(stage)) if self._conn is None else None
         if isinstance(entry, dict):
@@ -508,6 +475,7 @@ class DuckDBTableStore(TableStore):
         )
         return {name: StageTable(name, physical, step) for name, physical, step in rows}
 
+    @holding
     def job_stages(self, job_name: str) -> list[str]:
         data = self._sidecar_data()
         stages = data.get("stages")
@@ -522,6 +490,7 @@ class DuckDBTableStore(TableStore):
             schemas = [row[0] for row in found]
         return sorted(s for s in map(self.stage_of_schema, schemas) if s is not None)
 
+    @holding
     def stage_owner(self, stage: str) -> str | None:
         rows = self._query(
             f"SELECT job FROM {_q(self.meta_schema)}.stages WHERE stage = ?",
@@ -529,6 +498,7 @@ class DuckDBTableStore(TableStore):
         )
         return rows[0][0] if rows else None
 
+    @holding
     def is_shown(self, physical: str) -> bool:
         rows = self._query(
             f"SELECT 1 FROM {_q(self.meta_schema)}.stage_tables WHERE physical = ?", [physical]
@@ -601,9 +571,16 @@ CONFIG = {
     "schema_suffix": Field(str, default_value="", description="Added after every schema name."),
     "hold_file": Field(
         str,
-        default_value=_HOLD_RUN,
-        description="'run': hold the file from a run's first table write to its end (fast); "
-        "'write': only while writing or committing, so other processes read in between.",
+        default_value=HOLD_IDLE,
+        description="'idle': hold the file while the run writes, let it go after release_after "
+        "seconds without a table call or when another memodag process waits; 'run': from the "
+        "first table call to the run's end; 'write': only while writing, committing or reading.",
+    ),
+    "release_after": Field(
+        float,
+        default_value=RELEASE_AFTER,
+        description="With hold_file 'idle': seconds without a table call after which the run "
+        "lets the file go (other processes read it meanwhile).",
     ),
     "lock_timeout": Field(
         float, default_value=5.0, description="Seconds to wait for a file another process holds."
@@ -637,6 +614,7 @@ def store_from_config(config: Any, context: InitResourceContext) -> DuckDBTableS
         path,
         schema_prefix=config.get("schema_prefix") or "",
         schema_suffix=config.get("schema_suffix") or "",
-        hold_file=config.get("hold_file") or _HOLD_RUN,
+        hold_file=config.get("hold_file") or HOLD_IDLE,
         lock_timeout=float(config.get("lock_timeout", 5.0)),
+        release_after=float(config.get("release_after", RELEASE_AFTER)),
     )
