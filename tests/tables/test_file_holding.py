@@ -136,3 +136,20 @@ def test_a_busy_run_lets_the_file_go_for_a_waiting_memodag_process(instance, tmp
     finally:
         out, err = busy.communicate(timeout=120)
     assert out.strip() == "True", err
+
+
+def test_a_stage_named_like_the_duckdb_file_is_refused_naming_both(instance):
+    @materialize(version="1")
+    def listing():
+        return pd.DataFrame({"a": [1]})
+
+    @job
+    def catalog():
+        with Stage("Tables"):  # the default file is tables.duckdb: DuckDB's catalog "tables"
+            listing()
+
+    result = catalog.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    text = "\n".join(str(e.message) for e in instance.get_events(result.run_id))
+    assert "stage 'tables' has the name DuckDB gives the database file" in text
+    assert "rename the stage, or give the table store another file" in text

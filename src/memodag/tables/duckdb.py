@@ -90,6 +90,17 @@ class DuckDBTableStore(TableStore):
     def meta_schema(self) -> str:
         return self.schema_name("memodag_meta")
 
+    def check_stage(self, stage: str) -> None:
+        # DuckDB names the file's catalog after the file: `tables.x` would then be ambiguous
+        # for every reader (DuckDB refuses it), so such a stage is refused up front
+        catalog = os.path.splitext(os.path.basename(self.path))[0]
+        if self.schema_name(stage).lower() == catalog.lower():
+            raise StorageError(
+                f"stage '{stage}' has the name DuckDB gives the database file {self.path} "
+                f"(catalog '{catalog}'), so `{stage}.<table>` would be ambiguous; rename the "
+                "stage, or give the table store another file (config 'path')"
+            )
+
     def open(self) -> None:
         directory = os.path.dirname(self.path)
         try:

@@ -194,6 +194,8 @@ class TableIOManager(MemoizableIOManager):
             ]
             self._members[stage] = {prefix + m for m in members.split(",")}
         name = _piece_name(table.name or _default_name(context), context)
+        if stage not in self._names:
+            self.store.check_stage(stage)
         self._take_name(stage, name, context.step_key)
         version = context.version or "r" + context.run_id.replace("-", "")
         physical = physical_table_name(context.step_key, context.name, version)

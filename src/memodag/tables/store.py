@@ -37,6 +37,7 @@ Interface changes after the first commit are listed here:
 - The table io manager calls ``write_*`` only for a table ``has_table`` does not report (or
   when the run has no version), and ``commit_stage`` also from a failed run, for a stage whose
   table-producing steps all stored their tables.
+- ``check_stage`` (optional): refuse a stage name the database cannot hold, before any write.
 - ``job_stages`` (optional, default none): the stages a job committed, so that a whole run
   empties the stages it makes no table for any more; ``commit_stage`` may get no tables.
 """
@@ -284,6 +285,14 @@ class TableStore(ABC):
             StorageError: the stage is owned by another job (naming both and the
                 ``schema_prefix``/``schema_suffix`` fix); the database refused the transaction
                 (nothing of the stage changed).
+        """
+
+    def check_stage(self, stage: str) -> None:
+        """Refuse a stage this database cannot hold (before its first table is written; the
+        io manager asks once per stage and run). The default accepts every stage.
+
+        Raises:
+            StorageError: naming the stage, why, and the fix.
         """
 
     @abstractmethod
