@@ -263,9 +263,13 @@ class TableIOManager(MemoizableIOManager):
                 self.store.close()
 
     def verify(self, address: Address, read: bool = False) -> str | None:
-        """Whether the table is still stored, when the store can tell without a query (a
-        memoized run asks for every table it reuses); otherwise the index is trusted."""
-        stored = self.store.stored_cheaply(TableAddress.parse(address.uri).physical)
+        """Whether the table is still stored: when the store can tell without a query (a
+        memoized run asks for every table it reuses), else with ``read`` (``memodag verify``)
+        by asking the store; otherwise the index is trusted."""
+        physical = TableAddress.parse(address.uri).physical
+        stored = self.store.stored_cheaply(physical)
+        if stored is None and read:
+            stored = self.store.has_table(physical)
         return "missing" if stored is False else None
 
     def delete(self, address: Address) -> None:

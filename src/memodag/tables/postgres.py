@@ -82,6 +82,9 @@ class PostgresTableStore(TableStore):
         self._cursor: Any = None
         self._ready = False  # memodag's schemas and bookkeeping tables exist
         self._schemas: dict[str, Any] = {}  # physical -> Arrow schema, read once per table
+        # the last table this connection wrote (asynchronously committed) since the last WAL
+        # flush, or None
+        self._unsynced: str | None = None
 
     # ---- identity, lifecycle ------------------------------------------------------------------
 
@@ -113,6 +116,29 @@ class PostgresTableStore(TableStore):
         self._writer()
 
     def close(self) -> None:
+        """Flush the WAL if this connection wrote since the last stage commit (so every table
+        a run recorded is durable before its end is), then disconnect.
+
+        Raises:
+            StorageError: the flush failed (the server went away): the run's last tables may
+                be lost, and the run must not count as a success.
+        """
+        try:
+            last, self._unsynced = self._unsynced, None
+            if last is not None and self._cursor is not None:
+                with self._transaction("making the run's tables durable (WAL flush)") as cur:
+                    cur.execute("SET LOCAL synchronous_commit TO on")
+                    # a commit flushes the WAL only if its transaction wrote some: rewrite the
+                    # last table's bookkeeping row (flushing its table and every one before)
+                    cur.execute(
+                        f"UPDATE {_q(self.meta_schema)}.tables SET physical = physical "
+                        "WHERE physical = $1",
+                        (last,),
+                    )
+        finally:
+            self._disconnect()
+
+    def _disconnect(self) -> None:
         cursor, conn = self._cursor, self._conn
         self._cursor = self._conn = None
         for thing in (cursor, conn):
@@ -147,17 +173,18 @@ class PostgresTableStore(TableStore):
                 # autocommit here, not afterwards: set later, ingested tables stay uncommitted
                 self._conn = adbc.connect(self.url, autocommit=True)
                 self._cursor = self._conn.cursor()
-                # A table write then costs no WAL flush (~4 ms each here). Safe: a server crash
-                # loses a table together with its bookkeeping row (has_table says so and the op
-                # reruns), and each stage commit flushes synchronously, which makes every table
-                # written before it durable (the WAL is flushed in order).
+                # A table write then costs no WAL flush (~4 ms each here, as much as the whole
+                # one-row write). Each stage commit and the store's close (run end) flush
+                # synchronously, which makes every table written before durable (the WAL is
+                # flushed in order) before the run's end is recorded; docs/tables.md says what
+                # a server crash during a run can lose.
                 # literals in small writes rely on standard_conforming_strings (the default)
                 self._cursor.execute(
                     "SELECT set_config('synchronous_commit', 'off', false), "
                     "set_config('standard_conforming_strings', 'on', false)"
                 )
             except Exception as exc:
-                self.close()
+                self._disconnect()
                 raise StorageError(
                     f"cannot reach the PostgreSQL table store at {self.display_url}: "
                     f"{self._redact(str(exc)).strip()}"
@@ -211,7 +238,7 @@ class PostgresTableStore(TableStore):
         try:
             self._cursor.execute("ROLLBACK")
         except Exception:  # the connection broke: close it, the next call reconnects
-            self.close()
+            self._disconnect()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read query; bookkeeping not created yet reads as no rows (a reader such as
@@ -256,6 +283,7 @@ class PostgresTableStore(TableStore):
                 # a small table: its rows as literals, the whole write one atomic statement
                 _statements(cur, *create, *([values] if values else []), *finish)
                 self._schemas[physical] = data.schema
+                self._unsynced = physical
                 return
             # Three statements, each committed on its own: the bookkeeping row that makes the
             # table visible to has_table comes last, with the keys, in one atomic statement. A
@@ -276,6 +304,7 @@ class PostgresTableStore(TableStore):
             self._discard(physical)
             raise
         self._schemas[physical] = data.schema
+        self._unsynced = physical
 
     def write_query(self, physical: str, sql: str, spec: TableSpec) -> None:
         import adbc_driver_manager
@@ -309,6 +338,7 @@ class PostgresTableStore(TableStore):
             self._discard(physical)
             raise
         self._schemas[physical] = schema
+        self._unsynced = physical
 
     def _discard(self, physical: str) -> None:
         """Drop what a failed write left (best effort: the next write replaces it anyway)."""
@@ -483,6 +513,8 @@ class PostgresTableStore(TableStore):
                 f"INSERT INTO {meta}.stages VALUES ($1, $2) ON CONFLICT (stage) DO NOTHING",
                 (schema, job_name),
             )
+        if changed or drop:  # it wrote, so its commit flushed the WAL and every write before
+            self._unsynced = None
 
     def stage_tables(self, stage: str) -> dict[str, StageTable]:
         rows = self._query(
