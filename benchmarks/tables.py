@@ -5,6 +5,8 @@
   (``.pl()``), by hand. *memodag*: a ``@materialize`` op returning the same frame, run in a job
   with the default DuckDB table store (run overhead and stage commit included), then
   ``output_for_node(as_type=...)``. Ratios are memodag over raw (1.25 = 0.8x raw throughput).
+- ``tables_1m_memory``: the peak memory of that materialization above what the process held
+  before it (the frame included), over the frame's own size.
 - ``tables_w3``: W3 as whole processes: a job making a 1M x 10 frame, storing it as a table and
   grouping it in pandas, cold (nothing stored) and warm (memoized) against the same work by
   hand with duckdb + pandas, and against importing the job's module.
@@ -106,6 +108,59 @@ def one_million(scratch: Path) -> Metrics:
         "raw_load_polars_s": _median(raw_l),
         "load_polars_ratio": _median(mem_l) / _median(raw_l),
     }
+
+
+def one_million_memory(scratch: Path) -> Metrics:
+    """Peak memory of materializing the 1M x 10 frame (a job run, commit included) above what
+    the process held before (the frame, the libraries, a warmed-up store): the kernel's peak
+    RSS (``VmHWM``) is reset just before the run (Linux ``clear_refs``)."""
+    import gc
+
+    import pandas as pd
+
+    from memodag import Instance, job, materialize
+
+    frame = _frame()
+    frame_bytes = int(frame.memory_usage(index=False).sum())
+    instance = Instance.from_url(f"sqlite:///{scratch / 'i.db'}", storage_dir=scratch / "s")
+
+    def materializing(value: Any, version: str) -> Any:
+        @materialize(version=version, name="big")
+        def big() -> Any:
+            return value
+
+        @job(name="tables_1m_memory")
+        def one() -> None:
+            big()
+
+        return one
+
+    # the libraries and the store's file, loaded by a one-row run first
+    materializing(pd.DataFrame({"c0": [0.0]}), "warm").execute_in_process(instance=instance)
+    gc.collect()
+    before = _proc_status_bytes("VmRSS")
+    with open("/proc/self/clear_refs", "w") as file:
+        file.write("5")  # resets VmHWM to the current RSS
+    start = time.perf_counter()
+    materializing(frame, "1").execute_in_process(instance=instance)
+    run_s = time.perf_counter() - start
+    extra = _proc_status_bytes("VmHWM") - before
+    os.environ.pop("MEMODAG_HOME", None)
+    return {
+        "run_s": run_s,
+        "frame_mb": frame_bytes / 2**20,
+        "extra_peak_mb": extra / 2**20,
+        "extra_peak_over_frame": extra / frame_bytes,
+    }
+
+
+def _proc_status_bytes(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in bytes."""
+    with open("/proc/self/status", encoding="ascii") as file:
+        for line in file:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}: this workload needs Linux")
 
 
 def one_row_chain(scratch: Path) -> Metrics:
@@ -334,6 +389,17 @@ WORKLOADS = [
         repeat=3,
         requires="duckdb",
         install="pip install memodag[duckdb,pandas,polars]",
+    ),
+    Workload(
+        "tables_1m_memory",
+        one_million_memory,
+        description="peak memory of materializing the 1M x 10 pandas frame (job run, commit "
+        "included) above what the process held before, over the frame's own size (Linux)",
+        primary="extra_peak_mb",
+        targets=(Target("peak < 2x the frame", "extra_peak_over_frame", max_value=2.0),),
+        repeat=3,
+        requires="duckdb",
+        install="pip install memodag[duckdb,pandas]",
     ),
     Workload(
         "tables_w3",
