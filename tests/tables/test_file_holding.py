@@ -153,3 +153,46 @@ def test_a_stage_named_like_the_duckdb_file_is_refused_naming_both(instance):
     text = "\n".join(str(e.message) for e in instance.get_events(result.run_id))
     assert "stage 'tables' has the name DuckDB gives the database file" in text
     assert "rename the stage, or give the table store another file" in text
+
+
+def test_a_sidecar_from_before_is_completed_once_then_memoized_runs_skip_the_file(
+    instance, tmp_path
+):
+    path = tmp_path / "old.duckdb"
+    store = {"table_store": duckdb_table_store.configured({"path": str(path), "lock_timeout": 0.2})}
+
+    @materialize(version="1")
+    def numbers():
+        return pd.DataFrame({"n": [1, 2]})
+
+    @job(resource_defs=store)
+    def unchanged():
+        with Stage("s"):
+            numbers()
+
+    assert unchanged.execute_in_process(instance=instance).success
+    sidecar = Path(f"{path}.stages.json")
+    data = json.loads(sidecar.read_text())
+    del data["complete"]  # as an earlier memodag wrote it: not known to list every stage
+    sidecar.write_text(json.dumps(data))
+    # the next run reads the stages from the file once, and says so in the sidecar
+    assert unchanged.execute_in_process(instance=instance).memoized_step_keys == ["numbers"]
+    assert json.loads(sidecar.read_text())["complete"] is True
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('ready', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        # the file is held by another process: a run that opened it would fail
+        assert unchanged.execute_in_process(instance=instance).memoized_step_keys == ["numbers"]
+    finally:
+        holder.kill()
+        holder.wait()

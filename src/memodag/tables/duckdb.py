@@ -452,16 +452,7 @@ class DuckDBTableStore(TableStore):
             conn.execute(f"INSERT INTO {meta}.stages VALUES (?, ?)", [schema, job_name])
             conn.execute("COMMIT")
             # every stage of the file, as committed: the list is complete again
-            rows = conn.execute(
-                f"SELECT s.stage, s.job, t.name, t.physical, t.step_key FROM {meta}.stages s "
-                f"LEFT JOIN {meta}.stage_tables t ON t.stage = s.stage"
-            ).fetchall()
-            stages: dict[str, Any] = {}
-            for stage_schema, job, name, physical, step_key in rows:
-                entry = stages.setdefault(stage_schema, {"job": job, "tables": {}})
-                if name is not None:
-                    entry["tables"][name] = [physical, step_key]
-            self._write_sidecar(stages, complete=True)
+            self._write_sidecar(self._stages_in(conn), complete=True)
         except duckdb.Error as exc:
             _rollback(conn)
             raise StorageError(
@@ -486,20 +477,48 @@ class DuckDBTableStore(TableStore):
         )
         return {name: StageTable(name, physical, step) for name, physical, step in rows}
 
+    def _stages_in(self, conn: Any) -> dict[str, Any]:
+        """Every committed stage of the file, as the sidecar keeps them."""
+        meta = _q(self.meta_schema)
+        rows = conn.execute(
+            f"SELECT s.stage, s.job, t.name, t.physical, t.step_key FROM {meta}.stages s "
+            f"LEFT JOIN {meta}.stage_tables t ON t.stage = s.stage"
+        ).fetchall()
+        stages: dict[str, Any] = {}
+        for stage_schema, job, name, physical, step_key in rows:
+            entry = stages.setdefault(stage_schema, {"job": job, "tables": {}})
+            if name is not None:
+                entry["tables"][name] = [physical, step_key]
+        return stages
+
     @holding
     def job_stages(self, job_name: str) -> list[str]:
         data = self._sidecar_data()
         stages = data.get("stages")
-        if data.get("complete") and isinstance(stages, dict):
-            schemas = [
-                s for s, e in stages.items() if isinstance(e, dict) and e.get("job") == job_name
-            ]
-        else:
-            found = self._query(
-                f"SELECT stage FROM {_q(self.meta_schema)}.stages WHERE job = ?", [job_name]
-            )
-            schemas = [row[0] for row in found]
+        if not (data.get("complete") and isinstance(stages, dict)):
+            stages = self._complete_sidecar()
+        schemas = [s for s, e in stages.items() if isinstance(e, dict) and e.get("job") == job_name]
         return sorted(s for s in map(self.stage_of_schema, schemas) if s is not None)
+
+    def _complete_sidecar(self) -> dict[str, Any]:
+        """Every committed stage, read from the file and written to the sidecar (complete):
+        once after a sidecar written before it listed every stage, so that memoized runs open
+        the file no more."""
+        import duckdb
+
+        if self._conn is None and not os.path.exists(self.path):
+            return {}
+        conn = self._read_connection()
+        try:
+            stages = self._stages_in(conn)
+            found = conn.execute(f"SELECT physical FROM {_q(self.meta_schema)}.tables")
+            self._known = {row[0] for row in found.fetchall()}
+        except duckdb.CatalogException:  # no table committed yet
+            return {}
+        finally:
+            self._done_reading()
+        self._write_sidecar(stages, complete=True)
+        return stages
 
     @holding
     def stage_owner(self, stage: str) -> str | None:

@@ -34,8 +34,12 @@ from memodag.errors import StorageError
 HOLD_IDLE, HOLD_RUN, HOLD_WRITE = "idle", "run", "write"
 HOLD_POLICIES = (HOLD_IDLE, HOLD_RUN, HOLD_WRITE)
 _LOCKED = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
-#: how often a waiting process tries the file again (seconds)
+#: how often a waiting process tries the file again, and says again that it waits (seconds)
 _RETRY = 0.02
+#: a waiting mark this fresh means a process still waits (it renews it every ``_RETRY``)
+_FRESH = 0.25
+#: at most this long a process about to reopen the file lets a waiting one go first (seconds)
+_YIELD = 1.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,6 +85,7 @@ class DuckDBFile:
         if self.reader is not None:  # one process opens a file one way at a time
             self.reader.close()
             self.reader = None
+        self._let_waiting_go_first()
         self.writer = self._connect(read_only=False)
         self.opened_at_ns = time.time_ns()
         self._write_holder()
@@ -92,6 +97,7 @@ class DuckDBFile:
         if self.writer is not None:
             return self.writer
         if self.reader is None:
+            self._let_waiting_go_first()
             self.reader = self._connect(read_only=True)
             self.opened_at_ns = time.time_ns()
             self._watch()
@@ -114,9 +120,8 @@ class DuckDBFile:
                     held = _LOCKED.search(str(exc))
                     if held is None:
                         raise StorageError(f"cannot open DuckDB file {self.path}: {exc}") from exc
-                    if not waiting:
-                        waiting = True
-                        self._mark_waiting()
+                    waiting = True
+                    self._mark_waiting()  # renewed each try: a holder that reopened sees it
                     if time.monotonic() >= deadline:
                         raise StorageError(
                             f"DuckDB file {self.path} is held by another process: "
@@ -249,6 +254,19 @@ class DuckDBFile:
             with open(self._waiting_path(), "a", encoding="utf-8"):
                 pass
             os.utime(self._waiting_path())
+
+    def _let_waiting_go_first(self) -> None:
+        """Before reopening: if another process waits for the file (a fresh mark), give it
+        the file first (it removes the mark once in), for at most ``_YIELD`` seconds."""
+        deadline = time.monotonic() + _YIELD
+        while time.monotonic() < deadline:
+            try:
+                age = time.time() - os.stat(self._waiting_path()).st_mtime
+            except OSError:
+                return
+            if age > _FRESH:
+                return
+            time.sleep(_RETRY)
 
     def _someone_waits(self) -> bool:
         try:
