@@ -1,4 +1,4 @@
-"""The DuckDB table store and its resource, ``duckdb_table_store`` (the default table store).
+"""The DuckDB table store and its resource, ``duckdb_table_store`` (what the default store builds).
 
 Owns the SQL of one DuckDB file: physical tables in ``memodag_data``, stage views, and the
 bookkeeping in ``memodag_meta`` (each table's Arrow schema, what each stage shows, which job
