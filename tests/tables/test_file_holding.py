@@ -196,3 +196,60 @@ def test_a_sidecar_from_before_is_completed_once_then_memoized_runs_skip_the_fil
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_duckdb_relation_handed_to_an_op_stays_usable_past_the_idle_gap(instance, tmp_path):
+    import duckdb
+
+    config = {"path": str(tmp_path / "pin.duckdb"), "release_after": 0.05}
+
+    @materialize(version="1")
+    def numbers():
+        return pd.DataFrame({"n": [1, 2, 3]})
+
+    @materialize(version="1", input_type=duckdb.DuckDBPyRelation)
+    def total(numbers):
+        assert isinstance(numbers, duckdb.DuckDBPyRelation)
+        time.sleep(0.3)  # several idle gaps: the relation reads through the run's connection
+        return pd.DataFrame({"total": [numbers.sum("n").fetchall()[0][0]]})
+
+    @job(resource_defs={"table_store": duckdb_table_store.configured(config)})
+    def summed():
+        total(numbers())
+
+    result = summed.execute_in_process(instance=instance)
+    assert result.output_for_node("total")["total"].tolist() == [6]
+
+
+def test_a_file_held_by_another_program_is_named_by_its_command_line(instance, tmp_path):
+    path = tmp_path / "cli.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('ready', flush=True); "
+            "time.sleep(60)  # a BI tool",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+
+        @materialize(version="1")
+        def blocked():
+            return pd.DataFrame({"a": [1]})
+
+        config = {"path": str(path), "lock_timeout": 0.2}
+
+        @job(resource_defs={"table_store": duckdb_table_store.configured(config)})
+        def waits():
+            blocked()
+
+        result = waits.execute_in_process(instance=instance, raise_on_error=False)
+        text = "\n".join(str(e.message) for e in instance.get_events(result.run_id))
+        assert f"(PID {holder.pid})" in text
+        assert "time.sleep(60)  # a BI tool" in text  # its command line, from the system
+    finally:
+        holder.kill()
+        holder.wait()
