@@ -187,7 +187,11 @@ class InputContext:
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """The run a lifecycle hook is about, and the resource key the hooked object is bound to."""
+    """The run a lifecycle hook is about, and the resource key the hooked object is bound to.
+
+    ``whole_job`` is False for a run of a subset of the job's steps (``step_selection``): what
+    it stores is not all the job makes (a table store then leaves other tables' views alone).
+    """
 
     run_id: str
     job_name: str
@@ -195,6 +199,11 @@ class RunInfo:
     tags: Mapping[str, str] = field(default_factory=dict)
     #: the steps a run of part of the job selected (``step_selection``); None: the whole job
     step_selection: tuple[str, ...] | None = None
+
+    @property
+    def whole_job(self) -> bool:
+        """Whether the run runs the whole job (no ``step_selection``)."""
+        return not self.step_selection
 
 
 #: the run statuses ``RunEnd.status`` takes (the instance's ``RunStatus`` values)

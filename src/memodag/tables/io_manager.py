@@ -222,10 +222,9 @@ class TableIOManager(MemoizableIOManager):
             if not self._broken:
                 for stage, tables in self._stages.items():
                     if end.success or self._complete(stage, tables):
-                        # a whole job run that succeeded recorded every piece its fan-outs
-                        # have now: views of other pieces are gone from the stage
-                        whole = end.success and run.step_selection is None
-                        self._commit(run, stage, tables, whole)
+                        self._commit(run, stage, tables)
+                if end.success and run.whole_job:
+                    self._empty_abandoned_stages(run)
         finally:
             self._run = None
             self.store.close()
@@ -238,22 +237,30 @@ class TableIOManager(MemoizableIOManager):
             return False
         return members <= {t.step_key for t in tables.values()} | self._externals.get(stage, set())
 
-    def _commit(
-        self, run: RunInfo, stage: str, tables: dict[str, StageTable], whole: bool = False
-    ) -> None:
-        # views the stage shows for steps of this run under a name they no longer produce,
-        # and (``whole``) for pieces of fan-outs (``op[key]``) this run did not produce
-        steps = {t.step_key for t in tables.values()}
+    def _commit(self, run: RunInfo, stage: str, tables: dict[str, StageTable]) -> None:
         shown = self.store.stage_tables(stage)
-        drop = [
-            n
-            for n, t in shown.items()
-            if n not in tables and (t.step_key in steps or (whole and "[" in t.step_key))
-        ]
+        if run.whole_job:
+            # the stage shows exactly what this run made for it: views of ops moved to another
+            # stage, removed, or no longer yielding a piece or an optional output go
+            drop = [n for n in shown if n not in tables]
+        else:
+            # a subset of the steps: only views of steps this run made elsewhere or under
+            # another name go; the other steps' views stay as they were
+            made = {t.step_key for ts in self._stages.values() for t in ts.values()}
+            drop = [n for n, t in shown.items() if t.step_key in made and n not in tables]
         # only the views that change are replaced: a stage of 100 tables where one changed
         # commits one view (the store still checks the stage's owner)
         changed = [t for n, t in tables.items() if shown.get(n) != t]
         self.store.commit_stage(stage, run.job_name, changed, drop)
+
+    def _empty_abandoned_stages(self, run: RunInfo) -> None:
+        """Stages the job committed before and in which it makes no table any more (their ops
+        moved or were removed) are committed empty: they show what this run made for them."""
+        for stage in self.store.job_stages(run.job_name):
+            if stage not in self._stages:
+                shown = self.store.stage_tables(stage)
+                if shown:
+                    self.store.commit_stage(stage, run.job_name, [], list(shown))
 
     def _take_name(self, stage: str, name: str, step_key: str) -> None:
         taken = self._names.setdefault(stage, {})
@@ -300,6 +307,8 @@ class TableIOManager(MemoizableIOManager):
             ]
             self._members[stage] = {prefix + m for m in members.split(",")}
         name = _piece_name(table.name or _default_name(context), context)
+        if stage not in self._names:
+            self.store.check_stage(stage)
         if kind != RAWSQL and not self._predicting:  # a script's tables take their own names
             self._take_name(stage, name, context.step_key)
         spec = TableSpec(
@@ -594,13 +603,17 @@ class TableIOManager(MemoizableIOManager):
                 self.store.close()
 
     def verify(self, address: Address, read: bool = False) -> str | None:
-        """Whether the table is still stored, when the store can tell without a query (a
-        memoized run asks for every table it reuses); otherwise the index is trusted."""
+        """Whether the table is still stored: when the store can tell without a query (a
+        memoized run asks for every table it reuses), else with ``read`` (``memodag verify``)
+        by asking the store; otherwise the index is trusted."""
         table = TableAddress.parse(address.uri)
         if table.kind == EXTERNAL:
             return None  # not memodag's to check: a consumer's read says if it is gone
         for physical in table.physicals():
-            if self.store.stored_cheaply(physical) is False:
+            stored = self.store.stored_cheaply(physical)
+            if stored is None and read:
+                stored = self.store.has_table(physical)
+            if stored is False:
                 return "missing"
         return None
 

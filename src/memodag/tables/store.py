@@ -41,6 +41,9 @@ Interface changes after the first commit are listed here:
 - The table io manager calls ``write_*`` only for a table ``has_table`` does not report (or
   when the run has no version), and ``commit_stage`` also from a failed run, for a stage whose
   table-producing steps all stored their tables.
+- ``check_stage`` (optional): refuse a stage name the database cannot hold, before any write.
+- ``job_stages`` (optional, default none): the stages a job committed, so that a whole run
+  empties the stages it makes no table for any more; ``commit_stage`` may get no tables.
 """
 
 from __future__ import annotations
@@ -328,6 +331,14 @@ class TableStore(ABC):
                 (nothing of the stage changed).
         """
 
+    def check_stage(self, stage: str) -> None:
+        """Refuse a stage this database cannot hold (before its first table is written; the
+        io manager asks once per stage and run). The default accepts every stage.
+
+        Raises:
+            StorageError: naming the stage, why, and the fix.
+        """
+
     @abstractmethod
     def stage_tables(self, stage: str) -> dict[str, StageTable]:
         """What the committed stage shows now: table name -> ``StageTable`` (empty if never
@@ -336,6 +347,20 @@ class TableStore(ABC):
     @abstractmethod
     def stage_owner(self, stage: str) -> str | None:
         """The job that committed ``stage`` in this store, or None."""
+
+    def job_stages(self, job_name: str) -> list[str]:
+        """The stages (names without prefix/suffix) ``job_name`` committed in this store; a
+        whole successful run empties those it makes no table for any more. Asked once per
+        successful run: keep it cheap. The default (no stages) never empties a stage."""
+        return []
+
+    def stage_of_schema(self, schema: str) -> str | None:
+        """The stage name of a schema this store's prefix/suffix made, else None."""
+        prefix, suffix = self.schema_prefix, self.schema_suffix
+        if not (schema.startswith(prefix) and schema.endswith(suffix)):
+            return None
+        stage = schema[len(prefix) : len(schema) - len(suffix)]
+        return stage or None
 
     @abstractmethod
     def is_shown(self, physical: str) -> bool:
