@@ -27,6 +27,7 @@ from memodag.definitions.config import Field
 from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.errors import StorageError
 from memodag.tables.convert import DUCKDB, SQLALCHEMY, kind_of_type
+from memodag.tables.handover import single_writer_store
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     StageTable,
@@ -52,6 +53,7 @@ class DuckDBTableStore(TableStore):
     run's driver thread only."""
 
     dialect = "duckdb"
+    single_writer = True  # workers of multiprocess/Dask runs hand tables to the driver
 
     def __init__(
         self,
@@ -90,6 +92,10 @@ class DuckDBTableStore(TableStore):
     @property
     def meta_schema(self) -> str:
         return self.schema_name("memodag_meta")
+
+    def staging_root(self) -> str:
+        # beside the file: wherever workers reach the file's directory, they reach this
+        return f"{self.path}.staging"
 
     def open(self) -> None:
         directory = os.path.dirname(self.path)
@@ -637,6 +643,7 @@ def _default_path(context: InitResourceContext) -> str:
     return os.path.join(str(home), "tables.duckdb")
 
 
+@single_writer_store
 @io_manager(config_schema=_CONFIG)
 def duckdb_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a DuckDB file (config ``path``, default ``tables.duckdb`` under the instance

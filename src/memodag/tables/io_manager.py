@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import inspect
 import re
+import threading
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.tables import (
     INPUT_TYPE_KEY,
@@ -31,8 +32,20 @@ from memodag.storage.io_manager import (
     RunEnd,
     RunInfo,
 )
-from memodag.tables.convert import ARROW, SQL, from_arrow, kind_of, kind_of_type, to_arrow
+from memodag.tables.convert import (
+    ARROW,
+    DUCKDB,
+    SQL,
+    SQLALCHEMY,
+    from_arrow,
+    kind_of,
+    kind_of_type,
+    to_arrow,
+)
 from memodag.tables.store import StageTable, TableSpec, TableStore, physical_table_name
+
+if TYPE_CHECKING:
+    from memodag.tables.handover import StagingArea
 
 #: how an address names a table: ``table:<kind>:<stage>/<name>/<physical>``
 _URI_SCHEME = "table"
@@ -72,8 +85,10 @@ class TableIOManager(MemoizableIOManager):
     Invariants: an output's table is complete in the store before its address is returned
     (so before the engine records it); a stage is committed only from ``on_run_end`` of a
     successful run, with every table the run recorded for it; in a run two outputs never share
-    a name in one stage. Runs in the driver only: table ops on worker processes are refused
-    (issue 16).
+    a name in one stage. On a worker process of a multiprocess or Dask run (``serve_worker``)
+    it writes and reads the store directly, or for a ``single_writer`` store (DuckDB) hands
+    tables over through files the driver ingests and exports (``memodag.tables.handover``);
+    names, stage members and commits are the driver's alone.
     """
 
     uses_instance_index = True
@@ -88,6 +103,12 @@ class TableIOManager(MemoizableIOManager):
         self._broken = False
         # stage -> step keys of every table-producing step of the stage, when the job says
         self._members: dict[str, set[str]] = {}
+        # the run this process serves as a worker (``serve_worker``), else None
+        self._worker: RunInfo | None = None
+        # the run's hand-over files, for a single-writer store on several processes
+        self._area: StagingArea | None = None
+        # a Dask worker may run attempts on several threads; the store is not thread-safe
+        self._lock = threading.RLock()
 
     def storage_identity(self) -> str:
         return self.store.identity()
@@ -100,6 +121,7 @@ class TableIOManager(MemoizableIOManager):
         self._names = {}
         self._broken = False
         self._members = {}
+        self._area = self._staging(run.run_id)
         self.store.open()
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
@@ -121,7 +143,55 @@ class TableIOManager(MemoizableIOManager):
                         self._commit(run, stage, tables)
         finally:
             self._run = None
+            if self._area is not None:
+                self._area.remove()
+                self._area = None
             self.store.close()
+
+    # ---- worker processes (docs/tables.md, "Executors") ---------------------------------------
+
+    def _staging(self, run_id: str) -> StagingArea | None:
+        if not self.store.single_writer:
+            return None
+        from memodag.tables.handover import StagingArea
+
+        return StagingArea(self.store.staging_root(), run_id)
+
+    def serve_worker(self, run: RunInfo) -> None:
+        self._worker = run
+        self._area = self._staging(run.run_id)
+        if self._area is None:
+            self.store.open()  # a store every process reaches: this worker's own connection
+
+    def release_worker(self, run: RunInfo) -> None:
+        self._worker = None
+        self._area = None
+        self.store.close()
+
+    def prepare_worker_input(self, run: RunInfo, address: Address) -> None:
+        if self._area is None:
+            return
+        physical = TableAddress.parse(address.uri).physical
+        if not self._area.has_input(physical):
+            self._area.export_input(physical, self.store.read_arrow(physical))
+
+    def accept_worker_output(self, run: RunInfo, context: OutputContext, address: Address) -> None:
+        table = TableAddress.parse(address.uri)
+        self._note_members(context, table.stage)
+        self._take_name(table.stage, table.name, context.step_key)
+        if self._area is None:
+            return  # the worker wrote the store itself
+        staged = self._area.take_output(table.physical)
+        if context.version is None or not self.store.has_table(table.physical):
+            if staged.sql is not None:
+                self.store.write_query(table.physical, staged.sql, staged.spec)
+            else:
+                assert staged.data is not None
+                self.store.write_arrow(table.physical, staged.data, staged.spec)
+        # read back, a table a type_map changed differs from the data the op returned
+        self._area.output_stored(
+            table.physical, keep_as_input=staged.sql is None and not staged.spec.type_map
+        )
 
     def _complete(self, stage: str, tables: dict[str, StageTable]) -> bool:
         """Whether every table-producing step of ``stage`` stored its tables in this run (a
@@ -153,11 +223,11 @@ class TableIOManager(MemoizableIOManager):
     # ---- outputs -----------------------------------------------------------------------------
 
     def handle_output(self, context: OutputContext, obj: Any) -> str:
-        if self._run is None:
+        run = self._run or self._worker
+        if run is None:
             raise StorageError(
-                f"{context.step_key}: table outputs are stored only by the run's driver process "
-                "for now; run this job on the in-process executor (table ops on other "
-                "executors come with a later release)"
+                f"{context.step_key}: table outputs are stored only during a run (the store's "
+                "run lifecycle was not started)"
             )
         table = obj if isinstance(obj, Table) else Table(obj)
         what = f"op '{context.step_key}' output '{context.name}'"
@@ -168,16 +238,11 @@ class TableIOManager(MemoizableIOManager):
                 "pandas or polars frame, a pyarrow.Table, a DuckDB relation, or a SQL query "
                 "(string, SQLAlchemy Select/TextClause), optionally wrapped in Table(...)"
             )
-        stage = context.tags.get(STAGE_TAG) or _stage_of_job(self._run.job_name)
-        members = context.tags.get(STAGE_MEMBERS_TAG)
-        if members and stage not in self._members:
-            # the stage's nodes sit beside this one: same graph prefix in their step keys
-            prefix = context.step_key[
-                : len(context.step_key) - len(context.step_key.split(".")[-1])
-            ]
-            self._members[stage] = {prefix + m for m in members.split(",")}
+        stage = context.tags.get(STAGE_TAG) or _stage_of_job(run.job_name)
         name = _piece_name(table.name or _default_name(context), context)
-        self._take_name(stage, name, context.step_key)
+        if self._worker is None:  # the driver's: a worker's outputs are noted when accepted
+            self._note_members(context, stage)
+            self._take_name(stage, name, context.step_key)
         version = context.version or "r" + context.run_id.replace("-", "")
         physical = physical_table_name(context.step_key, context.name, version)
         spec = TableSpec(
@@ -189,13 +254,31 @@ class TableIOManager(MemoizableIOManager):
             non_nullable=table.non_nullable,
             materialization_details=table.materialization_details,
         )
-        if context.version is None or not self.store.has_table(physical):
+        if self._worker is not None and self._area is not None:
+            # the driver stores it before the output is recorded (accept_worker_output)
             if kind == SQL:
-                self.store.write_query(physical, self._compile(table.obj, what), spec)
+                self._area.stage_output(physical, spec, None, self._compile(table.obj, what))
             else:
                 data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
-                self.store.write_arrow(physical, data, spec)
+                self._area.stage_output(physical, spec, data, None)
+            return TableAddress(kind, stage, name, physical).uri()
+        with self._lock:
+            if context.version is None or not self.store.has_table(physical):
+                if kind == SQL:
+                    self.store.write_query(physical, self._compile(table.obj, what), spec)
+                else:
+                    data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
+                    self.store.write_arrow(physical, data, spec)
         return TableAddress(kind, stage, name, physical).uri()
+
+    def _note_members(self, context: OutputContext, stage: str) -> None:
+        members = context.tags.get(STAGE_MEMBERS_TAG)
+        if members and stage not in self._members:
+            # the stage's nodes sit beside this one: same graph prefix in their step keys
+            prefix = context.step_key[
+                : len(context.step_key) - len(context.step_key.split(".")[-1])
+            ]
+            self._members[stage] = {prefix + m for m in members.split(",")}
 
     def _compile(self, query: Any, what: str) -> str:
         if isinstance(query, str):
@@ -228,11 +311,20 @@ class TableIOManager(MemoizableIOManager):
         as_type = context.metadata.get("as_type") or _input_type(context)
         if as_type is None:
             as_type = ARROW if table.kind == SQL else table.kind
-        try:
-            return self.store.read(table.physical, as_type)
-        finally:
-            if self._run is None:
-                self.store.close()  # outside a run (output_for_node): never keep the file
+        if self._worker is not None and self._area is not None:
+            kind = kind_of_type(as_type, f"op '{context.step_key}' input '{context.name}'")
+            if kind in (DUCKDB, SQLALCHEMY):
+                from memodag.tables.handover import worker_input_error
+
+                raise worker_input_error(context.step_key, context.name, kind)
+            data = self._area.read_input(table.physical)
+            return from_arrow(data, kind, f"table {table.physical}")
+        with self._lock:
+            try:
+                return self.store.read(table.physical, as_type)
+            finally:
+                if self._run is None and self._worker is None:
+                    self.store.close()  # outside a run (output_for_node): never keep the file
 
     # ---- gc ----------------------------------------------------------------------------------
 
@@ -240,7 +332,7 @@ class TableIOManager(MemoizableIOManager):
         try:
             return self.store.has_table(TableAddress.parse(address.uri).physical)
         finally:
-            if self._run is None:
+            if self._run is None and self._worker is None:
                 self.store.close()
 
     def verify(self, address: Address, read: bool = False) -> str | None:
@@ -255,7 +347,7 @@ class TableIOManager(MemoizableIOManager):
             if not self.store.is_shown(physical):  # a committed stage still shows it: kept
                 self.store.drop_table(physical)
         finally:
-            if self._run is None:
+            if self._run is None and self._worker is None:
                 self.store.close()
 
 
@@ -286,22 +378,25 @@ def _piece_name(name: str, context: OutputContext) -> str:
 
 
 def _input_type(context: InputContext) -> Any:
-    """The type the consuming op asked for: ``In(metadata={"input_type": ...})`` (what
-    ``@materialize(input_type=)`` sets), else the parameter's annotation, else None."""
-    op_def = context.op_def
+    return requested_input_type(context.op_def, context.name)
+
+
+def requested_input_type(op_def: Any, name: str) -> Any:
+    """The type op ``op_def`` asks input ``name`` as: ``In(metadata={"input_type": ...})``
+    (what ``@materialize(input_type=)`` sets), else the parameter's annotation, else None."""
     if op_def is None:
         return None
-    spec = op_def.ins.get(context.name)
+    spec = op_def.ins.get(name)
     if spec is not None and spec.metadata.get(INPUT_TYPE_KEY) is not None:
         return spec.metadata[INPUT_TYPE_KEY]
     fn = op_def.compute_fn
-    annotation = inspect.signature(fn).parameters.get(context.name)
+    annotation = inspect.signature(fn).parameters.get(name)
     if annotation is None or annotation.annotation is inspect.Parameter.empty:
         return None
     hint = annotation.annotation
     if isinstance(hint, str):
         try:
-            hint = typing.get_type_hints(fn).get(context.name, hint)
+            hint = typing.get_type_hints(fn).get(name, hint)
         except Exception:  # an annotation naming what the module does not import: no type
             return None
     try:
