@@ -257,12 +257,51 @@ def test_the_same_table_job_gives_the_same_tables_on_every_executor(
         pd.testing.assert_frame_equal(other["result"], base["result"])
 
 
-def test_duckdb_workers_hand_over_through_files_the_run_removes(tmp_path, request, monkeypatch):
+@materialize(version="1", config_schema={"factor": int})
+def scaled(context, orders: pd.DataFrame):
+    # on a worker: the input came from a file the driver exported into the run's staging area
+    staging = os.path.join(os.environ["PROBE_STAGING"], context.run_id, "in")
+    on_worker = os.getpid() != int(os.environ["PROBE_DRIVER_PID"])
+    assert on_worker == os.path.isdir(staging), (on_worker, staging)
+    factor = context.op_config["factor"]
+    return Table(orders.assign(amount=orders["amount"] * factor), name="scaled")
+
+
+def test_duckdb_workers_read_stored_tables_the_driver_exports(tmp_path, request, monkeypatch):
     worker_environment(monkeypatch)
     path = str(tmp_path / "w.duckdb")
+    monkeypatch.setenv("PROBE_STAGING", path + ".staging")
+    monkeypatch.setenv("PROBE_DRIVER_PID", str(os.getpid()))
     instance = file_instance(tmp_path, "w")
-    warehouse = warehouse_job(executor_named("multiprocess", request), DuckDBSide(path).store())
-    assert warehouse.execute_in_process(instance=instance).success
+
+    def scaling(executor):
+        @job(
+            name="scaling",
+            executor_def=executor,
+            resource_defs={"table_store": DuckDBSide(path).store()},
+        )
+        def scaling_job():
+            scaled(orders())
+
+        return scaling_job
+
+    def config(factor):
+        return {"ops": {"scaled": {"config": {"factor": factor}}}}
+
+    assert scaling(in_process_executor).execute_in_process(config(1), instance=instance).success
+    # orders is stored (memoized): the driver exports it from the file for the worker
+    again = scaling(executor_named("multiprocess", request)).execute_in_process(
+        config(2), instance=instance
+    )
+    assert again.success
+    memoized = [
+        e.step_key
+        for e in instance.get_events(again.run_id)
+        if e.event_type.name == "STEP_MEMOIZED"
+    ]
+    assert memoized == ["orders"]
+    table = DuckDBSide(path).read("scaling.scaled").sort_values("order_id")
+    assert table["amount"].tolist()[:3] == [3.0, 5.0, 8.0]
     assert not os.path.exists(path + ".staging")  # the hand-over files went with the run
     instance.close()
 
