@@ -12,6 +12,10 @@
 - ``tables_one_row_chain``: 200 ``@materialize`` ops in a chain, each reading its input table
   as pandas and returning a one-row table; per task above a run of the first task alone,
   against the same chain by hand on one DuckDB connection (read to pandas, add one, write).
+- ``tables_executors``: a chain of 40 one-row ``@materialize`` ops on DuckDB, per task above a
+  run of the first task alone, in process and on the multiprocess executor (where each table
+  goes through the driver: an Arrow IPC file each way), against the same chain of plain ops
+  (pickles on disk) on the multiprocess executor, all in the same sample.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Metrics, Target, Workload, timed_cpu
+from benchmarks.harness import Metrics, Target, Workload, timed, timed_cpu
 
 ROWS = 1_000_000
 COLUMNS = 10
@@ -153,6 +157,59 @@ def one_row_chain(scratch: Path) -> Metrics:
         "raw_per_task_s": raw_s / CHAIN,
         "raw_per_task_cpu_s": raw_cpu / CHAIN,
         "per_task_over_raw": per_task / (raw_s / CHAIN),
+    }
+
+
+EXECUTOR_CHAIN = 40
+
+
+def executors_chain(scratch: Path) -> Metrics:
+    import pandas as pd
+
+    from memodag import Instance, in_process_executor, job, materialize, multiprocess_executor, op
+
+    def make(i: int, table: bool) -> Any:
+        decorate = materialize(version="1", name=f"t{i}") if table else op(name=f"t{i}")
+        if i == 0:
+            return decorate(lambda: pd.DataFrame({"x": [0]}))
+
+        def step(previous: pd.DataFrame) -> Any:
+            return previous + 1
+
+        return decorate(step)
+
+    def per_task(label: str, table: bool, executor: Any) -> float:
+        instance = Instance.from_url(
+            f"sqlite:///{scratch / f'{label}.db'}", storage_dir=scratch / label
+        )
+        ops = [make(i, table) for i in range(EXECUTOR_CHAIN)]
+
+        def chain_job(n: int) -> Any:
+            @job(name=f"chain_{label}_{n}", executor_def=executor)
+            def chain() -> None:
+                value = ops[0]()
+                for op_def in ops[1:n]:
+                    value = op_def(value)
+
+            return chain
+
+        first, whole = chain_job(1), chain_job(EXECUTOR_CHAIN)
+        first_s = timed(lambda: first.execute_in_process(instance=instance))[1]
+        whole_s = timed(lambda: whole.execute_in_process(instance=instance))[1]
+        instance.close()
+        return (whole_s - first_s) / (EXECUTOR_CHAIN - 1)
+
+    multiprocess = multiprocess_executor.configured({"max_concurrent": 1})
+    per_task("warm", False, multiprocess)  # starts the fork server: not part of any figure
+    in_process = per_task("in_process", True, in_process_executor)
+    tables = per_task("multiprocess", True, multiprocess)
+    plain = per_task("plain", False, multiprocess)
+    return {
+        "in_process_per_task_s": in_process,
+        "multiprocess_per_task_s": tables,
+        "plain_multiprocess_per_task_s": plain,
+        "multiprocess_over_in_process": tables / in_process,
+        "table_hand_over_per_task_s": tables - plain,
     }
 
 
@@ -345,6 +402,16 @@ WORKLOADS = [
         description="200 one-row @materialize tasks in a chain (pandas in, table out), DuckDB",
         primary="per_task_s",
         targets=(Target("per task < 10 ms", "per_task_s", max_value=10e-3),),
+        repeat=3,
+        requires="duckdb",
+        install="pip install memodag[duckdb,pandas]",
+    ),
+    Workload(
+        "tables_executors",
+        executors_chain,
+        description=f"{EXECUTOR_CHAIN} one-row @materialize tasks in a chain on DuckDB: per task "
+        "in process and on the multiprocess executor, against plain ops on multiprocess",
+        primary="multiprocess_per_task_s",
         repeat=3,
         requires="duckdb",
         install="pip install memodag[duckdb,pandas]",
