@@ -12,10 +12,11 @@
 - ``tables_one_row_chain``: 200 ``@materialize`` ops in a chain, each reading its input table
   as pandas and returning a one-row table; per task above a run of the first task alone,
   against the same chain by hand on one DuckDB connection (read to pandas, add one, write).
-- ``tables_executors``: a chain of 40 one-row ``@materialize`` ops on DuckDB, per task above a
-  run of the first task alone, in process and on the multiprocess executor (where each table
-  goes through the driver: an Arrow IPC file each way), against the same chain of plain ops
-  (pickles on disk) on the multiprocess executor, all in the same sample.
+- ``tables_executors``: chains of one-row ``@materialize`` ops on DuckDB, per task (a chain of
+  110 less a chain of 10, each run starting its workers), in process and on the multiprocess
+  executor (where each table goes through the driver: an Arrow IPC file each way), against the
+  same chain of plain ops (pickles on disk) on the multiprocess executor, all in one sample;
+  wall time and the driver's CPU time.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Metrics, Target, Workload, timed, timed_cpu
+from benchmarks.harness import Metrics, Target, Workload, timed_cpu
 
 ROWS = 1_000_000
 COLUMNS = 10
@@ -160,7 +161,7 @@ def one_row_chain(scratch: Path) -> Metrics:
     }
 
 
-EXECUTOR_CHAIN = 40
+EXECUTOR_SHORT, EXECUTOR_LONG = 10, 110
 
 
 def executors_chain(scratch: Path) -> Metrics:
@@ -178,11 +179,13 @@ def executors_chain(scratch: Path) -> Metrics:
 
         return decorate(step)
 
-    def per_task(label: str, table: bool, executor: Any) -> float:
+    def per_task(label: str, table: bool, executor: Any) -> tuple[float, float]:
+        """Wall and driver CPU seconds per task: a long chain's run less a short one's (each
+        run starts its workers), over the tasks between them."""
         instance = Instance.from_url(
             f"sqlite:///{scratch / f'{label}.db'}", storage_dir=scratch / label
         )
-        ops = [make(i, table) for i in range(EXECUTOR_CHAIN)]
+        ops = [make(i, table) for i in range(EXECUTOR_LONG)]
 
         def chain_job(n: int) -> Any:
             @job(name=f"chain_{label}_{n}", executor_def=executor)
@@ -193,23 +196,27 @@ def executors_chain(scratch: Path) -> Metrics:
 
             return chain
 
-        first, whole = chain_job(1), chain_job(EXECUTOR_CHAIN)
-        first_s = timed(lambda: first.execute_in_process(instance=instance))[1]
-        whole_s = timed(lambda: whole.execute_in_process(instance=instance))[1]
+        short, long = chain_job(EXECUTOR_SHORT), chain_job(EXECUTOR_LONG)
+        _, short_s, short_cpu = timed_cpu(lambda: short.execute_in_process(instance=instance))
+        _, long_s, long_cpu = timed_cpu(lambda: long.execute_in_process(instance=instance))
         instance.close()
-        return (whole_s - first_s) / (EXECUTOR_CHAIN - 1)
+        tasks = EXECUTOR_LONG - EXECUTOR_SHORT
+        return (long_s - short_s) / tasks, (long_cpu - short_cpu) / tasks
 
     multiprocess = multiprocess_executor.configured({"max_concurrent": 1})
     per_task("warm", False, multiprocess)  # starts the fork server: not part of any figure
-    in_process = per_task("in_process", True, in_process_executor)
-    tables = per_task("multiprocess", True, multiprocess)
-    plain = per_task("plain", False, multiprocess)
+    in_process, in_process_cpu = per_task("in_process", True, in_process_executor)
+    tables, tables_cpu = per_task("multiprocess", True, multiprocess)
+    plain, plain_cpu = per_task("plain", False, multiprocess)
     return {
         "in_process_per_task_s": in_process,
         "multiprocess_per_task_s": tables,
         "plain_multiprocess_per_task_s": plain,
         "multiprocess_over_in_process": tables / in_process,
         "table_hand_over_per_task_s": tables - plain,
+        "in_process_driver_cpu_per_task_s": in_process_cpu,
+        "multiprocess_driver_cpu_per_task_s": tables_cpu,
+        "plain_multiprocess_driver_cpu_per_task_s": plain_cpu,
     }
 
 
@@ -409,7 +416,7 @@ WORKLOADS = [
     Workload(
         "tables_executors",
         executors_chain,
-        description=f"{EXECUTOR_CHAIN} one-row @materialize tasks in a chain on DuckDB: per task "
+        description="one-row @materialize tasks in a chain on DuckDB: per task "
         "in process and on the multiprocess executor, against plain ops on multiprocess",
         primary="multiprocess_per_task_s",
         repeat=3,
