@@ -399,3 +399,46 @@ def test_a_table_the_driver_cannot_store_fails_the_op_and_commits_nothing(
             "SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'failing'"
         ).fetchall() == [(0,)]
     instance.close()
+
+
+@pytest.mark.parametrize("executor", ["multiprocess", "dask"])
+def test_a_table_fan_out_on_workers_stores_one_table_per_piece(
+    executor, tmp_path, request, monkeypatch
+):
+    from memodag import DynamicOut, DynamicOutput, op
+
+    worker_environment(monkeypatch)
+
+    @op(version="1", out=DynamicOut())
+    def regions():
+        for name in ("north", "south", "east"):
+            yield DynamicOutput(name, mapping_key=name)
+
+    @materialize(version="1")
+    def sales(region):
+        return pd.DataFrame({"region": [region], "amount": [len(region)]})
+
+    @materialize(version="1")
+    def summary(parts: list):
+        return pd.concat(parts, ignore_index=True).sort_values("region")
+
+    path = str(tmp_path / "f.duckdb")
+
+    @job(
+        executor_def=executor_named(executor, request),
+        resource_defs={"table_store": DuckDBSide(path).store()},
+    )
+    def fanned():
+        with Stage("sales"):
+            summary(regions().map(sales).collect())
+
+    instance = file_instance(tmp_path, "f")
+    result = fanned.execute_in_process(instance=instance)
+    assert result.output_for_node("summary")["amount"].tolist() == [4, 5, 5]
+    side = DuckDBSide(path)
+    assert side.read("sales.sales_north").values.tolist() == [["north", 5]]
+    assert side.read("sales.sales_east").values.tolist() == [["east", 4]]
+    assert len(side.read("sales.summary")) == 3
+    again = fanned.execute_in_process(instance=instance)
+    assert set(again.memoized_step_keys) >= {"summary", "sales[north]", "sales[south]"}
+    instance.close()
