@@ -56,6 +56,7 @@ def customers(orders):
         orders.group_by("customer_id").agg(pl.len().alias("n")).sort("customer_id"),
         name="customers",
         primary_key="customer_id",
+        type_map={"n": "INTEGER"},  # read back from the database, not from the worker's data
     )
 
 
