@@ -443,3 +443,34 @@ def test_a_table_fan_out_on_workers_stores_one_table_per_piece(
     again = fanned.execute_in_process(instance=instance)
     assert set(again.memoized_step_keys) >= {"summary", "sales[north]", "sales[south]"}
     instance.close()
+
+
+def test_a_relation_handed_to_a_duckdb_worker_by_default_fails_the_op_naming_the_fix(
+    tmp_path, request, monkeypatch
+):
+    worker_environment(monkeypatch)
+
+    @materialize(version="1")
+    def made_by_duckdb():
+        return duckdb.sql("SELECT 1 AS x")
+
+    @materialize(version="1")
+    def untyped(rows):  # no input_type: the kind its producer returned, a DuckDB relation
+        return rows
+
+    path = str(tmp_path / "u.duckdb")
+
+    @job(
+        executor_def=executor_named("multiprocess", request),
+        resource_defs={"table_store": DuckDBSide(path).store()},
+    )
+    def relations():
+        untyped(made_by_duckdb())
+
+    instance = file_instance(tmp_path, "u")
+    result = relations.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    messages = "\n".join(str(e.message) for e in instance.get_events(result.run_id))
+    assert "op 'untyped' input 'rows': a duckdb.DuckDBPyRelation names a table" in messages
+    assert "input_type" in messages
+    instance.close()
