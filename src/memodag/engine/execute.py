@@ -666,10 +666,11 @@ def _check_storage_fits_executor(
         raise ExecutionError(
             f"job '{job.name}' on "
             f"{resolved.executor_def.name if resolved.executor_def else 'this executor'}: "
-            f"{', '.join(refused[:10])} asks for a table as a reference into the DuckDB file, "
-            "which only the run's driver process may open; worker processes receive tables as "
-            "data: ask for pyarrow.Table, pandas or polars (input_type=...), or run the job on "
-            "in_process_executor (or with postgres_table_store, which every worker reaches)"
+            "inputs ask for a table as a reference into the DuckDB file, which only the run's "
+            f"driver process may open: {', '.join(refused[:10])}. Worker processes receive "
+            "tables as data: ask for pyarrow.Table, pandas or polars (input_type=...), or run "
+            "the job on in_process_executor (or with postgres_table_store, which every worker "
+            "reaches)"
         )
     if bad:
         raise ExecutionError(
