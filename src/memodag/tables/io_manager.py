@@ -158,10 +158,10 @@ class TableIOManager(MemoizableIOManager):
         return StagingArea(self.store.staging_root(), run_id)
 
     def serve_worker(self, run: RunInfo) -> None:
+        # a store every process reaches (PostgreSQL) connects at this worker's first table:
+        # the driver already found it reachable, and workers that run no table op never connect
         self._worker = run
         self._area = self._staging(run.run_id)
-        if self._area is None:
-            self.store.open()  # a store every process reaches: this worker's own connection
 
     def release_worker(self, run: RunInfo) -> None:
         self._worker = None
