@@ -157,13 +157,14 @@ class StagingArea:
         try:
             with open(base + ".pickle", "rb") as file:
                 spec, sql = pickle.load(file)
+            if sql is not None:
+                return StagedOutput(spec, None, sql)
+            return StagedOutput(spec, pa.ipc.open_file(pa.memory_map(base + ".arrow")).read_all())
         except FileNotFoundError:
             raise StorageError(
                 f"table {physical}: the worker's hand-over is missing from {self._outputs} "
-                "(workers must reach the directory of the DuckDB file)"
+                "(workers must reach the directory of the DuckDB file, at the same path)"
             ) from None
-        data = None if sql is not None else pa.ipc.open_file(pa.memory_map(base + ".arrow"))
-        return StagedOutput(spec, data.read_all() if data is not None else None, sql)
 
     def output_stored(self, physical: str, keep_as_input: bool) -> None:
         """The driver stored a staged output: its data file becomes the table's export for
