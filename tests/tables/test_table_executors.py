@@ -5,6 +5,7 @@ to the driver, which alone writes the file; on PostgreSQL each worker reads and 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -31,6 +32,7 @@ from memodag import (
     postgres_table_store,
 )
 from memodag.storage.instance import Instance
+from memodag.storage.liveness import process_identity
 
 POSTGRES_ENV = "MEMODAG_TEST_POSTGRES_URL"
 
@@ -268,7 +270,9 @@ def scaled(context, orders: pd.DataFrame):
     return Table(orders.assign(amount=orders["amount"] * factor), name="scaled")
 
 
-def test_duckdb_workers_read_stored_tables_the_driver_exports(tmp_path, request, monkeypatch):
+def test_duckdb_workers_read_stored_tables_the_driver_exports_and_the_files_go(
+    tmp_path, request, monkeypatch
+):
     worker_environment(monkeypatch)
     path = str(tmp_path / "w.duckdb")
     monkeypatch.setenv("PROBE_STAGING", path + ".staging")
@@ -290,6 +294,12 @@ def test_duckdb_workers_read_stored_tables_the_driver_exports(tmp_path, request,
         return {"ops": {"scaled": {"config": {"factor": factor}}}}
 
     assert scaling(in_process_executor).execute_in_process(config(1), instance=instance).success
+    # what a killed run left (its driver is gone), and a live run's directory (this process)
+    me = process_identity()
+    for run, identity in (("killed", {**me, "pid_start": -1}), ("live", me)):
+        os.makedirs(os.path.join(path + ".staging", run, "out"))
+        with open(os.path.join(path + ".staging", run, "driver.json"), "w") as file:
+            json.dump(identity, file)
     # orders is stored (memoized): the driver exports it from the file for the worker
     again = scaling(executor_named("multiprocess", request)).execute_in_process(
         config(2), instance=instance
@@ -303,7 +313,8 @@ def test_duckdb_workers_read_stored_tables_the_driver_exports(tmp_path, request,
     assert memoized == ["orders"]
     table = DuckDBSide(path).read("scaling.scaled").sort_values("order_id")
     assert table["amount"].tolist()[:3] == [3.0, 5.0, 8.0]
-    assert not os.path.exists(path + ".staging")  # the hand-over files went with the run
+    # the run's own hand-over files went with it, and so did the killed run's
+    assert os.listdir(path + ".staging") == ["live"]
     instance.close()
 
 

@@ -6,7 +6,8 @@ beside a small pickle of what the op asked for: name, keys, indexes, types), and
 input from an Arrow IPC file the driver exported there, memory-mapped. The driver alone writes
 the database: it ingests a staged output before the output is recorded, and exports an input
 before an attempt that reads it goes to a worker; an ingested output's file becomes its export.
-The directory goes at run end. Owns the files' layout and what a worker cannot be served
+The directory goes at run end; one a killed driver left behind goes when the next run's driver
+finds that process gone (``claim``). Owns the files' layout and what a worker cannot be served
 (``refused_on_workers``); must never decide what runs nor write SQL (the store does).
 Semantics: docs/tables.md, "Executors".
 """
@@ -14,6 +15,7 @@ Semantics: docs/tables.md, "Executors".
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import shutil
@@ -37,6 +39,9 @@ _D = TypeVar("_D")
 
 #: resource functions of table stores that are single-writer whatever their config
 _SINGLE_WRITER: set[Callable[..., Any]] = set()
+
+#: the file in a run's directory that names its driver process (``StagingArea.claim``)
+_DRIVER = "driver.json"
 
 #: input kinds that name the database itself: a worker of a single-writer store has none
 _SQL_REFERENCES = {DUCKDB: "duckdb.DuckDBPyRelation", SQLALCHEMY: "sqlalchemy.Table"}
@@ -113,6 +118,7 @@ class StagingArea:
         self._outputs = os.path.join(self.directory, "out")
         self._inputs = os.path.join(self.directory, "in")
         self._exported: set[str] = set()  # inputs this process knows are there
+        self._claimed = False
 
     # ---- worker side -------------------------------------------------------------------------
 
@@ -148,6 +154,31 @@ class StagingArea:
             ) from None
 
     # ---- driver side -------------------------------------------------------------------------
+
+    def claim(self) -> None:
+        """Record the driver's process in the run's directory (once per run, before its first
+        hand-over), and remove the directories of runs whose driver is gone: a killed run
+        cannot remove its own."""
+        if self._claimed:
+            return
+        self._claimed = True
+        from memodag.storage.liveness import process_alive, process_identity
+
+        os.makedirs(self.directory, exist_ok=True)
+        _write_atomically(
+            os.path.join(self.directory, _DRIVER), json.dumps(process_identity()).encode()
+        )
+        root = os.path.dirname(self.directory)
+        for entry in os.scandir(root):
+            if entry.path == self.directory or not entry.is_dir():
+                continue
+            try:
+                with open(os.path.join(entry.path, _DRIVER), encoding="utf-8") as file:
+                    identity = json.load(file)
+            except (OSError, ValueError):
+                continue  # not claimed yet (its driver may be starting), or not ours
+            if process_alive(identity) is False:
+                shutil.rmtree(entry.path, ignore_errors=True)
 
     def take_output(self, physical: str) -> StagedOutput:
         """What a worker staged for ``physical``."""

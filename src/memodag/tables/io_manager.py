@@ -172,6 +172,7 @@ class TableIOManager(MemoizableIOManager):
         if self._area is None:
             return
         physical = TableAddress.parse(address.uri).physical
+        self._area.claim()
         if not self._area.has_input(physical):
             self._area.export_input(physical, self.store.read_arrow(physical))
 
@@ -181,6 +182,7 @@ class TableIOManager(MemoizableIOManager):
         self._take_name(table.stage, table.name, context.step_key)
         if self._area is None:
             return  # the worker wrote the store itself
+        self._area.claim()
         staged = self._area.take_output(table.physical)
         if context.version is None or not self.store.has_table(table.physical):
             if staged.sql is not None:
