@@ -21,6 +21,7 @@ COMMAND_GROUPS = {
     "runs": "memodag.cli.commands.runs:runs",
     "gc": "memodag.cli.commands.gc:gc",
     "verify": "memodag.cli.commands.verify:verify",
+    "ui": "memodag.cli.commands.ui:ui",
 }
 
 

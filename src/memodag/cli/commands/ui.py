@@ -1,0 +1,74 @@
+"""``memodag ui``: the web UI on this instance (``memodag.ui``), read-only, on 127.0.0.1 by default.
+
+Starlette and uvicorn are imported only here, when the command runs (``pip install
+"memodag[ui]"``); a missing one is a usage error naming the extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import click
+
+from memodag.cli.loading import JobSpec, job_options
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@click.command("ui")
+@job_options(required=False)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback lets other machines read your runs.",
+)
+@click.option(
+    "--port", default=3000, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any)."
+)
+def ui(spec: JobSpec, host: str, port: int) -> None:
+    """Start the web UI: runs (live while they execute), each run's graph coloured by outcome,
+    and for the jobs of -f FILE / -m MODULE what a memoized run would recompute (with -c CONFIG
+    files, re-read on each page load), and why.
+
+    \b
+    Example:
+      memodag ui -f pipeline.py -c prod.yaml        # then open http://127.0.0.1:3000/
+    """
+    from memodag.cli.errors import CliError
+
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CliError(
+            f"`memodag ui` needs {' and '.join(missing)}, which are not installed",
+            hint='install the extra: pip install "memodag[ui]"',
+        )
+    jobs = {}
+    if spec.has_location:
+        from memodag.cli.loading import find_jobs, pick_job
+
+        location = spec.location()
+        found = find_jobs(location.load())
+        jobs = {spec.job_name: pick_job(found, spec.job_name, location)} if spec.job_name else found
+    if spec.config_files and not jobs:
+        raise click.UsageError("-c CONFIG needs the job it configures: add -f FILE or -m MODULE")
+    if spec.config_files:
+        spec.run_config()  # a broken config file fails now, not on the first job page
+
+    from memodag.storage.instance import Instance
+    from memodag.ui.server import serve
+    from memodag.ui.service import UiService
+
+    if host not in _LOOPBACK:
+        click.echo(
+            f"Warning: listening on {host}: anyone who can reach this machine can read your "
+            "runs, configs (passwords masked) and logs. Use --host 127.0.0.1 to keep it local.",
+            err=True,
+        )
+    service = UiService(Instance.get, jobs, spec.config_files)
+
+    def ready(url: str) -> None:
+        shown = ", ".join(jobs) or "none (-f FILE or -m MODULE adds the job pages)"
+        click.echo(f"memodag ui: {url}  (jobs: {shown}; Ctrl-C stops it)", err=False)
+
+    serve(service, host, port, ready)
