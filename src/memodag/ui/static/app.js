@@ -33,7 +33,7 @@ function badge(status) {
 }
 
 function show(...children) {
-  main.replaceChildren(...children);
+  main.replaceChildren(...children.filter((c) => c !== null && c !== undefined));
 }
 
 function when(seconds) {
@@ -330,6 +330,7 @@ async function runPage(runId) {
     detail.graph_from === "events"
       ? el("p", { class: "muted" }, "Graph from the run's events (start memodag ui with -f/-m of this job for its full graph).")
       : null,
+    configTable(run.run_config),
     legend(["success", "memoized", "failed", "skipped", "running", "retrying"]),
     el("div", { class: "layout" }, graphBox, stepBox),
     el("h2", {}, "Events"),
@@ -350,6 +351,21 @@ async function runPage(runId) {
   } else {
     addLines((await api(`/api/runs/${encodeURIComponent(run.run_id)}/events`)).lines);
   }
+}
+
+// the run config as "path: value" rows (passwords come masked from the server)
+function configTable(config) {
+  const rows = [];
+  const walk = (value, path) => {
+    if (value && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length) {
+      for (const [key, inner] of Object.entries(value)) walk(inner, path ? `${path}.${key}` : key);
+    } else if (path) {
+      rows.push(el("tr", {}, el("td", { class: "mono" }, path), el("td", { class: "mono" }, JSON.stringify(value))));
+    }
+  };
+  walk(config, "");
+  if (!rows.length) return null;
+  return el("details", { id: "run-config" }, el("summary", {}, `Run config (${rows.length} values)`), el("table", {}, rows));
 }
 
 function legend(statuses) {
@@ -374,16 +390,23 @@ function addressTable(items) {
   );
 }
 
-function stepDetails(step) {
+function stepDetails(step, index, all) {
+  // a mapped node's clones fold into closed <details>; a failed one opens to show its error
   return el(
-    "div",
-    { class: "step", "data-step": step.step_key },
-    el("h2", {}, step.step_key, " ", badge(step.status)),
-    el("p", { class: "muted" }, `duration ${duration(step.duration) || "–"} · attempts ${step.attempts}`),
+    "details",
+    { class: "step", "data-step": step.step_key, open: all.length === 1 || step.status === "failed" },
+    el(
+      "summary",
+      {},
+      el("span", { class: "mono" }, step.step_key),
+      " ",
+      badge(step.status),
+      el("span", { class: "muted" }, ` ${duration(step.duration) || "–"} · attempts ${step.attempts}`),
+    ),
     step.error ? el("pre", { class: "error" }, step.error) : null,
-    el("h3", {}, "Inputs"),
+    el("h4", {}, "Inputs"),
     addressTable(step.inputs),
-    el("h3", {}, "Outputs"),
+    el("h4", {}, "Outputs"),
     addressTable(step.outputs),
   );
 }
