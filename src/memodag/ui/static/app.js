@@ -243,10 +243,17 @@ async function runPage(runId) {
 
   const graphBox = el("div", { id: "graph", class: "panel" });
   const stepBox = el("div", { id: "step", class: "panel" }, el("p", { class: "muted" }, "Click a node to see its steps."));
+  // A step's events are stored when it ends (with its STEP_START), so a step in progress has
+  // none yet: in a live run, a node whose upstream nodes are all done is running or queued.
+  let runStatus = run.status;
+  const upstream = new Map(detail.graph.nodes.map((n) => [n.id, []]));
+  for (const edge of detail.graph.edges) if (upstream.has(edge.target)) upstream.get(edge.target).push(edge.source);
+  const done = (id) => nodes[id] && ["success", "memoized"].includes(nodes[id].status);
   const nodeLabel = (node) => {
     const state = nodes[node.id];
-    if (!state) return ["pending", "not started"];
-    return [state.status, countsText(state.counts)];
+    if (state) return [state.status, countsText(state.counts)];
+    if (runStatus === "STARTED" && upstream.get(node.id).every(done)) return ["running", "running or queued"];
+    return ["pending", "not started"];
   };
   const graph = drawGraph(graphBox, detail.graph, nodeLabel, (id) => {
     picked = id;
@@ -306,6 +313,7 @@ async function runPage(runId) {
   const applyUpdate = (update) => {
     nodes = update.nodes;
     steps = update.steps;
+    runStatus = update.status;
     for (const node of detail.graph.nodes) {
       const [status, subtitle] = nodeLabel(node);
       graph.update(node.id, status, subtitle);
