@@ -120,7 +120,9 @@ def start_ui(ui_installed: None, tmp_path: Path) -> Iterator[Callable[..., UiSer
             process.kill()
 
 
-def run_cli(*args: str, home: Path, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, home: Path, cwd: Path, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """``memodag ARGS`` with this worktree's code, the instance at ``home``."""
     result = subprocess.run(
         [sys.executable, "-m", "memodag.cli.main", *args],

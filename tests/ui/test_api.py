@@ -110,7 +110,9 @@ def test_job_view_marks_what_a_config_change_recomputes_and_why(start_ui, tmp_pa
     same = start_ui("-f", str(WEATHER), home=home).json("/api/jobs/weather")
     assert same["counts"] == {"stored": 14}
     assert same["nodes"]["clean"]["counts"] == {"stored": 6}
-    changed = start_ui("-f", str(WEATHER), "-c", str(MORE_DAYS), home=home).json("/api/jobs/weather")
+    changed = start_ui("-f", str(WEATHER), "-c", str(MORE_DAYS), home=home).json(
+        "/api/jobs/weather"
+    )
     readings = changed["nodes"]["station_readings"]
     assert readings["status"] == "to-be-recomputed"
     assert readings["outputs"][0]["reasons"] == ["config field 'days' changed (30 -> 60)"]

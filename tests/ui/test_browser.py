@@ -13,7 +13,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from tests.ui.conftest import REPO, run_cli, subprocess_env
+
+pytestmark = pytest.mark.browser
 
 WEATHER = REPO / "examples" / "quickstart" / "weather.py"
 MORE_DAYS = REPO / "examples" / "quickstart" / "more_days.yaml"
@@ -185,7 +188,7 @@ def test_job_view_marks_to_be_recomputed_after_a_config_change(start_ui, page, t
 
 HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
-HOSTILE_JOB = f'''
+HOSTILE_JOB = f"""
 from memodag import Field, job, op
 
 HOSTILE = {HOSTILE!r}
@@ -200,7 +203,7 @@ def careless(context):
 @job
 def hostile():
     careless()
-'''
+"""
 
 
 def test_user_strings_are_shown_as_text_never_as_markup(start_ui, page, tmp_path):
@@ -221,7 +224,17 @@ def test_user_strings_are_shown_as_text_never_as_markup(start_ui, page, tmp_path
             """
         )
     )
-    run_cli("job", "execute", "-f", str(job_file), "-c", str(config), home=home, cwd=tmp_path, check=False)
+    run_cli(
+        "job",
+        "execute",
+        "-f",
+        str(job_file),
+        "-c",
+        str(config),
+        home=home,
+        cwd=tmp_path,
+        check=False,
+    )
     server = start_ui("-f", str(job_file), home=home)
     run_id = server.json("/api/runs")["runs"][0]["run_id"]
     page.goto(f"{server.url}#/run/{run_id}")

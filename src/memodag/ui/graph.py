@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from memodag.storage.instance.records import Event
 from memodag.ui.steps import node_of
 
 _STAGE_TAG = "memodag/stage"
@@ -95,7 +94,9 @@ def job_outputs(rows: Iterable[Any]) -> dict[str, dict[str, Any]]:
     grouped: dict[str, dict[str, Any]] = {}
     for row in rows:
         node = node_of(row.step_key or row.step_output)
-        entry = grouped.setdefault(node, {"node": node, "status": None, "counts": {}, "outputs": []})
+        entry = grouped.setdefault(
+            node, {"node": node, "status": None, "counts": {}, "outputs": []}
+        )
         entry["counts"][row.status] = entry["counts"].get(row.status, 0) + 1
         entry["outputs"].append(row.to_dict())
     for entry in grouped.values():

@@ -331,7 +331,7 @@ async function runPage(runId) {
       {},
       "Job ",
       detail.graph_from === "job" ? el("a", { href: `#/job/${encodeURIComponent(run.job_name)}` }, run.job_name) : run.job_name,
-      ` · started ${when(run.start_time)} · ${duration(run.duration)} · `,
+      ` · started ${when(run.start_time)}${run.duration === null ? "" : ` · ${duration(run.duration)}`} · `,
       counts,
     ),
     detail.reason ? el("pre", { class: "error", id: "run-reason" }, detail.reason) : null,
