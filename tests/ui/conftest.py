@@ -42,12 +42,14 @@ def ui_installed() -> None:
         _missing(f"{', '.join(absent)} not installed (pip install 'memodag[ui]')")
 
 
-def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
+def subprocess_env(home: Path, instance_url: str | None = None) -> dict[str, str]:
     """The environment of a ``memodag`` subprocess: this worktree's code first, ``home`` as the
-    instance."""
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "250", **extra}
+    instance (or the database ``instance_url``)."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "250"}
     env.pop("MEMODAG_INSTANCE_URL", None)
     env["MEMODAG_HOME"] = str(home)
+    if instance_url:
+        env["MEMODAG_INSTANCE_URL"] = instance_url
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
@@ -82,11 +84,13 @@ def start_ui(ui_installed: None, tmp_path: Path) -> Iterator[Callable[..., UiSer
     """``start_ui(*args, home=...)`` starts ``memodag ui --port 0 ARGS`` and waits for its URL."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(*args: str, home: Path, cwd: Path | None = None) -> UiServer:
+    def start(
+        *args: str, home: Path, cwd: Path | None = None, instance_url: str | None = None
+    ) -> UiServer:
         process = subprocess.Popen(
             [sys.executable, "-m", "memodag.cli.main", "ui", "--port", "0", *args],
             cwd=cwd or tmp_path,
-            env=subprocess_env(home),
+            env=subprocess_env(home, instance_url),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -121,13 +125,14 @@ def start_ui(ui_installed: None, tmp_path: Path) -> Iterator[Callable[..., UiSer
 
 
 def run_cli(
-    *args: str, home: Path, cwd: Path, check: bool = True
+    *args: str, home: Path, cwd: Path, check: bool = True, instance_url: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``memodag ARGS`` with this worktree's code, the instance at ``home``."""
+    """``memodag ARGS`` with this worktree's code, the instance at ``home`` (or
+    ``instance_url``)."""
     result = subprocess.run(
         [sys.executable, "-m", "memodag.cli.main", *args],
         cwd=cwd,
-        env=subprocess_env(home),
+        env=subprocess_env(home, instance_url),
         capture_output=True,
         text=True,
         timeout=180,

@@ -8,6 +8,7 @@ import textwrap
 import urllib.request
 from pathlib import Path
 
+import pytest
 from tests.ui.conftest import REPO, run_cli, subprocess_env
 
 WEATHER = REPO / "examples" / "quickstart" / "weather.py"
@@ -93,6 +94,25 @@ def test_run_page_data_graph_steps_addresses(start_ui, tmp_path):
     assert any("report:" in line["message"] for line in logs)
     memoized = server.json("/api/runs")["runs"][0]
     assert server.json(f"/api/runs/{memoized['run_id']}")["nodes"]["clean"]["status"] == "memoized"
+
+
+@pytest.mark.postgres
+def test_ui_on_a_postgresql_instance(start_ui, postgres_url, tmp_path):
+    home = tmp_path / "home"
+    for _ in range(2):
+        run_cli(
+            "job", "execute", "-f", str(WEATHER), home=home, cwd=tmp_path, instance_url=postgres_url
+        )
+    server = start_ui(
+        "-f", str(WEATHER), "-c", str(MORE_DAYS), home=home, instance_url=postgres_url
+    )
+    runs = server.json("/api/runs")["runs"]
+    assert [r["counts"]["memoized"] for r in runs] == [14, 0]
+    detail = server.json(f"/api/runs/{runs[1]['run_id']}")
+    assert detail["nodes"]["summarize"]["counts"] == {"success": 6}
+    view = server.json("/api/jobs/weather")
+    assert view["nodes"]["station_readings"]["status"] == "to-be-recomputed"
+    assert not (home / "instance.db").exists()
 
 
 def test_run_of_a_job_not_given_gets_its_graph_from_events(start_ui, tmp_path):
