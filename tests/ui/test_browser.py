@@ -249,3 +249,15 @@ def test_user_strings_are_shown_as_text_never_as_markup(start_ui, page, tmp_path
     assert page.locator("main img, main script").count() == 0
     assert page.evaluate("window.pwned === undefined")
     _screenshot(page, tmp_path, "ui-escaped.png")
+
+
+def test_stages_are_drawn_as_groups(start_ui, page, tmp_path):
+    warehouse = REPO / "examples" / "warehouse" / "warehouse.py"
+    server = start_ui("-f", str(warehouse), home=tmp_path / "home", cwd=tmp_path)
+    page.goto(f"{server.url}#/job/warehouse")
+    _wait_status(page, "orders", "to-be-recomputed")
+    for stage, node in (("raw", "orders"), ("model", "by_customer")):
+        box = page.locator(f"g.group[data-stage='{stage}'] rect").bounding_box()
+        inner = _node(page, node).bounding_box()
+        assert box["x"] <= inner["x"] and inner["x"] + inner["width"] <= box["x"] + box["width"]
+        assert box["y"] <= inner["y"] and inner["y"] + inner["height"] <= box["y"] + box["height"]
