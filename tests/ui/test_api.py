@@ -166,3 +166,31 @@ def test_import_memodag_imports_no_ui_dependency(tmp_path):
     subprocess.run(
         [sys.executable, "-c", code], env=subprocess_env(tmp_path / "home"), check=True, timeout=60
     )
+
+
+def test_without_the_ui_extra_the_command_names_it(tmp_path):
+    """No Starlette (here: its import blocked): a usage error naming the extra, nothing served."""
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("starlette", "uvicorn"):
+                    raise ModuleNotFoundError(name)
+                return None
+
+        sys.meta_path.insert(0, Block())
+        from memodag.cli.main import main
+        main(["ui", "--port", "0"])
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert 'pip install "memodag[ui]"' in result.stderr

@@ -6,17 +6,33 @@ Starlette and uvicorn are imported only here, when the command runs (``pip insta
 
 from __future__ import annotations
 
-import importlib.util
-
 import click
 
-from memodag.cli.loading import JobSpec, job_options
+from memodag.cli.loading import JobSpec
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @click.command("ui")
-@job_options(required=False)
+@click.option(
+    "-f",
+    "--file",
+    "file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE.py",
+    help="Python file whose jobs get a job page and their full graph on run pages.",
+)
+@click.option("-m", "--module", "module", metavar="MODULE", help="The same, from a module.")
+@click.option("-j", "--job", "job_name", metavar="JOB", help="Only this job of the file or module.")
+@click.option(
+    "-c",
+    "--config",
+    "config_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    metavar="CONFIG.yaml",
+    help="Run config YAML for the job pages; repeat to deep-merge several (later files win).",
+)
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -26,7 +42,14 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option(
     "--port", default=3000, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any)."
 )
-def ui(spec: JobSpec, host: str, port: int) -> None:
+def ui(
+    file: str | None,
+    module: str | None,
+    job_name: str | None,
+    config_files: tuple[str, ...],
+    host: str,
+    port: int,
+) -> None:
     """Start the web UI: runs (live while they execute), each run's graph coloured by outcome,
     and for the jobs of -f FILE / -m MODULE what a memoized run would recompute (with -c CONFIG
     files, re-read on each page load), and why.
@@ -37,12 +60,15 @@ def ui(spec: JobSpec, host: str, port: int) -> None:
     """
     from memodag.cli.errors import CliError
 
-    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
-    if missing:
+    spec = JobSpec(file, module, job_name, tuple(config_files))
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
         raise CliError(
-            f"`memodag ui` needs {' and '.join(missing)}, which are not installed",
+            f"`memodag ui` needs Starlette and uvicorn: {exc}",
             hint='install the extra: pip install "memodag[ui]"',
-        )
+        ) from None
     jobs = {}
     if spec.has_location:
         from memodag.cli.loading import find_jobs, pick_job
