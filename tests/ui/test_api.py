@@ -31,7 +31,7 @@ def test_ui_prints_its_url_on_loopback_and_serves_the_front_end(start_ui, tmp_pa
     assert "/static/app.js" in page and "/static/vendor/dagre.min.js" in page
     assert "script-src 'self'" in policy
     with urllib.request.urlopen(server.url + "static/vendor/dagre.min.js", timeout=30) as response:
-        assert b"g.dagre=" in response.read(400)
+        assert b"var dagre=" in response.read(400)
 
 
 def test_binding_beyond_loopback_warns(start_ui, tmp_path):
@@ -83,13 +83,21 @@ def test_run_page_data_graph_steps_addresses(start_ui, tmp_path):
         "counts": {"success": 6},
         "steps": 6,
     }
-    step = next(s for s in detail["steps"] if s["step_key"] == "clean[station_1]")
+    assert "steps" not in detail  # a node's steps come on demand (a fan-out may have 10,000)
+    clean = server.json(f"/api/runs/{first['run_id']}/steps?node=clean")
+    assert clean["total"] == 6 and len(clean["steps"]) == 6
+    assert server.json(f"/api/runs/{first['run_id']}/steps?node=clean&limit=2")["total"] == 6
+    assert len(server.json(f"/api/runs/{first['run_id']}/steps?node=clean&limit=2")["steps"]) == 2
+    step = next(s for s in clean["steps"] if s["step_key"] == "clean[station_1]")
     assert step["inputs"][0]["address"]["step_key"] == "station_readings"
     assert step["inputs"][0]["address"]["mapping_key"] == "station_1"
     assert step["outputs"][0]["address"]["uri"].endswith(".pkl")
     assert len(step["outputs"][0]["address"]["version"]) >= 16
     assert step["duration"] is not None and step["attempts"] == 1
     events = server.json(f"/api/runs/{first['run_id']}/events")
+    assert events["first"] == 0 and len(events["lines"]) == events["next"]
+    tail = server.json(f"/api/runs/{first['run_id']}/events?limit=5")
+    assert tail["first"] == events["next"] - 5 and tail["lines"] == events["lines"][-5:]
     logs = [line for line in events["lines"] if line["kind"] == "LOG"]
     assert any("report:" in line["message"] for line in logs)
     memoized = server.json("/api/runs")["runs"][0]

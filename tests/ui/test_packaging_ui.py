@@ -14,7 +14,14 @@ STATIC = REPO / "src" / "memodag" / "ui" / "static"
 
 def test_the_wheel_ships_the_front_end(wheel: zipfile.ZipFile) -> None:  # noqa: F811
     names = set(wheel.namelist())
-    for asset in ("index.html", "app.js", "app.css", "vendor/dagre.min.js", "vendor/dagre.LICENSE"):
+    for asset in (
+        "index.html",
+        "app.js",
+        "app.css",
+        "vendor/dagre.min.js",
+        "vendor/dagre.LICENSE",
+        "vendor/dagre.min.js.LEGAL.txt",
+    ):
         assert f"memodag/ui/static/{asset}" in names, asset
     assert not any("node_modules" in name or "frontend" in name for name in names)
 

@@ -10,4 +10,9 @@ const dagre = join(here, "node_modules", "@dagrejs", "dagre");
 mkdirSync(target, { recursive: true });
 copyFileSync(join(dagre, "dist", "dagre.min.js"), join(target, "dagre.min.js"));
 copyFileSync(join(dagre, "LICENSE"), join(target, "dagre.LICENSE"));
+// the licences of what the minified file bundles (graphlib), which it points at
+copyFileSync(
+  join(dagre, "dist", "dagre.min.js.LEGAL.txt"),
+  join(target, "dagre.min.js.LEGAL.txt"),
+);
 console.log(`copied @dagrejs/dagre into ${target}`);

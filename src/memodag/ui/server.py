@@ -24,7 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from memodag.errors import MemodagError
-from memodag.ui.service import NotFound, UiService
+from memodag.ui.service import MAX_LINES, MAX_STEPS, NotFound, UiService
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: how often a live run's event log is read, in seconds
@@ -82,8 +82,22 @@ def create_app(service: UiService) -> Starlette:
         return await answer(service.run_detail, request.path_params["run_id"])
 
     async def run_events(request: Request) -> Response:
-        start = _int(request.query_params.get("start"), 0)
-        return await answer(service.run_events, request.path_params["run_id"], start)
+        q = request.query_params
+        return await answer(
+            service.run_events,
+            request.path_params["run_id"],
+            _int(q.get("start"), 0),
+            _int(q.get("limit"), MAX_LINES),
+        )
+
+    async def run_steps(request: Request) -> Response:
+        q = request.query_params
+        return await answer(
+            service.run_steps,
+            request.path_params["run_id"],
+            q.get("node") or "",
+            _int(q.get("limit"), MAX_STEPS),
+        )
 
     async def stream(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -116,6 +130,7 @@ def create_app(service: UiService) -> Starlette:
             Route("/api/runs", runs),
             Route("/api/runs/{run_id}", run),
             Route("/api/runs/{run_id}/events", run_events),
+            Route("/api/runs/{run_id}/steps", run_steps),
             Route("/api/runs/{run_id}/stream", stream),
             Route("/api/jobs", jobs),
             Route("/api/jobs/{name:path}", job),

@@ -18,6 +18,11 @@ from memodag.ui.steps import fold_nodes, fold_steps, log_lines, run_counts
 
 #: a page of the runs list holds at most this many runs
 MAX_PAGE = 200
+#: at most this many steps of one node, and log lines of one run, are sent at once
+MAX_STEPS = 200
+MAX_LINES = 2000
+#: finished runs whose folded log is kept in memory
+_FINISHED_KEPT = 4
 
 
 class NotFound(MemodagError):
@@ -46,6 +51,7 @@ class UiService:
         self.config_files = tuple(config_files)
         # a finished run's counts never change: kept so a page of runs reads each log once
         self._counts: dict[str, dict[str, int]] = {}
+        self._finished: dict[str, tuple[RunRecord, list[Event], dict[str, dict[str, Any]]]] = {}
 
     @property
     def instance(self) -> Any:
@@ -98,38 +104,59 @@ class UiService:
         return counts
 
     def run_detail(self, run_id: str) -> dict[str, Any]:
-        """A run, its steps, its nodes with counts per status, its graph and how many events
-        its log holds (the event stream starts there)."""
-        record = self._run(run_id)
-        events = self.instance.get_events(record.run_id)
-        steps = fold_steps(events)
+        """A run, its nodes with counts per status, its graph and how many events its log
+        holds. Steps are not included (a fan-out may have 10,000): ``run_steps`` gives a
+        node's."""
+        record, events, steps = self._folded(run_id)
         job = self.jobs.get(record.job_name)
         graph = job_graph(job) if job is not None else events_graph(steps.values())
         return {
             "run": {**run_dict(record), "counts": run_counts(steps.values())},
             "reason": _run_reason(events),
-            "steps": list(steps.values()),
             "nodes": fold_nodes(steps.values()),
             "graph": graph,
             "graph_from": "job" if job is not None else "events",
             "events": len(events),
         }
 
-    def run_events(self, run_id: str, start: int = 0) -> dict[str, Any]:
-        """The run's log from event ``start`` on, its status, and its steps' states (for the
-        live view: a step's colour changes as its events arrive)."""
-        record = self._run(run_id)
-        events = self.instance.get_events(record.run_id)
-        steps = fold_steps(events)
+    def run_steps(self, run_id: str, node: str, limit: int = MAX_STEPS) -> dict[str, Any]:
+        """The steps of one node of a run (a mapped node's clones: failed ones first, at most
+        ``limit``), with their inputs, outputs, addresses, versions and errors."""
+        _, _, steps = self._folded(run_id)
+        mine = [s for s in steps.values() if s["node"] == node]
+        mine.sort(key=lambda s: s["status"] != "failed")  # stable: log order otherwise
+        return {"node": node, "total": len(mine), "steps": mine[: max(1, limit)]}
+
+    def run_events(self, run_id: str, start: int = 0, limit: int = MAX_LINES) -> dict[str, Any]:
+        """The run's log from event ``start`` on (at most the last ``limit`` lines of it), its
+        status, and its nodes' states (for the live view: a node's colour changes as its steps'
+        events arrive)."""
+        record, events, steps = self._folded(run_id)
+        start = max(0, start, len(events) - max(1, limit))
         return {
             "status": record.status.value,
             "end_time": record.end_time,
-            "lines": log_lines(events, max(0, start)),
+            "first": start,
+            "lines": log_lines(events, start),
             "next": len(events),
-            "steps": list(steps.values()),
             "nodes": fold_nodes(steps.values()),
             "counts": run_counts(steps.values()),
         }
+
+    def _folded(self, run_id: str) -> tuple[RunRecord, list[Event], dict[str, dict[str, Any]]]:
+        """The run, its events and its steps; kept for the last few finished runs (their log
+        never changes), so clicking through a 10,000-step run reads its log once."""
+        record = self._run(run_id)
+        cached = self._finished.get(record.run_id)
+        if cached is not None:
+            return cached
+        events = self.instance.get_events(record.run_id)
+        folded = (record, events, fold_steps(events))
+        if record.status is not RunStatus.STARTED:
+            self._finished[record.run_id] = folded
+            while len(self._finished) > _FINISHED_KEPT:
+                self._finished.pop(next(iter(self._finished)))
+        return folded
 
     def run_status(self, run_id: str) -> str:
         return self._run(run_id).status.value

@@ -159,7 +159,10 @@ async function runsPage(params) {
 // `onpick(id)` is called when a node is clicked. Returns {update(id, status, subtitle)}.
 function drawGraph(container, graph, label, onpick) {
   const g = new dagre.graphlib.Graph({ compound: true });
-  g.setGraph({ rankdir: "LR", nodesep: 14, ranksep: 40, marginx: 10, marginy: 10 });
+  // dagre's best ranking and crossing reduction grow fast with size: a big graph (a 1,000-op
+  // job) gets its quick ranker and no crossing reduction, so it paints in about a second
+  const big = graph.nodes.length > 200;
+  g.setGraph({ rankdir: "LR", nodesep: 14, ranksep: 40, marginx: 10, marginy: 10, ranker: big ? "longest-path" : "network-simplex" });
   g.setDefaultEdgeLabel(() => ({}));
   const stages = new Set();
   for (const node of graph.nodes) {
@@ -175,7 +178,7 @@ function drawGraph(container, graph, label, onpick) {
   for (const edge of graph.edges) {
     if (g.hasNode(edge.source) && g.hasNode(edge.target)) g.setEdge(edge.source, edge.target);
   }
-  dagre.layout(g);
+  dagre.layout(g, { disableOptimalOrderHeuristic: big });
   const size = g.graph();
   const root = svg("svg", { width: size.width, height: size.height, id: "graph-svg" });
   for (const group of stages) {
@@ -230,7 +233,6 @@ async function runPage(runId) {
   const detail = await api(`/api/runs/${encodeURIComponent(runId)}`);
   const run = detail.run;
   let nodes = detail.nodes;
-  let steps = detail.steps;
   let picked = null;
 
   const statusBadge = el("span", { id: "run-status" }, badge(run.status));
@@ -257,14 +259,23 @@ async function runPage(runId) {
   };
   const graph = drawGraph(graphBox, detail.graph, nodeLabel, (id) => {
     picked = id;
-    renderSteps();
+    renderSteps().catch(failed);
   });
 
-  function renderSteps() {
+  // a node's steps come on demand: a fan-out may have 10,000 of them
+  async function renderSteps() {
     if (picked === null) return;
-    const mine = steps.filter((s) => s.node === picked);
-    stepBox.replaceChildren(el("h2", {}, picked), ...mine.map(stepDetails));
-    if (!mine.length) stepBox.appendChild(el("p", { class: "muted" }, "No step of this node has started."));
+    const node = picked;
+    const query = new URLSearchParams({ node });
+    const found = await api(`/api/runs/${encodeURIComponent(run.run_id)}/steps?${query}`);
+    if (node !== picked) return;
+    const more = found.total - found.steps.length;
+    stepBox.replaceChildren(
+      el("h2", {}, node),
+      ...found.steps.map(stepDetails),
+      more > 0 ? el("p", { class: "muted" }, `and ${more} more steps (failed ones are listed first)`) : null,
+    );
+    if (!found.total) stepBox.appendChild(el("p", { class: "muted" }, "No step of this node has ended yet."));
   }
 
   // the event stream, filterable by step and level
@@ -288,7 +299,9 @@ async function runPage(runId) {
   };
   stepFilter.addEventListener("change", applyFilter);
   levelFilter.addEventListener("change", applyFilter);
-  const addLines = (lines) => {
+  const earlier = el("p", { class: "muted", id: "log-earlier" });
+  const addLines = (lines, first) => {
+    if (first > 0 && !logBody.children.length) earlier.textContent = `${first} earlier events not shown.`;
     for (const line of lines) {
       const step = line.step_key || "";
       if (step && !knownSteps.has(step)) {
@@ -311,8 +324,8 @@ async function runPage(runId) {
   };
 
   const applyUpdate = (update) => {
+    const before = picked === null ? null : JSON.stringify(nodes[picked] || null);
     nodes = update.nodes;
-    steps = update.steps;
     runStatus = update.status;
     for (const node of detail.graph.nodes) {
       const [status, subtitle] = nodeLabel(node);
@@ -320,8 +333,8 @@ async function runPage(runId) {
     }
     setCounts(update.counts);
     statusBadge.replaceChildren(badge(update.status));
-    addLines(update.lines);
-    renderSteps();
+    addLines(update.lines, update.first);
+    if (picked !== null && JSON.stringify(nodes[picked] || null) !== before) renderSteps().catch(failed);
   };
 
   show(
@@ -343,6 +356,7 @@ async function runPage(runId) {
     el("div", { class: "layout" }, graphBox, stepBox),
     el("h2", {}, "Events"),
     el("div", { class: "filters" }, "Step ", stepFilter, " Level ", levelFilter),
+    earlier,
     el("div", { id: "log", class: "panel" }, el("table", {}, logBody)),
   );
 
@@ -357,7 +371,8 @@ async function runPage(runId) {
       document.body.dataset.runEnded = "1";
     });
   } else {
-    addLines((await api(`/api/runs/${encodeURIComponent(run.run_id)}/events`)).lines);
+    const log = await api(`/api/runs/${encodeURIComponent(run.run_id)}/events`);
+    addLines(log.lines, log.first);
   }
 }
 
@@ -402,7 +417,7 @@ function stepDetails(step, index, all) {
   // a mapped node's clones fold into closed <details>; a failed one opens to show its error
   return el(
     "details",
-    { class: "step", "data-step": step.step_key, open: all.length === 1 || step.status === "failed" },
+    { class: "step", "data-step": step.step_key, open: all.length === 1 || (step.status === "failed" && index < 5) },
     el(
       "summary",
       {},
