@@ -7,7 +7,8 @@ interleaved, medians of ``--repeat`` samples:
 - ``GET /api/runs`` (a page of 50 of the 10,000 runs, with their step counts), against the
   baseline ``GET /api/jobs`` (a route that reads nothing) measured in the same invocation;
 - the first paint of a run page in Chromium (navigation until every node of the graph is drawn),
-  against the baseline first paint of the runs page.
+  against the baseline first paint of the runs page;
+- how long after a step of a live run ends the browser shows it finished (absolute).
 
 Needs the ``ui`` extra, Playwright and the system's Chromium (/usr/bin/chromium).
 
@@ -69,6 +70,64 @@ def total(values):
 def fan():
     total(pieces().map(double).collect())
 """
+
+
+LIVE = """
+import pathlib, time
+from memodag import job, op
+
+FLAG = pathlib.Path(__file__).with_name("go")
+
+@op
+def wait_for_flag(context):
+    while not FLAG.exists():
+        time.sleep(0.01)
+    return 1
+
+@op
+def after(context, x):
+    while FLAG.exists():  # holds the run open until the browser has seen the first step end
+        time.sleep(0.01)
+    return x
+
+@job
+def live():
+    after(wait_for_flag())
+"""
+
+
+def _live_latency(page: object, url: str, home: Path, work: Path) -> float:
+    """Seconds from a step's op returning (the flag it waits for appears) until the browser,
+    following the run live, shows the step as finished."""
+    flag = work / "go"
+    flag.unlink(missing_ok=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "memodag.cli.main", "job", "execute", "-f", "live.py"],
+        cwd=work,
+        env=_env(home),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        started: list = []
+        while not started:
+            started = json.loads(urllib.request.urlopen(url + "api/runs?status=STARTED").read())[
+                "runs"
+            ]
+            time.sleep(0.05)
+        page.goto(f"{url}#/run/{started[0]['run_id']}")  # type: ignore[attr-defined]
+        page.locator("g.node[data-node='after']").wait_for()  # type: ignore[attr-defined]
+        flag.write_text("")
+        begun = time.perf_counter()
+        page.locator(  # type: ignore[attr-defined]
+            "g.node[data-node='wait_for_flag'][data-status='success']"
+        ).wait_for(timeout=60_000)
+        return time.perf_counter() - begun
+    finally:
+        if not flag.exists():
+            flag.write_text("")  # let the first step end
+            time.sleep(0.5)
+        flag.unlink(missing_ok=True)  # and the second
+        run.wait(60)
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -161,14 +220,16 @@ def main() -> None:
         work = Path(folder)
         home = work / "home"
         (work / "jobs.py").write_text(CHAIN.format(n=args.ops) + FAN.format(n=args.pieces))
+        (work / "live.py").write_text(LIVE)
         setup = time.perf_counter()
         _add_small_runs(home, args.runs)
         _memodag("job", "execute", "-f", "jobs.py", "-j", "fan", home=home, cwd=work)
         _memodag("job", "execute", "-f", "jobs.py", "-j", "chain", home=home, cwd=work)
         print(f"setup: {time.perf_counter() - setup:.1f} s", file=sys.stderr)
-        process, url = _start_ui(home, work, "-f", "jobs.py")
+        process, url = _start_ui(home, work, "-f", "live.py")
         try:
             runs = json.loads(urllib.request.urlopen(url + "api/runs?limit=2").read())["runs"]
+            # runs of jobs the UI was not given (only live.py is): graphs come from the events
             chain_run, fan_run = runs[0]["run_id"], runs[1]["run_id"]
             samples: dict[str, list[float]] = {
                 "api jobs (baseline)": [],
@@ -176,6 +237,7 @@ def main() -> None:
                 "paint runs page (baseline)": [],
                 f"paint run page, {args.ops}-op chain": [],
                 f"paint run page, {args.pieces}-piece fan-out": [],
+                "live: step ended -> shown (absolute)": [],
             }
             names = list(samples)
             with sync_playwright() as playwright:
@@ -191,6 +253,7 @@ def main() -> None:
                         _paint(page, f"{url}#/run/{chain_run}", "g.node", args.ops)
                     )
                     samples[names[4]].append(_paint(page, f"{url}#/run/{fan_run}", "g.node", 3))
+                    samples[names[5]].append(_live_latency(page, url, home, work))
                 browser.close()
         finally:
             process.terminate()
@@ -199,6 +262,8 @@ def main() -> None:
     for name, values in samples.items():
         median = statistics.median(values)
         base = statistics.median(samples[names[0] if name.startswith("api") else names[2]])
+        if name.startswith("live"):
+            base = median
         print(f"{name:<42} {median:>9.3f} {median / base:>7.1f}")
 
 
