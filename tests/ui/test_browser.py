@@ -80,6 +80,12 @@ def test_flagship_run_pages_show_step_colours(start_ui, page, tmp_path):
     step.locator("summary").click()
     assert "station_readings.result/station_2" in step.inner_text()
     _screenshot(page, tmp_path, "ui-run.png")
+    # the timeline: one bar per step, by start time
+    bars = page.locator("#timeline-svg g.bar")
+    bars.first.wait_for()
+    assert bars.count() == 14
+    assert bars.first.get_attribute("data-step") == "station_readings"
+    assert {bars.nth(i).get_attribute("data-status") for i in range(14)} == {"success"}
     # the event stream filters by step and level
     page.select_option("#log-step", "report")
     page.select_option("#log-level", "INFO")

@@ -90,6 +90,9 @@ def create_app(service: UiService) -> Starlette:
             _int(q.get("limit"), MAX_LINES),
         )
 
+    async def run_timeline(request: Request) -> Response:
+        return await answer(service.run_timeline, request.path_params["run_id"])
+
     async def run_steps(request: Request) -> Response:
         q = request.query_params
         return await answer(
@@ -131,6 +134,7 @@ def create_app(service: UiService) -> Starlette:
             Route("/api/runs/{run_id}", run),
             Route("/api/runs/{run_id}/events", run_events),
             Route("/api/runs/{run_id}/steps", run_steps),
+            Route("/api/runs/{run_id}/timeline", run_timeline),
             Route("/api/runs/{run_id}/stream", stream),
             Route("/api/jobs", jobs),
             Route("/api/jobs/{name:path}", job),

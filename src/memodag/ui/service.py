@@ -21,6 +21,7 @@ MAX_PAGE = 200
 #: at most this many steps of one node, and log lines of one run, are sent at once
 MAX_STEPS = 200
 MAX_LINES = 2000
+MAX_BARS = 2000
 #: finished runs whose folded log is kept in memory
 _FINISHED_KEPT = 4
 
@@ -126,6 +127,22 @@ class UiService:
         mine = [s for s in steps.values() if s["node"] == node]
         mine.sort(key=lambda s: s["status"] != "failed")  # stable: log order otherwise
         return {"node": node, "total": len(mine), "steps": mine[: max(1, limit)]}
+
+    def run_timeline(self, run_id: str, limit: int = MAX_BARS) -> dict[str, Any]:
+        """One bar per step that started, ``[step_key, start, end, status]`` (seconds since the
+        epoch; ``end`` None while it runs), by start time; at most ``limit``, the longest kept."""
+        _, _, steps = self._folded(run_id)
+        bars = [
+            [s["step_key"], s["start"], s["end"], s["status"]]
+            for s in steps.values()
+            if s["start"] is not None
+        ]
+        total = len(bars)
+        if total > limit:
+            bars.sort(key=lambda b: -((b[2] or b[1]) - b[1]))
+            bars = bars[:limit]
+        bars.sort(key=lambda b: b[1])
+        return {"total": total, "bars": bars}
 
     def run_events(self, run_id: str, start: int = 0, limit: int = MAX_LINES) -> dict[str, Any]:
         """The run's log from event ``start`` on (at most the last ``limit`` lines of it), its

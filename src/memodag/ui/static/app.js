@@ -244,6 +244,12 @@ async function runPage(runId) {
   setCounts(run.counts);
 
   const graphBox = el("div", { id: "graph", class: "panel" });
+  const timelineBox = el("div", { id: "timeline", class: "panel" });
+  let timelineAt = 0;
+  const refreshTimeline = () => {
+    timelineAt = Date.now();
+    drawTimeline(timelineBox, run.run_id).catch(failed);
+  };
   const stepBox = el("div", { id: "step", class: "panel" }, el("p", { class: "muted" }, "Click a node to see its steps."));
   // A step's events are stored when it ends (with its STEP_START), so a step in progress has
   // none yet: in a live run, a node whose upstream nodes are all done is running or queued.
@@ -334,6 +340,8 @@ async function runPage(runId) {
     setCounts(update.counts);
     statusBadge.replaceChildren(badge(update.status));
     addLines(update.lines, update.first);
+    // redrawn at most once a second while the run lives, and once when it ends
+    if (update.lines.length && (Date.now() - timelineAt > 1000 || update.status !== "STARTED")) refreshTimeline();
     if (picked !== null && JSON.stringify(nodes[picked] || null) !== before) renderSteps().catch(failed);
   };
 
@@ -354,12 +362,15 @@ async function runPage(runId) {
     configTable(run.run_config),
     legend(["success", "memoized", "failed", "skipped", "running", "retrying"]),
     el("div", { class: "layout" }, graphBox, stepBox),
+    el("h2", {}, "Timeline"),
+    timelineBox,
     el("h2", {}, "Events"),
     el("div", { class: "filters" }, "Step ", stepFilter, " Level ", levelFilter),
     earlier,
     el("div", { id: "log", class: "panel" }, el("table", {}, logBody)),
   );
 
+  refreshTimeline();
   if (run.status === "STARTED") {
     liveSource = new EventSource(`/api/runs/${encodeURIComponent(run.run_id)}/stream`);
     liveSource.addEventListener("update", (message) => applyUpdate(JSON.parse(message.data)));
@@ -389,6 +400,37 @@ function configTable(config) {
   walk(config, "");
   if (!rows.length) return null;
   return el("details", { id: "run-config" }, el("summary", {}, `Run config (${rows.length} values)`), el("table", {}, rows));
+}
+
+// One bar per step, by start time: where the run's time went
+async function drawTimeline(container, runId) {
+  const timeline = await api(`/api/runs/${encodeURIComponent(runId)}/timeline`);
+  const bars = timeline.bars;
+  if (!bars.length) {
+    container.replaceChildren(el("p", { class: "muted" }, "No step has ended yet."));
+    return;
+  }
+  const now = Date.now() / 1000;
+  const t0 = Math.min(...bars.map((b) => b[1]));
+  const t1 = Math.max(...bars.map((b) => b[2] || now), t0 + 0.001);
+  const width = 1000;
+  const label = 180;
+  const row = Math.max(3, Math.min(16, Math.floor(400 / bars.length)));
+  const root = svg("svg", { id: "timeline-svg", viewBox: `0 0 ${width} ${bars.length * row + 4}`, width: "100%" });
+  const scale = (width - label - 10) / (t1 - t0);
+  bars.forEach(([step, start, end, status], i) => {
+    const bar = svg("g", { class: "bar", "data-step": step, "data-status": status });
+    const span = ((end || now) - start);
+    bar.appendChild(svg("title", {}, `${step}: ${status}, ${duration(end ? span : null) || "running"}`));
+    if (row >= 10) bar.appendChild(svg("text", { x: 0, y: i * row + row - 3 }, step));
+    bar.appendChild(svg("rect", { x: label + (start - t0) * scale, y: i * row + 1, width: Math.max(1.5, span * scale), height: row - 2 }));
+    root.appendChild(bar);
+  });
+  const more = timeline.total - bars.length;
+  container.replaceChildren(
+    el("p", { class: "muted" }, `${duration(t1 - t0)} from the first step's start to the last step's end` + (more > 0 ? ` (the ${bars.length} longest of ${timeline.total} steps)` : "")),
+    root,
+  );
 }
 
 function legend(statuses) {
