@@ -202,3 +202,15 @@ def test_without_the_ui_extra_the_command_names_it(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert 'pip install "memodag[ui]"' in result.stderr
+
+
+def test_before_any_run_the_ui_creates_no_instance_and_shows_the_first_run(start_ui, tmp_path):
+    home = tmp_path / "home"
+    server = start_ui("-f", str(WEATHER), home=home)
+    assert any("No instance yet" in line for line in server.first_lines)
+    assert server.json("/api/runs")["runs"] == []
+    assert server.json("/api/jobs/weather")["counts"] == {"to-be-recomputed": 4}
+    assert server.get("/api/runs/abc")[0] == 404
+    assert not home.exists()
+    run_cli("job", "execute", "-f", str(WEATHER), home=home, cwd=tmp_path)
+    assert [r["counts"]["executed"] for r in server.json("/api/runs")["runs"]] == [14]

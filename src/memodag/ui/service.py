@@ -34,7 +34,8 @@ class UiService:
     """The UI's read model.
 
     Args:
-        open_instance: opens the instance (called once, on the service's thread).
+        open_instance: opens the instance, on the service's thread; None while there is none
+            yet (asked again on each request, so the first run's instance shows up).
         jobs: the jobs loaded from ``-f``/``-m``, by name; their runs get the job's graph and
             the job page.
         config_files: the ``-c`` run config files, deep-merged in order for the job page.
@@ -56,6 +57,7 @@ class UiService:
 
     @property
     def instance(self) -> Any:
+        """The instance, or None while none exists (the UI never creates one)."""
         if self._instance is None:
             self._instance = self._open_instance()
         return self._instance
@@ -85,6 +87,8 @@ class UiService:
             except ValueError:
                 choices = ", ".join(s.value for s in RunStatus)
                 raise NotFound(f"no run status '{status}' (statuses: {choices})") from None
+        if self.instance is None:
+            return {"runs": [], "offset": offset, "limit": limit, "has_more": False}
         # newest first by the indexed start_time; one more than the page tells if more follow
         records = self.instance.get_runs(offset + limit + 1, job or None, wanted)
         page = records[offset : offset + limit]
@@ -179,6 +183,8 @@ class UiService:
         return self._run(run_id).status.value
 
     def _run(self, run_id: str) -> RunRecord:
+        if self.instance is None:
+            raise NotFound(f"no run '{run_id}': there is no instance yet (a first run makes it)")
         record = self.instance.get_run(run_id)
         if record is None:
             raise NotFound(f"no run '{run_id}' in instance {self.instance.url}")
@@ -198,7 +204,14 @@ class UiService:
         if job is None:
             known = ", ".join(self.jobs) or "none (start `memodag ui` with -f FILE or -m MODULE)"
             raise NotFound(f"no job '{name}' loaded; jobs: {known}")
-        rows = list_versions(job, self._run_config(), self.instance, explain=True)
+        if self.instance is not None:
+            rows = list_versions(job, self._run_config(), self.instance, explain=True)
+        else:
+            from memodag.storage.instance import Instance
+
+            # no instance yet: nothing is stored, and none is created to say so
+            with Instance.ephemeral() as empty:
+                rows = list_versions(job, self._run_config(), empty, explain=True)
         counts: dict[str, int] = {}
         for row in rows:
             counts[row.status] = counts.get(row.status, 0) + 1

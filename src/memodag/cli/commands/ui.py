@@ -91,7 +91,22 @@ def ui(
             "runs, configs (passwords masked) and logs. Use --host 127.0.0.1 to keep it local.",
             err=True,
         )
-    service = UiService(Instance.get, jobs, spec.config_files)
+    import os
+
+    from memodag.storage.instance import URL_ENV, find_home
+
+    def exists() -> bool:
+        return bool(os.environ.get(URL_ENV)) or find_home().is_dir()
+
+    def open_instance() -> Instance | None:
+        # the UI only reads: it never leaves a stray .memodag behind (later runs below it
+        # would find and use it); until a first run makes the instance, it shows no runs.
+        # Opened on the server's one worker thread (SQLite connections stay on theirs).
+        return Instance.get() if exists() else None
+
+    if not exists():
+        click.echo(f"No instance yet at {find_home()}: runs show up once a first run makes it.")
+    service = UiService(open_instance, jobs, spec.config_files)
 
     def ready(url: str) -> None:
         shown = ", ".join(jobs) or "none (-f FILE or -m MODULE adds the job pages)"
