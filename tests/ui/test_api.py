@@ -9,7 +9,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.ui.conftest import REPO, run_cli, subprocess_env
+
+from ui.conftest import REPO, run_cli, subprocess_env
 
 WEATHER = REPO / "examples" / "quickstart" / "weather.py"
 MORE_DAYS = REPO / "examples" / "quickstart" / "more_days.yaml"

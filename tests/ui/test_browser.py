@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.ui.conftest import REPO, run_cli, subprocess_env
+
+from ui.conftest import REPO, run_cli, subprocess_env
 
 pytestmark = pytest.mark.browser
 

@@ -6,8 +6,8 @@ import json
 import zipfile
 from pathlib import Path
 
-from tests.e2e.test_packaging import wheel  # noqa: F401  (the built wheel, a fixture)
-from tests.ui.conftest import REPO
+from e2e.test_packaging import wheel  # noqa: F401  (the built wheel, a fixture)
+from ui.conftest import REPO
 
 STATIC = REPO / "src" / "memodag" / "ui" / "static"
 
