@@ -6,6 +6,8 @@ Starlette and uvicorn are imported only here, when the command runs (``pip insta
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from memodag.cli.loading import JobSpec
@@ -81,7 +83,7 @@ def ui(
     if spec.config_files:
         spec.run_config()  # a broken config file fails now, not on the first job page
 
-    from memodag.storage.instance import Instance
+    from memodag.storage.instance import URL_ENV, Instance, find_home
     from memodag.ui.server import serve
     from memodag.ui.service import UiService
 
@@ -91,9 +93,6 @@ def ui(
             "runs, configs (passwords masked) and logs. Use --host 127.0.0.1 to keep it local.",
             err=True,
         )
-    import os
-
-    from memodag.storage.instance import URL_ENV, find_home
 
     def exists() -> bool:
         return bool(os.environ.get(URL_ENV)) or find_home().is_dir()
@@ -106,6 +105,9 @@ def ui(
 
     if not exists():
         click.echo(f"No instance yet at {find_home()}: runs show up once a first run makes it.")
+    else:
+        where = f"${URL_ENV}" if os.environ.get(URL_ENV) else str(find_home())
+        click.echo(f"Instance: {where}")
     service = UiService(open_instance, jobs, spec.config_files)
 
     def ready(url: str) -> None:
