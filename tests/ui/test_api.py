@@ -215,3 +215,57 @@ def test_before_any_run_the_ui_creates_no_instance_and_shows_the_first_run(start
     assert not home.exists()
     run_cli("job", "execute", "-f", str(WEATHER), home=home, cwd=tmp_path)
     assert [r["counts"]["executed"] for r in server.json("/api/runs")["runs"]] == [14]
+
+
+WAITING_JOB = """
+import pathlib
+import time
+
+from memodag import job, op
+
+
+@op
+def wait_for_flag(context):
+    while not pathlib.Path(__file__).with_name("go").exists():
+        time.sleep(0.05)
+    return 1
+
+
+@job
+def waiting():
+    wait_for_flag()
+"""
+
+
+def test_ctrl_c_stops_the_ui_while_a_live_view_is_open(start_ui, tmp_path):
+    import signal
+    import time
+
+    home = tmp_path / "home"
+    (tmp_path / "waiting.py").write_text(WAITING_JOB)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "memodag.cli.main", "job", "execute", "-f", "waiting.py"],
+        cwd=tmp_path,
+        env=subprocess_env(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        server = start_ui(home=home)
+        started: list = []
+        deadline = time.monotonic() + 60
+        while not started and time.monotonic() < deadline:
+            started = server.json("/api/runs?status=STARTED")["runs"]
+            time.sleep(0.1)
+        assert started
+        stream = urllib.request.urlopen(
+            f"{server.url}api/runs/{started[0]['run_id']}/stream", timeout=30
+        )
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        assert stream.readline() == b"event: update\n"
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(15) == 130  # stopped promptly, as the CLI reports Ctrl-C
+        stream.close()
+    finally:
+        (tmp_path / "go").write_text("")
+        run.wait(60)

@@ -179,7 +179,15 @@ def serve(service: UiService, host: str, port: int, on_ready: Callable[[str], No
     import uvicorn
 
     app = create_app(service)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    # an open live view (server-sent events) never ends by itself: Ctrl-C must not wait for it
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+    )
     server = uvicorn.Server(config)
 
     original_startup = server.startup
