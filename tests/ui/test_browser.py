@@ -134,13 +134,26 @@ def live():
 """
 
 
-def test_a_live_run_is_followed_to_its_end(start_ui, page, tmp_path):
+@pytest.mark.parametrize(
+    "execution",
+    [
+        None,
+        "execution: {multiprocess: {config: {max_concurrent: 2}}}",
+        "execution: {dask: {config: {n_workers: 1}}}",
+    ],
+    ids=["in_process", "multiprocess", "dask"],
+)
+def test_a_live_run_is_followed_to_its_end(start_ui, page, tmp_path, execution):
     home = tmp_path / "home"
     job_file = tmp_path / "live_job.py"
     job_file.write_text(LIVE_JOB)
+    config = []
+    if execution:
+        (tmp_path / "execution.yaml").write_text(execution + "\n")
+        config = ["-c", str(tmp_path / "execution.yaml")]
     server = start_ui("-f", str(job_file), home=home)
     run = subprocess.Popen(
-        [sys.executable, "-m", "memodag.cli.main", "job", "execute", "-f", str(job_file)],
+        [sys.executable, "-m", "memodag.cli.main", "job", "execute", "-f", str(job_file), *config],
         cwd=tmp_path,
         env=subprocess_env(home),
         stdout=subprocess.DEVNULL,
@@ -158,7 +171,8 @@ def test_a_live_run_is_followed_to_its_end(start_ui, page, tmp_path):
         assert page.locator("#live").inner_text() == "live"
         assert _node(page, "first").get_attribute("data-status") == "success"
         assert _node(page, "last").get_attribute("data-status") == "pending"
-        _screenshot(page, tmp_path, "ui-live.png")
+        if execution is None:
+            _screenshot(page, tmp_path, "ui-live.png")
         (tmp_path / "go").write_text("")
         # no reload: the server-sent events turn the steps green as they finish
         _wait_status(page, "wait_for_flag", "success")
