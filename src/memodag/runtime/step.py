@@ -328,6 +328,7 @@ def _store_outputs(
             runtime.resources,
             log,
             task.tags,
+            name in task.hash_outputs,
         )
         size = content_hash = data_hash = schema = None
         try:

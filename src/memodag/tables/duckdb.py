@@ -27,6 +27,7 @@ from memodag.definitions.config import Field
 from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.errors import StorageError
 from memodag.tables.convert import DUCKDB, SQLALCHEMY, kind_of_type
+from memodag.tables.inline import INLINE_POLICY_FIELD
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     StageTable,
@@ -692,6 +693,7 @@ _CONFIG = {
     ),
     "schema_prefix": Field(str, default_value="", description="Added before every schema name."),
     "schema_suffix": Field(str, default_value="", description="Added after every schema name."),
+    "inline_policy": INLINE_POLICY_FIELD,
     "hold_file": Field(
         str,
         default_value=_HOLD_RUN,
@@ -716,7 +718,7 @@ def _default_path(context: InitResourceContext) -> str:
     return os.path.join(str(home), "tables.duckdb")
 
 
-@io_manager(config_schema=_CONFIG)
+@io_manager(config_schema=_CONFIG, unversioned_config={"inline_policy"})
 def duckdb_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a DuckDB file (config ``path``, default ``tables.duckdb`` under the instance
     home): physical tables by version in ``memodag_data``, one schema of views per stage."""
@@ -729,4 +731,4 @@ def duckdb_table_store(context: InitResourceContext) -> TableIOManager:
         hold_file=config.get("hold_file", _HOLD_RUN),
         lock_timeout=float(config.get("lock_timeout", 5.0)),
     )
-    return TableIOManager(store)
+    return TableIOManager(store, inline_policy=config.get("inline_policy", "default_false"))
