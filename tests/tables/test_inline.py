@@ -320,3 +320,4 @@ def test_early_cutoff_keeps_consumers_stored_when_rows_are_identical(store, inst
     )
     assert calls == ["source", "doubled"]
     assert result.output_for_node("doubled")["x"].tolist() == [2, 6]
+
