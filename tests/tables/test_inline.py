@@ -201,9 +201,7 @@ def test_policy_table(tmp_path, instance, policy, inlined):
         return shop
 
     all_tables = {"hint_none", "hint_true", "hint_false"}
-    result = shop_with(store.definition(inline_policy=policy)).execute_in_process(
-        instance=instance
-    )
+    result = shop_with(store.definition(inline_policy=policy)).execute_in_process(instance=instance)
     assert store.views("s") == all_tables - inlined | {"total"}
     assert result.output_for_node("total")["x"].tolist() == [1, 1, 1]
 
@@ -303,15 +301,11 @@ def cutoff_job(store_def, calls, version, rows, inline=False):
 @pytest.mark.parametrize("inline", [False, True], ids=["materialized", "inline"])
 def test_early_cutoff_keeps_consumers_stored_when_rows_are_identical(store, instance, inline):
     calls: list[str] = []
-    cutoff_job(store.definition(), calls, "1", [1, 2], inline).execute_in_process(
-        instance=instance
-    )
+    cutoff_job(store.definition(), calls, "1", [1, 2], inline).execute_in_process(instance=instance)
     assert calls == ["source", "doubled"]
     calls.clear()
     # a new version of the producer that writes the same rows: the consumer stays stored
-    cutoff_job(store.definition(), calls, "2", [1, 2], inline).execute_in_process(
-        instance=instance
-    )
+    cutoff_job(store.definition(), calls, "2", [1, 2], inline).execute_in_process(instance=instance)
     assert calls == ["source"]
     calls.clear()
     # other rows: the consumer runs
@@ -320,4 +314,3 @@ def test_early_cutoff_keeps_consumers_stored_when_rows_are_identical(store, inst
     )
     assert calls == ["source", "doubled"]
     assert result.output_for_node("doubled")["x"].tolist() == [2, 6]
-

@@ -17,7 +17,6 @@ from typing import Any
 
 from memodag.storage.jsonenc import encode
 
-
 #: the serializer of an output with a version but no stored data (a table handed over in
 #: memory, docs/tables.md "Inline hand-over"): a consumer that must run re-runs its producer
 INLINE = "inline"

@@ -40,6 +40,7 @@ from memodag.storage.io_manager import (
     RunInfo,
     StoredData,
 )
+from memodag.tables import inline as inline_handover
 from memodag.tables.convert import (
     ARROW,
     SQL,
@@ -49,7 +50,6 @@ from memodag.tables.convert import (
     kind_of_type,
     to_arrow,
 )
-from memodag.tables import inline as inline_handover
 from memodag.tables.cutoff import arrow_content_hash
 from memodag.tables.lazy import canonical_sql, frame_content_hash, frame_version, query_version
 from memodag.tables.store import (
@@ -358,9 +358,7 @@ class TableIOManager(MemoizableIOManager):
             return False
         return True
 
-    def _hold(
-        self, context: OutputContext, obj: Any, kind: str, where: TableAddress
-    ) -> StoredData:
+    def _hold(self, context: OutputContext, obj: Any, kind: str, where: TableAddress) -> StoredData:
         """Keep the frame in memory for its consumers (no database write): the address has
         the output's version but no stored data (docs/tables.md, "Inline hand-over")."""
         assert self._frames is not None

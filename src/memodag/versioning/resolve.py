@@ -202,7 +202,7 @@ def _default_version(value: Any) -> str:
 def _versioned_config(rdef: Any, config: Any) -> Any:
     """A resource's config as versions see it: without its ``unversioned_config`` keys."""
     plain = config_to_plain(config)
-    skip = getattr(rdef, "unversioned_config", frozenset())
+    skip: frozenset[str] = getattr(rdef, "unversioned_config", frozenset())
     if skip and isinstance(plain, dict):
         plain = {k: v for k, v in plain.items() if k not in skip}
     return plain
@@ -316,7 +316,9 @@ class VersionResolver:
                 for k in sorted(rdef.required_resource_keys)
             ]
             found = hash_strings(
-                rdef.version or "unversioned", canonical_json(_versioned_config(rdef, config)), *needs
+                rdef.version or "unversioned",
+                canonical_json(_versioned_config(rdef, config)),
+                *needs,
             )
             self._plain_resource_versions[key] = found
         return found
