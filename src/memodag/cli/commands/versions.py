@@ -130,6 +130,8 @@ _DECIDED_AT_RUN_TIME = "decided at run time (content hash)"
 
 def _cells(row: Any, why: bool) -> tuple[str, str, str, str]:
     because = "; ".join(row.reasons) if why and row.status != "stored" else ""
+    if row.status == "stored" and row.reasons and row.reasons[0].startswith("inline:"):
+        because = row.reasons[0]  # said always: a consumer that runs recomputes it
     version = row.version or "-"
     if row.version is None and row.reasons and row.reasons[0].startswith(_DECIDED_AT_RUN_TIME):
         # a lazy task returning a frame: its content decides (versioning.report says so)
