@@ -263,21 +263,35 @@ def test_a_consumer_taking_a_table_reference_rejects_inline(tmp_path, instance):
     assert "orders" in store.views("s")
 
 
+@materialize(version="1")
+def mp_source():
+    return Table(pd.DataFrame({"x": [1, 2]}), name="mp_source", inline=True)
+
+
+@materialize(version="1", input_type=pd.DataFrame)
+def mp_total(mp_source):
+    return pd.DataFrame({"total": [int(mp_source["x"].sum())]})
+
+
 def test_other_executors_materialize_inline_tables(tmp_path, instance):
-    """Multiprocess and Dask: steps run in other processes, so the table is materialized."""
+    """Multiprocess (and Dask): steps run in other processes, so the table is materialized."""
     from memodag import ExecutionError, multiprocess_executor
 
     store = Store("duckdb", str(tmp_path / "tables.duckdb"))
-    calls: list[str] = []
-    shop = chain_job(store.definition(), calls)
-    multi = type(shop)(**{**vars(shop), "executor_def": multiprocess_executor})
+
+    @job(executor_def=multiprocess_executor, resource_defs={"table_store": store.definition()})
+    def mp_shop():
+        with Stage("s"):
+            mp_total(mp_source())
+
     try:
-        multi.execute_in_process(instance=instance)
+        result = mp_shop.execute_in_process(instance=instance)
     except ExecutionError as exc:
         if "in_process_executor" in str(exc):
             pytest.skip("tables run on the in-process executor only in this build")
         raise
-    assert store.views("model") == {"raw", "cleaned", "report"}
+    assert store.views("s") == {"mp_source", "mp_total"}
+    assert result.output_for_node("mp_total")["total"].tolist() == [3]
 
 
 def cutoff_job(store_def, calls, version, rows, inline=False):

@@ -345,7 +345,8 @@ class TableIOManager(MemoizableIOManager):
         path = re.sub(r"\[[^\]]*\]", "", context.step_key)
         plan = self._inline_plan
         why = (
-            "the run did not plan it (not an in-process run)"
+            "the step runs in another process than the run's driver (inline hand-over works "
+            "on the in-process executor)"
             if plan is None or self._run is None
             else plan.why_not(path, context.name)
         )
