@@ -328,3 +328,41 @@ def test_early_cutoff_keeps_consumers_stored_when_rows_are_identical(store, inst
     )
     assert calls == ["source", "doubled"]
     assert result.output_for_node("doubled")["x"].tolist() == [2, 6]
+
+
+def test_two_consumers_that_run_recompute_their_inline_producer_once(tmp_path, instance):
+    store = Store("duckdb", str(tmp_path / "tables.duckdb"))
+    calls: list[str] = []
+
+    def shop_of(version):
+        @materialize(version="1")
+        def raw():
+            calls.append("raw")
+            return Table(pd.DataFrame({"x": [1, 2]}), inline=True)
+
+        @materialize(version=version, input_type=pd.DataFrame)
+        def left(raw):
+            calls.append("left")
+            return raw + 1
+
+        @materialize(version=version, input_type=pl.DataFrame)
+        def right(raw):
+            calls.append("right")
+            return raw.with_columns(pl.col("x") * 2)
+
+        @job(name="two", resource_defs={"table_store": store.definition()})
+        def shop():
+            r = raw()
+            left(r)
+            right(r)
+
+        return shop
+
+    shop_of("1").execute_in_process(instance=instance)
+    calls.clear()
+    result = shop_of("2").execute_in_process(instance=instance)
+    assert sorted(calls) == ["left", "raw", "right"]
+    assert result.output_for_node("right")["x"].to_list() == [2, 4]
+    calls.clear()
+    shop_of("2").execute_in_process(instance=instance)
+    assert calls == []

@@ -135,6 +135,8 @@ class Engine:
         self._seq = itertools.count()
         #: memoized steps recomputed because a consumer could not load what they stored
         self._recomputed: set[str] = set()
+        #: memoized steps whose inline tables a consumer needs: recomputed (once) in this run
+        self._inline_reruns: set[str] = set()
         self.result = EngineResult(self.status, self.addresses)
         # a dry run's log keeps nothing: building its events would be wasted work
         self._records_events: bool = getattr(event_log, "stores_events", True)
@@ -533,21 +535,26 @@ class Engine:
         (a chain of them runs from its first stored ancestor, as each asks the same here).
         False when nothing needs to run first. docs/tables.md, "Inline hand-over"."""
         producers: dict[str, None] = {}
+        waits: dict[str, None] = {}
         for spec in step.inputs:
             for handle in spec.upstream:
-                address = self.addresses.get(
-                    (handle.step_key, handle.output_name, handle.mapping_key)
-                )
+                producer = handle.step_key
+                if producer in self._inline_reruns and producer not in self.status:
+                    waits[producer] = None  # another consumer asked first: it is running
+                    continue
+                address = self.addresses.get((producer, handle.output_name, handle.mapping_key))
                 if (
                     address is not None
                     and address.serializer == INLINE
-                    and self.status.get(handle.step_key) == StepStatus.MEMOIZED
+                    and self.status.get(producer) == StepStatus.MEMOIZED
                 ):
-                    producers[handle.step_key] = None
-        if not producers:
+                    producers[producer] = None
+                    waits[producer] = None
+        if not waits:
             return False
         key = step.key
         for producer in producers:
+            self._inline_reruns.add(producer)
             self.log.append(
                 Event(
                     EventType.LOG,
@@ -568,8 +575,9 @@ class Engine:
             self.memoizer.distrust(producer, (key,))
             self._waiting_on[producer] = 0
             self._ready.append(producer)
+        for producer in waits:
             self._consumers.setdefault(producer, []).append(key)
-        self._waiting_on[key] = len(producers)
+        self._waiting_on[key] = len(waits)
         return True
 
     def _claim_ahead(self) -> None:
