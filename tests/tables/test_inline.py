@@ -366,3 +366,62 @@ def test_two_consumers_that_run_recompute_their_inline_producer_once(tmp_path, i
     calls.clear()
     shop_of("2").execute_in_process(instance=instance)
     assert calls == []
+
+
+INLINE_JOB = """
+import os
+
+import pandas as pd
+
+from memodag import Table, duckdb_table_store, job, materialize
+
+
+@materialize(version="1")
+def raw():
+    return Table(pd.DataFrame({"x": [1]}), inline=True)
+
+
+@materialize(version=os.environ.get("REPORT_VERSION", "1"), input_type=pd.DataFrame)
+def report(raw):
+    return raw
+
+
+@job(resource_defs={"table_store": duckdb_table_store.configured({"path": os.environ["TABLES"]})})
+def shop():
+    report(raw())
+"""
+
+
+def test_list_versions_tells_inline_tables(tmp_path):
+    import json
+
+    from cli_process import run_memodag
+
+    job_file = tmp_path / "shop.py"
+    job_file.write_text(INLINE_JOB)
+    home = tmp_path / "home"
+    env = {"TABLES": str(tmp_path / "tables.duckdb")}
+    run_memodag("job", "execute", "-f", str(job_file), cwd=tmp_path, home=home, env=env)
+
+    def listed(version: str) -> dict[str, tuple[str, list[str]]]:
+        out = run_memodag(
+            "job", "list-versions", "-f", str(job_file), "--json", "--why",
+            cwd=tmp_path, home=home, env={**env, "REPORT_VERSION": version},
+        )  # fmt: skip
+        rows = json.loads(out.stdout)["outputs"]
+        return {r["step_output"]: (r["status"], r["reasons"]) for r in rows}
+
+    assert listed("1") == {
+        "raw.result": ("stored", ["inline: recomputed if a consumer runs"]),
+        "report.result": ("stored", []),
+    }
+    changed = listed("2")
+    assert changed["report.result"][0] == "to-be-recomputed"
+    assert changed["raw.result"] == (
+        "to-be-recomputed",
+        ["inline: a consumer runs, and this table was handed over in memory, not stored"],
+    )
+    text = run_memodag(
+        "job", "list-versions", "-f", str(job_file), cwd=tmp_path, home=home, env=env
+    ).stdout
+    assert "inline: recomputed if a consumer runs" in text

@@ -164,7 +164,8 @@ def _print(
         click.echo(f'{{\n  "job": {json.dumps(job_name)},\n  "outputs": [{body}]\n}}')
         return
     cells = [_cells(r, why) for r in rows] if unfold else _fold(rows, why)
-    columns = 4 if why else 3
+    # a "why" shown without --why (an inline table's note) brings the column
+    columns = 4 if why or any(c[3] for c in cells) else 3
     header = ("Step Output", "Version", "Status of Output", "Why")[:columns]
     # every column but the last is padded to its widest cell (ANSI colors take no width)
     widths = [
