@@ -48,6 +48,9 @@ class ResourceDefinition:
     #: for a resource whose config decides that (``object_store_io_manager`` on ``memory://``):
     #: given its resolved config, whether its values live in one process's memory
     in_process_only_if: Callable[[Any], bool] | None = None
+    #: config keys that never enter a version or an index key (how the resource behaves, not
+    #: what it computes or where it stores: a table store's ``inline_policy``)
+    unversioned_config: frozenset[str] = frozenset()
 
     @property
     def is_io_manager(self) -> bool:
@@ -145,10 +148,12 @@ def io_manager(
     description: str | None = None,
     required_resource_keys: Any = None,
     in_process_only: bool = False,
+    unversioned_config: Any = (),
 ) -> Any:
     """Declare an io manager: a resource whose function returns an ``IOManager``.
-    ``in_process_only=True`` says its outputs live in the run's process memory."""
-    return _decorator(
+    ``in_process_only=True`` says its outputs live in the run's process memory;
+    ``unversioned_config`` names config keys no version or index key sees."""
+    made = _decorator(
         IOManagerDefinition,
         fn,
         config_schema,
@@ -157,6 +162,12 @@ def io_manager(
         required_resource_keys,
         in_process_only,
     )
+    if not unversioned_config:
+        return made
+    skip = frozenset(unversioned_config)
+    if isinstance(made, ResourceDefinition):
+        return replace(made, unversioned_config=skip)
+    return lambda f: replace(made(f), unversioned_config=skip)
 
 
 def as_resource_definition(key: str, value: Any) -> ResourceDefinition:

@@ -24,7 +24,7 @@ _POSTGRES = re.compile(r"(?i)^postgres(ql)?(\+\w+)?://")
 _DUCKDB = re.compile(r"(?i)^duckdb://")
 
 #: the keys both stores take; the others belong to DuckDB only
-_COMMON = ("schema_prefix", "schema_suffix")
+_COMMON = ("schema_prefix", "schema_suffix", "inline_policy")
 
 _CONFIG = {
     # every DuckDB key, without defaults: a key given for a PostgreSQL store is an error
@@ -79,8 +79,12 @@ def chosen_store(config: dict[str, Any], context: InitResourceContext) -> Any:
     return duckdb_store.store_from_config({**config, "path": path}, context)
 
 
-@io_manager(config_schema=_CONFIG)
+@io_manager(config_schema=_CONFIG, unversioned_config={"inline_policy"})
 def default_table_store(context: InitResourceContext) -> TableIOManager:
     """The table store of a job that names none: PostgreSQL or DuckDB as
     ``$MEMODAG_TABLE_STORE_URL`` says, else DuckDB's ``tables.duckdb`` under the instance home."""
-    return TableIOManager(chosen_store(dict(context.resource_config or {}), context))
+    config = dict(context.resource_config or {})
+    return TableIOManager(
+        chosen_store(config, context),
+        inline_policy=config.get("inline_policy") or "default_false",
+    )

@@ -33,6 +33,7 @@ from memodag.tables.convert import (
 )
 from memodag.tables.duckdb_file import HOLD_IDLE, HOLD_WRITE, DuckDBFile, holding
 from memodag.tables.handover import single_writer_store
+from memodag.tables.inline import INLINE_POLICY_FIELD
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     StageTable,
@@ -702,6 +703,7 @@ CONFIG = {
     ),
     "schema_prefix": Field(str, default_value="", description="Added before every schema name."),
     "schema_suffix": Field(str, default_value="", description="Added after every schema name."),
+    "inline_policy": INLINE_POLICY_FIELD,
     "hold_file": Field(
         str,
         default_value=HOLD_IDLE,
@@ -734,11 +736,15 @@ def _default_path(context: InitResourceContext) -> str:
 
 
 @single_writer_store
-@io_manager(config_schema=CONFIG)
+@io_manager(config_schema=CONFIG, unversioned_config={"inline_policy"})
 def duckdb_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a DuckDB file (config ``path``, default ``tables.duckdb`` under the instance
     home): physical tables by version in ``memodag_data``, one schema of views per stage."""
-    return TableIOManager(store_from_config(context.resource_config or {}, context))
+    config = context.resource_config or {}
+    return TableIOManager(
+        store_from_config(config, context),
+        inline_policy=config.get("inline_policy") or "default_false",
+    )
 
 
 def store_from_config(config: Any, context: InitResourceContext) -> DuckDBTableStore:

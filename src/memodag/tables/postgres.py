@@ -37,6 +37,7 @@ from memodag.tables.convert import (
     sqlalchemy_table,
     wants_unlogged,
 )
+from memodag.tables.inline import INLINE_POLICY_FIELD
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     MAX_IDENTIFIER_BYTES,
@@ -936,6 +937,7 @@ _CONFIG = {
     ),
     "schema_prefix": Field(str, default_value="", description="Added before every schema name."),
     "schema_suffix": Field(str, default_value="", description="Added after every schema name."),
+    "inline_policy": INLINE_POLICY_FIELD,
 }
 
 
@@ -950,7 +952,7 @@ def store_url(config: Any) -> str:
     return str(url)
 
 
-@io_manager(config_schema=_CONFIG)
+@io_manager(config_schema=_CONFIG, unversioned_config={"inline_policy"})
 def postgres_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a PostgreSQL database (config ``url``, or ``$MEMODAG_TABLE_STORE_URL``):
     physical tables by version in ``memodag_data``, one schema of views per stage."""
@@ -960,4 +962,4 @@ def postgres_table_store(context: InitResourceContext) -> TableIOManager:
         schema_prefix=config.get("schema_prefix", ""),
         schema_suffix=config.get("schema_suffix", ""),
     )
-    return TableIOManager(store)
+    return TableIOManager(store, inline_policy=config.get("inline_policy", "default_false"))
