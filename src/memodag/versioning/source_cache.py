@@ -7,29 +7,32 @@ file. An entry serves a digest only while everything that makes it valid is unch
 file's path, device, inode, size, modification and change times (nanoseconds; the change time
 cannot be set back by ``touch`` or ``cp -p``), the function's qualified name, first line and
 closure variables, and memodag's hashing code (``source_index.py``'s bytes, the version
-schemes). A file changed less than ``RACY_SECONDS`` before it was read is never written: on a
-file system with coarse timestamps a second edit within one tick could keep its signature (git's
-"racily clean" index entries). Saves reading and parsing, never looking: each process stats a
-file before serving its entries. Decides nothing about what is hashed.
+schemes). A file changed less than ``RACY_SECONDS`` before it was read is not trusted by its
+signature (on a file system with coarse timestamps a second edit within one tick could keep it,
+as git's "racily clean" index entries): its bytes are read and compared by SHA-256, as they are
+for a file whose signature changed (``touch``, a checkout back and forth). Saves parsing, never
+looking: each process stats a file before serving its entries. Decides nothing about what is
+hashed.
 """
 
 from __future__ import annotations
 
 import atexit
 import hashlib
+import importlib.util
 import json
 import os
 import sys
 import tempfile
 import time
 import types
-from typing import Any
+from typing import Any, NamedTuple
 
 from memodag.hashing import hash_strings
 
 #: bump when what an entry holds or how it is read changes: older files are then ignored
 _CACHE_FORMAT = 1
-#: a file changed within this many seconds of being read is re-read by the next process
+#: a file changed within this many seconds of being read is compared by content, not signature
 RACY_SECONDS = 2.0
 # Entries of files not used for this long are dropped when the file is written, and at most
 # this many source files are kept (the most recently used).
@@ -42,6 +45,15 @@ Signature = tuple[int, int, int, int, int]
 _state: dict[str, Any] = {"files": None, "dirty": set(), "registered": False, "key": None}
 
 
+class FileRead(NamedTuple):
+    """A source file as read: its text, and what says the text is still the file's."""
+
+    signature: Signature
+    checked_ns: int  # wall clock just before ``signature`` was taken
+    sha256: str  # of the file's bytes
+    text: str = ""
+
+
 def file_signature(filename: str) -> Signature | None:
     """What identifies a file's content without reading it; None when it is not a file."""
     try:
@@ -49,6 +61,24 @@ def file_signature(filename: str) -> Signature | None:
     except (OSError, ValueError):  # a notebook cell, a zip member, ``<string>``
         return None
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def read_file(filename: str) -> FileRead | None:
+    """The file's text (decoded as Python decodes a module) and what identifies it; None when
+    it is not a readable file or changed while being read."""
+    checked = time.time_ns()
+    signature = file_signature(filename)
+    if signature is None:
+        return None
+    try:
+        with open(filename, "rb") as f:
+            data = f.read()
+        text = importlib.util.decode_source(data)
+    except (OSError, SyntaxError, UnicodeDecodeError, LookupError):
+        return None
+    if file_signature(filename) != signature:
+        return None  # written to while read: the signature may not describe these bytes
+    return FileRead(signature, checked, hashlib.sha256(data).hexdigest(), text)
 
 
 def function_key(code: types.CodeType, drop_decorators: bool) -> str:
@@ -66,36 +96,61 @@ def function_key(code: types.CodeType, drop_decorators: bool) -> str:
     )
 
 
-def lookup(filename: str, signature: Signature, key: str) -> Any | None:
-    """The stored digest of function ``key`` in ``filename`` as of ``signature``, else None."""
+def lookup(filename: str, key: str) -> tuple[Any, Signature] | None:
+    """The stored digest of function ``key`` in ``filename`` and the file's signature, when the
+    file is still what it was hashed from: same signature, last changed ``RACY_SECONDS`` before
+    it was read; else (a touched file, one changed just before it was read) same bytes."""
     entry = _files().get(filename)
-    if entry is None or entry.get("signature") != list(signature):
+    if entry is None:
         return None
     found = entry["functions"].get(key)
     if found is None:
         return None
+    signature = file_signature(filename)
+    if signature is None:
+        return None
+    if entry.get("signature") != list(signature) or _racy(signature, entry.get("checked", 0)):
+        read = read_file(filename)
+        if read is None or read.sha256 != entry.get("sha256"):
+            return None
+        # the same bytes: trust this signature from now on (when it is not racy itself)
+        _remember(filename, entry, read)
+        signature = read.signature
     entry["used"] = int(time.time())
     digest, chains, imports, cells = found
-    return (
+    digest_tuple = (
         digest,
         tuple(tuple(c) for c in chains),
         tuple((level, tuple(path)) for level, path in imports),
         tuple((v, n) for v, n in cells),
     )
+    return digest_tuple, signature
 
 
-def store(filename: str, signature: Signature, key: str, digest: Any) -> None:
-    """Keep ``digest`` for the next processes, unless the file changed too recently to trust
-    its signature (``RACY_SECONDS``)."""
-    newest_change = max(signature[3], signature[4])
-    if time.time_ns() - newest_change < RACY_SECONDS * 1e9:
-        return
+def store(filename: str, read: FileRead, key: str, digest: Any) -> None:
+    """Keep ``digest`` of function ``key``, computed from the file as ``read``, for the next
+    processes."""
     files = _files()
     entry = files.get(filename)
-    if entry is None or entry.get("signature") != list(signature):
-        entry = files[filename] = {"signature": list(signature), "functions": {}}
+    if entry is None or entry.get("sha256") != read.sha256:
+        entry = files[filename] = {"functions": {}}
+    _remember(filename, entry, read)
     entry["functions"][key] = digest
-    entry["used"] = int(time.time())
+
+
+def _racy(signature: Signature, checked_ns: int) -> bool:
+    """Whether the file changed so shortly before it was read that a second change in the same
+    timestamp tick could have left its signature as it was."""
+    return max(signature[3], signature[4]) > checked_ns - RACY_SECONDS * 1e9
+
+
+def _remember(filename: str, entry: dict[str, Any], read: FileRead) -> None:
+    entry.update(
+        signature=list(read.signature),
+        checked=read.checked_ns,
+        sha256=read.sha256,
+        used=int(time.time()),
+    )
     _state["dirty"].add(filename)
     if not _state["registered"]:
         _state["registered"] = True

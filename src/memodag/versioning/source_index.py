@@ -47,6 +47,8 @@ _SOURCE_INDEXES: dict[str, tuple[Signature | None, _SourceIndex | None]] = {}
 # Files whose function digests came from the persistent cache (``source_cache``) unparsed, with
 # the signature they were served at: watched for edits like parsed files.
 _SERVED: dict[str, Signature] = {}
+# What each parsed file was read as (``source_cache.read_file``), for the persistent cache.
+_CONTENT: dict[str, source_cache.FileRead] = {}
 # Long-lived processes (notebooks with autoreload) edit and reload modules: every so often the
 # files behind the parsed sources are stat'ed, and a changed one starts a new generation, which
 # empties every cache keyed by object identity (classes, modules, versions).
@@ -64,14 +66,12 @@ def function_digest(fn: Any, drop_decorators: bool) -> FunctionDigest:
     if hit is None:
         filename = code.co_filename
         _recheck(filename)
-        signature = source_cache.file_signature(filename)
         persisted = source_cache.function_key(code, drop_decorators)
-        if signature is not None:
-            hit = source_cache.lookup(filename, signature, persisted)
-            if hit is not None:
-                _SERVED[filename] = signature  # an edit now starts a new generation
-                _SOURCE_DIGESTS[key] = hit
-                return hit
+        served = source_cache.lookup(filename, persisted)
+        if served is not None:
+            hit, _SERVED[filename] = served  # watched: an edit now starts a new generation
+            _SOURCE_DIGESTS[key] = hit
+            return hit
         found = _find_function(code, fn.__globals__)
         if found is None:
             hit = ("code:" + _code_digest(code), (), (), ())
@@ -100,9 +100,9 @@ def function_digest(fn: Any, drop_decorators: bool) -> FunctionDigest:
                 tuple(dict.fromkeys(imports)),
                 cells,
             )
-            parsed = _SOURCE_INDEXES.get(filename)
-            if parsed is not None and parsed[0] is not None:  # under the signature it was read at
-                source_cache.store(filename, parsed[0], persisted, hit)
+            read = _CONTENT.get(filename)
+            if read is not None:  # the file as it was parsed
+                source_cache.store(filename, read, persisted, hit)
         _SOURCE_DIGESTS[key] = hit
     return hit
 
@@ -175,9 +175,13 @@ def _source_index(filename: str, namespace: dict[str, Any] | None) -> _SourceInd
         return hit[1]
     index = None
     signature = file_signature(filename)
-    if signature is not None:  # a file: read it now (linecache would keep a same-size same-mtime
-        lines = linecache.updatecache(filename, namespace)  # replacement's old lines)
+    read = source_cache.read_file(filename) if signature is not None else None
+    if read is not None:  # a file, read now (linecache keeps a same-size same-mtime
+        signature = read.signature  # replacement's old lines)
+        lines = read.text.splitlines(keepends=True)
+        _CONTENT[filename] = read._replace(text="")
     else:  # zipimport and notebook cells
+        linecache.checkcache(filename)
         lines = linecache.getlines(filename, namespace)
     if lines:
         try:
@@ -215,6 +219,7 @@ def _forget(stale: list[str]) -> None:
         for name in stale:
             _SOURCE_INDEXES.pop(name, None)
             _SERVED.pop(name, None)
+            _CONTENT.pop(name, None)
         _CLASS_DIGESTS.clear()
         _MODULE_DIGESTS.clear()
         _freshness["generation"] += 1
