@@ -116,14 +116,17 @@ def lookup(filename: str, key: str) -> tuple[Any, Signature] | None:
         # the same bytes: trust this signature from now on (when it is not racy itself)
         _remember(filename, entry, read)
         signature = read.signature
+    try:
+        digest, chains, imports, cells = found
+        digest_tuple = (
+            str(digest),
+            tuple(tuple(map(str, c)) for c in chains),
+            tuple((int(level), tuple(map(str, path))) for level, path in imports),
+            tuple((str(v), str(n)) for v, n in cells),
+        )
+    except (TypeError, ValueError):  # a damaged entry: parse the file again
+        return None
     entry["used"] = int(time.time())
-    digest, chains, imports, cells = found
-    digest_tuple = (
-        digest,
-        tuple(tuple(c) for c in chains),
-        tuple((level, tuple(path)) for level, path in imports),
-        tuple((v, n) for v, n in cells),
-    )
     return digest_tuple, signature
 
 
@@ -222,9 +225,13 @@ def _code_key() -> str:
         from memodag.versioning import source_index
         from memodag.versioning.scheme import VERSION_SCHEME
 
-        with open(source_index.__file__, "rb") as f:
-            own = hashlib.sha256(f.read()).hexdigest()
-        key = _state["key"] = hash_strings(str(_CACHE_FORMAT), str(VERSION_SCHEME), own)
+        code = hashlib.sha256()
+        for module_file in (source_index.__file__, __file__):
+            with open(module_file, "rb") as f:
+                code.update(f.read())
+        key = _state["key"] = hash_strings(
+            str(_CACHE_FORMAT), str(VERSION_SCHEME), code.hexdigest()
+        )
     return str(key)
 
 

@@ -14,7 +14,6 @@ import dis
 import functools
 import hashlib
 import linecache
-import os
 import symtable
 import sys
 import time
