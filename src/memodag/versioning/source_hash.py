@@ -84,7 +84,9 @@ Limits (by design, and what to do about them):
   (or outside any installed location, or installed editable with a PEP 610 mark): run from
   elsewhere, an install without that mark counts by its version; pass
   ``local_roots=[project root]`` to pin it.
-- Sources are parsed once per process; ``begin_run`` (every run) and every new code object
+- Sources are parsed once per process, and a function's digest is kept between processes
+  (``source_cache``: by file signature, by content where the signature cannot be trusted);
+  ``begin_run`` (every run) and every new code object
   re-stat the files behind them, and between runs a changed file is noticed within
   ``source_index._FRESHNESS_INTERVAL`` (1 s). Digests already computed stay with their code
   objects: they describe the code that runs.

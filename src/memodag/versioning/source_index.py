@@ -3,7 +3,8 @@
 Owns reading each source file once (through ``linecache``), finding the AST node of a function
 or class, the normalised AST digest (docstrings dropped), the code-object fallback when source
 is unavailable, and the names code loads (from bytecode or decorator lines). Process-wide caches
-live here, with the freshness check that drops them when a parsed file changes on disk. What is
+live here, with the freshness check that drops them when a parsed file changes on disk; function
+digests are also kept between processes by ``source_cache``. What is
 hashed and why: see ``memodag.versioning.source_hash``. Never decides what is project code.
 """
 
