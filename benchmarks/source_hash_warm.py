@@ -60,6 +60,7 @@ def _versions_in_a_fresh_process(scratch: Path) -> tuple[float, float]:
 
 
 def source_hash_200(scratch: Path, warm: bool) -> Metrics:
+    scratch = scratch.resolve()  # the children run in it: a relative cache folder would move
     (scratch / "hash_ops.py").write_text(_MODULE)
     _versions_in_a_fresh_process(scratch)  # fills the caches
     if not warm:  # keep the installed distributions' cache: only source digests are measured
