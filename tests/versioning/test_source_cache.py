@@ -68,7 +68,10 @@ for edit in [None, *{edits!r}]:
         importlib.reload(helpers)
     result = pipe.pipeline.execute_in_process(instance=instance)
     runs.append({{"executed": result.executed_step_keys, "value": result.output_for_node("scaled")}})
-print(json.dumps({{"runs": runs, "parsed": sorted({{p.rpartition("/")[2] for p in parsed}})}}))
+import glob
+written = bool(glob.glob("cache/source-digests-*.json"))  # before this process exits
+parsed = sorted({{p.rpartition("/")[2] for p in parsed}})
+print(json.dumps({{"runs": runs, "parsed": parsed, "written": written}}))
 """
 
 
@@ -168,3 +171,11 @@ def test_a_cache_written_by_other_hashing_code_is_ignored(project: Path) -> None
     assert _run(project)["parsed"] == ["helpers.py", "pipe.py"]
     cache_key = json.loads(cache.read_text())["key"]
     assert cache_key != "an older memodag"
+
+
+def test_a_long_lived_process_hands_its_digests_on_at_its_next_run(project: Path) -> None:
+    # a notebook: the second run (after a reload) writes what the first one parsed, so a
+    # process started meanwhile is served without waiting for the notebook to exit
+    assert _run(project)["written"] is False
+    (project / "cache").rename(project / "first-cache")
+    assert _run(project, edits=(HELPERS.format(factor=2),))["written"] is True

@@ -113,6 +113,7 @@ from memodag.definitions.op import OpDefinition
 from memodag.definitions.resources import ResourceDefinition
 from memodag.errors import MemoizationError
 from memodag.hashing import hash_strings
+from memodag.versioning import source_cache
 from memodag.versioning.code_origin import (
     MISSING,
     classify_module,
@@ -209,8 +210,10 @@ class SourceHashVersionStrategy(VersionStrategy):
 
     def begin_run(self) -> None:
         """Re-check every parsed source file now, not within ``_FRESHNESS_INTERVAL``: in a
-        long-lived process a module edited and reloaded just before this run must count."""
+        long-lived process a module edited and reloaded just before this run must count;
+        and hand the digests the last runs computed to other processes (``source_cache``)."""
         source_generation(force=True)
+        source_cache.flush()
 
     def get_op_version(self, context: OpVersionContext) -> str:
         op_def = context.op_def
