@@ -777,17 +777,17 @@ def test_source_is_parsed_once_per_file_and_hashed_once_per_function(
     module = importlib.import_module(package)
     read: list[str] = []
     dumped: list[str] = []
-    real_getlines, real_dump = source_index.linecache.getlines, source_index._dump_function
+    real_read, real_dump = source_index.source_cache.read_file, source_index._dump_function
 
-    def counting_getlines(filename: str, *args: Any) -> list[str]:
+    def counting_read(filename: str, *args: Any) -> list[str]:
         read.append(Path(filename).name)
-        return real_getlines(filename, *args)
+        return real_read(filename, *args)
 
     def counting_dump(node: Any, *args: Any, **kwargs: Any) -> str:
         dumped.append(getattr(node, "name", "?"))
         return real_dump(node, *args, **kwargs)
 
-    monkeypatch.setattr(source_index.linecache, "getlines", counting_getlines)
+    monkeypatch.setattr(source_index.source_cache, "read_file", counting_read)
     monkeypatch.setattr(source_index, "_dump_function", counting_dump)
     first = SourceHashVersionStrategy(local_roots=[tmp_path])
     ops_defs = [getattr(module, f"op_{i}") for i in range(50)]

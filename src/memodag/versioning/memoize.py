@@ -133,6 +133,8 @@ class IndexMemoizer(Memoizer):
         #: step key -> ``(output name, Out, index key)`` per output, worked out once per step
         self._outputs: dict[str, tuple[tuple[str, Any, str], ...]] = {}
         self._manager_ids: dict[str, str] = {}
+        #: (step key, output name) -> (its ``output_key`` without mapping key, io manager identity)
+        self._key_parts: dict[tuple[str, str], tuple[str, str]] = {}
         self._older_scheme: set[str] = set()  # output keys with entries of another version scheme
         self._resource_configs: dict[frozenset[str], dict[str, Any]] = {}
         self._current_keys: set[str] = set()  # output keys with an entry of this version scheme
@@ -748,14 +750,24 @@ class IndexMemoizer(Memoizer):
         """The index key of an output: job-scoped, and scoped by the identity of the io manager
         that stores it (definition, version, config), so changing where an output goes never
         finds what the old storage holds."""
-        io_key = op_def.outs[name].io_manager_key
-        identity = self._manager_ids.get(io_key)
-        if identity is None:
-            manager = self.io_managers.get(io_key)
-            where = manager.storage_identity() if manager is not None else ""
-            identity = hash_strings(self.resolver.io_manager_identity(io_key), where)[:10]
-            self._manager_ids[io_key] = identity
-        return f"{output_key(self.job.name, step_key, name, mapping_key)}@{identity}"
+        # a fan-out's pieces ask for one output's key thousands of times: its parts once
+        parts = self._key_parts.get((step_key, name))
+        if parts is None:
+            io_key = op_def.outs[name].io_manager_key
+            identity = self._manager_ids.get(io_key)
+            if identity is None:
+                manager = self.io_managers.get(io_key)
+                where = manager.storage_identity() if manager is not None else ""
+                identity = hash_strings(self.resolver.io_manager_identity(io_key), where)[:10]
+                self._manager_ids[io_key] = identity
+            parts = self._key_parts[(step_key, name)] = (
+                output_key(self.job.name, step_key, name),
+                identity,
+            )
+        base, identity = parts
+        if mapping_key is None:
+            return f"{base}@{identity}"
+        return f"{base}[{mapping_key}]@{identity}"  # as ``output_key`` writes it
 
     # -- after a run ---------------------------------------------------------------------------
 

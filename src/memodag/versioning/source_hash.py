@@ -84,7 +84,9 @@ Limits (by design, and what to do about them):
   (or outside any installed location, or installed editable with a PEP 610 mark): run from
   elsewhere, an install without that mark counts by its version; pass
   ``local_roots=[project root]`` to pin it.
-- Sources are parsed once per process; ``begin_run`` (every run) and every new code object
+- Sources are parsed once per process, and a function's digest is kept between processes
+  (``source_cache``: by file signature, by content where the signature cannot be trusted);
+  ``begin_run`` (every run) and every new code object
   re-stat the files behind them, and between runs a changed file is noticed within
   ``source_index._FRESHNESS_INTERVAL`` (1 s). Digests already computed stay with their code
   objects: they describe the code that runs.
@@ -111,6 +113,7 @@ from memodag.definitions.op import OpDefinition
 from memodag.definitions.resources import ResourceDefinition
 from memodag.errors import MemoizationError
 from memodag.hashing import hash_strings
+from memodag.versioning import source_cache
 from memodag.versioning.code_origin import (
     MISSING,
     classify_module,
@@ -207,8 +210,10 @@ class SourceHashVersionStrategy(VersionStrategy):
 
     def begin_run(self) -> None:
         """Re-check every parsed source file now, not within ``_FRESHNESS_INTERVAL``: in a
-        long-lived process a module edited and reloaded just before this run must count."""
+        long-lived process a module edited and reloaded just before this run must count;
+        and hand the digests the last runs computed to other processes (``source_cache``)."""
         source_generation(force=True)
+        source_cache.flush()
 
     def get_op_version(self, context: OpVersionContext) -> str:
         op_def = context.op_def

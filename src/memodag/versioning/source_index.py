@@ -3,7 +3,8 @@
 Owns reading each source file once (through ``linecache``), finding the AST node of a function
 or class, the normalised AST digest (docstrings dropped), the code-object fallback when source
 is unavailable, and the names code loads (from bytecode or decorator lines). Process-wide caches
-live here, with the freshness check that drops them when a parsed file changes on disk. What is
+live here, with the freshness check that drops them when a parsed file changes on disk; function
+digests are also kept between processes by ``source_cache``. What is
 hashed and why: see ``memodag.versioning.source_hash``. Never decides what is project code.
 """
 
@@ -14,7 +15,6 @@ import dis
 import functools
 import hashlib
 import linecache
-import os
 import symtable
 import sys
 import time
@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from memodag.hashing import hash_strings
+from memodag.versioning import source_cache
 from memodag.versioning.code_origin import MISSING, safe_getattr, type_name
+from memodag.versioning.source_cache import Signature, file_signature
 
 SCALARS = (type(None), bool, int, float, complex, str, bytes)
 
@@ -41,7 +43,12 @@ _SOURCE_DIGESTS: dict[tuple[Any, ...], FunctionDigest] = {}
 _CLASS_DIGESTS: dict[int, tuple[type, str, tuple[tuple[str, ...], ...]]] = {}
 _MODULE_DIGESTS: dict[int, tuple[types.ModuleType, str]] = {}
 _CODE_CHAINS: dict[tuple[Any, str], tuple[tuple[str, ...], ...]] = {}
-_SOURCE_INDEXES: dict[str, tuple[tuple[int, int] | None, _SourceIndex | None]] = {}
+_SOURCE_INDEXES: dict[str, tuple[Signature | None, _SourceIndex | None]] = {}
+# Files whose function digests came from the persistent cache (``source_cache``) unparsed, with
+# the signature they were served at: watched for edits like parsed files.
+_SERVED: dict[str, Signature] = {}
+# What each parsed file was read as (``source_cache.read_file``), for the persistent cache.
+_CONTENT: dict[str, source_cache.FileRead] = {}
 # Long-lived processes (notebooks with autoreload) edit and reload modules: every so often the
 # files behind the parsed sources are stat'ed, and a changed one starts a new generation, which
 # empties every cache keyed by object identity (classes, modules, versions).
@@ -57,7 +64,14 @@ def function_digest(fn: Any, drop_decorators: bool) -> FunctionDigest:
     key = (code, code.co_filename, code.co_qualname, drop_decorators)
     hit = _SOURCE_DIGESTS.get(key)
     if hit is None:
-        _recheck(code.co_filename)
+        filename = code.co_filename
+        _recheck(filename)
+        persisted = source_cache.function_key(code, drop_decorators)
+        served = source_cache.lookup(filename, persisted)
+        if served is not None:
+            hit, _SERVED[filename] = served  # watched: an edit now starts a new generation
+            _SOURCE_DIGESTS[key] = hit
+            return hit
         found = _find_function(code, fn.__globals__)
         if found is None:
             hit = ("code:" + _code_digest(code), (), (), ())
@@ -86,6 +100,9 @@ def function_digest(fn: Any, drop_decorators: bool) -> FunctionDigest:
                 tuple(dict.fromkeys(imports)),
                 cells,
             )
+            read = _CONTENT.get(filename)
+            if read is not None:  # the file as it was parsed
+                source_cache.store(filename, read, persisted, hit)
         _SOURCE_DIGESTS[key] = hit
     return hit
 
@@ -157,9 +174,15 @@ def _source_index(filename: str, namespace: dict[str, Any] | None) -> _SourceInd
     if hit is not None:
         return hit[1]
     index = None
-    signature = _file_signature(filename)
-    linecache.checkcache(filename)
-    lines = linecache.getlines(filename, namespace)  # also serves zipimport and notebook cells
+    signature = file_signature(filename)
+    read = source_cache.read_file(filename) if signature is not None else None
+    if read is not None:  # a file, read now (linecache keeps a same-size same-mtime
+        signature = read.signature  # replacement's old lines)
+        lines = read.text.splitlines(keepends=True)
+        _CONTENT[filename] = read._replace(text="")
+    else:  # zipimport and notebook cells
+        linecache.checkcache(filename)
+        lines = linecache.getlines(filename, namespace)
     if lines:
         try:
             tree = ast.parse("".join(lines))
@@ -172,14 +195,6 @@ def _source_index(filename: str, namespace: dict[str, Any] | None) -> _SourceInd
     return index
 
 
-def _file_signature(filename: str) -> tuple[int, int] | None:
-    try:
-        stat = os.stat(filename)
-    except (OSError, ValueError):  # not a file: a notebook cell, zip member, ``<string>``
-        return None
-    return stat.st_mtime_ns, stat.st_size
-
-
 def source_generation(force: bool = False) -> int:
     """A number that changes when a parsed source file changed on disk (checked at most once
     per ``_FRESHNESS_INTERVAL`` seconds, so a loop of version look-ups stays a dict hit; at
@@ -187,11 +202,12 @@ def source_generation(force: bool = False) -> int:
     now = time.monotonic()
     if force or now - _freshness["checked"] >= _FRESHNESS_INTERVAL:
         _freshness["checked"] = now
+        watched = [(name, signature) for name, (signature, _) in _SOURCE_INDEXES.items()]
         _forget(
             [
                 name
-                for name, (signature, _) in list(_SOURCE_INDEXES.items())
-                if signature is not None and _file_signature(name) != signature
+                for name, signature in [*watched, *_SERVED.items()]
+                if signature is not None and file_signature(name) != signature
             ]
         )
     return int(_freshness["generation"])
@@ -201,7 +217,9 @@ def _forget(stale: list[str]) -> None:
     """Drop the parses of files changed on disk, and everything derived from parses."""
     if stale:
         for name in stale:
-            del _SOURCE_INDEXES[name]
+            _SOURCE_INDEXES.pop(name, None)
+            _SERVED.pop(name, None)
+            _CONTENT.pop(name, None)
         _CLASS_DIGESTS.clear()
         _MODULE_DIGESTS.clear()
         _freshness["generation"] += 1
@@ -211,7 +229,8 @@ def _recheck(filename: str) -> None:
     """Stat one parsed file now: a new code object (a reloaded module, a redefined function)
     may come from an edit made since the file was parsed, within ``_FRESHNESS_INTERVAL``."""
     hit = _SOURCE_INDEXES.get(filename)
-    if hit is not None and hit[0] is not None and _file_signature(filename) != hit[0]:
+    signature = hit[0] if hit is not None else _SERVED.get(filename)
+    if signature is not None and file_signature(filename) != signature:
         _forget([filename])
 
 
