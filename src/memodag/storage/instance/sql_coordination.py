@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 # keys per statement: under SQLite's 999 parameters before 3.32
 _LOOKUP_CHUNK = 400
-_ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe, version_scheme"
+_ENTRY_COLUMNS = (
+    "output_key, version, address, created_at, size_bytes, recipe, version_scheme, run_id"
+)
 
 
 class PinsAndLeases:

@@ -1,0 +1,222 @@
+"""How the SQL instance writes events and index addresses compactly, and reads them back exactly.
+
+Owns the text encodings of ``events.data`` (packed rows) and ``output_index.address``; never
+decides what is stored or when. Every encoding here is undone exactly: readers see the events and
+addresses that were written, and rows of older releases (plain JSON) still read.
+
+- A packed events row is one JSON list of ``[type, microseconds, step_key, message, data]``
+  (``pack``). Uncompressed, the text is stored with the names every step's row repeats (address
+  field names, event types, common data keys), then the row's run id, then the row's step key,
+  each replaced by one control character (``compact``). Valid JSON never holds these characters
+  raw (RFC 8259: control characters in strings are escaped, and the only whitespace is space,
+  tab, LF and CR), so the replacements are undone exactly (``expand``, in reverse order).
+- An index address (``encode_address``) is a JSON list of its fields in a fixed order, leaving
+  out what the row says already: the run id (the row's ``run_id``; a URI holding it is split
+  around it) and the version when it is the row's. Addresses written as JSON objects by earlier
+  releases read as before (``decode_addresses``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from memodag.storage.instance.records import Event, EventType
+from memodag.storage.io_manager import Address
+from memodag.storage.jsonenc import encode, quote
+
+_TYPE_VALUES = {t: t.value for t in EventType}
+
+# -- packed event rows ------------------------------------------------------------------------
+
+# (marker, text) in the order they are replaced; the first five are those of schema version 5
+# (rows written then hold only these), the rest were added with schema version 6. Markers are
+# control characters other than tab, LF and CR; \x01 is the run id, \x07 the row's step key.
+_NAMES = (
+    ("\x02", '{"io_manager_key": '),
+    ("\x03", ', "output_name": '),
+    ("\x04", ', "mapping_key": '),
+    ("\x05", ', "serializer": '),
+    ("\x06", ', "content_hash": '),
+    ("\x08", ', "uri": '),
+    ("\x0b", ', "run_id": '),
+    ("\x0c", ', "step_key": '),
+    ("\x0e", ', "version": '),
+    ("\x0f", ', "data_hash": null'),
+    ("\x10", ', "size": '),
+    ("\x11", ', "address": '),
+    ("\x12", '["STEP_START",'),
+    ("\x13", '["LOADED_INPUT",'),
+    ("\x14", '["HANDLED_OUTPUT",'),
+    ("\x15", '["STEP_SUCCESS",'),
+    ("\x16", '{"attempt": 0}'),
+    ("\x17", '{"duration": '),
+    ("\x18", ', "attempt": '),
+    ("\x19", '{"input": '),
+    ("\x1a", '{"output": '),
+    ("\x1b", '"result"'),
+    ("\x1c", '"pickle"'),
+    ("\x1d", '"io_manager"'),
+)
+_RUN_ID = "\x01"
+_STEP_KEY = "\x07"
+# a step key shorter than this is left as it is (a marker saves too little to pay its scan)
+_MIN_STEP_KEY = 4
+
+
+def _replaceable(text: str | None) -> bool:
+    """Whether ``text`` appears in JSON as it is (no character JSON escapes) and is worth it."""
+    return (
+        text is not None
+        and len(text) >= _MIN_STEP_KEY
+        and text.isascii()
+        and text.isprintable()
+        and '"' not in text
+        and "\\" not in text
+    )
+
+
+def compact(text: str, run_id: str | None = None, step_key: str | None = None) -> str:
+    """JSON ``text`` with the names of ``_NAMES``, ``run_id`` and ``step_key`` replaced."""
+    for marker, name in _NAMES:
+        if name in text:
+            text = text.replace(name, marker)
+    if run_id:
+        text = text.replace(run_id, _RUN_ID)
+    if _replaceable(step_key):
+        text = text.replace(step_key, _STEP_KEY)  # type: ignore[arg-type]
+    return text
+
+
+def expand(text: str, run_id: str | None = None, step_key: str | None = None) -> str:
+    """What ``compact`` replaced, put back (text without markers is returned as it is)."""
+    if _replaceable(step_key):
+        text = text.replace(_STEP_KEY, step_key)  # type: ignore[arg-type]
+    if run_id:
+        text = text.replace(_RUN_ID, run_id)
+    for marker, name in reversed(_NAMES):
+        if marker in text:
+            text = text.replace(marker, name)
+    return text
+
+
+def pack(events: Sequence[Event]) -> str:
+    """``events`` as one JSON list of ``[type, microseconds, step_key, message, data]``, each
+    time in whole microseconds after the first event's (the row's timestamp): an integer is
+    written several times faster than a float's shortest repr."""
+    first = events[0].timestamp
+    parts = []
+    for e in events:
+        step = "null" if e.step_key is None else quote(e.step_key)
+        data = encode(e.data) if e.encoded is None else e.encoded
+        parts.append(
+            f'["{_TYPE_VALUES[e.event_type]}",{round((e.timestamp - first) * 1e6):d},{step},'
+            f"{quote(e.message)},{data}]"
+        )
+    return "[" + ",".join(parts) + "]"
+
+
+def unpack(run_id: str, first: float, text: str | bytes, wanted: set[str] | None) -> list[Event]:
+    """The events of a packed row's JSON ``text`` whose first event was at ``first`` (only those
+    of the ``wanted`` types, if given); times are to the microsecond, the first one exact."""
+    return [
+        Event(EventType(t), run_id, first + us / 1e6 if us else first, step, message, payload)
+        for t, us, step, message, payload in json.loads(text)
+        if wanted is None or t in wanted
+    ]
+
+
+# -- index addresses --------------------------------------------------------------------------
+
+_encode_list = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def encode_address(address: Address, version: str) -> str:
+    """``address`` as stored in an index row of ``version`` whose run id is ``address.run_id``:
+    ``[uri, io_manager_key, serializer, step_key, output_name, mapping_key, version, data_hash,
+    size, content_hash(, schema)]``, the URI as ``[before, after]`` the run id when it holds
+    it, the version ``0`` when it is the row's."""
+    uri: Any = address.uri
+    run_id = address.run_id
+    if uri and run_id and run_id in uri:
+        uri = uri.split(run_id, 1)
+    fields = [
+        uri,
+        address.io_manager_key,
+        address.serializer,
+        address.step_key,
+        address.output_name,
+        address.mapping_key,
+        0 if address.version == version else address.version,
+        address.data_hash,
+        address.size,
+        address.content_hash,
+    ]
+    if address.schema is not None:
+        fields.append(address.schema)
+    return _encode_list(fields)
+
+
+def decode_addresses(rows: Sequence[Sequence[Any]]) -> list[Address]:
+    """The addresses of index ``rows`` (``version`` second, ``address`` third, ``run_id``
+    last), in one JSON parse for all of them; both encodings read."""
+    if not rows:
+        return []
+    # one JSON document for the chunk's addresses: a memoized run reads thousands of entries,
+    # and decoding them one json.loads call at a time is most of the cost
+    decoded = json.loads("[" + ",".join(r[2] for r in rows) + "]")
+    # the decoder makes a new string for every value: the few distinct io manager keys,
+    # serializers, step keys and output names are shared instead (a memoized rerun of 100,000
+    # pieces keeps every address it reads for the whole run)
+    shared: dict[str, str] = {}
+    share = shared.setdefault
+    found = []
+    for row, data in zip(rows, decoded, strict=True):
+        version, run_id = row[1], row[-1]
+        if type(data) is list:
+            run_id = share(run_id, run_id)
+            uri, io, serializer, step, output, mapping, own, data_hash, size, content, *rest = data
+            if type(uri) is list:
+                uri = uri[0] + run_id + uri[1]
+            address = Address(
+                share(io, io),
+                uri,
+                share(serializer, serializer) if serializer else None,
+                run_id,
+                share(step, step),
+                share(output, output),
+                mapping,
+                # the same text as the entry's version, almost always: one string for both
+                version if own == 0 else own,
+                data_hash,
+                size,
+                content,
+                rest[0] if rest else None,
+            )
+        else:
+            address = _address_of_object(data, version, share)
+        found.append(address)
+    return found
+
+
+def _address_of_object(data: dict[str, Any], version: str, share: Any) -> Address:
+    """An address stored as a JSON object (releases before schema version 6)."""
+    try:
+        return Address(
+            share(data["io_manager_key"], data["io_manager_key"]),
+            data["uri"],
+            share(data["serializer"], data["serializer"]) if data["serializer"] else None,
+            share(data["run_id"], data["run_id"]),
+            share(data["step_key"], data["step_key"]),
+            share(data["output_name"], data["output_name"]),
+            data["mapping_key"],
+            version if data["version"] == version else data["version"],
+            data["data_hash"],
+            # written only when known (an io manager that records what it wrote)
+            data.get("size"),
+            data.get("content_hash"),
+            data.get("schema"),
+        )
+    except (KeyError, TypeError):  # written by another memodag version: other keys
+        return Address.from_dict(data)
