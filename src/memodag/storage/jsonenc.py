@@ -31,3 +31,11 @@ def encode(value: Any) -> str:
         return "".join(_reused(value, 0))
     except RecursionError:
         return _checking(value)  # raises ValueError: the value contains itself
+
+
+_compact_encoder = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def encode_compact(value: Any) -> str:
+    """``value`` as JSON text without spaces after separators (what is stored, never shown)."""
+    return _compact_encoder(value)

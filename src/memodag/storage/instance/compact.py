@@ -19,7 +19,7 @@ addresses that were written, and rows of older releases (plain JSON) still read.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from memodag.storage.instance.records import Event, EventType
@@ -61,6 +61,10 @@ _NAMES = (
 )
 _RUN_ID = "\x01"
 _STEP_KEY = "\x07"
+# the row's prefix (``prefixes`` table) followed by its run id: where an io manager keeps the run
+_PREFIXED_RUN = "\x1e"
+# a prefix shorter than this is left in place (an id in the row would save too little)
+_MIN_PREFIX = 8
 # a step key shorter than this is left as it is (a marker saves too little to pay its scan)
 _MIN_STEP_KEY = 4
 
@@ -77,24 +81,47 @@ def _replaceable(text: str | None) -> bool:
     )
 
 
-def compact(text: str, run_id: str | None = None, step_key: str | None = None) -> str:
-    """JSON ``text`` with the names of ``_NAMES``, ``run_id`` and ``step_key`` replaced."""
+def compact(
+    text: str,
+    run_id: str | None = None,
+    step_key: str | None = None,
+    prefix_id: Callable[[str], int] | None = None,
+) -> tuple[str, str]:
+    """JSON ``text`` with the names of ``_NAMES``, ``run_id`` and ``step_key`` replaced, and the
+    id of the prefix replaced with the run id (``""`` if none): what ``expand`` takes back.
+
+    The prefix is the start of the JSON string in which ``run_id`` first appears (the directory
+    an io manager keeps the run's outputs in), when ``prefix_id`` names it."""
     for marker, name in _NAMES:
         if name in text:
             text = text.replace(name, marker)
+    tag = ""
     if run_id:
+        at = text.find(run_id) if prefix_id is not None else -1
+        while at > 0:
+            prefix = text[text.rfind('"', 0, at) + 1 : at]
+            if len(prefix) >= _MIN_PREFIX and prefix.isprintable():
+                tag = str(prefix_id(prefix))  # type: ignore[misc]
+                text = text.replace(prefix + run_id, _PREFIXED_RUN)
+                break
+            at = text.find(run_id, at + 1)
         text = text.replace(run_id, _RUN_ID)
     if _replaceable(step_key):
         text = text.replace(step_key, _STEP_KEY)  # type: ignore[arg-type]
-    return text
+    return text, tag
 
 
-def expand(text: str, run_id: str | None = None, step_key: str | None = None) -> str:
-    """What ``compact`` replaced, put back (text without markers is returned as it is)."""
+def expand(
+    text: str, run_id: str | None = None, step_key: str | None = None, prefix: str | None = None
+) -> str:
+    """What ``compact`` replaced, put back (text without markers is returned as it is);
+    ``prefix``: the text of the prefix id ``compact`` gave."""
     if _replaceable(step_key):
         text = text.replace(_STEP_KEY, step_key)  # type: ignore[arg-type]
     if run_id:
         text = text.replace(_RUN_ID, run_id)
+        if prefix:
+            text = text.replace(_PREFIXED_RUN, prefix + run_id)
     for marker, name in reversed(_NAMES):
         if marker in text:
             text = text.replace(marker, name)
@@ -132,15 +159,25 @@ def unpack(run_id: str, first: float, text: str | bytes, wanted: set[str] | None
 _encode_list = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
-def encode_address(address: Address, version: str) -> str:
+def encode_address(address: Address, version: str, prefix_id: Callable[[str], int]) -> str:
     """``address`` as stored in an index row of ``version`` whose run id is ``address.run_id``:
     ``[uri, io_manager_key, serializer, step_key, output_name, mapping_key, version, data_hash,
-    size, content_hash(, schema)]``, the URI as ``[before, after]`` the run id when it holds
-    it, the version ``0`` when it is the row's."""
+    size, content_hash(, schema)]``, the version ``0`` when it is the row's.
+
+    A URI holding the run id is written ``[prefix, rest]`` (the run id between them); else one
+    holding the step key ``[prefix, rest, 0]``; a prefix of ``_MIN_PREFIX`` characters or more
+    as its id in the ``prefixes`` table (``prefix_id``): an io manager's base directory is written
+    once per instance, not once per output."""
     uri: Any = address.uri
-    run_id = address.run_id
-    if uri and run_id and run_id in uri:
-        uri = uri.split(run_id, 1)
+    if uri:
+        run_id, step_key = address.run_id, address.step_key
+        if run_id and run_id in uri:
+            uri = uri.split(run_id, 1)
+        elif step_key and step_key in uri:
+            uri = [*uri.split(step_key, 1), 0]
+        # printable: stored as it is (storable() changes no character of it)
+        if type(uri) is list and len(uri[0]) >= _MIN_PREFIX and uri[0].isprintable():
+            uri[0] = prefix_id(uri[0])
     fields = [
         uri,
         address.io_manager_key,
@@ -158,9 +195,12 @@ def encode_address(address: Address, version: str) -> str:
     return _encode_list(fields)
 
 
-def decode_addresses(rows: Sequence[Sequence[Any]]) -> list[Address]:
+def decode_addresses(
+    rows: Sequence[Sequence[Any]], prefix_text: Callable[[int], str]
+) -> list[Address]:
     """The addresses of index ``rows`` (``version`` second, ``address`` third, ``run_id``
-    last), in one JSON parse for all of them; both encodings read."""
+    last), in one JSON parse for all of them; both encodings read. ``prefix_text``: the text
+    of a prefix id."""
     if not rows:
         return []
     # one JSON document for the chunk's addresses: a memoized run reads thousands of entries,
@@ -178,7 +218,10 @@ def decode_addresses(rows: Sequence[Sequence[Any]]) -> list[Address]:
             run_id = share(run_id, run_id)
             uri, io, serializer, step, output, mapping, own, data_hash, size, content, *rest = data
             if type(uri) is list:
-                uri = uri[0] + run_id + uri[1]
+                head = uri[0]
+                if type(head) is int:
+                    head = prefix_text(head)
+                uri = head + (run_id if len(uri) == 2 else step) + uri[1]
             address = Address(
                 share(io, io),
                 uri,

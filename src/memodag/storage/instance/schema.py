@@ -50,6 +50,10 @@ _PINS_AND_LEASES = (
     "CREATE INDEX leases_by_run ON leases (run_id)",
 )
 
+#: the start of URIs (an io manager's base directory), each stored once and named by its id in
+#: index addresses and packed events (schema version 6)
+_PREFIXES = "CREATE TABLE prefixes (id {autoinc}, text TEXT NOT NULL UNIQUE)"
+
 #: the tables of a database at ``SCHEMA_VERSION`` (``{autoinc}``: the dialect's id column)
 _TABLES = [
     """CREATE TABLE runs (
@@ -67,6 +71,7 @@ _TABLES = [
         run_id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, size_bytes BIGINT, recipe TEXT,
         version_scheme INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (output_key, version))""",
     *_PINS_AND_LEASES,
+    _PREFIXES,
 ]
 
 #: the tables of memodag 0.1 before output_index.recipe (schema version 0): an unversioned database
@@ -142,10 +147,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         6,
         "compact index rows and events: an index address is a JSON list without what its row "
-        "says (run id, version), a packed events row replaces more repeated names; the unused "
+        "says (run id, version), a packed events row replaces more repeated names, both name "
+        "the start of a URI by its id in the new table prefixes; the unused "
         "index output_index_by_key is dropped (the primary key serves look-ups by key), and "
         "SQLite keeps run_pins in its primary key's B-tree. Rows already stored read as they are",
-        ("DROP INDEX IF EXISTS output_index_by_key",),
+        (
+            "DROP INDEX IF EXISTS output_index_by_key",
+            _PREFIXES.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"),
+        ),
         (
             """CREATE TABLE run_pins_6 (
                 run_id TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,

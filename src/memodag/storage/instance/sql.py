@@ -49,6 +49,7 @@ from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRe
 from memodag.storage.instance.schema import ensure_schema
 from memodag.storage.instance.sql_coordination import PinsAndLeases
 from memodag.storage.jsonenc import encode as _encode
+from memodag.storage.jsonenc import encode_compact as _encode_compact
 
 T = TypeVar("T")
 
@@ -136,6 +137,10 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
         self._closed = False
         #: the INSERT of n rows, by (its head, n): built once each
         self._statements: dict[tuple[str, int], str] = {}
+        #: the ``prefixes`` table as far as this process has met it, both ways (rows are never
+        #: changed or deleted: a cached id stays right)
+        self._prefix_ids: dict[str, int] = {}
+        self._prefix_texts: dict[int, str] = {}
         #: raises if the database was deleted or replaced under the open connection (SQLite: a
         #: connection keeps writing to a deleted file, and every write would seem to succeed)
         self.check_present: Callable[[], None] | None = None
@@ -355,10 +360,10 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
             (
                 e.output_key,
                 e.version,
-                encode_address(e.address, e.version),
+                encode_address(e.address, e.version, self._prefix_id),
                 e.created_at,
                 e.size_bytes,
-                _encode(e.recipe) if e.recipe is not None else None,
+                _encode_compact(e.recipe) if e.recipe is not None else None,
                 e.version_scheme,
                 e.address.run_id,
             )
@@ -447,7 +452,9 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
             data = packed if self.dialect.name == "sqlite" else base64.b64encode(packed).decode()
         else:
             # an executed step's row: too small for compressing to pay
-            kind, data = _PACKED_COMPACT, compact(text, first.run_id, step_key)
+            data, tag = compact(text, first.run_id, step_key, self._prefix_id)
+            # the message column of a packed row holds the id of its prefix, if any
+            return (first.run_id, step_key, _PACKED_COMPACT, first.timestamp, tag, data)
         return (first.run_id, step_key, kind, first.timestamp, "", data)
 
     def get_events(
@@ -473,7 +480,8 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
         for r in rows:
             kind = r[2]
             if kind in _PACKED_KINDS:
-                found.extend(_unpack(r[0], r[1], r[3], kind, r[5], wanted))
+                prefix = self._prefix_text(int(r[4])) if r[4] else None
+                found.extend(_unpack(r[0], r[1], r[3], kind, r[5], wanted, prefix))
             else:
                 found.append(Event(EventType(kind), r[0], r[3], r[1], r[4], json.loads(r[5])))
         return found
@@ -481,7 +489,7 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
     def index_entries(self, output_keys: Iterable[str] | None = None) -> list[IndexEntry]:
         if output_keys is None:
             rows = self._execute(f"SELECT {_ENTRY_COLUMNS} FROM output_index")
-            return [_entry_from_row(r) for r in rows]
+            return self._entries(rows)
         # the caller's own key strings go into the entries (it keeps them anyway): a memoized
         # run of 100,000 pieces reads 200,000 entries and holds them for the whole run
         given = {k: k for k in output_keys}
@@ -493,12 +501,70 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
             rows = self._execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM output_index WHERE output_key IN ({marks})", chunk
             )
-            found.extend(_entries_from_rows(rows, given))
+            found.extend(self._entries(rows, given))
         return found
 
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
         delete = "DELETE FROM output_index WHERE output_key = ? AND version = ?"
         self._write_many([(delete, [tuple(k) for k in keys])])
+
+    def _entries(
+        self, rows: Sequence[Sequence[Any]], keys: dict[str, str] | None = None
+    ) -> list[IndexEntry]:
+        """The entries of ``output_index`` rows (``_ENTRY_COLUMNS``); ``keys``: the caller's
+        own key strings, to use in place of the rows' (it keeps them anyway)."""
+        addresses = decode_addresses(rows, self._prefix_text)
+        found = []
+        for (key, version, _, created, size, recipe, scheme, _), address in zip(
+            rows, addresses, strict=True
+        ):
+            found.append(
+                IndexEntry(
+                    keys.get(key, key) if keys is not None else key,
+                    version,
+                    address,
+                    created,
+                    size,
+                    recipe_json=recipe,
+                    version_scheme=scheme,
+                )
+            )
+        return found
+
+    # -- prefixes: the start of URIs, stored once ---------------------------------------------
+
+    def _prefix_id(self, text: str) -> int:
+        """The id of ``text`` in the ``prefixes`` table, added (in a transaction of its own,
+        committed before any row names it) if it is not there yet."""
+        found = self._prefix_ids.get(text)
+        if found is not None:
+            return found
+        insert = self._sql("INSERT INTO prefixes (text) VALUES (?) ON CONFLICT (text) DO NOTHING")
+        select = self._sql("SELECT id FROM prefixes WHERE text = ?")
+
+        def work(cur: Any) -> int:
+            cur.execute(insert, (text,))
+            cur.execute(select, (text,))
+            return int(cur.fetchone()[0])
+
+        found = self._run(work, write=True)
+        self._prefix_ids[text] = found
+        self._prefix_texts[found] = text
+        return found
+
+    def _prefix_text(self, prefix_id: int) -> str:
+        """The text of prefix ``prefix_id`` (the table is read again when it is not known)."""
+        text = self._prefix_texts.get(prefix_id)
+        if text is None:
+            for found, stored in self._execute("SELECT id, text FROM prefixes"):
+                self._prefix_texts[int(found)] = stored
+            text = self._prefix_texts.get(prefix_id)
+            if text is None:
+                raise StorageError(
+                    f"instance database {self.url}: prefix {prefix_id} is named by a stored row "
+                    "but missing from the prefixes table: the database was altered by hand"
+                )
+        return text
 
 
 _INSERT_EVENTS_HEAD = (
@@ -540,42 +606,21 @@ _COMPRESS_LEVEL = 1
 
 
 def _unpack(
-    run_id: str, step_key: str | None, first: float, kind: str, data: Any, wanted: set[str] | None
+    run_id: str,
+    step_key: str | None,
+    first: float,
+    kind: str,
+    data: Any,
+    wanted: set[str] | None,
+    prefix: str | None,
 ) -> list[Event]:
     """The events of a packed row (only those of the ``wanted`` types, if given)."""
     if kind == _PACKED_COMPRESSED:
         raw = data if isinstance(data, bytes) else base64.b64decode(data)
         data = zlib.decompress(raw)
     else:
-        data = expand(data, run_id, step_key)
+        data = expand(data, run_id, step_key, prefix)
     return unpack(run_id, first, data, wanted)
-
-
-def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
-    return _entries_from_rows([row])[0]
-
-
-def _entries_from_rows(
-    rows: Sequence[Sequence[Any]], keys: dict[str, str] | None = None
-) -> list[IndexEntry]:
-    addresses = decode_addresses(rows)
-    found = []
-    for (key, version, _, created, size, recipe, scheme, _), address in zip(
-        rows, addresses, strict=True
-    ):
-        found.append(
-            IndexEntry(
-                # the caller's own key strings: it keeps them anyway
-                keys.get(key, key) if keys is not None else key,
-                version,
-                address,
-                created,
-                size,
-                recipe_json=recipe,
-                version_scheme=scheme,
-            )
-        )
-    return found
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
