@@ -228,7 +228,6 @@ def schema_5_url(request: pytest.FixtureRequest, schema_5_home: Path) -> Iterato
         return
     url = request.getfixturevalue("postgres_url")
     import psycopg
-
     from test_instance_upgrade import RELEASE_0_1_POSTGRES_DDL
 
     with psycopg.connect(url) as conn:
@@ -237,7 +236,9 @@ def schema_5_url(request: pytest.FixtureRequest, schema_5_home: Path) -> Iterato
         for migration in MIGRATIONS:
             if migration.version > 1 and migration.version <= 5:
                 for statement in migration.statements:
-                    conn.execute(statement.format(autoinc="BIGSERIAL PRIMARY KEY", without_rowid=""))
+                    conn.execute(
+                        statement.format(autoinc="BIGSERIAL PRIMARY KEY", without_rowid="")
+                    )
         conn.execute(
             "CREATE TABLE memodag_schema (version INTEGER PRIMARY KEY, memodag_version TEXT "
             "NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
@@ -248,9 +249,7 @@ def schema_5_url(request: pytest.FixtureRequest, schema_5_home: Path) -> Iterato
                 columns, rows = columns[1:], [r[1:] for r in rows]  # ids come from the sequence
             marks = ",".join(["%s"] * len(columns))
             with conn.cursor() as cur:
-                cur.executemany(
-                    f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks})", rows
-                )
+                cur.executemany(f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks})", rows)
     yield url
 
 
@@ -278,8 +277,15 @@ def _seen(inst: Instance) -> dict[str, Any]:
         for run_id in EXPECTED["events"]
     }
     index = [
-        [e.output_key, e.version, e.address.to_dict(), e.created_at, e.size_bytes, e.recipe]
-        + [e.version_scheme]
+        [
+            e.output_key,
+            e.version,
+            e.address.to_dict(),
+            e.created_at,
+            e.size_bytes,
+            e.recipe,
+            e.version_scheme,
+        ]
         for e in sorted(inst.index_entries(), key=lambda e: (e.output_key, e.version))
     ]
     return json.loads(json.dumps({"events": events, "index": index}))

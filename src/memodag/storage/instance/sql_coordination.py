@@ -271,5 +271,3 @@ def _lease_row(lease: Lease) -> tuple[Any, ...]:
         lease.acquired_at,
         lease.heartbeat_at,
     )
-
-
