@@ -24,7 +24,7 @@ from typing import Any
 
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address
-from memodag.storage.jsonenc import encode, quote
+from memodag.storage.jsonenc import encode, encode_compact, quote
 
 _TYPE_VALUES = {t: t.value for t in EventType}
 
@@ -59,6 +59,7 @@ _NAMES = (
     ("\x1c", '"pickle"'),
     ("\x1d", '"io_manager"'),
 )
+_REVERSED_NAMES = _NAMES[::-1]
 _RUN_ID = "\x01"
 _STEP_KEY = "\x07"
 # the row's prefix (``prefixes`` table) followed by its run id: where an io manager keeps the run
@@ -92,9 +93,9 @@ def compact(
 
     The prefix is the start of the JSON string in which ``run_id`` first appears (the directory
     an io manager keeps the run's outputs in), when ``prefix_id`` names it."""
+    # replace() alone: a test with ``in`` first would scan the text twice for each name found
     for marker, name in _NAMES:
-        if name in text:
-            text = text.replace(name, marker)
+        text = text.replace(name, marker)
     tag = ""
     if run_id:
         at = text.find(run_id) if prefix_id is not None else -1
@@ -122,9 +123,8 @@ def expand(
         text = text.replace(_RUN_ID, run_id)
         if prefix:
             text = text.replace(_PREFIXED_RUN, prefix + run_id)
-    for marker, name in reversed(_NAMES):
-        if marker in text:
-            text = text.replace(marker, name)
+    for marker, name in _REVERSED_NAMES:
+        text = text.replace(marker, name)
     return text
 
 
@@ -155,8 +155,6 @@ def unpack(run_id: str, first: float, text: str | bytes, wanted: set[str] | None
 
 
 # -- index addresses --------------------------------------------------------------------------
-
-_encode_list = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def encode_address(address: Address, version: str, prefix_id: Callable[[str], int]) -> str:
@@ -192,7 +190,7 @@ def encode_address(address: Address, version: str, prefix_id: Callable[[str], in
     ]
     if address.schema is not None:
         fields.append(address.schema)
-    return _encode_list(fields)
+    return encode_compact(fields)
 
 
 def decode_addresses(
