@@ -30,10 +30,12 @@ _TYPE_VALUES = {t: t.value for t in EventType}
 
 # -- packed event rows ------------------------------------------------------------------------
 
-# (marker, text) in the order they are replaced; the first five are those of schema version 5
-# (rows written then hold only these), the rest were added with schema version 6. Markers are
-# control characters other than tab, LF and CR; \x01 is the run id, \x07 the row's step key.
-_NAMES = (
+# (marker, text) replaced by scanning the text, in this order; the first five are those of
+# schema version 5 (rows written then hold only these), the rest were added with schema version
+# 6. Markers are control characters other than tab, LF and CR; \x01 is the run id, \x07 the
+# row's step key. Each name costs a scan of the row: those that save less than ~20 bytes of an
+# executed step's row are left out.
+_SCANNED = (
     ("\x02", '{"io_manager_key": '),
     ("\x03", ', "output_name": '),
     ("\x04", ', "mapping_key": '),
@@ -46,18 +48,23 @@ _NAMES = (
     ("\x0f", ', "data_hash": null'),
     ("\x10", ', "size": '),
     ("\x11", ', "address": '),
-    ("\x12", '["STEP_START",'),
-    ("\x13", '["LOADED_INPUT",'),
-    ("\x14", '["HANDLED_OUTPUT",'),
-    ("\x15", '["STEP_SUCCESS",'),
-    ("\x16", '{"attempt": 0}'),
-    ("\x17", '{"duration": '),
-    ("\x18", ', "attempt": '),
-    ("\x19", '{"input": '),
-    ("\x1a", '{"output": '),
     ("\x1b", '"result"'),
     ("\x1c", '"pickle"'),
     ("\x1d", '"io_manager"'),
+)
+# written as markers by ``pack(compact=True)`` itself, with no scan: an event's head by its type,
+# and the data of a first attempt's start
+_HEADS = {
+    EventType.STEP_START: "\x12",
+    EventType.LOADED_INPUT: "\x13",
+    EventType.HANDLED_OUTPUT: "\x14",
+    EventType.STEP_SUCCESS: "\x15",
+}
+_FIRST_ATTEMPT = ("\x16", '{"attempt": 0}')
+_NAMES = (
+    *_SCANNED,
+    *((marker, f'["{_TYPE_VALUES[t]}",') for t, marker in _HEADS.items()),
+    _FIRST_ATTEMPT,
 )
 _REVERSED_NAMES = _NAMES[::-1]
 _RUN_ID = "\x01"
@@ -88,13 +95,13 @@ def compact(
     step_key: str | None = None,
     prefix_id: Callable[[str], int] | None = None,
 ) -> tuple[str, str]:
-    """JSON ``text`` with the names of ``_NAMES``, ``run_id`` and ``step_key`` replaced, and the
+    """JSON ``text`` with the names of ``_SCANNED``, ``run_id`` and ``step_key`` replaced, and the
     id of the prefix replaced with the run id (``""`` if none): what ``expand`` takes back.
 
     The prefix is the start of the JSON string in which ``run_id`` first appears (the directory
     an io manager keeps the run's outputs in), when ``prefix_id`` names it."""
     # replace() alone: a test with ``in`` first would scan the text twice for each name found
-    for marker, name in _NAMES:
+    for marker, name in _SCANNED:
         text = text.replace(name, marker)
     tag = ""
     if run_id:
@@ -128,18 +135,23 @@ def expand(
     return text
 
 
-def pack(events: Sequence[Event]) -> str:
+def pack(events: Sequence[Event], compact: bool = False) -> str:
     """``events`` as one JSON list of ``[type, microseconds, step_key, message, data]``, each
     time in whole microseconds after the first event's (the row's timestamp): an integer is
-    written several times faster than a float's shortest repr."""
+    written several times faster than a float's shortest repr. ``compact``: the heads and data
+    of ``_HEADS`` and ``_FIRST_ATTEMPT`` written as their markers (then ``compact()`` it)."""
     first = events[0].timestamp
     parts = []
+    heads = _HEADS if compact else {}
+    attempt, marker = _FIRST_ATTEMPT[1], _FIRST_ATTEMPT[0] if compact else _FIRST_ATTEMPT[1]
     for e in events:
         step = "null" if e.step_key is None else quote(e.step_key)
         data = encode(e.data) if e.encoded is None else e.encoded
+        if data == attempt:
+            data = marker
+        head = heads.get(e.event_type) or f'["{_TYPE_VALUES[e.event_type]}",'
         parts.append(
-            f'["{_TYPE_VALUES[e.event_type]}",{round((e.timestamp - first) * 1e6):d},{step},'
-            f"{quote(e.message)},{data}]"
+            f"{head}{round((e.timestamp - first) * 1e6):d},{step},{quote(e.message)},{data}]"
         )
     return "[" + ",".join(parts) + "]"
 

@@ -442,7 +442,10 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
             if e.step_key != step_key:
                 step_key = None  # several steps (a memoized burst): the row names none
                 break
-        text = pack(events)
+        # an executed step's few events: packed compact, as they are stored unless very long
+        text = pack(events, compact=True) if len(events) <= _FEW_EVENTS else ""
+        if not text or len(text) > _COMPRESS_OVER:
+            text = pack(events)
         data: str | bytes
         if len(text) > _COMPRESS_OVER:
             # a batch of memoized steps: zlib finds the repeats itself
@@ -603,6 +606,9 @@ _PACKED_KINDS = (_PACKED_COMPACT, _PACKED_COMPRESSED)
 # than it saves.
 _COMPRESS_OVER = 4096
 _COMPRESS_LEVEL = 1
+# a row of at most this many events is packed compact first (an executed step's: start, inputs,
+# outputs, success); a longer one (a burst of memoized steps) is most likely compressed
+_FEW_EVENTS = 8
 
 
 def _unpack(
