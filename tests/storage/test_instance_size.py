@@ -6,6 +6,7 @@ upgrades in place, reads what it held and memoizes from it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -92,6 +93,10 @@ def test_a_fanout_grows_the_instance_by_under_1_kb_per_step_per_run(tmp_path):
     assert (both - after_cold) / steps < 1024
 
 
+# 8,000 characters that do not compress (PostgreSQL compresses index keys before limiting them)
+_NOISE = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(125))
+
+
 def _tricky_addresses(run_id: str) -> list[Address]:
     base = "/srv/data/projects/some pipeline/storage"
     return [
@@ -120,6 +125,8 @@ def _tricky_addresses(run_id: str) -> list[Address]:
         Address("mem", None, None, run_id, "s", "out"),
         Address("io_manager", f"/caf\udce9/deep/path/{run_id}/x.pkl", None, run_id, "s", "x"),
         Address("io_manager", f'{base}/"quoted"\\/{run_id}/\x01.pkl', None, run_id, "s", "x"),
+        # a prefix too long for an index key of PostgreSQL: kept in place
+        Address("io_manager", f"/{_NOISE}/{run_id}/x.pkl", None, run_id, "s", "x"),
     ]
 
 

@@ -71,8 +71,10 @@ _RUN_ID = "\x01"
 _STEP_KEY = "\x07"
 # the row's prefix (``prefixes`` table) followed by its run id: where an io manager keeps the run
 _PREFIXED_RUN = "\x1e"
-# a prefix shorter than this is left in place (an id in the row would save too little)
+# a prefix shorter than this is left in place (an id in the row would save too little); one
+# longer than _MAX_PREFIX too (PostgreSQL's unique index takes keys of up to ~2.7 kB)
 _MIN_PREFIX = 8
+_MAX_PREFIX = 1000
 # a step key shorter than this is left as it is (a marker saves too little to pay its scan)
 _MIN_STEP_KEY = 4
 
@@ -108,7 +110,7 @@ def compact(
         at = text.find(run_id) if prefix_id is not None else -1
         while at > 0:
             prefix = text[text.rfind('"', 0, at) + 1 : at]
-            if len(prefix) >= _MIN_PREFIX and prefix.isprintable():
+            if _MIN_PREFIX <= len(prefix) <= _MAX_PREFIX and prefix.isprintable():
                 tag = str(prefix_id(prefix))  # type: ignore[misc]
                 text = text.replace(prefix + run_id, _PREFIXED_RUN)
                 break
@@ -186,7 +188,7 @@ def encode_address(address: Address, version: str, prefix_id: Callable[[str], in
         elif step_key and step_key in uri:
             uri = [*uri.split(step_key, 1), 0]
         # printable: stored as it is (storable() changes no character of it)
-        if type(uri) is list and len(uri[0]) >= _MIN_PREFIX and uri[0].isprintable():
+        if type(uri) is list and _MIN_PREFIX <= len(uri[0]) <= _MAX_PREFIX and uri[0].isprintable():
             uri[0] = prefix_id(uri[0])
     fields = [
         uri,
