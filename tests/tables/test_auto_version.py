@@ -312,13 +312,15 @@ def test_a_table_stored_before_addresses_kept_schemas_is_versioned_from_the_stor
 
     store = duckdb_table_store.configured({"path": str(tmp_path / "w.duckdb")})
     make_job(store, every_hundredth()).execute_in_process(instance=instance)
+    # each entry's address as such a memodag wrote it: a JSON object, with no schema
+    entries = instance.index_entries()
     with sqlite3.connect(tmp_path / "instance.db") as conn:
-        rows = conn.execute("SELECT rowid, address FROM output_index").fetchall()
-        for rowid, text in rows:
-            address = json.loads(text)
+        for entry in entries:
+            address = entry.address.to_dict()
             assert address.pop("schema", None) is not None
             conn.execute(
-                "UPDATE output_index SET address = ? WHERE rowid = ?", (json.dumps(address), rowid)
+                "UPDATE output_index SET address = ? WHERE output_key = ? AND version = ?",
+                (json.dumps(address), entry.output_key, entry.version),
             )
     again = make_job(store, every_hundredth()).execute_in_process(instance=instance)
     assert again.memoized_step_keys == ["orders", "picked"]

@@ -31,3 +31,22 @@ def encode(value: Any) -> str:
         return "".join(_reused(value, 0))
     except RecursionError:
         return _checking(value)  # raises ValueError: the value contains itself
+
+
+_compact_checking = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_compact_reused = (
+    _make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    if _make is not None
+    else None
+)
+
+
+def encode_compact(value: Any) -> str:
+    """``value`` (a dict or a list) as JSON text without spaces after separators: what the
+    instance stores and never shows."""
+    if _compact_reused is None or not isinstance(value, dict | list):
+        return _compact_checking(value)
+    try:
+        return "".join(_compact_reused(value, 0))
+    except RecursionError:
+        return _compact_checking(value)  # raises ValueError: the value contains itself

@@ -41,7 +41,7 @@ _PINS_AND_LEASES = (
     # 'run' (the outputs an ancestor run recorded, which a re-execution loads)
     """CREATE TABLE run_pins (
         run_id TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, kind, target))""",
+        created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, kind, target)){without_rowid}""",
     # one holder per key: a step attempt computing a version (or a gc deleting), with the
     # process that holds it and when it last said it was alive
     """CREATE TABLE leases (
@@ -49,6 +49,10 @@ _PINS_AND_LEASES = (
         acquired_at DOUBLE PRECISION NOT NULL, heartbeat_at DOUBLE PRECISION NOT NULL)""",
     "CREATE INDEX leases_by_run ON leases (run_id)",
 )
+
+#: the start of URIs (an io manager's base directory), each stored once and named by its id in
+#: index addresses and packed events (schema version 6)
+_PREFIXES = "CREATE TABLE prefixes (id {autoinc}, text TEXT NOT NULL UNIQUE)"
 
 #: the tables of a database at ``SCHEMA_VERSION`` (``{autoinc}``: the dialect's id column)
 _TABLES = [
@@ -66,8 +70,8 @@ _TABLES = [
         output_key TEXT NOT NULL, version TEXT NOT NULL, address TEXT NOT NULL,
         run_id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, size_bytes BIGINT, recipe TEXT,
         version_scheme INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (output_key, version))""",
-    "CREATE INDEX output_index_by_key ON output_index (output_key, created_at)",
     *_PINS_AND_LEASES,
+    _PREFIXES,
 ]
 
 #: the tables of memodag 0.1 before output_index.recipe (schema version 0): an unversioned database
@@ -101,6 +105,8 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    #: run after ``statements`` on SQLite only
+    sqlite_statements: tuple[str, ...] = ()
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -138,6 +144,27 @@ MIGRATIONS: tuple[Migration, ...] = (
         "tables: the version makes an older memodag refuse the instance instead of misreading it",
         (),
     ),
+    Migration(
+        6,
+        "compact index rows and events: an index address is a JSON list without what its row "
+        "says (run id, version), a packed events row replaces more repeated names, both name "
+        "the start of a URI by its id in the new table prefixes; the unused "
+        "index output_index_by_key is dropped (the primary key serves look-ups by key), and "
+        "SQLite keeps run_pins in its primary key's B-tree. Rows already stored read as they are",
+        (
+            "DROP INDEX IF EXISTS output_index_by_key",
+            _PREFIXES.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"),
+        ),
+        (
+            """CREATE TABLE run_pins_6 (
+                run_id TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, kind, target))
+                WITHOUT ROWID""",
+            "INSERT INTO run_pins_6 SELECT run_id, kind, target, created_at FROM run_pins",
+            "DROP TABLE run_pins",
+            "ALTER TABLE run_pins_6 RENAME TO run_pins",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -171,7 +198,9 @@ def ensure_schema(
             return
         if found is None:
             for statement in _TABLES:
-                cur.execute(statement.format(autoinc=dialect.autoinc))
+                cur.execute(
+                    statement.format(autoinc=dialect.autoinc, without_rowid=dialect.without_rowid)
+                )
             _stamp(cur, dialect, SCHEMA_VERSION)
             return
         if not _has_table(cur, dialect, SCHEMA_TABLE):
@@ -182,7 +211,14 @@ def ensure_schema(
         for migration in MIGRATIONS:
             if migration.version > found:
                 for statement in migration.statements:
-                    cur.execute(statement)
+                    cur.execute(
+                        statement.format(
+                            autoinc=dialect.autoinc, without_rowid=dialect.without_rowid
+                        )
+                    )
+                if dialect.name == "sqlite":
+                    for statement in migration.sqlite_statements:
+                        cur.execute(statement)
                 _stamp(cur, dialect, migration.version)
 
     run(upgrade, True)

@@ -6,8 +6,8 @@ An index entry is written only after its data is stored, so a crash loses at mos
 
 A run's events are stored packed: the events of one commit (an executed step's outcome with the
 memoized steps buffered before it, or a burst of memoized steps) go in one row of ``events``, its
-``data`` the list of them (``_pack``) with the names every address repeats, and the run id, each
-written as one character (``_compact``), or compressed when large;
+``data`` the list of them with the names every step repeats, its run id and step key each
+written as one character, or compressed when large (``compact.py``);
 ``get_events`` unpacks them, so the instance grows by one row per commit, not one per event.
 Rows written one event each by earlier versions read as before.
 
@@ -37,12 +37,19 @@ from urllib.parse import unquote, urlsplit
 from memodag.definitions.secrets import redact_url
 from memodag.errors import StorageError
 from memodag.storage.instance.base import InstanceStorage
+from memodag.storage.instance.compact import (
+    compact,
+    decode_addresses,
+    encode_address,
+    expand,
+    pack,
+    unpack,
+)
 from memodag.storage.instance.records import Event, EventType, IndexEntry, RunRecord, RunStatus
 from memodag.storage.instance.schema import ensure_schema
 from memodag.storage.instance.sql_coordination import PinsAndLeases
-from memodag.storage.io_manager import Address
 from memodag.storage.jsonenc import encode as _encode
-from memodag.storage.jsonenc import quote as _quote
+from memodag.storage.jsonenc import encode_compact as _encode_compact
 
 T = TypeVar("T")
 
@@ -100,6 +107,9 @@ class Dialect:
     #: write transactions do not already exclude each other (SQLite's do)
     pin_lock: str | None = None
     collect_lock: str | None = None
+    #: the clause that stores a table in its primary key's B-tree, where the database has one
+    #: (SQLite: a table of small rows keyed by its whole content takes half the space)
+    without_rowid: str = ""
 
 
 class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
@@ -127,6 +137,10 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
         self._closed = False
         #: the INSERT of n rows, by (its head, n): built once each
         self._statements: dict[tuple[str, int], str] = {}
+        #: the ``prefixes`` table as far as this process has met it, both ways (rows are never
+        #: changed or deleted: a cached id stays right)
+        self._prefix_ids: dict[str, int] = {}
+        self._prefix_texts: dict[int, str] = {}
         #: raises if the database was deleted or replaced under the open connection (SQLite: a
         #: connection keeps writing to a deleted file, and every write would seem to succeed)
         self.check_present: Callable[[], None] | None = None
@@ -346,10 +360,10 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
             (
                 e.output_key,
                 e.version,
-                e.address.to_json(),
+                encode_address(e.address, e.version, self._prefix_id),
                 e.created_at,
                 e.size_bytes,
-                _encode(e.recipe) if e.recipe is not None else None,
+                _encode_compact(e.recipe) if e.recipe is not None else None,
                 e.version_scheme,
                 e.address.run_id,
             )
@@ -428,7 +442,10 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
             if e.step_key != step_key:
                 step_key = None  # several steps (a memoized burst): the row names none
                 break
-        text = _pack(events)
+        # an executed step's few events: packed compact, as they are stored unless very long
+        text = pack(events, compact=True) if len(events) <= _FEW_EVENTS else ""
+        if not text or len(text) > _COMPRESS_OVER:
+            text = pack(events)
         data: str | bytes
         if len(text) > _COMPRESS_OVER:
             # a batch of memoized steps: zlib finds the repeats itself
@@ -438,7 +455,9 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
             data = packed if self.dialect.name == "sqlite" else base64.b64encode(packed).decode()
         else:
             # an executed step's row: too small for compressing to pay
-            kind, data = _PACKED_COMPACT, _compact(text, first.run_id)
+            data, tag = compact(text, first.run_id, step_key, self._prefix_id)
+            # the message column of a packed row holds the id of its prefix, if any
+            return (first.run_id, step_key, _PACKED_COMPACT, first.timestamp, tag, data)
         return (first.run_id, step_key, kind, first.timestamp, "", data)
 
     def get_events(
@@ -464,7 +483,8 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
         for r in rows:
             kind = r[2]
             if kind in _PACKED_KINDS:
-                found.extend(_unpack(r[0], r[3], kind, r[5], wanted))
+                prefix = self._prefix_text(int(r[4])) if r[4] else None
+                found.extend(_unpack(r[0], r[1], r[3], kind, r[5], wanted, prefix))
             else:
                 found.append(Event(EventType(kind), r[0], r[3], r[1], r[4], json.loads(r[5])))
         return found
@@ -472,7 +492,7 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
     def index_entries(self, output_keys: Iterable[str] | None = None) -> list[IndexEntry]:
         if output_keys is None:
             rows = self._execute(f"SELECT {_ENTRY_COLUMNS} FROM output_index")
-            return [_entry_from_row(r) for r in rows]
+            return self._entries(rows)
         # the caller's own key strings go into the entries (it keeps them anyway): a memoized
         # run of 100,000 pieces reads 200,000 entries and holds them for the whole run
         given = {k: k for k in output_keys}
@@ -484,19 +504,80 @@ class SqlInstanceStorage(PinsAndLeases, InstanceStorage):
             rows = self._execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM output_index WHERE output_key IN ({marks})", chunk
             )
-            found.extend(_entries_from_rows(rows, given))
+            found.extend(self._entries(rows, given))
         return found
 
     def delete_index_entries(self, keys: Iterable[tuple[str, str]]) -> None:
         delete = "DELETE FROM output_index WHERE output_key = ? AND version = ?"
         self._write_many([(delete, [tuple(k) for k in keys])])
 
+    def _entries(
+        self, rows: Sequence[Sequence[Any]], keys: dict[str, str] | None = None
+    ) -> list[IndexEntry]:
+        """The entries of ``output_index`` rows (``_ENTRY_COLUMNS``); ``keys``: the caller's
+        own key strings, to use in place of the rows' (it keeps them anyway)."""
+        addresses = decode_addresses(rows, self._prefix_text)
+        found = []
+        for (key, version, _, created, size, recipe, scheme, _), address in zip(
+            rows, addresses, strict=True
+        ):
+            found.append(
+                IndexEntry(
+                    keys.get(key, key) if keys is not None else key,
+                    version,
+                    address,
+                    created,
+                    size,
+                    recipe_json=recipe,
+                    version_scheme=scheme,
+                )
+            )
+        return found
+
+    # -- prefixes: the start of URIs, stored once ---------------------------------------------
+
+    def _prefix_id(self, text: str) -> int:
+        """The id of ``text`` in the ``prefixes`` table, added (in a transaction of its own,
+        committed before any row names it) if it is not there yet."""
+        found = self._prefix_ids.get(text)
+        if found is not None:
+            return found
+        insert = self._sql("INSERT INTO prefixes (text) VALUES (?) ON CONFLICT (text) DO NOTHING")
+        select = self._sql("SELECT id FROM prefixes WHERE text = ?")
+
+        def work(cur: Any) -> int:
+            cur.execute(insert, (text,))
+            cur.execute(select, (text,))
+            return int(cur.fetchone()[0])
+
+        found = self._run(work, write=True)
+        self._prefix_ids[text] = found
+        self._prefix_texts[found] = text
+        return found
+
+    def _prefix_text(self, prefix_id: int) -> str:
+        """The text of prefix ``prefix_id`` (the table is read again when it is not known)."""
+        text = self._prefix_texts.get(prefix_id)
+        if text is None:
+            for found, stored in self._execute("SELECT id, text FROM prefixes"):
+                self._prefix_texts[int(found)] = stored
+            text = self._prefix_texts.get(prefix_id)
+            if text is None:
+                raise StorageError(
+                    f"instance database {self.url}: prefix {prefix_id} is named by a stored row "
+                    "but missing from the prefixes table: the database was altered by hand"
+                )
+        return text
+
 
 _INSERT_EVENTS_HEAD = (
     "INSERT INTO events (run_id, step_key, event_type, timestamp, message, data) VALUES "
 )
-_ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe, version_scheme"
-_UPSERT_INDEX_HEAD = f"INSERT INTO output_index ({_ENTRY_COLUMNS}, run_id) VALUES "
+# the index row's run_id last: addresses are stored without it (compact.py)
+_ENTRY_COLUMNS = (
+    "output_key, version, address, created_at, size_bytes, recipe, version_scheme, run_id"
+)
+_UPSERT_INDEX_HEAD = f"INSERT INTO output_index ({_ENTRY_COLUMNS}) VALUES "
 _UPSERT_INDEX_TAIL = (
     " ON CONFLICT (output_key, version) DO UPDATE SET "
     "address = excluded.address, run_id = excluded.run_id, created_at = excluded.created_at, "
@@ -517,140 +598,35 @@ _TYPE_VALUES = {t: t.value for t in EventType}
 # The event_type of a row that holds several events (never an EventType: older readers, which
 # refuse this schema version, would not know it): JSON text, or zlib-compressed JSON (bytes on
 # SQLite, base64 text on PostgreSQL).
-_PACKED_COMPACT = "PACKED"  # the text, _compact()ed with the row's run id
+_PACKED_COMPACT = "PACKED"  # the text, compact()ed with the row's run id and step key
 _PACKED_COMPRESSED = "PACKED_Z"  # the text, zlib-compressed
 _PACKED_KINDS = (_PACKED_COMPACT, _PACKED_COMPRESSED)
 # Rows of more text than this are compressed: a burst of memoized steps shrinks ~15x, while an
-# executed step's row (~1 kB) is left as text, where compressing costs more time than it saves.
+# executed step's row (~1 kB) is compacted (compact.py), where compressing costs more time
+# than it saves.
 _COMPRESS_OVER = 4096
 _COMPRESS_LEVEL = 1
-
-# A packed row's text that is not compressed is stored with the run id and the longest field
-# names of an address each replaced by one control character. Valid JSON never holds these
-# characters raw (RFC 8259: control characters in strings are escaped, and the only whitespace
-# is space, tab, LF and CR), so the replacement is undone exactly. Each replacement is a scan of
-# the text: these five save ~40% of an executed step's row for a few microseconds; the other
-# names would cost more time than the bytes they save. (Index entries keep plain JSON: a
-# memoized run reads thousands, and expanding them would cost as much again as decoding them.)
-_ADDRESS_NAMES = (
-    ("\x02", '{"io_manager_key": '),
-    ("\x03", ', "output_name": '),
-    ("\x04", ', "mapping_key": '),
-    ("\x05", ', "serializer": '),
-    ("\x06", ', "content_hash": '),
-)
-_RUN_ID = "\x01"
-
-
-def _compact(text: str, run_id: str | None = None) -> str:
-    """JSON ``text`` with the longest address field names (and ``run_id``) replaced."""
-    for marker, name in _ADDRESS_NAMES:
-        text = text.replace(name, marker)
-    if run_id:
-        text = text.replace(run_id, _RUN_ID)
-    return text
-
-
-def _expand(text: str, run_id: str | None = None) -> str:
-    """What ``_compact`` replaced, put back (text without markers is returned as it is)."""
-    if run_id:
-        text = text.replace(_RUN_ID, run_id)
-    for marker, name in _ADDRESS_NAMES:
-        text = text.replace(marker, name)
-    return text
-
-
-def _pack(events: Sequence[Event]) -> str:
-    """``events`` as one JSON list of ``[type, microseconds, step_key, message, data]``, each
-    time in whole microseconds after the first event's (the row's timestamp): an integer is
-    written several times faster than a float's shortest repr, which was a measurable part of
-    an executed step."""
-    first = events[0].timestamp
-    parts = []
-    for e in events:
-        step = "null" if e.step_key is None else _quote(e.step_key)
-        data = _encode(e.data) if e.encoded is None else e.encoded
-        parts.append(
-            f'["{_TYPE_VALUES[e.event_type]}",{round((e.timestamp - first) * 1e6):d},{step},'
-            f"{_quote(e.message)},{data}]"
-        )
-    return "[" + ",".join(parts) + "]"
+# a row of at most this many events is packed compact first (an executed step's: start, inputs,
+# outputs, success); a longer one (a burst of memoized steps) is most likely compressed
+_FEW_EVENTS = 8
 
 
 def _unpack(
-    run_id: str, first: float, kind: str, data: Any, wanted: set[str] | None
+    run_id: str,
+    step_key: str | None,
+    first: float,
+    kind: str,
+    data: Any,
+    wanted: set[str] | None,
+    prefix: str | None,
 ) -> list[Event]:
-    """The events of a packed row whose first event was at ``first`` (only those of the
-    ``wanted`` types, if given); times are to the microsecond, the first one exact."""
+    """The events of a packed row (only those of the ``wanted`` types, if given)."""
     if kind == _PACKED_COMPRESSED:
         raw = data if isinstance(data, bytes) else base64.b64decode(data)
         data = zlib.decompress(raw)
-    elif kind == _PACKED_COMPACT:
-        data = _expand(data, run_id)
-    return [
-        Event(EventType(t), run_id, first + us / 1e6 if us else first, step, message, payload)
-        for t, us, step, message, payload in json.loads(data)
-        if wanted is None or t in wanted
-    ]
-
-
-def _entry_from_row(row: Sequence[Any]) -> IndexEntry:
-    key, version, address, created, size, recipe, scheme = row
-    return IndexEntry(
-        key,
-        version,
-        Address.from_dict(json.loads(address)),
-        created,
-        size,
-        recipe_json=recipe,
-        version_scheme=scheme,
-    )
-
-
-def _entries_from_rows(
-    rows: Sequence[Sequence[Any]], keys: dict[str, str] | None = None
-) -> list[IndexEntry]:
-    # one JSON document for the chunk's addresses: a memoized run reads thousands of entries,
-    # and decoding them one json.loads call at a time is most of the cost
-    addresses = json.loads("[" + ",".join(r[2] for r in rows) + "]") if rows else []
-    # the decoder makes a new string for every value: the few distinct io manager keys,
-    # serializers, run ids, step keys and output names are shared instead (a memoized rerun
-    # of 100,000 pieces keeps every address it reads for the whole run)
-    shared: dict[str, str] = {}
-    share = shared.setdefault
-    found = []
-    for (key, version, _, created, size, recipe, scheme), data in zip(rows, addresses, strict=True):
-        try:
-            address = Address(
-                share(data["io_manager_key"], data["io_manager_key"]),
-                data["uri"],
-                share(data["serializer"], data["serializer"]) if data["serializer"] else None,
-                share(data["run_id"], data["run_id"]),
-                share(data["step_key"], data["step_key"]),
-                share(data["output_name"], data["output_name"]),
-                data["mapping_key"],
-                # the same text as the entry's version, almost always: one string for both
-                version if data["version"] == version else data["version"],
-                data["data_hash"],
-                # written only when known (an io manager that records what it wrote)
-                data.get("size"),
-                data.get("content_hash"),
-                data.get("schema"),
-            )
-        except (KeyError, TypeError):  # written by another memodag version: other keys
-            address = Address.from_dict(data)
-        found.append(
-            IndexEntry(
-                keys.get(key, key) if keys is not None else key,
-                version,
-                address,
-                created,
-                size,
-                recipe_json=recipe,
-                version_scheme=scheme,
-            )
-        )
-    return found
+    else:
+        data = expand(data, run_id, step_key, prefix)
+    return unpack(run_id, first, data, wanted)
 
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
@@ -702,6 +678,7 @@ SQLITE = Dialect(
     driver_errors=(sqlite3.Error,),
     is_transient=_sqlite_transient,
     table_exists="SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)",
+    without_rowid=" WITHOUT ROWID",
 )
 
 

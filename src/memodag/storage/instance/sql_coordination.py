@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 # keys per statement: under SQLite's 999 parameters before 3.32
 _LOOKUP_CHUNK = 400
-_ENTRY_COLUMNS = "output_key, version, address, created_at, size_bytes, recipe, version_scheme"
+_ENTRY_COLUMNS = (
+    "output_key, version, address, created_at, size_bytes, recipe, version_scheme, run_id"
+)
 
 
 class PinsAndLeases:
@@ -33,6 +35,7 @@ class PinsAndLeases:
     _execute: Callable[..., list[Any]]
     _write_many: Callable[..., None]
     _storing: Callable[..., Callable[[Any], None] | None]
+    _entries: Callable[..., list[IndexEntry]]
 
     def pinned_index_entries(self, output_keys: Iterable[str], run_id: str) -> list[IndexEntry]:
         keys = list(dict.fromkeys(output_keys))
@@ -45,7 +48,7 @@ class PinsAndLeases:
                 cur.execute(lock)
             return self._read_and_pin(cur, keys, run_id)
 
-        return _entries(self._run(work, write=True))
+        return self._entries(self._run(work, write=True))
 
     def _read_and_pin(self, cur: Any, keys: list[str], run_id: str) -> list[Any]:
         """The index rows of ``keys``, each key found pinned for ``run_id``."""
@@ -180,7 +183,7 @@ class PinsAndLeases:
             return holders, self._read_and_pin(cur, keys, run_id) if keys else []
 
         holders, rows = self._run(work, write=True)
-        return holders, _entries(rows)
+        return holders, self._entries(rows)
 
     def _acquire(self, cur: Any, lease: Lease, expired: Callable[[Lease], bool]) -> Lease | None:
         insert = self._sql(
@@ -268,9 +271,3 @@ def _lease_row(lease: Lease) -> tuple[Any, ...]:
         lease.acquired_at,
         lease.heartbeat_at,
     )
-
-
-def _entries(rows: Sequence[Sequence[Any]]) -> list[IndexEntry]:
-    from memodag.storage.instance.sql import _entries_from_rows
-
-    return _entries_from_rows(rows)
