@@ -48,6 +48,10 @@ class ResourceDefinition:
     #: for a resource whose config decides that (``object_store_io_manager`` on ``memory://``):
     #: given its resolved config, whether its values live in one process's memory
     in_process_only_if: Callable[[Any], bool] | None = None
+    #: top-level config keys that change how, not what, it stores or serves (a table store's
+    #: ``local_table_cache``): left out of its version and io manager identity, so changing
+    #: them recomputes nothing
+    unversioned_config: frozenset[str] = frozenset()
 
     @property
     def is_io_manager(self) -> bool:
@@ -98,6 +102,7 @@ def _decorator(
     description: str | None,
     required_resource_keys: Any,
     in_process_only: bool = False,
+    unversioned_config: Any = (),
 ) -> Any:
     def decorate(func: Callable[..., Any]) -> ResourceDefinition:
         name = getattr(func, "__name__", "resource")
@@ -118,6 +123,7 @@ def _decorator(
             required_resource_keys=frozenset(required_resource_keys or ()),
             name=name,
             in_process_only=in_process_only,
+            unversioned_config=frozenset(unversioned_config),
         )
 
     return decorate(fn) if fn is not None else decorate
@@ -145,9 +151,12 @@ def io_manager(
     description: str | None = None,
     required_resource_keys: Any = None,
     in_process_only: bool = False,
+    unversioned_config: Any = (),
 ) -> Any:
     """Declare an io manager: a resource whose function returns an ``IOManager``.
-    ``in_process_only=True`` says its outputs live in the run's process memory."""
+    ``in_process_only=True`` says its outputs live in the run's process memory;
+    ``unversioned_config`` names top-level config keys that never enter a version (settings
+    that change how outputs are served, not what is stored)."""
     return _decorator(
         IOManagerDefinition,
         fn,
@@ -156,6 +165,7 @@ def io_manager(
         description,
         required_resource_keys,
         in_process_only,
+        unversioned_config,
     )
 
 

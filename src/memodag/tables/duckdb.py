@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from memodag.definitions.config import Field
 from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.errors import StorageError
+from memodag.tables.cache import CONFIG_FIELD, CONFIG_KEY, cache_from_config, instance_home
 from memodag.tables.convert import DUCKDB, SQLALCHEMY, kind_of_type
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
@@ -701,22 +702,16 @@ _CONFIG = {
     "lock_timeout": Field(
         float, default_value=5.0, description="Seconds to wait for a file another process holds."
     ),
+    CONFIG_KEY: CONFIG_FIELD,
 }
 
 
 def _default_path(context: InitResourceContext) -> str:
-    instance = context.instance
-    home = getattr(instance, "home", None) if instance is not None else None
-    if home is None and instance is not None:
-        home = os.path.dirname(str(instance.storage_dir))
-    if home is None:
-        from memodag.storage.instance import find_home
-
-        home = find_home()
-    return os.path.join(str(home), "tables.duckdb")
+    return os.path.join(instance_home(context), "tables.duckdb")
 
 
-@io_manager(config_schema=_CONFIG)
+# the local table cache: off unless configured (DuckDB reads about as fast as Parquet here)
+@io_manager(config_schema=_CONFIG, unversioned_config=(CONFIG_KEY,))
 def duckdb_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a DuckDB file (config ``path``, default ``tables.duckdb`` under the instance
     home): physical tables by version in ``memodag_data``, one schema of views per stage."""
@@ -729,4 +724,10 @@ def duckdb_table_store(context: InitResourceContext) -> TableIOManager:
         hold_file=config.get("hold_file", _HOLD_RUN),
         lock_timeout=float(config.get("lock_timeout", 5.0)),
     )
-    return TableIOManager(store)
+    cache = cache_from_config(
+        config.get(CONFIG_KEY),
+        store_identity=store.identity(),
+        home=instance_home(context),
+        default_enabled=False,
+    )
+    return TableIOManager(store, cache)

@@ -39,8 +39,12 @@ from memodag.storage.io_manager import (
     RunInfo,
     StoredData,
 )
+from memodag.tables.cache import CacheRecord, LocalTableCache, same_after_store
 from memodag.tables.convert import (
     ARROW,
+    PANDAS,
+    POLARS,
+    POLARS_LAZY,
     SQL,
     SQLALCHEMY,
     from_arrow,
@@ -127,8 +131,10 @@ class TableIOManager(MemoizableIOManager):
 
     uses_instance_index = True
 
-    def __init__(self, store: TableStore) -> None:
+    def __init__(self, store: TableStore, cache: LocalTableCache | None = None) -> None:
         self.store = store
+        #: Parquet copies of tables on this machine (``memodag.tables.cache``), or None
+        self.cache = cache
         self._run: RunInfo | None = None
         # stage -> name -> the table the run recorded for it
         self._stages: dict[str, dict[str, StageTable]] = {}
@@ -296,6 +302,7 @@ class TableIOManager(MemoizableIOManager):
             else:
                 data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
                 self.store.write_arrow(physical, data, spec)
+                self._cache_output(context, physical, data, spec)
         uri = TableAddress(kind, stage, name, physical).uri()
         return StoredData(uri, schema=self._schema_text(self.store.schema_of(physical)))
 
@@ -377,6 +384,7 @@ class TableIOManager(MemoizableIOManager):
                 physical = physical_table_name(context.step_key, context.name, "f" + version)
             if content is None or not self.store.has_table(physical):
                 self.store.write_arrow(physical, data, spec)
+                self._cache_output(context, physical, data, spec)
         address = TableAddress(kind, where.stage, where.name, physical)
         return StoredData(address.uri(), data_hash=version)
 
@@ -457,6 +465,17 @@ class TableIOManager(MemoizableIOManager):
             raise StorageError(f"{what}: SQLAlchemy could not compile the query: {exc}") from exc
         return str(compiled)
 
+    def _cache_output(
+        self, context: OutputContext, physical: str, data: Any, spec: TableSpec
+    ) -> None:
+        """``store_output``: the data just written goes to the local cache too, when the store
+        reads it back value for value (no ``type_map``; PostgreSQL: no sub-microsecond times)."""
+        cache = self.cache
+        if cache is None or not cache.store_output or self._predicting or spec.type_map:
+            return
+        if cache.wants(data) and same_after_store(data, self.store.dialect):
+            cache.put(CacheRecord(physical, context.version or "", context.run_id), data)
+
     def serializer_name(self, context: OutputContext) -> str | None:
         return SERIALIZER
 
@@ -492,20 +511,47 @@ class TableIOManager(MemoizableIOManager):
                 schema, _, name = table.physical.partition(".")
                 return self.store.read_external(schema, name, as_type)
             if table.kind != RAWSQL:
-                return self.store.read(table.physical, as_type)
+                return self._read(table.physical, as_type, context)
             made = dict(table.tables())
             pick = context.tags.get(PICK_TABLE_TAG + context.name)
             if pick is None:  # all of the script's tables, by name
-                return {name: self.store.read(physical, as_type) for name, physical in made.items()}
+                return {
+                    name: self._read(physical, as_type, context) for name, physical in made.items()
+                }
             if pick not in made:
                 raise StorageError(
                     f"input '{context.name}' of step '{context.step_key}': the RawSql script of "
                     f"'{table.name}' made no table '{pick}' (it made {sorted(made)})"
                 )
-            return self.store.read(made[pick], as_type)
+            return self._read(made[pick], as_type, context)
         finally:
             if self._run is None and not self._predicting:
                 self.store.close()  # outside a run (output_for_node): never keep the file
+
+    def _read(self, physical: str, as_type: Any, context: InputContext) -> Any:
+        """The physical table as ``as_type``: a frame or Arrow table from the local cache when
+        it holds this table as the address recorded it, else from the store (then cached, with
+        ``store_input``). References (``sqlalchemy.Table``, DuckDB relations) never come
+        from the cache: they name the table in the database."""
+        cache, address = self.cache, context.address
+        if cache is None or address is None:
+            return self.store.read(physical, as_type)
+        what = f"table {physical}"
+        kind = kind_of_type(as_type, what)
+        if kind not in (PANDAS, POLARS, POLARS_LAZY, ARROW):
+            return self.store.read(physical, as_type)
+        record = CacheRecord(physical, address.version or "", address.run_id)
+        data = cache.get(record)
+        if data is not None:
+            if context.log is not None:
+                context.log.debug(
+                    f"input '{context.name}': {what} read from {cache.path_of(physical)}"
+                )
+        else:
+            data = self.store.read_arrow(physical)
+            if cache.store_input:
+                cache.put(record, data)
+        return from_arrow(data, kind, what)
 
     # ---- gc ----------------------------------------------------------------------------------
 
@@ -538,6 +584,8 @@ class TableIOManager(MemoizableIOManager):
         physicals = table.physicals()
         try:
             for physical in physicals:
+                if self.cache is not None:  # no kept run reads it through this address
+                    self.cache.discard(physical)
                 if not self.store.is_shown(physical):  # a committed stage still shows it: kept
                     self.store.drop_table(physical)
         finally:
