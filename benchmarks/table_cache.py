@@ -112,9 +112,7 @@ def cache_read(scratch: Path, store_kind: str) -> Metrics:
         for _ in range(REPEAT):
             store_arrow.append(_seconds(lambda: off.output_for_node("big", as_type=pa.Table)))
             cache_arrow.append(_seconds(lambda: on.output_for_node("big", as_type=pa.Table)))
-            store_pandas.append(
-                _seconds(lambda: off.output_for_node("big", as_type=pd.DataFrame))
-            )
+            store_pandas.append(_seconds(lambda: off.output_for_node("big", as_type=pd.DataFrame)))
             cache_pandas.append(_seconds(lambda: on.output_for_node("big", as_type=pd.DataFrame)))
     finally:
         instance.close()

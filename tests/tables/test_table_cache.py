@@ -294,3 +294,44 @@ def test_gc_removes_the_files_of_tables_no_kept_run_uses(db, tmp_path):
     run_memodag("gc", "-f", "job.py", "--keep-last", "1", "--yes", cwd=project, home=home, env=env)
     assert db.files() == [second]
     assert not first.exists()
+
+
+def test_every_type_comes_back_from_the_cache_as_from_the_store(db, instance):
+    from tables.test_types import PANDAS
+
+    @materialize(version="1")
+    def typed():
+        return PANDAS
+
+    @job(name="typed", resource_defs={"table_store": db.store()})
+    def typed_job():
+        typed()
+
+    result = typed_job.execute_in_process(instance=instance)
+    from_store = result.output_for_node("typed", as_type=pa.Table)  # a miss: writes the file
+    (file,) = db.files()
+    from_cache = result.output_for_node("typed", as_type=pa.Table)
+    assert from_cache.equals(from_store, check_metadata=True)
+    pd.testing.assert_frame_equal(
+        result.output_for_node("typed", as_type=pd.DataFrame), from_store.to_pandas()
+    )
+    db.execute(f"DELETE FROM {db.data_table(file.stem)}")  # the next read is the file's
+    assert result.output_for_node("typed", as_type=pl.DataFrame).height == len(PANDAS)
+
+
+def test_store_output_skips_what_the_store_would_not_read_back_exactly(db, instance):
+    times = pd.Series(pd.to_datetime(["2020-01-01 00:00:00.000000001"] * 3))  # nanoseconds
+
+    @materialize(version="1")
+    def stamped():
+        return pd.DataFrame({"t": times})
+
+    cache = {"path": str(db.cache_dir), "min_rows": 0, "store_output": True}
+
+    @job(name="stamped", resource_defs={"table_store": db.store(cache=cache)})
+    def stamped_job():
+        stamped()
+
+    stamped_job.execute_in_process(instance=instance)
+    # DuckDB keeps nanoseconds; PostgreSQL microseconds, so its table differs from the frame
+    assert len(db.files()) == (1 if db.kind == "duckdb" else 0)
