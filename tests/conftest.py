@@ -27,6 +27,7 @@ def memodag_home(tmp_path, monkeypatch):
     home = tmp_path / "memodag_home"
     monkeypatch.setenv("MEMODAG_HOME", str(home))
     monkeypatch.delenv("MEMODAG_INSTANCE_URL", raising=False)
+    monkeypatch.delenv("MEMODAG_TABLE_STORE_URL", raising=False)  # the default table store's
     return home
 
 

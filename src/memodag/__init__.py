@@ -45,6 +45,7 @@ from memodag.engine.dry_run import list_versions
 from memodag.engine.result import ExecuteInProcessResult
 from memodag.errors import (
     ConfigError,
+    DataVersionError,
     DefinitionError,
     ExecutionError,
     MemodagError,
@@ -96,6 +97,7 @@ __all__ = [
     "Address",
     "Backoff",
     "ConfigError",
+    "DataVersionError",
     "DefinitionError",
     "DynamicOut",
     "DynamicOutput",

@@ -48,6 +48,11 @@ class MemoizationError(MemodagError):
     """Memoization was asked for but cannot be honoured (e.g. ops without a version)."""
 
 
+class DataVersionError(MemoizationError):
+    """An op's ``data_version`` function raised, or returned something that is not JSON: user
+    code failed while versions were computed (the CLI exits 1, as for a failed step)."""
+
+
 class OutputLostError(StorageError):
     """A stored output is gone, or is not what was recorded when it was written (its size or
     content hash differs). ``address`` is the output's recorded address. A memoized run treats

@@ -62,3 +62,74 @@ def test_reexecute_a_nested_clone_by_its_key_and_a_fan_out_with_what_follows(tmp
     assert again["status"] == "SUCCESS"
     # emit, inner x2, scale x4, inner_total x2, total
     assert again["steps"] == {"executed": 10, "memoized": 0, "failed": 0, "skipped": 0}
+
+
+FAILING_FAN_OUT = """
+from memodag import DynamicOut, DynamicOutput, job, op
+
+@op(out=DynamicOut())
+def emit():
+    raise ValueError("no pieces today")
+    yield DynamicOutput(1, mapping_key="a")
+
+@op
+def double(x):
+    return 2 * x
+
+@op
+def total(xs):
+    return sum(xs)
+
+@op
+def report(t):
+    return t
+
+@job
+def fan():
+    report(total(emit().map(double).collect()))
+"""
+
+
+def test_steps_a_failed_fan_out_never_made_are_listed_as_skipped(tmp_path):
+    (tmp_path / "jobs.py").write_text(FAILING_FAN_OUT)
+    home = tmp_path / "home"
+    ran = run_memodag("job", "execute", "-f", "jobs.py", cwd=tmp_path, home=home, check=False)
+    assert ran.returncode == 1
+    assert "Steps: 0 executed, 0 memoized, 1 failed, 3 skipped" in ran.stdout
+    assert "double[*] skipped: not made: fan-out 'emit' did not succeed" in ran.stdout
+    assert "report skipped: upstream step 'total' was not made" in ran.stdout
+    summary = json.loads(
+        run_memodag(
+            "job", "execute", "-f", "jobs.py", "--json", cwd=tmp_path, home=home, check=False
+        ).stdout
+    )
+    assert summary["steps"] == {"executed": 0, "memoized": 0, "failed": 1, "skipped": 3}
+    shown = run_memodag("runs", "show", summary["run_id"], "--json", cwd=tmp_path, home=home)
+    steps = {s["step_key"]: s["status"] for s in json.loads(shown.stdout)["steps"]}
+    assert steps == {
+        "emit": "failed",
+        "double[*]": "skipped",
+        "total": "skipped",
+        "report": "skipped",
+    }
+
+
+def test_a_failed_nested_fan_out_lists_what_it_never_made(tmp_path):
+    source = NESTED.replace(
+        "def inner(x):\n", "def inner(x):\n    if x == 0:\n        raise ValueError('no')\n"
+    )
+    (tmp_path / "jobs.py").write_text(source)
+    ran = run_memodag(
+        "job", "execute", "-f", "jobs.py", "--json", cwd=tmp_path, home=tmp_path / "h", check=False
+    )
+    run_id = json.loads(ran.stdout)["run_id"]
+    shown = run_memodag("runs", "show", run_id, "--json", cwd=tmp_path, home=tmp_path / "h")
+    steps = {s["step_key"]: (s["status"], s["message"]) for s in json.loads(shown.stdout)["steps"]}
+    assert steps["inner[k0]"][0] == "failed"
+    assert steps["scale[k0,*]"] == ("skipped", "not made: fan-out 'inner[k0]' did not succeed")
+    assert steps["inner_total[k0]"][0] == "skipped"
+    assert steps["total"] == (
+        "skipped",
+        "upstream step 'inner_total[k0]' was not made (fan-out 'inner[k0]' did not succeed)",
+    )
+    assert steps["inner_total[k1]"][0] == "success"

@@ -296,6 +296,23 @@ def test_a_failing_data_version_is_a_clear_error_naming_the_op(tmp_path: Path) -
     assert "Traceback" not in output
 
 
+def test_a_failing_data_version_exits_1_in_every_command(tmp_path: Path) -> None:
+    """User code that raised is a failure, not a usage mistake (2), whichever command ran it."""
+    project = _project(tmp_path, DATA_VERSIONED)
+    home = tmp_path / "home"
+    (project / "data").mkdir()
+    _write_config(project, DATA_CONFIG)
+    codes = {}
+    for command in ("execute", "list-versions", "explain"):
+        done = run_memodag(
+            "job", command, "-f", "pipeline.py", "-c", "run.yaml",
+            cwd=project, home=home, check=False,
+        )  # fmt: skip
+        assert "data_version of op 'load' (prices_version) failed" in done.stdout + done.stderr
+        codes[command] = done.returncode
+    assert codes == {"execute": 1, "list-versions": 1, "explain": 1}
+
+
 def test_a_data_version_that_is_not_json_is_a_clear_error(tmp_path: Path) -> None:
     source = DATA_VERSIONED.replace(
         "return hashlib.sha256(path.read_bytes()).hexdigest()[:12]", "return path.stat()"

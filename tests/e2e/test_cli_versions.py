@@ -143,3 +143,49 @@ def test_flagship_example_logs_memoizes_and_reexecutes(tmp_path: Path) -> None:
     again = memodag(home, "job", "reexecute", parent[:8], "--steps", "report", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "1 executed" in again.stdout, again.stdout
+
+
+LOST_JOB = """
+from memodag import MEMOIZED_RUN_TAG, job, op
+
+@op(version="1")
+def raw():
+    return 20
+
+@op(version="1")
+def clean(raw):
+    return raw + 1
+
+@op(version="1")
+def report(clean):
+    return clean * 2
+
+@job(tags={MEMOIZED_RUN_TAG: "true"})
+def chain():
+    report(clean(raw()))
+"""
+
+
+@pytest.mark.parametrize("lost", ["clean", "report"])
+def test_a_lost_output_is_recomputed_as_explain_says(tmp_path: Path, lost: str) -> None:
+    """An intermediate whose consumer is stored (clean) and a final output (report): each lost
+    one is recomputed alone, and explain says so and why before the run."""
+    home = tmp_path / "home"
+    (tmp_path / "chain.py").write_text(LOST_JOB)
+    assert memodag(home, "job", "execute", "-f", "chain.py", cwd=tmp_path).returncode == 0
+    (stored,) = (home / "storage").glob(f"*/{lost}.result.pkl")
+    stored.unlink()
+    explained = memodag(home, "job", "explain", "-f", "chain.py", "--json", cwd=tmp_path)
+    rows = json.loads(explained.stdout)["outputs"]
+    assert [r["step"] for r in rows] == [lost]
+    assert rows[0]["reasons"] == [
+        f"stored at this version by run {stored.parent.name[:8]}, but its data is missing: "
+        "recomputed"
+    ]
+    ran = memodag(home, "job", "execute", "-f", "chain.py", "--json", cwd=tmp_path)
+    assert json.loads(ran.stdout)["steps"] == {
+        "executed": 1,
+        "memoized": 2,
+        "failed": 0,
+        "skipped": 0,
+    }

@@ -65,8 +65,22 @@ def test_verify_reports_and_repairs_lost_and_altered_outputs(tmp_path):
     assert table.returncode == 1
     assert "--repair" in table.stdout and str(altered) in table.stdout.replace("\n", "")
 
+    before = run_memodag("job", "explain", "-f", str(job_file), cwd=tmp_path, home=home).stdout
+    assert "first.result" in before and "but its data is missing: recomputed" in before
+
     repaired = run_memodag("verify", "--repair", cwd=tmp_path, home=home)
-    assert "2 index entries dropped" in repaired.stdout
+    assert "2 index entries marked lost" in repaired.stdout
+    # explain says what happened to them, not "never stored"
+    explained = run_memodag(
+        "job", "explain", "-f", str(job_file), "--json", cwd=tmp_path, home=home
+    ).stdout
+    why = {o["step"]: o["reasons"] for o in json.loads(explained)["outputs"]}
+    assert why["first"][0].startswith("stored at this version by run ")
+    assert "then found missing by memodag verify --repair" in why["first"][0]
+    assert (
+        "then found content hash differs from the one recorded by memodag verify"
+        in (why["second"][0])
+    )
     assert (
         "1 output(s) checked: 1 ok, 0 bad" in run_memodag("verify", cwd=tmp_path, home=home).stdout
     )

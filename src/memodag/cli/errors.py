@@ -1,6 +1,8 @@
 """How the CLI reports user mistakes: a message on stderr and an exit code, no traceback.
 
-Exit codes: 0 success, 1 a failed run or an unexpected error, 2 a usage or config mistake.
+Exit codes: 0 success, 1 a failed run, user code that raised (a step, a ``data_version``
+function, in any command), a storage failure or an unexpected error, 2 a usage, config or
+definition mistake, 130 canceled (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -57,16 +59,19 @@ class CliError(click.ClickException):
 
 def exit_code_for(exc: BaseException) -> int:
     """2 for mistakes in definitions, config or the request (memoization asked of unversioned
-    ops included); 1 for anything that went wrong running."""
+    ops included); 1 for anything that went wrong running: user code that raised (a step, or a
+    ``data_version`` function, which ``list-versions`` runs too) and storage that failed. So one
+    failure gives one exit code whichever command met it."""
     from memodag.errors import (
         ConfigError,
+        DataVersionError,
         DefinitionError,
         ExecutionError,
         MemoizationError,
         StepExecutionError,
     )
 
-    if isinstance(exc, StepExecutionError):
+    if isinstance(exc, StepExecutionError | DataVersionError):
         return EXIT_RUN_FAILED
     if isinstance(exc, ConfigError | DefinitionError | ExecutionError | MemoizationError):
         return EXIT_USAGE

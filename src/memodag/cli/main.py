@@ -21,6 +21,7 @@ COMMAND_GROUPS = {
     "runs": "memodag.cli.commands.runs:runs",
     "gc": "memodag.cli.commands.gc:gc",
     "verify": "memodag.cli.commands.verify:verify",
+    "tables": "memodag.cli.commands.tables:tables",
 }
 
 
@@ -65,6 +66,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Runs and their events are kept in the instance: a SQLite file under $MEMODAG_HOME (default:
     the nearest .memodag folder here or above, else ./.memodag), or the database named by
     $MEMODAG_INSTANCE_URL.
+
+    \b
+    Exit codes, the same in every command:
+      0    success
+      1    a run failed, user code raised (an op, a data_version function), storage failed
+      2    a mistake in the command, the run config or the job definition
+      130  canceled (Ctrl-C, SIGTERM)
     """
     if debug:
         enable_debug(ctx)

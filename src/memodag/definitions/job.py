@@ -31,7 +31,7 @@ DEFAULT_IO_MANAGER = "memodag.storage.io_managers.fs:fs_io_manager"
 
 #: the table store of a job with table outputs that names none, and the version strategy of a
 #: job with ``@materialize`` ops that names none (named, as above, not imported)
-DEFAULT_TABLE_STORE = "memodag.tables.duckdb:duckdb_table_store"
+DEFAULT_TABLE_STORE = "memodag.tables.default:default_table_store"
 DEFAULT_TABLE_VERSION_STRATEGY = "memodag.versioning.source_hash:SourceHashVersionStrategy"
 
 

@@ -106,6 +106,12 @@ class ExternalTableReference:
         return f"ExternalTableReference({self.name!r}, schema={self.schema!r})"
 
 
+#: ``Out.metadata`` key of the columns an output table declares (``@materialize(schema=)``):
+#: what a collected fan-out of no pieces is handed over as, and what each piece must have
+SCHEMA_KEY = "schema"
+#: the placeholder a fan-out piece's ``Table(name=...)`` may hold: the piece's mapping key
+MAPPING_KEY_PLACEHOLDER = "{mapping_key}"
+
 #: PostgreSQL's identifier limit, which stage and table names keep on every store
 _MAX_IDENTIFIER_BYTES = 63
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -147,6 +153,40 @@ def table_identifier(name: Any, what: str) -> str:
             "(PostgreSQL's limit)"
         )
     return lowered
+
+
+def _table_name(name: Any) -> str:
+    """A ``Table`` name, which may hold ``{mapping_key}`` (filled in per fan-out piece, made an
+    identifier of at most 63 bytes there: docs/tables.md, "Fan-outs")."""
+    if not isinstance(name, str) or MAPPING_KEY_PLACEHOLDER not in name:
+        return table_identifier(name, "Table name")
+    # checked with a one-letter key; the filled-in name is checked (and cut) per piece
+    if not _IDENTIFIER.match(name.replace(MAPPING_KEY_PLACEHOLDER, "k").lower()):
+        raise DefinitionError(
+            f"Table name {name!r} is not an identifier: use letters, digits and underscores "
+            f"around {MAPPING_KEY_PLACEHOLDER}, starting with a letter or underscore"
+        )
+    parts = name.split(MAPPING_KEY_PLACEHOLDER)
+    return MAPPING_KEY_PLACEHOLDER.join(p.lower() for p in parts)
+
+
+def check_schema(schema: Any, what: str) -> Any:
+    """A declared table schema: a ``pyarrow.Schema`` or a mapping of column name to a pyarrow
+    type or its name (``"int64"``, ``"string"``, ``"timestamp[us]"``). Checked for its shape
+    only (names are strings); type names are checked when the schema is used, so that
+    declaring one imports no pyarrow.
+
+    Raises:
+        DefinitionError: naming ``what`` and what was given.
+    """
+    if type(schema).__module__.split(".")[0] == "pyarrow" and hasattr(schema, "names"):
+        return schema
+    if isinstance(schema, Mapping) and all(isinstance(k, str) for k in schema):
+        return dict(schema)
+    raise DefinitionError(
+        f"{what}: schema must be a pyarrow.Schema or a mapping of column name to a pyarrow "
+        f"type or type name (e.g. {{'region': 'string', 'n': 'int64'}}), got {schema!r}"
+    )
 
 
 def _columns(value: Any, what: str) -> tuple[str, ...]:
@@ -203,7 +243,7 @@ class Table:
         inline: bool | None = None,
     ) -> None:
         self.obj = obj
-        self.name = None if name is None else table_identifier(name, "Table name")
+        self.name = None if name is None else _table_name(name)
         self.primary_key = () if primary_key is None else _columns(primary_key, "Table primary_key")
         if indexes is not None and (
             isinstance(indexes, str)
@@ -349,6 +389,7 @@ def materialize(
     description: str | None = None,
     data_version: Callable[[Any], Any] | None = None,
     cache: Callable[[Any], Any] | None = None,
+    schema: Any = None,
 ) -> Any:
     """Declare an op whose outputs are tables in the job's table store (``table_store``).
 
@@ -370,6 +411,10 @@ def materialize(
             query and its inputs' versions and table options, or a frame's content), and
             executes in the database only when no table of that version is stored. Consumers
             are versioned by that version (docs/tables.md, "Lazy SQL tasks").
+        schema: the columns each output table has, a ``pyarrow.Schema`` or a mapping of column
+            name to a pyarrow type or type name. In a fan-out, a consumer that takes the pieces
+            as one frame gets an empty frame of this schema when there are no pieces, and each
+            stored table must have these columns and types (docs/tables.md, "Fan-outs").
 
     The other arguments are ``@op``'s. A job holding a ``@materialize`` op memoizes by default.
     """
@@ -386,6 +431,7 @@ def materialize(
             f"@materialize(lazy=True, version={version!r}): a lazy task is versioned by the query "
             "it returns; drop version= (or give a string), or drop lazy=True"
         )
+    declared = None if schema is None else check_schema(schema, "@materialize")
 
     def decorate(func: Callable[..., Any]) -> Any:
         from memodag.definitions.op import op
@@ -403,8 +449,13 @@ def materialize(
             p: In(metadata={INPUT_TYPE_KEY: input_type}) if input_type is not None else In()
             for p in params
         }
+        metadata = {} if schema is None else {SCHEMA_KEY: declared}
         # a lazy output's consumers are versioned by the version the store reports for it
-        out_def = Out(io_manager_key=TABLE_STORE_KEY, early_cutoff=True if lazy else None)
+        out_def = Out(
+            io_manager_key=TABLE_STORE_KEY,
+            early_cutoff=True if lazy else None,
+            metadata=metadata,
+        )
         outs: Any = (
             out_def if nout == 1 else {f"{DEFAULT_OUTPUT}_{i}": out_def for i in range(nout)}
         )

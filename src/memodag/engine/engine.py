@@ -28,8 +28,14 @@ from typing import Any
 
 from memodag.engine.events import Commit, EventLog
 from memodag.executors.base import Executor
-from memodag.plan.dynamic import expand_mapped, made_by, pieces_from_addresses
-from memodag.plan.plan import ExecutionPlan, ExecutionStep, StepOutputHandle
+from memodag.plan.dynamic import expand_mapped, made_by, never_made, pieces_from_addresses
+from memodag.plan.plan import (
+    ExecutionPlan,
+    ExecutionStep,
+    ListSource,
+    NodeSource,
+    StepOutputHandle,
+)
 from memodag.runtime.step import InputLoad, StepOutcome, StepTask
 from memodag.storage.instance.records import Event, EventType
 from memodag.storage.io_manager import Address
@@ -225,6 +231,14 @@ class Engine:
             with contextlib.suppress(Exception):
                 self.record_finished()
             raise
+        not_made = self._skip_never_made()
+        for key, waiting in self._waiting_on.items():
+            if waiting and key not in self.status:
+                missing = [u for u in self.steps[key].upstream_step_keys if u in not_made]
+                if missing:  # its fan-out failed or was skipped: that failure says why (and
+                    # its consumers are skipped for it)
+                    why = f"upstream step '{missing[0]}' was not made ({not_made[missing[0]]})"
+                    self._skip(key, why, SkipCause.FAILED)
         for key, waiting in self._waiting_on.items():
             if waiting and key not in self.status:
                 # an upstream never came to exist: the run did not do all it was asked to
@@ -364,7 +378,10 @@ class Engine:
                     return None
                 addresses.append(address)
                 outs.append(self._out_def(handle))
-            loads.append(InputLoad(spec.name, tuple(addresses), tuple(outs), spec.collect))
+            load = InputLoad(spec.name, tuple(addresses), tuple(outs), spec.collect)
+            if spec.collect:
+                load.collected_out, load.collected_node = self._collected(step, spec.name)
+            loads.append(load)
         return StepTask(
             self.run_id,
             step.key,
@@ -377,6 +394,17 @@ class Engine:
             attempt,
             self.memoizer.hash_outputs(step),
         )
+
+    def _collected(self, step: ExecutionStep, name: str) -> tuple[Any, str]:
+        """The ``Out`` a collected input gathers (the mapped node's, or a fan-in list's first
+        member's) and its node: its io manager hands the list over, even with no pieces."""
+        source = step.node.inputs.get(name)
+        if isinstance(source, ListSource):
+            source = source.members[0] if source.members else None
+        node = self.plan.nodes.get(source.node) if isinstance(source, NodeSource) else None
+        if node is None or not isinstance(source, NodeSource):
+            return None, ""
+        return node.op_def.outs.get(source.output), node.path
 
     def _out_def(self, handle: StepOutputHandle) -> Any:
         step = self.steps.get(handle.step_key)
@@ -637,6 +665,34 @@ class Engine:
             self._waiting_on[consumer] = remaining
             if remaining == 0:
                 self._ready.append(consumer)
+
+    def _skip_never_made(self) -> dict[str, str]:
+        """Clones and collectors of fan-out steps that failed or were skipped (so they were
+        never made) are recorded as skipped, under keys with ``*`` for the pieces never known
+        (``double[*]``, ``scale[k0,*]``, ``total``), so a run's summary lists every step it did
+        not run. Returns each such step key -> why it was not made (consumers waiting on one
+        are skipped for that reason)."""
+        if not self._records_events:
+            return {}
+        failed: dict[tuple[str, tuple[str, ...]], str] = {}  # fan-out (path, keys) -> why
+        for key, state in self.status.items():
+            step = self.steps.get(key)
+            ended_without_pieces = state in (StepStatus.FAILED, StepStatus.SKIPPED)
+            if ended_without_pieces and step is not None and step.op_def.has_dynamic_output:
+                failed[(step.node.path, step.mapping_keys)] = f"fan-out '{key}' did not succeed"
+        not_made = never_made(self.plan, self.steps, failed) if failed else {}
+        for key, why in not_made.items():
+            self.log.append(
+                Event(
+                    EventType.STEP_SKIPPED,
+                    self.run_id,
+                    time.time(),
+                    key,
+                    f"not made: {why}",
+                    {"cause": SkipCause.FAILED},
+                )
+            )
+        return not_made
 
     def _skip(self, key: str, reason: str, cause: str) -> None:
         if key in self.status:

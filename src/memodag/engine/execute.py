@@ -90,7 +90,7 @@ def execute_job(
         run_tags[CACHE_VALIDATION_TAG] = resolved.cache_validation
     parent = _parent_run(instance, parent_run_id)
     try:
-        steps, selected, external, absent = _selection(
+        steps, selected, external, absent, inherited = _selection(
             plan, instance, parent, step_selection, run_id
         )
         _check_external_addresses(job, external, executor)
@@ -174,12 +174,15 @@ def execute_job(
             }
             memoizer.attach_io_managers(io_managers)
             memoizer.attach_resources(resources)
-            hooks = RunHooks(run_id, job.name, run_tags, vars(resources))
+            hooks = RunHooks(run_id, job.name, run_tags, vars(resources), step_selection)
             if hooks.listens_for_outputs:
                 event_log.on_stored.append(hooks.stored)
             ending: BaseException | None = None
             try:
                 hooks.start()
+                # what a re-execution keeps from its parent counts as this run's, as if
+                # memoized: a table store commits each stage whole (docs/tables.md, "Commits")
+                hooks.inherited(inherited)
                 executor.start(payload, runtime)
                 engine = Engine(
                     plan, run_id, executor, event_log, memoizer, selected, external, steps, absent
@@ -446,14 +449,21 @@ def _selection(
     parent: RunRecord | None,
     step_selection: Sequence[str] | None,
     run_id: str = "",
-) -> tuple[dict[str, ExecutionStep], set[str] | None, dict[AddressKey, Address], set[AddressKey]]:
+) -> tuple[
+    dict[str, ExecutionStep],
+    set[str] | None,
+    dict[AddressKey, Address],
+    set[AddressKey],
+    list[Address],
+]:
     """The run's steps (the plan's, plus the parent's fan-outs expanded so their clones can be
-    selected), the selected step keys, the outputs taken from the parent run, and those the
+    selected), the selected step keys, the outputs taken from the parent run, those the
     parent run did not produce (an optional output not yielded, or a step skipped for one):
-    fan-in lists and collectors leave them out, other consumers are skipped, as in the parent."""
+    fan-in lists and collectors leave them out, other consumers are skipped, as in the parent;
+    and every output of the lineage's steps this run does not select (what it keeps of them)."""
     steps = dict(plan.steps)
     if not step_selection:
-        return steps, None, {}, set()
+        return steps, None, {}, set(), []
     lineage = _lineage(instance, parent, run_id) if parent else _Lineage({}, set(), {})
     parent_addresses, completed = lineage.addresses, lineage.completed
     # clones of the parent's fan-outs become selectable ("double[k7]"); fan-outs that re-run
@@ -503,7 +513,8 @@ def _selection(
             + "):\n"
             + "\n".join(f"  - {m}" for m in missing)
         )
-    return steps, selected, external, absent
+    inherited = [a for k, a in parent_addresses.items() if k[0] in steps and k[0] not in selected]
+    return steps, selected, external, absent, inherited
 
 
 def _refuse_clones_of_rerun_fan_outs(

@@ -24,10 +24,16 @@ class RunHooks:
     in the order they were built: dependencies first)."""
 
     def __init__(
-        self, run_id: str, job_name: str, tags: Mapping[str, str], resources: Mapping[str, Any]
+        self,
+        run_id: str,
+        job_name: str,
+        tags: Mapping[str, str],
+        resources: Mapping[str, Any],
+        step_selection: Iterable[str] | None = None,
     ) -> None:
         self.hooked = {k: v for k, v in resources.items() if isinstance(v, RunLifecycle)}
-        self._infos = {k: RunInfo(run_id, job_name, k, dict(tags)) for k in self.hooked}
+        selection = tuple(step_selection) if step_selection is not None else None
+        self._infos = {k: RunInfo(run_id, job_name, k, dict(tags), selection) for k in self.hooked}
         self._started: list[str] = []
         # addresses of attempts whose outcome has not been stored yet, by step key
         self._pending: dict[str, list[Address]] = {}
@@ -79,6 +85,15 @@ class RunHooks:
             elif kind is EventType.STEP_MEMOIZED:
                 for data in event.data.get("addresses", ()):
                     self._recorded(Address.from_dict(data), True)
+
+    def inherited(self, addresses: Iterable[Address]) -> None:
+        """Outputs a re-execution keeps from its parent run (steps it does not select): each
+        goes to ``on_output_recorded`` as reused (``memoized``), so a stage a table store
+        commits shows them as the parent run left them beside what this run re-executes."""
+        if not self.listens_for_outputs:
+            return
+        for address in addresses:
+            self._recorded(address, True)
 
     def _recorded(self, address: Address, memoized: bool) -> None:
         key = address.io_manager_key

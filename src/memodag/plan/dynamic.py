@@ -414,6 +414,34 @@ def reexpanded_inputs(plan: ExecutionPlan, rerun: Collection[str]) -> set[tuple[
     return needed
 
 
+def never_made(
+    plan: ExecutionPlan,
+    steps: Mapping[str, ExecutionStep],
+    failed: Mapping[tuple[str, tuple[str, ...]], str],
+) -> dict[str, str]:
+    """The clones and collectors fan-out steps that yielded no pieces (``failed``: (node path,
+    mapping keys) -> why) would have made, as step keys with ``*`` for pieces never known
+    (``double[*]``, ``scale[k0,*]``, ``total``) -> why; a never-made fan-out's own clones too."""
+    failed = dict(failed)
+    found: dict[str, str] = {}
+    for node in plan.nodes.values():  # in topological order: a fan-out first
+        creation = made_by(plan, node)
+        if creation is None:
+            continue
+        fan_outs, is_clone = creation
+        for (path, keys), why in list(failed.items()):
+            if all(path != fan_out for fan_out, _ in fan_outs):
+                continue
+            made_keys = (*keys, "*") if is_clone else keys
+            key = step_key_for(node.path, made_keys)
+            if key in steps or key in found:
+                continue
+            found[key] = why
+            if node.op_def.has_dynamic_output:
+                failed[(node.path, made_keys)] = why
+    return found
+
+
 def _node_sources(node: OpNode) -> list[NodeSource]:
     """The node sources of ``node``'s inputs, fan-in list members included."""
     found: list[NodeSource] = []

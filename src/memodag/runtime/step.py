@@ -39,6 +39,11 @@ class InputLoad:
     upstream_outs: tuple[Out | None, ...] = ()
     collect: bool = False
     default: Any = NO_DEFAULT
+    #: for a collect: the ``Out`` gathered, whose io manager hands the list over
+    #: (``IOManager.combine_collected``), pieces or none
+    collected_out: Out | None = None
+    #: for a collect: the node path of the output gathered (names it when there are no pieces)
+    collected_node: str = ""
 
 
 @dataclass(slots=True)
@@ -225,6 +230,8 @@ def _load_inputs(
             kwargs[load.name] = load.default
             continue
         values = []
+        combiner = _combiner(load, runtime, task.step_key)
+        metadata = _COLLECTED if combiner is not None else {}
         for address, out in zip(
             load.addresses, load.upstream_outs or (None,) * len(load.addresses), strict=True
         ):
@@ -236,7 +243,7 @@ def _load_inputs(
                 upstream,
                 address,
                 task.op_def,
-                {},
+                metadata,
                 runtime.resource_config.get(address.io_manager_key),
                 runtime.resources,
                 log,
@@ -272,8 +279,61 @@ def _load_inputs(
                     f'{{"input": {quote(load.name)}, "address": {address.to_json()}}}',
                 )
             )
+        if combiner is not None:
+            values = _combine(task, runtime, load, combiner, values, log)
         kwargs[load.name] = values if load.collect else values[0]
     return kwargs
+
+
+#: ``InputContext.metadata`` of a collected input's members and of its ``combine_collected``
+_COLLECTED = {"collected": True}
+
+
+def _combiner(load: InputLoad, runtime: StepRuntime, step_key: str) -> IOManager | None:
+    """The io manager that hands a collected input over: the collected output's, when it
+    stored every member (a fan-in list mixing managers stays a plain list)."""
+    out = load.collected_out
+    if not load.collect or out is None or load.addresses is None:
+        return None
+    key = out.io_manager_key
+    if any(a.io_manager_key != key for a in load.addresses):
+        return None
+    manager = runtime.io_manager(key, step_key)
+    if type(manager).combine_collected is IOManager.combine_collected:
+        return None  # the default keeps the list: nothing to call
+    return manager
+
+
+def _combine(
+    task: StepTask,
+    runtime: StepRuntime,
+    load: InputLoad,
+    manager: IOManager,
+    values: list[Any],
+    log: RunLogger,
+) -> Any:
+    out = load.collected_out
+    assert out is not None  # _combiner returns a manager only then
+    first = load.addresses[0] if load.addresses else None
+    upstream = OutputContext(
+        load.collected_node,
+        first.output_name if first else "",
+        first.run_id if first else task.run_id,
+        out=out,
+    )
+    key = out.io_manager_key
+    context = InputContext(
+        load.name,
+        task.step_key,
+        upstream,
+        None,
+        task.op_def,
+        _COLLECTED,
+        runtime.resource_config.get(key),
+        runtime.resources,
+        log,
+    )
+    return manager.combine_collected(context, values)
 
 
 def _store_outputs(
@@ -414,9 +474,23 @@ def _output_error(
 def _data_hash(value: Any) -> str | None:
     """The output's content hash for early cutoff; None when its content cannot be seen (then
     consumers are versioned by the code-derived version, as without cutoff)."""
+    from memodag.definitions.tables import Table
     from memodag.hashing import UnhashableValue, hash_value
 
     try:
+        if isinstance(value, Table):
+            # the frame's content hash (a pickle of the wrapper would not be one), with what
+            # else decides the stored table
+            options = [
+                value.name,
+                list(value.primary_key),
+                [list(i) for i in value.indexes],
+                {k: str(v) for k, v in value.type_map.items()},
+                value.nullable and list(value.nullable),
+                value.non_nullable and list(value.non_nullable),
+                repr(value.materialization_details),
+            ]
+            return hash_value(["table", hash_value(value.obj), options])
         return hash_value(value)
     except UnhashableValue:
         return None

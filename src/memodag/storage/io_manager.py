@@ -187,12 +187,23 @@ class InputContext:
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """The run a lifecycle hook is about, and the resource key the hooked object is bound to."""
+    """The run a lifecycle hook is about, and the resource key the hooked object is bound to.
+
+    ``whole_job`` is False for a run of a subset of the job's steps (``step_selection``): what
+    it stores is not all the job makes (a table store then leaves other tables' views alone).
+    """
 
     run_id: str
     job_name: str
     resource_key: str
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: the steps a run of part of the job selected (``step_selection``); None: the whole job
+    step_selection: tuple[str, ...] | None = None
+
+    @property
+    def whole_job(self) -> bool:
+        """Whether the run runs the whole job (no ``step_selection``)."""
+        return not self.step_selection
 
 
 #: the run statuses ``RunEnd.status`` takes (the instance's ``RunStatus`` values)
@@ -231,8 +242,9 @@ class RunLifecycle:
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
         """Output ``address`` of a successful attempt (or, with ``memoized``, a stored output
-        the run reuses) is now durably recorded in the instance. Only io managers hear this,
-        for outputs they stored (``address.io_manager_key`` is their key)."""
+        the run reuses: memoized, or kept from the parent run by a re-execution of some steps,
+        heard right after ``on_run_start``) is now durably recorded in the instance. Only io
+        managers hear this, for outputs they stored (``address.io_manager_key`` is their key)."""
 
     def on_run_end(self, run: RunInfo, end: RunEnd) -> None:
         """After the last step and after every outcome is recorded, before teardown. Called
@@ -261,6 +273,12 @@ class IOManager(RunLifecycle, ABC):
         managers under one resource key apart; the default says nothing beyond the definition."""
         return ""
 
+    def location(self, address: Address) -> str | None:
+        """Where a user finds the output at ``address``, when the URI does not say it plainly
+        (a table store: ``duckdb:<file>#<schema>.<table>``); shown by ``list-versions``. None
+        (the default): the URI is what to show. Must not hold a password."""
+        return None
+
     @abstractmethod
     def handle_output(self, context: OutputContext, obj: Any) -> str | None:
         """Store ``obj``; return its URI (recorded as its address) or ``None``. Returning the
@@ -270,6 +288,16 @@ class IOManager(RunLifecycle, ABC):
     @abstractmethod
     def load_input(self, context: InputContext) -> Any:
         """Load the value stored for ``context.upstream_output`` (at ``context.address``)."""
+
+    def combine_collected(self, context: InputContext, values: list[Any]) -> Any:
+        """What a collected input (``.collect()``, a fan-in list) whose members this manager
+        stored is handed to the op as, given each member's ``load_input`` value in order.
+
+        ``context.metadata["collected"]`` is True in these members' ``load_input`` contexts
+        and here; ``context.upstream_output.out`` is the collected output's ``Out`` and
+        ``context.address`` is None (there may be no members at all). The default: the list.
+        """
+        return values
 
     def serializer_name(self, context: OutputContext) -> str | None:
         """The format recorded in the address (file-based managers say which serializer)."""

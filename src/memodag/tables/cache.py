@@ -25,6 +25,8 @@ from memodag.hashing import hash_strings
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from memodag.tables.store import TableStore
+
 #: the store config key holding the cache's settings (never part of any version)
 CONFIG_KEY = "local_table_cache"
 #: the Parquet schema metadata key holding a file's record
@@ -224,6 +226,18 @@ def cache_from_config(
     )
 
 
+def table_cache(store: TableStore, config: Any, context: Any) -> LocalTableCache | None:
+    """The cache of a store resource: its config's ``local_table_cache`` section, absent
+    meaning on for PostgreSQL (Parquet reads several times faster than ADBC) and off for DuckDB
+    (about as fast as its own reads); ``context`` is the resource's init context."""
+    return cache_from_config(
+        (config or {}).get(CONFIG_KEY),
+        store_identity=store.identity(),
+        home=instance_home(context),
+        default_enabled=store.dialect == "postgres",
+    )
+
+
 def instance_home(context: Any) -> str:
     """The home of the run's instance (``$MEMODAG_HOME`` or the project's ``.memodag``)."""
     instance = getattr(context, "instance", None)
@@ -245,4 +259,5 @@ __all__ = [
     "cache_from_config",
     "instance_home",
     "same_after_store",
+    "table_cache",
 ]

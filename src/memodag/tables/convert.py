@@ -1,20 +1,24 @@
 """Conversions between the frames users write and Arrow, the one format tables move in.
 
-Owns which Python types a table can be returned as or handed over as, and how each maps to
-Arrow. Must never touch a database (stores do) and never import a frame library at module
-level: a type is recognised by looking in ``sys.modules`` (a frame of a library means the
+Owns which Python types a table can be returned as or handed over as, how each maps to Arrow,
+and what every store shares about a ``TableSpec`` (its columns, which are NOT NULL, a
+``sqlalchemy.Table`` reference typed from Arrow). Must never touch a database (stores do) and
+never import a frame library at module level: a type is recognised by looking in ``sys.modules`` (a frame of a library means the
 library is loaded), and libraries are imported only when a conversion asks for one.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from memodag.errors import StorageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from memodag.tables.store import TableSpec
 
 #: what ``kind_of`` returns, and what ``type_of_kind`` maps back to a class
 PANDAS, POLARS, POLARS_LAZY, ARROW, DUCKDB, SQLALCHEMY, SQL = (
@@ -179,3 +183,81 @@ def from_arrow(table: pa.Table, as_type: Any, what: str) -> Any:
         assert isinstance(frame, pl.DataFrame)  # a Table (not an Array) gives a DataFrame
         return frame.lazy() if kind == POLARS_LAZY else frame
     raise StorageError(f"{what}: this store cannot hand a table over as {as_type!r}")
+
+
+def check_columns(spec: TableSpec, names: Sequence[str], what: str) -> None:
+    """Refuse a ``spec`` naming a column the table does not have.
+
+    Raises:
+        StorageError: naming ``what`` (the table), the option (primary key, index, ...), the
+            column and the table's columns.
+    """
+    present = set(names)
+    wanted = [("primary key", c) for c in spec.primary_key]
+    wanted += [("index", c) for index in spec.indexes for c in index]
+    wanted += [("non_nullable", c) for c in spec.non_nullable or ()]
+    wanted += [("nullable", c) for c in spec.nullable or ()]
+    wanted += [("type_map", c) for c in spec.type_map]
+    for role, column in wanted:
+        if column not in present:
+            raise StorageError(
+                f"{what}: {role} column '{column}' is not a column of the table "
+                f"(columns: {list(names)})"
+            )
+
+
+def not_null_columns(spec: TableSpec, names: Sequence[str]) -> list[str]:
+    """The columns to declare NOT NULL: ``non_nullable``, or with only ``nullable`` given, every
+    other column (pipedag's meaning); primary key columns are NOT NULL anyway."""
+    if spec.non_nullable is not None:
+        return list(spec.non_nullable)
+    if spec.nullable is not None:
+        return [n for n in names if n not in spec.nullable]
+    return []
+
+
+def sqlalchemy_table(schema: str, physical: str, arrow_schema: Any) -> Any:
+    """A ``sqlalchemy.Table`` naming the stored table, its columns typed from the Arrow
+    schema kept at write time (no reflection: no query)."""
+    import pyarrow as pa
+    import sqlalchemy as sa
+
+    def sa_type(t: Any) -> Any:
+        if pa.types.is_boolean(t):
+            return sa.Boolean()
+        if pa.types.is_integer(t):
+            return sa.BigInteger()
+        if pa.types.is_floating(t):
+            return sa.Float()
+        if pa.types.is_decimal(t):
+            return sa.Numeric(t.precision, t.scale)
+        if pa.types.is_timestamp(t):
+            return sa.DateTime(timezone=t.tz is not None)
+        if pa.types.is_date(t):
+            return sa.Date()
+        return sa.String()
+
+    columns = [sa.Column(f.name, sa_type(f.type)) for f in arrow_schema]
+    return sa.Table(physical, sa.MetaData(), *columns, schema=schema)
+
+
+def wants_unlogged(spec: TableSpec, what: str, store: str) -> bool:
+    """Whether ``materialization_details`` asks for an unlogged table: ``"unlogged"`` or
+    ``{"unlogged": bool}``, the one option memodag's stores take (PostgreSQL honours it,
+    DuckDB has nothing to skip and ignores it, so a job moves between stores unchanged).
+
+    Raises:
+        StorageError: any other value, naming ``what`` (the table), the value and what is taken.
+    """
+    details = spec.materialization_details
+    if details is None or details == {}:
+        return False
+    if details == "unlogged":
+        return True
+    if isinstance(details, dict) and set(details) == {"unlogged"}:
+        return bool(details["unlogged"])
+    raise StorageError(
+        f"{what}: materialization_details {details!r} is not understood by the {store} table "
+        "store; it takes 'unlogged' or {'unlogged': True} (PostgreSQL's UNLOGGED table; "
+        "DuckDB accepts and ignores it)"
+    )

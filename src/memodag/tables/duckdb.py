@@ -1,16 +1,13 @@
-"""The DuckDB table store and its resource, ``duckdb_table_store`` (the default table store).
+"""The DuckDB table store and its resource, ``duckdb_table_store`` (what the default store builds).
 
 Owns the SQL of one DuckDB file: physical tables in ``memodag_data``, stage views, and the
 bookkeeping in ``memodag_meta`` (each table's Arrow schema, what each stage shows, which job
 owns it). Decides nothing about versions or what runs. ``duckdb`` and ``pyarrow`` are imported
 only when a method needs them.
 
-DuckDB lets one process hold a file for writing, and then no other process can open it, even
-read-only. Opening a file costs 30-50 ms here (a database instance per open), so by default
-(``hold_file: run``) a run takes the file at its first table write and releases it when it ends;
-``hold_file: write`` takes it for each write and each commit only, so other processes can read
-between them, at 30-50 ms per table. Readers wait up to ``lock_timeout`` seconds for the file,
-then say which process holds it.
+How the run holds the file (DuckDB lets one process hold it for writing, and then no other can
+open it, even read-only) is ``memodag.tables.duckdb_file``'s business: by default the run holds
+it while it writes and lets it go after ``release_after`` idle seconds.
 """
 
 from __future__ import annotations
@@ -19,15 +16,23 @@ import contextlib
 import json
 import os
 import re
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.config import Field
 from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.errors import StorageError
-from memodag.tables.cache import CONFIG_FIELD, CONFIG_KEY, cache_from_config, instance_home
-from memodag.tables.convert import DUCKDB, SQLALCHEMY, kind_of_type
+from memodag.tables.cache import CONFIG_FIELD, CONFIG_KEY, instance_home, table_cache
+from memodag.tables.convert import (
+    DUCKDB,
+    SQLALCHEMY,
+    check_columns,
+    kind_of_type,
+    not_null_columns,
+    sqlalchemy_table,
+    wants_unlogged,
+)
+from memodag.tables.duckdb_file import HOLD_IDLE, HOLD_WRITE, DuckDBFile, holding
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     StageTable,
@@ -39,9 +44,9 @@ from memodag.tables.store import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
-_HOLD_RUN, _HOLD_WRITE = "run", "write"
 _INPUT_VIEW = "__memodag_input"
-_LOCKED = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+#: seconds without a table call after which a run lets the file go (``hold_file: idle``)
+RELEASE_AFTER = 0.5
 
 
 def _q(name: str) -> str:
@@ -49,8 +54,8 @@ def _q(name: str) -> str:
 
 
 class DuckDBTableStore(TableStore):
-    """Tables in one DuckDB file. Not thread-safe: the table io manager drives it from the
-    run's driver thread only."""
+    """Tables in one DuckDB file. Every method that uses a connection runs under the file's
+    lock (``holding``): the thread that lets an idle file go never closes one in use."""
 
     dialect = "duckdb"
 
@@ -60,19 +65,13 @@ class DuckDBTableStore(TableStore):
         *,
         schema_prefix: str = "",
         schema_suffix: str = "",
-        hold_file: str = _HOLD_RUN,
+        hold_file: str = HOLD_IDLE,
         lock_timeout: float = 5.0,
+        release_after: float = RELEASE_AFTER,
     ) -> None:
         super().__init__(schema_prefix, schema_suffix)
-        if hold_file not in (_HOLD_RUN, _HOLD_WRITE):
-            raise StorageError(
-                f"duckdb_table_store: hold_file must be 'run' or 'write', got {hold_file!r}"
-            )
         self.path = os.path.abspath(os.path.expanduser(path))
-        self.hold_file = hold_file
-        self.lock_timeout = lock_timeout
-        self._conn: Any = None  # the writing connection while this process holds the file
-        self._reader: Any = None  # a read-only connection, for reads outside a write
+        self.file = DuckDBFile(self.path, hold_file, lock_timeout, release_after)
         self._ready = False  # memodag's schemas exist in the file
         self._schemas: dict[str, Any] = {}  # physical -> Arrow schema, read once per table
         self._known: set[str] = set()  # physical tables known complete
@@ -84,6 +83,9 @@ class DuckDBTableStore(TableStore):
     def identity(self) -> str:
         return f"duckdb://{self.path}{self._affix()}"
 
+    def location(self) -> str:
+        return f"duckdb:{self.path}"
+
     def _affix(self) -> str:
         if not (self.schema_prefix or self.schema_suffix):
             return ""
@@ -92,6 +94,17 @@ class DuckDBTableStore(TableStore):
     @property
     def meta_schema(self) -> str:
         return self.schema_name("memodag_meta")
+
+    def check_stage(self, stage: str) -> None:
+        # DuckDB names the file's catalog after the file: `tables.x` would then be ambiguous
+        # for every reader (DuckDB refuses it), so such a stage is refused up front
+        catalog = os.path.splitext(os.path.basename(self.path))[0]
+        if self.schema_name(stage).lower() == catalog.lower():
+            raise StorageError(
+                f"stage '{stage}' has the name DuckDB gives the database file {self.path} "
+                f"(catalog '{catalog}'), so `{stage}.<table>` would be ambiguous; rename the "
+                "stage, or give the table store another file (config 'path')"
+            )
 
     def open(self) -> None:
         self._in_run = True
@@ -110,87 +123,51 @@ class DuckDBTableStore(TableStore):
 
     def close(self) -> None:
         self._in_run = False
-        for conn in (self._reader, self._conn):
-            if conn is not None:
-                conn.close()
-        self._reader = self._conn = None
+        self.file.close()
 
     # ---- connections -----------------------------------------------------------------------
 
-    def _connect(self, read_only: bool) -> Any:
-        import duckdb
-
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                return duckdb.connect(self.path, read_only=read_only)
-            except duckdb.IOException as exc:
-                held = _LOCKED.search(str(exc))
-                if held is None:
-                    raise StorageError(f"cannot open DuckDB file {self.path}: {exc}") from exc
-                if time.monotonic() >= deadline:
-                    raise StorageError(
-                        f"DuckDB file {self.path} is held by another process: {held.group(1)} "
-                        f"(PID {held.group(2)}), waited {self.lock_timeout:g} s; DuckDB lets one "
-                        "process write a file and no other open it meanwhile. Wait for it to "
-                        "finish, or use hold_file: write in the store's config so runs release "
-                        "the file between writes"
-                    ) from exc
-                time.sleep(0.05)
-            except duckdb.ConnectionException:
-                # this process already has the file open with another configuration: share it
-                return duckdb.connect(self.path)
+    @property
+    def _conn(self) -> Any:
+        """The writing connection while this process holds the file, else None."""
+        return self.file.writer
 
     def _writer(self) -> Any:
-        if self._conn is not None:
-            return self._conn
-        if self._reader is not None:  # one process opens a file one way at a time
-            self._reader.close()
-            self._reader = None
-        self._conn = self._connect(read_only=False)
+        conn, opened = self.file.open_writer()
+        if not opened:
+            return conn
         if not self._ready:
             for schema in (self.data_schema, self.meta_schema):
-                self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
             meta = _q(self.meta_schema)
             # no primary keys: DuckDB's INSERT OR REPLACE costs ~4 ms a row here, a DELETE and
             # an INSERT well under 1 ms (each writer keeps the rows unique itself)
-            self._conn.execute(
+            conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {meta}.tables (physical VARCHAR, arrow_schema BLOB)"
             )
-            self._conn.execute(
+            conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {meta}.stage_tables (stage VARCHAR, name VARCHAR, "
                 "physical VARCHAR, step_key VARCHAR)"
             )
-            self._conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {meta}.stages (stage VARCHAR, job VARCHAR)"
-            )
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {meta}.stages (stage VARCHAR, job VARCHAR)")
             self._ready = True
-        # every complete table, read once per connection (another process may have written
+        # every complete table, read once per opening (another process may have written
         # since the last one): has_table then asks no query
-        found = self._conn.execute(f"SELECT physical FROM {_q(self.meta_schema)}.tables")
+        found = conn.execute(f"SELECT physical FROM {_q(self.meta_schema)}.tables")
         self._known = {row[0] for row in found.fetchall()}
-        return self._conn
+        return conn
 
     def _release(self) -> None:
-        if self.hold_file == _HOLD_WRITE:
-            in_run = self._in_run
-            self.close()
-            self._in_run = in_run
+        self.file.done_writing()
 
     def _read_connection(self) -> Any:
         """The held connection, else a read-only one (never taking the file for writing), kept
-        until ``close`` (the io manager closes the store after a read outside a run) or, with
-        ``hold_file: write``, until the read is done (``_done_reading``)."""
-        if self._conn is not None:
-            return self._conn
-        if self._reader is None:
-            self._reader = self._connect(read_only=True)
-        return self._reader
+        until ``close`` (the io manager closes the store after a read outside a run), the idle
+        release, or with ``hold_file: write`` until the read is done (``_done_reading``)."""
+        return self.file.open_reader()
 
     def _done_reading(self) -> None:
-        if self.hold_file == _HOLD_WRITE and self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self.file.done_reading()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read query; a file or schema not made yet reads as no rows."""
@@ -210,6 +187,7 @@ class DuckDBTableStore(TableStore):
     def _table(self, physical: str) -> str:
         return f"{_q(self.data_schema)}.{_q(physical)}"
 
+    @holding
     def write_arrow(self, physical: str, data: pa.Table, spec: TableSpec) -> None:
         conn = self._writer()
         conn.register(_INPUT_VIEW, data)
@@ -219,6 +197,7 @@ class DuckDBTableStore(TableStore):
             conn.unregister(_INPUT_VIEW)
             self._release()
 
+    @holding
     def write_query(self, physical: str, sql: str, spec: TableSpec) -> None:
         conn = self._writer()
         try:
@@ -231,8 +210,11 @@ class DuckDBTableStore(TableStore):
 
         table = self._table(physical)
         what = f"table '{spec.name}'"
+        # same options as PostgreSQL, so a job moves between stores; "unlogged" changes
+        # nothing here (DuckDB logs every table the same way)
+        wants_unlogged(spec, what, "DuckDB")
         if schema is not None:
-            _check_columns(spec, schema.names, what)
+            check_columns(spec, schema.names, what)
         conn.execute("BEGIN TRANSACTION")
         try:
             try:
@@ -241,8 +223,8 @@ class DuckDBTableStore(TableStore):
                 raise StorageError(f"{what}: DuckDB could not create it: {exc}") from exc
             if schema is None:  # made by SQL: its columns are known now
                 schema = conn.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table().schema
-                _check_columns(spec, schema.names, what)
-            for column in _not_null(spec, schema.names):
+                check_columns(spec, schema.names, what)
+            for column in not_null_columns(spec, schema.names):
                 conn.execute(f"ALTER TABLE {table} ALTER COLUMN {_q(column)} SET NOT NULL")
             if spec.primary_key:
                 cols = ", ".join(_q(c) for c in spec.primary_key)
@@ -300,6 +282,7 @@ class DuckDBTableStore(TableStore):
             self._schemas[physical] = schema
         return schema
 
+    @holding
     def read_arrow(self, physical: str) -> pa.Table:
         try:
             schema = self._schema(physical)
@@ -309,13 +292,15 @@ class DuckDBTableStore(TableStore):
             self._done_reading()
         return _as_written(table, schema)
 
+    @holding
     def read(self, physical: str, as_type: Any) -> Any:
         kind = kind_of_type(as_type, f"table {physical}")
         if kind == DUCKDB:
             # the relation reads through the connection: it stays open until close()
+            self.file.pin()
             return self._read_connection().table(f"{_q(self.data_schema)}.{_q(physical)}")
         if kind == SQLALCHEMY:
-            if self._in_run and self.hold_file == _HOLD_RUN and physical not in self._schemas:
+            if self._in_run and self.file.hold != HOLD_WRITE and physical not in self._schemas:
                 # a reference is read to build a query this run executes here (a lazy task):
                 # open the file for writing now, not read-only and then again (30-50 ms each)
                 self._writer()
@@ -323,9 +308,10 @@ class DuckDBTableStore(TableStore):
                 schema = self._schema(physical)
             finally:
                 self._done_reading()
-            return _sqlalchemy_table(self.data_schema, physical, schema)
+            return sqlalchemy_table(self.data_schema, physical, schema)
         return super().read(physical, kind)
 
+    @holding
     def schema_of(self, physical: str) -> pa.Schema:
         try:
             return self._schema(physical)
@@ -335,6 +321,7 @@ class DuckDBTableStore(TableStore):
     def _external(self, schema: str, name: str) -> str:
         return f"{_q(schema)}.{_q(name)}"
 
+    @holding
     def external_exists(self, schema: str, name: str) -> bool:
         rows = self._query(
             "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
@@ -342,6 +329,7 @@ class DuckDBTableStore(TableStore):
         )
         return bool(rows)
 
+    @holding
     def external_schema(self, schema: str, name: str) -> pa.Schema:
         try:
             sql = f"SELECT * FROM {self._external(schema, name)} LIMIT 0"
@@ -349,6 +337,7 @@ class DuckDBTableStore(TableStore):
         finally:
             self._done_reading()
 
+    @holding
     def read_external(self, schema: str, name: str, as_type: Any) -> Any:
         from memodag.tables.convert import from_arrow
 
@@ -357,7 +346,7 @@ class DuckDBTableStore(TableStore):
         if kind == DUCKDB:
             return self._read_connection().table(self._external(schema, name))
         if kind == SQLALCHEMY:
-            return _sqlalchemy_table(schema, name, self.external_schema(schema, name))
+            return sqlalchemy_table(schema, name, self.external_schema(schema, name))
         try:
             sql = f"SELECT * FROM {self._external(schema, name)}"
             table = self._read_connection().sql(sql).to_arrow_table()
@@ -365,6 +354,7 @@ class DuckDBTableStore(TableStore):
             self._done_reading()
         return from_arrow(table, kind, what)
 
+    @holding
     def has_table(self, physical: str) -> bool:
         if physical in self._known:
             return True
@@ -375,6 +365,7 @@ class DuckDBTableStore(TableStore):
         )
         return bool(rows)
 
+    @holding
     def drop_table(self, physical: str) -> None:
         conn = self._writer()
         try:
@@ -394,6 +385,7 @@ class DuckDBTableStore(TableStore):
             self._known.discard(physical)
             self._release()
 
+    @holding
     def run_script(self, statements: Sequence[str], schema: str) -> list[str]:
         import duckdb
 
@@ -418,6 +410,7 @@ class DuckDBTableStore(TableStore):
         finally:
             self._release()
 
+    @holding
     def drop_schema(self, schema: str) -> None:
         conn = self._writer()
         try:
@@ -457,11 +450,16 @@ class DuckDBTableStore(TableStore):
         stages = self._sidecar_data().get("stages")
         return dict(stages) if isinstance(stages, dict) else {}
 
-    def _write_sidecar(self, stages: dict[str, Any]) -> None:
+    def _write_sidecar(self, stages: dict[str, Any], complete: bool | None = None) -> None:
+        """Write what the file holds; ``complete``: ``stages`` lists every committed stage
+        (None: as the file said before)."""
+        if complete is None:
+            complete = bool(self._sidecar_data().get("complete"))
         try:
             data = {
                 "inode": os.stat(self.path).st_ino,
                 "stages": stages,
+                "complete": complete,
                 "tables": sorted(self._known),
             }
             tmp = f"{self._sidecar_path()}.tmp-{os.getpid()}"
@@ -472,6 +470,7 @@ class DuckDBTableStore(TableStore):
             with contextlib.suppress(OSError):
                 os.remove(self._sidecar_path())
 
+    @holding
     def stored_cheaply(self, physical: str) -> bool | None:
         if self._conn is not None:
             return physical in self._known
@@ -494,6 +493,7 @@ class DuckDBTableStore(TableStore):
             name in shown for name in drop
         )
 
+    @holding
     def commit_stage(
         self, stage: str, job_name: str, tables: Sequence[StageTable], drop: Sequence[str] = ()
     ) -> None:
@@ -503,8 +503,8 @@ class DuckDBTableStore(TableStore):
         import duckdb
 
         sidecar = self._sidecar()
-        if sidecar.pop(schema, None) is not None:
-            self._write_sidecar(sidecar)
+        if sidecar.pop(schema, None) is not None or self._sidecar_data().get("complete"):
+            self._write_sidecar(sidecar, complete=False)  # until the commit is done
         conn = self._writer()
         meta = _q(self.meta_schema)
         try:
@@ -538,12 +538,8 @@ class DuckDBTableStore(TableStore):
             conn.execute(f"DELETE FROM {meta}.stages WHERE stage = ?", [schema])
             conn.execute(f"INSERT INTO {meta}.stages VALUES (?, ?)", [schema, job_name])
             conn.execute("COMMIT")
-            rows = conn.execute(
-                f"SELECT name, physical, step_key FROM {meta}.stage_tables WHERE stage = ?",
-                [schema],
-            ).fetchall()
-            sidecar[schema] = {"job": job_name, "tables": {n: [p, k] for n, p, k in rows}}
-            self._write_sidecar(sidecar)
+            # every stage of the file, as committed: the list is complete again
+            self._write_sidecar(self._stages_in(conn), complete=True)
         except duckdb.Error as exc:
             _rollback(conn)
             raise StorageError(
@@ -556,6 +552,7 @@ class DuckDBTableStore(TableStore):
         finally:
             self._release()
 
+    @holding
     def stage_tables(self, stage: str) -> dict[str, StageTable]:
         entry = self._sidecar().get(self.schema_name(stage)) if self._conn is None else None
         if isinstance(entry, dict):
@@ -567,6 +564,50 @@ class DuckDBTableStore(TableStore):
         )
         return {name: StageTable(name, physical, step) for name, physical, step in rows}
 
+    def _stages_in(self, conn: Any) -> dict[str, Any]:
+        """Every committed stage of the file, as the sidecar keeps them."""
+        meta = _q(self.meta_schema)
+        rows = conn.execute(
+            f"SELECT s.stage, s.job, t.name, t.physical, t.step_key FROM {meta}.stages s "
+            f"LEFT JOIN {meta}.stage_tables t ON t.stage = s.stage"
+        ).fetchall()
+        stages: dict[str, Any] = {}
+        for stage_schema, job, name, physical, step_key in rows:
+            entry = stages.setdefault(stage_schema, {"job": job, "tables": {}})
+            if name is not None:
+                entry["tables"][name] = [physical, step_key]
+        return stages
+
+    @holding
+    def job_stages(self, job_name: str) -> list[str]:
+        data = self._sidecar_data()
+        stages = data.get("stages")
+        if not (data.get("complete") and isinstance(stages, dict)):
+            stages = self._complete_sidecar()
+        schemas = [s for s, e in stages.items() if isinstance(e, dict) and e.get("job") == job_name]
+        return sorted(s for s in map(self.stage_of_schema, schemas) if s is not None)
+
+    def _complete_sidecar(self) -> dict[str, Any]:
+        """Every committed stage, read from the file and written to the sidecar (complete):
+        once after a sidecar written before it listed every stage, so that memoized runs open
+        the file no more."""
+        import duckdb
+
+        if self._conn is None and not os.path.exists(self.path):
+            return {}
+        conn = self._read_connection()
+        try:
+            stages = self._stages_in(conn)
+            found = conn.execute(f"SELECT physical FROM {_q(self.meta_schema)}.tables")
+            self._known = {row[0] for row in found.fetchall()}
+        except duckdb.CatalogException:  # no table committed yet
+            return {}
+        finally:
+            self._done_reading()
+        self._write_sidecar(stages, complete=True)
+        return stages
+
+    @holding
     def stage_owner(self, stage: str) -> str | None:
         rows = self._query(
             f"SELECT job FROM {_q(self.meta_schema)}.stages WHERE stage = ?",
@@ -574,11 +615,23 @@ class DuckDBTableStore(TableStore):
         )
         return rows[0][0] if rows else None
 
+    @holding
     def is_shown(self, physical: str) -> bool:
         rows = self._query(
             f"SELECT 1 FROM {_q(self.meta_schema)}.stage_tables WHERE physical = ?", [physical]
         )
         return bool(rows)
+
+    @holding
+    def committed_stages(self) -> dict[str, str]:
+        rows = self._query(f"SELECT stage, job FROM {_q(self.meta_schema)}.stages")
+        found = {self._stage_of_schema(schema): job for schema, job in rows}
+        return {stage: job for stage, job in sorted(found.items()) if stage is not None}
+
+    @holding
+    def row_count(self, physical: str) -> int | None:
+        rows = self._query(f"SELECT count(*) FROM {self._table(physical)}")
+        return int(rows[0][0]) if rows else None
 
 
 def _rows(schema: str, tables: Sequence[StageTable]) -> Any:
@@ -600,31 +653,6 @@ def _rollback(conn: Any) -> None:
         conn.execute("ROLLBACK")
     except Exception:  # nothing to roll back: the failed COMMIT ended the transaction
         pass
-
-
-def _check_columns(spec: TableSpec, names: Sequence[str], what: str) -> None:
-    present = set(names)
-    wanted = [("primary key", c) for c in spec.primary_key]
-    wanted += [("index", c) for index in spec.indexes for c in index]
-    wanted += [("non_nullable", c) for c in spec.non_nullable or ()]
-    wanted += [("nullable", c) for c in spec.nullable or ()]
-    wanted += [("type_map", c) for c in spec.type_map]
-    for role, column in wanted:
-        if column not in present:
-            raise StorageError(
-                f"{what}: {role} column '{column}' is not a column of the table "
-                f"(columns: {list(names)})"
-            )
-
-
-def _not_null(spec: TableSpec, names: Sequence[str]) -> list[str]:
-    """The columns to declare NOT NULL: ``non_nullable``, or with only ``nullable`` given, every
-    other column (pipedag's meaning); primary key columns are NOT NULL anyway."""
-    if spec.non_nullable is not None:
-        return list(spec.non_nullable)
-    if spec.nullable is not None:
-        return [n for n in names if n not in spec.nullable]
-    return []
 
 
 def _select_input(data: Any, spec: TableSpec) -> str:
@@ -660,32 +688,8 @@ def _as_written(table: Any, schema: Any) -> Any:
         return table.replace_schema_metadata(schema.metadata)
 
 
-def _sqlalchemy_table(schema: str, physical: str, arrow_schema: Any) -> Any:
-    """A ``sqlalchemy.Table`` naming the stored table, its columns typed from the Arrow
-    schema kept at write time (no reflection: no query)."""
-    import pyarrow as pa
-    import sqlalchemy as sa
-
-    def sa_type(t: Any) -> Any:
-        if pa.types.is_boolean(t):
-            return sa.Boolean()
-        if pa.types.is_integer(t):
-            return sa.BigInteger()
-        if pa.types.is_floating(t):
-            return sa.Float()
-        if pa.types.is_decimal(t):
-            return sa.Numeric(t.precision, t.scale)
-        if pa.types.is_timestamp(t):
-            return sa.DateTime(timezone=t.tz is not None)
-        if pa.types.is_date(t):
-            return sa.Date()
-        return sa.String()
-
-    columns = [sa.Column(f.name, sa_type(f.type)) for f in arrow_schema]
-    return sa.Table(physical, sa.MetaData(), *columns, schema=schema)
-
-
-_CONFIG = {
+#: the store's config schema (``default_table_store`` takes the same keys)
+CONFIG = {
     "path": Field(
         str,
         is_required=False,
@@ -695,9 +699,16 @@ _CONFIG = {
     "schema_suffix": Field(str, default_value="", description="Added after every schema name."),
     "hold_file": Field(
         str,
-        default_value=_HOLD_RUN,
-        description="'run': hold the file from a run's first table write to its end (fast); "
-        "'write': only while writing or committing, so other processes read in between.",
+        default_value=HOLD_IDLE,
+        description="'idle': hold the file while the run writes, let it go after release_after "
+        "seconds without a table call or when another memodag process waits; 'run': from the "
+        "first table call to the run's end; 'write': only while writing, committing or reading.",
+    ),
+    "release_after": Field(
+        float,
+        default_value=RELEASE_AFTER,
+        description="With hold_file 'idle': seconds without a table call after which the run "
+        "lets the file go (other processes read it meanwhile).",
     ),
     "lock_timeout": Field(
         float, default_value=5.0, description="Seconds to wait for a file another process holds."
@@ -710,24 +721,23 @@ def _default_path(context: InitResourceContext) -> str:
     return os.path.join(instance_home(context), "tables.duckdb")
 
 
-# the local table cache: off unless configured (DuckDB reads about as fast as Parquet here)
-@io_manager(config_schema=_CONFIG, unversioned_config=(CONFIG_KEY,))
+@io_manager(config_schema=CONFIG, unversioned_config=(CONFIG_KEY,))
 def duckdb_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a DuckDB file (config ``path``, default ``tables.duckdb`` under the instance
     home): physical tables by version in ``memodag_data``, one schema of views per stage."""
     config = context.resource_config or {}
+    store = store_from_config(config, context)
+    return TableIOManager(store, table_cache(store, config, context))
+
+
+def store_from_config(config: Any, context: InitResourceContext) -> DuckDBTableStore:
+    """The store for a resolved config (``CONFIG``'s keys; absent ones take their defaults)."""
     path = config.get("path") or _default_path(context)
-    store = DuckDBTableStore(
+    return DuckDBTableStore(
         path,
-        schema_prefix=config.get("schema_prefix", ""),
-        schema_suffix=config.get("schema_suffix", ""),
-        hold_file=config.get("hold_file", _HOLD_RUN),
+        schema_prefix=config.get("schema_prefix") or "",
+        schema_suffix=config.get("schema_suffix") or "",
+        hold_file=config.get("hold_file") or HOLD_IDLE,
         lock_timeout=float(config.get("lock_timeout", 5.0)),
+        release_after=float(config.get("release_after", RELEASE_AFTER)),
     )
-    cache = cache_from_config(
-        config.get(CONFIG_KEY),
-        store_identity=store.identity(),
-        home=instance_home(context),
-        default_enabled=False,
-    )
-    return TableIOManager(store, cache)

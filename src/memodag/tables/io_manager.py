@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import re
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -52,6 +51,15 @@ from memodag.tables.convert import (
     kind_of_type,
     to_arrow,
 )
+from memodag.tables.fanout import (
+    Piece,
+    check_declared,
+    collected_as,
+    concatenate,
+    declared_schema,
+    piece_keys,
+    piece_name,
+)
 from memodag.tables.lazy import canonical_sql, frame_content_hash, frame_version, query_version
 from memodag.tables.store import (
     StageTable,
@@ -61,7 +69,7 @@ from memodag.tables.store import (
     quote_identifier,
 )
 
-#: how an address names a table: ``table:<kind>:<stage>/<name>/<physical>``
+#: how an address names a table: ``table:<kind>:<stage>/<name>/<physical>[@<shown as>]``
 _URI_SCHEME = "table"
 #: the kind of a ``RawSql`` output: several tables, listed in its address
 RAWSQL = "rawsql"
@@ -83,15 +91,19 @@ class DecidedAtRunTime(StorageError):
 @dataclass(frozen=True)
 class TableAddress:
     """What a table output's URI holds: the kind of object the op returned, its stage, its name
-    in the stage and the physical table."""
+    in the stage, the physical table, and where users find it (``shown_as``:
+    ``<store location>#<schema>.<name>``, no password; empty in URIs written before it was kept).
+    """
 
     kind: str
     stage: str
     name: str
     physical: str
+    shown_as: str = ""
 
     def uri(self) -> str:
-        return f"{_URI_SCHEME}:{self.kind}:{self.stage}/{self.name}/{self.physical}"
+        uri = f"{_URI_SCHEME}:{self.kind}:{self.stage}/{self.name}/{self.physical}"
+        return f"{uri}@{self.shown_as}" if self.shown_as else uri
 
     def tables(self) -> list[tuple[str, str]]:
         """``(name in the stage, physical table)`` of each table the output shows: one, or for
@@ -110,12 +122,27 @@ class TableAddress:
     def parse(cls, uri: str | None) -> TableAddress:
         try:
             scheme, kind, rest = (uri or "").split(":", 2)
-            stage, name, physical = rest.split("/")
+            # the location after '@' may hold '/' (a path) and '@' (user@host); names never do
+            stage, name, tail = rest.split("/", 2)
+            physical, _, shown_as = tail.partition("@")
+            if "/" in physical:
+                raise ValueError(physical)
         except ValueError:
             raise StorageError(f"{uri!r} is not the address of a stored table") from None
         if scheme != _URI_SCHEME:
             raise StorageError(f"{uri!r} is not the address of a stored table")
-        return cls(kind, stage, name, physical)
+        return cls(kind, stage, name, physical, shown_as)
+
+
+def table_location(uri: str | None) -> str | None:
+    """Where users find the table at ``uri`` (``duckdb:<file>#<schema>.<table>``,
+    ``postgresql://user@host:port/db#<schema>.<table>``), ``<stage>.<table>`` for URIs written
+    before the store's location was kept, or None when ``uri`` is not a table's."""
+    try:
+        table = TableAddress.parse(uri)
+    except StorageError:
+        return None
+    return table.shown_as or f"{table.stage}.{table.name}"
 
 
 class TableIOManager(MemoizableIOManager):
@@ -202,6 +229,8 @@ class TableIOManager(MemoizableIOManager):
                 for stage, tables in self._stages.items():
                     if end.success or self._complete(stage, tables):
                         self._commit(run, stage, tables)
+                if end.success and run.whole_job:
+                    self._empty_abandoned_stages(run)
         finally:
             self._run = None
             self.store.close()
@@ -215,14 +244,29 @@ class TableIOManager(MemoizableIOManager):
         return members <= {t.step_key for t in tables.values()} | self._externals.get(stage, set())
 
     def _commit(self, run: RunInfo, stage: str, tables: dict[str, StageTable]) -> None:
-        # views the stage shows for steps of this run under a name they no longer produce
-        steps = {t.step_key for t in tables.values()}
         shown = self.store.stage_tables(stage)
-        drop = [n for n, t in shown.items() if t.step_key in steps and n not in tables]
+        if run.whole_job:
+            # the stage shows exactly what this run made for it: views of ops moved to another
+            # stage, removed, or no longer yielding a piece or an optional output go
+            drop = [n for n in shown if n not in tables]
+        else:
+            # a subset of the steps: only views of steps this run made elsewhere or under
+            # another name go; the other steps' views stay as they were
+            made = {t.step_key for ts in self._stages.values() for t in ts.values()}
+            drop = [n for n, t in shown.items() if t.step_key in made and n not in tables]
         # only the views that change are replaced: a stage of 100 tables where one changed
         # commits one view (the store still checks the stage's owner)
         changed = [t for n, t in tables.items() if shown.get(n) != t]
         self.store.commit_stage(stage, run.job_name, changed, drop)
+
+    def _empty_abandoned_stages(self, run: RunInfo) -> None:
+        """Stages the job committed before and in which it makes no table any more (their ops
+        moved or were removed) are committed empty: they show what this run made for them."""
+        for stage in self.store.job_stages(run.job_name):
+            if stage not in self._stages:
+                shown = self.store.stage_tables(stage)
+                if shown:
+                    self.store.commit_stage(stage, run.job_name, [], list(shown))
 
     def _take_name(self, stage: str, name: str, step_key: str) -> None:
         taken = self._names.setdefault(stage, {})
@@ -269,6 +313,8 @@ class TableIOManager(MemoizableIOManager):
             ]
             self._members[stage] = {prefix + m for m in members.split(",")}
         name = _piece_name(table.name or _default_name(context), context)
+        if stage not in self._names:
+            self.store.check_stage(stage)
         if kind != RAWSQL and not self._predicting:  # a script's tables take their own names
             self._take_name(stage, name, context.step_key)
         spec = TableSpec(
@@ -280,12 +326,11 @@ class TableIOManager(MemoizableIOManager):
             non_nullable=table.non_nullable,
             materialization_details=table.materialization_details,
         )
+        where = TableAddress(kind, stage, name, "", self._shown_as(stage, name))
         if kind == RAWSQL:
-            return self._store_script(context, table.obj, TableAddress(kind, stage, name, ""))
+            return self._store_script(context, table.obj, where)
         if lazy:
-            return self._store_lazy(
-                context, table.obj, kind, TableAddress(kind, stage, name, ""), spec
-            )
+            return self._store_lazy(context, table.obj, kind, where, spec)
         version = context.version or "r" + context.run_id.replace("-", "")
         physical = physical_table_name(context.step_key, context.name, version)
         stored = context.version is not None and self.store.has_table(physical)
@@ -301,9 +346,12 @@ class TableIOManager(MemoizableIOManager):
                 self.store.write_query(physical, self._compile(table.obj, what), spec)
             else:
                 data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
+                declared = declared_schema(context.out)
+                if declared is not None:
+                    check_declared(data, declared, f"{what} (table {stage}.{name})")
                 self.store.write_arrow(physical, data, spec)
                 self._cache_output(context, physical, data, spec)
-        uri = TableAddress(kind, stage, name, physical).uri()
+        uri = TableAddress(kind, stage, name, physical, self._shown_as(stage, name)).uri()
         return StoredData(uri, schema=self._schema_text(self.store.schema_of(physical)))
 
     def _external(self, context: OutputContext, table: Table, what: str) -> StoredData:
@@ -324,7 +372,8 @@ class TableIOManager(MemoizableIOManager):
                 f"{self.store.identity()}; create it first, or fix the name or schema"
             )
         name = _piece_name(table.name or _default_name(context), context)
-        uri = TableAddress(EXTERNAL, stage, name, f"{ref.schema}.{ref.name}").uri()
+        shown = f"{self.store.location()}#{ref.schema}.{ref.name}"
+        uri = TableAddress(EXTERNAL, stage, name, f"{ref.schema}.{ref.name}", shown).uri()
         schema = self.store.external_schema(ref.schema, ref.name)
         return StoredData(uri, schema=self._schema_text(schema))
 
@@ -385,8 +434,7 @@ class TableIOManager(MemoizableIOManager):
             if content is None or not self.store.has_table(physical):
                 self.store.write_arrow(physical, data, spec)
                 self._cache_output(context, physical, data, spec)
-        address = TableAddress(kind, where.stage, where.name, physical)
-        return StoredData(address.uri(), data_hash=version)
+        return StoredData(replace(where, physical=physical).uri(), data_hash=version)
 
     def _store_script(self, context: OutputContext, raw: RawSql, where: TableAddress) -> StoredData:
         """A ``RawSql`` script's tables, versioned by the canonical script and the versions of
@@ -451,6 +499,16 @@ class TableIOManager(MemoizableIOManager):
         finally:
             self.store.drop_schema(scratch)
 
+    def _shown_as(self, stage: str, name: str) -> str:
+        return f"{self.store.location()}#{self.store.schema_name(stage)}.{name}"
+
+    def location(self, address: Address) -> str | None:
+        try:
+            table = TableAddress.parse(address.uri)
+        except StorageError:  # a fan-out's manifest: no table of its own
+            return None
+        return table.shown_as or self._shown_as(table.stage, table.name)
+
     def _compile(self, query: Any, what: str) -> str:
         if isinstance(query, str):
             return query
@@ -501,12 +559,22 @@ class TableIOManager(MemoizableIOManager):
                     upstream.mapping_key or "",
                 )
             ] = upstream.data_hash or upstream.version or table.physical
-        as_type = context.metadata.get("as_type") or _input_type(context)
+        as_type = context.metadata.get("as_type")
+        concat = False
+        if as_type is None and context.metadata.get("collected"):
+            collected = _collected(context)
+            as_type, concat = collected.as_type, collected.concat
+        elif as_type is None:
+            as_type = _input_type(context)
         if as_type is None:
             as_type = ARROW if table.kind in (SQL, RAWSQL, EXTERNAL) else table.kind
         if self._predicting and kind_of_type(as_type, context.name) != SQLALCHEMY:
             raise DecidedAtRunTime(f"input '{context.name}' is read as data")
         try:
+            if concat:  # combine_collected concatenates the pieces as Arrow
+                address = context.upstream_output
+                key = f"[{address.mapping_key}]" if address.mapping_key is not None else ""
+                return Piece(self._read(table.physical, ARROW, context), address.step_key + key)
             if table.kind == EXTERNAL:
                 schema, _, name = table.physical.partition(".")
                 return self.store.read_external(schema, name, as_type)
@@ -553,6 +621,20 @@ class TableIOManager(MemoizableIOManager):
                 cache.put(record, data)
         return from_arrow(data, kind, what)
 
+    def combine_collected(self, context: InputContext, values: list[Any]) -> Any:
+        """A collected input's tables as a list, or concatenated into the one frame type the
+        parameter is annotated with (docs/tables.md, "Fan-outs")."""
+        collected = _collected(context)
+        if not collected.concat:
+            return values
+        what = (
+            f"op '{context.step_key}' input '{context.name}' (the pieces of "
+            f"'{context.upstream_output.step_key}')"
+        )
+        return concatenate(
+            values, collected.as_type, what, declared_schema(context.upstream_output.out)
+        )
+
     # ---- gc ----------------------------------------------------------------------------------
 
     def exists(self, address: Address) -> bool:
@@ -567,13 +649,17 @@ class TableIOManager(MemoizableIOManager):
                 self.store.close()
 
     def verify(self, address: Address, read: bool = False) -> str | None:
-        """Whether the table is still stored, when the store can tell without a query (a
-        memoized run asks for every table it reuses); otherwise the index is trusted."""
+        """Whether the table is still stored: when the store can tell without a query (a
+        memoized run asks for every table it reuses), else with ``read`` (``memodag verify``)
+        by asking the store; otherwise the index is trusted."""
         table = TableAddress.parse(address.uri)
         if table.kind == EXTERNAL:
             return None  # not memodag's to check: a consumer's read says if it is gone
         for physical in table.physicals():
-            if self.store.stored_cheaply(physical) is False:
+            stored = self.store.stored_cheaply(physical)
+            if stored is None and read:
+                stored = self.store.has_table(physical)
+            if stored is False:
                 return "missing"
         return None
 
@@ -609,19 +695,23 @@ def _default_name(context: OutputContext) -> str:
 
 
 def _piece_name(name: str, context: OutputContext) -> str:
-    """``name``, suffixed with the piece keys of a fan-out clone (``sales[north]`` ->
-    ``<name>_north``) and of a dynamic output's piece, so pieces never share a table name."""
-    keys = re.findall(r"\[([^\]]*)\]", context.step_key)
-    if context.mapping_key is not None:
-        keys.append(context.mapping_key)
-    if keys:
-        name = "_".join([name, *(re.sub(r"[^A-Za-z0-9_]", "_", k) for k in keys)])
+    """``name`` as the table name of this output: in a fan-out, with the piece's keys
+    (``tables.fanout.piece_name``), so pieces never share a table name."""
+    what = f"op '{context.step_key}' output '{context.name}'"
+    name = piece_name(name, piece_keys(context.step_key, context.mapping_key), what)
     try:
         return table_identifier(name, "table name")
     except DefinitionError as exc:
-        raise StorageError(
-            f"op '{context.step_key}' output '{context.name}': {exc}; give Table(name=...)"
-        ) from exc
+        raise StorageError(f"{what}: {exc}; give Table(name=...)") from exc
+
+
+def _collected(context: InputContext) -> Any:
+    """How a collected input is handed over (``tables.fanout.collected_as``)."""
+    input_type = None
+    spec = context.op_def.ins.get(context.name) if context.op_def is not None else None
+    if spec is not None:
+        input_type = spec.metadata.get(INPUT_TYPE_KEY)
+    return collected_as(input_type, _annotation(context))
 
 
 def _input_type(context: InputContext) -> Any:
@@ -633,7 +723,19 @@ def _input_type(context: InputContext) -> Any:
     spec = op_def.ins.get(context.name)
     if spec is not None and spec.metadata.get(INPUT_TYPE_KEY) is not None:
         return spec.metadata[INPUT_TYPE_KEY]
-    fn = op_def.compute_fn
+    hint = _annotation(context)
+    try:
+        kind_of_type(hint, "")
+    except StorageError:
+        return None
+    return hint
+
+
+def _annotation(context: InputContext) -> Any:
+    """The consuming parameter's annotation (resolved when it is a string), or None."""
+    if context.op_def is None:
+        return None
+    fn = context.op_def.compute_fn
     annotation = inspect.signature(fn).parameters.get(context.name)
     if annotation is None or annotation.annotation is inspect.Parameter.empty:
         return None
@@ -643,11 +745,7 @@ def _input_type(context: InputContext) -> Any:
             hint = typing.get_type_hints(fn).get(context.name, hint)
         except Exception:  # an annotation naming what the module does not import: no type
             return None
-    try:
-        kind_of_type(hint, "")
-    except StorageError:
-        return None
     return hint
 
 
-__all__ = ["DecidedAtRunTime", "TableAddress", "TableIOManager", "from_arrow"]
+__all__ = ["DecidedAtRunTime", "TableAddress", "TableIOManager", "from_arrow", "table_location"]

@@ -28,9 +28,16 @@ from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.definitions.secrets import redact_url
 from memodag.errors import StorageError
 from memodag.hashing import hash_strings
-from memodag.tables.cache import CONFIG_FIELD, CONFIG_KEY, cache_from_config, instance_home
-from memodag.tables.convert import DUCKDB, SQLALCHEMY, kind_of_type
-from memodag.tables.duckdb import _check_columns, _not_null, _sqlalchemy_table
+from memodag.tables.cache import CONFIG_FIELD, CONFIG_KEY, table_cache
+from memodag.tables.convert import (
+    DUCKDB,
+    SQLALCHEMY,
+    check_columns,
+    kind_of_type,
+    not_null_columns,
+    sqlalchemy_table,
+    wants_unlogged,
+)
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     MAX_IDENTIFIER_BYTES,
@@ -76,6 +83,9 @@ class PostgresTableStore(TableStore):
         self._cursor: Any = None
         self._ready = False  # memodag's schemas and bookkeeping tables exist
         self._schemas: dict[str, Any] = {}  # physical -> Arrow schema, read once per table
+        # the last table this connection wrote (asynchronously committed) since the last WAL
+        # flush, or None
+        self._unsynced: str | None = None
 
     # ---- identity, lifecycle ------------------------------------------------------------------
 
@@ -85,6 +95,9 @@ class PostgresTableStore(TableStore):
             affix = f"#schema_prefix={self.schema_prefix}&schema_suffix={self.schema_suffix}"
         # the password is no part of where tables live: changing it keeps every stored table
         return f"{self.display_url}{affix}"
+
+    def location(self) -> str:
+        return display_location(self.display_url)
 
     @property
     def meta_schema(self) -> str:
@@ -107,6 +120,29 @@ class PostgresTableStore(TableStore):
         self._writer()
 
     def close(self) -> None:
+        """Flush the WAL if this connection wrote since the last stage commit (so every table
+        a run recorded is durable before its end is), then disconnect.
+
+        Raises:
+            StorageError: the flush failed (the server went away): the run's last tables may
+                be lost, and the run must not count as a success.
+        """
+        try:
+            last, self._unsynced = self._unsynced, None
+            if last is not None and self._cursor is not None:
+                with self._transaction("making the run's tables durable (WAL flush)") as cur:
+                    cur.execute("SET LOCAL synchronous_commit TO on")
+                    # a commit flushes the WAL only if its transaction wrote some: rewrite the
+                    # last table's bookkeeping row (flushing its table and every one before)
+                    cur.execute(
+                        f"UPDATE {_q(self.meta_schema)}.tables SET physical = physical "
+                        "WHERE physical = $1",
+                        (last,),
+                    )
+        finally:
+            self._disconnect()
+
+    def _disconnect(self) -> None:
         cursor, conn = self._cursor, self._conn
         self._cursor = self._conn = None
         for thing in (cursor, conn):
@@ -141,17 +177,18 @@ class PostgresTableStore(TableStore):
                 # autocommit here, not afterwards: set later, ingested tables stay uncommitted
                 self._conn = adbc.connect(self.url, autocommit=True)
                 self._cursor = self._conn.cursor()
-                # A table write then costs no WAL flush (~4 ms each here). Safe: a server crash
-                # loses a table together with its bookkeeping row (has_table says so and the op
-                # reruns), and each stage commit flushes synchronously, which makes every table
-                # written before it durable (the WAL is flushed in order).
+                # A table write then costs no WAL flush (~4 ms each here, as much as the whole
+                # one-row write). Each stage commit and the store's close (run end) flush
+                # synchronously, which makes every table written before durable (the WAL is
+                # flushed in order) before the run's end is recorded; docs/tables.md says what
+                # a server crash during a run can lose.
                 # literals in small writes rely on standard_conforming_strings (the default)
                 self._cursor.execute(
                     "SELECT set_config('synchronous_commit', 'off', false), "
                     "set_config('standard_conforming_strings', 'on', false)"
                 )
             except Exception as exc:
-                self.close()
+                self._disconnect()
                 raise StorageError(
                     f"cannot reach the PostgreSQL table store at {self.display_url}: "
                     f"{self._redact(str(exc)).strip()}"
@@ -205,7 +242,7 @@ class PostgresTableStore(TableStore):
         try:
             self._cursor.execute("ROLLBACK")
         except Exception:  # the connection broke: close it, the next call reconnects
-            self.close()
+            self._disconnect()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read query; bookkeeping not created yet reads as no rows (a reader such as
@@ -230,9 +267,9 @@ class PostgresTableStore(TableStore):
         import adbc_driver_manager
 
         what = f"table '{spec.name}'"
-        _check_columns(spec, data.schema.names, what)
+        check_columns(spec, data.schema.names, what)
         ingest, columns = _prepare(data, what)
-        not_null = set(_not_null(spec, data.schema.names))
+        not_null = set(not_null_columns(spec, data.schema.names))
         defs = ", ".join(
             f"{_q(name)} {sql_type}{' NOT NULL' if name in not_null else ''}"
             for name, sql_type in columns
@@ -250,6 +287,7 @@ class PostgresTableStore(TableStore):
                 # a small table: its rows as literals, the whole write one atomic statement
                 _statements(cur, *create, *([values] if values else []), *finish)
                 self._schemas[physical] = data.schema
+                self._unsynced = physical
                 return
             # Three statements, each committed on its own: the bookkeeping row that makes the
             # table visible to has_table comes last, with the keys, in one atomic statement. A
@@ -270,6 +308,7 @@ class PostgresTableStore(TableStore):
             self._discard(physical)
             raise
         self._schemas[physical] = data.schema
+        self._unsynced = physical
 
     def write_query(self, physical: str, sql: str, spec: TableSpec) -> None:
         import adbc_driver_manager
@@ -289,10 +328,10 @@ class PostgresTableStore(TableStore):
         try:
             cur.execute(f"SELECT * FROM {table} LIMIT 0")
             schema = _plain_schema(cur.fetch_arrow_table().schema)
-            _check_columns(spec, schema.names, what)
+            check_columns(spec, schema.names, what)
             finish = [
                 f"ALTER TABLE {table} ALTER COLUMN {_q(column)} SET NOT NULL"
-                for column in sorted(_not_null(spec, schema.names))
+                for column in sorted(not_null_columns(spec, schema.names))
             ]
             finish += self._finish_sql(physical, spec, schema, what)
             _statements(cur, *finish)
@@ -303,6 +342,7 @@ class PostgresTableStore(TableStore):
             self._discard(physical)
             raise
         self._schemas[physical] = schema
+        self._unsynced = physical
 
     def _discard(self, physical: str) -> None:
         """Drop what a failed write left (best effort: the next write replaces it anyway)."""
@@ -384,7 +424,7 @@ class PostgresTableStore(TableStore):
     def read(self, physical: str, as_type: Any) -> Any:
         kind = kind_of_type(as_type, f"table {physical}")
         if kind == SQLALCHEMY:
-            return _sqlalchemy_table(self.data_schema, physical, self._schema(physical))
+            return sqlalchemy_table(self.data_schema, physical, self._schema(physical))
         if kind == DUCKDB:  # a relation over the rows fetched into this process
             import duckdb
 
@@ -420,7 +460,7 @@ class PostgresTableStore(TableStore):
         what = f"external table {schema}.{name}"
         kind = kind_of_type(as_type, what)
         if kind == SQLALCHEMY:
-            return _sqlalchemy_table(schema, name, self.external_schema(schema, name))
+            return sqlalchemy_table(schema, name, self.external_schema(schema, name))
         table = self._read_external(schema, name)
         if kind == DUCKDB:
             import duckdb
@@ -546,6 +586,8 @@ class PostgresTableStore(TableStore):
                 f"INSERT INTO {meta}.stages VALUES ($1, $2) ON CONFLICT (stage) DO NOTHING",
                 (schema, job_name),
             )
+        if changed or drop:  # it wrote, so its commit flushed the WAL and every write before
+            self._unsynced = None
 
     def stage_tables(self, stage: str) -> dict[str, StageTable]:
         rows = self._query(
@@ -554,6 +596,12 @@ class PostgresTableStore(TableStore):
             [self.schema_name(stage)],
         )
         return {name: StageTable(name, physical, step) for name, physical, step in rows}
+
+    def job_stages(self, job_name: str) -> list[str]:
+        found = self._query(
+            f"SELECT stage FROM {_q(self.meta_schema)}.stages WHERE job = $1", [job_name]
+        )
+        return sorted(s for s in (self.stage_of_schema(row[0]) for row in found) if s)
 
     def stage_owner(self, stage: str) -> str | None:
         rows = self._query(
@@ -567,6 +615,15 @@ class PostgresTableStore(TableStore):
             f"SELECT 1 FROM {_q(self.meta_schema)}.stage_tables WHERE physical = $1", [physical]
         )
         return bool(rows)
+
+    def committed_stages(self) -> dict[str, str]:
+        rows = self._query(f"SELECT stage, job FROM {_q(self.meta_schema)}.stages")
+        found = {self._stage_of_schema(schema): job for schema, job in rows}
+        return {stage: job for stage, job in sorted(found.items()) if stage is not None}
+
+    def row_count(self, physical: str) -> int | None:
+        rows = self._query(f"SELECT count(*) FROM {self._table(physical)}")
+        return int(rows[0][0]) if rows else None
 
 
 _DOLLAR = "$memodag$"
@@ -645,6 +702,24 @@ def _statements(cur: Any, *sql: str) -> None:
 
 
 # -- URLs ------------------------------------------------------------------------------------
+
+
+def display_location(url: str) -> str:
+    """``url`` as users see where tables live: ``postgresql://user@host:port/db``, with no
+    password and no query (options such as ``password=`` or ``sslmode``); a libpq keyword
+    string comes back with its password masked."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = f"{parts.username}@" if parts.username else ""
+    except ValueError:
+        return redact_url(url)
+    if "://" not in url:
+        return redact_url(url)
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"postgresql://{user}{host}{port}{parts.path}"
 
 
 def _driver_url(url: str) -> str:
@@ -832,16 +907,7 @@ def _as_written(table: Any, schema: Any) -> Any:
 def _unlogged(spec: TableSpec, what: str) -> str:
     """``"UNLOGGED "`` when ``materialization_details`` asks for it (``"unlogged"`` or
     ``{"unlogged": True}``)."""
-    details = spec.materialization_details
-    if details is None or details == {}:
-        return ""
-    if details == "unlogged" or (isinstance(details, dict) and set(details) <= {"unlogged"}):
-        wanted = details == "unlogged" or bool(details.get("unlogged"))  # type: ignore[union-attr]
-        return "UNLOGGED " if wanted else ""
-    raise StorageError(
-        f"{what}: materialization_details {details!r} is not understood by the PostgreSQL table "
-        "store; it takes 'unlogged' or {'unlogged': True}"
-    )
+    return "UNLOGGED " if wants_unlogged(spec, what, "PostgreSQL") else ""
 
 
 def _type_sql(sql_type: Any, column: str, what: str) -> str:
@@ -886,7 +952,6 @@ def store_url(config: Any) -> str:
     return str(url)
 
 
-# the local table cache: on unless configured off (Parquet reads far faster than ADBC here)
 @io_manager(config_schema=_CONFIG, unversioned_config=(CONFIG_KEY,))
 def postgres_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a PostgreSQL database (config ``url``, or ``$MEMODAG_TABLE_STORE_URL``):
@@ -897,10 +962,4 @@ def postgres_table_store(context: InitResourceContext) -> TableIOManager:
         schema_prefix=config.get("schema_prefix", ""),
         schema_suffix=config.get("schema_suffix", ""),
     )
-    cache = cache_from_config(
-        config.get(CONFIG_KEY),
-        store_identity=store.identity(),
-        home=instance_home(context),
-        default_enabled=True,
-    )
-    return TableIOManager(store, cache)
+    return TableIOManager(store, table_cache(store, config, context))

@@ -41,6 +41,9 @@ Interface changes after the first commit are listed here:
 - The table io manager calls ``write_*`` only for a table ``has_table`` does not report (or
   when the run has no version), and ``commit_stage`` also from a failed run, for a stage whose
   table-producing steps all stored their tables.
+- ``check_stage`` (optional): refuse a stage name the database cannot hold, before any write.
+- ``job_stages`` (optional, default none): the stages a job committed, so that a whole run
+  empties the stages it makes no table for any more; ``commit_stage`` may get no tables.
 """
 
 from __future__ import annotations
@@ -196,6 +199,12 @@ class TableStore(ABC):
         """Where the tables live, without secrets (a file path, a URL with no password): part of
         the output index key, so two stores never share index entries, and shown in errors."""
 
+    def location(self) -> str:
+        """Where users find the tables, as ``runs show``, ``list-versions`` and ``tables list``
+        print it before ``#<schema>.<table>``: ``duckdb:<file>``, ``postgresql://user@host:port/db``.
+        Never holds a password. The default is ``identity()``."""
+        return self.identity()
+
     def schema_name(self, base: str) -> str:
         """The database schema for ``base`` (a stage name, ``DATA_SCHEMA`` or ``META_SCHEMA``)."""
         return f"{self.schema_prefix}{base}{self.schema_suffix}"
@@ -322,6 +331,14 @@ class TableStore(ABC):
                 (nothing of the stage changed).
         """
 
+    def check_stage(self, stage: str) -> None:
+        """Refuse a stage this database cannot hold (before its first table is written; the
+        io manager asks once per stage and run). The default accepts every stage.
+
+        Raises:
+            StorageError: naming the stage, why, and the fix.
+        """
+
     @abstractmethod
     def stage_tables(self, stage: str) -> dict[str, StageTable]:
         """What the committed stage shows now: table name -> ``StageTable`` (empty if never
@@ -331,6 +348,39 @@ class TableStore(ABC):
     def stage_owner(self, stage: str) -> str | None:
         """The job that committed ``stage`` in this store, or None."""
 
+    def job_stages(self, job_name: str) -> list[str]:
+        """The stages (names without prefix/suffix) ``job_name`` committed in this store; a
+        whole successful run empties those it makes no table for any more. Asked once per
+        successful run: keep it cheap. The default (no stages) never empties a stage."""
+        return []
+
+    def stage_of_schema(self, schema: str) -> str | None:
+        """The stage name of a schema this store's prefix/suffix made, else None."""
+        prefix, suffix = self.schema_prefix, self.schema_suffix
+        if not (schema.startswith(prefix) and schema.endswith(suffix)):
+            return None
+        stage = schema[len(prefix) : len(schema) - len(suffix)]
+        return stage or None
+
     @abstractmethod
     def is_shown(self, physical: str) -> bool:
         """Whether any committed stage shows the physical table (gc must keep it)."""
+
+    # ---- listing (``memodag tables list``; read-only, never creates anything) --------------
+
+    def committed_stages(self) -> dict[str, str]:
+        """Every stage committed in this store (under its ``schema_prefix``/``schema_suffix``),
+        by the name given to ``Stage`` -> the job that owns it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its stages")
+
+    def row_count(self, physical: str) -> int | None:
+        """How many rows the physical table holds; None if it is not there."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count rows")
+
+    def _stage_of_schema(self, schema: str) -> str | None:
+        """The stage whose schema is ``schema`` in this store, or None (another prefix's)."""
+        prefix, suffix = self.schema_prefix, self.schema_suffix
+        if not (schema.startswith(prefix) and schema.endswith(suffix)):
+            return None
+        stage = schema[len(prefix) : len(schema) - len(suffix)]
+        return stage or None

@@ -53,7 +53,7 @@ from memodag.versioning.gc_pins import (
     pin_runs,
     unreachable_manifests,
 )
-from memodag.versioning.memoize import ABSENT, CODE_PARTS
+from memodag.versioning.memoize import ABSENT, CODE_PARTS, LOST
 
 __all__ = ["GC_LEASE", "GcItem", "GcReport", "collect_garbage", "pin_runs", "run_is_over"]
 
@@ -63,7 +63,7 @@ _OBJECT_STORE_PROTOCOLS = ("s3", "s3a")
 _Namer = tuple[Address, float | None, tuple[str, str] | None]
 #: index rows the memoizer writes that hold no data (a dynamic output's manifest, an optional
 #: output not yielded, what a mapped op's code hashes: ``versioning.memoize``): left as they are
-_METADATA_SERIALIZERS = frozenset({"manifest", ABSENT, CODE_PARTS})
+_METADATA_SERIALIZERS = frozenset({"manifest", ABSENT, CODE_PARTS, LOST})
 
 
 @dataclass(frozen=True)

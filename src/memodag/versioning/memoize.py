@@ -45,9 +45,12 @@ from memodag.versioning.strategy import MEMOIZED_RUN_TAG
 ABSENT = "absent"  # the serializer of an index entry recording an optional output not yielded
 CODE_PARTS = "code-parts"  # the serializer of an entry naming what a mapped op's code hashes
 MANIFEST = "manifest"  # the serializer of a dynamic output's manifest entry
+#: the serializer of an entry ``memodag verify --repair`` found missing or altered: not stored,
+#: kept so ``explain`` says what happened (its recipe's ``lost`` says why and when)
+LOST = "lost"
 #: bytes up to which a memoized run reads and hashes a stored output that nothing in the job reads
 FINAL_HASH_LIMIT = 16 << 20
-_NO_DATA = frozenset({ABSENT, CODE_PARTS, MANIFEST})  # index entries that name no stored data
+_NO_DATA = frozenset({ABSENT, CODE_PARTS, MANIFEST, LOST})  # index entries that name no stored data
 
 #: how often a run narrows its pins, and gives up the leases of steps it has finished
 #: (``IndexMemoizer.settle``), in seconds
@@ -624,13 +627,21 @@ class IndexMemoizer(Memoizer):
             pieces = []
             for piece_key, piece in manifest:
                 piece_entry = self._entries.get((self._key(step, name, piece_key), piece))
-                if piece_entry is None or piece_entry.address.io_manager_key != out.io_manager_key:
+                if (
+                    piece_entry is None
+                    or piece_entry.address.io_manager_key != out.io_manager_key
+                    or piece_entry.address.serializer == LOST
+                ):
                     return None
                 pieces.append(piece_entry.address)
             return pieces
         if _indexed(manager):
             entry = self._entries.get((key, version))
-            if entry is None or entry.address.io_manager_key != out.io_manager_key:
+            if (
+                entry is None
+                or entry.address.io_manager_key != out.io_manager_key
+                or entry.address.serializer == LOST
+            ):
                 return None
             if entry.address.serializer == ABSENT:
                 return []  # an optional output the step chose not to yield at this version

@@ -10,6 +10,7 @@ index look-ups.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 from memodag.plan.dynamic import gathers, step_key_for
 from memodag.plan.plan import ExecutionPlan, ExecutionStep
 from memodag.storage.instance.records import IndexEntry
-from memodag.versioning.memoize import IndexMemoizer
+from memodag.storage.io_manager import IOManager
+from memodag.versioning.memoize import LOST, IndexMemoizer
 from memodag.versioning.resolve import AUTO_PENDING, is_auto_version
 
 STORED = "stored"
@@ -51,15 +53,21 @@ class OutputVersion:
     status: str
     reasons: tuple[str, ...] = field(default_factory=tuple)
     step_key: str = ""
+    #: where users find a stored output its URI does not name plainly (a table:
+    #: ``duckdb:<file>#<schema>.<table>``), from ``IOManager.location``; else None
+    location: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found = {
             "step_output": self.step_output,
             "step": self.step_key,
             "version": self.version,
             "status": self.status,
             "reasons": list(self.reasons),
         }
+        if self.location is not None:
+            found["location"] = self.location
+        return found
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,15 @@ def report_rows(
         if status == _MEMOIZED:
             versions = memoizer.versions(step) or {}
             rows.extend(
-                OutputVersion(f"{key}.{name}", versions.get(name), STORED, (), key) for name in outs
+                OutputVersion(
+                    f"{key}.{name}",
+                    versions.get(name),
+                    STORED,
+                    (),
+                    key,
+                    _location(memoizer, step, name),
+                )
+                for name in outs
             )
         elif status == _RAN:
             rows.extend(_would_run(step, state, memoizer, explain))
@@ -132,6 +148,15 @@ def report_rows(
             for name in node.op_def.outs
         )
     return rows
+
+
+def _location(memoizer: IndexMemoizer, step: ExecutionStep, name: str) -> str | None:
+    """Where users find the stored output, if its io manager says it (a table store)."""
+    manager = memoizer.io_managers.get(step.op_def.outs[name].io_manager_key)
+    if manager is None or type(manager).location is IOManager.location:
+        return None  # one look-up per output spared for managers that say nothing
+    entry = memoizer.stored_entry(step, name)
+    return manager.location(entry.address) if entry is not None else None
 
 
 def _split_waiting(state: WalkState, waiting: list[str]) -> tuple[list[str], list[str]]:
@@ -279,10 +304,7 @@ def explain_output(
         return ["never stored"]
     same = [e for e in previous if e.version == version]
     if same:
-        io_key = same[0].address.io_manager_key
-        return [
-            f"stored version is gone from io manager '{io_key}' or was stored under another io manager"
-        ]
+        return [_lost_reason(step, same[0], memoizer)]
     recipe = memoizer.recipe(step)
     now = recipe.to_dict() if recipe is not None else None
     with_recipe = [e for e in previous if e.recipe]
@@ -326,6 +348,34 @@ def explain_output(
             via = f" from {', '.join(names[:3])}{'...' if len(names) > 3 else ''}" if names else ""
             reasons.append(f"input '{input_name}' changed{via}")
     return reasons or [f"version changed ({closest.version[:8]} -> {version[:8]})"]
+
+
+def _lost_reason(step: ExecutionStep, entry: IndexEntry, memoizer: IndexMemoizer) -> str:
+    """Why an output stored at its current version is recomputed: its data was found lost by
+    ``memodag verify --repair``, is missing or altered now, or its io manager changed."""
+    address = entry.address
+    run = f"run {address.run_id[:8]}"
+    lost = (entry.recipe or {}).get("lost")
+    if address.serializer == LOST and isinstance(lost, dict):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(lost.get("at") or 0)))
+        return (
+            f"stored at this version by {run}, then found {lost.get('reason') or 'lost'} by "
+            f"memodag verify --repair ({when}): recomputed"
+        )
+    key = step.op_def.outs[address.output_name].io_manager_key
+    manager = memoizer.io_managers.get(key)
+    if address.io_manager_key != key or manager is None:
+        return (
+            f"stored at this version by {run} under io manager '{address.io_manager_key}', "
+            f"now '{key}'"
+        )
+    try:
+        problem = manager.verify(address)
+    except Exception as exc:  # an unreachable store: it cannot serve the output either
+        problem = f"cannot be checked: {type(exc).__name__}: {exc}"
+    if problem:
+        return f"stored at this version by {run}, but its data is {problem}: recomputed"
+    return f"stored at this version by {run}, but cannot be reused (io manager '{key}')"
 
 
 def _changed_members(now: Any, was: Any, upstream: Sequence[Any]) -> str | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from memodag.definitions.config import config_to_plain
 from memodag.definitions.secrets import masked_config
 from memodag.definitions.tables import AUTO_VERSION_TAG, STAGE_TAG
-from memodag.errors import MemodagError, MemoizationError
+from memodag.errors import DataVersionError, MemodagError, MemoizationError
 from memodag.hashing import (
     VERSION_LENGTH,
     UnhashableValue,
@@ -324,7 +324,7 @@ class VersionResolver:
         """Canonical JSON of what the op's ``data_version(context)`` returns ("" without one).
 
         Raises:
-            MemoizationError: the function raised or returned something that is not JSON.
+            DataVersionError: the function raised or returned something that is not JSON.
         """
         op_def = step.op_def
         fn = op_def.data_version
@@ -335,9 +335,9 @@ class VersionResolver:
         try:
             value = fn(context)
         except MemodagError as exc:
-            raise MemoizationError(f"{where} failed: {exc}") from exc
+            raise DataVersionError(f"{where} failed: {exc}") from exc
         except Exception as exc:
-            raise MemoizationError(
+            raise DataVersionError(
                 f"{where} failed: {type(exc).__name__}: {exc}; it runs before the op to say "
                 "which version of outside data the op reads"
             ) from exc
@@ -346,7 +346,7 @@ class VersionResolver:
                 _json_value(value), sort_keys=True, separators=(",", ":"), allow_nan=False
             )
         except (TypeError, ValueError) as exc:
-            raise MemoizationError(
+            raise DataVersionError(
                 f"{where} returned {_short_repr(value)}, which is not a JSON value ({exc}): "
                 "return a str, number, bool, None, or a list/dict of them (str keys), e.g. "
                 "a file's size and mtime or a table's last update time"

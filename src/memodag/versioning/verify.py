@@ -1,5 +1,6 @@
 """``verify_outputs``: check that every indexed output is still stored as it was written, and
-(with ``repair``) drop the index entries of those that are not, so memoization stops offering them.
+(with ``repair``) mark the index entries of those that are not as lost, so memoization stops
+offering them and ``explain`` says why they are recomputed.
 
 Each output is checked through the io manager that stored it (found as ``memodag gc`` finds it:
 a job the caller supplies, else a built-in path manager rebuilt from the address):
@@ -11,11 +12,15 @@ Never deletes data. See docs/reliability.md.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from memodag.storage.instance.records import IndexEntry
+from memodag.storage.io_manager import Address
 from memodag.versioning.gc import _METADATA_SERIALIZERS, _Managers
+from memodag.versioning.memoize import LOST
 
 OK, BAD, UNCHECKED = "ok", "bad", "unchecked"
 
@@ -53,8 +58,9 @@ def verify_outputs(
     """Check every output the instance's index names (each stored file once).
 
     Args:
-        repair: drop the index entries of outputs found missing or altered (their data, if
-            any is left, stays: ``memodag gc`` collects it as unreferenced).
+        repair: mark the index entries of outputs found missing or altered as lost: no longer
+            stored for memoization, kept so ``explain`` says so (their data, if any is left,
+            stays: ``memodag gc`` collects it as unreferenced).
         jobs: job name -> ``JobDefinition`` whose io managers check their runs' outputs
             (custom managers); without them only built-in path managers are rebuilt.
         read: also read each output to compare its content hash (else sizes only: one stat).
@@ -62,9 +68,11 @@ def verify_outputs(
     report = VerifyReport(repaired=repair)
     runs = {r.run_id: r for r in instance.get_runs(limit=1_000_000)}
     checked: dict[tuple[str, str | None], tuple[str, str]] = {}
+    entries: dict[tuple[str, str], IndexEntry] = {}
     with contextlib.ExitStack() as stack:
         managers = _Managers(instance, jobs or {}, stack)
         for entry in instance.index_entries():
+            entries[(entry.output_key, entry.version)] = entry
             address = entry.address
             if address.serializer in _METADATA_SERIALIZERS and address.uri is None:
                 continue
@@ -88,8 +96,38 @@ def verify_outputs(
                 )
             )
     if repair:
-        instance.delete_index_entries((i.output_key, i.version) for i in report.with_status(BAD))
+        # each bad entry is replaced by one that names no data (not stored, for memoization)
+        # but keeps what it was, so ``explain`` says the output was lost, not "never stored"
+        now = time.time()
+        lost = []
+        for item in report.with_status(BAD):
+            entry = entries[(item.output_key, item.version)]
+            lost.append(_lost_entry(entry, item.reason, now))
+        instance.store_events([], lost)
     return report
+
+
+def _lost_entry(entry: IndexEntry, reason: str, now: float) -> IndexEntry:
+    address = entry.address
+    recipe = dict(entry.recipe or {})
+    recipe["lost"] = {"reason": reason, "uri": address.uri, "at": now}
+    return IndexEntry(
+        entry.output_key,
+        entry.version,
+        Address(
+            address.io_manager_key,
+            None,
+            LOST,
+            address.run_id,
+            address.step_key,
+            address.output_name,
+            address.mapping_key,
+            address.version,
+        ),
+        entry.created_at,
+        recipe=recipe,
+        version_scheme=entry.version_scheme,
+    )
 
 
 def _check(managers: _Managers, address: Any, run: Any, read: bool) -> tuple[str, str]:

@@ -172,7 +172,8 @@ def summarize_steps(events: list[Event]) -> list[dict[str, Any]]:
 
     Each has ``step_key``, ``status`` (success, failed, skipped, memoized, or running when the
     log ends mid-step), ``attempts``, ``duration`` (seconds, the last attempt), ``start_time``,
-    ``outputs`` (name -> address dict), ``error`` and ``message``.
+    ``outputs`` (name -> address dict; a table's also has ``location``,
+    ``duckdb:<file>#<schema>.<table>``), ``error`` and ``message``.
     """
     from memodag.cli.console import iso_time
 
@@ -217,11 +218,11 @@ def summarize_steps(events: list[Event]) -> list[dict[str, Any]]:
             step["status"] = "memoized"
             step["start_time"] = step["start_time"] or iso_time(event.timestamp)
             for name, address in _memoized_addresses(data.get("addresses")):
-                step["outputs"][_output_label(name, address)] = address
+                step["outputs"][_output_label(name, address)] = _with_location(address)
         elif kind == "HANDLED_OUTPUT":
             address = data.get("address") or {}
             name = data.get("output") or address.get("output_name") or "result"
-            step["outputs"][_output_label(name, address)] = address
+            step["outputs"][_output_label(name, address)] = _with_location(address)
     return list(steps.values())
 
 
@@ -248,6 +249,16 @@ def _memoized_addresses(addresses: Any) -> list[tuple[str, dict[str, Any]]]:
     if isinstance(addresses, dict):
         return list(addresses.items())
     return [(a.get("output_name") or "result", a) for a in addresses or () if isinstance(a, dict)]
+
+
+def _with_location(address: dict[str, Any]) -> dict[str, Any]:
+    """``address`` with ``location`` added for a table (``duckdb:<file>#<schema>.<table>``)."""
+    if address.get("serializer") != "table":
+        return address
+    from memodag.tables.io_manager import table_location
+
+    location = table_location(address.get("uri"))
+    return {**address, "location": location} if location else address
 
 
 def _output_label(name: str, address: dict[str, Any]) -> str:
@@ -345,6 +356,10 @@ def _print_logs(logs: list[dict[str, Any]], show: bool) -> None:
 
 
 def _where(address: dict[str, Any]) -> str:
+    location = address.get("location")
+    if location:  # a table: where users query it, and which version it shows
+        version = address.get("version")
+        return f"{location} (version {str(version)[:12]})" if version else str(location)
     uri = address.get("uri")
     if uri:
         return str(uri)

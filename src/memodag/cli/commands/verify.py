@@ -1,5 +1,5 @@
 """``memodag verify``: check that every indexed output is still stored as written (size and
-content hash), and with ``--repair`` drop the index entries of those that are not
+content hash), and with ``--repair`` mark the index entries of those that are not as lost
 (docs/reliability.md). ``-f``/``-m`` supply jobs whose own io managers check their outputs."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from memodag.cli.loading import JobSpec, find_jobs, job_options, pick_job
 @click.option(
     "--repair",
     is_flag=True,
-    help="Drop the index entries of outputs found missing or altered (memoized runs then "
+    help="Mark the index entries of outputs found missing or altered as lost (memoized runs then "
     "recompute them).",
 )
 @click.option(
@@ -27,7 +27,7 @@ def verify(spec: JobSpec, repair: bool, quick: bool, as_json: bool) -> None:
 
     Each output named by the instance's index is checked through the io manager that stored
     it: missing, or a size or content hash other than the one recorded when it was written,
-    is reported. With --repair, their index entries are dropped, so memoized runs recompute
+    is reported. With --repair, their index entries are marked lost, so memoized runs recompute
     them instead of failing (the data left, if any, is for memodag gc). Custom io managers
     check their outputs when the code defining the jobs is given with -f/-m; otherwise their
     outputs are listed as unchecked.
@@ -110,10 +110,10 @@ def verify(spec: JobSpec, repair: bool, quick: bool, as_json: bool) -> None:
                 )
         if bad and repair:
             console.print(
-                f"Repaired: {len(bad)} index entr{'y' if len(bad) == 1 else 'ies'} dropped; "
+                f"Repaired: {len(bad)} index entr{'y' if len(bad) == 1 else 'ies'} marked lost; "
                 "memoized runs recompute them."
             )
         elif bad:
-            console.print("Run again with --repair to drop them from the index.")
+            console.print("Run again with --repair to mark them lost in the index.")
     if bad and not repair:
         raise click.exceptions.Exit(1)

@@ -82,10 +82,13 @@ def _step_matches(step_key: str, pattern: str) -> bool:
     )
 
 
-def _fold(rows: list[Any], why: bool) -> list[tuple[str, str, str, str]]:
-    """``(step output, version, status, why)`` cells: clones of one mapped node (same output)
-    become one row with counts per status, in the place of the node's first clone."""
-    folded: list[tuple[str, str, str, str]] = []
+Cells = tuple[str, str, str, str, str]
+
+
+def _fold(rows: list[Any], why: bool) -> list[Cells]:
+    """``(step output, version, status, location, why)`` cells: clones of one mapped node (same
+    output) become one row with counts per status, in the place of the node's first clone."""
+    folded: list[Cells] = []
     groups: dict[tuple[str, str], list[Any]] = {}
     order: list[tuple[str, str] | Any] = []
     for row in rows:
@@ -120,7 +123,7 @@ def _fold(rows: list[Any], why: bool) -> list[tuple[str, str, str, str]]:
             f"{text} ({n} clone{'s' if n != 1 else ''})" if len(reasons) > 1 else text
             for text, n in reasons.items()
         )
-        folded.append((f"{node}[...].{output} ({len(members)} clones)", "-", status, because))
+        folded.append((f"{node}[...].{output} ({len(members)} clones)", "-", status, "", because))
     return folded
 
 
@@ -128,13 +131,13 @@ def _fold(rows: list[Any], why: bool) -> list[tuple[str, str, str, str]]:
 _DECIDED_AT_RUN_TIME = "decided at run time (content hash)"
 
 
-def _cells(row: Any, why: bool) -> tuple[str, str, str, str]:
+def _cells(row: Any, why: bool) -> Cells:
     because = "; ".join(row.reasons) if why and row.status != "stored" else ""
     version = row.version or "-"
     if row.version is None and row.reasons and row.reasons[0].startswith(_DECIDED_AT_RUN_TIME):
         # a lazy task returning a frame: its content decides (versioning.report says so)
         version = _DECIDED_AT_RUN_TIME
-    return (row.step_output, version, _color(row.status), because)
+    return (row.step_output, version, _color(row.status), row.location or "", because)
 
 
 def _color(status: str) -> str:
@@ -162,8 +165,13 @@ def _print(
         click.echo(f'{{\n  "job": {json.dumps(job_name)},\n  "outputs": [{body}]\n}}')
         return
     cells = [_cells(r, why) for r in rows] if unfold else _fold(rows, why)
-    columns = 4 if why else 3
-    header = ("Step Output", "Version", "Status of Output", "Why")[:columns]
+    # the location column only for jobs with outputs that have one (tables)
+    shown = [0, 1, 2] + ([3] if any(c[3] for c in cells) else []) + ([4] if why else [])
+    header = tuple(
+        ("Step Output", "Version", "Status of Output", "Location", "Why")[i] for i in shown
+    )
+    cells = [tuple(c[i] for i in shown) for c in cells]  # type: ignore[misc]
+    columns = len(shown)
     # every column but the last is padded to its widest cell (ANSI colors take no width)
     widths = [
         max([len(header[i])] + [_visible_len(c[i]) for c in cells]) for i in range(columns - 1)
