@@ -346,3 +346,35 @@ def test_store_output_skips_what_the_store_would_not_read_back_exactly(db, insta
     stamped_job.execute_in_process(instance=instance)
     # DuckDB keeps nanoseconds; PostgreSQL microseconds, so its table differs from the frame
     assert len(db.files()) == (1 if db.kind == "duckdb" else 0)
+
+
+def test_the_default_store_takes_the_cache_settings_of_the_store_it_picks(
+    db, instance, monkeypatch
+):
+    if db.kind == "postgres":
+        monkeypatch.setenv("MEMODAG_TABLE_STORE_URL", db.url)
+        where = {"schema_prefix": db.prefix}
+    else:
+        where = {"path": str(db.path)}
+
+    @job(name="default_store")  # no table_store: the default one
+    def default_store():
+        with Stage("model"):
+            total(big())
+
+    cache = {"path": str(db.cache_dir), "min_rows": 0}
+    config = {
+        "resources": {"table_store": {"config": {**where, "local_table_cache": cache}}},
+        "ops": {"total": {"config": {"bump": 1}}},
+    }
+    default_store.execute_in_process(config, instance=instance)
+    (file,) = db.files()
+    db.overwrite(file.stem)
+    config["ops"]["total"]["config"]["bump"] = 2
+    again = default_store.execute_in_process(config, instance=instance)
+    assert totals(again) == WRITTEN
+    # turned off: read from the database, and nothing recomputed for the change of settings
+    config["resources"]["table_store"]["config"]["local_table_cache"] = {"enabled": False}
+    off = default_store.execute_in_process(config, instance=instance)
+    assert off.memoized_step_keys == ["big", "total"]
+    assert off.output_for_node("big", as_type=pd.DataFrame)["n"].sum() == 0

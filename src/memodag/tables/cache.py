@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +143,19 @@ class LocalTableCache:
             return None
         kept = {k: v for k, v in metadata.items() if k != _RECORD_KEY}
         return table.replace_schema_metadata(kept or None)
+
+    def read_through(
+        self, record: CacheRecord, read: Callable[[], pa.Table]
+    ) -> tuple[pa.Table, bool]:
+        """The cached table for ``record``, else ``read()`` (the store's), written to the cache
+        with ``store_input``; and whether it came from the cache."""
+        data = self.get(record)
+        if data is not None:
+            return data, True
+        data = read()
+        if self.store_input:
+            self.put(record, data)
+        return data, False
 
     def wants(self, data: pa.Table) -> bool:
         """Whether a table this big is worth a file."""

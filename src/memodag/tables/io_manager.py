@@ -609,16 +609,9 @@ class TableIOManager(MemoizableIOManager):
         if kind not in (PANDAS, POLARS, POLARS_LAZY, ARROW):
             return self.store.read(physical, as_type)
         record = CacheRecord(physical, address.version or "", address.run_id)
-        data = cache.get(record)
-        if data is not None:
-            if context.log is not None:
-                context.log.debug(
-                    f"input '{context.name}': {what} read from {cache.path_of(physical)}"
-                )
-        else:
-            data = self.store.read_arrow(physical)
-            if cache.store_input:
-                cache.put(record, data)
+        data, hit = cache.read_through(record, lambda: self.store.read_arrow(physical))
+        if hit and context.log is not None:
+            context.log.debug(f"input '{context.name}': {what} read from {cache.path_of(physical)}")
         return from_arrow(data, kind, what)
 
     def combine_collected(self, context: InputContext, values: list[Any]) -> Any:
