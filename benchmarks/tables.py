@@ -16,6 +16,11 @@
   against the same chain by hand on one DuckDB connection (read to pandas, add one, write), and
   against the same chain with ``hold_file: run`` (``idle_over_hold_run``: what letting an idle
   file go costs a busy run).
+- ``tables_executors``: chains of one-row ``@materialize`` ops on DuckDB, per task (a chain of
+  110 less a chain of 10, each run starting its workers), in process and on the multiprocess
+  executor (where each table goes through the driver: an Arrow IPC file each way), against the
+  same chain of plain ops (pickles on disk) on the multiprocess executor, all in one sample;
+  wall time and the driver's CPU time.
 """
 
 from __future__ import annotations
@@ -230,6 +235,65 @@ def _one_row_chain(scratch: Path, hold_file: str | None) -> Metrics:
     }
 
 
+EXECUTOR_SHORT, EXECUTOR_LONG = 10, 110
+
+
+def executors_chain(scratch: Path) -> Metrics:
+    import pandas as pd
+
+    from memodag import Instance, in_process_executor, job, materialize, multiprocess_executor, op
+
+    def make(i: int, table: bool) -> Any:
+        decorate = materialize(version="1", name=f"t{i}") if table else op(name=f"t{i}")
+        if i == 0:
+            return decorate(lambda: pd.DataFrame({"x": [0]}))
+
+        def step(previous: pd.DataFrame) -> Any:
+            return previous + 1
+
+        return decorate(step)
+
+    def per_task(label: str, table: bool, executor: Any) -> tuple[float, float]:
+        """Wall and driver CPU seconds per task: a long chain's run less a short one's (each
+        run starts its workers), over the tasks between them."""
+        instance = Instance.from_url(
+            f"sqlite:///{scratch / f'{label}.db'}", storage_dir=scratch / label
+        )
+        ops = [make(i, table) for i in range(EXECUTOR_LONG)]
+
+        def chain_job(n: int) -> Any:
+            @job(name=f"chain_{label}_{n}", executor_def=executor)
+            def chain() -> None:
+                value = ops[0]()
+                for op_def in ops[1:n]:
+                    value = op_def(value)
+
+            return chain
+
+        short, long = chain_job(EXECUTOR_SHORT), chain_job(EXECUTOR_LONG)
+        _, short_s, short_cpu = timed_cpu(lambda: short.execute_in_process(instance=instance))
+        _, long_s, long_cpu = timed_cpu(lambda: long.execute_in_process(instance=instance))
+        instance.close()
+        tasks = EXECUTOR_LONG - EXECUTOR_SHORT
+        return (long_s - short_s) / tasks, (long_cpu - short_cpu) / tasks
+
+    multiprocess = multiprocess_executor.configured({"max_concurrent": 1})
+    per_task("warm", False, multiprocess)  # starts the fork server: not part of any figure
+    in_process, in_process_cpu = per_task("in_process", True, in_process_executor)
+    tables, tables_cpu = per_task("multiprocess", True, multiprocess)
+    plain, plain_cpu = per_task("plain", False, multiprocess)
+    return {
+        "in_process_per_task_s": in_process,
+        "multiprocess_per_task_s": tables,
+        "plain_multiprocess_per_task_s": plain,
+        "multiprocess_over_in_process": tables / in_process,
+        "table_hand_over_per_task_s": tables - plain,
+        "in_process_driver_cpu_per_task_s": in_process_cpu,
+        "multiprocess_driver_cpu_per_task_s": tables_cpu,
+        "plain_multiprocess_driver_cpu_per_task_s": plain_cpu,
+    }
+
+
 def _raw_chain(path: Path) -> None:
     """The chain by hand on one held DuckDB connection: per task, read the previous table to
     pandas, add one, write it with register + CREATE TABLE AS in its own transaction."""
@@ -433,6 +497,16 @@ WORKLOADS = [
             Target("per task < 10 ms", "per_task_s", max_value=10e-3),
             Target("hold_file idle within 1.2x of run", "idle_over_hold_run", max_value=1.2),
         ),
+        repeat=3,
+        requires="duckdb",
+        install="pip install memodag[duckdb,pandas]",
+    ),
+    Workload(
+        "tables_executors",
+        executors_chain,
+        description="one-row @materialize tasks in a chain on DuckDB: per task "
+        "in process and on the multiprocess executor, against plain ops on multiprocess",
+        primary="multiprocess_per_task_s",
         repeat=3,
         requires="duckdb",
         install="pip install memodag[duckdb,pandas]",

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 
 from memodag import (
     DefinitionError,
-    ExecutionError,
     Out,
     Stage,
     Table,
@@ -373,19 +372,6 @@ def test_a_stage_belongs_to_one_job_unless_a_schema_prefix_keeps_them_apart(inst
 
     assert other_prefixed.execute_in_process(instance=instance).success
     assert query(instance, "SELECT count(*) FROM me_raw.orders") == [(3,)]
-
-
-def test_table_ops_on_other_executors_are_refused_for_now(instance):
-    from memodag import multiprocess_executor
-
-    @job(executor_def=multiprocess_executor)
-    def spread():
-        orders()
-
-    # before any run is recorded or any op does its work in a worker
-    with pytest.raises(ExecutionError, match=r"op\(s\) 'orders' .* in_process_executor"):
-        spread.execute_in_process(instance=instance)
-    assert instance.get_runs() == []
 
 
 def test_nullable_and_non_nullable_declare_not_null_columns(instance):

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.executor import ExecutorDefinition
 from memodag.definitions.secrets import masked_config
-from memodag.definitions.tables import TABLE_STORE_KEY
 from memodag.engine.engine import AddressKey, Engine, Memoizer, SkipCause
 from memodag.engine.events import EventLog
 from memodag.engine.gc_threshold import with_fewer_collections
@@ -175,6 +174,7 @@ def execute_job(
             memoizer.attach_io_managers(io_managers)
             memoizer.attach_resources(resources)
             hooks = RunHooks(run_id, job.name, run_tags, vars(resources), step_selection)
+            runner = _with_hand_over(executor, io_managers, run_id, job.name, run_tags)
             if hooks.listens_for_outputs:
                 event_log.on_stored.append(hooks.stored)
             ending: BaseException | None = None
@@ -183,9 +183,9 @@ def execute_job(
                 # what a re-execution keeps from its parent counts as this run's, as if
                 # memoized: a table store commits each stage whole (docs/tables.md, "Commits")
                 hooks.inherited(inherited)
-                executor.start(payload, runtime)
+                runner.start(payload, runtime)
                 engine = Engine(
-                    plan, run_id, executor, event_log, memoizer, selected, external, steps, absent
+                    plan, run_id, runner, event_log, memoizer, selected, external, steps, absent
                 )
                 engine.add_steps(list(engine.steps.values()))
                 engine.run()
@@ -673,19 +673,19 @@ def _check_storage_fits_executor(
             if _kept_in_process(job, resolved, out.io_manager_key)
         }
     )
-    tables = sorted(
-        node.path
-        for node in plan.nodes.values()
-        if any(out.io_manager_key == TABLE_STORE_KEY for out in node.op_def.outs.values())
-    )
-    if tables:
-        # refused before the run, not by each table op's worker after its work is done
+    from memodag.tables.handover import refused_on_workers
+
+    refused = refused_on_workers(job, plan)
+    if refused:
+        # refused before the run, not by each worker after its upstream's work is done
         raise ExecutionError(
-            f"table outputs are stored by the run's driver process only for now: op(s) "
-            f"{', '.join(repr(p) for p in tables[:10])} of job '{job.name}' cannot run on "
-            f"{resolved.executor_def.name if resolved.executor_def else 'this executor'}; run "
-            "the job on in_process_executor (tables on "
-            "other executors come with a later release)"
+            f"job '{job.name}' on "
+            f"{resolved.executor_def.name if resolved.executor_def else 'this executor'}: "
+            "inputs ask for a table as a reference into the DuckDB file, which only the run's "
+            f"driver process may open: {', '.join(refused[:10])}. Worker processes receive "
+            "tables as data: ask for pyarrow.Table, pandas or polars (input_type=...), or run "
+            "the job on in_process_executor (or with postgres_table_store, which every worker "
+            "reaches)"
         )
     if bad:
         raise ExecutionError(
@@ -694,6 +694,24 @@ def _check_storage_fits_executor(
             + "; use fs_io_manager, or object_store_io_manager on file:// or s3:// (memory:// is "
             "one process's memory too), for runs on several processes"
         )
+
+
+def _with_hand_over(
+    executor: Executor,
+    io_managers: Mapping[str, IOManager],
+    run_id: str,
+    job_name: str,
+    tags: Mapping[str, str],
+) -> Executor:
+    """``executor``, wrapped so the driver completes what workers hand over (a DuckDB table
+    store's tables: engine/handover.py) when an io manager of the run needs it."""
+    if executor.in_process:
+        return executor
+    from memodag.engine.handover import HandOverExecutor, hands_over
+
+    if not any(hands_over(m) for m in io_managers.values()):
+        return executor
+    return HandOverExecutor(executor, io_managers, run_id, job_name, tags)
 
 
 def _memoizer(

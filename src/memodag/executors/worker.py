@@ -42,6 +42,7 @@ from memodag.storage.instance.records import (
     RunRecord,
     RunStatus,
 )
+from memodag.storage.io_manager import IOManager, RunInfo
 
 if TYPE_CHECKING:
     from memodag.definitions.job import JobDefinition
@@ -300,6 +301,7 @@ def _runtime(run: _WorkerRun) -> StepRuntime:
                     payload.run_id,
                 )
             )
+            _serve_io_managers(payload, resources, stack)
         except Exception as exc:
             run.error = (
                 type(exc).__name__,
@@ -311,6 +313,17 @@ def _runtime(run: _WorkerRun) -> StepRuntime:
         run.ops = {path: node.op_def for path, node in flatten_graph(payload.job.graph).items()}
         run.runtime = StepRuntime(resources, payload.resource_config, instance)
         return run.runtime
+
+
+def _serve_io_managers(payload: RunPayload, resources: Any, stack: contextlib.ExitStack) -> None:
+    """Tell the run's io managers they serve it in this worker (``IOManager.serve_worker``),
+    and that they stop when its resources are torn down."""
+    for key in sorted(payload.resource_keys):
+        manager = getattr(resources, key, None)
+        if isinstance(manager, IOManager):
+            info = RunInfo(payload.run_id, payload.job.name, key, dict(payload.job.tags))
+            manager.serve_worker(info)
+            stack.callback(manager.release_worker, info)
 
 
 class _PrepareError(Exception):

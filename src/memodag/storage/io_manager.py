@@ -337,6 +337,27 @@ class IOManager(RunLifecycle, ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement delete()")
 
+    # ---- worker hand-over (multiprocess and Dask runs; docs/storage.md) -------------------------
+    # A store that only the driver may write (a DuckDB file) lets workers hand outputs over
+    # and read inputs the driver prepared. All four are no-ops by default.
+
+    def serve_worker(self, run: RunInfo) -> None:
+        """In a worker process, once the run's resources are built there, before its first
+        attempt: this manager now serves attempts of ``run`` outside the driver. Raising fails
+        the worker's attempts of the run, with this error."""
+
+    def release_worker(self, run: RunInfo) -> None:
+        """In a worker process, when the run's resources are torn down there."""
+
+    def prepare_worker_input(self, run: RunInfo, address: Address) -> None:
+        """In the driver, before an attempt that loads ``address`` (stored by this manager) is
+        handed to a worker. Raising fails that attempt as if the input could not be loaded."""
+
+    def accept_worker_output(self, run: RunInfo, context: OutputContext, address: Address) -> None:
+        """In the driver, when a worker's successful attempt stored ``address`` through this
+        manager, before the output is recorded: complete what the worker could not do itself.
+        Raising fails the attempt (its ``RetryPolicy`` applies); nothing is recorded."""
+
 
 def can_delete(manager: IOManager) -> bool:
     """Whether ``manager`` overrides ``IOManager.delete`` (gc asks before dropping index entries)."""

@@ -33,6 +33,7 @@ from memodag.tables.convert import (
     wants_unlogged,
 )
 from memodag.tables.duckdb_file import HOLD_IDLE, HOLD_WRITE, DuckDBFile, holding
+from memodag.tables.handover import single_writer_store
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     StageTable,
@@ -58,6 +59,7 @@ class DuckDBTableStore(TableStore):
     lock (``holding``): the thread that lets an idle file go never closes one in use."""
 
     dialect = "duckdb"
+    single_writer = True  # workers of multiprocess/Dask runs hand tables to the driver
 
     def __init__(
         self,
@@ -105,6 +107,10 @@ class DuckDBTableStore(TableStore):
                 f"(catalog '{catalog}'), so `{stage}.<table>` would be ambiguous; rename the "
                 "stage, or give the table store another file (config 'path')"
             )
+
+    def staging_root(self) -> str:
+        # beside the file: wherever workers reach the file's directory, they reach this
+        return f"{self.path}.staging"
 
     def open(self) -> None:
         self._in_run = True
@@ -721,6 +727,7 @@ def _default_path(context: InitResourceContext) -> str:
     return os.path.join(instance_home(context), "tables.duckdb")
 
 
+@single_writer_store
 @io_manager(config_schema=CONFIG, unversioned_config=(CONFIG_KEY,))
 def duckdb_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a DuckDB file (config ``path``, default ``tables.duckdb`` under the instance

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import threading
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.composition import PICK_TABLE_TAG
 from memodag.definitions.tables import (
@@ -41,6 +42,7 @@ from memodag.storage.io_manager import (
 from memodag.tables.cache import CacheRecord, LocalTableCache, same_after_store
 from memodag.tables.convert import (
     ARROW,
+    DUCKDB,
     PANDAS,
     POLARS,
     POLARS_LAZY,
@@ -68,6 +70,9 @@ from memodag.tables.store import (
     physical_table_name,
     quote_identifier,
 )
+
+if TYPE_CHECKING:
+    from memodag.tables.handover import StagingArea
 
 #: how an address names a table: ``table:<kind>:<stage>/<name>/<physical>[@<shown as>]``
 _URI_SCHEME = "table"
@@ -152,8 +157,10 @@ class TableIOManager(MemoizableIOManager):
     Invariants: an output's table is complete in the store before its address is returned
     (so before the engine records it); a stage is committed only from ``on_run_end`` of a
     successful run, with every table the run recorded for it; in a run two outputs never share
-    a name in one stage. Runs in the driver only: table ops on worker processes are refused
-    (issue 16).
+    a name in one stage. On a worker process of a multiprocess or Dask run (``serve_worker``)
+    it writes and reads the store directly, or for a ``single_writer`` store (DuckDB) hands
+    tables over through files the driver ingests and exports (``memodag.tables.handover``);
+    names, stage members and commits are the driver's alone.
     """
 
     uses_instance_index = True
@@ -175,6 +182,15 @@ class TableIOManager(MemoizableIOManager):
         self._inputs: dict[str, dict[tuple[str, ...], str]] = {}
         # set while list-versions evaluates a lazy task's body: nothing is written or executed
         self._predicting = False
+        # stage -> step keys that returned an external table (no view in the stage)
+        self._externals: dict[str, set[str]] = {}
+        self._forced = False
+        # the run this process serves as a worker (``serve_worker``), else None
+        self._worker: RunInfo | None = None
+        # the run's hand-over files, for a single-writer store on several processes
+        self._area: StagingArea | None = None
+        # a Dask worker may run attempts on several threads; the store is not thread-safe
+        self._lock = threading.RLock()
 
     @contextlib.contextmanager
     def predicting(self) -> Iterator[None]:
@@ -188,9 +204,6 @@ class TableIOManager(MemoizableIOManager):
             self._predicting = False
             self._inputs = {}
             self.store.close()
-        # stage -> step keys that returned an external table (no view in the stage)
-        self._externals: dict[str, set[str]] = {}
-        self._forced = False
 
     def storage_identity(self) -> str:
         return self.store.identity()
@@ -206,6 +219,7 @@ class TableIOManager(MemoizableIOManager):
         self._inputs = {}
         self._externals = {}
         self._forced = run.tags.get(_CACHE_VALIDATION_TAG) in _FORCED
+        self._area = self._staging(run.run_id)
         self.store.open()
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
@@ -233,7 +247,58 @@ class TableIOManager(MemoizableIOManager):
                     self._empty_abandoned_stages(run)
         finally:
             self._run = None
+            if self._area is not None:
+                self._area.remove()
+                self._area = None
             self.store.close()
+
+    # ---- worker processes (docs/tables.md, "Executors") ---------------------------------------
+
+    def _staging(self, run_id: str) -> StagingArea | None:
+        if not self.store.single_writer:
+            return None
+        from memodag.tables.handover import StagingArea
+
+        return StagingArea(self.store.staging_root(), run_id)
+
+    def serve_worker(self, run: RunInfo) -> None:
+        # a store every process reaches (PostgreSQL) connects at this worker's first table:
+        # the driver already found it reachable, and workers that run no table op never connect
+        self._worker = run
+        self._area = self._staging(run.run_id)
+        self._forced = run.tags.get(_CACHE_VALIDATION_TAG) in _FORCED
+
+    def release_worker(self, run: RunInfo) -> None:
+        self._worker = None
+        self._area = None
+        self.store.close()
+
+    def prepare_worker_input(self, run: RunInfo, address: Address) -> None:
+        if self._area is None:
+            return
+        physical = TableAddress.parse(address.uri).physical
+        self._area.claim()
+        if not self._area.has_input(physical):
+            self._area.export_input(physical, self.store.read_arrow(physical))
+
+    def accept_worker_output(self, run: RunInfo, context: OutputContext, address: Address) -> None:
+        table = TableAddress.parse(address.uri)
+        self._note_members(context, table.stage)
+        self._take_name(table.stage, table.name, context.step_key)
+        if self._area is None:
+            return  # the worker wrote the store itself
+        self._area.claim()
+        staged = self._area.take_output(table.physical)
+        if context.version is None or not self.store.has_table(table.physical):
+            if staged.sql is not None:
+                self.store.write_query(table.physical, staged.sql, staged.spec)
+            else:
+                assert staged.data is not None
+                self.store.write_arrow(table.physical, staged.data, staged.spec)
+        # read back, a table a type_map changed differs from the data the op returned
+        self._area.output_stored(
+            table.physical, keep_as_input=staged.sql is None and not staged.spec.type_map
+        )
 
     def _complete(self, stage: str, tables: dict[str, StageTable]) -> bool:
         """Whether every table-producing step of ``stage`` stored its tables in this run (a
@@ -280,11 +345,11 @@ class TableIOManager(MemoizableIOManager):
     # ---- outputs -----------------------------------------------------------------------------
 
     def handle_output(self, context: OutputContext, obj: Any) -> str:
-        if self._run is None and not self._predicting:
+        run = self._run or self._worker
+        if run is None and not self._predicting:
             raise StorageError(
-                f"{context.step_key}: table outputs are stored only by the run's driver process "
-                "for now; run this job on the in-process executor (table ops on other "
-                "executors come with a later release)"
+                f"{context.step_key}: table outputs are stored only during a run (the store's "
+                "run lifecycle was not started)"
             )
         table = obj if isinstance(obj, Table) else Table(obj)
         what = f"op '{context.step_key}' output '{context.name}'"
@@ -303,20 +368,15 @@ class TableIOManager(MemoizableIOManager):
                 "pandas or polars frame, a pyarrow.Table, a DuckDB relation, or a SQL query "
                 "(string, SQLAlchemy Select/TextClause), optionally wrapped in Table(...)"
             )
-        job_name = self._run.job_name if self._run is not None else context.run_id
+        job_name = run.job_name if run is not None else context.run_id
         stage = context.tags.get(STAGE_TAG) or _stage_of_job(job_name)
-        members = context.tags.get(STAGE_MEMBERS_TAG)
-        if members and stage not in self._members:
-            # the stage's nodes sit beside this one: same graph prefix in their step keys
-            prefix = context.step_key[
-                : len(context.step_key) - len(context.step_key.split(".")[-1])
-            ]
-            self._members[stage] = {prefix + m for m in members.split(",")}
         name = _piece_name(table.name or _default_name(context), context)
         if stage not in self._names:
             self.store.check_stage(stage)
-        if kind != RAWSQL and not self._predicting:  # a script's tables take their own names
-            self._take_name(stage, name, context.step_key)
+        if self._worker is None:  # the driver's: a worker's outputs are noted when accepted
+            self._note_members(context, stage)
+            if kind != RAWSQL and not self._predicting:  # a script's tables: their own names
+                self._take_name(stage, name, context.step_key)
         spec = TableSpec(
             name=name,
             primary_key=table.primary_key,
@@ -327,39 +387,70 @@ class TableIOManager(MemoizableIOManager):
             materialization_details=table.materialization_details,
         )
         where = TableAddress(kind, stage, name, "", self._shown_as(stage, name))
+        handed_over = self._worker is not None and self._area is not None
+        if handed_over and (lazy or kind == RAWSQL):
+            raise StorageError(
+                f"{what}: a lazy task runs its query in the database, which a worker of a "
+                "single-writer store (DuckDB) cannot open; run the job on the in-process "
+                "executor, or use PostgreSQL"
+            )
         if kind == RAWSQL:
             return self._store_script(context, table.obj, where)
         if lazy:
             return self._store_lazy(context, table.obj, kind, where, spec)
         version = context.version or "r" + context.run_id.replace("-", "")
         physical = physical_table_name(context.step_key, context.name, version)
-        stored = context.version is not None and self.store.has_table(physical)
-        if stored and self._forced:
-            # a forced run re-runs stored steps: the data may differ from what is stored at this
-            # version, so it goes to a new table, which the index then names for the version
-            physical = physical_table_name(
-                context.step_key, context.name, hash_strings(version, context.run_id)
-            )
-            stored = False
-        if not stored:
+        if handed_over:
+            assert self._area is not None
+            if self._forced:  # the driver cannot tell a stored table apart: a new one
+                physical = physical_table_name(
+                    context.step_key, context.name, hash_strings(version, context.run_id)
+                )
+            # the driver stores it before the output is recorded (accept_worker_output)
             if kind == SQL:
-                self.store.write_query(physical, self._compile(table.obj, what), spec)
+                self._area.stage_output(physical, spec, None, self._compile(table.obj, what))
             else:
                 data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
                 declared = declared_schema(context.out)
                 if declared is not None:
                     check_declared(data, declared, f"{what} (table {stage}.{name})")
-                self.store.write_arrow(physical, data, spec)
-                self._cache_output(context, physical, data, spec)
-        uri = TableAddress(kind, stage, name, physical, self._shown_as(stage, name)).uri()
-        return StoredData(uri, schema=self._schema_text(self.store.schema_of(physical)))
+                self._area.stage_output(physical, spec, data, None)
+            return replace(where, physical=physical).uri()
+        with self._lock:
+            stored = context.version is not None and self.store.has_table(physical)
+            if stored and self._forced:
+                # a forced run re-runs stored steps: the data may differ from what is stored at
+                # this version, so it goes to a new table, which the index then names for it
+                physical = physical_table_name(
+                    context.step_key, context.name, hash_strings(version, context.run_id)
+                )
+                stored = False
+            if not stored:
+                if kind == SQL:
+                    self.store.write_query(physical, self._compile(table.obj, what), spec)
+                else:
+                    data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
+                    declared = declared_schema(context.out)
+                    if declared is not None:
+                        check_declared(data, declared, f"{what} (table {stage}.{name})")
+                    self.store.write_arrow(physical, data, spec)
+                    self._cache_output(context, physical, data, spec)
+            schema = self._schema_text(self.store.schema_of(physical))
+        return StoredData(replace(where, physical=physical).uri(), schema=schema)
 
     def _external(self, context: OutputContext, table: Table, what: str) -> StoredData:
         """An ``ExternalTableReference``: checked to exist and to lie outside the stage's own
         schema; nothing is written, and no view shows it."""
-        assert self._run is not None
+        run = self._run or self._worker
+        assert run is not None
+        if self._worker is not None and self._area is not None:
+            raise StorageError(
+                f"{what}: an ExternalTableReference is checked in the database, which a worker "
+                "of a single-writer store (DuckDB) cannot open; run the job on the in-process "
+                "executor, or use PostgreSQL"
+            )
         ref: ExternalTableReference = table.obj
-        stage = context.tags.get(STAGE_TAG) or _stage_of_job(self._run.job_name)
+        stage = context.tags.get(STAGE_TAG) or _stage_of_job(run.job_name)
         if ref.schema.lower() == self.store.schema_name(stage).lower():
             raise StorageError(
                 f"{what}: ExternalTableReference({ref.name!r}, schema={ref.schema!r}) points into "
@@ -509,6 +600,15 @@ class TableIOManager(MemoizableIOManager):
             return None
         return table.shown_as or self._shown_as(table.stage, table.name)
 
+    def _note_members(self, context: OutputContext, stage: str) -> None:
+        members = context.tags.get(STAGE_MEMBERS_TAG)
+        if members and stage not in self._members:
+            # the stage's nodes sit beside this one: same graph prefix in their step keys
+            prefix = context.step_key[
+                : len(context.step_key) - len(context.step_key.split(".")[-1])
+            ]
+            self._members[stage] = {prefix + m for m in members.split(",")}
+
     def _compile(self, query: Any, what: str) -> str:
         if isinstance(query, str):
             return query
@@ -548,7 +648,8 @@ class TableIOManager(MemoizableIOManager):
 
     def load_input(self, context: InputContext) -> Any:
         table = TableAddress.parse(context.address.uri if context.address else None)
-        if (self._run is not None or self._predicting) and context.address is not None:
+        active = self._run is not None or self._worker is not None or self._predicting
+        if active and context.address is not None:
             upstream = context.address
             read = self._inputs.setdefault(context.step_key, {})
             read[
@@ -570,31 +671,50 @@ class TableIOManager(MemoizableIOManager):
             as_type = ARROW if table.kind in (SQL, RAWSQL, EXTERNAL) else table.kind
         if self._predicting and kind_of_type(as_type, context.name) != SQLALCHEMY:
             raise DecidedAtRunTime(f"input '{context.name}' is read as data")
-        try:
-            if concat:  # combine_collected concatenates the pieces as Arrow
+        if self._worker is not None and self._area is not None:
+            kind = kind_of_type(as_type, f"op '{context.step_key}' input '{context.name}'")
+            if kind in (DUCKDB, SQLALCHEMY):
+                from memodag.tables.handover import worker_input_error
+
+                raise worker_input_error(context.step_key, context.name, kind)
+            if table.kind in (RAWSQL, EXTERNAL):
+                raise StorageError(
+                    f"op '{context.step_key}' input '{context.name}': a RawSql or external "
+                    "table is read from the database, which a worker of a single-writer store "
+                    "(DuckDB) cannot open; run the job on the in-process executor"
+                )
+            data = self._area.read_input(table.physical)
+            if concat:
                 address = context.upstream_output
                 key = f"[{address.mapping_key}]" if address.mapping_key is not None else ""
-                return Piece(self._read(table.physical, ARROW, context), address.step_key + key)
-            if table.kind == EXTERNAL:
-                schema, _, name = table.physical.partition(".")
-                return self.store.read_external(schema, name, as_type)
-            if table.kind != RAWSQL:
-                return self._read(table.physical, as_type, context)
-            made = dict(table.tables())
-            pick = context.tags.get(PICK_TABLE_TAG + context.name)
-            if pick is None:  # all of the script's tables, by name
-                return {
-                    name: self._read(physical, as_type, context) for name, physical in made.items()
-                }
-            if pick not in made:
-                raise StorageError(
-                    f"input '{context.name}' of step '{context.step_key}': the RawSql script of "
-                    f"'{table.name}' made no table '{pick}' (it made {sorted(made)})"
-                )
-            return self._read(made[pick], as_type, context)
-        finally:
-            if self._run is None and not self._predicting:
-                self.store.close()  # outside a run (output_for_node): never keep the file
+                return Piece(data, address.step_key + key)
+            return from_arrow(data, kind, f"table {table.physical}")
+        with self._lock:
+            try:
+                if concat:  # combine_collected concatenates the pieces as Arrow
+                    address = context.upstream_output
+                    key = f"[{address.mapping_key}]" if address.mapping_key is not None else ""
+                    return Piece(self._read(table.physical, ARROW, context), address.step_key + key)
+                if table.kind == EXTERNAL:
+                    schema, _, name = table.physical.partition(".")
+                    return self.store.read_external(schema, name, as_type)
+                if table.kind != RAWSQL:
+                    return self._read(table.physical, as_type, context)
+                made = dict(table.tables())
+                pick = context.tags.get(PICK_TABLE_TAG + context.name)
+                if pick is None:  # all of the script's tables, by name
+                    return {
+                        n: self._read(physical, as_type, context) for n, physical in made.items()
+                    }
+                if pick not in made:
+                    raise StorageError(
+                        f"input '{context.name}' of step '{context.step_key}': the RawSql script "
+                        f"of '{table.name}' made no table '{pick}' (it made {sorted(made)})"
+                    )
+                return self._read(made[pick], as_type, context)
+            finally:
+                if self._run is None and self._worker is None and not self._predicting:
+                    self.store.close()  # outside a run (output_for_node): never keep the file
 
     def _read(self, physical: str, as_type: Any, context: InputContext) -> Any:
         """The physical table as ``as_type``: a frame or Arrow table from the local cache when
@@ -638,7 +758,7 @@ class TableIOManager(MemoizableIOManager):
                 return self.store.external_exists(schema, name)
             return all(self.store.has_table(p) for p in table.physicals())
         finally:
-            if self._run is None and not self._predicting:
+            if self._run is None and self._worker is None and not self._predicting:
                 self.store.close()
 
     def verify(self, address: Address, read: bool = False) -> str | None:
@@ -668,7 +788,7 @@ class TableIOManager(MemoizableIOManager):
                 if not self.store.is_shown(physical):  # a committed stage still shows it: kept
                     self.store.drop_table(physical)
         finally:
-            if self._run is None:
+            if self._run is None and self._worker is None:
                 self.store.close()
 
 
@@ -708,15 +828,18 @@ def _collected(context: InputContext) -> Any:
 
 
 def _input_type(context: InputContext) -> Any:
-    """The type the consuming op asked for: ``In(metadata={"input_type": ...})`` (what
-    ``@materialize(input_type=)`` sets), else the parameter's annotation, else None."""
-    op_def = context.op_def
+    return requested_input_type(context.op_def, context.name)
+
+
+def requested_input_type(op_def: Any, name: str) -> Any:
+    """The type op ``op_def`` asks input ``name`` as: ``In(metadata={"input_type": ...})``
+    (what ``@materialize(input_type=)`` sets), else the parameter's annotation, else None."""
     if op_def is None:
         return None
-    spec = op_def.ins.get(context.name)
+    spec = op_def.ins.get(name)
     if spec is not None and spec.metadata.get(INPUT_TYPE_KEY) is not None:
         return spec.metadata[INPUT_TYPE_KEY]
-    hint = _annotation(context)
+    hint = _annotation_of(op_def, name)
     try:
         kind_of_type(hint, "")
     except StorageError:
@@ -726,16 +849,20 @@ def _input_type(context: InputContext) -> Any:
 
 def _annotation(context: InputContext) -> Any:
     """The consuming parameter's annotation (resolved when it is a string), or None."""
-    if context.op_def is None:
+    return _annotation_of(context.op_def, context.name)
+
+
+def _annotation_of(op_def: Any, name: str) -> Any:
+    if op_def is None:
         return None
-    fn = context.op_def.compute_fn
-    annotation = inspect.signature(fn).parameters.get(context.name)
+    fn = op_def.compute_fn
+    annotation = inspect.signature(fn).parameters.get(name)
     if annotation is None or annotation.annotation is inspect.Parameter.empty:
         return None
     hint = annotation.annotation
     if isinstance(hint, str):
         try:
-            hint = typing.get_type_hints(fn).get(context.name, hint)
+            hint = typing.get_type_hints(fn).get(name, hint)
         except Exception:  # an annotation naming what the module does not import: no type
             return None
     return hint

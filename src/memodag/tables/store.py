@@ -38,6 +38,8 @@ Interface changes after the first commit are listed here:
   ``external_schema`` / ``read_external`` (``ExternalTableReference``; default: refused).
 - ``stored_cheaply`` (optional, default None): memoized runs ask it before reusing a table
   (``IOManager.verify``), so it must not cost a query per table.
+- ``single_writer`` / ``staging_root``: a store one process writes at a time (DuckDB); runs
+  on several processes hand its tables over through files (docs/tables.md, "Executors").
 - The table io manager calls ``write_*`` only for a table ``has_table`` does not report (or
   when the run has no version), and ``commit_stage`` also from a failed run, for a stage whose
   table-producing steps all stored their tables.
@@ -187,6 +189,16 @@ class TableStore(ABC):
 
     #: "duckdb", "postgres": which SQL dialect ``write_query`` receives (SQLAlchemy compiles to it)
     dialect: str = ""
+
+    #: only one process may open the database while it is written (a DuckDB file): worker
+    #: processes then hand tables over through files in ``staging_root()`` and the driver alone
+    #: writes (``memodag.tables.handover``); otherwise each worker reads and writes directly
+    single_writer: bool = False
+
+    def staging_root(self) -> str:
+        """The directory (reachable by the run's workers) where a single-writer store's runs
+        hand tables over, one subdirectory per run."""
+        raise NotImplementedError(f"{type(self).__name__} is not a single-writer store")
 
     def __init__(self, schema_prefix: str = "", schema_suffix: str = "") -> None:
         self.schema_prefix = schema_prefix
