@@ -1,10 +1,12 @@
-"""Two stages of tables in DuckDB: orders loaded with pandas, a polars aggregate, a SQL task.
+"""Two stages of tables in DuckDB: orders loaded with pandas, a cleaning step handed over in
+memory (inline), a polars aggregate, a SQL task.
 
     memodag job execute -f warehouse.py            # tables.duckdb under $MEMODAG_HOME
     duckdb $MEMODAG_HOME/tables.duckdb "SELECT * FROM model.top_customers"
 
 A second run recomputes nothing (the lazy SQL task's body runs, finds its query's table stored
-and executes nothing); change an op and only it and what depends on it run again.
+and executes nothing); change an op and only it and what depends on it run again. The inline
+table ``valid_orders`` is never written: it runs again only when ``by_customer`` must.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ def orders():
         }
     )
     return Table(frame, name="orders", primary_key="order_id", indexes=[["customer_id"]])
+
+
+@materialize(version="1", input_type=pd.DataFrame)
+def valid_orders(orders):
+    # handed to by_customer in memory (inline): no database write, and no view in the stage
+    return Table(orders[orders["amount"] > 0], inline=True)
 
 
 @materialize(version="1", input_type=pl.DataFrame)
@@ -50,4 +58,4 @@ def warehouse():
     with Stage("raw"):
         o = orders()
     with Stage("model"):
-        top_customers(by_customer(o))
+        top_customers(by_customer(valid_orders(o)))

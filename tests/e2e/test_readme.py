@@ -49,7 +49,7 @@ def test_the_first_command_installs_defined_extras_and_runs_the_warehouse(tmp_pa
     assert "SUCCESS" in run.stdout
     again = run_memodag(*execute[1:], cwd=tmp_path)
     # the lazy SQL task's body runs on every run; its stored query executes nothing
-    assert "1 executed, 2 memoized" in again.stdout
+    assert "1 executed, 3 memoized" in again.stdout
 
     # the README's next command reads a stage with the DuckDB client
     (read,) = (c for c in rest if "duckdb" in c)

@@ -22,7 +22,7 @@ def test_warehouse_example_runs_memoizes_and_lists_versions_while_the_file_is_he
     job_file = str(copy / "warehouse.py")
 
     first = run_memodag("job", "execute", "-f", job_file, cwd=tmp_path, home=home)
-    assert "3 executed" in first.stdout
+    assert "4 executed" in first.stdout
     tables = home / "tables.duckdb"
     with duckdb.connect(str(tables), read_only=True) as conn:
         assert conn.execute("SELECT * FROM model.top_customers").fetchall() == [
@@ -33,12 +33,12 @@ def test_warehouse_example_runs_memoizes_and_lists_versions_while_the_file_is_he
 
     second = run_memodag("job", "execute", "-f", job_file, cwd=tmp_path, home=home)
     # the lazy SQL task's body runs (cheap: it builds a query) and finds its table stored
-    assert "1 executed, 2 memoized" in second.stdout
+    assert "1 executed, 3 memoized" in second.stdout
     with duckdb.connect(str(tables), read_only=True) as conn:
         physical = conn.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'memodag_data'"
         ).fetchone()
-    assert physical == (3,)  # nothing was created again
+    assert physical == (3,)  # nothing was created again; valid_orders is inline: never stored
 
     # another process holds the file for writing: list-versions never opens it to write
     holder = subprocess.Popen(
@@ -59,5 +59,9 @@ def test_warehouse_example_runs_memoizes_and_lists_versions_while_the_file_is_he
     finally:
         holder.kill()
         holder.wait()
-    statuses = {row["step_output"]: row["status"] for row in json.loads(listed.stdout)["outputs"]}
+    rows = json.loads(listed.stdout)["outputs"]
+    statuses = {row["step_output"]: row["status"] for row in rows}
     assert set(statuses.values()) == {"stored"}
+    reasons = {row["step_output"]: row["reasons"] for row in rows}
+    assert reasons["valid_orders.result"] == ["inline: recomputed if a consumer runs"]
+    assert reasons["by_customer.result"] == []

@@ -22,6 +22,7 @@ COMMAND_GROUPS = {
     "gc": "memodag.cli.commands.gc:gc",
     "verify": "memodag.cli.commands.verify:verify",
     "tables": "memodag.cli.commands.tables:tables",
+    "ui": "memodag.cli.commands.ui:ui",
 }
 
 

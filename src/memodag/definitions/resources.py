@@ -48,9 +48,8 @@ class ResourceDefinition:
     #: for a resource whose config decides that (``object_store_io_manager`` on ``memory://``):
     #: given its resolved config, whether its values live in one process's memory
     in_process_only_if: Callable[[Any], bool] | None = None
-    #: top-level config keys that change how, not what, it stores or serves (a table store's
-    #: ``local_table_cache``): left out of its version and io manager identity, so changing
-    #: them recomputes nothing
+    #: config keys that never enter a version or an index key (how the resource behaves, not
+    #: what it computes or where it stores: a table store's ``inline_policy``)
     unversioned_config: frozenset[str] = frozenset()
 
     @property
@@ -102,7 +101,6 @@ def _decorator(
     description: str | None,
     required_resource_keys: Any,
     in_process_only: bool = False,
-    unversioned_config: Any = (),
 ) -> Any:
     def decorate(func: Callable[..., Any]) -> ResourceDefinition:
         name = getattr(func, "__name__", "resource")
@@ -123,7 +121,6 @@ def _decorator(
             required_resource_keys=frozenset(required_resource_keys or ()),
             name=name,
             in_process_only=in_process_only,
-            unversioned_config=frozenset(unversioned_config),
         )
 
     return decorate(fn) if fn is not None else decorate
@@ -155,9 +152,8 @@ def io_manager(
 ) -> Any:
     """Declare an io manager: a resource whose function returns an ``IOManager``.
     ``in_process_only=True`` says its outputs live in the run's process memory;
-    ``unversioned_config`` names top-level config keys that never enter a version (settings
-    that change how outputs are served, not what is stored)."""
-    return _decorator(
+    ``unversioned_config`` names config keys no version or index key sees."""
+    made = _decorator(
         IOManagerDefinition,
         fn,
         config_schema,
@@ -165,8 +161,13 @@ def io_manager(
         description,
         required_resource_keys,
         in_process_only,
-        unversioned_config,
     )
+    if not unversioned_config:
+        return made
+    skip = frozenset(unversioned_config)
+    if isinstance(made, ResourceDefinition):
+        return replace(made, unversioned_config=skip)
+    return lambda f: replace(made(f), unversioned_config=skip)
 
 
 def as_resource_definition(key: str, value: Any) -> ResourceDefinition:

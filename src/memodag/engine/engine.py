@@ -38,7 +38,7 @@ from memodag.plan.plan import (
 )
 from memodag.runtime.step import InputLoad, StepOutcome, StepTask
 from memodag.storage.instance.records import Event, EventType
-from memodag.storage.io_manager import Address
+from memodag.storage.io_manager import INLINE, Address
 from memodag.versioning.memoizer import AddressKey, Memoizer
 
 __all__ = ["AddressKey", "Engine", "EngineResult", "Memoizer", "SkipCause", "StepStatus"]
@@ -141,6 +141,8 @@ class Engine:
         self._seq = itertools.count()
         #: memoized steps recomputed because a consumer could not load what they stored
         self._recomputed: set[str] = set()
+        #: memoized steps whose inline tables a consumer needs: recomputed (once) in this run
+        self._inline_reruns: set[str] = set()
         self.result = EngineResult(self.status, self.addresses)
         # a dry run's log keeps nothing: building its events would be wasted work
         self._records_events: bool = getattr(event_log, "stores_events", True)
@@ -333,6 +335,8 @@ class Engine:
             return
         if self.memoizer.enabled:
             self._log_notices()  # a stored output found gone or altered says so
+        if self._inline_producers_first(step):
+            return
         task = self._task(step)
         if task is None:
             self.memoizer.release(step)  # skipped: nothing to compute
@@ -551,6 +555,57 @@ class Engine:
             self._consumers.setdefault(producer, []).append(key)
         if not waits:
             self._ready.append(key)
+        return True
+
+    def _inline_producers_first(self, step: ExecutionStep) -> bool:
+        """``step`` must run and reads outputs that memoized steps handed over in memory
+        (``INLINE``: a version, no stored data): run those producers first, then ``step``
+        (a chain of them runs from its first stored ancestor, as each asks the same here).
+        False when nothing needs to run first. docs/tables.md, "Inline hand-over"."""
+        producers: dict[str, None] = {}
+        waits: dict[str, None] = {}
+        for spec in step.inputs:
+            for handle in spec.upstream:
+                producer = handle.step_key
+                if producer in self._inline_reruns and producer not in self.status:
+                    waits[producer] = None  # another consumer asked first: it is running
+                    continue
+                address = self.addresses.get((producer, handle.output_name, handle.mapping_key))
+                if (
+                    address is not None
+                    and address.serializer == INLINE
+                    and self.status.get(producer) == StepStatus.MEMOIZED
+                ):
+                    producers[producer] = None
+                    waits[producer] = None
+        if not waits:
+            return False
+        key = step.key
+        for producer in producers:
+            self._inline_reruns.add(producer)
+            self.log.append(
+                Event(
+                    EventType.LOG,
+                    self.run_id,
+                    time.time(),
+                    key,
+                    f"step '{key}' runs and reads the inline table of step '{producer}', "
+                    f"which is not stored: recomputing step '{producer}' first",
+                    {"level": "INFO"},
+                )
+            )
+            del self.status[producer]
+            self.result.memoized -= 1
+            for name in self.steps[producer].op_def.outs:
+                self.addresses.pop((producer, name, None), None)
+            # never served from the index again in this run; ``step`` is versioned anew from
+            # what it computes (the same version, unless its data hash differs)
+            self.memoizer.distrust(producer, (key,))
+            self._waiting_on[producer] = 0
+            self._ready.append(producer)
+        for producer in waits:
+            self._consumers.setdefault(producer, []).append(key)
+        self._waiting_on[key] = len(waits)
         return True
 
     def _claim_ahead(self) -> None:

@@ -172,6 +172,12 @@ def execute_job(
                 if isinstance(getattr(resources, k, None), IOManager)
             }
             memoizer.attach_io_managers(io_managers)
+            from memodag.tables.io_manager import TableIOManager
+
+            for manager in io_managers.values():
+                if isinstance(manager, TableIOManager):
+                    # which table outputs may be handed over in memory (docs/tables.md)
+                    manager.prepare_inline(plan, executor.in_process)
             memoizer.attach_resources(resources)
             hooks = RunHooks(run_id, job.name, run_tags, vars(resources), step_selection)
             runner = _with_hand_over(executor, io_managers, run_id, job.name, run_tags)

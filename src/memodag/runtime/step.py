@@ -388,6 +388,7 @@ def _store_outputs(
             runtime.resources,
             log,
             task.tags,
+            name in task.hash_outputs,
         )
         size = content_hash = data_hash = schema = None
         try:

@@ -17,6 +17,10 @@ from typing import Any
 
 from memodag.storage.jsonenc import encode
 
+#: the serializer of an output with a version but no stored data (a table handed over in
+#: memory, docs/tables.md "Inline hand-over"): a consumer that must run re-runs its producer
+INLINE = "inline"
+
 
 @dataclass(frozen=True, slots=True)
 class Address:
@@ -142,6 +146,9 @@ class OutputContext:
     log: Any = None
     #: the step's tags (op tags and node tags, e.g. the table stage ``memodag/stage``)
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: the output is early cutoff: a store that can hash its data returns ``StoredData`` with
+    #: a ``data_hash`` (consumers are versioned by it)
+    early_cutoff: bool = False
 
     @property
     def has_partition_key(self) -> bool:

@@ -25,7 +25,7 @@ _POSTGRES = re.compile(r"(?i)^postgres(ql)?(\+\w+)?://")
 _DUCKDB = re.compile(r"(?i)^duckdb://")
 
 #: the keys both stores take; the others belong to DuckDB only
-_COMMON = ("schema_prefix", "schema_suffix", CONFIG_KEY)
+_COMMON = ("schema_prefix", "schema_suffix", "inline_policy", CONFIG_KEY)
 
 _CONFIG = {
     # every DuckDB key, without defaults: a key given for a PostgreSQL store is an error
@@ -80,10 +80,14 @@ def chosen_store(config: dict[str, Any], context: InitResourceContext) -> Any:
     return duckdb_store.store_from_config({**config, "path": path}, context)
 
 
-@io_manager(config_schema=_CONFIG, unversioned_config=(CONFIG_KEY,))
+@io_manager(config_schema=_CONFIG, unversioned_config={"inline_policy", CONFIG_KEY})
 def default_table_store(context: InitResourceContext) -> TableIOManager:
     """The table store of a job that names none: PostgreSQL or DuckDB as
     ``$MEMODAG_TABLE_STORE_URL`` says, else DuckDB's ``tables.duckdb`` under the instance home."""
     config = dict(context.resource_config or {})
     store = chosen_store(config, context)
-    return TableIOManager(store, table_cache(store, config, context))
+    return TableIOManager(
+        store,
+        inline_policy=config.get("inline_policy") or "default_false",
+        cache=table_cache(store, config, context),
+    )

@@ -34,6 +34,7 @@ from memodag.tables.convert import (
 )
 from memodag.tables.duckdb_file import HOLD_IDLE, HOLD_WRITE, DuckDBFile, holding
 from memodag.tables.handover import single_writer_store
+from memodag.tables.inline import INLINE_POLICY_FIELD
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.store import (
     StageTable,
@@ -703,6 +704,7 @@ CONFIG = {
     ),
     "schema_prefix": Field(str, default_value="", description="Added before every schema name."),
     "schema_suffix": Field(str, default_value="", description="Added after every schema name."),
+    "inline_policy": INLINE_POLICY_FIELD,
     "hold_file": Field(
         str,
         default_value=HOLD_IDLE,
@@ -728,13 +730,17 @@ def _default_path(context: InitResourceContext) -> str:
 
 
 @single_writer_store
-@io_manager(config_schema=CONFIG, unversioned_config=(CONFIG_KEY,))
+@io_manager(config_schema=CONFIG, unversioned_config={"inline_policy", CONFIG_KEY})
 def duckdb_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a DuckDB file (config ``path``, default ``tables.duckdb`` under the instance
     home): physical tables by version in ``memodag_data``, one schema of views per stage."""
     config = context.resource_config or {}
     store = store_from_config(config, context)
-    return TableIOManager(store, table_cache(store, config, context))
+    return TableIOManager(
+        store,
+        inline_policy=config.get("inline_policy") or "default_false",
+        cache=table_cache(store, config, context),
+    )
 
 
 def store_from_config(config: Any, context: InitResourceContext) -> DuckDBTableStore:

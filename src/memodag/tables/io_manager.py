@@ -28,9 +28,11 @@ from memodag.definitions.tables import (
     Table,
     table_identifier,
 )
-from memodag.errors import DefinitionError, StorageError
+from memodag.errors import DefinitionError, OutputLostError, StorageError
 from memodag.hashing import hash_strings
+from memodag.plan.dynamic import parse_step_key
 from memodag.storage.io_manager import (
+    INLINE,
     Address,
     InputContext,
     MemoizableIOManager,
@@ -39,6 +41,7 @@ from memodag.storage.io_manager import (
     RunInfo,
     StoredData,
 )
+from memodag.tables import inline as inline_handover
 from memodag.tables.cache import CacheRecord, LocalTableCache, same_after_store
 from memodag.tables.convert import (
     ARROW,
@@ -53,6 +56,7 @@ from memodag.tables.convert import (
     kind_of_type,
     to_arrow,
 )
+from memodag.tables.cutoff import arrow_content_hash
 from memodag.tables.fanout import (
     Piece,
     check_declared,
@@ -147,6 +151,8 @@ def table_location(uri: str | None) -> str | None:
         table = TableAddress.parse(uri)
     except StorageError:
         return None
+    if table.kind.startswith(inline_handover.INLINE_KIND):
+        return "inline (in memory, not stored)"
     return table.shown_as or f"{table.stage}.{table.name}"
 
 
@@ -165,10 +171,25 @@ class TableIOManager(MemoizableIOManager):
 
     uses_instance_index = True
 
-    def __init__(self, store: TableStore, cache: LocalTableCache | None = None) -> None:
+    def __init__(
+        self,
+        store: TableStore,
+        inline_policy: str = "default_false",
+        cache: LocalTableCache | None = None,
+    ) -> None:
         self.store = store
         #: Parquet copies of tables on this machine (``memodag.tables.cache``), or None
         self.cache = cache
+        #: the store's ``inline_policy`` (never in a version); a run tag may override it
+        self.inline_policy = inline_handover.check_policy(inline_policy, "inline_policy")
+        #: which outputs the run may hand over in memory (``prepare_inline``); None: none
+        self._inline_plan: inline_handover.InlinePlan | None = None
+        self._frames: inline_handover.InlineFrames | None = None
+        self._policy = self.inline_policy
+        # stage -> step keys whose table this run handed over in memory (no view shows it)
+        self._inlined: dict[str, set[str]] = {}
+        # (step key, output, piece) of outputs handed over in memory: their serializer
+        self._inline_outputs: set[tuple[str, str, str | None]] = set()
         self._run: RunInfo | None = None
         # stage -> name -> the table the run recorded for it
         self._stages: dict[str, dict[str, StageTable]] = {}
@@ -220,12 +241,23 @@ class TableIOManager(MemoizableIOManager):
         self._externals = {}
         self._forced = run.tags.get(_CACHE_VALIDATION_TAG) in _FORCED
         self._area = self._staging(run.run_id)
+        self._policy = inline_handover.policy_of({"inline_policy": self.inline_policy}, run.tags)
+        self._frames = inline_handover.InlineFrames(run.run_id)
+        self._inlined = {}
         self.store.open()
+
+    def prepare_inline(self, plan: Any, in_process: bool) -> None:
+        """Before the run's first step: which outputs may be handed over in memory."""
+        self._inline_plan = inline_handover.plan_inline(plan, in_process)
 
     def on_output_recorded(self, run: RunInfo, address: Address, memoized: bool) -> None:
         table = TableAddress.parse(address.uri)
         if table.kind == EXTERNAL:  # shown by no view: its step counts as done for the stage
             self._externals.setdefault(table.stage, set()).add(address.step_key)
+            return
+        if table.kind.startswith(inline_handover.INLINE_KIND):  # in memory: no view either
+            self._externals.setdefault(table.stage, set()).add(address.step_key)
+            self._inlined.setdefault(table.stage, set()).add(address.step_key)
             return
         for name, physical in table.tables():
             try:
@@ -312,12 +344,14 @@ class TableIOManager(MemoizableIOManager):
         shown = self.store.stage_tables(stage)
         if run.whole_job:
             # the stage shows exactly what this run made for it: views of ops moved to another
-            # stage, removed, or no longer yielding a piece or an optional output go
+            # stage, removed, or no longer yielding a piece or an optional output go (a table
+            # now handed over in memory too: its old view would be stale)
             drop = [n for n in shown if n not in tables]
         else:
-            # a subset of the steps: only views of steps this run made elsewhere or under
-            # another name go; the other steps' views stay as they were
+            # a subset of the steps: only views of steps this run made elsewhere, under
+            # another name or in memory go; the other steps' views stay as they were
             made = {t.step_key for ts in self._stages.values() for t in ts.values()}
+            made |= self._inlined.get(stage, set())
             drop = [n for n, t in shown.items() if t.step_key in made and n not in tables]
         # only the views that change are replaced: a stage of 100 tables where one changed
         # commits one view (the store still checks the stage's owner)
@@ -409,13 +443,17 @@ class TableIOManager(MemoizableIOManager):
             # the driver stores it before the output is recorded (accept_worker_output)
             if kind == SQL:
                 self._area.stage_output(physical, spec, None, self._compile(table.obj, what))
-            else:
-                data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
-                declared = declared_schema(context.out)
-                if declared is not None:
-                    check_declared(data, declared, f"{what} (table {stage}.{name})")
-                self._area.stage_output(physical, spec, data, None)
-            return replace(where, physical=physical).uri()
+                return replace(where, physical=physical).uri()
+            data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
+            declared = declared_schema(context.out)
+            if declared is not None:
+                check_declared(data, declared, f"{what} (table {stage}.{name})")
+            self._area.stage_output(physical, spec, data, None)
+            cutoff = arrow_content_hash(data) if context.early_cutoff else None
+            return StoredData(replace(where, physical=physical).uri(), data_hash=cutoff)
+        if self._inlines(context, table, kind):
+            return self._hold(context, table.obj, kind, replace(where, physical=physical))
+        data_hash = None
         with self._lock:
             stored = context.version is not None and self.store.has_table(physical)
             if stored and self._forced:
@@ -435,8 +473,56 @@ class TableIOManager(MemoizableIOManager):
                         check_declared(data, declared, f"{what} (table {stage}.{name})")
                     self.store.write_arrow(physical, data, spec)
                     self._cache_output(context, physical, data, spec)
+                    if context.early_cutoff:
+                        data_hash = arrow_content_hash(data)
+            elif context.early_cutoff and kind != SQL:
+                data_hash = arrow_content_hash(to_arrow(table.obj, kind, what))
             schema = self._schema_text(self.store.schema_of(physical))
-        return StoredData(replace(where, physical=physical).uri(), schema=schema)
+        uri = replace(where, physical=physical).uri()
+        return StoredData(uri, data_hash=data_hash, schema=schema)
+
+    def _inlines(self, context: OutputContext, table: Table, kind: str) -> bool:
+        """Whether this output is handed over in memory: the policy asks for it and the plan
+        allows it (a debug line says why not, when asked but not allowed)."""
+        if kind not in inline_handover.FRAME_KINDS or context.mapping_key is not None:
+            return False
+        if not inline_handover.wants_inline(table.inline, self._policy):
+            return False
+        path = parse_step_key(context.step_key)[0]
+        plan = self._inline_plan
+        why = (
+            "the step runs in another process than the run's driver (inline hand-over works "
+            "on the in-process executor)"
+            if plan is None or self._run is None
+            else plan.why_not(path, context.name)
+        )
+        if why is not None:
+            if context.log is not None:
+                context.log.debug(
+                    f"op '{context.step_key}' output '{context.name}': not inlined, "
+                    f"materialized: {why}"
+                )
+            return False
+        return True
+
+    def _hold(self, context: OutputContext, obj: Any, kind: str, where: TableAddress) -> StoredData:
+        """Keep the frame in memory for its consumers (no database write): the address has
+        the output's version but no stored data (docs/tables.md, "Inline hand-over")."""
+        assert self._frames is not None
+        frame, kind = inline_handover.frame_of(obj, kind)
+        self._frames.put(context.step_key, context.name, frame, kind)
+        self._inline_outputs.add((context.step_key, context.name, context.mapping_key))
+        data_hash = None
+        what = f"op '{context.step_key}' output '{context.name}'"
+        declared = declared_schema(context.out)
+        if declared is not None:
+            check_declared(to_arrow(frame, kind, what), declared, what)
+        if context.early_cutoff:
+            data_hash = arrow_content_hash(to_arrow(frame, kind, what))
+        # no location: the table is in no database
+        uri = replace(where, kind=inline_handover.INLINE_KIND + kind, shown_as="").uri()
+        schema = self._schema_text(inline_handover.arrow_schema(frame, kind))
+        return StoredData(uri, data_hash=data_hash, schema=schema)
 
     def _external(self, context: OutputContext, table: Table, what: str) -> StoredData:
         """An ``ExternalTableReference``: checked to exist and to lie outside the stage's own
@@ -635,6 +721,8 @@ class TableIOManager(MemoizableIOManager):
             cache.put(CacheRecord(physical, context.version or "", context.run_id), data)
 
     def serializer_name(self, context: OutputContext) -> str | None:
+        if (context.step_key, context.name, context.mapping_key) in self._inline_outputs:
+            return INLINE  # a version, no stored data: recomputed when a consumer runs
         return SERIALIZER
 
     def has_output(self, context: OutputContext) -> bool:
@@ -648,6 +736,8 @@ class TableIOManager(MemoizableIOManager):
 
     def load_input(self, context: InputContext) -> Any:
         table = TableAddress.parse(context.address.uri if context.address else None)
+        if table.kind.startswith(inline_handover.INLINE_KIND):
+            return self._handed_over(context, table)
         active = self._run is not None or self._worker is not None or self._predicting
         if active and context.address is not None:
             upstream = context.address
@@ -716,6 +806,31 @@ class TableIOManager(MemoizableIOManager):
                 if self._run is None and self._worker is None and not self._predicting:
                     self.store.close()  # outside a run (output_for_node): never keep the file
 
+    def _handed_over(self, context: InputContext, table: TableAddress) -> Any:
+        """An inlined table, from the memory of the run that computed it."""
+        address = context.address
+        assert address is not None
+        if self._run is not None:
+            self._inputs.setdefault(context.step_key, {})[
+                (context.name, address.step_key, address.output_name, address.mapping_key or "")
+            ] = address.data_hash or address.version or table.physical
+        frames = self._frames if self._frames is not None else None
+        if frames is None or frames.run_id != address.run_id:
+            frames = inline_handover.held(address.run_id)
+        found = frames.get(address.step_key, address.output_name) if frames else None
+        if found is None:
+            raise OutputLostError(
+                f"table '{table.stage}.{table.name}' of step '{address.step_key}' was handed "
+                f"over in memory (inline) by run {address.run_id[:8]}, which no longer holds "
+                "it: it is recomputed when a consumer runs; to read it after its run, "
+                "materialize it (Table(inline=False), or inline_policy force_false)",
+                address,
+            )
+        obj, kind = found
+        as_type = context.metadata.get("as_type") or _input_type(context)
+        what = f"input '{context.name}' of step '{context.step_key}'"
+        return inline_handover.hand_over(obj, kind, as_type, what)
+
     def _read(self, physical: str, as_type: Any, context: InputContext) -> Any:
         """The physical table as ``as_type``: a frame or Arrow table from the local cache when
         it holds this table as the address recorded it, else from the store (then cached, with
@@ -752,6 +867,8 @@ class TableIOManager(MemoizableIOManager):
 
     def exists(self, address: Address) -> bool:
         table = TableAddress.parse(address.uri)
+        if table.kind.startswith(inline_handover.INLINE_KIND):
+            return True  # nothing stored, nothing to lose
         try:
             if table.kind == EXTERNAL:
                 schema, _, name = table.physical.partition(".")
@@ -766,7 +883,7 @@ class TableIOManager(MemoizableIOManager):
         memoized run asks for every table it reuses), else with ``read`` (``memodag verify``)
         by asking the store; otherwise the index is trusted."""
         table = TableAddress.parse(address.uri)
-        if table.kind == EXTERNAL:
+        if table.kind == EXTERNAL or table.kind.startswith(inline_handover.INLINE_KIND):
             return None  # not memodag's to check: a consumer's read says if it is gone
         for physical in table.physicals():
             stored = self.store.stored_cheaply(physical)
@@ -778,8 +895,8 @@ class TableIOManager(MemoizableIOManager):
 
     def delete(self, address: Address) -> None:
         table = TableAddress.parse(address.uri)
-        if table.kind == EXTERNAL:
-            return  # an external table is never memodag's to drop
+        if table.kind == EXTERNAL or table.kind.startswith(inline_handover.INLINE_KIND):
+            return  # an external table is never memodag's to drop; an inline one is nowhere
         physicals = table.physicals()
         try:
             for physical in physicals:

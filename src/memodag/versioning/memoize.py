@@ -29,7 +29,13 @@ from memodag.plan.plan import (
 from memodag.runtime.context import RunLogger
 from memodag.runtime.step import StepOutcome
 from memodag.storage.instance.records import Event, IndexEntry
-from memodag.storage.io_manager import Address, IOManager, MemoizableIOManager, OutputContext
+from memodag.storage.io_manager import (
+    INLINE,
+    Address,
+    IOManager,
+    MemoizableIOManager,
+    OutputContext,
+)
 from memodag.versioning import scheme
 from memodag.versioning.auto_inputs import TableSchemas
 from memodag.versioning.fresh_input import FreshInput, effective_version, ignoring_data_version
@@ -50,7 +56,8 @@ MANIFEST = "manifest"  # the serializer of a dynamic output's manifest entry
 LOST = "lost"
 #: bytes up to which a memoized run reads and hashes a stored output that nothing in the job reads
 FINAL_HASH_LIMIT = 16 << 20
-_NO_DATA = frozenset({ABSENT, CODE_PARTS, MANIFEST, LOST})  # index entries that name no stored data
+#: index entries that name no stored data (an inlined table: recomputed if a consumer runs)
+_NO_DATA = frozenset({ABSENT, CODE_PARTS, MANIFEST, LOST, INLINE})
 
 #: how often a run narrows its pins, and gives up the leases of steps it has finished
 #: (``IndexMemoizer.settle``), in seconds
@@ -395,7 +402,7 @@ class IndexMemoizer(Memoizer):
                 effective[(step_key, name, None)] = marker
         for address in found:
             out_key = (step_key, address.output_name, address.mapping_key)
-            if address.serializer == "table":
+            if address.serializer == "table" or address.serializer == INLINE:
                 self._tables.note(out_key, address)
                 table_version = self._effective_version(step_key, address)
                 if table_version is not None:

@@ -18,7 +18,7 @@ from typing import Any
 from memodag.plan.dynamic import gathers, step_key_for
 from memodag.plan.plan import ExecutionPlan, ExecutionStep
 from memodag.storage.instance.records import IndexEntry
-from memodag.storage.io_manager import IOManager
+from memodag.storage.io_manager import INLINE, IOManager
 from memodag.versioning.memoize import LOST, IndexMemoizer
 from memodag.versioning.resolve import AUTO_PENDING, is_auto_version
 
@@ -29,6 +29,8 @@ DEPENDS_ON_DATA = "depends-on-data"
 UNVERSIONED = "unversioned"
 #: what list-versions says of a lazy task whose version is its frame's content
 DECIDED_AT_RUN_TIME = "decided at run time (content hash)"
+#: what list-versions says of a stored inline table (docs/tables.md, "Inline hand-over")
+INLINE_NOTE = "inline: recomputed if a consumer runs"
 #: the run will not start it: an output it needs is not yielded at the stored version
 SKIPPED = "skipped"
 
@@ -101,7 +103,7 @@ def report_rows(
                     f"{key}.{name}",
                     versions.get(name),
                     STORED,
-                    (),
+                    _inline_note(step, name, memoizer),
                     key,
                     _location(memoizer, step, name),
                 )
@@ -284,6 +286,14 @@ def _unexpanded_rows(
     return rows
 
 
+def _inline_note(step: ExecutionStep, name: str, memoizer: IndexMemoizer) -> tuple[str, ...]:
+    """``(INLINE_NOTE,)`` for an output stored as an inline table (a version, no data)."""
+    entry = memoizer.stored_entry(step, name)
+    if entry is not None and entry.address.serializer == INLINE:
+        return (INLINE_NOTE,)
+    return ()
+
+
 def _unversioned_reason(step: ExecutionStep, memoizer: IndexMemoizer) -> str:
     if memoizer.resolver.op_version(step.op_def, step.config) is None:
         return f"op '{step.op_def.name}' has no version and the job has no version_strategy"
@@ -303,6 +313,8 @@ def explain_output(
     if not previous:
         return ["never stored"]
     same = [e for e in previous if e.version == version]
+    if same and same[0].address.serializer == INLINE:
+        return ["inline: a consumer runs, and this table was handed over in memory, not stored"]
     if same:
         return [_lost_reason(step, same[0], memoizer)]
     recipe = memoizer.recipe(step)

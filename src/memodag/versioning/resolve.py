@@ -199,6 +199,15 @@ def _default_version(value: Any) -> str:
         return f"type:{type(value).__module__}.{type(value).__qualname__}"
 
 
+def _versioned_config(rdef: Any, config: Any) -> Any:
+    """A resource's config as versions see it: without its ``unversioned_config`` keys."""
+    plain = config_to_plain(config)
+    skip: frozenset[str] = getattr(rdef, "unversioned_config", frozenset())
+    if skip and isinstance(plain, dict):
+        plain = {k: v for k, v in plain.items() if k not in skip}
+    return plain
+
+
 def _config_json(config: Any) -> str:
     return "null" if config is None else canonical_json(config_to_plain(config))
 
@@ -291,7 +300,7 @@ class VersionResolver:
             # cycles: job definition refuses them)
             needs = [f"{k}={self.resource_version(k)}" for k in sorted(rdef.required_resource_keys)]
             self._resource_versions[key] = hash_strings(
-                version or "unversioned", _versioned_config(rdef, config), *needs
+                version or "unversioned", canonical_json(_versioned_config(rdef, config)), *needs
             )
         return self._resource_versions[key]
 
@@ -307,7 +316,9 @@ class VersionResolver:
                 for k in sorted(rdef.required_resource_keys)
             ]
             found = hash_strings(
-                rdef.version or "unversioned", _versioned_config(rdef, config), *needs
+                rdef.version or "unversioned",
+                canonical_json(_versioned_config(rdef, config)),
+                *needs,
             )
             self._plain_resource_versions[key] = found
         return found
@@ -526,15 +537,6 @@ class VersionResolver:
         return sorted(
             n.path for n in nodes if n.op_def.version is None and not is_auto_version(n.op_def)
         )
-
-
-def _versioned_config(rdef: Any, config: Any) -> str:
-    """A resource's config as it counts in versions: without its ``unversioned_config`` keys."""
-    plain = config_to_plain(config)
-    skip = getattr(rdef, "unversioned_config", ())
-    if skip and isinstance(plain, Mapping):
-        plain = {k: v for k, v in plain.items() if k not in skip}
-    return canonical_json(plain)
 
 
 def inputs_key(inputs: Mapping[str, Any]) -> list[Any]:

@@ -133,6 +133,8 @@ _DECIDED_AT_RUN_TIME = "decided at run time (content hash)"
 
 def _cells(row: Any, why: bool) -> Cells:
     because = "; ".join(row.reasons) if why and row.status != "stored" else ""
+    if row.status == "stored" and row.reasons and row.reasons[0].startswith("inline:"):
+        because = row.reasons[0]  # said always: a consumer that runs recomputes it
     version = row.version or "-"
     if row.version is None and row.reasons and row.reasons[0].startswith(_DECIDED_AT_RUN_TIME):
         # a lazy task returning a frame: its content decides (versioning.report says so)
@@ -165,8 +167,10 @@ def _print(
         click.echo(f'{{\n  "job": {json.dumps(job_name)},\n  "outputs": [{body}]\n}}')
         return
     cells = [_cells(r, why) for r in rows] if unfold else _fold(rows, why)
-    # the location column only for jobs with outputs that have one (tables)
-    shown = [0, 1, 2] + ([3] if any(c[3] for c in cells) else []) + ([4] if why else [])
+    # the location column only for jobs with outputs that have one (tables); a "why" shown
+    # without --why (an inline table's note) brings its column
+    shown = [0, 1, 2] + ([3] if any(c[3] for c in cells) else [])
+    shown += [4] if why or any(c[4] for c in cells) else []
     header = tuple(
         ("Step Output", "Version", "Status of Output", "Location", "Why")[i] for i in shown
     )
