@@ -17,6 +17,7 @@ from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.definitions.secrets import redact_url
 from memodag.errors import StorageError
 from memodag.tables import duckdb as duckdb_store
+from memodag.tables.cache import CONFIG_KEY, table_cache
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.postgres import URL_ENV, PostgresTableStore
 
@@ -24,7 +25,7 @@ _POSTGRES = re.compile(r"(?i)^postgres(ql)?(\+\w+)?://")
 _DUCKDB = re.compile(r"(?i)^duckdb://")
 
 #: the keys both stores take; the others belong to DuckDB only
-_COMMON = ("schema_prefix", "schema_suffix", "inline_policy")
+_COMMON = ("schema_prefix", "schema_suffix", "inline_policy", CONFIG_KEY)
 
 _CONFIG = {
     # every DuckDB key, without defaults: a key given for a PostgreSQL store is an error
@@ -79,12 +80,14 @@ def chosen_store(config: dict[str, Any], context: InitResourceContext) -> Any:
     return duckdb_store.store_from_config({**config, "path": path}, context)
 
 
-@io_manager(config_schema=_CONFIG, unversioned_config={"inline_policy"})
+@io_manager(config_schema=_CONFIG, unversioned_config={"inline_policy", CONFIG_KEY})
 def default_table_store(context: InitResourceContext) -> TableIOManager:
     """The table store of a job that names none: PostgreSQL or DuckDB as
     ``$MEMODAG_TABLE_STORE_URL`` says, else DuckDB's ``tables.duckdb`` under the instance home."""
     config = dict(context.resource_config or {})
+    store = chosen_store(config, context)
     return TableIOManager(
-        chosen_store(config, context),
+        store,
         inline_policy=config.get("inline_policy") or "default_false",
+        cache=table_cache(store, config, context),
     )

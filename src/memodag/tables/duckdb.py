@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from memodag.definitions.config import Field
 from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.errors import StorageError
+from memodag.tables.cache import CONFIG_FIELD, CONFIG_KEY, instance_home, table_cache
 from memodag.tables.convert import (
     DUCKDB,
     SQLALCHEMY,
@@ -720,30 +721,25 @@ CONFIG = {
     "lock_timeout": Field(
         float, default_value=5.0, description="Seconds to wait for a file another process holds."
     ),
+    CONFIG_KEY: CONFIG_FIELD,
 }
 
 
 def _default_path(context: InitResourceContext) -> str:
-    instance = context.instance
-    home = getattr(instance, "home", None) if instance is not None else None
-    if home is None and instance is not None:
-        home = os.path.dirname(str(instance.storage_dir))
-    if home is None:
-        from memodag.storage.instance import find_home
-
-        home = find_home()
-    return os.path.join(str(home), "tables.duckdb")
+    return os.path.join(instance_home(context), "tables.duckdb")
 
 
 @single_writer_store
-@io_manager(config_schema=CONFIG, unversioned_config={"inline_policy"})
+@io_manager(config_schema=CONFIG, unversioned_config={"inline_policy", CONFIG_KEY})
 def duckdb_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a DuckDB file (config ``path``, default ``tables.duckdb`` under the instance
     home): physical tables by version in ``memodag_data``, one schema of views per stage."""
     config = context.resource_config or {}
+    store = store_from_config(config, context)
     return TableIOManager(
-        store_from_config(config, context),
+        store,
         inline_policy=config.get("inline_policy") or "default_false",
+        cache=table_cache(store, config, context),
     )
 
 

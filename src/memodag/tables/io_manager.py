@@ -42,9 +42,13 @@ from memodag.storage.io_manager import (
     StoredData,
 )
 from memodag.tables import inline as inline_handover
+from memodag.tables.cache import CacheRecord, LocalTableCache, same_after_store
 from memodag.tables.convert import (
     ARROW,
     DUCKDB,
+    PANDAS,
+    POLARS,
+    POLARS_LAZY,
     SQL,
     SQLALCHEMY,
     from_arrow,
@@ -167,8 +171,15 @@ class TableIOManager(MemoizableIOManager):
 
     uses_instance_index = True
 
-    def __init__(self, store: TableStore, inline_policy: str = "default_false") -> None:
+    def __init__(
+        self,
+        store: TableStore,
+        inline_policy: str = "default_false",
+        cache: LocalTableCache | None = None,
+    ) -> None:
         self.store = store
+        #: Parquet copies of tables on this machine (``memodag.tables.cache``), or None
+        self.cache = cache
         #: the store's ``inline_policy`` (never in a version); a run tag may override it
         self.inline_policy = inline_handover.check_policy(inline_policy, "inline_policy")
         #: which outputs the run may hand over in memory (``prepare_inline``); None: none
@@ -461,6 +472,7 @@ class TableIOManager(MemoizableIOManager):
                     if declared is not None:
                         check_declared(data, declared, f"{what} (table {stage}.{name})")
                     self.store.write_arrow(physical, data, spec)
+                    self._cache_output(context, physical, data, spec)
                     if context.early_cutoff:
                         data_hash = arrow_content_hash(data)
             elif context.early_cutoff and kind != SQL:
@@ -598,6 +610,7 @@ class TableIOManager(MemoizableIOManager):
                 physical = physical_table_name(context.step_key, context.name, "f" + version)
             if content is None or not self.store.has_table(physical):
                 self.store.write_arrow(physical, data, spec)
+                self._cache_output(context, physical, data, spec)
         return StoredData(replace(where, physical=physical).uri(), data_hash=version)
 
     def _store_script(self, context: OutputContext, raw: RawSql, where: TableAddress) -> StoredData:
@@ -696,6 +709,17 @@ class TableIOManager(MemoizableIOManager):
             raise StorageError(f"{what}: SQLAlchemy could not compile the query: {exc}") from exc
         return str(compiled)
 
+    def _cache_output(
+        self, context: OutputContext, physical: str, data: Any, spec: TableSpec
+    ) -> None:
+        """``store_output``: the data just written goes to the local cache too, when the store
+        reads it back value for value (no ``type_map``; PostgreSQL: no sub-microsecond times)."""
+        cache = self.cache
+        if cache is None or not cache.store_output or self._predicting or spec.type_map:
+            return
+        if cache.wants(data) and same_after_store(data, self.store.dialect):
+            cache.put(CacheRecord(physical, context.version or "", context.run_id), data)
+
     def serializer_name(self, context: OutputContext) -> str | None:
         if (context.step_key, context.name, context.mapping_key) in self._inline_outputs:
             return INLINE  # a version, no stored data: recomputed when a consumer runs
@@ -760,22 +784,24 @@ class TableIOManager(MemoizableIOManager):
                 if concat:  # combine_collected concatenates the pieces as Arrow
                     address = context.upstream_output
                     key = f"[{address.mapping_key}]" if address.mapping_key is not None else ""
-                    return Piece(self.store.read(table.physical, ARROW), address.step_key + key)
+                    return Piece(self._read(table.physical, ARROW, context), address.step_key + key)
                 if table.kind == EXTERNAL:
                     schema, _, name = table.physical.partition(".")
                     return self.store.read_external(schema, name, as_type)
                 if table.kind != RAWSQL:
-                    return self.store.read(table.physical, as_type)
+                    return self._read(table.physical, as_type, context)
                 made = dict(table.tables())
                 pick = context.tags.get(PICK_TABLE_TAG + context.name)
                 if pick is None:  # all of the script's tables, by name
-                    return {n: self.store.read(physical, as_type) for n, physical in made.items()}
+                    return {
+                        n: self._read(physical, as_type, context) for n, physical in made.items()
+                    }
                 if pick not in made:
                     raise StorageError(
                         f"input '{context.name}' of step '{context.step_key}': the RawSql script "
                         f"of '{table.name}' made no table '{pick}' (it made {sorted(made)})"
                     )
-                return self.store.read(made[pick], as_type)
+                return self._read(made[pick], as_type, context)
             finally:
                 if self._run is None and self._worker is None and not self._predicting:
                     self.store.close()  # outside a run (output_for_node): never keep the file
@@ -804,6 +830,24 @@ class TableIOManager(MemoizableIOManager):
         as_type = context.metadata.get("as_type") or _input_type(context)
         what = f"input '{context.name}' of step '{context.step_key}'"
         return inline_handover.hand_over(obj, kind, as_type, what)
+
+    def _read(self, physical: str, as_type: Any, context: InputContext) -> Any:
+        """The physical table as ``as_type``: a frame or Arrow table from the local cache when
+        it holds this table as the address recorded it, else from the store (then cached, with
+        ``store_input``). References (``sqlalchemy.Table``, DuckDB relations) never come
+        from the cache: they name the table in the database."""
+        cache, address = self.cache, context.address
+        if cache is None or address is None:
+            return self.store.read(physical, as_type)
+        what = f"table {physical}"
+        kind = kind_of_type(as_type, what)
+        if kind not in (PANDAS, POLARS, POLARS_LAZY, ARROW):
+            return self.store.read(physical, as_type)
+        record = CacheRecord(physical, address.version or "", address.run_id)
+        data, hit = cache.read_through(record, lambda: self.store.read_arrow(physical))
+        if hit and context.log is not None:
+            context.log.debug(f"input '{context.name}': {what} read from {cache.path_of(physical)}")
+        return from_arrow(data, kind, what)
 
     def combine_collected(self, context: InputContext, values: list[Any]) -> Any:
         """A collected input's tables as a list, or concatenated into the one frame type the
@@ -856,6 +900,8 @@ class TableIOManager(MemoizableIOManager):
         physicals = table.physicals()
         try:
             for physical in physicals:
+                if self.cache is not None:  # no kept run reads it through this address
+                    self.cache.discard(physical)
                 if not self.store.is_shown(physical):  # a committed stage still shows it: kept
                     self.store.drop_table(physical)
         finally:

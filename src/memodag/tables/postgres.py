@@ -28,6 +28,7 @@ from memodag.definitions.resources import InitResourceContext, io_manager
 from memodag.definitions.secrets import redact_url
 from memodag.errors import StorageError
 from memodag.hashing import hash_strings
+from memodag.tables.cache import CONFIG_FIELD, CONFIG_KEY, table_cache
 from memodag.tables.convert import (
     DUCKDB,
     SQLALCHEMY,
@@ -938,6 +939,7 @@ _CONFIG = {
     "schema_prefix": Field(str, default_value="", description="Added before every schema name."),
     "schema_suffix": Field(str, default_value="", description="Added after every schema name."),
     "inline_policy": INLINE_POLICY_FIELD,
+    CONFIG_KEY: CONFIG_FIELD,
 }
 
 
@@ -952,7 +954,7 @@ def store_url(config: Any) -> str:
     return str(url)
 
 
-@io_manager(config_schema=_CONFIG, unversioned_config={"inline_policy"})
+@io_manager(config_schema=_CONFIG, unversioned_config={"inline_policy", CONFIG_KEY})
 def postgres_table_store(context: InitResourceContext) -> TableIOManager:
     """Tables in a PostgreSQL database (config ``url``, or ``$MEMODAG_TABLE_STORE_URL``):
     physical tables by version in ``memodag_data``, one schema of views per stage."""
@@ -962,4 +964,8 @@ def postgres_table_store(context: InitResourceContext) -> TableIOManager:
         schema_prefix=config.get("schema_prefix", ""),
         schema_suffix=config.get("schema_suffix", ""),
     )
-    return TableIOManager(store, inline_policy=config.get("inline_policy", "default_false"))
+    return TableIOManager(
+        store,
+        inline_policy=config.get("inline_policy", "default_false"),
+        cache=table_cache(store, config, context),
+    )
