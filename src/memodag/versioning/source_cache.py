@@ -231,9 +231,13 @@ def _code_key() -> str:
                 with open(module_file, "rb") as f:
                     code.update(f.read())
             except (OSError, TypeError):  # shipped without source: its release names it
-                from memodag import __version__
+                from importlib.metadata import PackageNotFoundError, version
 
-                code.update(f"memodag=={__version__}".encode())
+                try:
+                    release = version("memodag")
+                except PackageNotFoundError:
+                    release = "unknown"
+                code.update(f"memodag=={release}".encode())
         key = _state["key"] = hash_strings(
             str(_CACHE_FORMAT), str(VERSION_SCHEME), code.hexdigest()
         )
