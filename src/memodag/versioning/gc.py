@@ -421,6 +421,15 @@ def _collect(
             )
             return
         address, manager = chosen
+        try:
+            kept_by_store = manager.keeps(address)
+        except Exception as exc:  # cannot tell: keep it rather than drop a live entry
+            report.errors.append(f"{address.uri or place}: {type(exc).__name__}: {exc}")
+            return
+        if kept_by_store:
+            # the store would not delete it (a committed stage shows it): its entries stay
+            report.kept += sum(1 for _, _, key in namers if key is not None)
+            return
         if namers[0][2] is None:
             # an address only runs' events name: drop it only if something is there
             try:
