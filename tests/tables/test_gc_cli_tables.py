@@ -64,3 +64,21 @@ def test_gc_keeps_the_index_entries_of_tables_a_committed_stage_shows(tmp_path):
     again = run_memodag("job", "execute", "-f", "tables_job.py", "--json", cwd=project, home=home)
     steps = json.loads(again.stdout)["steps"]
     assert (steps["executed"], steps["memoized"]) == (0, 2)
+
+
+def test_gc_without_the_job_keeps_tables_and_says_to_give_it(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "tables_job.py").write_text(TABLE_JOB)
+    home = tmp_path / "home"
+    home.mkdir()
+    run_memodag("job", "execute", "-f", "tables_job.py", cwd=project, home=home)
+
+    # no -f: a table is not a file gc could unlink; dropping its entry alone loses it
+    done = run_memodag("gc", "--keep-last", "0", "--yes", cwd=project, home=home)
+    assert "0 output(s) deleted" in done.stdout
+    assert "2 output(s): a table of job 'warehouse'" in done.stdout
+    assert "memodag gc -f FILE.py" in done.stdout
+
+    again = run_memodag("job", "execute", "-f", "tables_job.py", "--json", cwd=project, home=home)
+    assert json.loads(again.stdout)["steps"]["executed"] == 0
