@@ -172,7 +172,9 @@ def gc(
         reasons: dict[str, int] = {}
         for item in report.unavailable:
             reasons[item.reason] = reasons.get(item.reason, 0) + 1
-        console.print(f"[yellow]{len(report.unavailable)} of them because gc cannot delete them:[/]")
+        console.print(
+            f"[yellow]{len(report.unavailable)} of them because gc cannot delete them:[/]"
+        )
         for reason, count in reasons.items():
             console.print(f"  {count} output(s): {escape(reason)}")
     if report.dry_run and report.items:
