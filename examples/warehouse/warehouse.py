@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from memodag import Stage, Table, job, materialize
 
 
-@materialize(version="1")
+@materialize
 def orders():
     frame = pd.DataFrame(
         {
@@ -30,13 +30,13 @@ def orders():
     return Table(frame, name="orders", primary_key="order_id", indexes=[["customer_id"]])
 
 
-@materialize(version="1", input_type=pd.DataFrame)
+@materialize(input_type=pd.DataFrame)
 def valid_orders(orders):
     # handed to by_customer in memory (inline): no database write, and no view in the stage
     return Table(orders[orders["amount"] > 0], inline=True)
 
 
-@materialize(version="1", input_type=pl.DataFrame)
+@materialize(input_type=pl.DataFrame)
 def by_customer(orders):
     totals = orders.group_by("customer_id").agg(pl.col("amount").sum().alias("total"))
     return Table(totals.sort("customer_id"), name="by_customer", primary_key="customer_id")

@@ -78,7 +78,7 @@ def test_gc_deletes_a_custom_io_managers_outputs_given_the_job_file(tmp_path):
 
     blind = memodag(home, "gc", "--keep-last", "1", "--yes", cwd=tmp_path)
     assert blind.returncode == 0, blind.stderr
-    assert "1 output(s) kept: gc cannot delete them" in blind.stdout
+    assert "1 of them because gc cannot delete them" in blind.stdout
     assert "memodag gc -f FILE.py" in blind.stdout
     assert rows() == 2
 

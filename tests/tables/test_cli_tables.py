@@ -65,3 +65,22 @@ def test_warehouse_example_runs_memoizes_and_lists_versions_while_the_file_is_he
     reasons = {row["step_output"]: row["reasons"] for row in rows}
     assert reasons["valid_orders.result"] == ["inline: recomputed if a consumer runs"]
     assert reasons["by_customer.result"] == []
+
+
+def test_editing_an_op_of_the_warehouse_example_runs_it_and_what_depends_on_it(tmp_path):
+    # the example's docstring promises it: its ops are versioned by their source
+    copy = tmp_path / "warehouse"
+    shutil.copytree(EXAMPLE, copy)
+    home = tmp_path / "home"
+    job_file = copy / "warehouse.py"
+    run_memodag("job", "execute", "-f", str(job_file), cwd=tmp_path, home=home)
+
+    source = job_file.read_text()
+    edited = source.replace('alias("total"))', 'alias("total") * 2)')
+    assert edited != source
+    job_file.write_text(edited)
+    again = run_memodag("job", "execute", "-f", str(job_file), "--json", cwd=tmp_path, home=home)
+    steps = json.loads(again.stdout)["steps"]
+    assert steps["memoized"] == 1  # orders; by_customer, its inline input and its consumer ran
+    with duckdb.connect(str(home / "tables.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT * FROM model.top_customers").fetchall()[0] == (1, 31.0)

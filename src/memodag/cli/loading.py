@@ -123,14 +123,19 @@ class LoadedJob:
 
 
 def job_options(
-    *, job: bool = True, config: bool = True, required: bool = True
+    *,
+    job: bool = True,
+    config: bool = True,
+    required: bool = True,
+    default_location: str = "default: where the run's job was loaded from",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add -f/-m (and -j, -c) to a command and pass them as one ``spec: JobSpec`` argument.
 
-    ``required=False`` is for commands that can find the code elsewhere (a run's tags); they
-    call ``spec.load(fallback=...)``.
+    ``required=False`` is for commands that can do without the code, or find it elsewhere (a
+    run's tags: ``spec.load(fallback=...)``); ``default_location`` says, in -f/-m's help, what
+    the command does without them.
     """
-    where = "" if required else " (default: where the run's job was loaded from)"
+    where = "" if required else f" ({default_location})"
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from memodag.definitions.executor import ExecutorDefinition
 from memodag.definitions.secrets import masked_config
+from memodag.definitions.tables import TABLE_STORE_KEY
 from memodag.engine.engine import AddressKey, Engine, Memoizer, SkipCause
 from memodag.engine.events import EventLog
 from memodag.engine.gc_threshold import with_fewer_collections
@@ -681,17 +682,18 @@ def _check_storage_fits_executor(
     )
     from memodag.tables.handover import refused_on_workers
 
-    refused = refused_on_workers(job, plan)
+    refused = refused_on_workers(job, plan, resolved.resource_config.get(TABLE_STORE_KEY))
     if refused:
         # refused before the run, not by each worker after its upstream's work is done
         raise ExecutionError(
             f"job '{job.name}' on "
             f"{resolved.executor_def.name if resolved.executor_def else 'this executor'}: "
-            "inputs ask for a table as a reference into the DuckDB file, which only the run's "
-            f"driver process may open: {', '.join(refused[:10])}. Worker processes receive "
-            "tables as data: ask for pyarrow.Table, pandas or polars (input_type=...), or run "
-            "the job on in_process_executor (or with postgres_table_store, which every worker "
-            "reaches)"
+            "these ops need the DuckDB file itself, which only the run's driver process may "
+            f"open: {', '.join(refused[:10])}. Worker processes receive tables as data: ask "
+            "for pyarrow.Table, pandas or polars (input_type=...) instead of a table "
+            "reference; a lazy task (lazy=True) runs its query in the database, so drop "
+            "lazy=True or run the job on in_process_executor (or with a PostgreSQL table "
+            "store, which every worker reaches)"
         )
     if bad:
         raise ExecutionError(

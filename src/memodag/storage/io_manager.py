@@ -344,6 +344,14 @@ class IOManager(RunLifecycle, ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement delete()")
 
+    def keeps(self, address: Address) -> bool:
+        """Whether the store keeps what ``address`` names even when asked to delete it (a table
+        a committed stage still shows). gc then keeps its index entry too and counts it as
+        kept: dropping the entry alone would make the next run recompute what is still there.
+        The default: False (``delete`` removes what it is given).
+        """
+        return False
+
     # ---- worker hand-over (multiprocess and Dask runs; docs/storage.md) -------------------------
     # A store that only the driver may write (a DuckDB file) lets workers hand outputs over
     # and read inputs the driver prepared. All four are no-ops by default.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from memodag.definitions.config import Field
@@ -18,6 +19,7 @@ from memodag.definitions.secrets import redact_url
 from memodag.errors import StorageError
 from memodag.tables import duckdb as duckdb_store
 from memodag.tables.cache import CONFIG_KEY, table_cache
+from memodag.tables.handover import single_writer_store
 from memodag.tables.io_manager import TableIOManager
 from memodag.tables.postgres import URL_ENV, PostgresTableStore
 
@@ -80,6 +82,15 @@ def chosen_store(config: dict[str, Any], context: InitResourceContext) -> Any:
     return duckdb_store.store_from_config({**config, "path": path}, context)
 
 
+def is_duckdb(config: Mapping[str, Any]) -> bool:
+    """Whether the default store, with this resolved config, is a DuckDB file (single-writer):
+    the choice ``chosen_store`` makes, without opening anything."""
+    url = config.get("url")
+    if not url and not config.get("path"):
+        url = os.environ.get(URL_ENV) or None
+    return not (url and _POSTGRES.match(url))
+
+
 @io_manager(config_schema=_CONFIG, unversioned_config={"inline_policy", CONFIG_KEY})
 def default_table_store(context: InitResourceContext) -> TableIOManager:
     """The table store of a job that names none: PostgreSQL or DuckDB as
@@ -91,3 +102,7 @@ def default_table_store(context: InitResourceContext) -> TableIOManager:
         inline_policy=config.get("inline_policy") or "default_false",
         cache=table_cache(store, config, context),
     )
+
+
+# a DuckDB default store serves no worker a reference into its file (refused before the run)
+single_writer_store(default_table_store, when=is_duckdb)

@@ -20,7 +20,7 @@ import os
 import pickle
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 
 _D = TypeVar("_D")
 
-#: resource functions of table stores that are single-writer whatever their config
-_SINGLE_WRITER: set[Callable[..., Any]] = set()
+#: resource functions of table stores that are single-writer: always (None), or when their
+#: resolved config says so (the default store is DuckDB unless it is given a PostgreSQL URL)
+_SINGLE_WRITER: dict[Callable[..., Any], Callable[[Mapping[str, Any]], bool] | None] = {}
 
 #: the file in a run's directory that names its driver process (``StagingArea.claim``)
 _DRIVER = "driver.json"
@@ -47,25 +48,44 @@ _DRIVER = "driver.json"
 _SQL_REFERENCES = {DUCKDB: "duckdb.DuckDBPyRelation", SQLALCHEMY: "sqlalchemy.Table"}
 
 
-def single_writer_store(definition: _D) -> _D:
-    """Mark a table store resource whose store is ``single_writer``, so a run on several
-    processes checks before it starts what its workers cannot be served."""
-    _SINGLE_WRITER.add(definition.resource_fn)  # type: ignore[attr-defined]
+def single_writer_store(
+    definition: _D, when: Callable[[Mapping[str, Any]], bool] | None = None
+) -> _D:
+    """Mark a table store resource whose store is ``single_writer`` (with ``when``: for the
+    resolved configs it returns True for), so a run on several processes checks before it
+    starts what its workers cannot be served."""
+    _SINGLE_WRITER[definition.resource_fn] = when  # type: ignore[attr-defined]
     return definition
 
 
-def refused_on_workers(job: JobDefinition, plan: ExecutionPlan) -> list[str]:
-    """The table inputs a worker of the job's single-writer store could not be handed (a
-    ``sqlalchemy.Table`` or DuckDB relation asked for by ``input_type`` or annotation), as
-    ``"op 'x' input 'y' (sqlalchemy.Table)"``; empty when the store is not single-writer."""
+def refused_on_workers(
+    job: JobDefinition, plan: ExecutionPlan, store_config: Mapping[str, Any] | None = None
+) -> list[str]:
+    """What a worker of the job's single-writer store could not do, each naming the op: a table
+    input asked for as a ``sqlalchemy.Table`` or DuckDB relation (``input_type`` or annotation),
+    as ``"op 'x' input 'y' (sqlalchemy.Table)"``, and a lazy task (its query runs in the
+    database), as ``"op 'x' (lazy=True)"``. Empty when the store, with its resolved
+    ``store_config``, is not single-writer.
+
+    A lazy task is refused whatever it returns: whether its result is a query, a ``RawSql``
+    script or an ``ExternalTableReference`` is known only once its body ran.
+    """
+    from memodag.definitions.tables import LAZY_TAG
     from memodag.plan.plan import ListSource, NodeSource
     from memodag.tables.io_manager import requested_input_type
 
     definition = job.resource_defs.get(TABLE_STORE_KEY)
     if definition is None or definition.resource_fn not in _SINGLE_WRITER:
         return []
+    when = _SINGLE_WRITER[definition.resource_fn]
+    if when is not None and not when(store_config or {}):
+        return []
     found = []
     for node in plan.nodes.values():
+        if node.op_def.tags.get(LAZY_TAG) and any(
+            out.io_manager_key == TABLE_STORE_KEY for out in node.op_def.outs.values()
+        ):
+            found.append(f"op '{node.path}' (lazy=True)")
         for name, source in node.inputs.items():
             members = source.members if isinstance(source, ListSource) else (source,)
             if not any(

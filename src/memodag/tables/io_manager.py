@@ -893,6 +893,18 @@ class TableIOManager(MemoizableIOManager):
                 return "missing"
         return None
 
+    def keeps(self, address: Address) -> bool:
+        """Whether a committed stage still shows every physical table of ``address``:
+        ``delete`` would keep them, so gc keeps the index entry that reuses them."""
+        table = TableAddress.parse(address.uri)
+        if table.kind == EXTERNAL or table.kind.startswith(inline_handover.INLINE_KIND):
+            return False
+        try:
+            return all(self.store.is_shown(physical) for physical in table.physicals())
+        finally:
+            if self._run is None and self._worker is None:
+                self.store.close()
+
     def delete(self, address: Address) -> None:
         table = TableAddress.parse(address.uri)
         if table.kind == EXTERNAL or table.kind.startswith(inline_handover.INLINE_KIND):

@@ -58,6 +58,8 @@ from memodag.versioning.memoize import ABSENT, CODE_PARTS, LOST
 __all__ = ["GC_LEASE", "GcItem", "GcReport", "collect_garbage", "pin_runs", "run_is_over"]
 
 _OBJECT_STORE_PROTOCOLS = ("s3", "s3a")
+#: how a table store's addresses begin (``memodag.tables.io_manager.TableAddress``)
+_TABLE_PREFIX = "table:"
 #: what names a stored file: an address, when it was stored (or its run started), and the
 #: ``(output_key, version)`` of its index entry (None: only a run's events name it)
 _Namer = tuple[Address, float | None, tuple[str, str] | None]
@@ -148,6 +150,14 @@ class _Managers:
         uri = address.uri or ""
         if uri.startswith("memory://"):
             return _GONE  # its process ended: nothing is left to delete
+        if uri.startswith(_TABLE_PREFIX):
+            # a table in a database, not a file: only the job's table store may drop it (and
+            # it keeps what a committed stage shows)
+            job_name = run.job_name if run is not None else "?"
+            return (
+                f"a table of job '{job_name}' (io manager '{key}'); give gc the code that "
+                "defines the job: memodag gc -f FILE.py"
+            )
         if address.serializer is None or not uri:
             job_name = run.job_name if run is not None else "?"
             return (
@@ -421,6 +431,15 @@ def _collect(
             )
             return
         address, manager = chosen
+        try:
+            kept_by_store = manager.keeps(address)
+        except Exception as exc:  # cannot tell: keep it rather than drop a live entry
+            report.errors.append(f"{address.uri or place}: {type(exc).__name__}: {exc}")
+            return
+        if kept_by_store:
+            # the store would not delete it (a committed stage shows it): its entries stay
+            report.kept += sum(1 for _, _, key in namers if key is not None)
+            return
         if namers[0][2] is None:
             # an address only runs' events name: drop it only if something is there
             try:

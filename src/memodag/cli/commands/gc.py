@@ -14,6 +14,8 @@ from memodag.cli.console import echo_json, format_time, make_console
 from memodag.cli.loading import JobSpec, find_jobs, job_options, pick_job
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+#: what gc does without -f/-m (``job_options`` puts it in their help)
+_NO_CODE = "default: none, only built-in file and object store io managers are rebuilt"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -44,7 +46,7 @@ def _size(n: int | None) -> str:
 
 
 @click.command("gc")
-@job_options(config=False, required=False)
+@job_options(config=False, required=False, default_location=_NO_CODE)
 @click.option(
     "--keep-last",
     "keep_last",
@@ -161,16 +163,20 @@ def gc(
             )
         console.print(table)
     verb = "to delete" if report.dry_run else "deleted"
+    kept = report.kept + len(report.unavailable)
     console.print(
-        f"{len(report.items)} output(s) {verb} ({_size(report.total_bytes)}); {report.kept} kept."
+        f"{len(report.items)} output(s) {verb} ({_size(report.total_bytes)}); {kept} kept."
     )
     if report.unavailable:
-        console.print(f"[yellow]{len(report.unavailable)} output(s) kept: gc cannot delete them[/]")
-        for item in report.unavailable[:20]:
-            console.print(
-                f"  {escape(item.step_key)}.{escape(item.output_name)} "
-                f"(run {item.run_id[:8]}): {escape(item.reason)}"
-            )
+        # one line per reason: a job's outputs share their io manager, hence their reason
+        reasons: dict[str, int] = {}
+        for item in report.unavailable:
+            reasons[item.reason] = reasons.get(item.reason, 0) + 1
+        console.print(
+            f"[yellow]{len(report.unavailable)} of them because gc cannot delete them:[/]"
+        )
+        for reason, count in reasons.items():
+            console.print(f"  {count} output(s): {escape(reason)}")
     if report.dry_run and report.items:
         console.print("Dry run: nothing was deleted. Run again with --yes to delete.")
     for error in report.errors:

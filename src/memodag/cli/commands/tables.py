@@ -29,7 +29,7 @@ def tables() -> None:
 
 
 @tables.command("list")
-@job_options(required=False)
+@job_options(required=False, default_location="its table_store; default: --store's")
 @click.option(
     "--stage",
     "stages",
