@@ -425,3 +425,35 @@ def test_list_versions_tells_inline_tables(tmp_path):
         "job", "list-versions", "-f", str(job_file), cwd=tmp_path, home=home, env=env
     ).stdout
     assert "inline: recomputed if a consumer runs" in text
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["materialized", "inline"])
+def test_early_cutoff_tells_nested_rows_apart(tmp_path, instance, inline):
+    import pyarrow as pa
+
+    store = Store("duckdb", str(tmp_path / "tables.duckdb"))  # PostgreSQL holds no structs
+    # two struct columns whose children are slices of one array: same buffers, other rows
+    shared = pa.array([1, 2, 3, 4], pa.int64())
+
+    def rows(start: int) -> pa.Table:
+        return pa.table({"s": pa.StructArray.from_arrays([shared.slice(start, 2)], names=["v"])})
+
+    def nested_job(version: str, start: int):
+        @materialize(version=version)
+        def source():
+            return Table(rows(start), inline=inline)
+
+        @materialize(version="1", input_type=pd.DataFrame)
+        def flat(source):
+            return pd.DataFrame({"v": [s["v"] for s in source["s"]]})
+
+        @job(name="nested", resource_defs={"table_store": store.definition()}, early_cutoff=True)
+        def shop():
+            flat(source())
+
+        return shop
+
+    nested_job("1", 0).execute_in_process(instance=instance)
+    result = nested_job("2", 2).execute_in_process(instance=instance)
+    assert ran(instance, result) == ["source", "flat"]
+    assert result.output_for_node("flat", as_type=pd.DataFrame)["v"].tolist() == [3, 4]
