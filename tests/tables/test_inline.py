@@ -457,3 +457,35 @@ def test_early_cutoff_tells_nested_rows_apart(tmp_path, instance, inline):
     result = nested_job("2", 2).execute_in_process(instance=instance)
     assert ran(instance, result) == ["source", "flat"]
     assert result.output_for_node("flat", as_type=pd.DataFrame)["v"].tolist() == [3, 4]
+
+
+def test_an_io_manager_reused_across_runs_forgets_the_last_runs_inline_outputs(tmp_path, instance):
+    from memodag.tables.duckdb import DuckDBTableStore
+    from memodag.tables.io_manager import TableIOManager
+
+    manager = TableIOManager(DuckDBTableStore(str(tmp_path / "tables.duckdb")))
+
+    def reused_job(version: str):
+        @materialize(version="1")
+        def raw():
+            return Table(pd.DataFrame({"x": [1, 2]}), inline=True)
+
+        @materialize(version=version, input_type=pd.DataFrame)
+        def report(raw):
+            return raw
+
+        @job(name="reused", resource_defs={"table_store": manager})
+        def shop():
+            report(raw())
+
+        return shop
+
+    reused_job("1").execute_in_process(instance=instance)
+    # inline handover off: raw runs again and writes its table (it was inline before)
+    no_inline = {"memodag/inline_policy": "force_false"}
+    second = reused_job("2").execute_in_process(instance=instance, tags=no_inline)
+    assert ran(instance, second) == ["raw", "report"]
+    # that table is stored, and the index says so: the next consumer reads it, raw stays put
+    third = reused_job("3").execute_in_process(instance=instance, tags=no_inline)
+    assert ran(instance, third) == ["report"]
+    assert third.output_for_node("report", as_type=pd.DataFrame)["x"].tolist() == [1, 2]
