@@ -489,3 +489,18 @@ def test_an_io_manager_reused_across_runs_forgets_the_last_runs_inline_outputs(t
     third = reused_job("3").execute_in_process(instance=instance, tags=no_inline)
     assert ran(instance, third) == ["report"]
     assert third.output_for_node("report", as_type=pd.DataFrame)["x"].tolist() == [1, 2]
+
+
+def test_reexecuting_a_consumer_recomputes_the_inline_producer_of_a_gone_run(store, instance):
+    calls: list[str] = []
+    first = chain_job(store.definition(), calls).execute_in_process(instance=instance)
+    parent = first.run_id
+    del first  # the parent run's memory (its inline tables) is gone, as after a CLI run
+    gc.collect()
+    calls.clear()
+    # only the consumer is selected; its inline producers, not stored, are pulled in
+    again = chain_job(store.definition(), calls, c_version="2").execute_in_process(
+        instance=instance, parent_run_id=parent, step_selection=["report"]
+    )
+    assert calls == ["raw", "cleaned", "report"]
+    assert again.output_for_node("report", as_type=pd.DataFrame)["y"].tolist() == [11, 21, 31]
