@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from memodag import Stage, duckdb_table_store, job, materialize
+from memodag import Stage, Table, duckdb_table_store, job, materialize
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -253,3 +253,45 @@ def test_a_file_held_by_another_program_is_named_by_its_command_line(instance, t
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_duckdb_store_asks_the_file_for_a_table_dropped_while_it_let_go_of_it(tmp_path, instance):
+    from memodag.tables.duckdb import DuckDBTableStore
+    from memodag.tables.io_manager import TableIOManager
+
+    path = str(tmp_path / "tables.duckdb")
+    manager = TableIOManager(DuckDBTableStore(path))  # one store object across runs
+    calls: list[str] = []
+
+    def dropped_job(version: str):
+        @materialize(version="1")
+        def raw():
+            calls.append("raw")
+            return Table(pd.DataFrame({"x": [1, 2]}))
+
+        @materialize(version=version, input_type=pd.DataFrame)
+        def report(raw):
+            calls.append("report")
+            return raw
+
+        @job(name="dropped", resource_defs={"table_store": manager})
+        def shop():
+            report(raw())
+
+        return shop
+
+    dropped_job("1").execute_in_process(instance=instance)
+    # between the runs another process (as gc does) drops raw's table
+    other = DuckDBTableStore(path)
+    import duckdb
+
+    with duckdb.connect(path, read_only=True) as conn:
+        (physical,) = conn.execute(
+            "SELECT physical FROM memodag_meta.tables WHERE physical LIKE 'raw%'"
+        ).fetchone()
+    other.drop_table(physical)
+    other.close()
+    calls.clear()
+    result = dropped_job("2").execute_in_process(instance=instance)
+    assert calls == ["raw", "report"]  # raw's table is gone: raw runs and writes it again
+    assert result.output_for_node("report", as_type=pd.DataFrame)["x"].tolist() == [1, 2]

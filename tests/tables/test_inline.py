@@ -425,3 +425,82 @@ def test_list_versions_tells_inline_tables(tmp_path):
         "job", "list-versions", "-f", str(job_file), cwd=tmp_path, home=home, env=env
     ).stdout
     assert "inline: recomputed if a consumer runs" in text
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["materialized", "inline"])
+def test_early_cutoff_tells_nested_rows_apart(tmp_path, instance, inline):
+    import pyarrow as pa
+
+    store = Store("duckdb", str(tmp_path / "tables.duckdb"))  # PostgreSQL holds no structs
+    # two struct columns whose children are slices of one array: same buffers, other rows
+    shared = pa.array([1, 2, 3, 4], pa.int64())
+
+    def rows(start: int) -> pa.Table:
+        return pa.table({"s": pa.StructArray.from_arrays([shared.slice(start, 2)], names=["v"])})
+
+    def nested_job(version: str, start: int):
+        @materialize(version=version)
+        def source():
+            return Table(rows(start), inline=inline)
+
+        @materialize(version="1", input_type=pd.DataFrame)
+        def flat(source):
+            return pd.DataFrame({"v": [s["v"] for s in source["s"]]})
+
+        @job(name="nested", resource_defs={"table_store": store.definition()}, early_cutoff=True)
+        def shop():
+            flat(source())
+
+        return shop
+
+    nested_job("1", 0).execute_in_process(instance=instance)
+    result = nested_job("2", 2).execute_in_process(instance=instance)
+    assert ran(instance, result) == ["source", "flat"]
+    assert result.output_for_node("flat", as_type=pd.DataFrame)["v"].tolist() == [3, 4]
+
+
+def test_an_io_manager_reused_across_runs_forgets_the_last_runs_inline_outputs(tmp_path, instance):
+    from memodag.tables.duckdb import DuckDBTableStore
+    from memodag.tables.io_manager import TableIOManager
+
+    manager = TableIOManager(DuckDBTableStore(str(tmp_path / "tables.duckdb")))
+
+    def reused_job(version: str):
+        @materialize(version="1")
+        def raw():
+            return Table(pd.DataFrame({"x": [1, 2]}), inline=True)
+
+        @materialize(version=version, input_type=pd.DataFrame)
+        def report(raw):
+            return raw
+
+        @job(name="reused", resource_defs={"table_store": manager})
+        def shop():
+            report(raw())
+
+        return shop
+
+    reused_job("1").execute_in_process(instance=instance)
+    # inline handover off: raw runs again and writes its table (it was inline before)
+    no_inline = {"memodag/inline_policy": "force_false"}
+    second = reused_job("2").execute_in_process(instance=instance, tags=no_inline)
+    assert ran(instance, second) == ["raw", "report"]
+    # that table is stored, and the index says so: the next consumer reads it, raw stays put
+    third = reused_job("3").execute_in_process(instance=instance, tags=no_inline)
+    assert ran(instance, third) == ["report"]
+    assert third.output_for_node("report", as_type=pd.DataFrame)["x"].tolist() == [1, 2]
+
+
+def test_reexecuting_a_consumer_recomputes_the_inline_producer_of_a_gone_run(store, instance):
+    calls: list[str] = []
+    first = chain_job(store.definition(), calls).execute_in_process(instance=instance)
+    parent = first.run_id
+    del first  # the parent run's memory (its inline tables) is gone, as after a CLI run
+    gc.collect()
+    calls.clear()
+    # only the consumer is selected; its inline producers, not stored, are pulled in
+    again = chain_job(store.definition(), calls, c_version="2").execute_in_process(
+        instance=instance, parent_run_id=parent, step_selection=["report"]
+    )
+    assert calls == ["raw", "cleaned", "report"]
+    assert again.output_for_node("report", as_type=pd.DataFrame)["y"].tolist() == [11, 21, 31]

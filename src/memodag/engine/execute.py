@@ -46,7 +46,7 @@ from memodag.runtime.resources import initialized_resources
 from memodag.runtime.step import StepRuntime
 from memodag.storage.instance import Instance
 from memodag.storage.instance.records import Event, EventType, RunRecord, RunStatus
-from memodag.storage.io_manager import Address, IOManager
+from memodag.storage.io_manager import INLINE, Address, IOManager
 from memodag.storage.liveness import heartbeat, process_identity
 from memodag.versioning.fresh_input import CACHE_VALIDATION_TAG
 
@@ -477,6 +477,7 @@ def _selection(
     # are expanded afresh by the engine from their new pieces
     created_by = expand_from_addresses(plan, steps, parent_addresses, completed)
     selected = select_steps(plan, step_selection, steps)
+    _add_inline_producers(steps, selected, parent_addresses)
     dropped = drop_expansions_of(steps, created_by, selected)
     _refuse_clones_of_rerun_fan_outs(step_selection, dropped)
     external: dict[AddressKey, Address] = {}
@@ -522,6 +523,30 @@ def _selection(
         )
     inherited = [a for k, a in parent_addresses.items() if k[0] in steps and k[0] not in selected]
     return steps, selected, external, absent, inherited
+
+
+def _add_inline_producers(
+    steps: Mapping[str, ExecutionStep],
+    selected: set[str],
+    parent_addresses: Mapping[AddressKey, Address],
+) -> None:
+    """Select the producers of inline tables (``INLINE``: a version, no stored data) that
+    selected steps read, and theirs in turn: the parent run's memory is gone, so they must be
+    in this run, where memoization keeps them unless a consumer runs (docs/tables.md)."""
+    pending = list(selected)
+    while pending:
+        for spec in steps[pending.pop()].inputs:
+            for handle in spec.upstream:
+                producer = handle.step_key
+                address = parent_addresses.get((producer, handle.output_name, handle.mapping_key))
+                if (
+                    producer not in selected
+                    and producer in steps
+                    and address is not None
+                    and address.serializer == INLINE
+                ):
+                    selected.add(producer)
+                    pending.append(producer)
 
 
 def _refuse_clones_of_rerun_fan_outs(

@@ -363,10 +363,10 @@ class DuckDBTableStore(TableStore):
 
     @holding
     def has_table(self, physical: str) -> bool:
-        if physical in self._known:
-            return True
         if self._conn is not None:
-            return False  # _known holds every table of the file this connection sees
+            # read when this process took the file, kept by its own writes since; once it let
+            # go of the file, another process (gc) may have dropped a table: ask the file
+            return physical in self._known
         rows = self._query(
             f"SELECT 1 FROM {_q(self.meta_schema)}.tables WHERE physical = ?", [physical]
         )

@@ -244,6 +244,7 @@ class TableIOManager(MemoizableIOManager):
         self._policy = inline_handover.policy_of({"inline_policy": self.inline_policy}, run.tags)
         self._frames = inline_handover.InlineFrames(run.run_id)
         self._inlined = {}
+        self._inline_outputs = set()
         self.store.open()
 
     def prepare_inline(self, plan: Any, in_process: bool) -> None:
