@@ -310,7 +310,8 @@ class TableIOManager(MemoizableIOManager):
             return  # the worker wrote the store itself
         self._area.claim()
         staged = self._area.take_output(table.physical)
-        if context.version is None or not self.store.has_table(table.physical):
+        # forced: the step re-ran, so its table is new even if one is stored at its version
+        if context.version is None or self._forced or not self.store.has_table(table.physical):
             if staged.sql is not None:
                 self.store.write_query(table.physical, staged.sql, staged.spec)
             else:
@@ -432,7 +433,10 @@ class TableIOManager(MemoizableIOManager):
             # the driver stores it before the output is recorded (accept_worker_output)
             if kind == SQL:
                 self._area.stage_output(physical, spec, None, self._compile(table.obj, what))
-                return replace(where, physical=physical).uri()
+                # the driver runs the query later: its data is unseen here, so the output
+                # counts as changed (a hash of the query text would hide new data)
+                unseen = _unseen_hash(context) if context.early_cutoff else None
+                return StoredData(replace(where, physical=physical).uri(), data_hash=unseen)
             data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
             declared = declared_schema(context.out)
             if declared is not None:
@@ -455,6 +459,8 @@ class TableIOManager(MemoizableIOManager):
             if not stored:
                 if kind == SQL:
                     self.store.write_query(physical, self._compile(table.obj, what), spec)
+                    if context.early_cutoff:  # what the query made, not its text
+                        data_hash = arrow_content_hash(self.store.read_arrow(physical))
                 else:
                     data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
                     declared = declared_schema(context.out)
@@ -463,8 +469,13 @@ class TableIOManager(MemoizableIOManager):
                     self.store.write_arrow(physical, data, spec)
                     if context.early_cutoff:
                         data_hash = arrow_content_hash(data)
-            elif context.early_cutoff and kind != SQL:
-                data_hash = arrow_content_hash(to_arrow(table.obj, kind, what))
+            elif context.early_cutoff:
+                data = (
+                    self.store.read_arrow(physical)
+                    if kind == SQL
+                    else to_arrow(table.obj, kind, what)
+                )
+                data_hash = arrow_content_hash(data)
             schema = self._schema_text(self.store.schema_of(physical))
         uri = replace(where, physical=physical).uri()
         return StoredData(uri, data_hash=data_hash, schema=schema)
@@ -540,7 +551,12 @@ class TableIOManager(MemoizableIOManager):
         shown = f"{self.store.location()}#{ref.schema}.{ref.name}"
         uri = TableAddress(EXTERNAL, stage, name, f"{ref.schema}.{ref.name}", shown).uri()
         schema = self.store.external_schema(ref.schema, ref.name)
-        return StoredData(uri, schema=self._schema_text(schema))
+        # never the reference object's hash (constant while the table's data changes): its
+        # version (which holds a declared data version), or unseen data without one
+        data_hash = None
+        if context.early_cutoff:
+            data_hash = context.version or _unseen_hash(context)
+        return StoredData(uri, data_hash=data_hash, schema=self._schema_text(schema))
 
     @staticmethod
     def _schema_text(schema: Any) -> str:
@@ -718,6 +734,12 @@ class TableIOManager(MemoizableIOManager):
         if active and context.address is not None:
             upstream = context.address
             read = self._inputs.setdefault(context.step_key, {})
+            if table.kind == EXTERNAL:
+                # its data may change while its version stays: new with each run of the step
+                # that made it, as its consumers see it (versioning/fresh_input.py)
+                seen = "fresh:" + hash_strings(upstream.version or "", upstream.run_id)
+            else:
+                seen = upstream.data_hash or upstream.version or table.physical
             read[
                 (
                     context.name,
@@ -725,7 +747,7 @@ class TableIOManager(MemoizableIOManager):
                     upstream.output_name,
                     upstream.mapping_key or "",
                 )
-            ] = upstream.data_hash or upstream.version or table.physical
+            ] = seen
         as_type = context.metadata.get("as_type")
         concat = False
         if as_type is None and context.metadata.get("collected"):
@@ -940,3 +962,11 @@ def _annotation_of(op_def: Any, name: str) -> Any:
 
 
 __all__ = ["DecidedAtRunTime", "TableAddress", "TableIOManager", "from_arrow", "table_location"]
+
+
+def _unseen_hash(context: OutputContext) -> str:
+    """An early-cutoff data hash for a table whose data this process cannot see: new with
+    each run, so consumers count it as changed (never memoized on a stale hash)."""
+    return hash_strings(
+        "unseen", context.run_id, context.step_key, context.name, context.mapping_key or ""
+    )
