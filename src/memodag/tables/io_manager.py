@@ -305,7 +305,8 @@ class TableIOManager(MemoizableIOManager):
     def accept_worker_output(self, run: RunInfo, context: OutputContext, address: Address) -> None:
         table = TableAddress.parse(address.uri)
         self._note_members(context, table.stage)
-        self._take_name(table.stage, table.name, context.step_key)
+        if table.kind not in (EXTERNAL, RAWSQL):  # as in-process: no name of the stage's own
+            self._take_name(table.stage, table.name, context.step_key)
         if self._area is None:
             return  # the worker wrote the store itself
         self._area.claim()
