@@ -67,10 +67,10 @@ def test_a_forced_run_on_worker_processes_stores_what_the_steps_made(
     assert db.query(f'SELECT x FROM "{db.stage_schema("forced")}".report') == [(20,)]
 
 
-def external_source(db: Db):
+def external_source(where: Db):
     @materialize(name="src", version="1")
     def src():
-        return ExternalTableReference("src", schema=db.external_schema)
+        return ExternalTableReference("src", schema=where.external_schema)
 
     return src
 
