@@ -414,11 +414,9 @@ class TableIOManager(MemoizableIOManager):
         where = TableAddress(kind, stage, name, "", self._shown_as(stage, name))
         handed_over = self._worker is not None and self._area is not None
         if handed_over and (lazy or kind == RAWSQL):
-            raise StorageError(
-                f"{what}: a lazy task runs its query in the database, which a worker of a "
-                "single-writer store (DuckDB) cannot open; run the job on the in-process "
-                "executor, or use PostgreSQL"
-            )
+            from memodag.tables.handover import worker_cannot_open
+
+            raise worker_cannot_open(what, "a lazy task runs its query in the database")
         if kind == RAWSQL:
             return self._store_script(context, table.obj, where)
         if lazy:
@@ -428,9 +426,7 @@ class TableIOManager(MemoizableIOManager):
         if handed_over:
             assert self._area is not None
             if self._forced:  # the driver cannot tell a stored table apart: a new one
-                physical = physical_table_name(
-                    context.step_key, context.name, hash_strings(version, context.run_id)
-                )
+                physical = _forced_physical(context, version)
             # the driver stores it before the output is recorded (accept_worker_output)
             if kind == SQL:
                 self._area.stage_output(physical, spec, None, self._compile(table.obj, what))
@@ -438,10 +434,7 @@ class TableIOManager(MemoizableIOManager):
                 # counts as changed (a hash of the query text would hide new data)
                 unseen = _unseen_hash(context) if context.early_cutoff else None
                 return StoredData(replace(where, physical=physical).uri(), data_hash=unseen)
-            data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
-            declared = declared_schema(context.out)
-            if declared is not None:
-                check_declared(data, declared, f"{what} (table {stage}.{name})")
+            data = _checked_arrow(context, table.obj, kind, f"{what} (table {stage}.{name})")
             self._area.stage_output(physical, spec, data, None)
             cutoff = arrow_content_hash(data) if context.early_cutoff else None
             return StoredData(replace(where, physical=physical).uri(), data_hash=cutoff)
@@ -453,9 +446,7 @@ class TableIOManager(MemoizableIOManager):
             if stored and self._forced:
                 # a forced run re-runs stored steps: the data may differ from what is stored at
                 # this version, so it goes to a new table, which the index then names for it
-                physical = physical_table_name(
-                    context.step_key, context.name, hash_strings(version, context.run_id)
-                )
+                physical = _forced_physical(context, version)
                 stored = False
             if not stored:
                 if kind == SQL:
@@ -463,10 +454,9 @@ class TableIOManager(MemoizableIOManager):
                     if context.early_cutoff:  # what the query made, not its text
                         data_hash = arrow_content_hash(self.store.read_arrow(physical))
                 else:
-                    data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
-                    declared = declared_schema(context.out)
-                    if declared is not None:
-                        check_declared(data, declared, f"{what} (table {stage}.{name})")
+                    data = _checked_arrow(
+                        context, table.obj, kind, f"{what} (table {stage}.{name})"
+                    )
                     self.store.write_arrow(physical, data, spec)
                     if context.early_cutoff:
                         data_hash = arrow_content_hash(data)
@@ -514,11 +504,10 @@ class TableIOManager(MemoizableIOManager):
         self._inline_outputs.add((context.step_key, context.name, context.mapping_key))
         data_hash = None
         what = f"op '{context.step_key}' output '{context.name}'"
-        declared = declared_schema(context.out)
-        if declared is not None:
-            check_declared(to_arrow(frame, kind, what), declared, what)
-        if context.early_cutoff:
-            data_hash = arrow_content_hash(to_arrow(frame, kind, what))
+        if declared_schema(context.out) is not None or context.early_cutoff:
+            data = _checked_arrow(context, frame, kind, what)
+            if context.early_cutoff:
+                data_hash = arrow_content_hash(data)
         # no location: the table is in no database
         uri = replace(where, kind=inline_handover.INLINE_KIND + kind, shown_as="").uri()
         schema = self._schema_text(inline_handover.arrow_schema(frame, kind))
@@ -530,11 +519,9 @@ class TableIOManager(MemoizableIOManager):
         run = self._run or self._worker
         assert run is not None
         if self._worker is not None and self._area is not None:
-            raise StorageError(
-                f"{what}: an ExternalTableReference is checked in the database, which a worker "
-                "of a single-writer store (DuckDB) cannot open; run the job on the in-process "
-                "executor, or use PostgreSQL"
-            )
+            from memodag.tables.handover import worker_cannot_open
+
+            raise worker_cannot_open(what, "an ExternalTableReference is checked in the database")
         ref: ExternalTableReference = table.obj
         stage = context.tags.get(STAGE_TAG) or _stage_of_job(run.job_name)
         if ref.schema.lower() == self.store.schema_name(stage).lower():
@@ -575,8 +562,7 @@ class TableIOManager(MemoizableIOManager):
                 return self._schema_text(self.store.external_schema(schema, name))
             return self._schema_text(self.store.schema_of(table.physical))
         finally:
-            if self._run is None:
-                self.store.close()
+            self._close_if_idle()
 
     def _store_lazy(
         self, context: OutputContext, obj: Any, kind: str, where: TableAddress, spec: TableSpec
@@ -761,16 +747,15 @@ class TableIOManager(MemoizableIOManager):
         if self._predicting and kind_of_type(as_type, context.name) != SQLALCHEMY:
             raise DecidedAtRunTime(f"input '{context.name}' is read as data")
         if self._worker is not None and self._area is not None:
-            kind = kind_of_type(as_type, f"op '{context.step_key}' input '{context.name}'")
-            if kind in (DUCKDB, SQLALCHEMY):
-                from memodag.tables.handover import worker_input_error
+            from memodag.tables.handover import worker_cannot_open, worker_input_error
 
+            what = f"op '{context.step_key}' input '{context.name}'"
+            kind = kind_of_type(as_type, what)
+            if kind in (DUCKDB, SQLALCHEMY):
                 raise worker_input_error(context.step_key, context.name, kind)
             if table.kind in (RAWSQL, EXTERNAL):
-                raise StorageError(
-                    f"op '{context.step_key}' input '{context.name}': a RawSql or external "
-                    "table is read from the database, which a worker of a single-writer store "
-                    "(DuckDB) cannot open; run the job on the in-process executor"
+                raise worker_cannot_open(
+                    what, "a RawSql or external table is read from the database"
                 )
             data = self._area.read_input(table.physical)
             if concat:
@@ -800,8 +785,7 @@ class TableIOManager(MemoizableIOManager):
                     )
                 return self.store.read(made[pick], as_type)
             finally:
-                if self._run is None and self._worker is None and not self._predicting:
-                    self.store.close()  # outside a run (output_for_node): never keep the file
+                self._close_if_idle()
 
     def _handed_over(self, context: InputContext, table: TableAddress) -> Any:
         """An inlined table, from the memory of the run that computed it."""
@@ -854,8 +838,7 @@ class TableIOManager(MemoizableIOManager):
                 return self.store.external_exists(schema, name)
             return all(self.store.has_table(p) for p in table.physicals())
         finally:
-            if self._run is None and self._worker is None and not self._predicting:
-                self.store.close()
+            self._close_if_idle()
 
     def verify(self, address: Address, read: bool = False) -> str | None:
         """Whether the table is still stored: when the store can tell without a query (a
@@ -882,8 +865,13 @@ class TableIOManager(MemoizableIOManager):
                 if not self.store.is_shown(physical):  # a committed stage still shows it: kept
                     self.store.drop_table(physical)
         finally:
-            if self._run is None and self._worker is None:
-                self.store.close()
+            self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        """Outside a run, a worker's service and a prediction (``output_for_node``, gc,
+        ``memodag verify``), the store is closed after each use: never keep the file."""
+        if self._run is None and self._worker is None and not self._predicting:
+            self.store.close()
 
 
 def _script_table(context: OutputContext, table_name: str, version: str) -> str:
@@ -963,6 +951,23 @@ def _annotation_of(op_def: Any, name: str) -> Any:
 
 
 __all__ = ["DecidedAtRunTime", "TableAddress", "TableIOManager", "from_arrow", "table_location"]
+
+
+def _forced_physical(context: OutputContext, version: str) -> str:
+    """A forced run's table at a stored version: a new physical table (the data may differ
+    from what is stored there), which the index then names for the version."""
+    return physical_table_name(
+        context.step_key, context.name, hash_strings(version, context.run_id)
+    )
+
+
+def _checked_arrow(context: OutputContext, obj: Any, kind: str, what: str) -> Any:
+    """``obj`` as Arrow, checked against the output's declared schema, if any."""
+    data = to_arrow(obj, kind, what)
+    declared = declared_schema(context.out)
+    if declared is not None:
+        check_declared(data, declared, what)
+    return data
 
 
 def _unseen_hash(context: OutputContext) -> str:
