@@ -139,6 +139,7 @@ def execute_job(
         frozenset(resource_keys),
         instance.connection_url,  # with its password: workers reconnect with it
         str(instance.storage_dir),
+        dict(run_tags),
     )
     canceled = False
     cancel_reason = ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +29,9 @@ class RunPayload:
     resource_keys: frozenset[str]
     instance_url: str | None
     storage_dir: str | None
+    #: the run's tags (the job's and the run's own, with ``memodag/cache_validation``):
+    #: a worker's io managers must see what the driver's see (a forced run writes anew)
+    run_tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class Executor(ABC):

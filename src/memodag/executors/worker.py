@@ -321,7 +321,7 @@ def _serve_io_managers(payload: RunPayload, resources: Any, stack: contextlib.Ex
     for key in sorted(payload.resource_keys):
         manager = getattr(resources, key, None)
         if isinstance(manager, IOManager):
-            info = RunInfo(payload.run_id, payload.job.name, key, dict(payload.job.tags))
+            info = RunInfo(payload.run_id, payload.job.name, key, dict(payload.run_tags))
             manager.serve_worker(info)
             stack.callback(manager.release_worker, info)
 

@@ -109,6 +109,15 @@ def _out_key(plan: ExecutionPlan, node: str, output: str) -> str | None:
     return out.io_manager_key if out is not None else None
 
 
+def worker_cannot_open(what: str, reason: str) -> StorageError:
+    """Why a worker of a single-writer store refuses ``what``: ``reason`` needs the database
+    (which only the run's driver opens), and what to do instead."""
+    return StorageError(
+        f"{what}: {reason}, which a worker of a single-writer store (DuckDB) cannot open; run "
+        "the job on the in-process executor, or use PostgreSQL"
+    )
+
+
 def worker_input_error(step_key: str, name: str, kind: str) -> StorageError:
     """Why a worker of a single-writer store cannot hand over a SQL reference, and what to use."""
     return StorageError(

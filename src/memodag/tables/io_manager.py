@@ -317,12 +317,14 @@ class TableIOManager(MemoizableIOManager):
     def accept_worker_output(self, run: RunInfo, context: OutputContext, address: Address) -> None:
         table = TableAddress.parse(address.uri)
         self._note_members(context, table.stage)
-        self._take_name(table.stage, table.name, context.step_key)
+        if table.kind not in (EXTERNAL, RAWSQL):  # as in-process: no name of the stage's own
+            self._take_name(table.stage, table.name, context.step_key)
         if self._area is None:
             return  # the worker wrote the store itself
         self._area.claim()
         staged = self._area.take_output(table.physical)
-        if context.version is None or not self.store.has_table(table.physical):
+        # forced: the step re-ran, so its table is new even if one is stored at its version
+        if context.version is None or self._forced or not self.store.has_table(table.physical):
             if staged.sql is not None:
                 self.store.write_query(table.physical, staged.sql, staged.spec)
             else:
@@ -424,11 +426,9 @@ class TableIOManager(MemoizableIOManager):
         where = TableAddress(kind, stage, name, "", self._shown_as(stage, name))
         handed_over = self._worker is not None and self._area is not None
         if handed_over and (lazy or kind == RAWSQL):
-            raise StorageError(
-                f"{what}: a lazy task runs its query in the database, which a worker of a "
-                "single-writer store (DuckDB) cannot open; run the job on the in-process "
-                "executor, or use PostgreSQL"
-            )
+            from memodag.tables.handover import worker_cannot_open
+
+            raise worker_cannot_open(what, "a lazy task runs its query in the database")
         if kind == RAWSQL:
             return self._store_script(context, table.obj, where)
         if lazy:
@@ -438,17 +438,15 @@ class TableIOManager(MemoizableIOManager):
         if handed_over:
             assert self._area is not None
             if self._forced:  # the driver cannot tell a stored table apart: a new one
-                physical = physical_table_name(
-                    context.step_key, context.name, hash_strings(version, context.run_id)
-                )
+                physical = _forced_physical(context, version)
             # the driver stores it before the output is recorded (accept_worker_output)
             if kind == SQL:
                 self._area.stage_output(physical, spec, None, self._compile(table.obj, what))
-                return replace(where, physical=physical).uri()
-            data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
-            declared = declared_schema(context.out)
-            if declared is not None:
-                check_declared(data, declared, f"{what} (table {stage}.{name})")
+                # the driver runs the query later: its data is unseen here, so the output
+                # counts as changed (a hash of the query text would hide new data)
+                unseen = _unseen_hash(context) if context.early_cutoff else None
+                return StoredData(replace(where, physical=physical).uri(), data_hash=unseen)
+            data = _checked_arrow(context, table.obj, kind, f"{what} (table {stage}.{name})")
             self._area.stage_output(physical, spec, data, None)
             cutoff = arrow_content_hash(data) if context.early_cutoff else None
             return StoredData(replace(where, physical=physical).uri(), data_hash=cutoff)
@@ -460,24 +458,28 @@ class TableIOManager(MemoizableIOManager):
             if stored and self._forced:
                 # a forced run re-runs stored steps: the data may differ from what is stored at
                 # this version, so it goes to a new table, which the index then names for it
-                physical = physical_table_name(
-                    context.step_key, context.name, hash_strings(version, context.run_id)
-                )
+                physical = _forced_physical(context, version)
                 stored = False
             if not stored:
                 if kind == SQL:
                     self.store.write_query(physical, self._compile(table.obj, what), spec)
+                    if context.early_cutoff:  # what the query made, not its text
+                        data_hash = arrow_content_hash(self.store.read_arrow(physical))
                 else:
-                    data = to_arrow(table.obj, kind, f"{what} (table {stage}.{name})")
-                    declared = declared_schema(context.out)
-                    if declared is not None:
-                        check_declared(data, declared, f"{what} (table {stage}.{name})")
+                    data = _checked_arrow(
+                        context, table.obj, kind, f"{what} (table {stage}.{name})"
+                    )
                     self.store.write_arrow(physical, data, spec)
                     self._cache_output(context, physical, data, spec)
                     if context.early_cutoff:
                         data_hash = arrow_content_hash(data)
-            elif context.early_cutoff and kind != SQL:
-                data_hash = arrow_content_hash(to_arrow(table.obj, kind, what))
+            elif context.early_cutoff:
+                data = (
+                    self.store.read_arrow(physical)
+                    if kind == SQL
+                    else to_arrow(table.obj, kind, what)
+                )
+                data_hash = arrow_content_hash(data)
             schema = self._schema_text(self.store.schema_of(physical))
         uri = replace(where, physical=physical).uri()
         return StoredData(uri, data_hash=data_hash, schema=schema)
@@ -515,11 +517,10 @@ class TableIOManager(MemoizableIOManager):
         self._inline_outputs.add((context.step_key, context.name, context.mapping_key))
         data_hash = None
         what = f"op '{context.step_key}' output '{context.name}'"
-        declared = declared_schema(context.out)
-        if declared is not None:
-            check_declared(to_arrow(frame, kind, what), declared, what)
-        if context.early_cutoff:
-            data_hash = arrow_content_hash(to_arrow(frame, kind, what))
+        if declared_schema(context.out) is not None or context.early_cutoff:
+            data = _checked_arrow(context, frame, kind, what)
+            if context.early_cutoff:
+                data_hash = arrow_content_hash(data)
         # no location: the table is in no database
         uri = replace(where, kind=inline_handover.INLINE_KIND + kind, shown_as="").uri()
         schema = self._schema_text(inline_handover.arrow_schema(frame, kind))
@@ -531,11 +532,9 @@ class TableIOManager(MemoizableIOManager):
         run = self._run or self._worker
         assert run is not None
         if self._worker is not None and self._area is not None:
-            raise StorageError(
-                f"{what}: an ExternalTableReference is checked in the database, which a worker "
-                "of a single-writer store (DuckDB) cannot open; run the job on the in-process "
-                "executor, or use PostgreSQL"
-            )
+            from memodag.tables.handover import worker_cannot_open
+
+            raise worker_cannot_open(what, "an ExternalTableReference is checked in the database")
         ref: ExternalTableReference = table.obj
         stage = context.tags.get(STAGE_TAG) or _stage_of_job(run.job_name)
         if ref.schema.lower() == self.store.schema_name(stage).lower():
@@ -553,7 +552,12 @@ class TableIOManager(MemoizableIOManager):
         shown = f"{self.store.location()}#{ref.schema}.{ref.name}"
         uri = TableAddress(EXTERNAL, stage, name, f"{ref.schema}.{ref.name}", shown).uri()
         schema = self.store.external_schema(ref.schema, ref.name)
-        return StoredData(uri, schema=self._schema_text(schema))
+        # never the reference object's hash (constant while the table's data changes): its
+        # version (which holds a declared data version), or unseen data without one
+        data_hash = None
+        if context.early_cutoff:
+            data_hash = context.version or _unseen_hash(context)
+        return StoredData(uri, data_hash=data_hash, schema=self._schema_text(schema))
 
     @staticmethod
     def _schema_text(schema: Any) -> str:
@@ -571,8 +575,7 @@ class TableIOManager(MemoizableIOManager):
                 return self._schema_text(self.store.external_schema(schema, name))
             return self._schema_text(self.store.schema_of(table.physical))
         finally:
-            if self._run is None:
-                self.store.close()
+            self._close_if_idle()
 
     def _store_lazy(
         self, context: OutputContext, obj: Any, kind: str, where: TableAddress, spec: TableSpec
@@ -743,6 +746,12 @@ class TableIOManager(MemoizableIOManager):
         if active and context.address is not None:
             upstream = context.address
             read = self._inputs.setdefault(context.step_key, {})
+            if table.kind == EXTERNAL:
+                # its data may change while its version stays: new with each run of the step
+                # that made it, as its consumers see it (versioning/fresh_input.py)
+                seen = "fresh:" + hash_strings(upstream.version or "", upstream.run_id)
+            else:
+                seen = upstream.data_hash or upstream.version or table.physical
             read[
                 (
                     context.name,
@@ -750,7 +759,7 @@ class TableIOManager(MemoizableIOManager):
                     upstream.output_name,
                     upstream.mapping_key or "",
                 )
-            ] = upstream.data_hash or upstream.version or table.physical
+            ] = seen
         as_type = context.metadata.get("as_type")
         concat = False
         if as_type is None and context.metadata.get("collected"):
@@ -763,16 +772,15 @@ class TableIOManager(MemoizableIOManager):
         if self._predicting and kind_of_type(as_type, context.name) != SQLALCHEMY:
             raise DecidedAtRunTime(f"input '{context.name}' is read as data")
         if self._worker is not None and self._area is not None:
-            kind = kind_of_type(as_type, f"op '{context.step_key}' input '{context.name}'")
-            if kind in (DUCKDB, SQLALCHEMY):
-                from memodag.tables.handover import worker_input_error
+            from memodag.tables.handover import worker_cannot_open, worker_input_error
 
+            what = f"op '{context.step_key}' input '{context.name}'"
+            kind = kind_of_type(as_type, what)
+            if kind in (DUCKDB, SQLALCHEMY):
                 raise worker_input_error(context.step_key, context.name, kind)
             if table.kind in (RAWSQL, EXTERNAL):
-                raise StorageError(
-                    f"op '{context.step_key}' input '{context.name}': a RawSql or external "
-                    "table is read from the database, which a worker of a single-writer store "
-                    "(DuckDB) cannot open; run the job on the in-process executor"
+                raise worker_cannot_open(
+                    what, "a RawSql or external table is read from the database"
                 )
             data = self._area.read_input(table.physical)
             if concat:
@@ -804,8 +812,7 @@ class TableIOManager(MemoizableIOManager):
                     )
                 return self._read(made[pick], as_type, context)
             finally:
-                if self._run is None and self._worker is None and not self._predicting:
-                    self.store.close()  # outside a run (output_for_node): never keep the file
+                self._close_if_idle()
 
     def _handed_over(self, context: InputContext, table: TableAddress) -> Any:
         """An inlined table, from the memory of the run that computed it."""
@@ -876,8 +883,7 @@ class TableIOManager(MemoizableIOManager):
                 return self.store.external_exists(schema, name)
             return all(self.store.has_table(p) for p in table.physicals())
         finally:
-            if self._run is None and self._worker is None and not self._predicting:
-                self.store.close()
+            self._close_if_idle()
 
     def verify(self, address: Address, read: bool = False) -> str | None:
         """Whether the table is still stored: when the store can tell without a query (a
@@ -918,8 +924,13 @@ class TableIOManager(MemoizableIOManager):
                 if not self.store.is_shown(physical):  # a committed stage still shows it: kept
                     self.store.drop_table(physical)
         finally:
-            if self._run is None and self._worker is None:
-                self.store.close()
+            self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        """Outside a run, a worker's service and a prediction (``output_for_node``, gc,
+        ``memodag verify``), the store is closed after each use: never keep the file."""
+        if self._run is None and self._worker is None and not self._predicting:
+            self.store.close()
 
 
 def _script_table(context: OutputContext, table_name: str, version: str) -> str:
@@ -999,3 +1010,28 @@ def _annotation_of(op_def: Any, name: str) -> Any:
 
 
 __all__ = ["DecidedAtRunTime", "TableAddress", "TableIOManager", "from_arrow", "table_location"]
+
+
+def _forced_physical(context: OutputContext, version: str) -> str:
+    """A forced run's table at a stored version: a new physical table (the data may differ
+    from what is stored there), which the index then names for the version."""
+    return physical_table_name(
+        context.step_key, context.name, hash_strings(version, context.run_id)
+    )
+
+
+def _checked_arrow(context: OutputContext, obj: Any, kind: str, what: str) -> Any:
+    """``obj`` as Arrow, checked against the output's declared schema, if any."""
+    data = to_arrow(obj, kind, what)
+    declared = declared_schema(context.out)
+    if declared is not None:
+        check_declared(data, declared, what)
+    return data
+
+
+def _unseen_hash(context: OutputContext) -> str:
+    """An early-cutoff data hash for a table whose data this process cannot see: new with
+    each run, so consumers count it as changed (never memoized on a stale hash)."""
+    return hash_strings(
+        "unseen", context.run_id, context.step_key, context.name, context.mapping_key or ""
+    )

@@ -266,13 +266,15 @@ class IndexMemoizer(Memoizer):
         """What consumers see of an output: its data hash under early cutoff, else its version
         (None: it has neither, so its consumers have no version either). ``stored`` inlines
         this rule."""
-        if address.data_hash and address.output_name in self.cutoff_outputs(step_key):
-            return "data:" + address.data_hash
+        # the external rule first: a reference's data hash (if any) says nothing of the
+        # table's content, which may change between runs (docs/tables.md, "External tables")
         if address.uri is not None and address.uri.startswith("table:external:"):
             node = self.plan.nodes.get(parse_step_key(step_key)[0])
             fresh = effective_version(address, node.op_def if node is not None else None)
             if fresh is not None:
                 return fresh
+        if address.data_hash and address.output_name in self.cutoff_outputs(step_key):
+            return "data:" + address.data_hash
         return address.version
 
     def _upstream_schema(self, handle: StepOutputHandle) -> str:
