@@ -255,3 +255,65 @@ def test_postgres_tables_are_named_without_password(project: Path, pg_url: str) 
                 "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (prefix,)
             ).fetchall():
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+LAYERED = """
+import pandas as pd
+import sqlalchemy as sa
+from memodag import Stage, Table, job, materialize
+
+@materialize(version="1")
+def orders():
+    return Table(pd.DataFrame({"customer_id": [1, 1, 2], "amount": [10.0, 5.5, 7.25]}),
+                 name="orders")
+
+@materialize(version="1", input_type=pd.DataFrame)
+def valid_orders(orders):
+    return Table(orders[orders["amount"] > 0], inline=True)
+
+@materialize(version="1", input_type=pd.DataFrame)
+def by_customer(orders):
+    return Table(orders.groupby("customer_id", as_index=False)["amount"].sum(),
+                 name="by_customer")
+
+@materialize(lazy=True)
+def top_customers(by_customer: sa.Table):
+    return Table(sa.select(by_customer).where(by_customer.c.amount > 6), name="top_customers")
+
+@job
+def layered():
+    with Stage("raw"):
+        o = orders()
+    with Stage("model"):
+        top_customers(by_customer(valid_orders(o)))
+"""
+
+
+def test_inline_tables_are_in_no_database_and_lazy_tables_are_named_at_their_query_version(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "layered.py").write_text(textwrap.dedent(LAYERED))
+
+    def run() -> str:
+        ran = _memodag(tmp_path, "job", "execute", "-f", "layered.py", "--json")
+        return str(json.loads(ran.stdout)["run_id"])
+
+    run()
+    again = run()  # the lazy task runs again, finds its query's table stored
+    database = tmp_path / "home" / "tables.duckdb"
+    rows = json.loads(
+        _memodag(tmp_path, "job", "list-versions", "-f", "layered.py", "--json").stdout
+    )["outputs"]
+    by_step = {r["step"]: r for r in rows}
+    assert by_step["valid_orders"]["location"] == "inline (in memory, not stored)"
+    top = by_step["top_customers"]
+    assert top["status"] == "stored"
+    assert top["location"] == f"duckdb:{database}#model.top_customers"
+
+    steps = json.loads(_memodag(tmp_path, "runs", "show", again, "--json").stdout)["steps"]
+    outputs = {s["step_key"]: s["outputs"]["result"] for s in steps}
+    assert outputs["valid_orders"]["location"] == "inline (in memory, not stored)"
+    shown = _memodag(tmp_path, "runs", "show", again).stdout
+    # the version its physical table is named by (the query's), as list-versions shows it
+    assert f"#model.top_customers (version {top['version'][:12]})" in shown
+    assert "table:inline" not in shown

@@ -38,6 +38,8 @@ class LazyVersion:
     version: str | None
     stored: bool = False
     why: str = ""
+    #: where users query the stored table (its io manager's ``location``)
+    location: str | None = None
 
 
 EvaluateLazy = Callable[[StepTask], "dict[str, LazyVersion] | None"]
@@ -277,7 +279,9 @@ def _lazy_evaluator(
                 found[name] = LazyVersion(None, False, why)
                 continue
             store = runtime.io_manager(address.io_manager_key, task.step_key)
-            found[name] = LazyVersion(address.data_hash, store.verify(address) is None)
+            stored = store.verify(address) is None
+            where = store.location(address) if stored else None
+            found[name] = LazyVersion(address.data_hash, stored, location=where)
         return found
 
     def evaluate(task: StepTask) -> dict[str, LazyVersion] | None:
@@ -302,8 +306,11 @@ def _lazy_evaluator(
                 for stored in outcome.outputs:
                     address = stored.address
                     store = runtime.io_manager(address.io_manager_key, task.step_key)
+                    exists = bool(store.exists(address))
                     found[stored.output_name] = LazyVersion(
-                        address.data_hash, bool(store.exists(address))
+                        address.data_hash,
+                        exists,
+                        location=store.location(address) if exists else None,
                     )
                 return found
         if isinstance(outcome.exception, DecidedAtRunTime):

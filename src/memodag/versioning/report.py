@@ -269,6 +269,7 @@ def _lazy_rows(
                 status,
                 (why,) if explain and not lazy.stored else (),
                 step.key,
+                lazy.location if lazy.stored else None,
             )
         )
     return rows
