@@ -134,6 +134,25 @@ def test_tables_list_shows_committed_stages_with_row_counts(project: Path) -> No
     # the default store without a job still lists the unprefixed stages only
     plain = json.loads(_memodag(project, "tables", "list", "--json").stdout)
     assert [s["schema"] for s in plain["stages"]] == ["model", "raw"]
+    # ... and with the prefix given as an option, the prefixed ones
+    affixed = json.loads(
+        _memodag(project, "tables", "list", "--schema-prefix", "alice_", "--json").stdout
+    )
+    assert [s["schema"] for s in affixed["stages"]] == ["alice_model", "alice_raw"]
+    combined = _memodag(
+        project, "tables", "list", "-f", "jobs.py", "--schema-prefix", "alice_", check=False
+    )
+    assert combined.returncode == 2 and "has its own" in combined.stderr
+
+
+def test_tables_list_finding_no_stage_hints_at_prefixes(project: Path) -> None:
+    (project / "prefixed.yaml").write_text(
+        "resources:\n  table_store:\n    config:\n      schema_prefix: alice_\n"
+    )
+    _memodag(project, "job", "execute", "-f", "jobs.py", "-c", "prefixed.yaml")
+    listed = _memodag(project, "tables", "list").stdout
+    assert "No committed stages." in listed
+    assert "--schema-prefix/--schema-suffix" in listed and "-f pipeline.py" in listed
 
 
 def test_tables_list_usage_mistakes_exit_2(project: Path) -> None:
@@ -249,6 +268,15 @@ def test_postgres_tables_are_named_without_password(project: Path, pg_url: str) 
         assert [t["rows"] for t in stages[1]["tables"]] == [3]
         everything = shown.stdout + versions.stdout + listed.stdout + listed.stderr
         assert "s3cr3t-pw" not in everything
+        # the store from $MEMODAG_TABLE_STORE_URL, without the job: its prefix given as options
+        by_url = {**env, "MEMODAG_TABLE_STORE_URL": env["TEST_WAREHOUSE_PG"]}
+        affixed = _memodag(
+            project, "tables", "list", "--schema-prefix", prefix, "--json", env=by_url
+        )
+        assert [s["schema"] for s in json.loads(affixed.stdout)["stages"]] == [
+            f"{prefix}model",
+            f"{prefix}raw",
+        ]
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             for (schema,) in conn.execute(
