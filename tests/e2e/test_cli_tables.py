@@ -134,6 +134,25 @@ def test_tables_list_shows_committed_stages_with_row_counts(project: Path) -> No
     # the default store without a job still lists the unprefixed stages only
     plain = json.loads(_memodag(project, "tables", "list", "--json").stdout)
     assert [s["schema"] for s in plain["stages"]] == ["model", "raw"]
+    # ... and with the prefix given as an option, the prefixed ones
+    affixed = json.loads(
+        _memodag(project, "tables", "list", "--schema-prefix", "alice_", "--json").stdout
+    )
+    assert [s["schema"] for s in affixed["stages"]] == ["alice_model", "alice_raw"]
+    combined = _memodag(
+        project, "tables", "list", "-f", "jobs.py", "--schema-prefix", "alice_", check=False
+    )
+    assert combined.returncode == 2 and "has its own" in combined.stderr
+
+
+def test_tables_list_finding_no_stage_hints_at_prefixes(project: Path) -> None:
+    (project / "prefixed.yaml").write_text(
+        "resources:\n  table_store:\n    config:\n      schema_prefix: alice_\n"
+    )
+    _memodag(project, "job", "execute", "-f", "jobs.py", "-c", "prefixed.yaml")
+    listed = _memodag(project, "tables", "list").stdout
+    assert "No committed stages." in listed
+    assert "--schema-prefix/--schema-suffix" in listed and "-f pipeline.py" in listed
 
 
 def test_tables_list_usage_mistakes_exit_2(project: Path) -> None:
@@ -249,9 +268,80 @@ def test_postgres_tables_are_named_without_password(project: Path, pg_url: str) 
         assert [t["rows"] for t in stages[1]["tables"]] == [3]
         everything = shown.stdout + versions.stdout + listed.stdout + listed.stderr
         assert "s3cr3t-pw" not in everything
+        # the store from $MEMODAG_TABLE_STORE_URL, without the job: its prefix given as options
+        by_url = {**env, "MEMODAG_TABLE_STORE_URL": env["TEST_WAREHOUSE_PG"]}
+        affixed = _memodag(
+            project, "tables", "list", "--schema-prefix", prefix, "--json", env=by_url
+        )
+        assert [s["schema"] for s in json.loads(affixed.stdout)["stages"]] == [
+            f"{prefix}model",
+            f"{prefix}raw",
+        ]
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             for (schema,) in conn.execute(
                 "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (prefix,)
             ).fetchall():
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+LAYERED = """
+import pandas as pd
+import sqlalchemy as sa
+from memodag import Stage, Table, job, materialize
+
+@materialize(version="1")
+def orders():
+    return Table(pd.DataFrame({"customer_id": [1, 1, 2], "amount": [10.0, 5.5, 7.25]}),
+                 name="orders")
+
+@materialize(version="1", input_type=pd.DataFrame)
+def valid_orders(orders):
+    return Table(orders[orders["amount"] > 0], inline=True)
+
+@materialize(version="1", input_type=pd.DataFrame)
+def by_customer(orders):
+    return Table(orders.groupby("customer_id", as_index=False)["amount"].sum(),
+                 name="by_customer")
+
+@materialize(lazy=True)
+def top_customers(by_customer: sa.Table):
+    return Table(sa.select(by_customer).where(by_customer.c.amount > 6), name="top_customers")
+
+@job
+def layered():
+    with Stage("raw"):
+        o = orders()
+    with Stage("model"):
+        top_customers(by_customer(valid_orders(o)))
+"""
+
+
+def test_inline_tables_are_in_no_database_and_lazy_tables_are_named_at_their_query_version(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "layered.py").write_text(textwrap.dedent(LAYERED))
+
+    def run() -> str:
+        ran = _memodag(tmp_path, "job", "execute", "-f", "layered.py", "--json")
+        return str(json.loads(ran.stdout)["run_id"])
+
+    run()
+    again = run()  # the lazy task runs again, finds its query's table stored
+    database = tmp_path / "home" / "tables.duckdb"
+    rows = json.loads(
+        _memodag(tmp_path, "job", "list-versions", "-f", "layered.py", "--json").stdout
+    )["outputs"]
+    by_step = {r["step"]: r for r in rows}
+    assert by_step["valid_orders"]["location"] == "inline (in memory, not stored)"
+    top = by_step["top_customers"]
+    assert top["status"] == "stored"
+    assert top["location"] == f"duckdb:{database}#model.top_customers"
+
+    steps = json.loads(_memodag(tmp_path, "runs", "show", again, "--json").stdout)["steps"]
+    outputs = {s["step_key"]: s["outputs"]["result"] for s in steps}
+    assert outputs["valid_orders"]["location"] == "inline (in memory, not stored)"
+    shown = _memodag(tmp_path, "runs", "show", again).stdout
+    # the version its physical table is named by (the query's), as list-versions shows it
+    assert f"#model.top_customers (version {top['version'][:12]})" in shown
+    assert "table:inline" not in shown

@@ -135,6 +135,32 @@ def test_list_versions_and_explain_predict_the_run_without_running_or_reading_ta
     assert changed.reasons == ("the polars plan of op 'picked' (AUTO_VERSION) changed",)
 
 
+def test_before_its_input_is_stored_list_versions_shows_no_version_for_it_or_its_consumers(
+    instance, store
+):
+    @materialize(name="doubled", version="1", input_type=pd.DataFrame)
+    def doubled(picked):
+        return Table(picked.assign(amount=picked["amount"] * 2), name="doubled")
+
+    picked = every_hundredth()
+    auto = make_job(store, lambda o: doubled(picked(o)))
+    before = {r.step_output: r for r in list_versions(auto, instance=instance, explain=True)}
+    # a version made from a placeholder plan would be one no run stores
+    assert before["picked.result"].version is None
+    assert before["picked.result"].status == "to-be-recomputed"
+    assert before["picked.result"].reasons == (
+        "the plan of op 'picked' (AUTO_VERSION) is built once its inputs are stored: its version "
+        "is known when the run stores them",
+    )
+    assert before["doubled.result"].version is None
+    assert before["doubled.result"].status == "to-be-recomputed"
+    assert "picked.result, an AUTO_VERSION op" in before["doubled.result"].reasons[0]
+    auto.execute_in_process(instance=instance)
+    after = {r.step_output: r for r in list_versions(auto, instance=instance)}
+    assert after["picked.result"].status == after["doubled.result"].status == "stored"
+    assert after["picked.result"].version is not None
+
+
 def test_the_output_names_order_and_table_options_are_part_of_the_version(instance, store):
     def two(swap: bool, key: str | None):
         @materialize(name="split", version=AUTO_VERSION, input_type=pl.LazyFrame, nout=2)

@@ -38,6 +38,8 @@ class LazyVersion:
     version: str | None
     stored: bool = False
     why: str = ""
+    #: where users query the stored table (its io manager's ``location``)
+    location: str | None = None
 
 
 EvaluateLazy = Callable[[StepTask], "dict[str, LazyVersion] | None"]
@@ -73,9 +75,17 @@ class PredictingExecutor(Executor):
 
     in_process = True
 
-    def __init__(self, pieces_at: PiecesAt, evaluate_lazy: EvaluateLazy | None = None) -> None:
+    def __init__(
+        self,
+        pieces_at: PiecesAt,
+        evaluate_lazy: EvaluateLazy | None = None,
+        auto_pending: Callable[[str], bool] | None = None,
+    ) -> None:
         self._pieces_at = pieces_at
         self._evaluate_lazy = evaluate_lazy
+        self._is_auto_pending = auto_pending
+        #: AUTO_VERSION steps whose plan waits on an input not stored yet: no version to show
+        self.auto_pending: set[str] = set()
         #: ``(step key, output)`` of lazy tasks -> what evaluating the body told
         self.lazy: dict[tuple[str, str], LazyVersion] = {}
         self._done: list[StepOutcome] = []
@@ -97,6 +107,15 @@ class PredictingExecutor(Executor):
         lazy = None
         if self._evaluate_lazy is not None and task.op_def.tags.get(LAZY_TAG) == "true":
             lazy = self._evaluate_lazy(task)
+        if (
+            versions is not None
+            and self._is_auto_pending is not None
+            and self._is_auto_pending(task.step_key)
+        ):
+            # its version now is made from a placeholder plan: the run's will differ, so
+            # neither it nor its consumers are shown one
+            self.auto_pending.add(task.step_key)
+            versions = None
         for name, out in task.op_def.outs.items():
             version = versions.get(name) if versions is not None else None
             predicted = lazy.get(name) if lazy is not None else None
@@ -108,7 +127,10 @@ class PredictingExecutor(Executor):
                     outputs.append(StoredOutput(name, address))
                     continue
             cutoff = name in task.hash_outputs
-            if cutoff or (version is None and task.step_key in self.data_pending):
+            if cutoff or (
+                version is None
+                and (task.step_key in self.data_pending or task.step_key in self.auto_pending)
+            ):
                 self.pending_outputs.add((task.step_key, name))
             if out.is_dynamic:
                 pieces = (
@@ -198,8 +220,12 @@ def list_versions(
         memoizer.attach_io_managers({k: getattr(resources, k) for k in io_keys})
         memoizer.attach_resources(resources)
         evaluate = _lazy_evaluator(resources, resolved.resource_config, instance, io_keys, memoizer)
-        executor = PredictingExecutor(memoizer.manifest_pieces, evaluate)
+        steps: dict[str, Any] = {}
+        executor = PredictingExecutor(
+            memoizer.manifest_pieces, evaluate, lambda key: memoizer.auto_pending(steps[key])
+        )
         engine = Engine(plan, "list-versions", executor, _DiscardingLog(), memoizer)
+        steps = engine.steps
         engine.add_steps(list(engine.steps.values()))
         engine.run()
         state = WalkState(
@@ -210,6 +236,7 @@ def list_versions(
             executor.pending_outputs,
             engine.result.unfinished,
             executor.lazy,
+            executor.auto_pending,
         )
         return report_rows(plan, state, memoizer, explain)
 
@@ -252,7 +279,9 @@ def _lazy_evaluator(
                 found[name] = LazyVersion(None, False, why)
                 continue
             store = runtime.io_manager(address.io_manager_key, task.step_key)
-            found[name] = LazyVersion(address.data_hash, store.verify(address) is None)
+            stored = store.verify(address) is None
+            where = store.location(address) if stored else None
+            found[name] = LazyVersion(address.data_hash, stored, location=where)
         return found
 
     def evaluate(task: StepTask) -> dict[str, LazyVersion] | None:
@@ -277,8 +306,11 @@ def _lazy_evaluator(
                 for stored in outcome.outputs:
                     address = stored.address
                     store = runtime.io_manager(address.io_manager_key, task.step_key)
+                    exists = bool(store.exists(address))
                     found[stored.output_name] = LazyVersion(
-                        address.data_hash, bool(store.exists(address))
+                        address.data_hash,
+                        exists,
+                        location=store.location(address) if exists else None,
                     )
                 return found
         if isinstance(outcome.exception, DecidedAtRunTime):

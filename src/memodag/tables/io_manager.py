@@ -143,6 +143,10 @@ class TableAddress:
         return cls(kind, stage, name, physical, shown_as)
 
 
+#: where an inline table is: handed over in memory, in no database
+INLINE_LOCATION = "inline (in memory, not stored)"
+
+
 def table_location(uri: str | None) -> str | None:
     """Where users find the table at ``uri`` (``duckdb:<file>#<schema>.<table>``,
     ``postgresql://user@host:port/db#<schema>.<table>``), ``<stage>.<table>`` for URIs written
@@ -152,7 +156,7 @@ def table_location(uri: str | None) -> str | None:
     except StorageError:
         return None
     if table.kind.startswith(inline_handover.INLINE_KIND):
-        return "inline (in memory, not stored)"
+        return INLINE_LOCATION
     return table.shown_as or f"{table.stage}.{table.name}"
 
 
@@ -688,6 +692,8 @@ class TableIOManager(MemoizableIOManager):
             table = TableAddress.parse(address.uri)
         except StorageError:  # a fan-out's manifest: no table of its own
             return None
+        if table.kind.startswith(inline_handover.INLINE_KIND):
+            return INLINE_LOCATION  # never written: no name in the stage to query
         return table.shown_as or self._shown_as(table.stage, table.name)
 
     def _note_members(self, context: OutputContext, stage: str) -> None:

@@ -41,6 +41,7 @@ from memodag.versioning.auto_inputs import TableSchemas
 from memodag.versioning.fresh_input import FreshInput, effective_version, ignoring_data_version
 from memodag.versioning.memoizer import AddressKey, Memoizer
 from memodag.versioning.resolve import (
+    AUTO_PENDING,
     Recipe,
     StepVersion,
     VersionResolver,
@@ -317,6 +318,12 @@ class IndexMemoizer(Memoizer):
             step, self._upstream, self._upstream_schema
         )
         return made
+
+    def auto_pending(self, step: ExecutionStep) -> bool:
+        """Whether ``step`` is an AUTO_VERSION op whose plan waits on an input's schema (a dry
+        run, before that input is stored): its version now is no version any run will store."""
+        made = self._step_version(step)
+        return made is not None and made.node.code == AUTO_PENDING
 
     def recipe(self, step: ExecutionStep) -> Recipe | None:
         # built only when asked (recording an executed step, explain): a memoized step never is

@@ -85,6 +85,8 @@ class WalkState:
     unfinished: Collection[str] = ()
     #: ``(step key, output)`` of lazy tasks -> what evaluating the body told (``dry_run.LazyVersion``)
     lazy: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    #: AUTO_VERSION steps whose plan waits on an input not stored yet (no version yet)
+    auto_pending: Collection[str] = ()
 
 
 def report_rows(
@@ -180,7 +182,35 @@ def _would_run(
 ) -> list[OutputVersion]:
     key = step.key
     versions = memoizer.versions(step)
+    if key in state.auto_pending:
+        why = (
+            f"the plan of op '{step.op_def.name}' (AUTO_VERSION) is built once its inputs are "
+            "stored: its version is known when the run stores them"
+        )
+        return [
+            OutputVersion(f"{key}.{name}", None, TO_BE_RECOMPUTED, (why,) if explain else (), key)
+            for name in step.op_def.outs
+        ]
     if versions is None:
+        auto_sources = sorted(
+            {
+                f"{h.step_key}.{h.output_name}"
+                for spec in step.inputs
+                for h in spec.upstream
+                if h.step_key in state.auto_pending
+            }
+        )
+        if auto_sources:
+            why = (
+                f"input from {', '.join(auto_sources[:3])}, an AUTO_VERSION op whose plan is "
+                "built once its own inputs are stored: its version is known then"
+            )
+            return [
+                OutputVersion(
+                    f"{key}.{name}", None, TO_BE_RECOMPUTED, (why,) if explain else (), key
+                )
+                for name in step.op_def.outs
+            ]
         if key in state.data_pending:
             sources = sorted(
                 {
@@ -239,6 +269,7 @@ def _lazy_rows(
                 status,
                 (why,) if explain and not lazy.stored else (),
                 step.key,
+                lazy.location if lazy.stored else None,
             )
         )
     return rows

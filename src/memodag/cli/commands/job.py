@@ -69,7 +69,8 @@ def job() -> None:
     "--memoize/--no-memoize",
     default=None,
     help="Force memoization on (skip steps stored at their current version) or off (run every "
-    "step). Default: the job's setting (on for a job with a version_strategy).",
+    "step). Default: the job's setting: on for a job with a version_strategy, which a job of "
+    "@materialize ops has unless it sets one.",
 )
 @click.option(
     "--cache-validation",

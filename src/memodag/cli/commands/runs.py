@@ -252,8 +252,9 @@ def _memoized_addresses(addresses: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _with_location(address: dict[str, Any]) -> dict[str, Any]:
-    """``address`` with ``location`` added for a table (``duckdb:<file>#<schema>.<table>``)."""
-    if address.get("serializer") != "table":
+    """``address`` with ``location`` added for a table (``duckdb:<file>#<schema>.<table>``, or
+    that an inline table is in no database)."""
+    if address.get("serializer") not in ("table", "inline"):
         return address
     from memodag.tables.io_manager import table_location
 
@@ -358,12 +359,29 @@ def _print_logs(logs: list[dict[str, Any]], show: bool) -> None:
 def _where(address: dict[str, Any]) -> str:
     location = address.get("location")
     if location:  # a table: where users query it, and which version it shows
-        version = address.get("version")
+        version = _stored_at(address)
         return f"{location} (version {str(version)[:12]})" if version else str(location)
     uri = address.get("uri")
     if uri:
         return str(uri)
     return f"(io manager '{address.get('io_manager_key')}', no URI)"
+
+
+def _stored_at(address: dict[str, Any]) -> Any:
+    """The version a table is stored at: a lazy table's is its query's (or frame's) version,
+    its ``data_hash``, which names its physical table; any other's is the step's version."""
+    data_hash = address.get("data_hash")
+    if data_hash:
+        from memodag.errors import StorageError
+        from memodag.tables.io_manager import TableAddress
+
+        try:
+            physical = TableAddress.parse(address.get("uri")).physical
+        except StorageError:
+            physical = ""
+        if str(data_hash)[:12] in physical:
+            return data_hash
+    return address.get("version")
 
 
 def _escape(text: str) -> str:

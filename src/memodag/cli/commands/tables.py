@@ -50,12 +50,27 @@ def tables() -> None:
     help="How long to wait for a DuckDB file another process holds (default: the store's "
     "lock_timeout, 5 s).",
 )
+@click.option(
+    "--schema-prefix",
+    default="",
+    metavar="PREFIX",
+    help="The store's schema_prefix, for a store given by --store or the environment (the "
+    "job's table_store has its own).",
+)
+@click.option(
+    "--schema-suffix",
+    default="",
+    metavar="SUFFIX",
+    help="The store's schema_suffix, as --schema-prefix.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_tables(
     spec: JobSpec,
     stages: tuple[str, ...],
     store: str | None,
     wait: float | None,
+    schema_prefix: str,
+    schema_suffix: str,
     as_json: bool,
 ) -> None:
     """List the tables committed stages show, with row counts and the physical table (output
@@ -71,8 +86,15 @@ def list_tables(
       memodag tables list
       memodag tables list -f pipeline.py -c prod.yaml --stage model
       memodag tables list --store postgresql://me@db:5432/warehouse --json
+      memodag tables list --store postgresql://me@db:5432/warehouse --schema-prefix dev_
     """
-    with _table_store(spec, store) as found:
+    affixes = (schema_prefix, schema_suffix)
+    if any(affixes) and spec.has_location:
+        raise click.UsageError(
+            "--schema-prefix/--schema-suffix are for --store or $"
+            f"{STORE_URL_ENV}: the job's table_store (-f/-m) has its own"
+        )
+    with _table_store(spec, store, affixes) as found:
         if wait is not None and hasattr(found, "lock_timeout"):
             found.lock_timeout = wait
         listing = _listing(found, stages)
@@ -81,7 +103,8 @@ def list_tables(
 
         echo_json(listing)
         return
-    _print(listing)
+    # a store found without its job may be one whose stages carry a prefix or suffix
+    _print(listing, hint_affixes=not spec.has_location and not any(affixes))
 
 
 def _listing(store: TableStore, wanted: Sequence[str]) -> dict[str, Any]:
@@ -116,7 +139,7 @@ def _listing(store: TableStore, wanted: Sequence[str]) -> dict[str, Any]:
     return {"store": store.location(), "stages": stages}
 
 
-def _print(listing: dict[str, Any]) -> None:
+def _print(listing: dict[str, Any], hint_affixes: bool = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -126,6 +149,13 @@ def _print(listing: dict[str, Any]) -> None:
     console.print(f"Table store: {listing['store']}", style="dim", markup=False)
     if not listing["stages"]:
         console.print("No committed stages.")
+        if hint_affixes:
+            console.print(
+                "Stages stored with a schema_prefix or schema_suffix are listed with "
+                "--schema-prefix/--schema-suffix, or with the job (-f pipeline.py [-c run.yaml]).",
+                style="dim",
+                markup=False,
+            )
         return
     table = Table()
     table.add_column("Stage", no_wrap=True, style="bold")
@@ -154,7 +184,9 @@ def _print(listing: dict[str, Any]) -> None:
 
 
 @contextmanager
-def _table_store(spec: JobSpec, store: str | None) -> Iterator[TableStore]:
+def _table_store(
+    spec: JobSpec, store: str | None, affixes: tuple[str, str] = ("", "")
+) -> Iterator[TableStore]:
     """The store to list, closed afterwards (never opened for writing)."""
     from memodag.cli.errors import CliError
 
@@ -175,26 +207,32 @@ def _table_store(spec: JobSpec, store: str | None) -> Iterator[TableStore]:
                 hint="give the job (-f pipeline.py [-c run.yaml]) or --store FILE.duckdb|URL.",
             )
         where = str(default)
-    found = _store_at(where)
+    found = _store_at(where, affixes)
     try:
         yield found
     finally:
         found.close()
 
 
-def _store_at(where: str) -> TableStore:
-    """A store for a DuckDB path or a ``postgresql://`` URL."""
-    if where.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
-        from memodag.tables.postgres import PostgresTableStore
+def _store_at(where: str, affixes: tuple[str, str] = ("", "")) -> TableStore:
+    """A store for a DuckDB path or a ``postgresql://`` URL, its schemas named with
+    ``affixes`` (schema prefix, suffix)."""
+    from memodag.cli.errors import CliError
+    from memodag.errors import StorageError
 
-        return PostgresTableStore(where)
-    from memodag.tables.duckdb import DuckDBTableStore
+    prefix, suffix = affixes
+    try:
+        if where.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
+            from memodag.tables.postgres import PostgresTableStore
 
-    if not os.path.isfile(os.path.expanduser(where)):
-        from memodag.cli.errors import CliError
+            return PostgresTableStore(where, schema_prefix=prefix, schema_suffix=suffix)
+        from memodag.tables.duckdb import DuckDBTableStore
 
-        raise CliError(f"DuckDB file {where} not found")
-    return DuckDBTableStore(where)
+        if not os.path.isfile(os.path.expanduser(where)):
+            raise CliError(f"DuckDB file {where} not found")
+        return DuckDBTableStore(where, schema_prefix=prefix, schema_suffix=suffix)
+    except StorageError as exc:  # a prefix that cannot name a schema: a usage mistake
+        raise click.UsageError(str(exc)) from None
 
 
 @contextmanager
