@@ -1,8 +1,8 @@
 """Two stages of tables in DuckDB: orders loaded with pandas, a cleaning step handed over in
 memory (inline), a polars aggregate, a SQL task.
 
-    memodag job execute -f warehouse.py            # tables.duckdb under $MEMODAG_HOME
-    duckdb $MEMODAG_HOME/tables.duckdb "SELECT * FROM model.top_customers"
+    memodag job execute -f warehouse.py    # tables in .memodag/tables.duckdb (the instance home)
+    python -c "import duckdb; print(duckdb.connect('.memodag/tables.duckdb', read_only=True).sql('SELECT * FROM model.top_customers'))"
 
 A second run recomputes nothing (the lazy SQL task's body runs, finds its query's table stored
 and executes nothing); change an op and only it and what depends on it run again. The inline
