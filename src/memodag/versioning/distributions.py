@@ -259,14 +259,19 @@ def _valid(entries: dict[Any, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _write_cache(path: str, entries: dict[str, dict[str, Any]]) -> None:
-    """Atomically (a concurrent reader sees the old file or the new one); a cache that cannot be
-    written only costs the next run the reading again."""
+    write_cache_file(path, {"format": _CACHE_FORMAT, "entries": entries})
+
+
+def write_cache_file(path: str, content: Any) -> None:
+    """Write ``content`` as JSON to the cache file ``path`` atomically (a concurrent reader sees
+    the old file or the new one); a cache that cannot be written only costs the next run the
+    work again."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"format": _CACHE_FORMAT, "entries": entries}, f)
+                json.dump(content, f)
             os.replace(temporary, path)
         except BaseException:
             os.unlink(temporary)

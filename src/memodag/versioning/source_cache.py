@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import sys
-import tempfile
 import time
 import types
 from typing import Any, NamedTuple
@@ -176,18 +175,9 @@ def flush() -> None:
         ((f, e) for f, e in merged.items() if e.get("used", 0) >= oldest),
         key=lambda item: item[1].get("used", 0),
     )[-_MAX_FILES:]
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"format": _CACHE_FORMAT, "key": _code_key(), "files": dict(kept)}, f)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-    except OSError:
-        pass
+    from memodag.versioning.distributions import write_cache_file
+
+    write_cache_file(path, {"format": _CACHE_FORMAT, "key": _code_key(), "files": dict(kept)})
 
 
 def _files() -> dict[str, dict[str, Any]]:
