@@ -530,24 +530,16 @@ class Engine:
         key = step.key
         for producer in restart:
             self._recomputed.add(producer)
-            self.log.append(
-                Event(
-                    EventType.LOG,
-                    self.run_id,
-                    time.time(),
-                    key,
-                    f"step '{key}' could not load what memoized step '{producer}' stored "
-                    f"({outcome.error.message if outcome.error else 'unreadable'}); "
-                    f"recomputing step '{producer}'",
-                    {"level": "WARNING"},
-                )
-            )
-            del self.status[producer]
-            self.result.memoized -= 1
             for output_key in [k for k in self.addresses if k[0] == producer]:
                 del self.addresses[output_key]
-            self._waiting_on[producer] = 0
-            self._ready.append(producer)
+            self._recompute_memoized(
+                producer,
+                key,
+                f"step '{key}' could not load what memoized step '{producer}' stored "
+                f"({outcome.error.message if outcome.error else 'unreadable'}); "
+                f"recomputing step '{producer}'",
+                "WARNING",
+            )
         for address in outcome.lost_inputs:
             self.memoizer.distrust(address.step_key, (key,))
         self._waiting_on[key] = len(waits)
@@ -556,6 +548,16 @@ class Engine:
         if not waits:
             self._ready.append(key)
         return True
+
+    def _recompute_memoized(self, producer: str, consumer: str, why: str, level: str) -> None:
+        """Run memoized step ``producer`` after all, before ``consumer`` (logged there, why)."""
+        self.log.append(
+            Event(EventType.LOG, self.run_id, time.time(), consumer, why, {"level": level})
+        )
+        del self.status[producer]
+        self.result.memoized -= 1
+        self._waiting_on[producer] = 0
+        self._ready.append(producer)
 
     def _inline_producers_first(self, step: ExecutionStep) -> bool:
         """``step`` must run and reads outputs that memoized steps handed over in memory
@@ -583,26 +585,18 @@ class Engine:
         key = step.key
         for producer in producers:
             self._inline_reruns.add(producer)
-            self.log.append(
-                Event(
-                    EventType.LOG,
-                    self.run_id,
-                    time.time(),
-                    key,
-                    f"step '{key}' runs and reads the inline table of step '{producer}', "
-                    f"which is not stored: recomputing step '{producer}' first",
-                    {"level": "INFO"},
-                )
-            )
-            del self.status[producer]
-            self.result.memoized -= 1
             for name in self.steps[producer].op_def.outs:
                 self.addresses.pop((producer, name, None), None)
             # never served from the index again in this run; ``step`` is versioned anew from
             # what it computes (the same version, unless its data hash differs)
             self.memoizer.distrust(producer, (key,))
-            self._waiting_on[producer] = 0
-            self._ready.append(producer)
+            self._recompute_memoized(
+                producer,
+                key,
+                f"step '{key}' runs and reads the inline table of step '{producer}', "
+                f"which is not stored: recomputing step '{producer}' first",
+                "INFO",
+            )
         for producer in waits:
             self._consumers.setdefault(producer, []).append(key)
         self._waiting_on[key] = len(waits)
